@@ -1,0 +1,93 @@
+# mod_cptoken: build, test, install.
+#   make            build/cptoken, build/mod_cptoken.so, build/libcptoken.a
+#   make test       install missing Debian packages, build, run every test
+#   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR
+# C++ is compiled and linked with g++: apxs cannot build C++, so it only
+# tells us where httpd's headers and modules are.
+
+APXS      ?= apxs
+CXX       ?= g++
+BUILD     ?= build
+PREFIX    ?= /usr/local
+SBINDIR   ?= $(PREFIX)/sbin
+PYTHON    ?= /usr/bin/python3
+
+# Debian packages the build and the tests need; `make deps` installs the missing ones.
+DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
+                libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
+                python3-pytest curl
+
+CXXSTD    := -std=c++20
+WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
+HARDEN    := -fstack-protector-strong -D_FORTIFY_SOURCE=2
+OPT       ?= -O2 -g
+CXXFLAGS  += $(CXXSTD) $(OPT) $(WARN) $(HARDEN) -fPIC -fvisibility=hidden
+ifdef SANITIZE
+CXXFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS   += -fsanitize=address,undefined
+endif
+LIBS      := -llmdb -lcrypto
+
+# Only read from apxs when the module is built: `make deps` must work before apache2-dev exists.
+HTTPD_CPPFLAGS = -I$(shell $(APXS) -q INCLUDEDIR) -I$(shell $(APXS) -q APR_INCLUDEDIR) \
+                 $(shell $(APXS) -q EXTRA_CPPFLAGS)
+
+LIB_SRCS  := $(wildcard lib/*.cpp)
+LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
+UNIT_SRCS := $(wildcard t/unit/test_*.cpp)
+UNIT_BINS := $(UNIT_SRCS:t/unit/%.cpp=$(BUILD)/t/%)
+
+.PHONY: all deps test unit unit-asan tool-test install clean
+all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -MMD -MP -Ilib -c -o $@ $<
+
+$(BUILD)/libcptoken.a: $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/cptoken: $(BUILD)/cptoken.o $(BUILD)/libcptoken.a
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# The module: only cptoken_module is exported; ap_*/apr_* resolve from httpd at load time.
+$(BUILD)/mod_cptoken.o: CPPFLAGS += $(HTTPD_CPPFLAGS)
+$(BUILD)/mod_cptoken.so: $(BUILD)/mod_cptoken.o $(BUILD)/libcptoken.a mod_cptoken.map
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -shared -Wl,--version-script=mod_cptoken.map \
+	  -o $@ $(BUILD)/mod_cptoken.o $(BUILD)/libcptoken.a $(LIBS)
+
+$(BUILD)/t/%: t/unit/%.cpp $(BUILD)/libcptoken.a
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -Ilib -o $@ $< $(BUILD)/libcptoken.a $(LIBS) -lcmocka
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+# The same unit tests under AddressSanitizer and UBSan, in their own build tree.
+unit-asan:
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" unit
+
+tool-test: $(BUILD)/cptoken
+	CPTOKEN=$(abspath $(BUILD)/cptoken) $(PYTHON) -m pytest -q t/tool
+
+test: deps
+	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory unit-asan
+	$(MAKE) --no-print-directory tool-test
+
+install: all
+	install -D -m 0755 $(BUILD)/cptoken $(DESTDIR)$(SBINDIR)/cptoken
+	install -D -m 0644 $(BUILD)/mod_cptoken.so $(DESTDIR)$(shell $(APXS) -q LIBEXECDIR)/mod_cptoken.so
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

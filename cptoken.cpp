@@ -1,0 +1,444 @@
+// cptoken: the admin tool. Argument parsing and output only; every decision
+// is made in lib/.
+//
+// Exit codes: 0 done, 1 a refusal or not found, 2 bad usage. Errors go to
+// stderr as one line starting with "cptoken: ". No token is ever printed
+// except by `create`.
+
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "names.hpp"
+#include "network.hpp"
+#include "record.hpp"
+#include "store.hpp"
+#include "timeutil.hpp"
+#include "token.hpp"
+#include "verify.hpp"
+
+using namespace cptoken;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+constexpr const char *default_db = "/var/lib/cptoken";
+
+// Bad usage: a wrong argument value. Exit code 2.
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+// A refusal or something not found. Exit code 1.
+struct Refusal : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// ------------------------------------------------------------ arguments
+
+void require_user(const std::string &user) {
+    if (!is_valid_user(user))
+        throw UsageError("invalid user name '" + user +
+                         "': 1-64 characters of a-z 0-9 . _ -, starting with a letter or digit");
+}
+
+void require_token_name(const std::string &name) {
+    if (!is_valid_token_name(name))
+        throw UsageError("invalid token name '" + name + "': 1-50 characters of A-Z a-z 0-9 _ -");
+}
+
+Seconds parse_expiry(const std::string &text, Seconds now) {
+    try {
+        return parse_when(text, now);
+    } catch (const WhenError &e) {
+        throw UsageError(e.what());
+    }
+}
+
+std::vector<Network> parse_allowlist(const std::vector<std::string> &texts) {
+    if (texts.size() > max_allowed_networks)
+        throw UsageError("too many --allow-ip: at most " + std::to_string(max_allowed_networks));
+    std::vector<Network> networks;
+    for (const std::string &text : texts) {
+        const auto network = parse_network(text);
+        if (!network)
+            throw UsageError("invalid --allow-ip '" + text +
+                             "': expected an IPv4 or IPv6 address or network (CIDR, host bits zero)");
+        networks.push_back(*network);
+    }
+    return networks;
+}
+
+gid_t group_id(const std::string &name) {
+    if (name.empty()) return ::getgid();
+    const group *found = ::getgrnam(name.c_str());
+    if (!found) throw UsageError("unknown group '" + name + "'");
+    return found->gr_gid;
+}
+
+// ------------------------------------------------------------ output
+
+std::string allowlist_text(const std::vector<Network> &networks) {
+    if (networks.empty()) return "any";
+    std::string text;
+    for (const Network &network : networks) text += (text.empty() ? "" : ", ") + to_string(network);
+    return text;
+}
+
+std::string expiry_text(const TokenRecord &record) {
+    return record.never_expires() ? "never" : format_iso8601(record.expires);
+}
+
+json token_json(const TokenRecord &record, const std::optional<Usage> &usage) {
+    json out;
+    out["user"] = record.user;
+    out["name"] = record.name;
+    out["created"] = format_iso8601(record.created);
+    out["expires"] = record.never_expires() ? json(nullptr) : json(format_iso8601(record.expires));
+    out["last_used"] = usage ? json(format_iso8601(usage->last_used)) : json(nullptr);
+    out["last_used_ip"] = usage && !usage->last_used_ip.empty() ? json(usage->last_used_ip) : json(nullptr);
+    if (record.allowed_ips.empty()) {
+        out["allowed_ips"] = nullptr;
+    } else {
+        out["allowed_ips"] = json::array();
+        for (const Network &network : record.allowed_ips) out["allowed_ips"].push_back(to_string(network));
+    }
+    return out;
+}
+
+void print_json(const json &value) { std::cout << value.dump(2) << "\n"; }
+
+// Usage is optional: a store without a readable usage file still lists.
+std::optional<UsageStore> open_usage(const std::string &db) {
+    try {
+        return std::optional<UsageStore>(std::in_place, db, Access::read_only);
+    } catch (const StoreError &) {
+        return std::nullopt;
+    }
+}
+
+std::optional<Usage> usage_of(const std::optional<UsageStore> &usage, const Digest &digest) {
+    return usage ? usage->find(digest) : std::nullopt;
+}
+
+void print_table(const std::vector<std::vector<std::string>> &rows) {
+    std::vector<std::size_t> widths;
+    for (const auto &row : rows)
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            if (widths.size() <= i) widths.push_back(0);
+            widths[i] = std::max(widths[i], row[i].size());
+        }
+    for (const auto &row : rows) {
+        std::string line;
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            line += row[i];
+            if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+        }
+        std::cout << line << "\n";
+    }
+}
+
+// ------------------------------------------------------------ commands
+
+struct Options {
+    std::string db;
+    std::string user, name, group, expires, new_name, ip, file;
+    std::vector<std::string> allow_ips;
+    bool json = false, any_ip = false, all = false;
+};
+
+int cmd_init(const Options &o) {
+    const gid_t gid = group_id(o.group);
+    if (init_store(o.db, gid) == InitOutcome::already_present) {
+        std::cout << "token store in " << o.db << " already exists; nothing changed\n";
+    } else {
+        const group *g = ::getgrgid(gid);
+        std::cout << "created token store in " << o.db << " for group " << (g ? g->gr_name : std::to_string(gid))
+                  << "\n";
+    }
+    return 0;
+}
+
+int cmd_create(const Options &o) {
+    require_user(o.user);
+    require_token_name(o.name);
+    const Seconds now = now_seconds();
+    TokenRecord record{o.user, o.name, now, o.expires.empty() ? 0 : parse_expiry(o.expires, now),
+                       parse_allowlist(o.allow_ips)};
+    TokenStore store(o.db, Access::read_write);
+    const std::string token = generate_token();
+    store.add(token_digest(token), record);
+    if (o.json) {
+        json out;
+        out["user"] = record.user;
+        out["name"] = record.name;
+        out["token"] = token;
+        const json fields = token_json(record, std::nullopt);
+        for (const char *key : {"created", "expires", "allowed_ips"}) out[key] = fields[key];
+        print_json(out);
+    } else {
+        std::cout << token << "\n";
+    }
+    return 0;
+}
+
+int cmd_list(const Options &o) {
+    if (!o.user.empty()) require_user(o.user);
+    const TokenStore store(o.db, Access::read_only);
+    const auto usage = open_usage(o.db);
+    const auto tokens = store.list(o.user);
+    if (o.json) {
+        json out = json::array();
+        for (const StoredToken &token : tokens) out.push_back(token_json(token.record, usage_of(usage, token.digest)));
+        print_json(out);
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows{{"USER", "NAME", "CREATED", "EXPIRES", "LAST USED", "ALLOWED IPS"}};
+    for (const StoredToken &token : tokens) {
+        const auto used = usage_of(usage, token.digest);
+        rows.push_back({token.record.user, token.record.name, format_iso8601(token.record.created),
+                        expiry_text(token.record),
+                        used ? format_iso8601(used->last_used) + " from " + used->last_used_ip : "never",
+                        allowlist_text(token.record.allowed_ips)});
+    }
+    print_table(rows);
+    return 0;
+}
+
+void print_details(const TokenRecord &record, const std::optional<Usage> &used) {
+    print_table({{"user:", record.user},
+                 {"name:", record.name},
+                 {"created:", format_iso8601(record.created)},
+                 {"expires:", expiry_text(record)},
+                 {"last used:", used ? format_iso8601(used->last_used) : "never"},
+                 {"last used ip:", used ? used->last_used_ip : "-"},
+                 {"allowed ips:", allowlist_text(record.allowed_ips)}});
+}
+
+int cmd_show(const Options &o) {
+    require_user(o.user);
+    require_token_name(o.name);
+    const TokenStore store(o.db, Access::read_only);
+    const auto found = store.find_by_name(o.user, o.name);
+    if (!found) throw Refusal("user " + o.user + " has no token named '" + o.name + "'");
+    const auto used = usage_of(open_usage(o.db), found->digest);
+    if (o.json)
+        print_json(token_json(found->record, used));
+    else
+        print_details(found->record, used);
+    return 0;
+}
+
+int cmd_edit(const Options &o) {
+    require_user(o.user);
+    require_token_name(o.name);
+    TokenChanges changes;
+    if (!o.new_name.empty()) {
+        require_token_name(o.new_name);
+        changes.name = o.new_name;
+    }
+    if (!o.expires.empty()) changes.expires = o.expires == "never" ? 0 : parse_expiry(o.expires, now_seconds());
+    if (!o.allow_ips.empty()) changes.allowed_ips = parse_allowlist(o.allow_ips);
+    if (o.any_ip) changes.allowed_ips = std::vector<Network>{};
+    if (!changes.name && !changes.expires && !changes.allowed_ips)
+        throw UsageError("nothing to change: give --name, --expires, --allow-ip or --any-ip");
+    TokenStore store(o.db, Access::read_write);
+    const TokenRecord record = store.edit(o.user, o.name, changes);
+    if (o.json)
+        print_json(token_json(record, std::nullopt));
+    else
+        std::cout << "updated token '" << record.name << "' of " << record.user << "\n";
+    return 0;
+}
+
+int cmd_revoke(const Options &o) {
+    require_user(o.user);
+    if (o.all == !o.name.empty()) throw UsageError("revoke takes either a token NAME or --all");
+    TokenStore store(o.db, Access::read_write);
+    if (o.all) {
+        const std::size_t count = store.revoke_all(o.user);
+        std::cout << "revoked " << count << " token" << (count == 1 ? "" : "s") << " of " << o.user << "\n";
+        return 0;
+    }
+    require_token_name(o.name);
+    store.revoke(o.user, o.name);
+    std::cout << "revoked token '" << o.name << "' of " << o.user << "\n";
+    return 0;
+}
+
+std::string read_token_from_stdin() {
+    std::string token;
+    std::getline(std::cin, token);
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
+        token.pop_back();
+    return token;
+}
+
+int cmd_check(const Options &o) {
+    require_user(o.user);
+    std::optional<Address> client;
+    if (!o.ip.empty()) {
+        client = parse_address(o.ip);
+        if (!client) throw UsageError("invalid --ip '" + o.ip + "': expected an IPv4 or IPv6 address");
+    }
+    const TokenStore store(o.db, Access::read_only);
+    const Seconds now = now_seconds();
+    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now);
+    const std::string who = verdict.record ? "token '" + verdict.record->name + "' of " + verdict.record->user : "";
+    switch (verdict.reason) {
+        case Reason::accepted:
+            std::cout << "accepted: " << who << (client ? " from " + to_string(*client) : "")
+                      << ", expires " << expiry_text(*verdict.record) << ", allowed from "
+                      << allowlist_text(verdict.record->allowed_ips) << "\n";
+            return 0;
+        case Reason::malformed:
+            std::cout << "refused: malformed token: expected 32 characters of A-Z and 0-9\n";
+            break;
+        case Reason::mistyped:
+            std::cout << "refused: unknown token, and its checksum does not match: probably mistyped\n";
+            break;
+        case Reason::unknown:
+            std::cout << "refused: unknown token (never issued here, or revoked)\n";
+            break;
+        case Reason::wrong_user:
+            std::cout << "refused: " << who << " belongs to another user, not " << o.user << "\n";
+            break;
+        case Reason::expired:
+            std::cout << "refused: " << who << " expired at " << format_iso8601(verdict.record->expires) << "\n";
+            break;
+        case Reason::address_not_allowed:
+            std::cout << "refused: address " << to_string(*client) << " is not allowed for " << who
+                      << "; allowed: " << allowlist_text(verdict.record->allowed_ips) << "\n";
+            break;
+    }
+    return 1;
+}
+
+int cmd_prune(const Options &o) {
+    TokenStore store(o.db, Access::read_write);
+    const PruneResult result = store.prune(now_seconds());
+    std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
+              << ", dropped " << result.tombstones_dropped << " old tombstone"
+              << (result.tombstones_dropped == 1 ? "" : "s") << "\n";
+    return 0;
+}
+
+int cmd_backup(const Options &o) {
+    struct stat st{};
+    if (::stat(o.file.c_str(), &st) == 0) throw Refusal(o.file + " already exists; not overwriting it");
+    const TokenStore store(o.db, Access::read_only);
+    ::umask(077);  // a backup holds every digest: owner only
+    store.backup(o.file);
+    std::cout << "backed up the token store to " << o.file << "\n";
+    return 0;
+}
+
+int run(int argc, char **argv) {
+    Options o;
+    const char *env_db = std::getenv("CPTOKEN_DB");
+    o.db = env_db && *env_db ? env_db : default_db;
+
+    CLI::App app{"cptoken: create, list, edit and revoke API tokens for mod_cptoken"};
+    app.name("cptoken");
+    app.require_subcommand(1, 1);
+    app.fallthrough();
+    app.add_option("--db", o.db, "store directory (default: $CPTOKEN_DB, else /var/lib/cptoken)");
+
+    auto allow_ip = [&](CLI::App *sub) {
+        sub->add_option("--allow-ip", o.allow_ips, "allow only this address or CIDR network (repeatable)")
+            ->allow_extra_args(false);
+    };
+    auto json_flag = [&](CLI::App *sub) { sub->add_flag("--json", o.json, "print JSON"); };
+
+    CLI::App *init = app.add_subcommand("init", "create the store directory and files");
+    init->add_option("--group", o.group, "group that httpd runs as (it may read tokens, write usage)");
+
+    CLI::App *create = app.add_subcommand("create", "create a token and print it, once");
+    create->add_option("USER", o.user)->required();
+    create->add_option("NAME", o.name)->required();
+    create->add_option("--expires", o.expires, "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or +N[smhdw]");
+    allow_ip(create);
+    json_flag(create);
+
+    CLI::App *list = app.add_subcommand("list", "list tokens (of USER)");
+    list->add_option("USER", o.user);
+    json_flag(list);
+
+    CLI::App *show = app.add_subcommand("show", "show one token");
+    show->add_option("USER", o.user)->required();
+    show->add_option("NAME", o.name)->required();
+    json_flag(show);
+
+    CLI::App *edit = app.add_subcommand("edit", "change a token's name, expiry or allowlist; the token stays");
+    edit->add_option("USER", o.user)->required();
+    edit->add_option("NAME", o.name)->required();
+    edit->add_option("--name", o.new_name, "new name");
+    edit->add_option("--expires", o.expires, "new expiry, or never");
+    allow_ip(edit);
+    CLI::Option *any_ip = edit->add_flag("--any-ip", o.any_ip, "allow any address");
+    any_ip->excludes(edit->get_option("--allow-ip"));
+    json_flag(edit);
+
+    CLI::App *revoke = app.add_subcommand("revoke", "revoke a token, or all of a user's with --all");
+    revoke->add_option("USER", o.user)->required();
+    revoke->add_option("NAME", o.name);
+    revoke->add_flag("--all", o.all, "revoke every token of USER");
+
+    CLI::App *checkc = app.add_subcommand("check", "tell whether the token on stdin is accepted, and why not");
+    checkc->add_option("USER", o.user)->required();
+    checkc->add_option("--ip", o.ip, "client address to check against the allowlist");
+
+    app.add_subcommand("prune", "delete expired tokens and old tombstones");
+
+    CLI::App *backup = app.add_subcommand("backup", "write a consistent copy of the token store");
+    backup->add_option("FILE", o.file)->required();
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError &e) {
+        std::cerr << "cptoken: " << e.what() << " (see cptoken --help)\n";
+        return 2;
+    }
+
+    if (init->parsed()) return cmd_init(o);
+    if (create->parsed()) return cmd_create(o);
+    if (list->parsed()) return cmd_list(o);
+    if (show->parsed()) return cmd_show(o);
+    if (edit->parsed()) return cmd_edit(o);
+    if (revoke->parsed()) return cmd_revoke(o);
+    if (checkc->parsed()) return cmd_check(o);
+    if (backup->parsed()) return cmd_backup(o);
+    return cmd_prune(o);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    try {
+        return run(argc, argv);
+    } catch (const UsageError &e) {
+        std::cerr << "cptoken: " << e.what() << "\n";
+        return 2;
+    } catch (const Refusal &e) {
+        std::cerr << "cptoken: " << e.what() << "\n";
+        return 1;
+    } catch (const StoreError &e) {
+        std::cerr << "cptoken: " << e.what() << "\n";
+        return 1;
+    } catch (const std::exception &e) {
+        std::cerr << "cptoken: " << e.what() << "\n";
+        return 1;
+    }
+}

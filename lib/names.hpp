@@ -1,0 +1,14 @@
+// Which user names and token names the store accepts.
+#pragma once
+
+#include <string_view>
+
+namespace cptoken {
+
+/// 1-64 characters of [a-z0-9._-], starting with a letter or a digit.
+bool is_valid_user(std::string_view user) noexcept;
+
+/// 1-50 characters of [A-Za-z0-9_-] (cPanel's rule for token names).
+bool is_valid_token_name(std::string_view name) noexcept;
+
+}  // namespace cptoken

@@ -1,0 +1,115 @@
+#include "record.hpp"
+
+#include "names.hpp"
+
+namespace cptoken {
+namespace {
+
+constexpr std::uint8_t record_format = 1;
+
+// Field tags. Unknown tags are skipped so that a later version can add fields.
+enum Tag : std::uint8_t { tag_user = 1, tag_name = 2, tag_created = 3, tag_expires = 4, tag_network = 5 };
+
+void put_field(std::string &out, Tag tag, std::string_view value) {
+    out.push_back(static_cast<char>(tag));
+    out.push_back(static_cast<char>(value.size() >> 8));
+    out.push_back(static_cast<char>(value.size() & 0xff));
+    out.append(value);
+}
+
+std::string be64(std::int64_t value) {
+    std::string out(8, '\0');
+    for (int i = 7; i >= 0; --i, value = static_cast<std::int64_t>(static_cast<std::uint64_t>(value) >> 8))
+        out[i] = static_cast<char>(value & 0xff);
+    return out;
+}
+
+std::optional<std::int64_t> from_be64(std::string_view in) noexcept {
+    if (in.size() != 8) return std::nullopt;
+    std::uint64_t value = 0;
+    for (unsigned char c : in) value = (value << 8) | c;
+    return static_cast<std::int64_t>(value);
+}
+
+std::string encode_network(const Network &network) {
+    std::string out;
+    out.push_back(static_cast<char>(network.base.family));
+    out.push_back(static_cast<char>(network.prefix));
+    out.append(reinterpret_cast<const char *>(network.base.bytes.data()), network.base.family == 4 ? 4 : 16);
+    return out;
+}
+
+std::optional<Network> decode_network(std::string_view in) noexcept {
+    if (in.size() < 2) return std::nullopt;
+    Network network;
+    network.base.family = static_cast<std::uint8_t>(in[0]);
+    network.prefix = static_cast<std::uint8_t>(in[1]);
+    const std::size_t length = network.base.family == 4 ? 4 : network.base.family == 6 ? 16 : 0;
+    if (length == 0 || in.size() != 2 + length || network.prefix > length * 8) return std::nullopt;
+    for (std::size_t i = 0; i < length; ++i) network.base.bytes[i] = static_cast<std::uint8_t>(in[2 + i]);
+    return network;
+}
+
+}  // namespace
+
+std::string encode_record(const TokenRecord &record) {
+    std::string out;
+    out.push_back(static_cast<char>(record_format));
+    put_field(out, tag_user, record.user);
+    put_field(out, tag_name, record.name);
+    put_field(out, tag_created, be64(record.created));
+    if (!record.never_expires()) put_field(out, tag_expires, be64(record.expires));
+    for (const Network &network : record.allowed_ips) put_field(out, tag_network, encode_network(network));
+    return out;
+}
+
+std::optional<TokenRecord> decode_record(std::string_view payload) {
+    if (payload.empty() || static_cast<std::uint8_t>(payload[0]) != record_format) return std::nullopt;
+    TokenRecord record;
+    bool has_user = false, has_name = false, has_created = false, has_expires = false;
+    std::size_t pos = 1;
+    while (pos < payload.size()) {
+        if (payload.size() - pos < 3) return std::nullopt;
+        const auto tag = static_cast<std::uint8_t>(payload[pos]);
+        const std::size_t length = (static_cast<unsigned char>(payload[pos + 1]) << 8) |
+                                   static_cast<unsigned char>(payload[pos + 2]);
+        pos += 3;
+        if (payload.size() - pos < length) return std::nullopt;
+        const std::string_view value = payload.substr(pos, length);
+        pos += length;
+        switch (tag) {
+            case tag_user:
+                if (has_user || !is_valid_user(value)) return std::nullopt;
+                record.user = value, has_user = true;
+                break;
+            case tag_name:
+                if (has_name || !is_valid_token_name(value)) return std::nullopt;
+                record.name = value, has_name = true;
+                break;
+            case tag_created: {
+                const auto created = from_be64(value);
+                if (has_created || !created) return std::nullopt;
+                record.created = *created, has_created = true;
+                break;
+            }
+            case tag_expires: {
+                const auto expires = from_be64(value);
+                if (has_expires || !expires || *expires == 0) return std::nullopt;
+                record.expires = *expires, has_expires = true;
+                break;
+            }
+            case tag_network: {
+                const auto network = decode_network(value);
+                if (!network || record.allowed_ips.size() == max_allowed_networks) return std::nullopt;
+                record.allowed_ips.push_back(*network);
+                break;
+            }
+            default:
+                break;  // a field from a later version
+        }
+    }
+    if (!has_user || !has_name || !has_created) return std::nullopt;
+    return record;
+}
+
+}  // namespace cptoken

@@ -1,0 +1,174 @@
+// The token store and the usage store: two LMDB environments in one
+// directory. Only this part of the code talks to LMDB.
+//
+// DIR/tokens.mdb (+ -lock)  token records; written by cptoken only
+// DIR/usage.mdb  (+ -lock)  last used time and address; written by httpd
+//
+// Token store databases (every value starts with a Lightning Stream header,
+// deletes write tombstones):
+//   meta    "schema_version" -> uint32 big endian
+//   tokens  SHA-512 digest (64 bytes) -> encode_record()
+//   names   user '\0' name -> digest
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "record.hpp"
+#include "token.hpp"
+
+namespace cptoken {
+
+/// Environment settings shared by every process that opens a store. The
+/// first opener of an environment fixes its reader table, so the tool and
+/// the module must agree: keep them here only.
+struct StoreSettings {
+    /// Address space reserved for each environment; the files grow only
+    /// as data is written. 16 GiB holds tens of millions of tokens.
+    static constexpr std::size_t map_size = std::size_t{16} << 30;
+    /// Reader slots: one per thread of every httpd child (and of children
+    /// still draining after a graceful restart), plus admin tools.
+    static constexpr unsigned max_readers = 16384;
+    /// The store schema this code reads and writes.
+    static constexpr std::uint32_t schema_version = 1;
+    /// prune() drops tombstones older than this (long enough for every
+    /// host sharing the store through Lightning Stream to have seen them).
+    static constexpr std::int64_t tombstone_retention_seconds = 30 * 86400;
+};
+
+inline constexpr const char *token_store_file = "tokens.mdb";
+inline constexpr const char *usage_store_file = "usage.mdb";
+
+/// Every store failure, with a message fit for an admin.
+class StoreError : public std::runtime_error {
+public:
+    enum class Kind {
+        missing,     ///< no store at that path (not initialised)
+        access,      ///< permission denied or other system error
+        corrupt,     ///< unreadable file or record, wrong schema
+        not_found,   ///< no such token
+        duplicate,   ///< the user already has a token of that name
+        full,        ///< reader table or map full
+    };
+    StoreError(Kind kind, const std::string &message)
+        : std::runtime_error(message), kind_(kind) {}
+    Kind kind() const noexcept { return kind_; }
+
+private:
+    Kind kind_;
+};
+
+enum class InitOutcome { created, already_present };
+
+/// Creates DIR and both environments, owned by the caller with group
+/// `group`: the directory 02750, tokens.mdb 0640, both usage files and the
+/// token store's lock file 0660, so that the group can read tokens, take
+/// reader slots and write usage, and others get nothing. If the store
+/// already exists, changes nothing and returns already_present.
+/// Throws StoreError (access) on any system error.
+InitOutcome init_store(const std::string &dir, gid_t group);
+
+enum class Access { read_only, read_write };
+
+struct StoredToken {
+    Digest digest;
+    TokenRecord record;
+};
+
+/// What edit() changes; unset fields stay as they are.
+struct TokenChanges {
+    std::optional<std::string> name;
+    std::optional<Seconds> expires;  ///< 0: never
+    std::optional<std::vector<Network>> allowed_ips;
+};
+
+struct PruneResult {
+    std::size_t expired_removed = 0;
+    std::size_t tombstones_dropped = 0;
+};
+
+/// The token store. Every call is one LMDB transaction: a write either
+/// happens whole or not at all. Thread-safe for reads.
+class TokenStore {
+public:
+    /// Opens DIR/tokens.mdb. Read-write opens clear stale reader slots.
+    /// Throws StoreError: missing, access, corrupt (also for a schema newer
+    /// than this code), full.
+    TokenStore(const std::string &dir, Access access);
+    ~TokenStore();
+    TokenStore(const TokenStore &) = delete;
+    TokenStore &operator=(const TokenStore &) = delete;
+
+    /// The live record stored under `digest`; nullopt if none or revoked.
+    /// Throws StoreError (corrupt) if the stored record cannot be decoded.
+    std::optional<TokenRecord> find(const Digest &digest) const;
+
+    /// The live token USER has under NAME; nullopt if none.
+    std::optional<StoredToken> find_by_name(std::string_view user, std::string_view name) const;
+
+    /// Live tokens of `user` (all users if empty), sorted by user, then name.
+    std::vector<StoredToken> list(std::string_view user = {}) const;
+
+    /// Adds a token. Throws StoreError: duplicate (name taken, or the digest
+    /// is already in use).
+    void add(const Digest &digest, const TokenRecord &record);
+
+    /// Changes a token in place (the digest stays). Returns the new record.
+    /// Throws StoreError: not_found, duplicate (new name taken).
+    TokenRecord edit(std::string_view user, std::string_view name, const TokenChanges &changes);
+
+    /// Revokes one token (writes tombstones). Throws StoreError: not_found.
+    void revoke(std::string_view user, std::string_view name);
+
+    /// Revokes every token of `user`; returns how many.
+    std::size_t revoke_all(std::string_view user);
+
+    /// Revokes tokens expired at `now` and drops tombstones written before
+    /// now - StoreSettings::tombstone_retention_seconds.
+    PruneResult prune(Seconds now);
+
+    /// Writes a consistent, compacted copy of the token store to `file`,
+    /// which must not exist. Safe while others read and write.
+    void backup(const std::string &file) const;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Last use of a token, as recorded by httpd.
+struct Usage {
+    Seconds last_used = 0;
+    std::string last_used_ip;
+};
+
+/// The usage store: digest -> last use. Written by httpd children, read by
+/// the tool, kept apart so that httpd needs no write access to tokens.
+class UsageStore {
+public:
+    /// Opens DIR/usage.mdb. Throws StoreError like TokenStore.
+    UsageStore(const std::string &dir, Access access);
+    ~UsageStore();
+    UsageStore(const UsageStore &) = delete;
+    UsageStore &operator=(const UsageStore &) = delete;
+
+    std::optional<Usage> find(const Digest &digest) const;
+
+    /// Records a use. Throws StoreError on a failed write.
+    void record(const Digest &digest, const Usage &usage);
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cptoken

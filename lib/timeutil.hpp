@@ -1,0 +1,31 @@
+// Time: the clock, ISO 8601 output and the WHEN argument of the tool.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace cptoken {
+
+/// Seconds since the UNIX epoch, UTC.
+using Seconds = std::int64_t;
+
+Seconds now_seconds() noexcept;
+std::int64_t now_nanoseconds() noexcept;
+
+/// "2026-11-27T21:20:17Z".
+std::string format_iso8601(Seconds t);
+
+/// Thrown by parse_when with a message fit for the user.
+struct WhenError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// Parses an expiry: "YYYY-MM-DD" (00:00:00 UTC that day),
+/// "YYYY-MM-DDTHH:MM:SSZ", or "+N" followed by s, m, h, d or w (from `now`).
+/// Throws WhenError if the text is none of these or names a time that is
+/// not after `now`.
+Seconds parse_when(std::string_view text, Seconds now);
+
+}  // namespace cptoken

@@ -1,0 +1,42 @@
+#include "verify.hpp"
+
+#include "names.hpp"
+
+namespace cptoken {
+
+Verdict verify_token(const TokenStore &store, std::string_view user, std::string_view token,
+                     const std::optional<Address> &client, Seconds now) {
+    Verdict verdict;
+    if (!is_valid_user(user) || !has_token_shape(token)) return verdict;  // malformed
+
+    verdict.record = store.find(token_digest(token));
+    if (!verdict.record) {
+        verdict.reason = has_valid_checksum(token) ? Reason::unknown : Reason::mistyped;
+        return verdict;
+    }
+    const TokenRecord &record = *verdict.record;
+    if (record.user != user)
+        verdict.reason = Reason::wrong_user;
+    else if (record.expired_at(now))
+        verdict.reason = Reason::expired;
+    else if (client && !allowed_from(record.allowed_ips, *client))
+        verdict.reason = Reason::address_not_allowed;
+    else
+        verdict.reason = Reason::accepted;
+    return verdict;
+}
+
+const char *describe(Reason reason) noexcept {
+    switch (reason) {
+        case Reason::accepted: return "accepted";
+        case Reason::malformed: return "malformed user or token";
+        case Reason::mistyped: return "unknown token, checksum mismatch (mistyped)";
+        case Reason::unknown: return "unknown token";
+        case Reason::wrong_user: return "token belongs to another user";
+        case Reason::expired: return "token expired";
+        case Reason::address_not_allowed: return "client address not allowed for this token";
+    }
+    return "refused";
+}
+
+}  // namespace cptoken

@@ -1,0 +1,41 @@
+// The one decision: would this token be accepted for this user from this
+// address, and if not, why. Used by the module on every request and by
+// `cptoken check`, so that both always agree.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include "network.hpp"
+#include "record.hpp"
+#include "store.hpp"
+
+namespace cptoken {
+
+enum class Reason {
+    accepted,
+    malformed,            ///< user or token not of the right shape
+    mistyped,             ///< unknown, and the checksum fails: a typo
+    unknown,              ///< no such token (or revoked)
+    wrong_user,           ///< the token belongs to another user
+    expired,
+    address_not_allowed,  ///< client address not in the token's allowlist
+};
+
+struct Verdict {
+    Reason reason = Reason::malformed;
+    std::optional<TokenRecord> record;  ///< set when the token was found
+
+    bool accepted() const noexcept { return reason == Reason::accepted; }
+};
+
+/// Checks `token` for `user` from `client` at `now`. `client` nullopt skips
+/// the allowlist (only `cptoken check` without --ip does that). Throws
+/// StoreError if the store cannot be read: callers must then refuse.
+Verdict verify_token(const TokenStore &store, std::string_view user, std::string_view token,
+                     const std::optional<Address> &client, Seconds now);
+
+/// A short, stable, lowercase phrase for logs: "expired", "unknown token"...
+const char *describe(Reason reason) noexcept;
+
+}  // namespace cptoken
