@@ -91,3 +91,17 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# The main job, as far as it goes: a store, a token, and the module's verdict on it.
+DEMO_DB := $(BUILD)/demo/store
+.PHONY: demo
+demo: deps
+	$(MAKE) --no-print-directory all
+	@rm -rf $(DEMO_DB) && mkdir -p $(dir $(DEMO_DB))
+	@$(BUILD)/cptoken --db $(DEMO_DB) init
+	@token=$$($(BUILD)/cptoken --db $(DEMO_DB) create alice demo --expires +1d --allow-ip 127.0.0.1) && \
+	  echo "token for alice: $$token" && \
+	  $(BUILD)/cptoken --db $(DEMO_DB) list && \
+	  echo "$$token" | $(BUILD)/cptoken --db $(DEMO_DB) check alice --ip 127.0.0.1 && \
+	  echo "$$token" | $(BUILD)/cptoken --db $(DEMO_DB) check alice --ip 192.0.2.1 || true
+	@echo "try it: export CPTOKEN_DB=$(abspath $(DEMO_DB)); then see the README's walkthrough"
