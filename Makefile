@@ -15,7 +15,7 @@ PYTHON    ?= /usr/bin/python3
 # Debian packages the build and the tests need; `make deps` installs the missing ones.
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
-                python3-pytest curl
+                python3-pytest curl clang libclang-rt-14-dev
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -81,6 +81,7 @@ test: deps
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-asan
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 	$(MAKE) --no-print-directory tool-test
 
 install: all
@@ -105,3 +106,15 @@ demo: deps
 	  echo "$$token" | $(BUILD)/cptoken --db $(DEMO_DB) check alice --ip 127.0.0.1 && \
 	  echo "$$token" | $(BUILD)/cptoken --db $(DEMO_DB) check alice --ip 192.0.2.1 || true
 	@echo "try it: export CPTOKEN_DB=$(abspath $(DEMO_DB)); then see the README's walkthrough"
+
+# Fuzzing the record decoder (libFuzzer needs clang). `make fuzz` runs for
+# FUZZ_SECONDS; `make test` runs a short smoke of it.
+FUZZ_SECONDS ?= 20
+FUZZ_LIB_SRCS := lib/record.cpp lib/lsheader.cpp lib/names.cpp lib/network.cpp lib/timeutil.cpp
+.PHONY: fuzz
+$(BUILD)/fuzz_record: t/fuzz/fuzz_record.cpp $(FUZZ_LIB_SRCS) lib/*.hpp
+	@mkdir -p $(dir $@)
+	clang++ $(CXXSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -o $@ t/fuzz/fuzz_record.cpp $(FUZZ_LIB_SRCS)
+fuzz: $(BUILD)/fuzz_record
+	@mkdir -p $(BUILD)/fuzz-corpus
+	$(BUILD)/fuzz_record -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(BUILD)/fuzz-corpus t/fuzz/corpus 2>&1 | tail -3

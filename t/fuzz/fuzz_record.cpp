@@ -1,0 +1,24 @@
+// libFuzzer target: a stored value (Lightning Stream header + record) from
+// an untrusted file must never crash the decoder, and whatever decodes must
+// be a valid record that encodes back to an equal record.
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "lsheader.hpp"
+#include "names.hpp"
+#include "record.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
+    const std::string_view input(reinterpret_cast<const char *>(data), size);
+    for (std::string_view payload : {input, cptoken::ls_decode(input) ? cptoken::ls_decode(input)->payload : input}) {
+        const auto record = cptoken::decode_record(payload);
+        if (!record) continue;
+        if (!cptoken::is_valid_user(record->user) || !cptoken::is_valid_token_name(record->name) ||
+            record->allowed_ips.size() > cptoken::max_allowed_networks)
+            std::abort();
+        const auto again = cptoken::decode_record(cptoken::encode_record(*record));
+        if (!again || !(*again == *record)) std::abort();
+    }
+    return 0;
+}
