@@ -150,7 +150,9 @@ void print_table(const std::vector<std::vector<std::string>> &rows) {
 
 struct Options {
     std::string db;
-    std::string user, name, group, expires, new_name, ip, file;
+    std::string user, name, group, file;
+    // Options that may be given with an empty value, which is then an error.
+    std::optional<std::string> expires, new_name, ip;
     std::vector<std::string> allow_ips;
     bool json = false, any_ip = false, all = false;
 };
@@ -171,7 +173,7 @@ int cmd_create(const Options &o) {
     require_user(o.user);
     require_token_name(o.name);
     const Seconds now = now_seconds();
-    TokenRecord record{o.user, o.name, now, o.expires.empty() ? 0 : parse_expiry(o.expires, now),
+    TokenRecord record{o.user, o.name, now, o.expires ? parse_expiry(*o.expires, now) : 0,
                        parse_allowlist(o.allow_ips)};
     TokenStore store(o.db, Access::read_write);
     const std::string token = generate_token();
@@ -241,11 +243,11 @@ int cmd_edit(const Options &o) {
     require_user(o.user);
     require_token_name(o.name);
     TokenChanges changes;
-    if (!o.new_name.empty()) {
-        require_token_name(o.new_name);
-        changes.name = o.new_name;
+    if (o.new_name) {
+        require_token_name(*o.new_name);
+        changes.name = *o.new_name;
     }
-    if (!o.expires.empty()) changes.expires = o.expires == "never" ? 0 : parse_expiry(o.expires, now_seconds());
+    if (o.expires) changes.expires = *o.expires == "never" ? 0 : parse_expiry(*o.expires, now_seconds());
     if (!o.allow_ips.empty()) changes.allowed_ips = parse_allowlist(o.allow_ips);
     if (o.any_ip) changes.allowed_ips = std::vector<Network>{};
     if (!changes.name && !changes.expires && !changes.allowed_ips)
@@ -285,9 +287,9 @@ std::string read_token_from_stdin() {
 int cmd_check(const Options &o) {
     require_user(o.user);
     std::optional<Address> client;
-    if (!o.ip.empty()) {
-        client = parse_address(o.ip);
-        if (!client) throw UsageError("invalid --ip '" + o.ip + "': expected an IPv4 or IPv6 address");
+    if (o.ip) {
+        client = parse_address(*o.ip);
+        if (!client) throw UsageError("invalid --ip '" + *o.ip + "': expected an IPv4 or IPv6 address");
     }
     const TokenStore store(o.db, Access::read_only);
     const Seconds now = now_seconds();

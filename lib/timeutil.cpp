@@ -8,6 +8,9 @@
 namespace cptoken {
 namespace {
 
+// 9999-12-31T23:59:59Z: later times would not print as ISO 8601.
+constexpr Seconds latest_time = 253402300799;
+
 // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) noexcept {
     y -= m <= 2;
@@ -103,6 +106,7 @@ Seconds parse_when(std::string_view text, Seconds now) {
                         "': use YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or +N with s, m, h, d or w");
     }
     if (when <= now) throw WhenError("time '" + std::string(text) + "' is not in the future");
+    if (when > latest_time) throw WhenError("time '" + std::string(text) + "' is after 9999-12-31T23:59:59Z");
     return when;
 }
 

@@ -25,7 +25,7 @@ struct WhenError : std::runtime_error {
 /// Parses an expiry: "YYYY-MM-DD" (00:00:00 UTC that day),
 /// "YYYY-MM-DDTHH:MM:SSZ", or "+N" followed by s, m, h, d or w (from `now`).
 /// Throws WhenError if the text is none of these or names a time that is
-/// not after `now`.
+/// not after `now` or after 9999-12-31T23:59:59Z.
 Seconds parse_when(std::string_view text, Seconds now);
 
 }  // namespace cptoken
