@@ -10,6 +10,16 @@ namespace {
 
 constexpr std::uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
+// ::ffff:a.b.c.d as the IPv4 address a.b.c.d; any other address as it is.
+Address unmapped(Address address) noexcept {
+    if (address.family == 6 && std::memcmp(address.bytes.data(), v4_mapped_prefix, sizeof v4_mapped_prefix) == 0) {
+        std::memmove(address.bytes.data(), address.bytes.data() + 12, 4);
+        std::memset(address.bytes.data() + 4, 0, 12);
+        address.family = 4;
+    }
+    return address;
+}
+
 unsigned max_prefix(const Address &address) noexcept { return address.family == 4 ? 32 : 128; }
 
 // True if every bit of `address` after the first `prefix` bits is zero.
@@ -36,12 +46,7 @@ std::optional<Address> parse_address(std::string_view text) {
     }
     if (::inet_pton(AF_INET6, buffer, address.bytes.data()) == 1) {
         address.family = 6;
-        if (std::memcmp(address.bytes.data(), v4_mapped_prefix, sizeof v4_mapped_prefix) == 0) {
-            std::memmove(address.bytes.data(), address.bytes.data() + 12, 4);
-            std::memset(address.bytes.data() + 4, 0, 12);
-            address.family = 4;
-        }
-        return address;
+        return unmapped(address);
     }
     return std::nullopt;
 }
@@ -70,6 +75,11 @@ std::optional<Network> parse_network(std::string_view text) {
     return network;
 }
 
+bool is_valid_network(const Network &network) noexcept {
+    return (network.base.family == 4 || network.base.family == 6) && network.prefix <= max_prefix(network.base) &&
+           host_bits_zero(network.base, network.prefix);
+}
+
 std::string to_string(const Address &address) {
     char buffer[INET6_ADDRSTRLEN];
     const int family = address.family == 4 ? AF_INET : AF_INET6;
@@ -83,7 +93,8 @@ std::string to_string(const Network &network) {
     return text;
 }
 
-bool contains(const Network &network, const Address &address) noexcept {
+bool contains(const Network &network, const Address &given) noexcept {
+    const Address address = unmapped(given);
     if (network.base.family != address.family) return false;
     const unsigned full_bytes = network.prefix / 8, rest_bits = network.prefix % 8;
     if (std::memcmp(network.base.bytes.data(), address.bytes.data(), full_bytes) != 0) return false;

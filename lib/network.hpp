@@ -39,6 +39,10 @@ std::optional<Address> parse_address(std::string_view text);
 /// refused, as a likely mistake). Returns nullopt on anything else.
 std::optional<Network> parse_network(std::string_view text);
 
+/// True if `network` is one parse_network could return: family 4 or 6,
+/// prefix within the family, host bits zero.
+bool is_valid_network(const Network &network) noexcept;
+
 /// "192.0.2.0/24"; a host network prints as the bare address.
 std::string to_string(const Network &network);
 std::string to_string(const Address &address);

@@ -8,7 +8,9 @@ namespace {
 constexpr std::uint8_t record_format = 1;
 
 // Field tags. Unknown tags are skipped so that a later version can add fields.
-enum Tag : std::uint8_t { tag_user = 1, tag_name = 2, tag_created = 3, tag_expires = 4, tag_network = 5 };
+// The end tag closes every record, so that a record cut between two fields
+// (which would drop its expiry or allowlist) is refused, not widened.
+enum Tag : std::uint8_t { tag_end = 0, tag_user = 1, tag_name = 2, tag_created = 3, tag_expires = 4, tag_network = 5 };
 
 void put_field(std::string &out, Tag tag, std::string_view value) {
     out.push_back(static_cast<char>(tag));
@@ -47,6 +49,7 @@ std::optional<Network> decode_network(std::string_view in) noexcept {
     const std::size_t length = network.base.family == 4 ? 4 : network.base.family == 6 ? 16 : 0;
     if (length == 0 || in.size() != 2 + length || network.prefix > length * 8) return std::nullopt;
     for (std::size_t i = 0; i < length; ++i) network.base.bytes[i] = static_cast<std::uint8_t>(in[2 + i]);
+    if (!is_valid_network(network)) return std::nullopt;
     return network;
 }
 
@@ -60,15 +63,17 @@ std::string encode_record(const TokenRecord &record) {
     put_field(out, tag_created, be64(record.created));
     if (!record.never_expires()) put_field(out, tag_expires, be64(record.expires));
     for (const Network &network : record.allowed_ips) put_field(out, tag_network, encode_network(network));
+    put_field(out, tag_end, {});
     return out;
 }
 
 std::optional<TokenRecord> decode_record(std::string_view payload) {
     if (payload.empty() || static_cast<std::uint8_t>(payload[0]) != record_format) return std::nullopt;
     TokenRecord record;
-    bool has_user = false, has_name = false, has_created = false, has_expires = false;
+    bool has_user = false, has_name = false, has_created = false, has_expires = false, has_end = false;
     std::size_t pos = 1;
     while (pos < payload.size()) {
+        if (has_end) return std::nullopt;  // bytes after the end
         if (payload.size() - pos < 3) return std::nullopt;
         const auto tag = static_cast<std::uint8_t>(payload[pos]);
         const std::size_t length = (static_cast<unsigned char>(payload[pos + 1]) << 8) |
@@ -78,6 +83,10 @@ std::optional<TokenRecord> decode_record(std::string_view payload) {
         const std::string_view value = payload.substr(pos, length);
         pos += length;
         switch (tag) {
+            case tag_end:
+                if (length != 0) return std::nullopt;
+                has_end = true;
+                break;
             case tag_user:
                 if (has_user || !is_valid_user(value)) return std::nullopt;
                 record.user = value, has_user = true;
@@ -108,7 +117,7 @@ std::optional<TokenRecord> decode_record(std::string_view payload) {
                 break;  // a field from a later version
         }
     }
-    if (!has_user || !has_name || !has_created) return std::nullopt;
+    if (!has_end || !has_user || !has_name || !has_created) return std::nullopt;
     return record;
 }
 
