@@ -1,0 +1,909 @@
+// Unit tests for lib/store.hpp on real LMDB files in a temporary directory.
+// LMDB forbids opening one environment twice in a process: every test keeps
+// at most one TokenStore on a given directory open at a time, closes it
+// before looking at the files with the raw LMDB API, and uses fork() where
+// two processes are needed.
+
+#include <lmdb.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lsheader.hpp"
+#include "network.hpp"
+#include "record.hpp"
+#include "store.hpp"
+#include "timeutil.hpp"
+#include "token.hpp"
+
+// cmocka last: its fail() macro would clash with std::basic_ios::fail().
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+extern "C" {
+#include <cmocka.h>
+}
+
+using namespace cptoken;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Fixture {
+    std::string tmp;    // mkdtemp directory, removed at teardown
+    std::string store;  // tmp/store, created by init_store
+};
+
+int setup(void **state) {
+    char pattern[] = "/tmp/cptoken-unit-store-XXXXXX";
+    if (!mkdtemp(pattern)) return -1;
+    auto *f = new Fixture{pattern, std::string(pattern) + "/store"};
+    *state = f;
+    return 0;
+}
+
+int setup_init(void **state) {
+    if (setup(state) != 0) return -1;
+    auto *f = static_cast<Fixture *>(*state);
+    try {
+        init_store(f->store, getgid());
+    } catch (const std::exception &e) {
+        print_error("init_store failed: %s\n", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+int teardown(void **state) {
+    auto *f = static_cast<Fixture *>(*state);
+    std::error_code ec;
+    fs::remove_all(f->tmp, ec);
+    delete f;
+    return 0;
+}
+
+Fixture &fx(void **state) { return *static_cast<Fixture *>(*state); }
+
+Network net(const char *text) {
+    auto n = parse_network(text);
+    if (!n) fail_msg("parse_network(\"%s\") failed", text);
+    return *n;
+}
+
+TokenRecord rec(const std::string &user, const std::string &name, Seconds expires = 0,
+                std::vector<Network> ips = {}) {
+    TokenRecord r;
+    r.user = user;
+    r.name = name;
+    r.created = 1767225600;
+    r.expires = expires;
+    r.allowed_ips = std::move(ips);
+    return r;
+}
+
+Digest new_digest() { return token_digest(generate_token()); }
+
+const char *kind_name(StoreError::Kind k) {
+    switch (k) {
+        case StoreError::Kind::missing: return "missing";
+        case StoreError::Kind::access: return "access";
+        case StoreError::Kind::corrupt: return "corrupt";
+        case StoreError::Kind::not_found: return "not_found";
+        case StoreError::Kind::duplicate: return "duplicate";
+        case StoreError::Kind::full: return "full";
+    }
+    return "?";
+}
+
+void expect_store_error(const std::function<void()> &fn, StoreError::Kind kind, int line) {
+    try {
+        fn();
+    } catch (const StoreError &e) {
+        if (e.kind() != kind)
+            fail_msg("line %d: StoreError kind %s (%s), expected %s", line, kind_name(e.kind()), e.what(),
+                     kind_name(kind));
+        if (std::string(e.what()).empty()) fail_msg("line %d: StoreError with an empty message", line);
+        return;
+    } catch (const std::exception &e) {
+        fail_msg("line %d: another exception: %s, expected StoreError %s", line, e.what(), kind_name(kind));
+    }
+    fail_msg("line %d: no exception, expected StoreError %s", line, kind_name(kind));
+}
+#define EXPECT_STORE_ERROR(kind, ...) expect_store_error([&] { __VA_ARGS__; }, StoreError::Kind::kind, __LINE__)
+
+// ---- raw LMDB access, only while no TokenStore on the same files is open
+
+struct RawEnv {
+    MDB_env *env = nullptr;
+    explicit RawEnv(const std::string &file, bool write = false) {
+        int rc = mdb_env_create(&env);
+        if (rc == 0) rc = mdb_env_set_maxdbs(env, 16);
+        if (rc == 0) rc = mdb_env_set_maxreaders(env, StoreSettings::max_readers);
+        if (rc == 0) rc = mdb_env_set_mapsize(env, StoreSettings::map_size);
+        if (rc == 0) rc = mdb_env_open(env, file.c_str(), MDB_NOSUBDIR | (write ? 0 : MDB_RDONLY), 0600);
+        if (rc != 0) {
+            if (env) mdb_env_close(env);
+            env = nullptr;
+            fail_msg("raw open of %s: %s", file.c_str(), mdb_strerror(rc));
+        }
+    }
+    ~RawEnv() {
+        if (env) mdb_env_close(env);
+    }
+    // Returns MDB_SUCCESS / MDB_NOTFOUND and the value.
+    int get(const char *db, std::string_view key, std::string *value) {
+        MDB_txn *txn = nullptr;
+        int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+        if (rc != 0) fail_msg("mdb_txn_begin: %s", mdb_strerror(rc));
+        MDB_dbi dbi;
+        rc = mdb_dbi_open(txn, db, 0, &dbi);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            fail_msg("mdb_dbi_open(%s): %s", db, mdb_strerror(rc));
+        }
+        MDB_val k{key.size(), const_cast<char *>(key.data())}, v;
+        rc = mdb_get(txn, dbi, &k, &v);
+        if (rc == 0 && value) value->assign(static_cast<const char *>(v.mv_data), v.mv_size);
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    void put(const char *db, std::string_view key, std::string_view value) {
+        MDB_txn *txn = nullptr;
+        int rc = mdb_txn_begin(env, nullptr, 0, &txn);
+        if (rc != 0) fail_msg("mdb_txn_begin: %s", mdb_strerror(rc));
+        MDB_dbi dbi;
+        rc = mdb_dbi_open(txn, db, 0, &dbi);
+        MDB_val k{key.size(), const_cast<char *>(key.data())};
+        MDB_val v{value.size(), const_cast<char *>(value.data())};
+        if (rc == 0) rc = mdb_put(txn, dbi, &k, &v, 0);
+        if (rc == 0) rc = mdb_txn_commit(txn);
+        else mdb_txn_abort(txn);
+        if (rc != 0) fail_msg("raw put: %s", mdb_strerror(rc));
+    }
+    std::size_t count(const char *db) {
+        MDB_txn *txn = nullptr;
+        mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+        MDB_dbi dbi;
+        int rc = mdb_dbi_open(txn, db, 0, &dbi);
+        MDB_stat st{};
+        if (rc == 0) rc = mdb_stat(txn, dbi, &st);
+        mdb_txn_abort(txn);
+        if (rc != 0) fail_msg("mdb_stat(%s): %s", db, mdb_strerror(rc));
+        return st.ms_entries;
+    }
+};
+
+std::string dkey(const Digest &d) { return std::string(reinterpret_cast<const char *>(d.data()), d.size()); }
+std::string nkey(const std::string &user, const std::string &name) { return user + std::string(1, '\0') + name; }
+std::string tokens_file(const Fixture &f) { return f.store + "/" + token_store_file; }
+
+mode_t mode_of(const std::string &path) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) fail_msg("stat %s: %s", path.c_str(), strerror(errno));
+    return st.st_mode;
+}
+gid_t gid_of(const std::string &path) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) fail_msg("stat %s: %s", path.c_str(), strerror(errno));
+    return st.st_gid;
+}
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::vector<std::string> names_of(const std::vector<StoredToken> &v) {
+    std::vector<std::string> out;
+    for (const auto &t : v) out.push_back(t.record.user + "/" + t.record.name);
+    return out;
+}
+
+void expect_names(const std::vector<StoredToken> &v, const std::vector<std::string> &expected, int line) {
+    auto got = names_of(v);
+    if (got != expected) {
+        std::string g, e;
+        for (auto &s : got) g += s + " ";
+        for (auto &s : expected) e += s + " ";
+        fail_msg("line %d: list gave [%s], expected [%s]", line, g.c_str(), e.c_str());
+    }
+}
+#define EXPECT_NAMES(v, ...) expect_names((v), std::vector<std::string>{__VA_ARGS__}, __LINE__)
+
+// ---- tests
+
+void check_modes(const std::string &dir) {
+    assert_int_equal(mode_of(dir) & 07777, 02750);
+    assert_true(S_ISDIR(mode_of(dir)));
+    assert_int_equal(mode_of(dir + "/tokens.mdb") & 07777, 0640);
+    assert_int_equal(mode_of(dir + "/tokens.mdb-lock") & 07777, 0660);
+    assert_int_equal(mode_of(dir + "/usage.mdb") & 07777, 0660);
+    assert_int_equal(mode_of(dir + "/usage.mdb-lock") & 07777, 0660);
+    for (const char *f : {"", "/tokens.mdb", "/tokens.mdb-lock", "/usage.mdb", "/usage.mdb-lock"})
+        assert_int_equal(gid_of(dir + f), getgid());
+}
+
+void test_init(void **state) {
+    Fixture &f = fx(state);
+    mode_t old = umask(022);
+    InitOutcome a = init_store(f.store, getgid());
+    InitOutcome b = init_store(f.store, getgid());
+    umask(old);
+    assert_true(a == InitOutcome::created);
+    assert_true(b == InitOutcome::already_present);
+    check_modes(f.store);
+    // Nothing else in the directory besides the two environments.
+    std::vector<std::string> entries;
+    for (const auto &e : fs::directory_iterator(f.store)) entries.push_back(e.path().filename());
+    std::sort(entries.begin(), entries.end());
+    std::vector<std::string> expected = {"tokens.mdb", "tokens.mdb-lock", "usage.mdb", "usage.mdb-lock"};
+    assert_true(entries == expected);
+    // Opens.
+    TokenStore s(f.store, Access::read_write);
+    assert_int_equal(s.list().size(), 0);
+}
+
+void test_init_strict_umask(void **state) {
+    Fixture &f = fx(state);
+    mode_t old = umask(077);
+    InitOutcome a = init_store(f.store, getgid());
+    umask(old);
+    assert_true(a == InitOutcome::created);
+    check_modes(f.store);
+}
+
+void test_init_keeps_existing(void **state) {
+    Fixture &f = fx(state);
+    assert_true(init_store(f.store, getgid()) == InitOutcome::created);
+    Digest d = new_digest();
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(d, rec("alice", "keep"));
+    }
+    chmod(f.store.c_str(), 02700);
+    assert_true(init_store(f.store, getgid()) == InitOutcome::already_present);
+    assert_int_equal(mode_of(f.store) & 07777, 02700);
+    chmod(f.store.c_str(), 02750);
+    TokenStore s(f.store, Access::read_only);
+    auto r = s.find(d);
+    assert_true(r.has_value());
+    assert_string_equal(r->name.c_str(), "keep");
+}
+
+void test_missing(void **state) {
+    Fixture &f = fx(state);
+    EXPECT_STORE_ERROR(missing, TokenStore s(f.tmp + "/nonexistent", Access::read_only));
+    EXPECT_STORE_ERROR(missing, TokenStore s(f.tmp + "/nonexistent", Access::read_write));
+    EXPECT_STORE_ERROR(missing, UsageStore s(f.tmp + "/nonexistent", Access::read_only));
+    // An existing but empty directory is not a store either, and opening it creates nothing.
+    mkdir(f.store.c_str(), 0750);
+    EXPECT_STORE_ERROR(missing, TokenStore s(f.store, Access::read_only));
+    EXPECT_STORE_ERROR(missing, TokenStore s(f.store, Access::read_write));
+    EXPECT_STORE_ERROR(missing, UsageStore s(f.store, Access::read_write));
+    assert_true(fs::is_empty(f.store));
+}
+
+void test_add_find(void **state) {
+    Fixture &f = fx(state);
+    TokenStore s(f.store, Access::read_write);
+    Digest d1 = new_digest(), d2 = new_digest(), d3 = new_digest();
+    TokenRecord r1 = rec("alice", "deploy", 1900000000, {net("10.0.0.0/8"), net("2001:db8::/32")});
+    TokenRecord r2 = rec("alice", "backup");
+    s.add(d1, r1);
+    s.add(d2, r2);
+    auto f1 = s.find(d1);
+    assert_true(f1.has_value());
+    assert_true(*f1 == r1);
+    auto f2 = s.find(d2);
+    assert_true(f2.has_value());
+    assert_true(*f2 == r2);
+    assert_false(s.find(d3).has_value());
+    auto n1 = s.find_by_name("alice", "deploy");
+    assert_true(n1.has_value());
+    assert_true(n1->digest == d1);
+    assert_true(n1->record == r1);
+    assert_false(s.find_by_name("alice", "nope").has_value());
+    assert_false(s.find_by_name("bob", "deploy").has_value());
+    assert_false(s.find_by_name("alic", "deploy").has_value());
+    assert_false(s.find_by_name("alice", "deplo").has_value());
+    assert_false(s.find_by_name("alice", "deploy2").has_value());
+    // The digest of the cPanel example token as a key.
+    Digest dc = token_digest("U7HMR63FGY292DQZ4H5BFH16JLYMO01M");
+    s.add(dc, rec("carol", "imported"));
+    assert_true(s.find(token_digest("U7HMR63FGY292DQZ4H5BFH16JLYMO01M")).has_value());
+}
+
+void test_persisted(void **state) {
+    Fixture &f = fx(state);
+    Digest d = new_digest();
+    TokenRecord r = rec("alice", "deploy", 1900000000, {net("192.0.2.0/24")});
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(d, r);
+    }
+    TokenStore s(f.store, Access::read_only);
+    auto got = s.find(d);
+    assert_true(got.has_value());
+    assert_true(*got == r);
+    auto l = s.list();
+    assert_int_equal(l.size(), 1);
+    assert_true(l[0].digest == d);
+}
+
+void test_duplicate(void **state) {
+    Fixture &f = fx(state);
+    TokenStore s(f.store, Access::read_write);
+    Digest d1 = new_digest(), d2 = new_digest(), d3 = new_digest();
+    s.add(d1, rec("alice", "deploy"));
+    EXPECT_STORE_ERROR(duplicate, s.add(d2, rec("alice", "deploy", 1900000000)));
+    // The failed add left nothing behind.
+    assert_false(s.find(d2).has_value());
+    assert_true(s.find_by_name("alice", "deploy")->digest == d1);
+    // Same name, other user: fine.
+    s.add(d2, rec("bob", "deploy"));
+    assert_true(s.find_by_name("bob", "deploy")->digest == d2);
+    // Same digest again, under any name: duplicate.
+    EXPECT_STORE_ERROR(duplicate, s.add(d1, rec("carol", "other")));
+    assert_false(s.find_by_name("carol", "other").has_value());
+    assert_string_equal(s.find(d1)->user.c_str(), "alice");
+    // Names are case sensitive (cPanel names are [A-Za-z0-9_-]).
+    s.add(d3, rec("alice", "Deploy"));
+    assert_int_equal(s.list("alice").size(), 2);
+}
+
+void test_list(void **state) {
+    Fixture &f = fx(state);
+    TokenStore s(f.store, Access::read_write);
+    // Added in no particular order; digests are random.
+    s.add(new_digest(), rec("ab", "one"));
+    s.add(new_digest(), rec("a", "zeta"));
+    s.add(new_digest(), rec("a-b", "two"));
+    s.add(new_digest(), rec("a", "alpha"));
+    s.add(new_digest(), rec("b", "x"));
+    s.add(new_digest(), rec("a", "mid"));
+    s.add(new_digest(), rec("a", "alpha2"));
+    s.add(new_digest(), rec("a-b", "one"));
+    EXPECT_NAMES(s.list("a"), "a/alpha", "a/alpha2", "a/mid", "a/zeta");
+    EXPECT_NAMES(s.list("a-b"), "a-b/one", "a-b/two");
+    EXPECT_NAMES(s.list("ab"), "ab/one");
+    EXPECT_NAMES(s.list("b"), "b/x");
+    EXPECT_NAMES(s.list("nobody"));
+    EXPECT_NAMES(s.list("a-"));
+    EXPECT_NAMES(s.list(), "a/alpha", "a/alpha2", "a/mid", "a/zeta", "a-b/one", "a-b/two", "ab/one", "b/x");
+    EXPECT_NAMES(s.list(""), "a/alpha", "a/alpha2", "a/mid", "a/zeta", "a-b/one", "a-b/two", "ab/one", "b/x");
+    // Each listed digest finds its record.
+    for (const auto &t : s.list()) {
+        auto r = s.find(t.digest);
+        assert_true(r.has_value());
+        assert_true(*r == t.record);
+    }
+    // Revoked tokens are not listed.
+    s.revoke("a", "mid");
+    EXPECT_NAMES(s.list("a"), "a/alpha", "a/alpha2", "a/zeta");
+}
+
+void test_edit(void **state) {
+    Fixture &f = fx(state);
+    TokenStore s(f.store, Access::read_write);
+    Digest d = new_digest(), d2 = new_digest();
+    TokenRecord r = rec("alice", "deploy", 1900000000, {net("10.0.0.0/8")});
+    s.add(d, r);
+    s.add(d2, rec("alice", "other"));
+
+    // Rename.
+    TokenChanges c;
+    c.name = "deploy-v2";
+    TokenRecord e = s.edit("alice", "deploy", c);
+    assert_string_equal(e.name.c_str(), "deploy-v2");
+    assert_int_equal(e.expires, 1900000000);
+    assert_int_equal(e.created, r.created);
+    assert_int_equal(e.allowed_ips.size(), 1);
+    assert_true(s.find_by_name("alice", "deploy-v2")->digest == d);
+    assert_false(s.find_by_name("alice", "deploy").has_value());
+    assert_true(*s.find(d) == e);
+
+    // Expiry only.
+    TokenChanges c2;
+    c2.expires = 2000000000;
+    e = s.edit("alice", "deploy-v2", c2);
+    assert_int_equal(e.expires, 2000000000);
+    assert_string_equal(e.name.c_str(), "deploy-v2");
+    assert_true(e.allowed_ips == std::vector<Network>{net("10.0.0.0/8")});
+    assert_int_equal(s.find(d)->expires, 2000000000);
+    // To never.
+    c2.expires = 0;
+    e = s.edit("alice", "deploy-v2", c2);
+    assert_true(e.never_expires());
+    assert_true(s.find(d)->never_expires());
+
+    // Allowlist only.
+    TokenChanges c3;
+    c3.allowed_ips = std::vector<Network>{net("192.0.2.0/24"), net("2001:db8::1")};
+    e = s.edit("alice", "deploy-v2", c3);
+    assert_int_equal(e.allowed_ips.size(), 2);
+    assert_true(s.find(d)->allowed_ips == *c3.allowed_ips);
+    c3.allowed_ips = std::vector<Network>{};
+    e = s.edit("alice", "deploy-v2", c3);
+    assert_true(s.find(d)->allowed_ips.empty());
+
+    // No changes at all: same record.
+    TokenRecord before = *s.find(d);
+    e = s.edit("alice", "deploy-v2", TokenChanges{});
+    assert_true(e == before);
+    assert_true(*s.find(d) == before);
+
+    // Rename to a taken name: duplicate, nothing changes.
+    TokenChanges c4;
+    c4.name = "other";
+    c4.expires = 2100000000;
+    EXPECT_STORE_ERROR(duplicate, s.edit("alice", "deploy-v2", c4));
+    assert_true(*s.find(d) == before);
+    assert_true(s.find_by_name("alice", "other")->digest == d2);
+    assert_true(s.find_by_name("alice", "deploy-v2")->digest == d);
+
+    // Not found.
+    EXPECT_STORE_ERROR(not_found, s.edit("alice", "deploy", c2));
+    EXPECT_STORE_ERROR(not_found, s.edit("bob", "deploy-v2", c2));
+
+    // The old name is free again after the rename.
+    Digest d3 = new_digest();
+    s.add(d3, rec("alice", "deploy"));
+    assert_true(s.find_by_name("alice", "deploy")->digest == d3);
+    assert_true(s.find_by_name("alice", "deploy-v2")->digest == d);
+    EXPECT_NAMES(s.list("alice"), "alice/deploy", "alice/deploy-v2", "alice/other");
+}
+
+void test_revoke(void **state) {
+    Fixture &f = fx(state);
+    TokenStore s(f.store, Access::read_write);
+    Digest d = new_digest(), keep = new_digest();
+    s.add(d, rec("alice", "deploy"));
+    s.add(keep, rec("alice", "keep"));
+    s.revoke("alice", "deploy");
+    assert_false(s.find(d).has_value());
+    assert_false(s.find_by_name("alice", "deploy").has_value());
+    assert_true(s.find(keep).has_value());
+    EXPECT_STORE_ERROR(not_found, s.revoke("alice", "deploy"));
+    EXPECT_STORE_ERROR(not_found, s.revoke("alice", "never-existed"));
+    EXPECT_STORE_ERROR(not_found, s.revoke("bob", "keep"));
+    EXPECT_STORE_ERROR(not_found, s.edit("alice", "deploy", TokenChanges{}));
+    EXPECT_NAMES(s.list(), "alice/keep");
+    // The name can be used again by a new token.
+    Digest d2 = new_digest();
+    s.add(d2, rec("alice", "deploy"));
+    assert_true(s.find_by_name("alice", "deploy")->digest == d2);
+    assert_false(s.find(d).has_value());
+}
+
+void test_revoke_all(void **state) {
+    Fixture &f = fx(state);
+    TokenStore s(f.store, Access::read_write);
+    for (const char *n : {"t1", "t2", "t3"}) s.add(new_digest(), rec("a", n));
+    s.add(new_digest(), rec("a-b", "t1"));
+    s.add(new_digest(), rec("ab", "t1"));
+    s.revoke("a", "t2");
+    assert_int_equal(s.revoke_all("a"), 2);
+    EXPECT_NAMES(s.list(), "a-b/t1", "ab/t1");
+    assert_int_equal(s.revoke_all("a"), 0);
+    assert_int_equal(s.revoke_all("nobody"), 0);
+    assert_int_equal(s.revoke_all("ab"), 1);
+    EXPECT_NAMES(s.list(), "a-b/t1");
+}
+
+void test_prune_expired(void **state) {
+    Fixture &f = fx(state);
+    TokenStore s(f.store, Access::read_write);
+    const Seconds now = now_seconds();
+    Digest past = new_digest(), exact = new_digest(), future = new_digest(), never = new_digest();
+    s.add(past, rec("alice", "past", now - 100));
+    s.add(exact, rec("alice", "exact", now));
+    s.add(future, rec("alice", "future", now + 100));
+    s.add(never, rec("alice", "never"));
+    // The store does not check expiry itself.
+    assert_true(s.find(past).has_value());
+    PruneResult p = s.prune(now);
+    assert_int_equal(p.expired_removed, 2);
+    assert_int_equal(p.tombstones_dropped, 0);  // fresh tombstones are kept
+    assert_false(s.find(past).has_value());
+    assert_false(s.find(exact).has_value());
+    assert_false(s.find_by_name("alice", "past").has_value());
+    assert_true(s.find(future).has_value());
+    assert_true(s.find(never).has_value());
+    EXPECT_NAMES(s.list(), "alice/future", "alice/never");
+    p = s.prune(now);
+    assert_int_equal(p.expired_removed, 0);
+    assert_int_equal(p.tombstones_dropped, 0);
+    p = s.prune(now + 100);
+    assert_int_equal(p.expired_removed, 1);
+    EXPECT_NAMES(s.list(), "alice/never");
+}
+
+void test_tombstones(void **state) {
+    Fixture &f = fx(state);
+    Digest d = new_digest(), live = new_digest();
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(d, rec("alice", "deploy"));
+        s.add(live, rec("alice", "live"));
+        s.revoke("alice", "deploy");
+        PruneResult p = s.prune(now_seconds());
+        assert_int_equal(p.tombstones_dropped, 0);
+    }
+    const std::int64_t before_ns = now_nanoseconds();
+    {
+        RawEnv raw(tokens_file(f));
+        std::string v;
+        assert_int_equal(raw.get("tokens", dkey(d), &v), MDB_SUCCESS);
+        assert_true(v.size() >= 24);
+        assert_int_equal(static_cast<unsigned char>(v[16]), 0);     // header version
+        assert_int_equal(static_cast<unsigned char>(v[17]), 0x01);  // deleted
+        auto lv = ls_decode(v);
+        assert_true(lv.has_value());
+        assert_true(lv->deleted());
+        assert_int_equal(lv->payload.size(), 0);
+        assert_true(lv->timestamp_ns > 1700000000LL * 1000000000LL);
+        assert_true(static_cast<std::int64_t>(lv->timestamp_ns) <= before_ns);
+        assert_true(lv->txn_id > 0);
+        // The name is a tombstone too.
+        assert_int_equal(raw.get("names", nkey("alice", "deploy"), &v), MDB_SUCCESS);
+        lv = ls_decode(v);
+        assert_true(lv.has_value());
+        assert_true(lv->deleted());
+        assert_int_equal(lv->payload.size(), 0);
+        // The live token: header, not deleted, payload is its record.
+        assert_int_equal(raw.get("tokens", dkey(live), &v), MDB_SUCCESS);
+        lv = ls_decode(v);
+        assert_true(lv.has_value());
+        assert_false(lv->deleted());
+        auto r = decode_record(lv->payload);
+        assert_true(r.has_value());
+        assert_string_equal(r->name.c_str(), "live");
+        assert_int_equal(raw.get("names", nkey("alice", "live"), &v), MDB_SUCCESS);
+        lv = ls_decode(v);
+        assert_true(lv.has_value());
+        assert_false(lv->deleted());
+        assert_int_equal(lv->payload.size(), 64);
+        assert_memory_equal(lv->payload.data(), live.data(), 64);
+    }
+    {
+        TokenStore s(f.store, Access::read_write);
+        // 29 days later: still kept.
+        PruneResult p = s.prune(now_seconds() + 29 * 86400);
+        assert_int_equal(p.tombstones_dropped, 0);
+        assert_int_equal(p.expired_removed, 0);
+    }
+    {
+        RawEnv raw(tokens_file(f));
+        assert_int_equal(raw.get("tokens", dkey(d), nullptr), MDB_SUCCESS);
+    }
+    {
+        TokenStore s(f.store, Access::read_write);
+        PruneResult p = s.prune(now_seconds() + 31 * 86400);
+        assert_true(p.tombstones_dropped >= 1);
+        assert_int_equal(p.expired_removed, 0);
+        assert_true(s.find(live).has_value());
+    }
+    {
+        RawEnv raw(tokens_file(f));
+        assert_int_equal(raw.get("tokens", dkey(d), nullptr), MDB_NOTFOUND);
+        assert_int_equal(raw.get("names", nkey("alice", "deploy"), nullptr), MDB_NOTFOUND);
+        assert_int_equal(raw.get("tokens", dkey(live), nullptr), MDB_SUCCESS);
+        assert_int_equal(raw.get("names", nkey("alice", "live"), nullptr), MDB_SUCCESS);
+    }
+}
+
+void test_meta_schema(void **state) {
+    Fixture &f = fx(state);
+    {
+        RawEnv raw(tokens_file(f));
+        std::string v;
+        assert_int_equal(raw.get("meta", "schema_version", &v), MDB_SUCCESS);
+        auto lv = ls_decode(v);
+        assert_true(lv.has_value());
+        assert_false(lv->deleted());
+        assert_int_equal(lv->payload.size(), 4);
+        assert_memory_equal(lv->payload.data(), "\x00\x00\x00\x01", 4);
+    }
+    // A schema newer than this code: corrupt, for readers and writers.
+    {
+        RawEnv raw(tokens_file(f), true);
+        raw.put("meta", "schema_version", ls_encode(now_nanoseconds(), 1, 0, std::string("\x00\x00\x00\x02", 4)));
+    }
+    EXPECT_STORE_ERROR(corrupt, TokenStore s(f.store, Access::read_only));
+    EXPECT_STORE_ERROR(corrupt, TokenStore s(f.store, Access::read_write));
+}
+
+void test_corrupt_record(void **state) {
+    Fixture &f = fx(state);
+    Digest good = new_digest(), bad = new_digest(), bad_header = new_digest();
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(good, rec("alice", "good"));
+    }
+    {
+        RawEnv raw(tokens_file(f), true);
+        raw.put("tokens", dkey(bad), ls_encode(now_nanoseconds(), 1, 0, "\x01garbage"));
+        raw.put("tokens", dkey(bad_header), std::string("\x00\x01", 2));
+    }
+    TokenStore s(f.store, Access::read_only);
+    assert_true(s.find(good).has_value());
+    EXPECT_STORE_ERROR(corrupt, s.find(bad));
+    EXPECT_STORE_ERROR(corrupt, s.find(bad_header));
+}
+
+// A reader in another process keeps its snapshot while the tool writes,
+// and sees the change in its next transaction.
+void test_concurrent_reader(void **state) {
+    Fixture &f = fx(state);
+    Digest old_d = new_digest(), new_d = new_digest();
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(old_d, rec("alice", "old"));
+    }
+    int to_parent[2], to_child[2];
+    assert_int_equal(pipe(to_parent), 0);
+    assert_int_equal(pipe(to_child), 0);
+    const std::string file = tokens_file(f);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        // Child: raw LMDB only, no cmocka assertions (exit codes instead).
+        alarm(60);
+        close(to_parent[0]);
+        close(to_child[1]);
+        MDB_env *env = nullptr;
+        if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 16) ||
+            mdb_env_set_maxreaders(env, StoreSettings::max_readers) ||
+            mdb_env_set_mapsize(env, StoreSettings::map_size) ||
+            mdb_env_open(env, file.c_str(), MDB_NOSUBDIR | MDB_RDONLY, 0600))
+            _exit(10);
+        MDB_txn *snap = nullptr;
+        MDB_dbi dbi;
+        if (mdb_txn_begin(env, nullptr, MDB_RDONLY, &snap) || mdb_dbi_open(snap, "tokens", 0, &dbi)) _exit(11);
+        std::string ok = dkey(old_d), nk = dkey(new_d);
+        MDB_val k{ok.size(), ok.data()}, v;
+        if (mdb_get(snap, dbi, &k, &v)) _exit(12);
+        {
+            auto lv = ls_decode(std::string_view(static_cast<char *>(v.mv_data), v.mv_size));
+            if (!lv || lv->deleted()) _exit(13);
+        }
+        char c = 'r';
+        if (write(to_parent[1], &c, 1) != 1) _exit(14);
+        if (read(to_child[0], &c, 1) != 1 || c != 'w') _exit(15);
+        // The old snapshot: old token live, new one absent.
+        if (mdb_get(snap, dbi, &k, &v)) _exit(16);
+        {
+            auto lv = ls_decode(std::string_view(static_cast<char *>(v.mv_data), v.mv_size));
+            if (!lv || lv->deleted() || !decode_record(lv->payload)) _exit(17);
+        }
+        MDB_val k2{nk.size(), nk.data()};
+        if (mdb_get(snap, dbi, &k2, &v) != MDB_NOTFOUND) _exit(18);
+        mdb_txn_abort(snap);
+        // A new transaction sees the write.
+        MDB_txn *fresh = nullptr;
+        // (aborting the first transaction closed the handle it opened)
+        if (mdb_txn_begin(env, nullptr, MDB_RDONLY, &fresh) || mdb_dbi_open(fresh, "tokens", 0, &dbi)) _exit(19);
+        if (mdb_get(fresh, dbi, &k, &v)) _exit(20);
+        {
+            auto lv = ls_decode(std::string_view(static_cast<char *>(v.mv_data), v.mv_size));
+            if (!lv || !lv->deleted()) _exit(21);
+        }
+        if (mdb_get(fresh, dbi, &k2, &v)) _exit(22);
+        {
+            auto lv = ls_decode(std::string_view(static_cast<char *>(v.mv_data), v.mv_size));
+            if (!lv || lv->deleted()) _exit(23);
+            auto r = decode_record(lv->payload);
+            if (!r || r->name != "new") _exit(24);
+        }
+        mdb_txn_abort(fresh);
+        mdb_env_close(env);
+        // Then the same through the store API, read-only (the raw env is closed).
+        try {
+            TokenStore s(f.store, Access::read_only);
+            if (s.find(old_d)) _exit(25);
+            auto r = s.find(new_d);
+            if (!r || r->name != "new") _exit(26);
+            if (s.find_by_name("alice", "old")) _exit(27);
+        } catch (...) {
+            _exit(28);
+        }
+        _exit(0);
+    }
+    close(to_parent[1]);
+    close(to_child[0]);
+    char c = 0;
+    ssize_t n = read(to_parent[0], &c, 1);
+    if (n != 1) {
+        int status = 0;
+        waitpid(pid, &status, 0);
+        fail_msg("child failed before its snapshot, status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.revoke("alice", "old");
+        s.add(new_d, rec("alice", "new"));
+        assert_false(s.find(old_d).has_value());
+    }
+    c = 'w';
+    assert_int_equal(write(to_child[1], &c, 1), 1);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    close(to_parent[0]);
+    close(to_child[1]);
+    if (!WIFEXITED(status)) fail_msg("child died, status 0x%x", status);
+    if (WEXITSTATUS(status) != 0) fail_msg("child check %d failed", WEXITSTATUS(status));
+}
+
+void test_backup(void **state) {
+    Fixture &f = fx(state);
+    const std::string file = f.tmp + "/backup.mdb";
+    std::vector<StoredToken> before;
+    Digest revoked = new_digest();
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(new_digest(), rec("alice", "one", 1900000000, {net("10.0.0.0/8")}));
+        s.add(new_digest(), rec("alice", "two"));
+        s.add(new_digest(), rec("bob", "one", 0, {net("2001:db8::/32"), net("192.0.2.7")}));
+        s.add(revoked, rec("bob", "gone"));
+        s.revoke("bob", "gone");
+        before = s.list();
+        s.backup(file);
+        // Writes after the backup are not in it.
+        s.add(new_digest(), rec("carol", "later"));
+    }
+    assert_int_equal(before.size(), 3);
+    assert_true(fs::exists(file));
+    assert_true(fs::file_size(file) > 0);
+    // A fresh store with the backup as its token file.
+    const std::string other = f.tmp + "/restored";
+    assert_true(init_store(other, getgid()) == InitOutcome::created);
+    fs::copy_file(file, other + "/tokens.mdb", fs::copy_options::overwrite_existing);
+    TokenStore r(other, Access::read_only);
+    auto after = r.list();
+    assert_int_equal(after.size(), before.size());
+    for (std::size_t i = 0; i < before.size(); ++i) {
+        assert_true(after[i].digest == before[i].digest);
+        assert_true(after[i].record == before[i].record);
+        auto found = r.find(before[i].digest);
+        assert_true(found.has_value());
+        assert_true(*found == before[i].record);
+    }
+    assert_false(r.find(revoked).has_value());
+    assert_false(r.find_by_name("carol", "later").has_value());
+    assert_true(r.find_by_name("bob", "one").has_value());
+}
+
+void test_backup_existing_file(void **state) {
+    Fixture &f = fx(state);
+    const std::string file = f.tmp + "/precious";
+    {
+        std::ofstream out(file, std::ios::binary);
+        out << "do not overwrite";
+    }
+    TokenStore s(f.store, Access::read_write);
+    s.add(new_digest(), rec("alice", "one"));
+    bool threw = false;
+    try {
+        s.backup(file);
+    } catch (const std::exception &) {
+        threw = true;
+    }
+    assert_true(threw);
+    assert_string_equal(read_file(file).c_str(), "do not overwrite");
+    // A backup into a missing directory fails too.
+    threw = false;
+    try {
+        s.backup(f.tmp + "/no/such/dir/backup.mdb");
+    } catch (const std::exception &) {
+        threw = true;
+    }
+    assert_true(threw);
+    // The store still works.
+    assert_int_equal(s.list().size(), 1);
+}
+
+void test_usage(void **state) {
+    Fixture &f = fx(state);
+    Digest d1 = new_digest(), d2 = new_digest(), d3 = new_digest();
+    {
+        UsageStore u(f.store, Access::read_write);
+        assert_false(u.find(d1).has_value());
+        u.record(d1, Usage{1767225600, "192.0.2.7"});
+        u.record(d2, Usage{1767225700, "2001:db8::1"});
+        auto a = u.find(d1);
+        assert_true(a.has_value());
+        assert_int_equal(a->last_used, 1767225600);
+        assert_string_equal(a->last_used_ip.c_str(), "192.0.2.7");
+        u.record(d1, Usage{1767229999, "10.0.0.1"});
+        a = u.find(d1);
+        assert_int_equal(a->last_used, 1767229999);
+        assert_string_equal(a->last_used_ip.c_str(), "10.0.0.1");
+        assert_false(u.find(d3).has_value());
+        // A TokenStore on the same directory is another environment.
+        TokenStore s(f.store, Access::read_write);
+        s.add(d3, rec("alice", "x"));
+        assert_false(u.find(d3).has_value());
+    }
+    UsageStore u(f.store, Access::read_only);
+    auto a = u.find(d1);
+    assert_true(a.has_value());
+    assert_int_equal(a->last_used, 1767229999);
+    assert_string_equal(a->last_used_ip.c_str(), "10.0.0.1");
+    auto b = u.find(d2);
+    assert_true(b.has_value());
+    assert_int_equal(b->last_used, 1767225700);
+    assert_string_equal(b->last_used_ip.c_str(), "2001:db8::1");
+    assert_false(u.find(d3).has_value());
+}
+
+void test_many_tokens(void **state) {
+    Fixture &f = fx(state);
+    TokenStore s(f.store, Access::read_write);
+    std::map<std::string, Digest> by_name;
+    for (int i = 0; i < 500; ++i) {
+        char name[16];
+        snprintf(name, sizeof name, "t%03d", i);
+        Digest d = new_digest();
+        s.add(d, rec(i % 2 ? "odd" : "even", name));
+        by_name[name] = d;
+    }
+    assert_int_equal(s.list().size(), 500);
+    assert_int_equal(s.list("odd").size(), 250);
+    auto l = s.list("even");
+    for (std::size_t i = 1; i < l.size(); ++i) assert_true(l[i - 1].record.name < l[i].record.name);
+    for (const auto &[name, d] : by_name) {
+        auto r = s.find(d);
+        assert_true(r.has_value());
+        assert_string_equal(r->name.c_str(), name.c_str());
+    }
+    assert_int_equal(s.revoke_all("odd"), 250);
+    assert_int_equal(s.list().size(), 250);
+}
+
+}  // namespace
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_init, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_init_strict_umask, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_init_keeps_existing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_add_find, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_persisted, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_list, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_edit, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke_all, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_expired, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_tombstones, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_meta_schema, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_record, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_reader, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_backup, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_backup_existing_file, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_usage, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_many_tokens, setup_init, teardown),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}

@@ -1,0 +1,360 @@
+// Unit tests for lib/verify.hpp: verify_token() against a real store.
+
+#include <lmdb.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "lsheader.hpp"
+#include "network.hpp"
+#include "record.hpp"
+#include "store.hpp"
+#include "token.hpp"
+#include "verify.hpp"
+
+// cmocka last: its fail() macro would clash with std::basic_ios::fail().
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+extern "C" {
+#include <cmocka.h>
+}
+
+using namespace cptoken;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr Seconds now = 1767225600;  // 2026-01-01T00:00:00Z
+
+struct Fixture {
+    std::string tmp;
+    std::string store;
+    std::unique_ptr<TokenStore> s;
+};
+
+int setup(void **state) {
+    char pattern[] = "/tmp/cptoken-unit-verify-XXXXXX";
+    if (!mkdtemp(pattern)) return -1;
+    auto *f = new Fixture{pattern, std::string(pattern) + "/store", nullptr};
+    *state = f;
+    try {
+        init_store(f->store, getgid());
+        f->s = std::make_unique<TokenStore>(f->store, Access::read_write);
+    } catch (const std::exception &e) {
+        print_error("store setup failed: %s\n", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+int teardown(void **state) {
+    auto *f = static_cast<Fixture *>(*state);
+    f->s.reset();
+    std::error_code ec;
+    fs::remove_all(f->tmp, ec);
+    delete f;
+    return 0;
+}
+
+TokenStore &store(void **state) { return *static_cast<Fixture *>(*state)->s; }
+
+Address addr(const char *text) {
+    auto a = parse_address(text);
+    if (!a) fail_msg("parse_address(\"%s\") failed", text);
+    return *a;
+}
+
+Network net(const char *text) {
+    auto n = parse_network(text);
+    if (!n) fail_msg("parse_network(\"%s\") failed", text);
+    return *n;
+}
+
+TokenRecord rec(const std::string &user, const std::string &name, Seconds expires = 0,
+                std::vector<Network> ips = {}) {
+    TokenRecord r;
+    r.user = user;
+    r.name = name;
+    r.created = now - 86400;
+    r.expires = expires;
+    r.allowed_ips = std::move(ips);
+    return r;
+}
+
+// Adds a freshly generated token and returns its plaintext.
+std::string add_token(TokenStore &s, const TokenRecord &r) {
+    std::string t = generate_token();
+    s.add(token_digest(t), r);
+    return t;
+}
+
+const char *reason_name(Reason r) { return describe(r); }
+
+void expect(const Verdict &v, Reason reason, bool with_record, int line) {
+    if (v.reason != reason)
+        fail_msg("line %d: reason \"%s\", expected \"%s\"", line, reason_name(v.reason), reason_name(reason));
+    if (v.accepted() != (reason == Reason::accepted)) fail_msg("line %d: accepted() disagrees", line);
+    if (v.record.has_value() != with_record)
+        fail_msg("line %d: record %s, expected %s", line, v.record ? "set" : "unset", with_record ? "set" : "unset");
+}
+#define EXPECT(verdict, reason, with_record) expect((verdict), Reason::reason, (with_record), __LINE__)
+
+void test_accepted(void **state) {
+    TokenStore &s = store(state);
+    TokenRecord r = rec("alice", "deploy");
+    std::string t = add_token(s, r);
+    Verdict v = verify_token(s, "alice", t, addr("192.0.2.7"), now);
+    EXPECT(v, accepted, true);
+    assert_true(*v.record == r);
+    v = verify_token(s, "alice", t, addr("2001:db8::1"), now);
+    EXPECT(v, accepted, true);
+    v = verify_token(s, "alice", t, std::nullopt, now);
+    EXPECT(v, accepted, true);
+    // Far in the future, a never-expiring token is still fine.
+    v = verify_token(s, "alice", t, std::nullopt, INT64_MAX);
+    EXPECT(v, accepted, true);
+}
+
+void test_malformed(void **state) {
+    TokenStore &s = store(state);
+    std::string t = add_token(s, rec("alice", "deploy"));
+    for (const char *user : {"", "Alice", ".alice", "al ice", "alice:", "al/ice"})
+        EXPECT(verify_token(s, user, t, std::nullopt, now), malformed, false);
+    EXPECT(verify_token(s, std::string(65, 'a'), t, std::nullopt, now), malformed, false);
+    std::string nul_user("alice\0", 6);
+    EXPECT(verify_token(s, nul_user, t, std::nullopt, now), malformed, false);
+    EXPECT(verify_token(s, "alice", "", std::nullopt, now), malformed, false);
+    EXPECT(verify_token(s, "alice", t.substr(0, 31), std::nullopt, now), malformed, false);
+    EXPECT(verify_token(s, "alice", t + "A", std::nullopt, now), malformed, false);
+    EXPECT(verify_token(s, "alice", t + "\n", std::nullopt, now), malformed, false);
+    EXPECT(verify_token(s, "alice", " " + t, std::nullopt, now), malformed, false);
+    std::string lower = t;
+    for (char &c : lower) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    if (lower != t) EXPECT(verify_token(s, "alice", lower, std::nullopt, now), malformed, false);
+    std::string nul = t;
+    nul[10] = '\0';
+    EXPECT(verify_token(s, "alice", std::string_view(nul.data(), nul.size()), std::nullopt, now), malformed,
+           false);
+    // The token's digest is what a confused client might send: not a token.
+    EXPECT(verify_token(s, "alice", digest_hex(token_digest(t)), std::nullopt, now), malformed, false);
+}
+
+void test_mistyped(void **state) {
+    TokenStore &s = store(state);
+    std::string t = add_token(s, rec("alice", "deploy"));
+    int checked = 0;
+    for (std::size_t pos : {0u, 5u, 27u, 28u, 31u}) {
+        for (char sub : {'A', 'Q', '7'}) {
+            std::string m = t;
+            if (m[pos] == sub) continue;
+            m[pos] = sub;
+            if (has_valid_checksum(m)) continue;  // a 6e-7 chance; not a typo the checksum sees
+            Verdict v = verify_token(s, "alice", m, std::nullopt, now);
+            EXPECT(v, mistyped, false);
+            ++checked;
+        }
+    }
+    assert_true(checked >= 10);
+}
+
+void test_unknown(void **state) {
+    TokenStore &s = store(state);
+    add_token(s, rec("alice", "deploy"));
+    for (int i = 0; i < 20; ++i) {
+        std::string never_added = generate_token();
+        assert_true(has_valid_checksum(never_added));
+        EXPECT(verify_token(s, "alice", never_added, std::nullopt, now), unknown, false);
+        EXPECT(verify_token(s, "bob", never_added, addr("10.0.0.1"), now), unknown, false);
+    }
+    // A revoked token is unknown.
+    std::string t = add_token(s, rec("alice", "gone"));
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now), accepted, true);
+    s.revoke("alice", "gone");
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now), unknown, false);
+}
+
+void test_wrong_user(void **state) {
+    TokenStore &s = store(state);
+    std::string t = add_token(s, rec("alice", "deploy"));
+    add_token(s, rec("bob", "deploy"));
+    Verdict v = verify_token(s, "bob", t, std::nullopt, now);
+    EXPECT(v, wrong_user, true);
+    assert_string_equal(v.record->user.c_str(), "alice");
+    EXPECT(verify_token(s, "alic", t, std::nullopt, now), wrong_user, true);
+    EXPECT(verify_token(s, "alice2", t, std::nullopt, now), wrong_user, true);
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now), accepted, true);
+}
+
+void test_expired(void **state) {
+    TokenStore &s = store(state);
+    std::string past = add_token(s, rec("alice", "past", now - 1));
+    std::string exact = add_token(s, rec("alice", "exact", now));
+    std::string future = add_token(s, rec("alice", "future", now + 1));
+    Verdict v = verify_token(s, "alice", past, std::nullopt, now);
+    EXPECT(v, expired, true);
+    assert_int_equal(v.record->expires, now - 1);
+    EXPECT(verify_token(s, "alice", exact, std::nullopt, now), expired, true);
+    EXPECT(verify_token(s, "alice", exact, std::nullopt, now - 1), accepted, true);
+    EXPECT(verify_token(s, "alice", future, std::nullopt, now), accepted, true);
+    EXPECT(verify_token(s, "alice", future, std::nullopt, now + 1), expired, true);
+    EXPECT(verify_token(s, "alice", future, addr("10.0.0.1"), now + 1000), expired, true);
+}
+
+void test_address_not_allowed(void **state) {
+    TokenStore &s = store(state);
+    std::string t = add_token(s, rec("alice", "deploy", 0, {net("10.0.0.0/8"), net("2001:db8::/32")}));
+    EXPECT(verify_token(s, "alice", t, addr("10.1.2.3"), now), accepted, true);
+    EXPECT(verify_token(s, "alice", t, addr("2001:db8::5"), now), accepted, true);
+    Verdict v = verify_token(s, "alice", t, addr("192.0.2.7"), now);
+    EXPECT(v, address_not_allowed, true);
+    assert_int_equal(v.record->allowed_ips.size(), 2);
+    EXPECT(verify_token(s, "alice", t, addr("11.0.0.1"), now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t, addr("2001:db9::1"), now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t, addr("::1"), now), address_not_allowed, true);
+    // nullopt skips the allowlist.
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now), accepted, true);
+    // A host entry.
+    std::string h = add_token(s, rec("alice", "host", 0, {net("192.0.2.7")}));
+    EXPECT(verify_token(s, "alice", h, addr("192.0.2.7"), now), accepted, true);
+    EXPECT(verify_token(s, "alice", h, addr("192.0.2.8"), now), address_not_allowed, true);
+}
+
+void test_mapped_client(void **state) {
+    TokenStore &s = store(state);
+    std::string t = add_token(s, rec("alice", "deploy", 0, {net("10.0.0.0/8")}));
+    EXPECT(verify_token(s, "alice", t, addr("::ffff:10.1.2.3"), now), accepted, true);
+    EXPECT(verify_token(s, "alice", t, addr("::ffff:11.1.2.3"), now), address_not_allowed, true);
+    // As httpd might hand it over: an IPv6 Address holding the mapped form.
+    Address raw;
+    raw.family = 6;
+    raw.bytes = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3};
+    EXPECT(verify_token(s, "alice", t, raw, now), accepted, true);
+    raw.bytes[12] = 11;
+    EXPECT(verify_token(s, "alice", t, raw, now), address_not_allowed, true);
+    // A v6-only allowlist does not let a v4 client in.
+    std::string t6 = add_token(s, rec("alice", "v6only", 0, {net("::/0")}));
+    EXPECT(verify_token(s, "alice", t6, addr("10.1.2.3"), now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t6, addr("::ffff:10.1.2.3"), now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t6, addr("2001:db8::1"), now), accepted, true);
+}
+
+// Random [A-Z0-9]{32} whose checksum does not hold (an imported cPanel token).
+std::string imported_token() {
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    for (;;) {
+        unsigned char buf[32];
+        if (RAND_bytes(buf, sizeof buf) != 1) fail_msg("RAND_bytes failed");
+        std::string t;
+        for (unsigned char b : buf) t += alphabet[b % 36];  // bias is irrelevant here
+        if (!has_valid_checksum(t)) return t;
+    }
+}
+
+void test_imported_without_checksum(void **state) {
+    TokenStore &s = store(state);
+    std::string t = imported_token();
+    assert_true(has_token_shape(t));
+    assert_false(has_valid_checksum(t));
+    s.add(token_digest(t), rec("alice", "imported"));
+    EXPECT(verify_token(s, "alice", t, addr("192.0.2.7"), now), accepted, true);
+    EXPECT(verify_token(s, "bob", t, std::nullopt, now), wrong_user, true);
+    // cPanel's own example token.
+    const char *cp = "U7HMR63FGY292DQZ4H5BFH16JLYMO01M";
+    if (!has_valid_checksum(cp)) {
+        EXPECT(verify_token(s, "carol", cp, std::nullopt, now), mistyped, false);
+        s.add(token_digest(cp), rec("carol", "cpanel"));
+        EXPECT(verify_token(s, "carol", cp, std::nullopt, now), accepted, true);
+    }
+    // An imported token with an allowlist and an expiry is checked like any other.
+    std::string t2 = imported_token();
+    s.add(token_digest(t2), rec("alice", "imported2", now + 10, {net("192.0.2.0/24")}));
+    EXPECT(verify_token(s, "alice", t2, addr("192.0.2.1"), now), accepted, true);
+    EXPECT(verify_token(s, "alice", t2, addr("192.0.3.1"), now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t2, addr("192.0.2.1"), now + 10), expired, true);
+}
+
+void test_corrupt_store_throws(void **state) {
+    auto *f = static_cast<Fixture *>(*state);
+    std::string t = generate_token();
+    Digest d = token_digest(t);
+    f->s.reset();  // one environment per process at a time
+    {
+        MDB_env *env = nullptr;
+        assert_int_equal(mdb_env_create(&env), 0);
+        mdb_env_set_maxdbs(env, 16);
+        mdb_env_set_maxreaders(env, StoreSettings::max_readers);
+        mdb_env_set_mapsize(env, StoreSettings::map_size);
+        assert_int_equal(mdb_env_open(env, (f->store + "/tokens.mdb").c_str(), MDB_NOSUBDIR, 0600), 0);
+        MDB_txn *txn;
+        MDB_dbi dbi;
+        assert_int_equal(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+        assert_int_equal(mdb_dbi_open(txn, "tokens", 0, &dbi), 0);
+        std::string value = ls_encode(1, 1, 0, "\x01not a record");
+        MDB_val k{d.size(), d.data()}, v{value.size(), value.data()};
+        assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+        assert_int_equal(mdb_txn_commit(txn), 0);
+        mdb_env_close(env);
+    }
+    f->s = std::make_unique<TokenStore>(f->store, Access::read_only);
+    bool threw = false;
+    try {
+        verify_token(*f->s, "alice", t, std::nullopt, now);
+    } catch (const StoreError &) {
+        threw = true;
+    }
+    assert_true(threw);
+}
+
+void test_describe(void **) {
+    const Reason all[] = {Reason::accepted,   Reason::malformed, Reason::mistyped,           Reason::unknown,
+                          Reason::wrong_user, Reason::expired,   Reason::address_not_allowed};
+    std::set<std::string> seen;
+    for (Reason r : all) {
+        const char *d = describe(r);
+        assert_non_null(d);
+        std::string s(d);
+        assert_true(!s.empty());
+        for (char c : s)
+            if (c >= 'A' && c <= 'Z') fail_msg("describe() is not lowercase: \"%s\"", d);
+        seen.insert(s);
+    }
+    assert_int_equal(seen.size(), 7);
+    // The header's examples: "expired", "unknown token".
+    assert_non_null(strstr(describe(Reason::expired), "expired"));
+    assert_non_null(strstr(describe(Reason::unknown), "unknown"));
+    assert_null(strstr(describe(Reason::accepted), "not"));
+    // Stable: the same pointer text each time.
+    assert_string_equal(describe(Reason::unknown), describe(Reason::unknown));
+    Verdict v;
+    assert_false(v.accepted());
+    v.reason = Reason::accepted;
+    assert_true(v.accepted());
+}
+
+}  // namespace
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mistyped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_address_not_allowed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mapped_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_imported_without_checksum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_store_throws, setup, teardown),
+        cmocka_unit_test(test_describe),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}
