@@ -65,7 +65,7 @@ $(BUILD)/mod_cptoken.so: $(BUILD)/mod_cptoken.o $(BUILD)/libcptoken.a mod_cptoke
 
 $(BUILD)/t/%: t/unit/%.cpp $(BUILD)/libcptoken.a
 	@mkdir -p $(dir $@)
-	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -Ilib -o $@ $< $(BUILD)/libcptoken.a $(LIBS) -lcmocka
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(BUILD)/libcptoken.a $(LIBS) -lcmocka
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

@@ -24,6 +24,9 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "support.hpp"
+using namespace test_support;
+
 using namespace cptoken;
 
 namespace {
@@ -31,12 +34,6 @@ namespace {
 constexpr std::uint8_t tag_user = 1;
 constexpr std::uint8_t tag_name = 2;
 constexpr std::uint8_t tag_network = 5;
-
-Network net(const char *text) {
-    auto n = parse_network(text);
-    if (!n) fail_msg("parse_network(\"%s\") failed", text);
-    return *n;
-}
 
 TokenRecord sample(bool with_expiry, std::size_t networks) {
     TokenRecord r;

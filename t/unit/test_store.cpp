@@ -41,6 +41,9 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "support.hpp"
+using namespace test_support;
+
 using namespace cptoken;
 namespace fs = std::filesystem;
 
@@ -80,23 +83,6 @@ int teardown(void **state) {
 }
 
 Fixture &fx(void **state) { return *static_cast<Fixture *>(*state); }
-
-Network net(const char *text) {
-    auto n = parse_network(text);
-    if (!n) fail_msg("parse_network(\"%s\") failed", text);
-    return *n;
-}
-
-TokenRecord rec(const std::string &user, const std::string &name, Seconds expires = 0,
-                std::vector<Network> ips = {}) {
-    TokenRecord r;
-    r.user = user;
-    r.name = name;
-    r.created = 1767225600;
-    r.expires = expires;
-    r.allowed_ips = std::move(ips);
-    return r;
-}
 
 Digest new_digest() { return token_digest(generate_token()); }
 

@@ -28,6 +28,9 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "support.hpp"
+using namespace test_support;
+
 using namespace cptoken;
 namespace fs = std::filesystem;
 
@@ -66,29 +69,6 @@ int teardown(void **state) {
 }
 
 TokenStore &store(void **state) { return *static_cast<Fixture *>(*state)->s; }
-
-Address addr(const char *text) {
-    auto a = parse_address(text);
-    if (!a) fail_msg("parse_address(\"%s\") failed", text);
-    return *a;
-}
-
-Network net(const char *text) {
-    auto n = parse_network(text);
-    if (!n) fail_msg("parse_network(\"%s\") failed", text);
-    return *n;
-}
-
-TokenRecord rec(const std::string &user, const std::string &name, Seconds expires = 0,
-                std::vector<Network> ips = {}) {
-    TokenRecord r;
-    r.user = user;
-    r.name = name;
-    r.created = now - 86400;
-    r.expires = expires;
-    r.allowed_ips = std::move(ips);
-    return r;
-}
 
 // Adds a freshly generated token and returns its plaintext.
 std::string add_token(TokenStore &s, const TokenRecord &r) {
