@@ -31,8 +31,6 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
-constexpr const char *default_db = "/var/lib/cptoken";
-
 // Bad usage: a wrong argument value. Exit code 2.
 struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -346,7 +344,7 @@ int cmd_backup(const Options &o) {
 int run(int argc, char **argv) {
     Options o;
     const char *env_db = std::getenv("CPTOKEN_DB");
-    o.db = env_db && *env_db ? env_db : default_db;
+    o.db = env_db && *env_db ? env_db : default_store_dir;
 
     CLI::App app{"cptoken: create, list, edit and revoke API tokens for mod_cptoken"};
     app.name("cptoken");

@@ -1,27 +1,412 @@
-// mod_cptoken: the Apache httpd module. Glue between httpd and lib/ only.
-// (A loadable skeleton for now; the authentication hooks come next.)
+// mod_cptoken: cPanel-style API tokens for Apache httpd 2.4.
+//
+// Glue only: this file translates between httpd and lib/, where every
+// decision is made (parsing the header, the token check, the store).
+//   AuthType cpanel                    check_authn hook + note_auth_failure
+//   AuthBasicProvider cptoken          authn provider "cptoken"
+//   per-token restrictions             check_authz hook (declines or denies)
+// Every hook is a noexcept trampoline: no exception crosses into httpd, and
+// any failure refuses the request (500), never admits it.
 
 #include "httpd.h"
 #include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "mod_auth.h"
+#include "ap_provider.h"
+#include "apr_strings.h"
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "credentials.hpp"
+#include "live_store.hpp"
+#include "names.hpp"
+#include "verify.hpp"
 
 extern "C" {
 extern module AP_MODULE_DECLARE_DATA cptoken_module;
 }
+APLOG_USE_MODULE(cptoken);
 
 namespace {
 
-void register_hooks(apr_pool_t *) {}
+using namespace cptoken;
+
+// Log tags: stable, for admins and fail2ban.
+#define TAG_REFUSED "CPT0100: "        // a request refused, with the reason
+#define TAG_STORE "CPT0200: "          // the store cannot be used: 500
+#define TAG_CONFIG "CPT0201: "         // configuration error: 500
+#define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
+
+constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
+
+// ------------------------------------------------------------ config
+
+struct DirConfig {
+    int store_index;    // into the store registry; -1: unset (default store)
+    unsigned schemes;   // Scheme flags; 0: unset (default_schemes)
+    int forward;        // CPTokenForwardAuthorization: -1 unset, 0 off, 1 on
+};
+
+// The store directories named in the configuration, in order; index 0 is the
+// default. Filled while reading the configuration; each child opens them in
+// child_init (LMDB environments must not cross fork()).
+struct StoreDir {
+    std::string path;
+    bool configured;  // named by CPTokenDB: opened at child start
+};
+std::vector<StoreDir> g_store_dirs;
+std::vector<std::unique_ptr<LiveStore>> g_stores;  // per child, parallel to g_store_dirs
+
+void reset_store_dirs() {
+    g_store_dirs.clear();
+    g_store_dirs.push_back({default_store_dir, false});
+}
+
+int register_store_dir(const std::string &path) {
+    for (std::size_t i = 0; i < g_store_dirs.size(); ++i) {
+        if (g_store_dirs[i].path == path) {
+            g_store_dirs[i].configured = true;
+            return static_cast<int>(i);
+        }
+    }
+    g_store_dirs.push_back({path, true});
+    return static_cast<int>(g_store_dirs.size() - 1);
+}
+
+void *create_dir_config(apr_pool_t *pool, char *) {
+    auto *config = static_cast<DirConfig *>(apr_pcalloc(pool, sizeof(DirConfig)));
+    config->store_index = -1;
+    config->schemes = 0;
+    config->forward = -1;
+    return config;
+}
+
+void *merge_dir_config(apr_pool_t *pool, void *base_v, void *add_v) {
+    const auto *base = static_cast<const DirConfig *>(base_v);
+    const auto *add = static_cast<const DirConfig *>(add_v);
+    auto *merged = static_cast<DirConfig *>(apr_pcalloc(pool, sizeof(DirConfig)));
+    merged->store_index = add->store_index != -1 ? add->store_index : base->store_index;
+    merged->schemes = add->schemes != 0 ? add->schemes : base->schemes;
+    merged->forward = add->forward != -1 ? add->forward : base->forward;
+    return merged;
+}
+
+const char *set_store_dir(cmd_parms *cmd, void *config_v, const char *arg) {
+    std::string path = ap_server_root_relative(cmd->pool, arg);
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    static_cast<DirConfig *>(config_v)->store_index = register_store_dir(path);
+    return nullptr;
+}
+
+const char *set_schemes(cmd_parms *cmd, void *config_v, int argc, char *const argv[]) {
+    unsigned schemes = 0;
+    for (int i = 0; i < argc; ++i) {
+        const auto scheme = parse_scheme_name(argv[i]);
+        if (!scheme)
+            return apr_psprintf(cmd->pool, "CPTokenSchemes: unknown scheme '%s' (use cpanel, whm, basic)", argv[i]);
+        schemes |= *scheme;
+    }
+    if (schemes == 0) return "CPTokenSchemes needs at least one of cpanel, whm, basic";
+    static_cast<DirConfig *>(config_v)->schemes = schemes;
+    return nullptr;
+}
+
+const char *set_forward(cmd_parms *, void *config_v, int on) {
+    static_cast<DirConfig *>(config_v)->forward = on ? 1 : 0;
+    return nullptr;
+}
+
+// httpd's directive table stores every handler as a `const char *(*)()`.
+template <class Handler>
+cmd_func as_cmd_func(Handler handler) {
+    return reinterpret_cast<cmd_func>(reinterpret_cast<void (*)()>(handler));
+}
+
+const command_rec directives[] = {
+    AP_INIT_TAKE1("CPTokenDB", as_cmd_func(set_store_dir), nullptr, RSRC_CONF | ACCESS_CONF,
+                  "the token store directory made by 'cptoken init' (default /var/lib/cptoken)"),
+    AP_INIT_TAKE_ARGV("CPTokenSchemes", as_cmd_func(set_schemes), nullptr,
+                      RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
+                      "Authorization schemes accepted: any of cpanel, whm, basic (default: cpanel basic)"),
+    AP_INIT_FLAG("CPTokenForwardAuthorization", as_cmd_func(set_forward), nullptr,
+                 RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
+                 "On: pass the Authorization header on after a successful check (default Off: remove it)"),
+    {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
+};
+
+// ------------------------------------------------------------ helpers
+
+const DirConfig &config_of(request_rec *r) {
+    return *static_cast<const DirConfig *>(ap_get_module_config(r->per_dir_config, &cptoken_module));
+}
+
+unsigned schemes_of(const DirConfig &config) { return config.schemes ? config.schemes : default_schemes; }
+
+// The store of this request's location. Throws StoreError.
+std::shared_ptr<const TokenStore> store_for(request_rec *r) {
+    const int index = config_of(r).store_index == -1 ? 0 : config_of(r).store_index;
+    if (static_cast<std::size_t>(index) >= g_stores.size())
+        throw StoreError(StoreError::Kind::missing, "token store not set up in this process");
+    return g_stores[index]->current(r->request_time);
+}
+
+const char *authorization_header_name(request_rec *r) {
+    return r->proxyreq == PROXYREQ_PROXY ? "Proxy-Authorization" : "Authorization";
+}
+
+void log_refusal(request_rec *r, int level, const char *reason, std::string_view user, const TokenRecord *record) {
+    // Only a valid user name is logged (and valid names are lowercase), so a
+    // token pasted into the user field never reaches the log.
+    const std::string shown = user.empty() ? "-" : is_valid_user(user) ? std::string(user) : "(invalid)";
+    ap_log_rerror(APLOG_MARK, level, 0, r, TAG_REFUSED "refused: reason=\"%s\" user=\"%s\" client=%s token=\"%s\"",
+                  reason, shown.c_str(), r->useragent_ip, record ? record->name.c_str() : "-");
+}
+
+// Successful check: the user, the variables for logs, CGI and mod_headers,
+// and the header removed unless the location forwards it.
+void admit(request_rec *r, const TokenRecord &record) {
+    r->user = apr_pstrmemdup(r->pool, record.user.data(), record.user.size());
+    apr_table_set(r->subprocess_env, "CPTOKEN_NAME", record.name.c_str());
+    apr_table_set(r->subprocess_env, "CPTOKEN_EXPIRES",
+                  record.never_expires() ? "" : format_iso8601(record.expires).c_str());
+    if (config_of(r).forward != 1) apr_table_unset(r->headers_in, authorization_header_name(r));
+    // For check_authz: who this token authenticated.
+    ap_set_module_config(r->request_config, &cptoken_module, r->user);
+}
+
+Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
+    const auto client = parse_address(r->useragent_ip ? r->useragent_ip : "");
+    if (!client) {
+        // An address we cannot read would match no allowlist: refuse outright.
+        Verdict verdict;
+        verdict.reason = Reason::address_not_allowed;
+        return verdict;
+    }
+    const auto store = store_for(r);
+    return verify_token(*store, user, token, client, apr_time_sec(r->request_time));
+}
+
+// ------------------------------------------------------------ hooks
+
+int check_authn(request_rec *r) {
+    const char *type = ap_auth_type(r);
+    if (!type || strcasecmp(type, "cpanel") != 0) return DECLINED;
+    if (!ap_auth_name(r)) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_CONFIG "AuthType cpanel needs an AuthName for %s", r->uri);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    r->ap_auth_type = const_cast<char *>("cpanel");
+
+    const char *header = apr_table_get(r->headers_in, authorization_header_name(r));
+    if (!header) {
+        log_refusal(r, APLOG_INFO, "no credentials", {}, nullptr);
+        ap_note_auth_failure(r);
+        return HTTP_UNAUTHORIZED;
+    }
+    const ParsedCredentials parsed = parse_authorization(header, schemes_of(config_of(r)));
+    if (!parsed.credentials) {
+        log_refusal(r, APLOG_ERR,
+                    parsed.error == CredentialsError::wrong_scheme ? "scheme not accepted" : "malformed credentials",
+                    {}, nullptr);
+        ap_note_auth_failure(r);
+        return HTTP_UNAUTHORIZED;
+    }
+    const Credentials &credentials = *parsed.credentials;
+    const Verdict verdict = verify(r, credentials.user, credentials.token);
+    if (verdict.accepted()) {
+        admit(r, *verdict.record);
+        return OK;
+    }
+    log_refusal(r, APLOG_ERR, describe(verdict.reason), credentials.user,
+                verdict.record ? &*verdict.record : nullptr);
+    ap_note_auth_failure(r);
+    return HTTP_UNAUTHORIZED;
+}
+
+// Challenges for every scheme the location accepts.
+int note_auth_failure(request_rec *r, const char *auth_type) {
+    if (!auth_type || strcasecmp(auth_type, "cpanel") != 0) return DECLINED;
+    const char *header = r->proxyreq == PROXYREQ_PROXY ? "Proxy-Authenticate" : "WWW-Authenticate";
+    const unsigned schemes = schemes_of(config_of(r));
+    const char *realm = ap_escape_quotes(r->pool, ap_auth_name(r) ? ap_auth_name(r) : "");
+    if (schemes & scheme_cpanel) apr_table_add(r->err_headers_out, header, apr_pstrcat(r->pool, "cpanel realm=\"", realm, "\"", nullptr));
+    if (schemes & scheme_whm) apr_table_add(r->err_headers_out, header, apr_pstrcat(r->pool, "whm realm=\"", realm, "\"", nullptr));
+    if (schemes & scheme_basic) apr_table_add(r->err_headers_out, header, apr_pstrcat(r->pool, "Basic realm=\"", realm, "\"", nullptr));
+    return OK;
+}
+
+// Per-token restrictions, after authentication and before Require. Today the
+// only one: the user must still be the token's owner (no other module may
+// have changed r->user since). Declines or denies, never OK, so that the
+// Require lines always run.
+int check_authz(request_rec *r) {
+    const auto *verified_user = static_cast<const char *>(ap_get_module_config(r->request_config, &cptoken_module));
+    if (!verified_user) return DECLINED;
+    if (!r->user || std::strcmp(r->user, verified_user) != 0) {
+        log_refusal(r, APLOG_ERR, "user changed after authentication", r->user ? r->user : "", nullptr);
+        ap_note_auth_failure(r);
+        return HTTP_UNAUTHORIZED;
+    }
+    return DECLINED;
+}
+
+// AuthBasicProvider cptoken. A credential that is not one of our tokens lets
+// the next provider try; one of our tokens refused stops the chain.
+authn_status check_password(request_rec *r, const char *user, const char *password) {
+    const Verdict verdict = verify(r, user, password);
+    switch (verdict.reason) {
+        case Reason::accepted:
+            admit(r, *verdict.record);
+            return AUTH_GRANTED;
+        case Reason::malformed:
+        case Reason::mistyped:
+        case Reason::unknown:
+            log_refusal(r, APLOG_INFO, describe(verdict.reason), user, nullptr);
+            return AUTH_USER_NOT_FOUND;
+        default:
+            log_refusal(r, APLOG_ERR, describe(verdict.reason), user, verdict.record ? &*verdict.record : nullptr);
+            return AUTH_DENIED;
+    }
+}
+
+int pre_config(apr_pool_t *, apr_pool_t *, apr_pool_t *) {
+    reset_store_dirs();
+    return OK;
+}
+
+apr_status_t close_stores(void *) {
+    g_stores.clear();
+    return APR_SUCCESS;
+}
+
+void child_init(apr_pool_t *pchild, server_rec *s) {
+    g_stores.clear();
+    for (const StoreDir &dir : g_store_dirs) {
+        g_stores.push_back(std::make_unique<LiveStore>(dir.path));
+        if (!dir.configured) continue;  // the default store opens on first use
+        try {
+            g_stores.back()->open_now();
+        } catch (const std::exception &e) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, TAG_STORE "cannot open the token store: %s", e.what());
+        }
+    }
+    apr_pool_cleanup_register(pchild, nullptr, close_stores, apr_pool_cleanup_null);
+}
+
+// ------------------------------------------------------------ trampolines
+
+// Logs what escaped a hook; the caller then refuses the request.
+void log_exception(request_rec *r) noexcept {
+    try {
+        throw;
+    } catch (const StoreError &e) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_STORE "token store unusable: %s", e.what());
+    } catch (const std::exception &e) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_INTERNAL "internal error: %s", e.what());
+    } catch (...) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_INTERNAL "internal error");
+    }
+}
+
+extern "C" {
+
+static int check_authn_hook(request_rec *r) noexcept {
+    try {
+        return check_authn(r);
+    } catch (...) {
+        log_exception(r);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+static int check_authz_hook(request_rec *r) noexcept {
+    try {
+        return check_authz(r);
+    } catch (...) {
+        log_exception(r);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+static int note_auth_failure_hook(request_rec *r, const char *auth_type) noexcept {
+    try {
+        return note_auth_failure(r, auth_type);
+    } catch (...) {
+        log_exception(r);
+        return DECLINED;
+    }
+}
+
+static authn_status check_password_provider(request_rec *r, const char *user, const char *password) noexcept {
+    try {
+        return check_password(r, user, password);
+    } catch (...) {
+        log_exception(r);
+        return AUTH_GENERAL_ERROR;
+    }
+}
+
+static int pre_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp) noexcept {
+    try {
+        return pre_config(pconf, plog, ptemp);
+    } catch (...) {
+        return HTTP_INTERNAL_SERVER_ERROR;  // httpd refuses to start
+    }
+}
+
+static void child_init_hook(apr_pool_t *pchild, server_rec *s) noexcept {
+    try {
+        child_init(pchild, s);
+    } catch (const std::exception &e) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, TAG_INTERNAL "child init failed: %s", e.what());
+    } catch (...) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, TAG_INTERNAL "child init failed");
+    }
+}
+
+}  // extern "C"
+
+const authn_provider basic_provider = {check_password_provider, nullptr};
+
+void register_hooks(apr_pool_t *pool) {
+    reset_store_dirs();
+    ap_hook_pre_config(pre_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_child_init(child_init_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_check_authn(check_authn_hook, nullptr, nullptr, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
+    ap_hook_check_authz(check_authz_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
+    ap_hook_note_auth_failure(note_auth_failure_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_register_auth_provider(pool, AUTHN_PROVIDER_GROUP, "cptoken", AUTHN_PROVIDER_VERSION, &basic_provider,
+                              AP_AUTH_INTERNAL_PER_CONF);
+}
 
 }  // namespace
 
+// ------------------------------------------------------------ module record
+
 extern "C" {
 __attribute__((visibility("default"))) module AP_MODULE_DECLARE_DATA cptoken_module = {
-    STANDARD20_MODULE_STUFF,
-    nullptr,  // per-directory config creator
-    nullptr,  // dir config merger
-    nullptr,  // server config creator
-    nullptr,  // server config merger
-    nullptr,  // command table
+    // STANDARD20_MODULE_STUFF, spelled out to name the module mod_cptoken.c
+    // (not mod_cptoken.cpp), so that <IfModule mod_cptoken.c> and
+    // LogLevel cptoken:info work as admins expect.
+    MODULE_MAGIC_NUMBER_MAJOR,
+    MODULE_MAGIC_NUMBER_MINOR,
+    -1,
+    "mod_cptoken.c",
+    nullptr,
+    nullptr,
+    MODULE_MAGIC_COOKIE,
+    nullptr,
+    create_dir_config,
+    merge_dir_config,
+    nullptr,  // server config: everything is per directory
+    nullptr,
+    directives,
     register_hooks,
     AP_MODULE_FLAG_NONE,
 };

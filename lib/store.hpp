@@ -43,6 +43,9 @@ struct StoreSettings {
     static constexpr std::int64_t tombstone_retention_seconds = 30 * 86400;
 };
 
+/// The store directory when none is configured (CPTokenDB, cptoken --db).
+inline constexpr const char *default_store_dir = "/var/lib/cptoken";
+
 inline constexpr const char *token_store_file = "tokens.mdb";
 inline constexpr const char *usage_store_file = "usage.mdb";
 

@@ -1,0 +1,67 @@
+#include "live_store.hpp"
+
+#include <sys/stat.h>
+
+namespace cptoken {
+
+LiveStore::LiveStore(std::string dir) : dir_(std::move(dir)) {}
+
+LiveStore::FileIds LiveStore::ids_at(const std::string &dir) {
+    FileIds ids;
+    struct stat st{};
+    if (::stat((dir + "/" + token_store_file).c_str(), &st) == 0) ids.data_dev = st.st_dev, ids.data_ino = st.st_ino;
+    if (::stat((dir + "/" + token_store_file + "-lock").c_str(), &st) == 0)
+        ids.lock_dev = st.st_dev, ids.lock_ino = st.st_ino;
+    return ids;
+}
+
+void LiveStore::open_now() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    try {
+        reopen_if_replaced();
+    } catch (const StoreError &e) {
+        last_error_ = std::make_unique<StoreError>(e);
+        throw;
+    }
+}
+
+// Called with mutex_ held.
+void LiveStore::reopen_if_replaced() {
+    const FileIds now = ids_at(dir_);
+    if (store_ && now == ids_) return;
+    // ids_ stays that of the last store opened, so this refusal lasts until
+    // the lock file is replaced too (or httpd restarts).
+    if (ids_.lock_ino != 0 && now.lock_dev == ids_.lock_dev && now.lock_ino == ids_.lock_ino &&
+        !(now.data_dev == ids_.data_dev && now.data_ino == ids_.data_ino)) {
+        // The lock file records the state of the data file it was made with;
+        // reading another data file through it could return wrong snapshots.
+        store_.reset();
+        throw StoreError(StoreError::Kind::corrupt,
+                         dir_ + "/" + token_store_file +
+                             " was replaced while its lock file stayed: move a whole store directory into place "
+                             "instead, or restart httpd");
+    }
+    store_.reset();  // the old store closes when its last request lets go
+    store_ = std::make_shared<const TokenStore>(dir_, Access::read_only);
+    ids_ = now;
+    // Files replaced while we opened them: look again at the next check.
+    if (!(ids_at(dir_) == now)) next_check_us_.store(0, std::memory_order_relaxed);
+}
+
+std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (now_us >= next_check_us_.load(std::memory_order_relaxed)) {
+        next_check_us_.store(now_us + check_interval_us, std::memory_order_relaxed);
+        try {
+            reopen_if_replaced();
+        } catch (const StoreError &e) {
+            last_error_ = std::make_unique<StoreError>(e);
+            throw;
+        }
+    }
+    // Until the next check, a store that could not be opened is not retried.
+    if (!store_) throw last_error_ ? *last_error_ : StoreError(StoreError::Kind::missing, dir_ + ": not opened");
+    return store_;
+}
+
+}  // namespace cptoken

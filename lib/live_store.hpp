@@ -1,0 +1,59 @@
+// A token store that follows its directory: opened on first use, and
+// reopened when the files at its path are replaced (a restored backup moved
+// into place, a fresh `cptoken init`). For long-running readers (httpd
+// children); thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "store.hpp"
+
+namespace cptoken {
+
+class LiveStore {
+public:
+    /// Checks the files at most once per this many microseconds.
+    static constexpr std::int64_t check_interval_us = 1000000;
+
+    /// Nothing is opened until open_now() or current(). A store that cannot
+    /// be opened is tried again at the next check, not on every call.
+    explicit LiveStore(std::string dir);
+
+    /// Opens the store now (in httpd's child_init). Throws StoreError.
+    void open_now();
+
+    /// The store to use for one request, at time `now_us` (microseconds).
+    /// At most once per check_interval_us it compares the files at the path
+    /// with the open ones and opens the new files if they were replaced; the
+    /// old store is closed when its last user lets go. Throws StoreError if
+    /// there is no usable store: missing, unreadable, or tokens.mdb replaced
+    /// in place while its lock file stayed (unsafe with LMDB: move a whole
+    /// directory into place instead).
+    std::shared_ptr<const TokenStore> current(std::int64_t now_us);
+
+    const std::string &dir() const noexcept { return dir_; }
+
+private:
+    struct FileIds {
+        dev_t data_dev = 0, lock_dev = 0;
+        ino_t data_ino = 0, lock_ino = 0;
+        bool operator==(const FileIds &) const = default;
+    };
+    static FileIds ids_at(const std::string &dir);
+    void reopen_if_replaced();
+
+    const std::string dir_;
+    std::mutex mutex_;  // guards store_ and ids_
+    std::shared_ptr<const TokenStore> store_;
+    FileIds ids_;  // of the last store opened
+    std::unique_ptr<StoreError> last_error_;
+    std::atomic<std::int64_t> next_check_us_{0};
+};
+
+}  // namespace cptoken
