@@ -15,7 +15,7 @@ PYTHON    ?= /usr/bin/python3
 # Debian packages the build and the tests need; `make deps` installs the missing ones.
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
-                python3-pytest curl clang libclang-rt-14-dev
+                python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -81,7 +81,7 @@ test: deps
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-asan
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 	$(MAKE) --no-print-directory tool-test
 
 install: all
@@ -93,28 +93,33 @@ clean:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
-# The main job, as far as it goes: a store, a token, and the module's verdict on it.
-DEMO_DB := $(BUILD)/demo/store
-.PHONY: demo
+# The demo: a private httpd on https://127.0.0.1:2083 with the module in front
+# of an echo backend, a store and a token for alice, all in /tmp/mod_cptoken-demo
+# (conf/demo/run.sh). `make demo-stop` stops it and leaves the directory.
+.PHONY: demo demo-stop
 demo: deps
 	$(MAKE) --no-print-directory all
-	@rm -rf $(DEMO_DB) && mkdir -p $(dir $(DEMO_DB))
-	@$(BUILD)/cptoken --db $(DEMO_DB) init
-	@token=$$($(BUILD)/cptoken --db $(DEMO_DB) create alice demo --expires +1d --allow-ip 127.0.0.1) && \
-	  echo "token for alice: $$token" && \
-	  $(BUILD)/cptoken --db $(DEMO_DB) list && \
-	  echo "$$token" | $(BUILD)/cptoken --db $(DEMO_DB) check alice --ip 127.0.0.1 && \
-	  echo "$$token" | $(BUILD)/cptoken --db $(DEMO_DB) check alice --ip 192.0.2.1 || true
-	@echo "try it: export CPTOKEN_DB=$(abspath $(DEMO_DB)); then see the README's walkthrough"
+	@BUILD=$(abspath $(BUILD)) bash conf/demo/run.sh
 
-# Fuzzing the record decoder (libFuzzer needs clang). `make fuzz` runs for
-# FUZZ_SECONDS; `make test` runs a short smoke of it.
+demo-stop:
+	@bash conf/demo/stop.sh
+
+# Fuzzing what comes from outside: stored records (other hosts may write the
+# store) and Authorization headers. libFuzzer needs clang. `make fuzz` runs
+# each target for FUZZ_SECONDS; `make test` runs a short smoke of them.
 FUZZ_SECONDS ?= 20
-FUZZ_LIB_SRCS := lib/record.cpp lib/lsheader.cpp lib/names.cpp lib/network.cpp lib/timeutil.cpp
+FUZZ_TARGETS := record credentials
+FUZZ_LIB_SRCS := lib/record.cpp lib/lsheader.cpp lib/names.cpp lib/network.cpp lib/timeutil.cpp lib/credentials.cpp
 .PHONY: fuzz
-$(BUILD)/fuzz_record: t/fuzz/fuzz_record.cpp $(FUZZ_LIB_SRCS) lib/*.hpp
+$(BUILD)/fuzz_%: t/fuzz/fuzz_%.cpp $(FUZZ_LIB_SRCS) lib/*.hpp
 	@mkdir -p $(dir $@)
-	clang++ $(CXXSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -o $@ t/fuzz/fuzz_record.cpp $(FUZZ_LIB_SRCS)
-fuzz: $(BUILD)/fuzz_record
-	@mkdir -p $(BUILD)/fuzz-corpus
-	$(BUILD)/fuzz_record -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(BUILD)/fuzz-corpus t/fuzz/corpus 2>&1 | tail -3
+	clang++ $(CXXSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -o $@ $< $(FUZZ_LIB_SRCS)
+fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)/fuzz-corpus-$$t; \
+	  echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
+	  $(BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	    $(BUILD)/fuzz-corpus-$$t t/fuzz/corpus-$$t > $(BUILD)/fuzz_$$t.log 2>&1 \
+	    || { tail -40 $(BUILD)/fuzz_$$t.log; exit 1; }; \
+	  tail -1 $(BUILD)/fuzz_$$t.log; \
+	done
