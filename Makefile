@@ -37,7 +37,7 @@ LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard t/unit/test_*.cpp)
 UNIT_BINS := $(UNIT_SRCS:t/unit/%.cpp=$(BUILD)/t/%)
 
-.PHONY: all deps test unit unit-asan tool-test install clean
+.PHONY: all deps test unit unit-asan tool-test httpd-test install clean
 all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so
 
 deps:
@@ -74,15 +74,21 @@ unit: $(UNIT_BINS)
 unit-asan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" unit
 
+# Black-box tests with pytest: the tool as a user runs it, and a real httpd
+# (every MPM) with the built module, driven by curl.
+PYTEST = CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) $(PYTHON) -m pytest -q
 tool-test: $(BUILD)/cptoken
-	CPTOKEN=$(abspath $(BUILD)/cptoken) $(PYTHON) -m pytest -q t/tool
+	$(PYTEST) t/tool
+httpd-test: all
+	$(PYTEST) t/httpd
 
 test: deps
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-asan
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
-	$(MAKE) --no-print-directory tool-test
+	$(PYTEST) t/tool
+	$(PYTEST) t/httpd
 
 install: all
 	install -D -m 0755 $(BUILD)/cptoken $(DESTDIR)$(SBINDIR)/cptoken
