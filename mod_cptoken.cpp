@@ -14,6 +14,7 @@
 #include "http_log.h"
 #include "http_protocol.h"
 #include "http_request.h"
+#include "ap_mpm.h"
 #include "mod_auth.h"
 #include "ap_provider.h"
 #include "apr_strings.h"
@@ -41,6 +42,7 @@ using namespace cptoken;
 #define TAG_REFUSED "CPT0100: "        // a request refused, with the reason
 #define TAG_STORE "CPT0200: "          // the store cannot be used: 500
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
+#define TAG_READERS "CPT0202: "        // the MPM may run more threads than reader slots
 #define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
 
 constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
@@ -280,6 +282,25 @@ int pre_config(apr_pool_t *, apr_pool_t *, apr_pool_t *) {
     return OK;
 }
 
+// Every thread of every child may hold a reader slot; old children draining
+// after a graceful restart keep scoreboard slots, so ServerLimit x ThreadLimit
+// bounds them all. Warn at start-up if the reader table could fill.
+int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *s) {
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) return OK;
+    int server_limit = 0, thread_limit = 0;
+    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &server_limit) != APR_SUCCESS ||
+        ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &thread_limit) != APR_SUCCESS)
+        return OK;
+    const apr_int64_t threads = static_cast<apr_int64_t>(server_limit) * (thread_limit > 0 ? thread_limit : 1);
+    constexpr apr_int64_t tool_headroom = 64;
+    if (threads + tool_headroom > StoreSettings::max_readers)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     TAG_READERS "ServerLimit x ThreadLimit = %" APR_INT64_T_FMT " threads may exceed the token store's reader "
+                     "table (StoreSettings::max_readers = %u); requests beyond it will get 500",
+                     threads, StoreSettings::max_readers);
+    return OK;
+}
+
 apr_status_t close_stores(void *) {
     g_stores.clear();
     return APR_SUCCESS;
@@ -360,6 +381,14 @@ static int pre_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     }
 }
 
+static int post_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s) noexcept {
+    try {
+        return post_config(pconf, plog, ptemp, s);
+    } catch (...) {
+        return OK;  // only a warning was at stake
+    }
+}
+
 static void child_init_hook(apr_pool_t *pchild, server_rec *s) noexcept {
     try {
         child_init(pchild, s);
@@ -377,6 +406,7 @@ const authn_provider basic_provider = {check_password_provider, nullptr};
 void register_hooks(apr_pool_t *pool) {
     reset_store_dirs();
     ap_hook_pre_config(pre_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_post_config(post_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_check_authn(check_authn_hook, nullptr, nullptr, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authz(check_authz_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);

@@ -30,7 +30,8 @@ std::string path_in(const std::string &dir, const char *file) { return dir + "/"
     }
     std::string message = what + ": " + mdb_strerror(rc);
     if (rc == MDB_READERS_FULL)
-        message += " (StoreSettings::max_readers = " + std::to_string(StoreSettings::max_readers) + ")";
+        message += " (StoreSettings::max_readers = " + std::to_string(StoreSettings::max_readers) +
+                   ": more httpd threads than reader slots; lower ServerLimit x ThreadLimit)";
     throw StoreError(kind, message);
 }
 
