@@ -31,8 +31,9 @@ void LiveStore::reopen_if_replaced() {
     if (store_ && now == ids_) return;
     // ids_ stays that of the last store opened, so this refusal lasts until
     // the lock file is replaced too (or httpd restarts).
-    if (ids_.lock_ino != 0 && now.lock_dev == ids_.lock_dev && now.lock_ino == ids_.lock_ino &&
-        !(now.data_dev == ids_.data_dev && now.data_ino == ids_.data_ino)) {
+    const bool same_lock = ids_.lock_ino != 0 && now.lock_dev == ids_.lock_dev && now.lock_ino == ids_.lock_ino;
+    const bool other_data = now.data_ino != 0 && !(now.data_dev == ids_.data_dev && now.data_ino == ids_.data_ino);
+    if (same_lock && other_data) {
         // The lock file records the state of the data file it was made with;
         // reading another data file through it could return wrong snapshots.
         store_.reset();
@@ -42,10 +43,17 @@ void LiveStore::reopen_if_replaced() {
                              "instead, or restart httpd");
     }
     store_.reset();  // the old store closes when its last request lets go
-    store_ = std::make_shared<const TokenStore>(dir_, Access::read_only);
-    ids_ = now;
-    // Files replaced while we opened them: look again at the next check.
-    if (!(ids_at(dir_) == now)) next_check_us_.store(0, std::memory_order_relaxed);
+    try {
+        store_ = std::make_shared<const TokenStore>(dir_, Access::read_only);
+    } catch (...) {
+        ids_ = FileIds{};  // the old files are closed: their inode numbers may be reused
+        throw;
+    }
+    // What we opened: the data file by its descriptor, and the lock file LMDB
+    // has just opened (or created, for a restored backup that had none).
+    const auto [data_dev, data_ino] = store_->data_file_id();
+    ids_ = ids_at(dir_);
+    ids_.data_dev = data_dev, ids_.data_ino = data_ino;
 }
 
 std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {

@@ -406,6 +406,14 @@ PruneResult TokenStore::prune(Seconds now) {
     });
 }
 
+std::pair<dev_t, ino_t> TokenStore::data_file_id() const {
+    mdb_filehandle_t fd = -1;
+    struct stat st{};
+    if (mdb_env_get_fd(impl_->env.get(), &fd) != MDB_SUCCESS || ::fstat(fd, &st) != 0)
+        fail(errno, "cannot stat " + impl_->env.file());
+    return {st.st_dev, st.st_ino};
+}
+
 void TokenStore::backup(const std::string &file) const {
     check(mdb_env_copy2(impl_->env.get(), file.c_str(), MDB_CP_COMPACT), "cannot back up to " + file);
 }

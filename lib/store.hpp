@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "record.hpp"
@@ -136,6 +137,10 @@ public:
     /// Revokes tokens expired at `now` and drops tombstones written before
     /// now - StoreSettings::tombstone_retention_seconds.
     PruneResult prune(Seconds now);
+
+    /// Device and inode of the data file this store has open (which may no
+    /// longer be the file at its path).
+    std::pair<dev_t, ino_t> data_file_id() const;
 
     /// Writes a consistent, compacted copy of the token store to `file`,
     /// which must not exist. Safe while others read and write.
