@@ -170,6 +170,16 @@ void log_refusal(request_rec *r, int level, const char *reason, std::string_view
                   reason, shown.c_str(), r->useragent_ip, record ? record->name.c_str() : "-");
 }
 
+// What a request admitted by this module keeps in its request_config.
+struct Admission {
+    const char *user;    // whom the token authenticated (for check_authz)
+    const char *header;  // the Authorization header it came with (for restore_credentials)
+};
+
+const Admission *admission_of(const request_rec *r) {
+    return static_cast<const Admission *>(ap_get_module_config(r->request_config, &cptoken_module));
+}
+
 // Successful check: the user, the variables for logs, CGI and mod_headers,
 // and the header removed unless the location forwards it.
 void admit(request_rec *r, const TokenRecord &record) {
@@ -177,9 +187,11 @@ void admit(request_rec *r, const TokenRecord &record) {
     apr_table_set(r->subprocess_env, "CPTOKEN_NAME", record.name.c_str());
     apr_table_set(r->subprocess_env, "CPTOKEN_EXPIRES",
                   record.never_expires() ? "" : format_iso8601(record.expires).c_str());
+    auto *admission = static_cast<Admission *>(apr_pcalloc(r->pool, sizeof(Admission)));
+    admission->user = r->user;
+    admission->header = apr_pstrdup(r->pool, apr_table_get(r->headers_in, authorization_header_name(r)));
+    ap_set_module_config(r->request_config, &cptoken_module, admission);
     if (config_of(r).forward != 1) apr_table_unset(r->headers_in, authorization_header_name(r));
-    // For check_authz: who this token authenticated.
-    ap_set_module_config(r->request_config, &cptoken_module, r->user);
 }
 
 Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
@@ -195,6 +207,26 @@ Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
 }
 
 // ------------------------------------------------------------ hooks
+
+// httpd authenticates again an internal redirect or a subrequest whose
+// configuration differs from the original request's (DirectoryIndex into a
+// <FilesMatch>, a RewriteRule): by then admit() has removed the header. Put
+// it back from the request that was admitted, so that the new request is
+// checked against its own configuration like any other (by this module or
+// by mod_auth_basic), and removed again if admitted.
+int restore_credentials(request_rec *r) {
+    const char *name = authorization_header_name(r);
+    if (apr_table_get(r->headers_in, name)) return DECLINED;
+    for (const request_rec *earlier = r->prev ? r->prev : r->main; earlier;
+         earlier = earlier->prev ? earlier->prev : earlier->main) {
+        const Admission *admission = admission_of(earlier);
+        if (admission && admission->header) {
+            apr_table_set(r->headers_in, name, admission->header);
+            break;
+        }
+    }
+    return DECLINED;
+}
 
 int check_authn(request_rec *r) {
     const char *type = ap_auth_type(r);
@@ -248,9 +280,9 @@ int note_auth_failure(request_rec *r, const char *auth_type) {
 // have changed r->user since). Declines or denies, never OK, so that the
 // Require lines always run.
 int check_authz(request_rec *r) {
-    const auto *verified_user = static_cast<const char *>(ap_get_module_config(r->request_config, &cptoken_module));
-    if (!verified_user) return DECLINED;
-    if (!r->user || std::strcmp(r->user, verified_user) != 0) {
+    const Admission *admission = admission_of(r);
+    if (!admission) return DECLINED;
+    if (!r->user || std::strcmp(r->user, admission->user) != 0) {
         log_refusal(r, APLOG_ERR, "user changed after authentication", r->user ? r->user : "", nullptr);
         ap_note_auth_failure(r);
         return HTTP_UNAUTHORIZED;
@@ -346,6 +378,15 @@ static int check_authn_hook(request_rec *r) noexcept {
     }
 }
 
+static int restore_credentials_hook(request_rec *r) noexcept {
+    try {
+        return restore_credentials(r);
+    } catch (...) {
+        log_exception(r);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
 static int check_authz_hook(request_rec *r) noexcept {
     try {
         return check_authz(r);
@@ -408,6 +449,7 @@ void register_hooks(apr_pool_t *pool) {
     ap_hook_pre_config(pre_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_check_authn(restore_credentials_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authn(check_authn_hook, nullptr, nullptr, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authz(check_authz_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_note_auth_failure(note_auth_failure_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
