@@ -1,0 +1,166 @@
+"""Store problems fail closed (500 + CPT0200, never admit); a config without
+AuthName is a 500 with CPT0201; a store replaced underneath is picked up
+within a second, without a restart."""
+
+import os
+import time
+
+from conftest import (ALL_MPMS, CPANEL_AUTH, Store, api_location, assert_admitted,
+                      assert_refused, level_of)
+
+N = 8
+
+
+def assert_500(r):
+    assert r.status == 500, f"expected 500, got {r!r}"
+    assert r.challenges == [], r.challenges
+    assert not r.body.startswith(b"{"), "the backend was reached"
+
+
+def test_missing_store_is_500(srv):
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    srv.start(db=str(srv.dir / "does-not-exist"))
+    mark = srv.mark()
+    assert_500(srv.get(auth=f"cpanel alice:{token}"))
+    assert_500(srv.get(user=f"alice:{token}"))
+    lines = srv.wait_lines(mark, "CPT0200", 1)
+    assert lines, "no CPT0200 line:\n" + "\n".join(srv.lines(mark))
+    assert all(level_of(l) == "error" for l in lines), lines
+    assert token not in srv.log_text()
+
+
+def test_missing_store_with_basic_provider_is_500(srv):
+    srv.allow("CPT0200", "AH01617", "AH01618")
+    token = srv.store.create("alice", "ci")
+    body = api_location(auth="""    AuthType Basic
+    AuthName "@REALM@"
+    AuthBasicProvider cptoken
+    Require valid-user""")
+    srv.start(body, db=str(srv.dir / "does-not-exist"))
+    mark = srv.mark()
+    assert_500(srv.get(user=f"alice:{token}"))
+    assert srv.wait_lines(mark, "CPT0200", 1), srv.lines(mark)
+
+
+def test_unreadable_token_file_is_500(srv):
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    os.chmod(srv.store.path / "tokens.mdb", 0o600)
+    srv.start()
+    mark = srv.mark()
+    for _ in range(3):
+        assert_500(srv.get(auth=f"cpanel alice:{token}"))
+    assert srv.wait_lines(mark, "CPT0200", 1), srv.lines(mark)
+
+
+def test_store_dir_not_traversable_is_500(srv):
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    os.chmod(srv.store.path, 0o700)
+    srv.start()
+    mark = srv.mark()
+    assert_500(srv.get(auth=f"cpanel alice:{token}"))
+    assert srv.wait_lines(mark, "CPT0200", 1), srv.lines(mark)
+
+
+def test_store_dir_per_location(srv):
+    """CPTokenDB inside a <Location> overrides the server's."""
+    srv.allow("CPT0100")
+    ta = srv.store.create("alice", "main")
+    other = Store(srv.dir / "other").init()
+    tb = other.create("alice", "other")
+    body = api_location() + api_location("/other", auth=CPANEL_AUTH + f'\n    CPTokenDB "{other.path}"')
+    srv.start(body)
+    assert_admitted(srv.get("/api/x", auth=f"cpanel alice:{ta}"), "alice")
+    assert_refused(srv.get("/api/x", auth=f"cpanel alice:{tb}"))
+    assert_admitted(srv.get("/other/x", auth=f"cpanel alice:{tb}"), "alice")
+    assert_refused(srv.get("/other/x", auth=f"cpanel alice:{ta}"))
+
+
+def test_missing_authname_is_500(srv):
+    srv.allow("CPT0201")
+    token = srv.store.create("alice", "ci")
+    srv.start(api_location(auth="""    AuthType cpanel
+    Require valid-user"""))
+    mark = srv.mark()
+    assert_500(srv.get(auth=f"cpanel alice:{token}"))
+    assert_500(srv.get())
+    lines = srv.wait_lines(mark, "CPT0201", 1)
+    assert lines, "no CPT0201 line:\n" + "\n".join(srv.lines(mark))
+    assert all(level_of(l) == "error" for l in lines), lines
+
+
+def replace_and_check(srv, ta, replace):
+    """ta works; replace() swaps the store and returns bob's token 'new' in
+    the new one; after 1.2 s ta is refused and the new token admitted, on
+    every child/thread."""
+    for _ in range(N):
+        assert_admitted(srv.get(auth=f"cpanel alice:{ta}"), "alice")
+    tb = replace()
+    time.sleep(1.2)
+    for _ in range(N):
+        assert_refused(srv.get(auth=f"cpanel alice:{ta}"))
+        r = srv.get(auth=f"cpanel bob:{tb}")
+        assert_admitted(r, "bob")
+        assert r.backend_headers["x-cptoken-name"] == "new"
+
+
+@ALL_MPMS
+def test_store_replaced_by_init_is_picked_up(srv):
+    srv.allow("CPT0100")
+    ta = srv.store.create("alice", "old")
+    srv.start()
+
+    def replace():
+        os.rename(srv.store.path, srv.dir / "store.old")
+        srv.store.init()
+        return srv.store.create("bob", "new")
+
+    replace_and_check(srv, ta, replace)
+
+
+def test_store_replaced_by_moving_another_in(srv):
+    srv.allow("CPT0100")
+    ta = srv.store.create("alice", "old")
+    b = Store(srv.dir / "store.next").init()
+    tb = b.create("bob", "new")
+    srv.start()
+
+    def replace():
+        os.rename(srv.store.path, srv.dir / "store.old")
+        os.rename(b.path, srv.store.path)
+        return tb
+
+    replace_and_check(srv, ta, replace)
+
+
+def test_store_replaced_twice(srv):
+    srv.allow("CPT0100")
+    ta = srv.store.create("alice", "old")
+    srv.start()
+    assert_admitted(srv.get(auth=f"cpanel alice:{ta}"), "alice")
+    tokens = [ta]
+    for i in range(2):
+        os.rename(srv.store.path, srv.dir / f"store.old{i}")
+        srv.store.init()
+        tokens.append(srv.store.create("alice", f"gen{i}"))
+        time.sleep(1.2)
+        for t in tokens[:-1]:
+            assert_refused(srv.get(auth=f"cpanel alice:{t}"))
+        assert_admitted(srv.get(auth=f"cpanel alice:{tokens[-1]}"), "alice")
+
+
+def test_store_removed_underneath_fails_closed(srv):
+    srv.allow("CPT0200", "CPT0100")
+    ta = srv.store.create("alice", "old")
+    srv.start()
+    for _ in range(N):
+        assert_admitted(srv.get(auth=f"cpanel alice:{ta}"), "alice")
+    os.rename(srv.store.path, srv.dir / "store.gone")
+    time.sleep(1.2)
+    mark = srv.mark()
+    for _ in range(N):
+        r = srv.get(auth=f"cpanel alice:{ta}")
+        assert r.status == 500, f"a store gone from its path must not admit (expected 500): {r!r}"
+    assert srv.wait_lines(mark, "CPT0200", 1), srv.lines(mark)
