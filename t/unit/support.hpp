@@ -1,13 +1,31 @@
-// What several unit tests share: parsing fixtures that must not fail, and a
-// record built in one line. Include after cmocka.h.
+// What several unit tests share: fixtures that must not fail, a record in
+// one line, a temporary store directory, StoreError checks. Include it after
+// every C++ header: it brings cmocka, whose fail() macro would clash with
+// std::basic_ios::fail().
 #pragma once
 
+#include <stdlib.h>
+
+#include <filesystem>
+#include <functional>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "network.hpp"
 #include "record.hpp"
+#include "store.hpp"
+#include "token.hpp"
+
+// cmocka needs these first.
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+extern "C" {
+#include <cmocka.h>
+}
 
 namespace test_support {
 
@@ -28,5 +46,62 @@ inline cptoken::TokenRecord rec(const std::string &user, const std::string &name
                                 std::vector<cptoken::Network> ips = {}) {
     return cptoken::TokenRecord{user, name, 1767225600, expires, std::move(ips)};
 }
+
+inline cptoken::Digest new_digest() { return cptoken::token_digest(cptoken::generate_token()); }
+
+/// A test's own directory under /tmp: `store` is where its store goes.
+struct Fixture {
+    std::string tmp;    // mkdtemp directory, removed at teardown
+    std::string store;  // tmp/store
+};
+
+inline int setup(void **state) {
+    char pattern[] = "/tmp/cptoken-unit-XXXXXX";
+    if (!mkdtemp(pattern)) return -1;
+    *state = new Fixture{pattern, std::string(pattern) + "/store"};
+    return 0;
+}
+
+inline int teardown(void **state) {
+    auto *f = static_cast<Fixture *>(*state);
+    std::error_code ec;
+    std::filesystem::remove_all(f->tmp, ec);
+    delete f;
+    return 0;
+}
+
+inline Fixture &fx(void **state) { return *static_cast<Fixture *>(*state); }
+
+inline const char *kind_name(cptoken::StoreError::Kind kind) {
+    using Kind = cptoken::StoreError::Kind;
+    switch (kind) {
+        case Kind::missing: return "missing";
+        case Kind::access: return "access";
+        case Kind::corrupt: return "corrupt";
+        case Kind::not_found: return "not_found";
+        case Kind::duplicate: return "duplicate";
+        case Kind::full: return "full";
+    }
+    return "?";
+}
+
+/// Runs fn, which must throw StoreError of `kind` with a message; returns it.
+inline std::string expect_store_error(const std::function<void()> &fn, cptoken::StoreError::Kind kind, int line) {
+    try {
+        fn();
+    } catch (const cptoken::StoreError &e) {
+        if (e.kind() != kind)
+            fail_msg("line %d: StoreError kind %s (%s), expected %s", line, kind_name(e.kind()), e.what(),
+                     kind_name(kind));
+        if (std::string(e.what()).empty()) fail_msg("line %d: StoreError with an empty message", line);
+        return e.what();
+    } catch (const std::exception &e) {
+        fail_msg("line %d: another exception: %s, expected StoreError %s", line, e.what(), kind_name(kind));
+    }
+    fail_msg("line %d: no exception, expected StoreError %s", line, kind_name(kind));
+    return {};
+}
+#define EXPECT_STORE_ERROR(kind, ...) \
+    test_support::expect_store_error([&] { __VA_ARGS__; }, cptoken::StoreError::Kind::kind, __LINE__)
 
 }  // namespace test_support

@@ -12,15 +12,7 @@
 
 #include "credentials.hpp"
 
-// cmocka last: its fail() macro would clash with std::basic_ios::fail().
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-extern "C" {
-#include <cmocka.h>
-}
-
+// Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"
 using namespace test_support;
 

@@ -33,15 +33,7 @@
 #include "store.hpp"
 #include "token.hpp"
 
-// cmocka last: its fail() macro would clash with std::basic_ios::fail().
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-extern "C" {
-#include <cmocka.h>
-}
-
+// Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"
 using namespace test_support;
 
@@ -53,59 +45,13 @@ namespace {
 constexpr std::int64_t interval = LiveStore::check_interval_us;
 constexpr std::int64_t t0 = 1767225600LL * 1000000;  // 2026-01-01, in microseconds
 
-struct Fixture {
-    std::string tmp;  // mkdtemp directory, removed at teardown
-    std::string dir;  // tmp/store: the directory the LiveStore follows
-};
 
-int setup(void **state) {
-    char pattern[] = "/tmp/cptoken-unit-live-XXXXXX";
-    if (!mkdtemp(pattern)) return -1;
-    *state = new Fixture{pattern, std::string(pattern) + "/store"};
-    return 0;
-}
 
-int teardown(void **state) {
-    auto *f = static_cast<Fixture *>(*state);
-    std::error_code ec;
-    fs::remove_all(f->tmp, ec);
-    delete f;
-    return 0;
-}
 
-Fixture &fx(void **state) { return *static_cast<Fixture *>(*state); }
 
-Digest new_digest() { return token_digest(generate_token()); }
 
-const char *kind_name(StoreError::Kind k) {
-    switch (k) {
-        case StoreError::Kind::missing: return "missing";
-        case StoreError::Kind::access: return "access";
-        case StoreError::Kind::corrupt: return "corrupt";
-        case StoreError::Kind::not_found: return "not_found";
-        case StoreError::Kind::duplicate: return "duplicate";
-        case StoreError::Kind::full: return "full";
-    }
-    return "?";
-}
 
 // Runs fn, which must throw StoreError of `kind`; returns its message.
-std::string expect_store_error(const std::function<void()> &fn, StoreError::Kind kind, int line) {
-    try {
-        fn();
-    } catch (const StoreError &e) {
-        if (e.kind() != kind)
-            fail_msg("line %d: StoreError kind %s (%s), expected %s", line, kind_name(e.kind()), e.what(),
-                     kind_name(kind));
-        if (std::string(e.what()).empty()) fail_msg("line %d: StoreError with an empty message", line);
-        return e.what();
-    } catch (const std::exception &e) {
-        fail_msg("line %d: another exception: %s, expected StoreError %s", line, e.what(), kind_name(kind));
-    }
-    fail_msg("line %d: no exception, expected StoreError %s", line, kind_name(kind));
-    return {};
-}
-#define EXPECT_STORE_ERROR(kind, ...) expect_store_error([&] { __VA_ARGS__; }, StoreError::Kind::kind, __LINE__)
 
 // current(now), failing the test on any exception.
 std::shared_ptr<const TokenStore> current_ok(LiveStore &live, std::int64_t now, int line) {
@@ -205,13 +151,13 @@ void rename_or_fail(const std::string &from, const std::string &to) {
 // No store yet: refused, and not tried again before the next check.
 void test_missing_not_retried(void **state) {
     Fixture &f = fx(state);
-    LiveStore live(f.dir);
-    assert_string_equal(live.dir().c_str(), f.dir.c_str());
+    LiveStore live(f.store);
+    assert_string_equal(live.dir().c_str(), f.store.c_str());
     EXPECT_STORE_ERROR(missing, live.current(t0));
     EXPECT_STORE_ERROR(missing, live.current(t0));
     // The store appears; the refusal holds until the next check is due.
     const Digest d = new_digest();
-    make_store(f.dir, d, "first");
+    make_store(f.store, d, "first");
     EXPECT_STORE_ERROR(missing, live.current(t0));
     EXPECT_STORE_ERROR(missing, live.current(t0 + 1));
     EXPECT_STORE_ERROR(missing, live.current(t0 + interval / 2));
@@ -228,11 +174,11 @@ void test_missing_not_retried(void **state) {
 // again (open_now does not start the interval).
 void test_open_now_missing(void **state) {
     Fixture &f = fx(state);
-    LiveStore live(f.dir);
+    LiveStore live(f.store);
     EXPECT_STORE_ERROR(missing, live.open_now());
     EXPECT_STORE_ERROR(missing, live.current(t0));
     // A directory without tokens.mdb is missing too.
-    assert_int_equal(mkdir(f.dir.c_str(), 0750), 0);
+    assert_int_equal(mkdir(f.store.c_str(), 0750), 0);
     EXPECT_STORE_ERROR(missing, live.current(t0 + interval));
     EXPECT_STORE_ERROR(missing, live.open_now());
 }
@@ -242,13 +188,13 @@ void test_open_now_missing(void **state) {
 void test_open_now_finds(void **state) {
     Fixture &f = fx(state);
     const Digest before = new_digest(), after = new_digest();
-    make_store(f.dir, before, "before");  // closed before the LiveStore opens it
-    LiveStore live(f.dir);
+    make_store(f.store, before, "before");  // closed before the LiveStore opens it
+    LiveStore live(f.store);
     live.open_now();
     auto s = CURRENT_OK(live, t0);
     assert_string_equal(found_name(*s, before).c_str(), "before");
     assert_false(s->find(after).has_value());
-    add_in_child(f.dir, after, "after");
+    add_in_child(f.store, after, "after");
     // Same environment, new transaction: the new token is visible at once.
     assert_string_equal(found_name(*s, after).c_str(), "after");
     auto s2 = CURRENT_OK(live, t0 + 1);
@@ -270,17 +216,17 @@ void test_open_now_finds(void **state) {
 void test_replacement(void **state) {
     Fixture &f = fx(state);
     const Digest old_d = new_digest(), new_d = new_digest();
-    make_store(f.dir, old_d, "old");
-    LiveStore live(f.dir);
+    make_store(f.store, old_d, "old");
+    LiveStore live(f.store);
     live.open_now();
     auto old_store = CURRENT_OK(live, t0);
     assert_string_equal(found_name(*old_store, old_d).c_str(), "old");
-    const FileId old_file = file_id(f.dir + "/" + token_store_file);
+    const FileId old_file = file_id(f.store + "/" + token_store_file);
     assert_true(mapped(old_file));
 
     const std::string moved = f.tmp + "/store.old";
-    rename_or_fail(f.dir, moved);
-    make_store(f.dir, new_d, "new");  // a fresh directory: not the one the LiveStore holds
+    rename_or_fail(f.store, moved);
+    make_store(f.store, new_d, "new");  // a fresh directory: not the one the LiveStore holds
 
     // Before the check: still the old store.
     for (std::int64_t t : {t0, t0 + 1, t0 + interval - 1}) {
@@ -313,14 +259,14 @@ void test_replacement(void **state) {
 void test_replacement_closes_unused(void **state) {
     Fixture &f = fx(state);
     const Digest old_d = new_digest(), new_d = new_digest();
-    make_store(f.dir, old_d, "old");
-    LiveStore live(f.dir);
+    make_store(f.store, old_d, "old");
+    LiveStore live(f.store);
     assert_string_equal(found_name(*CURRENT_OK(live, t0), old_d).c_str(), "old");
-    const FileId old_file = file_id(f.dir + "/" + token_store_file);
+    const FileId old_file = file_id(f.store + "/" + token_store_file);
     assert_true(mapped(old_file));
-    rename_or_fail(f.dir, f.tmp + "/store.old");
-    make_store(f.dir, new_d, "new");
-    const FileId new_file = file_id(f.dir + "/" + token_store_file);
+    rename_or_fail(f.store, f.tmp + "/store.old");
+    make_store(f.store, new_d, "new");
+    const FileId new_file = file_id(f.store + "/" + token_store_file);
     assert_false(mapped(new_file));
     assert_string_equal(found_name(*CURRENT_OK(live, t0 + interval), new_d).c_str(), "new");
     assert_false(mapped(old_file));
@@ -332,15 +278,15 @@ void test_replacement_closes_unused(void **state) {
 void test_inplace_replacement_refused(void **state) {
     Fixture &f = fx(state);
     const Digest a = new_digest(), b = new_digest(), c = new_digest();
-    make_store(f.dir, a, "a");
+    make_store(f.store, a, "a");
     const std::string other = f.tmp + "/other";
     make_store(other, b, "b");  // closed: only its file is used below
-    LiveStore live(f.dir);
+    LiveStore live(f.store);
     live.open_now();
     auto held = CURRENT_OK(live, t0);
     assert_string_equal(found_name(*held, a).c_str(), "a");
 
-    const std::string file = f.dir + "/" + token_store_file;
+    const std::string file = f.store + "/" + token_store_file;
     const FileId lock_before = file_id(file + "-lock");
     fs::copy_file(other + "/" + token_store_file, file + ".new");
     rename_or_fail(file + ".new", file);
@@ -366,8 +312,8 @@ void test_inplace_replacement_refused(void **state) {
     EXPECT_STORE_ERROR(corrupt, live.current(t0 + 4 * interval));  // last check: t0 + 3 * interval + 7
 
     // A whole directory moved into place: accepted again at the next check.
-    rename_or_fail(f.dir, f.tmp + "/store.bad");
-    make_store(f.dir, c, "c");
+    rename_or_fail(f.store, f.tmp + "/store.bad");
+    make_store(f.store, c, "c");
     EXPECT_STORE_ERROR(corrupt, live.current(t0 + 4 * interval + 6));  // not checked yet
     auto fresh = CURRENT_OK(live, t0 + 4 * interval + 7);
     assert_string_equal(found_name(*fresh, c).c_str(), "c");
@@ -383,23 +329,23 @@ void test_inplace_replacement_refused(void **state) {
 void test_restored_backup(void **state) {
     Fixture &f = fx(state);
     const Digest a = new_digest(), b = new_digest();
-    make_store(f.dir, a, "a");
+    make_store(f.store, a, "a");
     const std::string other = f.tmp + "/other", backup = f.tmp + "/backup.mdb";
     make_store(other, b, "b");
     {
         TokenStore s(other, Access::read_only);
         s.backup(backup);
     }
-    LiveStore live(f.dir);
+    LiveStore live(f.store);
     auto old_store = CURRENT_OK(live, t0);
     assert_string_equal(found_name(*old_store, a).c_str(), "a");
 
     const std::string restore = f.tmp + "/restore";
     assert_int_equal(mkdir(restore.c_str(), 0750), 0);
     fs::copy_file(backup, restore + "/" + token_store_file);
-    rename_or_fail(f.dir, f.tmp + "/store.old");
-    rename_or_fail(restore, f.dir);
-    const FileId data = file_id(f.dir + "/" + token_store_file);
+    rename_or_fail(f.store, f.tmp + "/store.old");
+    rename_or_fail(restore, f.store);
+    const FileId data = file_id(f.store + "/" + token_store_file);
 
     auto restored = CURRENT_OK(live, t0 + interval);
     assert_string_equal(found_name(*restored, b).c_str(), "b");
@@ -423,11 +369,11 @@ void test_restored_backup(void **state) {
 void test_dir_removed(void **state) {
     Fixture &f = fx(state);
     const Digest a = new_digest(), b = new_digest();
-    make_store(f.dir, a, "a");
-    LiveStore live(f.dir);
+    make_store(f.store, a, "a");
+    LiveStore live(f.store);
     auto held = CURRENT_OK(live, t0);
     std::error_code ec;
-    fs::remove_all(f.dir, ec);
+    fs::remove_all(f.store, ec);
     assert_false(static_cast<bool>(ec));
     // Not checked yet: the open store still answers.
     assert_string_equal(found_name(*CURRENT_OK(live, t0 + interval - 1), a).c_str(), "a");
@@ -436,7 +382,7 @@ void test_dir_removed(void **state) {
     EXPECT_STORE_ERROR(missing, live.current(t0 + 2 * interval));
     assert_string_equal(found_name(*held, a).c_str(), "a");  // unlinked, still mapped
     // (held keeps the old inodes in use, so the new files cannot reuse them)
-    make_store(f.dir, b, "b");
+    make_store(f.store, b, "b");
     EXPECT_STORE_ERROR(missing, live.current(t0 + 3 * interval - 1));
     auto s = CURRENT_OK(live, t0 + 3 * interval);
     assert_string_equal(found_name(*s, b).c_str(), "b");
@@ -451,16 +397,16 @@ void test_dir_removed(void **state) {
 // system's allocator, so a failure here may not show on every run.
 void test_dir_removed_and_recreated(void **state) {
     Fixture &f = fx(state);
-    LiveStore live(f.dir);
+    LiveStore live(f.store);
     std::int64_t now = t0;
     Digest previous{};
     FileId previous_data{}, previous_lock{};
     int reused = 0;
     for (int round = 0; round < 12; ++round) {
         const Digest d = new_digest();
-        make_store(f.dir, d, "round" + std::to_string(round));
-        const FileId data = file_id(f.dir + "/" + token_store_file);
-        const FileId lock = file_id(f.dir + "/" + token_store_file + "-lock");
+        make_store(f.store, d, "round" + std::to_string(round));
+        const FileId data = file_id(f.store + "/" + token_store_file);
+        const FileId lock = file_id(f.store + "/" + token_store_file + "-lock");
         if (round > 0 && (data.ino == previous_data.ino || lock.ino == previous_lock.ino)) ++reused;
         previous_data = data, previous_lock = lock;
         try {
@@ -474,7 +420,7 @@ void test_dir_removed_and_recreated(void **state) {
         }
         previous = d;
         std::error_code ec;
-        fs::remove_all(f.dir, ec);
+        fs::remove_all(f.store, ec);
         assert_false(static_cast<bool>(ec));
         now += interval;
         EXPECT_STORE_ERROR(missing, live.current(now));
@@ -489,8 +435,8 @@ void test_threads(void **state) {
     constexpr int max_swaps = 8, threads = 8, calls = 2000;
     std::vector<Digest> gens;
     for (int i = 0; i <= max_swaps; ++i) gens.push_back(new_digest());
-    make_store(f.dir, gens[0], "gen0");
-    LiveStore live(f.dir);
+    make_store(f.store, gens[0], "gen0");
+    LiveStore live(f.store);
     live.open_now();
     std::atomic<std::int64_t> clock{t0};
     std::atomic<bool> go{false};
@@ -535,8 +481,8 @@ void test_threads(void **state) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
         ++swaps;
         if (running.load() > 0) ++swaps_while_running;
-        rename_or_fail(f.dir, f.tmp + "/store.old" + std::to_string(swaps));
-        make_store(f.dir, gens[swaps], "gen" + std::to_string(swaps));  // closed before the clock moves
+        rename_or_fail(f.store, f.tmp + "/store.old" + std::to_string(swaps));
+        make_store(f.store, gens[swaps], "gen" + std::to_string(swaps));  // closed before the clock moves
         clock += interval;
         // Make sure the check at this time is done before the next rename,
         // so that no reader opens a directory while it is being made.

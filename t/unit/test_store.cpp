@@ -32,15 +32,7 @@
 #include "timeutil.hpp"
 #include "token.hpp"
 
-// cmocka last: its fail() macro would clash with std::basic_ios::fail().
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-extern "C" {
-#include <cmocka.h>
-}
-
+// Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"
 using namespace test_support;
 
@@ -49,18 +41,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Fixture {
-    std::string tmp;    // mkdtemp directory, removed at teardown
-    std::string store;  // tmp/store, created by init_store
-};
 
-int setup(void **state) {
-    char pattern[] = "/tmp/cptoken-unit-store-XXXXXX";
-    if (!mkdtemp(pattern)) return -1;
-    auto *f = new Fixture{pattern, std::string(pattern) + "/store"};
-    *state = f;
-    return 0;
-}
 
 int setup_init(void **state) {
     if (setup(state) != 0) return -1;
@@ -74,45 +55,10 @@ int setup_init(void **state) {
     return 0;
 }
 
-int teardown(void **state) {
-    auto *f = static_cast<Fixture *>(*state);
-    std::error_code ec;
-    fs::remove_all(f->tmp, ec);
-    delete f;
-    return 0;
-}
 
-Fixture &fx(void **state) { return *static_cast<Fixture *>(*state); }
 
-Digest new_digest() { return token_digest(generate_token()); }
 
-const char *kind_name(StoreError::Kind k) {
-    switch (k) {
-        case StoreError::Kind::missing: return "missing";
-        case StoreError::Kind::access: return "access";
-        case StoreError::Kind::corrupt: return "corrupt";
-        case StoreError::Kind::not_found: return "not_found";
-        case StoreError::Kind::duplicate: return "duplicate";
-        case StoreError::Kind::full: return "full";
-    }
-    return "?";
-}
 
-void expect_store_error(const std::function<void()> &fn, StoreError::Kind kind, int line) {
-    try {
-        fn();
-    } catch (const StoreError &e) {
-        if (e.kind() != kind)
-            fail_msg("line %d: StoreError kind %s (%s), expected %s", line, kind_name(e.kind()), e.what(),
-                     kind_name(kind));
-        if (std::string(e.what()).empty()) fail_msg("line %d: StoreError with an empty message", line);
-        return;
-    } catch (const std::exception &e) {
-        fail_msg("line %d: another exception: %s, expected StoreError %s", line, e.what(), kind_name(kind));
-    }
-    fail_msg("line %d: no exception, expected StoreError %s", line, kind_name(kind));
-}
-#define EXPECT_STORE_ERROR(kind, ...) expect_store_error([&] { __VA_ARGS__; }, StoreError::Kind::kind, __LINE__)
 
 // ---- raw LMDB access, only while no TokenStore on the same files is open
 

@@ -19,15 +19,7 @@
 #include "token.hpp"
 #include "verify.hpp"
 
-// cmocka last: its fail() macro would clash with std::basic_ios::fail().
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-extern "C" {
-#include <cmocka.h>
-}
-
+// Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"
 using namespace test_support;
 
@@ -38,16 +30,16 @@ namespace {
 
 constexpr Seconds now = 1767225600;  // 2026-01-01T00:00:00Z
 
-struct Fixture {
+struct StoreFixture {
     std::string tmp;
     std::string store;
     std::unique_ptr<TokenStore> s;
 };
 
-int setup(void **state) {
+int setup_store(void **state) {
     char pattern[] = "/tmp/cptoken-unit-verify-XXXXXX";
     if (!mkdtemp(pattern)) return -1;
-    auto *f = new Fixture{pattern, std::string(pattern) + "/store", nullptr};
+    auto *f = new StoreFixture{pattern, std::string(pattern) + "/store", nullptr};
     *state = f;
     try {
         init_store(f->store, getgid());
@@ -59,8 +51,8 @@ int setup(void **state) {
     return 0;
 }
 
-int teardown(void **state) {
-    auto *f = static_cast<Fixture *>(*state);
+int teardown_store(void **state) {
+    auto *f = static_cast<StoreFixture *>(*state);
     f->s.reset();
     std::error_code ec;
     fs::remove_all(f->tmp, ec);
@@ -68,7 +60,7 @@ int teardown(void **state) {
     return 0;
 }
 
-TokenStore &store(void **state) { return *static_cast<Fixture *>(*state)->s; }
+TokenStore &store(void **state) { return *static_cast<StoreFixture *>(*state)->s; }
 
 // Adds a freshly generated token and returns its plaintext.
 std::string add_token(TokenStore &s, const TokenRecord &r) {
@@ -263,7 +255,7 @@ void test_imported_without_checksum(void **state) {
 }
 
 void test_corrupt_store_throws(void **state) {
-    auto *f = static_cast<Fixture *>(*state);
+    auto *f = static_cast<StoreFixture *>(*state);
     std::string t = generate_token();
     Digest d = token_digest(t);
     f->s.reset();  // one environment per process at a time
@@ -324,16 +316,16 @@ void test_describe(void **) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_accepted, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mistyped, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_user, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expired, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_address_not_allowed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mapped_client, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_imported_without_checksum, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corrupt_store_throws, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_accepted, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_malformed, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_mistyped, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_unknown, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_wrong_user, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_expired, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_address_not_allowed, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_mapped_client, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_imported_without_checksum, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_corrupt_store_throws, setup_store, teardown_store),
         cmocka_unit_test(test_describe),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
