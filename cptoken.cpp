@@ -12,6 +12,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -167,6 +169,16 @@ int cmd_init(const Options &o) {
     return 0;
 }
 
+json created_json(const TokenRecord &record, const std::string &token) {
+    json out;
+    out["user"] = record.user;
+    out["name"] = record.name;
+    out["token"] = token;
+    const json fields = token_json(record, std::nullopt);
+    for (const char *key : {"created", "expires", "allowed_ips"}) out[key] = fields[key];
+    return out;
+}
+
 int cmd_create(const Options &o) {
     require_user(o.user);
     require_token_name(o.name);
@@ -176,16 +188,56 @@ int cmd_create(const Options &o) {
     TokenStore store(o.db, Access::read_write);
     const std::string token = generate_token();
     store.add(token_digest(token), record);
+    if (o.json)
+        print_json(created_json(record, token));
+    else
+        std::cout << token << "\n";
+    return 0;
+}
+
+// Lines "USER NAME [WHEN]" ('#' comments and blank lines skipped), all
+// checked before anything is written, then created in one transaction.
+int cmd_bulk_create(const Options &o) {
+    const bool from_stdin = o.file.empty() || o.file == "-";
+    std::ifstream file;
+    if (!from_stdin) {
+        file.open(o.file);
+        if (!file) throw Refusal("cannot read " + o.file);
+    }
+    std::istream &in = from_stdin ? std::cin : file;
+    const Seconds now = now_seconds();
+    const std::vector<Network> allowed = parse_allowlist(o.allow_ips);
+    std::vector<StoredToken> tokens;
+    std::vector<std::string> plaintexts;
+    std::string line;
+    for (std::size_t number = 1; std::getline(in, line); ++number) {
+        std::istringstream fields(line);
+        std::string user, name, when, extra;
+        if (!(fields >> user) || user.front() == '#') continue;
+        const std::string where = "line " + std::to_string(number) + ": ";
+        if (!(fields >> name) || (fields >> when && fields >> extra))
+            throw UsageError(where + "expected USER NAME [WHEN]");
+        try {
+            require_user(user);
+            require_token_name(name);
+            TokenRecord record{user, name, now, when.empty() ? 0 : parse_expiry(when, now), allowed};
+            plaintexts.push_back(generate_token());
+            tokens.push_back({token_digest(plaintexts.back()), std::move(record)});
+        } catch (const UsageError &e) {
+            throw UsageError(where + e.what());
+        }
+    }
+    TokenStore store(o.db, Access::read_write);
+    store.add_many(tokens);
     if (o.json) {
-        json out;
-        out["user"] = record.user;
-        out["name"] = record.name;
-        out["token"] = token;
-        const json fields = token_json(record, std::nullopt);
-        for (const char *key : {"created", "expires", "allowed_ips"}) out[key] = fields[key];
+        json out = json::array();
+        for (std::size_t i = 0; i < tokens.size(); ++i) out.push_back(created_json(tokens[i].record, plaintexts[i]));
         print_json(out);
     } else {
-        std::cout << token << "\n";
+        std::string text;
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            text += tokens[i].record.user + " " + tokens[i].record.name + " " + plaintexts[i] + "\n";
+        std::cout << text;
     }
     return 0;
 }
@@ -368,6 +420,12 @@ int run(int argc, char **argv) {
     allow_ip(create);
     json_flag(create);
 
+    CLI::App *bulk = app.add_subcommand(
+        "bulk-create", "create many tokens in one transaction from lines 'USER NAME [WHEN]'; prints 'USER NAME TOKEN'");
+    bulk->add_option("FILE", o.file, "input file, or - for stdin (default)");
+    allow_ip(bulk);
+    json_flag(bulk);
+
     CLI::App *list = app.add_subcommand("list", "list tokens (of USER)");
     list->add_option("USER", o.user);
     json_flag(list);
@@ -414,6 +472,7 @@ int run(int argc, char **argv) {
 
     if (init->parsed()) return cmd_init(o);
     if (create->parsed()) return cmd_create(o);
+    if (bulk->parsed()) return cmd_bulk_create(o);
     if (list->parsed()) return cmd_list(o);
     if (show->parsed()) return cmd_show(o);
     if (edit->parsed()) return cmd_edit(o);

@@ -335,16 +335,21 @@ std::vector<StoredToken> TokenStore::list(std::string_view user) const {
     return impl_->live_tokens(txn, user);
 }
 
-void TokenStore::add(const Digest &digest, const TokenRecord &record) {
+void TokenStore::add(const Digest &digest, const TokenRecord &record) { add_many({{digest, record}}); }
+
+void TokenStore::add_many(const std::vector<StoredToken> &tokens) {
     impl_->write([&](Txn &txn) {
-        if (impl_->by_name(txn, record.user, record.name))
-            throw StoreError(StoreError::Kind::duplicate,
-                             "user " + record.user + " already has a token named '" + record.name + "'");
-        if (impl_->record_of(txn, digest))
-            throw StoreError(StoreError::Kind::duplicate, "a token with the same digest already exists");
-        impl_->env.put(txn, impl_->tokens, as_val(digest), encode_record(record));
-        impl_->env.put(txn, impl_->names, as_val(name_key(record.user, record.name)),
-                       std::string_view(reinterpret_cast<const char *>(digest.data()), digest.size()));
+        for (const StoredToken &token : tokens) {
+            const TokenRecord &record = token.record;
+            if (impl_->by_name(txn, record.user, record.name))
+                throw StoreError(StoreError::Kind::duplicate,
+                                 "user " + record.user + " already has a token named '" + record.name + "'");
+            if (impl_->record_of(txn, token.digest))
+                throw StoreError(StoreError::Kind::duplicate, "a token with the same digest already exists");
+            impl_->env.put(txn, impl_->tokens, as_val(token.digest), encode_record(record));
+            impl_->env.put(txn, impl_->names, as_val(name_key(record.user, record.name)),
+                           std::string_view(reinterpret_cast<const char *>(token.digest.data()), token.digest.size()));
+        }
         return 0;
     });
 }

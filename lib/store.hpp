@@ -124,6 +124,11 @@ public:
     /// is already in use).
     void add(const Digest &digest, const TokenRecord &record);
 
+    /// Adds many tokens in one transaction: all or none. Throws StoreError:
+    /// duplicate (as add(), also within `tokens`), full (more than one LMDB
+    /// transaction holds: about a million tokens).
+    void add_many(const std::vector<StoredToken> &tokens);
+
     /// Changes a token in place (the digest stays). Returns the new record.
     /// Throws StoreError: not_found, duplicate (new name taken).
     TokenRecord edit(std::string_view user, std::string_view name, const TokenChanges &changes);
