@@ -15,7 +15,8 @@ PYTHON    ?= /usr/bin/python3
 # Debian packages the build and the tests need; `make deps` installs the missing ones.
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
-                python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl
+                python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
+                wrk libbenchmark-dev
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -98,6 +99,29 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# Benchmarks (not part of make test; a small smoke run of them is).
+#   make bench        the full run: microbenchmark of one verification at
+#                     1k..10M tokens, then httpd side by side with wrk; the
+#                     table goes to $(BUILD)/bench/results.md
+#   make bench-smoke  the same with tiny sizes, to check that it runs
+# Sizes and durations: see bench/README.md (BENCH_* variables).
+BENCH_SIZES ?= 1000,100000,1000000,10000000
+.PHONY: bench bench-micro bench-httpd bench-smoke
+$(BUILD)/bench_verify: bench/bench_verify.cpp $(BUILD)/libcptoken.a
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(BUILD)/libcptoken.a $(LIBS) -lbenchmark -lpthread
+bench-micro: $(BUILD)/bench_verify
+	BENCH_SIZES=$(BENCH_SIZES) BENCH_DIR=$(abspath $(BUILD))/bench $(BUILD)/bench_verify
+bench-httpd: all
+	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
+	  BENCH_DIR=$(abspath $(BUILD))/bench $(PYTHON) bench/httpd_bench.py
+bench: deps all
+	$(MAKE) --no-print-directory bench-micro
+	$(MAKE) --no-print-directory bench-httpd
+bench-smoke: all $(BUILD)/bench_verify
+	BENCH_SIZES=1000,10000 BENCH_DIR=$(abspath $(BUILD))/bench-smoke $(BUILD)/bench_verify --benchmark_min_time=0.05
+	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
+	  BENCH_DIR=$(abspath $(BUILD))/bench-smoke $(PYTHON) bench/httpd_bench.py --smoke
 
 # The demo: a private httpd on https://127.0.0.1:2083 with the module in front
 # of an echo backend, a store and a token for alice, all in /tmp/mod_cptoken-demo

@@ -1,0 +1,159 @@
+// Microbenchmark: one verification in lib/ as the module runs it (parse the
+// Authorization header, digest, B-tree lookup, decision) against stores of
+// BENCH_SIZES tokens (default 1k, 100k, 1M, 10M). Stores are built once in
+// BENCH_DIR/verify-N and reused. Prints Google Benchmark's table, then the
+// figures the speed targets are about.
+#include <benchmark/benchmark.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "credentials.hpp"
+#include "store.hpp"
+#include "token.hpp"
+#include "verify.hpp"
+
+using namespace cptoken;
+
+namespace {
+
+// Tokens the benchmark presents, rotating, out of every store size.
+constexpr std::size_t sample_size = 10000;
+// Tokens written per transaction while building a store.
+constexpr std::size_t batch_size = 250000;
+
+std::string env_or(const char *name, const char *fallback) {
+    const char *value = std::getenv(name);
+    return value && *value ? value : fallback;
+}
+
+std::vector<std::size_t> sizes_from_env() {
+    std::vector<std::size_t> sizes;
+    std::stringstream list(env_or("BENCH_SIZES", "1000,100000,1000000,10000000"));
+    for (std::string item; std::getline(list, item, ',');) sizes.push_back(std::stoull(item));
+    return sizes;
+}
+
+bool exists(const std::string &path) {
+    struct stat st{};
+    return ::stat(path.c_str(), &st) == 0;
+}
+
+// The store of `size` tokens, built if missing; returns the headers of a
+// sample of its tokens ("cpanel USER:TOKEN"), in random order.
+std::vector<std::string> prepare_store(const std::string &dir, std::size_t size) {
+    const std::string sample_file = dir + "/sample.txt";
+    if (!exists(sample_file)) {
+        std::fprintf(stderr, "building a store of %zu tokens in %s ...\n", size, dir.c_str());
+        std::filesystem::remove_all(dir);
+        init_store(dir, ::getgid());
+        TokenStore store(dir, Access::read_write);
+        std::mt19937_64 random(size);
+        std::vector<std::string> sample;
+        const Seconds now = now_seconds();
+        for (std::size_t done = 0; done < size;) {
+            std::vector<StoredToken> batch;
+            for (; batch.size() < batch_size && done < size; ++done) {
+                const std::string user = "user" + std::to_string(done % 5000);
+                const std::string token = generate_token();
+                batch.push_back({token_digest(token), {user, "t" + std::to_string(done), now, 0, {}}});
+                // Reservoir sampling: an even spread over the whole store.
+                if (sample.size() < sample_size)
+                    sample.push_back("cpanel " + user + ":" + token);
+                else if (std::uniform_int_distribution<std::size_t>(0, done)(random) < sample_size)
+                    sample[std::uniform_int_distribution<std::size_t>(0, sample_size - 1)(random)] =
+                        "cpanel " + user + ":" + token;
+            }
+            store.add_many(batch);
+        }
+        std::shuffle(sample.begin(), sample.end(), random);
+        std::ofstream out(sample_file + ".tmp");
+        for (const std::string &header : sample) out << header << "\n";
+        out.close();
+        std::rename((sample_file + ".tmp").c_str(), sample_file.c_str());
+    }
+    std::vector<std::string> headers;
+    std::ifstream in(sample_file);
+    for (std::string line; std::getline(in, line);) headers.push_back(line);
+    return headers;
+}
+
+// One request's worth of work, as in the module's check_authn.
+void verify_headers(benchmark::State &state, const TokenStore &store, const std::vector<std::string> &headers,
+                    Reason expected) {
+    const Address client = *parse_address("127.0.0.1");
+    const Seconds now = now_seconds();
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const ParsedCredentials parsed = parse_authorization(headers[i], scheme_cpanel | scheme_basic);
+        const Verdict verdict = verify_token(store, parsed.credentials->user, parsed.credentials->token, client, now);
+        if (verdict.reason != expected) {
+            state.SkipWithError("unexpected verdict");
+            break;
+        }
+        benchmark::DoNotOptimize(verdict);
+        if (++i == headers.size()) i = 0;
+    }
+}
+
+// Keeps each run's time per iteration for the summary.
+class SummaryReporter : public benchmark::ConsoleReporter {
+public:
+    std::map<std::string, double> ns;
+    void ReportRuns(const std::vector<Run> &runs) override {
+        for (const Run &run : runs)
+            if (!run.error_occurred) ns[run.benchmark_name()] = run.GetAdjustedRealTime();
+        ConsoleReporter::ReportRuns(runs);
+    }
+};
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    benchmark::Initialize(&argc, argv);
+    const std::string base = env_or("BENCH_DIR", "build/bench");
+    std::filesystem::create_directories(base);
+    const std::vector<std::size_t> sizes = sizes_from_env();
+    SummaryReporter reporter;
+
+    // One store open at a time: LMDB allows one environment per file per process.
+    for (std::size_t size : sizes) {
+        const std::string dir = base + "/verify-" + std::to_string(size);
+        const std::vector<std::string> good = prepare_store(dir, size);
+        std::vector<std::string> bad;
+        for (std::size_t i = 0; i < 1000; ++i) bad.push_back("cpanel user1:" + generate_token());
+        TokenStore store(dir, Access::read_only);
+        benchmark::ClearRegisteredBenchmarks();
+        benchmark::RegisterBenchmark(("verify/" + std::to_string(size)).c_str(), [&](benchmark::State &state) {
+            verify_headers(state, store, good, Reason::accepted);
+        });
+        benchmark::RegisterBenchmark(("verify_unknown/" + std::to_string(size)).c_str(),
+                                     [&](benchmark::State &state) {
+                                         verify_headers(state, store, bad, Reason::unknown);
+                                     });
+        benchmark::RunSpecifiedBenchmarks(&reporter);
+    }
+
+    std::printf("\nOne verification (parse, digest, lookup, decision), ns per call:\n");
+    for (std::size_t size : sizes) {
+        const std::string name = "verify/" + std::to_string(size);
+        std::printf("  %10zu tokens: %8.0f ns valid, %8.0f ns unknown\n", size, reporter.ns[name],
+                    reporter.ns["verify_unknown/" + std::to_string(size)]);
+    }
+    const std::string smallest = "verify/" + std::to_string(sizes.front()),
+                      largest = "verify/" + std::to_string(sizes.back());
+    if (reporter.ns.count(smallest) && reporter.ns.count(largest) && reporter.ns[smallest] > 0)
+        std::printf("  largest / smallest store: %.2fx (target: at most 1.5x from 1k to 10M)\n",
+                    reporter.ns[largest] / reporter.ns[smallest]);
+    benchmark::Shutdown();
+    return 0;
+}
