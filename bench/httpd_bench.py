@@ -616,17 +616,41 @@ def prime(h, loc, workers=2, deadline_s=600):
 
 # ---------------------------------------------------------------- wrk
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def httpd_cpu_seconds(h):
+    """User + system CPU time of every process of this httpd (its session):
+    what serving the requests cost, whatever the scheduler did with wrk."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command: state ppid pgrp session ... utime(12) stime(13)
+        if int(fields[3]) == h.proc.pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
 def wrk(h, loc, s, duration=None):
     duration = duration or s["duration"]
     cmd = [WRK, f"-t{s['threads']}", f"-c{s['connections']}", f"-d{duration}s", "--timeout", "5s",
            "-s", str(LUA), h.url(loc.path), str(loc.headers), str(s["threads"])]
+    cpu_before = httpd_cpu_seconds(h)
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        timeout=duration + 60)
+    cpu_used = httpd_cpu_seconds(h) - cpu_before
     m = re.search(r"^CPTBENCH (\{.*\})$", p.stdout, re.M)
     if p.returncode != 0 or not m:
         raise SetupError(f"wrk failed on {loc.path} ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     r = json.loads(m.group(1))
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
+    r["cpu_us"] = cpu_used * 1e6 / r["requests"] if r["requests"] else 0.0
     r["statuses"] = {int(k): v for k, v in r["statuses"].items()}
     return r
 
@@ -722,7 +746,8 @@ def bench_locations(s, fx, run_dir, failures):
                 r["round"] = rnd + 1
                 results[loc.path].append(r)
                 e = r["errors"]
-                log(f"  round {rnd + 1}: {loc.path:15} {r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms"
+                log(f"  round {rnd + 1}: {loc.path:15} {r['rps']:9.0f} req/s  {r['cpu_us']:6.1f} us CPU/req"
+                    f"  p50 {r['p50_us'] / 1000:.2f} ms"
                     f"  p99 {r['p99_us'] / 1000:.2f} ms  [{fmt_statuses(r['statuses'])}]"
                     + (f"  errors c/r/w/t {e['connect']}/{e['read']}/{e['write']}/{e['timeout']}"
                        if e['connect'] + e['read'] + e['write'] + e['timeout'] else ""))
@@ -1019,25 +1044,32 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
         w("## Requests per second")
         w("")
         w(f"Medians over {s['rounds']} round(s). Ratio: the median over the rounds of "
-          f"(location / /open of the same round). Latency: wrk's p50 and p99 (median over the rounds).")
+          f"(location / /open of the same round). Latency: wrk's p50 and p99 (median over the rounds). "
+          f"httpd CPU/req: user + system CPU time of all of httpd's processes during the run, divided "
+          f"by the requests served; its ratio (/open's over the location's) is the throughput ratio "
+          f"when httpd is the bottleneck, and it does not swing with how the VM schedules wrk "
+          f"against httpd, as req/s does here (10-40% between identical runs).")
         w("")
-        w("| location | req/s | p50 ms | p99 ms | ratio to /open | per round | statuses (all rounds) | socket errors c/r/w/t |")
-        w("|---|---:|---:|---:|---:|---|---|---|")
+        w("| location | req/s | ratio to /open | httpd CPU µs/req | CPU ratio | p50 ms | p99 ms | per round | statuses (all rounds) | socket errors c/r/w/t |")
+        w("|---|---:|---:|---:|---:|---:|---:|---|---|---|")
         opens = {r["round"]: r["rps"] for r in results.get("/open", [])}
+        open_cpu = {r["round"]: r["cpu_us"] for r in results.get("/open", [])}
         for loc in locs:
             rs = results.get(loc.path, [])
             if not rs:
                 w(f"| `{loc.path}` | - | - | - | - | - | not run | - |")
                 continue
             ratios = [r["rps"] / opens[r["round"]] for r in rs if opens.get(r["round"])]
+            cpu_ratios = [open_cpu[r["round"]] / r["cpu_us"] for r in rs if open_cpu.get(r["round"]) and r["cpu_us"]]
             st = {}
             for r in rs:
                 for k, v in r["statuses"].items():
                     st[k] = st.get(k, 0) + v
             err = [sum(r["errors"][x] for r in rs) for x in ("connect", "read", "write", "timeout")]
             per_round = " / ".join(format(r["rps"], ",.0f") for r in rs)
-            w(f"| `{loc.path}` | {median([r['rps'] for r in rs]):,.0f} | {ms(median([r['p50_us'] for r in rs]))} | "
-              f"{ms(median([r['p99_us'] for r in rs]))} | {median(ratios):.3f} | "
+            w(f"| `{loc.path}` | {median([r['rps'] for r in rs]):,.0f} | {median(ratios):.3f} | "
+              f"{median([r['cpu_us'] for r in rs]):.1f} | {median(cpu_ratios):.3f} | "
+              f"{ms(median([r['p50_us'] for r in rs]))} | {ms(median([r['p99_us'] for r in rs]))} | "
               f"{per_round} | {fmt_statuses(st)} | {'/'.join(map(str, err))} |")
         w("")
         for loc in locs:
