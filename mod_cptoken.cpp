@@ -184,9 +184,9 @@ const Admission *admission_of(const request_rec *r) {
 // and the header removed unless the location forwards it.
 void admit(request_rec *r, const TokenRecord &record) {
     r->user = apr_pstrmemdup(r->pool, record.user.data(), record.user.size());
-    apr_table_set(r->subprocess_env, "CPTOKEN_NAME", record.name.c_str());
-    apr_table_set(r->subprocess_env, "CPTOKEN_EXPIRES",
-                  record.never_expires() ? "" : format_iso8601(record.expires).c_str());
+    apr_table_setn(r->subprocess_env, "CPTOKEN_NAME", apr_pstrmemdup(r->pool, record.name.data(), record.name.size()));
+    apr_table_setn(r->subprocess_env, "CPTOKEN_EXPIRES",
+                   record.never_expires() ? "" : apr_pstrdup(r->pool, format_iso8601(record.expires).c_str()));
     auto *admission = static_cast<Admission *>(apr_pcalloc(r->pool, sizeof(Admission)));
     admission->user = r->user;
     admission->header = apr_pstrdup(r->pool, apr_table_get(r->headers_in, authorization_header_name(r)));
@@ -194,8 +194,18 @@ void admit(request_rec *r, const TokenRecord &record) {
     if (config_of(r).forward != 1) apr_table_unset(r->headers_in, authorization_header_name(r));
 }
 
+// The client address (mod_remoteip's, behind trusted proxies) as lib/ wants it.
+std::optional<Address> client_address(const request_rec *r) {
+    const apr_sockaddr_t *sa = r->useragent_addr;
+    if (!sa || (sa->family != APR_INET && sa->family != APR_INET6) || sa->ipaddr_len > 16) return std::nullopt;
+    Address address;
+    address.family = sa->family == APR_INET ? 4 : 6;
+    std::memcpy(address.bytes.data(), sa->ipaddr_ptr, sa->ipaddr_len);
+    return address;  // an IPv4-mapped IPv6 address matches IPv4 networks (contains())
+}
+
 Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
-    const auto client = parse_address(r->useragent_ip ? r->useragent_ip : "");
+    const auto client = client_address(r);
     if (!client) {
         // An address we cannot read would match no allowlist: refuse outright.
         Verdict verdict;

@@ -73,19 +73,18 @@ ParsedCredentials parse_authorization(std::string_view header, unsigned accepted
     std::string_view rest = header.substr(pos);
     while (!rest.empty() && is_blank(rest.back())) rest.remove_suffix(1);
 
-    std::string pair;
+    std::string decoded;
     if (*scheme == scheme_basic) {
-        auto decoded = base64_decode_strict(rest);
-        if (!decoded) return result;
-        pair = std::move(*decoded);
-    } else {
-        pair = rest;
+        auto text = base64_decode_strict(rest);
+        if (!text) return result;
+        decoded = std::move(*text);
+        rest = decoded;
     }
-    const auto colon = pair.find(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == pair.size() ||
-        pair.find('\0') != std::string::npos)
+    const auto colon = rest.find(':');
+    if (colon == std::string_view::npos || colon == 0 || colon + 1 == rest.size() ||
+        rest.find('\0') != std::string_view::npos)
         return result;
-    result.credentials = Credentials{*scheme, pair.substr(0, colon), pair.substr(colon + 1)};
+    result.credentials = Credentials{*scheme, std::string(rest.substr(0, colon)), std::string(rest.substr(colon + 1))};
     return result;
 }
 
