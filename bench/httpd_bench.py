@@ -5,7 +5,10 @@ One private httpd (event MPM, Debian's default sizes, 127.0.0.1, keep-alive)
 serves the same tiny file under several locations, each protected a
 different way; wrk drives each in turn with the same Lua client
 (bench/rotate.lua, which rotates over many Authorization headers and counts
-every response's status). Then: the memory of httpd's children with a small
+every response's status). Then the instructions per request of each
+location under callgrind (httpd -X, two sessions of different lengths: the
+difference cancels start-up and shut-down), which, unlike req/s on a small
+VM, repeat from run to run. Then: the memory of httpd's children with a small
 and a large token store, the delay from `cptoken revoke` to the first 401,
 and the rate of `cptoken bulk-create` and of single `cptoken create`.
 
@@ -28,6 +31,7 @@ import http.client
 import json
 import os
 import platform
+import pwd
 import random
 import re
 import shutil
@@ -48,6 +52,7 @@ MODDIR = "/usr/lib/apache2/modules"
 HTTXT2DBM = "/usr/sbin/httxt2dbm"
 HTPASSWD = shutil.which("htpasswd") or "/usr/bin/htpasswd"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
+VALGRIND = shutil.which("valgrind") or "/usr/bin/valgrind"
 HTTPD_USER = "www-data"
 REALM = "bench"
 
@@ -64,15 +69,20 @@ def log(msg):
 
 FULL = dict(tokens=1_000_000, rotate=10_000, bcrypt=500, duration=10, warmup=2, rounds=3,
             threads=2, connections=32, mem_small=1000, mem_large=None,
-            revoke_trials=20, bulk=None, single_creates=200)
+            revoke_trials=20, bulk=None, single_creates=200,
+            cg_n1=200, cg_n2=1200, cg_bcrypt_n1=20, cg_bcrypt_n2=60)
 SMOKE = dict(tokens=2000, rotate=200, bcrypt=50, duration=1, warmup=1, rounds=1,
              threads=2, connections=32, mem_small=200, mem_large=None,
-             revoke_trials=3, bulk=None, single_creates=20)
+             revoke_trials=3, bulk=None, single_creates=20,
+             cg_n1=50, cg_n2=250, cg_bcrypt_n1=5, cg_bcrypt_n2=15)
 ENV = dict(tokens="BENCH_TOKENS", rotate="BENCH_ROTATE", bcrypt="BENCH_BCRYPT_USERS",
            duration="BENCH_DURATION", warmup="BENCH_WARMUP", rounds="BENCH_ROUNDS", threads="BENCH_THREADS",
            connections="BENCH_CONNECTIONS", mem_small="BENCH_MEM_SMALL",
            mem_large="BENCH_MEM_LARGE", revoke_trials="BENCH_REVOKE_TRIALS",
-           bulk="BENCH_BULK", single_creates="BENCH_SINGLE_CREATES")
+           bulk="BENCH_BULK", single_creates="BENCH_SINGLE_CREATES",
+           cg_n1="BENCH_CG_N1", cg_n2="BENCH_CG_N2", cg_bcrypt_n1="BENCH_CG_BCRYPT_N1",
+           cg_bcrypt_n2="BENCH_CG_BCRYPT_N2")
+SECTIONS = ("locations", "memory", "revocation", "create", "instructions")
 
 
 def positive_int(text, name):
@@ -92,6 +102,10 @@ def settings(argv):
     for key, env in ENV.items():
         ap.add_argument("--" + key.replace("_", "-"), metavar="N", help=f"(env {env})")
     ap.add_argument("--dir", help="work and cache directory (env BENCH_DIR, default build/bench)")
+    ap.add_argument("--only", metavar="LIST",
+                    help="run only these sections, comma-separated: " + ",".join(SECTIONS) + " (env BENCH_ONLY)")
+    ap.add_argument("--callgrind", metavar="0|1",
+                    help="the instructions-per-request section under callgrind (env BENCH_CALLGRIND, default 1)")
     a = ap.parse_args(argv)
     s = dict(SMOKE if a.smoke else FULL)
     for key, env in ENV.items():
@@ -105,12 +119,32 @@ def settings(argv):
     if s["bulk"] is None:
         s["bulk"] = s["tokens"]
     s["rotate"] = min(s["rotate"], s["tokens"])
+    for n1, n2 in (("cg_n1", "cg_n2"), ("cg_bcrypt_n1", "cg_bcrypt_n2")):
+        if s[n2] <= s[n1]:
+            raise SetupError(f"{ENV[n2]} ({s[n2]}) must be larger than {ENV[n1]} ({s[n1]})")
+    cg = a.callgrind if a.callgrind is not None else os.environ.get("BENCH_CALLGRIND", "")
+    if cg.strip() not in ("", "0", "1"):
+        raise SetupError(f"BENCH_CALLGRIND: 0 or 1, got {cg!r}")
+    s["callgrind"] = cg.strip() != "0"
+    only = a.only if a.only is not None else os.environ.get("BENCH_ONLY", "")
+    s["only"] = [x.strip() for x in only.split(",") if x.strip()]
+    for x in s["only"]:
+        if x not in SECTIONS:
+            raise SetupError(f"BENCH_ONLY: unknown section {x!r} (known: {', '.join(SECTIONS)})")
     s["smoke"] = a.smoke
     d = a.dir or os.environ.get("BENCH_DIR") or str(ROOT / "build" / ("bench-smoke" if a.smoke else "bench"))
     s["dir"] = Path(d).resolve()
     s["cptoken"] = str(Path(os.environ.get("CPTOKEN") or ROOT / "build" / "cptoken").resolve())
     s["module"] = str(Path(os.environ.get("MOD_CPTOKEN") or ROOT / "build" / "mod_cptoken.so").resolve())
     return s
+
+
+def want(s, section):
+    """Whether this run includes a section (BENCH_ONLY; BENCH_CALLGRIND=0 drops
+    the instructions section)."""
+    if section == "instructions" and not s["callgrind"]:
+        return False
+    return not s["only"] or section in s["only"]
 
 
 def check_tools(s):
@@ -124,6 +158,10 @@ def check_tools(s):
               "mod_authn_file", "mod_authn_dbm", "mod_authn_socache", "mod_socache_shmcb"):
         if not os.path.exists(f"{MODDIR}/{m}.so"):
             missing.append(f"{m}: {MODDIR}/{m}.so")
+    if want(s, "instructions"):
+        for what, path in (("valgrind", VALGRIND), ("mod_mpm_prefork", f"{MODDIR}/mod_mpm_prefork.so")):
+            if not os.path.exists(path):
+                missing.append(f"{what}: {path} (or BENCH_CALLGRIND=0)")
     if missing:
         raise SetupError("missing: " + "; ".join(missing) + " (make deps; make)")
     if os.geteuid() != 0:
@@ -318,20 +356,11 @@ PidFile "@DIR@/httpd.pid"
 DefaultRuntimeDir "@DIR@/run"
 ServerName 127.0.0.1
 Listen 127.0.0.1:@PORT@
-User www-data
-Group www-data
+@USER@
 ErrorLog "@DIR@/error.log"
 LogLevel warn
 
-LoadModule mpm_event_module @MODDIR@/mod_mpm_event.so
-# Debian's /etc/apache2/mods-available/mpm_event.conf
-StartServers            2
-MinSpareThreads         25
-MaxSpareThreads         75
-ThreadLimit             64
-ThreadsPerChild         25
-MaxRequestWorkers       150
-MaxConnectionsPerChild  0
+@MPM@
 # Debian's apache2.conf, except MaxKeepAliveRequests (100 there): unlimited,
 # so that wrk's connections stay open for the whole run.
 Timeout 300
@@ -358,6 +387,24 @@ CPTokenDB "@STORE@"
 @SOCACHE@
 @LOCATIONS@
 """
+
+USER_GROUP = """User www-data
+Group www-data"""
+
+MPM_EVENT = """LoadModule mpm_event_module @MODDIR@/mod_mpm_event.so
+# Debian's /etc/apache2/mods-available/mpm_event.conf
+StartServers            2
+MinSpareThreads         25
+MaxSpareThreads         75
+ThreadLimit             64
+ThreadsPerChild         25
+MaxRequestWorkers       150
+MaxConnectionsPerChild  0"""
+
+# For the callgrind section: one process (-X), started as www-data, so no
+# User/Group (httpd does not change user when it is not root).
+MPM_PREFORK = """LoadModule mpm_prefork_module @MODDIR@/mod_mpm_prefork.so
+MaxConnectionsPerChild  0"""
 
 LOC_OPEN = """
 <Location "@PATH@">
@@ -439,7 +486,8 @@ ALL = []      # every httpd made in this run, for the error-log scan
 
 
 class Httpd:
-    def __init__(self, base, name, store, locations, socache_bytes=0, dbmtype="SDBM", module=None):
+    def __init__(self, base, name, store, locations, socache_bytes=0, dbmtype="SDBM", module=None,
+                 mpm=MPM_EVENT, user=USER_GROUP):
         self.dir = base / name
         rmtree(self.dir)
         make_dir(self.dir)
@@ -454,7 +502,7 @@ class Httpd:
         socache = ""
         if socache_bytes:
             socache = f'AuthnCacheSOCache "shmcb:{self.dir}/run/authn-socache({socache_bytes})"'
-        text = CONF
+        text = CONF.replace("@MPM@", mpm).replace("@USER@", user)
         text = text.replace("@LOCATIONS@", "".join(l.conf(dbmtype) for l in locations))
         for k, v in {"@DIR@": str(self.dir), "@PORT@": str(self.port), "@MODDIR@": MODDIR,
                      "@MODULE@": module, "@HTDOCS@": str(self.htdocs), "@STORE@": str(store),
@@ -555,13 +603,13 @@ def first_line(path):
         return f.readline().rstrip("\n")
 
 
-def preflight(h):
-    """Every location: without credentials (200 for /open, else 401 with the
-    right challenge: a check that the section really applies), and with its
-    first credential (the expected status)."""
+def preflight(h, locations=None, timeout=10):
+    """Every location (or those given): without credentials (200 for /open, else
+    401 with the right challenge: a check that the section really applies), and
+    with its first credential (the expected status)."""
     problems = []
-    for loc in h.locations:
-        st, ch = request(h.port, loc.path)
+    for loc in (h.locations if locations is None else locations):
+        st, ch = request(h.port, loc.path, timeout=timeout)
         if loc.challenge is None:
             if st != 200:
                 problems.append(f"{loc.path} without credentials: {st}, expected 200")
@@ -570,7 +618,7 @@ def preflight(h):
                 problems.append(f"{loc.path} without credentials: {st}, expected 401")
             elif not any(c.lower().startswith(loc.challenge.lower() + " ") for c in ch):
                 problems.append(f"{loc.path}: challenges {ch}, expected one for {loc.challenge}")
-        st, _ = request(h.port, loc.path, first_line(loc.headers))
+        st, _ = request(h.port, loc.path, first_line(loc.headers), timeout=timeout)
         if st != loc.expect:
             problems.append(f"{loc.path} with its first credential: {st}, expected {loc.expect}")
     return problems
@@ -687,9 +735,9 @@ def header_file(path, lines):
     return path
 
 
-def bench_locations(s, fx, run_dir, failures):
-    """The side-by-side table: every location, s['rounds'] rounds, a fresh
-    httpd each round, the order rotated each round."""
+def make_locations(s, fx, run_dir):
+    """The locations of the side-by-side table, their header files (written to
+    run_dir/headers) and fixtures: (locations, store, socache_bytes)."""
     n, k = s["tokens"], s["rotate"]
     store = fx.store(n)
     idx = sample(n, k)
@@ -724,6 +772,13 @@ def bench_locations(s, fx, run_dir, failures):
     # mod_authn_socache keys all start with the context, so shmcb puts them all
     # in one of its subcaches: about 32 KiB of cache per user (research notes).
     socache_bytes = max(512000, 32768 * k)
+    return locs, store, socache_bytes
+
+
+def bench_locations(s, fx, run_dir, failures):
+    """The side-by-side table: every location, s['rounds'] rounds, a fresh
+    httpd each round, the order rotated each round."""
+    locs, store, socache_bytes = make_locations(s, fx, run_dir)
     results = {l.path: [] for l in locs}
     for rnd in range(s["rounds"]):
         order = locs[rnd % len(locs):] + locs[:rnd % len(locs)]
@@ -757,6 +812,150 @@ def bench_locations(s, fx, run_dir, failures):
         finally:
             h.stop()
     return locs, results
+
+
+# ---------------------------------------------------------------- instructions per request (callgrind)
+
+class CallgrindHttpd(Httpd):
+    """httpd -X (prefork, one process) under callgrind, started as www-data from
+    the beginning: callgrind cannot write its output once the process has
+    changed user, so httpd must never setuid (no User/Group in the config;
+    httpd does not change user when it is not root). Its directory belongs to
+    www-data, which writes the pid file, the error log and callgrind's output."""
+
+    def __init__(self, base, name, store, locations, socache_bytes=0, module=None):
+        super().__init__(base, name, store, locations, socache_bytes=socache_bytes, module=module,
+                         mpm=MPM_PREFORK, user="")
+        pw = pwd.getpwnam(HTTPD_USER)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        self.groups = os.getgrouplist(HTTPD_USER, pw.pw_gid)
+        for root, dirs, files in os.walk(self.dir):
+            for x in [root] + [os.path.join(root, f) for f in files]:
+                os.chown(x, self.uid, self.gid)
+        self.returncode = None
+        self.out_file = None
+
+    def start(self, tag, timeout=60):
+        """Starts one session; its callgrind output is DIR/callgrind.out.TAG.PID."""
+        try:
+            os.unlink(self.dir / "httpd.pid")   # a stale pid file stops httpd from starting
+        except FileNotFoundError:
+            pass
+        self.returncode = None
+        self.out = open(self.dir / f"stdout.{tag}.txt", "wb")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": str(self.dir)}
+        self.proc = subprocess.Popen(
+            [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={self.dir}/callgrind.out.{tag}.%p",
+             APACHE, "-X", "-f", str(self.conf)],
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT, cwd=self.dir,
+            env=env, user=self.uid, group=self.gid, extra_groups=self.groups, start_new_session=True)
+        self.out_file = self.dir / f"callgrind.out.{tag}.{self.proc.pid}"
+        ACTIVE.append(self)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                break
+            if port_open(self.port):
+                return self
+            time.sleep(0.1)
+        out = (self.dir / f"stdout.{tag}.txt").read_text(errors="replace")
+        err = self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
+        self.stop()
+        raise SetupError(f"httpd under callgrind did not start ({self.conf}):\n{out[-3000:]}\n{err[-3000:]}")
+
+    def stop(self):
+        """SIGTERM to the process (valgrind is the httpd process) and wait for
+        it to exit and write its output (the base class: SIGKILL after 30 s)."""
+        p = self.proc
+        super().stop()
+        if p is not None:
+            self.returncode = p.returncode
+
+    def instructions(self):
+        """The total Ir of the session that just ended (callgrind's summary line)."""
+        try:
+            text = self.out_file.read_text(errors="replace")
+        except FileNotFoundError:
+            raise SetupError(f"no callgrind output {self.out_file} (exit status {self.returncode})")
+        ev = re.search(r"^events:\s*(.*)$", text, re.M)
+        m = re.search(r"^summary:\s*(\d+)", text, re.M) or re.search(r"^totals:\s*(\d+)", text, re.M)
+        if not ev or ev.group(1).split()[0] != "Ir" or not m:
+            raise SetupError(f"{self.out_file}: no 'events: Ir' and summary line "
+                             f"(exit status {self.returncode})")
+        return int(m.group(1))
+
+
+def cg_session(h, loc, n, n_prime, tag):
+    """One httpd session under callgrind: the location's preflight, n_prime
+    priming requests, then n counted requests, all but the preflight on one
+    keep-alive connection, rotating over the location's header file from its
+    first line. Returns (Ir of the whole session, {status: count} of the
+    priming and counted requests, problems)."""
+    headers = [l for l in open(loc.headers).read().splitlines() if l]
+    statuses = {}
+    h.start(tag)
+    try:
+        problems = preflight(h, [loc], timeout=120)
+        c = http.client.HTTPConnection("127.0.0.1", h.port, timeout=120)
+        try:
+            for i in list(range(n_prime)) + list(range(n)):
+                c.request("GET", loc.path, headers={"Authorization": headers[i % len(headers)]})
+                r = c.getresponse()
+                r.read()
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+        except (OSError, http.client.HTTPException) as e:
+            problems.append(f"request {sum(statuses.values()) + 1} of the session: {e!r}")
+        finally:
+            c.close()
+        time.sleep(0.3)   # let httpd finish with the closed connection before SIGTERM
+    finally:
+        h.stop()
+    if h.returncode not in (0, -signal.SIGTERM):
+        problems.append(f"httpd under callgrind exited with status {h.returncode}")
+    return h.instructions(), statuses, problems
+
+
+def bench_instructions(s, fx, run_dir, failures):
+    """Instructions per request under callgrind (user space of httpd): for each
+    location two sessions of the same httpd -X, serving N1 and N2 requests;
+    (Ir(N2) - Ir(N1)) / (N2 - N1), so that start-up and shut-down cancel out."""
+    locs, store, socache_bytes = make_locations(s, fx, run_dir)
+    h = CallgrindHttpd(run_dir, "callgrind", store / "db", locs, socache_bytes=socache_bytes,
+                       module=s["module"])
+    out = []
+    t_all = time.monotonic()
+    try:
+        for loc in locs:
+            bc = loc.path == "/file-bcrypt"
+            n1, n2 = (s["cg_bcrypt_n1"], s["cg_bcrypt_n2"]) if bc else (s["cg_n1"], s["cg_n2"])
+            # /socache: both sessions first send the headers the session will use, once
+            # each (the same priming in both, so it cancels), so that every counted
+            # request is a cache hit.
+            n_prime = min(n2, sum(1 for l in open(loc.headers) if l.strip())) if loc.prime else 0
+            t0 = time.monotonic()
+            r = dict(path=loc.path, n1=n1, n2=n2, n_prime=n_prime, expect=loc.expect)
+            try:
+                ir = {}
+                for n in (n1, n2):
+                    ir[n], st, problems = cg_session(h, loc, n, n_prime, f"{loc.path.strip('/')}-{n}")
+                    wrong = {k: v for k, v in st.items() if k != loc.expect}
+                    if wrong or st.get(loc.expect, 0) != n + n_prime:
+                        problems.append(f"statuses {fmt_statuses(st)} for {n_prime + n} requests, "
+                                        f"expected only {loc.expect}")
+                    for p in problems:
+                        failures.append(f"instructions {loc.path} ({n} requests): {p}")
+                r.update(ir1=ir[n1], ir2=ir[n2], per_req=(ir[n2] - ir[n1]) / (n2 - n1),
+                         seconds=time.monotonic() - t0)
+                log(f"  {loc.path:15} {r['per_req'] / 1000:9.1f} k instructions/request "
+                    f"({n1} and {n2} requests, {r['seconds']:.0f} s)")
+            except SetupError as e:
+                failures.append(f"instructions {loc.path}: {e}")
+                r["error"] = str(e).splitlines()[0]
+            out.append(r)
+    finally:
+        h.stop()
+    log(f"  instructions section: {time.monotonic() - t_all:.0f} s")
+    return out
 
 
 def proc_memory(pid):
@@ -1007,7 +1206,9 @@ def machine():
         pass
     ver = run([APACHE, "-v"], check=False).stdout.splitlines()
     wrkv = subprocess.run([WRK, "-v"], capture_output=True, text=True).stdout.splitlines()
-    return dict(nproc=os.cpu_count(), cpu=model,
+    vg = subprocess.run([VALGRIND, "--version"], capture_output=True, text=True).stdout.strip() \
+        if os.path.exists(VALGRIND) else "valgrind (missing)"
+    return dict(nproc=os.cpu_count(), cpu=model, valgrind=vg or "valgrind",
                 httpd=ver[0].split(":", 1)[1].strip() if ver else "?",
                 wrk=wrkv[0].split(" Copyright")[0].strip() if wrkv else "?",
                 kernel=platform.release(),
@@ -1019,7 +1220,8 @@ def ms(us):
     return f"{us / 1000:.2f}"
 
 
-def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, failures, load_end, elapsed):
+def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, failures, load_end, elapsed,
+           instr=()):
     L = []
     w = L.append
     w(f"# httpd side by side: mod_cptoken and httpd's own auth modules{' (smoke run)' if s['smoke'] else ''}")
@@ -1035,7 +1237,10 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
       f"BENCH_THREADS={s['threads']} BENCH_CONNECTIONS={s['connections']} "
       f"BENCH_MEM_SMALL={s['mem_small']} BENCH_MEM_LARGE={s['mem_large']} "
       f"BENCH_REVOKE_TRIALS={s['revoke_trials']} BENCH_BULK={s['bulk']} "
-      f"BENCH_SINGLE_CREATES={s['single_creates']}")
+      f"BENCH_SINGLE_CREATES={s['single_creates']} BENCH_CG_N1={s['cg_n1']} BENCH_CG_N2={s['cg_n2']} "
+      f"BENCH_CG_BCRYPT_N1={s['cg_bcrypt_n1']} BENCH_CG_BCRYPT_N2={s['cg_bcrypt_n2']}"
+      + ("" if s["callgrind"] else " BENCH_CALLGRIND=0")
+      + (f" BENCH_ONLY={','.join(s['only'])}" if s["only"] else ""))
     w(f"- client: wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s -s bench/rotate.lua, "
       f"the same script on every location; a fresh httpd each round, warmed up by "
       f"{s['warmup']} s of wrk on /open (not counted), the order of the locations rotated each round")
@@ -1078,6 +1283,51 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
         w("Socket errors: wrk's connect/read/write/timeout counts. Read errors are mostly keep-alive "
           "connections that mpm_event closed while all of a child's workers were busy "
           "(reconnects, see the research notes).")
+        w("")
+    if instr:
+        w("## Instructions per request (callgrind)")
+        w("")
+        w(f"One httpd -X (prefork MPM, a single process, keep-alive, MaxKeepAliveRequests unlimited, "
+          f"the same locations, fixtures and config text as above) under {mach['valgrind']} "
+          f"`--tool=callgrind`, started as www-data (so it never changes user). For each location "
+          f"two sessions of a fresh server: one serving N1 requests and one serving N2, on one "
+          f"keep-alive connection (Python http.client), rotating over the location's header file "
+          f"from its first line, every status checked. Instructions per request = "
+          f"(Ir(N2) - Ir(N1)) / (N2 - N1): start-up, the preflight requests and shut-down cancel out. "
+          f"Unlike req/s, these figures repeat: between identical runs here they moved by less than "
+          f"0.5% (what is left depends on timing, such as how often httpd has to wait in poll() for "
+          f"the next request).")
+        w("")
+        w("| location | k instructions/request | difference to /open (k) | /open ÷ location | N1 / N2 | Ir(N1) / Ir(N2) |")
+        w("|---|---:|---:|---:|---|---|")
+        base = next((r["per_req"] for r in instr if r["path"] == "/open" and "per_req" in r), None)
+        for r in instr:
+            if "per_req" not in r:
+                w(f"| `{r['path']}` | error: {r.get('error', '?')} | | | | |")
+                continue
+            diff = "-" if base is None else f"{(r['per_req'] - base) / 1000:+,.1f}"
+            ratio = "-" if base is None or r["per_req"] <= 0 else f"{base / r['per_req']:.3f}"
+            w(f"| `{r['path']}`{' (401)' if r['expect'] != 200 else ''} | {r['per_req'] / 1000:,.1f} | "
+              f"{diff} | {ratio} | {r['n1']} / {r['n2']} | {r['ir1']:,} / {r['ir2']:,} |")
+        w("")
+        so = next((r for r in instr if r["path"] == "/socache"), None)
+        if so and so.get("n_prime"):
+            w(f"`/socache` first sends each of the first {so['n_prime']:,} headers of its file once "
+              f"(in both sessions, so it cancels), and then rotates over them: every counted request "
+              f"is a cache hit, with {so['n_prime']:,} users in the cache ({s['rotate']:,} in the req/s "
+              f"section above). shmcb puts all of them in one subcache and scans it on each lookup, "
+              f"so a fuller cache costs more per request.")
+            w("")
+        w("These are user-space instructions of httpd only, all of its code and libraries "
+          "(mod_cptoken, LMDB, APR, libc...). The kernel's share of a request (network and file I/O, "
+          "the error-log write) is not counted, so real CPU ratios are closer to 1 than these. "
+          "`/cptoken-bad` serves a 401 (and writes an error-log line) instead of the file, so it is "
+          "not directly comparable with the others. `/file-bcrypt` runs fewer requests "
+          f"({s['cg_bcrypt_n1']} / {s['cg_bcrypt_n2']}, bcrypt is slow under valgrind) and only reaches "
+          "the first users of its file, so its scan of the file is shorter than above.")
+        secs = sum(r.get("seconds", 0) for r in instr)
+        w("")
+        w(f"The callgrind sessions took {secs:.0f} s.")
         w("")
     if mem:
         w("## Memory of httpd's children")
@@ -1204,30 +1454,40 @@ def main(argv):
     rmtree(run_dir)
     make_dir(run_dir)
     failures = []
-    locs, results, mem, rev, create = [], {}, [], [], None
+    locs, results, mem, rev, create, instr = [], {}, [], [], None, []
     mach = machine()
     log(f"httpd_bench: {'smoke' if s['smoke'] else 'full'} run in {bench_dir} "
-        f"({s['tokens']:,} tokens, {s['rotate']:,} rotating, {s['duration']} s x {s['rounds']} rounds)")
+        f"({s['tokens']:,} tokens, {s['rotate']:,} rotating, {s['duration']} s x {s['rounds']} rounds"
+        + (f"; only {','.join(s['only'])}" if s["only"] else "")
+        + ("" if s["callgrind"] else "; BENCH_CALLGRIND=0") + ")")
     code = 0
     try:
         fx = Fixtures(s)
         log("fixtures:")
         fx.store(s["tokens"])
-        fx.store(s["mem_small"])
-        fx.store(s["mem_large"])
-        log("locations:")
-        locs, results = bench_locations(s, fx, run_dir, failures)
-        log("memory:")
-        mem = bench_memory(s, fx, run_dir, failures)
-        log("revocation:")
-        rev = bench_revocation(s, fx, run_dir, failures)
+        if want(s, "memory"):
+            fx.store(s["mem_small"])
+            fx.store(s["mem_large"])
+        if want(s, "locations"):
+            log("locations:")
+            locs, results = bench_locations(s, fx, run_dir, failures)
+        if want(s, "instructions"):
+            log("instructions per request (callgrind):")
+            instr = bench_instructions(s, fx, run_dir, failures)
+        if want(s, "memory"):
+            log("memory:")
+            mem = bench_memory(s, fx, run_dir, failures)
+        if want(s, "revocation"):
+            log("revocation:")
+            rev = bench_revocation(s, fx, run_dir, failures)
         for r in rev:
             if "error" not in r:
                 f4 = "none" if r["first_401_ms"] is None else f"{r['first_401_ms']:.2f} ms"
                 log(f"  trial {r['trial']}: {r['requests']} requests, first 401 {f4}, "
                     f"200 after return: {r['ok_sent_after']}")
-        log("create rates:")
-        create = bench_create(s, fx, run_dir)
+        if want(s, "create"):
+            log("create rates:")
+            create = bench_create(s, fx, run_dir)
     except SetupError as e:
         failures.append(f"setup: {e}")
         code = 2
@@ -1240,7 +1500,7 @@ def main(argv):
     logcounts, unexpected = scan_logs(ALL)
     load_end = " ".join(open("/proc/loadavg").read().split()[:3])
     text = report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, failures, load_end,
-                  time.monotonic() - started)
+                  time.monotonic() - started, instr=instr)
     (bench_dir / "results.md").write_text(text + "\n")
     print(text, flush=True)
     if unexpected:
