@@ -88,6 +88,7 @@ test: deps
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-asan
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+	$(MAKE) --no-print-directory bench-smoke
 	$(PYTEST) t/tool
 	$(PYTEST) t/httpd
 
