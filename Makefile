@@ -104,25 +104,29 @@ clean:
 # Benchmarks (not part of make test; a small smoke run of them is).
 #   make bench        the full run: microbenchmark of one verification at
 #                     1k..10M tokens, then httpd side by side with wrk; the
-#                     table goes to $(BUILD)/bench/results.md
+#                     table goes to $(BENCH_DIR)/results.md
 #   make bench-smoke  the same with tiny sizes, to check that it runs
 # Sizes and durations: see bench/README.md (BENCH_* variables).
+# Work directories live outside the checkout: httpd's www-data children must
+# reach the stores, and a checkout may sit in a directory only root can enter.
 BENCH_SIZES ?= 1000,100000,1000000,10000000
+BENCH_DIR ?= /var/tmp/mod_cptoken-bench
+BENCH_SMOKE_DIR ?= /var/tmp/mod_cptoken-bench-smoke
 .PHONY: bench bench-micro bench-httpd bench-smoke
 $(BUILD)/bench_verify: bench/bench_verify.cpp $(BUILD)/libcptoken.a
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(BUILD)/libcptoken.a $(LIBS) -lbenchmark -lpthread
 bench-micro: $(BUILD)/bench_verify
-	BENCH_SIZES=$(BENCH_SIZES) BENCH_DIR=$(abspath $(BUILD))/bench $(BUILD)/bench_verify
+	BENCH_SIZES=$(BENCH_SIZES) BENCH_DIR=$(BENCH_DIR) $(BUILD)/bench_verify
 bench-httpd: all
 	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
-	  BENCH_DIR=$(abspath $(BUILD))/bench $(PYTHON) bench/httpd_bench.py
+	  BENCH_DIR=$(BENCH_DIR) $(PYTHON) bench/httpd_bench.py
 bench: deps all
 	$(MAKE) --no-print-directory bench-micro
 	$(MAKE) --no-print-directory bench-httpd
 bench-smoke: all $(BUILD)/bench_verify
-	BENCH_SIZES=1000,10000 BENCH_DIR=$(abspath $(BUILD))/bench-smoke $(BUILD)/bench_verify --benchmark_min_time=0.05
+	BENCH_SIZES=1000,10000 BENCH_DIR=$(BENCH_SMOKE_DIR) $(BUILD)/bench_verify --benchmark_min_time=0.05
 	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
-	  BENCH_DIR=$(abspath $(BUILD))/bench-smoke $(PYTHON) bench/httpd_bench.py --smoke
+	  BENCH_DIR=$(BENCH_SMOKE_DIR) $(PYTHON) bench/httpd_bench.py --smoke
 
 # The demo: a private httpd on https://127.0.0.1:2083 with the module in front
 # of an echo backend, a store and a token for alice, all in /tmp/mod_cptoken-demo

@@ -15,7 +15,7 @@ and the rate of `cptoken bulk-create` and of single `cptoken create`.
 Run as root (httpd starts as root, its children run as www-data):
 
     CPTOKEN=build/cptoken MOD_CPTOKEN=build/mod_cptoken.so \\
-        BENCH_DIR=build/bench /usr/bin/python3 bench/httpd_bench.py [--smoke]
+        BENCH_DIR=/var/tmp/mod_cptoken-bench /usr/bin/python3 bench/httpd_bench.py [--smoke]
 
 Standard library only. Exit status: 0 when every check passed, 1 when a
 location answered a status it should not (or another check failed), 2 on a
@@ -101,7 +101,7 @@ def settings(argv):
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 s per location, 1 round")
     for key, env in ENV.items():
         ap.add_argument("--" + key.replace("_", "-"), metavar="N", help=f"(env {env})")
-    ap.add_argument("--dir", help="work and cache directory (env BENCH_DIR, default build/bench)")
+    ap.add_argument("--dir", help="work and cache directory (env BENCH_DIR, default /var/tmp/mod_cptoken-bench)")
     ap.add_argument("--only", metavar="LIST",
                     help="run only these sections, comma-separated: " + ",".join(SECTIONS) + " (env BENCH_ONLY)")
     ap.add_argument("--callgrind", metavar="0|1",
@@ -132,7 +132,7 @@ def settings(argv):
         if x not in SECTIONS:
             raise SetupError(f"BENCH_ONLY: unknown section {x!r} (known: {', '.join(SECTIONS)})")
     s["smoke"] = a.smoke
-    d = a.dir or os.environ.get("BENCH_DIR") or str(ROOT / "build" / ("bench-smoke" if a.smoke else "bench"))
+    d = a.dir or os.environ.get("BENCH_DIR") or ("/var/tmp/mod_cptoken-bench-smoke" if a.smoke else "/var/tmp/mod_cptoken-bench")
     s["dir"] = Path(d).resolve()
     s["cptoken"] = str(Path(os.environ.get("CPTOKEN") or ROOT / "build" / "cptoken").resolve())
     s["module"] = str(Path(os.environ.get("MOD_CPTOKEN") or ROOT / "build" / "mod_cptoken.so").resolve())
@@ -920,8 +920,13 @@ def bench_instructions(s, fx, run_dir, failures):
     location two sessions of the same httpd -X, serving N1 and N2 requests;
     (Ir(N2) - Ir(N1)) / (N2 - N1), so that start-up and shut-down cancel out."""
     locs, store, socache_bytes = make_locations(s, fx, run_dir)
+    # This httpd runs as www-data from the start: it must be able to read the
+    # module, which may sit in a checkout only root can enter.
+    module_copy = run_dir / "mod_cptoken.so"
+    shutil.copyfile(s["module"], module_copy)
+    os.chmod(module_copy, 0o755)
     h = CallgrindHttpd(run_dir, "callgrind", store / "db", locs, socache_bytes=socache_bytes,
-                       module=s["module"])
+                       module=str(module_copy))
     out = []
     t_all = time.monotonic()
     try:
