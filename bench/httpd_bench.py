@@ -522,6 +522,11 @@ class Httpd:
                                      stdin=subprocess.DEVNULL, stdout=self.out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         ACTIVE.append(self)
+        return self.wait_listening(self.dir / "stdout.txt", timeout, "httpd")
+
+    def wait_listening(self, stdout_path, timeout, what):
+        """Returns self once the port accepts connections; stops the process
+        and raises SetupError with its output if it exits or times out."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -529,10 +534,10 @@ class Httpd:
             if port_open(self.port):
                 return self
             time.sleep(0.05)
-        out = (self.dir / "stdout.txt").read_text(errors="replace")
+        out = stdout_path.read_text(errors="replace")
         err = self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
         self.stop()
-        raise SetupError(f"httpd did not start ({self.conf}):\n{out}\n{err[-3000:]}")
+        raise SetupError(f"{what} did not start ({self.conf}):\n{out[-3000:]}\n{err[-3000:]}")
 
     def stop(self):
         if self.proc is None:
@@ -851,17 +856,7 @@ class CallgrindHttpd(Httpd):
             env=env, user=self.uid, group=self.gid, extra_groups=self.groups, start_new_session=True)
         self.out_file = self.dir / f"callgrind.out.{tag}.{self.proc.pid}"
         ACTIVE.append(self)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                break
-            if port_open(self.port):
-                return self
-            time.sleep(0.1)
-        out = (self.dir / f"stdout.{tag}.txt").read_text(errors="replace")
-        err = self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
-        self.stop()
-        raise SetupError(f"httpd under callgrind did not start ({self.conf}):\n{out[-3000:]}\n{err[-3000:]}")
+        return self.wait_listening(self.dir / f"stdout.{tag}.txt", timeout, "httpd under callgrind")
 
     def stop(self):
         """SIGTERM to the process (valgrind is the httpd process) and wait for
