@@ -67,7 +67,7 @@ def log(msg):
 
 # ---------------------------------------------------------------- settings
 
-FULL = dict(tokens=1_000_000, rotate=10_000, bcrypt=500, duration=10, warmup=2, rounds=3,
+FULL = dict(tokens=1_000_000, rotate=10_000, bcrypt=500, duration=6, warmup=2, rounds=5,
             threads=2, connections=32, mem_small=1000, mem_large=None,
             revoke_trials=20, bulk=None, single_creates=200,
             cg_n1=200, cg_n2=1200, cg_bcrypt_n1=20, cg_bcrypt_n2=60)
@@ -782,11 +782,19 @@ def make_locations(s, fx, run_dir):
 
 def bench_locations(s, fx, run_dir, failures):
     """The side-by-side table: every location, s['rounds'] rounds, a fresh
-    httpd each round, the order rotated each round."""
+    httpd each round. Within a round /open runs before the first location and
+    after every location, so that each location's ratio is taken against the
+    /open runs right beside it: on this VM throughput drifts by 10-40% within
+    a minute, and a ratio to an /open run a minute away measures the drift.
+    The order of the other locations is rotated each round."""
     locs, store, socache_bytes = make_locations(s, fx, run_dir)
     results = {l.path: [] for l in locs}
+    open_loc, others = locs[0], locs[1:]
     for rnd in range(s["rounds"]):
-        order = locs[rnd % len(locs):] + locs[:rnd % len(locs)]
+        order = others[rnd % len(others):] + others[:rnd % len(others)]
+        sequence = [open_loc]
+        for loc in order:
+            sequence += [loc, open_loc]
         h = Httpd(run_dir, f"bench-round{rnd + 1}", store / "db", locs, socache_bytes=socache_bytes,
                   module=s["module"])
         h.start()
@@ -794,8 +802,8 @@ def bench_locations(s, fx, run_dir, failures):
             problems = preflight(h)
             if problems:
                 raise SetupError("preflight failed (see " + str(h.error_log) + "):\n  " + "\n  ".join(problems))
-            warm_up(h, locs[0], s, failures, f"round {rnd + 1}")
-            for loc in order:
+            warm_up(h, open_loc, s, failures, f"round {rnd + 1}")
+            for position, loc in enumerate(sequence):
                 if loc.prime:
                     t0 = time.monotonic()
                     badp = prime(h, loc)
@@ -804,6 +812,7 @@ def bench_locations(s, fx, run_dir, failures):
                         failures.append(f"{loc.path} priming: wrong statuses {badp}")
                 r = wrk(h, loc, s)
                 r["round"] = rnd + 1
+                r["position"] = position
                 results[loc.path].append(r)
                 e = r["errors"]
                 log(f"  round {rnd + 1}: {loc.path:15} {r['rps']:9.0f} req/s  {r['cpu_us']:6.1f} us CPU/req"
@@ -817,6 +826,15 @@ def bench_locations(s, fx, run_dir, failures):
         finally:
             h.stop()
     return locs, results
+
+
+def beside_open(results, r, key):
+    """The mean of `key` over the /open runs just before and just after run
+    `r` in its round (for /open itself: its neighbours two places away)."""
+    step = 2 if r.get("position", 0) % 2 == 0 else 1
+    near = [o[key] for o in results.get("/open", [])
+            if o["round"] == r["round"] and abs(o["position"] - r["position"]) == step]
+    return sum(near) / len(near) if near else None
 
 
 # ---------------------------------------------------------------- instructions per request (callgrind)
@@ -1249,23 +1267,30 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
         w("## Requests per second")
         w("")
         w(f"Medians over {s['rounds']} round(s). Ratio: the median over the rounds of "
-          f"(location / /open of the same round). Latency: wrk's p50 and p99 (median over the rounds). "
+          f"(location / the mean of the two /open runs just before and just after it; each round "
+          f"runs /open first and after every location). Latency: wrk's p50 and p99 (median over the rounds). "
           f"httpd CPU/req: user + system CPU time of all of httpd's processes during the run, divided "
           f"by the requests served; its ratio (/open's over the location's) is the throughput ratio "
           f"when httpd is the bottleneck, and it does not swing with how the VM schedules wrk "
           f"against httpd, as req/s does here (10-40% between identical runs).")
         w("")
-        w("| location | req/s | ratio to /open | httpd CPU µs/req | CPU ratio | p50 ms | p99 ms | per round | statuses (all rounds) | socket errors c/r/w/t |")
-        w("|---|---:|---:|---:|---:|---:|---:|---|---|---|")
-        opens = {r["round"]: r["rps"] for r in results.get("/open", [])}
-        open_cpu = {r["round"]: r["cpu_us"] for r in results.get("/open", [])}
+        w("| location | req/s | ratio to /open | httpd CPU µs/req | CPU ratio | p50 ms | p99 ms | p99 ÷ /open's | per run | statuses (all rounds) | socket errors c/r/w/t |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
         for loc in locs:
             rs = results.get(loc.path, [])
             if not rs:
-                w(f"| `{loc.path}` | - | - | - | - | - | not run | - |")
+                w(f"| `{loc.path}` | - | - | - | - | - | - | - | not run | - | - |")
                 continue
-            ratios = [r["rps"] / opens[r["round"]] for r in rs if opens.get(r["round"])]
-            cpu_ratios = [open_cpu[r["round"]] / r["cpu_us"] for r in rs if open_cpu.get(r["round"]) and r["cpu_us"]]
+            ratios, cpu_ratios, p99_ratios = [], [], []
+            for r in rs:
+                open_rps, open_cpu = beside_open(results, r, "rps"), beside_open(results, r, "cpu_us")
+                open_p99 = beside_open(results, r, "p99_us")
+                if open_rps:
+                    ratios.append(r["rps"] / open_rps)
+                if open_cpu and r["cpu_us"]:
+                    cpu_ratios.append(open_cpu / r["cpu_us"])
+                if open_p99:
+                    p99_ratios.append(r["p99_us"] / open_p99)
             st = {}
             for r in rs:
                 for k, v in r["statuses"].items():
@@ -1275,7 +1300,7 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
             w(f"| `{loc.path}` | {median([r['rps'] for r in rs]):,.0f} | {median(ratios):.3f} | "
               f"{median([r['cpu_us'] for r in rs]):.1f} | {median(cpu_ratios):.3f} | "
               f"{ms(median([r['p50_us'] for r in rs]))} | {ms(median([r['p99_us'] for r in rs]))} | "
-              f"{per_round} | {fmt_statuses(st)} | {'/'.join(map(str, err))} |")
+              f"{median(p99_ratios):.2f} | {per_round} | {fmt_statuses(st)} | {'/'.join(map(str, err))} |")
         w("")
         for loc in locs:
             w(f"- `{loc.path}`: {loc.label}; expected status {loc.expect}")
