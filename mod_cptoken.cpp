@@ -181,15 +181,16 @@ const Admission *admission_of(const request_rec *r) {
 }
 
 // Successful check: the user, the variables for logs, CGI and mod_headers,
-// and the header removed unless the location forwards it.
-void admit(request_rec *r, const TokenRecord &record) {
+// and the header (`header`, the Authorization value the token came in) kept
+// for restore_credentials and removed unless the location forwards it.
+void admit(request_rec *r, const TokenRecord &record, const char *header) {
     r->user = apr_pstrmemdup(r->pool, record.user.data(), record.user.size());
     apr_table_setn(r->subprocess_env, "CPTOKEN_NAME", apr_pstrmemdup(r->pool, record.name.data(), record.name.size()));
     apr_table_setn(r->subprocess_env, "CPTOKEN_EXPIRES",
                    record.never_expires() ? "" : apr_pstrdup(r->pool, format_iso8601(record.expires).c_str()));
     auto *admission = static_cast<Admission *>(apr_pcalloc(r->pool, sizeof(Admission)));
     admission->user = r->user;
-    admission->header = apr_pstrdup(r->pool, apr_table_get(r->headers_in, authorization_header_name(r)));
+    admission->header = apr_pstrdup(r->pool, header);
     ap_set_module_config(r->request_config, &cptoken_module, admission);
     if (config_of(r).forward != 1) apr_table_unset(r->headers_in, authorization_header_name(r));
 }
@@ -225,6 +226,7 @@ Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
 // checked against its own configuration like any other (by this module or
 // by mod_auth_basic), and removed again if admitted.
 int restore_credentials(request_rec *r) {
+    if (!r->prev && !r->main) return DECLINED;  // an original request: nothing to restore
     const char *name = authorization_header_name(r);
     if (apr_table_get(r->headers_in, name)) return DECLINED;
     for (const request_rec *earlier = r->prev ? r->prev : r->main; earlier;
@@ -264,7 +266,7 @@ int check_authn(request_rec *r) {
     const Credentials &credentials = *parsed.credentials;
     const Verdict verdict = verify(r, credentials.user, credentials.token);
     if (verdict.accepted()) {
-        admit(r, *verdict.record);
+        admit(r, *verdict.record, header);
         return OK;
     }
     log_refusal(r, APLOG_ERR, describe(verdict.reason), credentials.user,
@@ -306,7 +308,7 @@ authn_status check_password(request_rec *r, const char *user, const char *passwo
     const Verdict verdict = verify(r, user, password);
     switch (verdict.reason) {
         case Reason::accepted:
-            admit(r, *verdict.record);
+            admit(r, *verdict.record, apr_table_get(r->headers_in, authorization_header_name(r)));
             return AUTH_GRANTED;
         case Reason::malformed:
         case Reason::mistyped:

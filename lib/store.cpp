@@ -168,7 +168,9 @@ public:
         MDB_val value;
         const int rc = mdb_get(txn.get(), dbi, &key, &value);
         if (rc == MDB_NOTFOUND) return std::nullopt;
-        check(rc, "cannot read " + file_);
+        // Not check(): this runs on every request, and its message would be
+        // built (and allocated) even when the read succeeds.
+        if (rc != MDB_SUCCESS) fail(rc, "cannot read " + file_);
         const auto decoded = ls_decode(as_view(value));
         if (!decoded) corrupt("a value in " + file_ + " has a broken header");
         if (decoded->deleted()) return std::nullopt;
