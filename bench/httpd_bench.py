@@ -70,19 +70,22 @@ def log(msg):
 FULL = dict(tokens=1_000_000, rotate=10_000, bcrypt=500, duration=6, warmup=2, rounds=5,
             threads=2, connections=32, mem_small=1000, mem_large=None,
             revoke_trials=20, bulk=None, single_creates=200,
-            cg_n1=200, cg_n2=1200, cg_bcrypt_n1=20, cg_bcrypt_n2=60)
+            cg_n1=200, cg_n2=1200, cg_bcrypt_n1=20, cg_bcrypt_n2=60,
+            serial_duration=3, serial_rounds=3)
 SMOKE = dict(tokens=2000, rotate=200, bcrypt=50, duration=1, warmup=1, rounds=1,
              threads=2, connections=32, mem_small=200, mem_large=None,
              revoke_trials=3, bulk=None, single_creates=20,
-             cg_n1=50, cg_n2=250, cg_bcrypt_n1=5, cg_bcrypt_n2=15)
+             cg_n1=50, cg_n2=250, cg_bcrypt_n1=5, cg_bcrypt_n2=15,
+             serial_duration=1, serial_rounds=1)
 ENV = dict(tokens="BENCH_TOKENS", rotate="BENCH_ROTATE", bcrypt="BENCH_BCRYPT_USERS",
            duration="BENCH_DURATION", warmup="BENCH_WARMUP", rounds="BENCH_ROUNDS", threads="BENCH_THREADS",
            connections="BENCH_CONNECTIONS", mem_small="BENCH_MEM_SMALL",
            mem_large="BENCH_MEM_LARGE", revoke_trials="BENCH_REVOKE_TRIALS",
            bulk="BENCH_BULK", single_creates="BENCH_SINGLE_CREATES",
            cg_n1="BENCH_CG_N1", cg_n2="BENCH_CG_N2", cg_bcrypt_n1="BENCH_CG_BCRYPT_N1",
-           cg_bcrypt_n2="BENCH_CG_BCRYPT_N2")
-SECTIONS = ("locations", "memory", "revocation", "create", "instructions")
+           cg_bcrypt_n2="BENCH_CG_BCRYPT_N2", serial_duration="BENCH_SERIAL_DURATION",
+           serial_rounds="BENCH_SERIAL_ROUNDS")
+SECTIONS = ("locations", "serial", "memory", "revocation", "create", "instructions")
 
 
 def positive_int(text, name):
@@ -378,6 +381,13 @@ LoadModule socache_shmcb_module @MODDIR@/mod_socache_shmcb.so
 LoadModule authn_socache_module @MODDIR@/mod_authn_socache.so
 LoadModule cptoken_module "@MODULE@"
 
+# As Debian's apache2.conf: no .htaccess files anywhere (without this, httpd
+# tries to open one in every directory from / down, on every request).
+<Directory />
+    Options FollowSymLinks
+    AllowOverride None
+    Require all denied
+</Directory>
 DocumentRoot "@HTDOCS@"
 <Directory "@HTDOCS@">
     Require all granted
@@ -780,7 +790,7 @@ def make_locations(s, fx, run_dir):
     return locs, store, socache_bytes
 
 
-def bench_locations(s, fx, run_dir, failures):
+def bench_locations(s, fx, run_dir, failures, tag="bench"):
     """The side-by-side table: every location, s['rounds'] rounds, a fresh
     httpd each round. Within a round /open runs before the first location and
     after every location, so that each location's ratio is taken against the
@@ -795,7 +805,7 @@ def bench_locations(s, fx, run_dir, failures):
         sequence = [open_loc]
         for loc in order:
             sequence += [loc, open_loc]
-        h = Httpd(run_dir, f"bench-round{rnd + 1}", store / "db", locs, socache_bytes=socache_bytes,
+        h = Httpd(run_dir, f"{tag}-round{rnd + 1}", store / "db", locs, socache_bytes=socache_bytes,
                   module=s["module"])
         h.start()
         try:
@@ -1238,8 +1248,40 @@ def ms(us):
     return f"{us / 1000:.2f}"
 
 
+def locations_table(w, locs, results):
+    """The side-by-side table of one bench_locations() run."""
+    w("| location | req/s | ratio to /open | httpd CPU µs/req | CPU ratio | p50 ms | p99 ms | p99 ÷ /open's | per run | statuses (all rounds) | socket errors c/r/w/t |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+    for loc in locs:
+        rs = results.get(loc.path, [])
+        if not rs:
+            w(f"| `{loc.path}` | - | - | - | - | - | - | - | not run | - | - |")
+            continue
+        ratios, cpu_ratios, p99_ratios = [], [], []
+        for r in rs:
+            open_rps, open_cpu = beside_open(results, r, "rps"), beside_open(results, r, "cpu_us")
+            open_p99 = beside_open(results, r, "p99_us")
+            if open_rps:
+                ratios.append(r["rps"] / open_rps)
+            if open_cpu and r["cpu_us"]:
+                cpu_ratios.append(open_cpu / r["cpu_us"])
+            if open_p99:
+                p99_ratios.append(r["p99_us"] / open_p99)
+        st = {}
+        for r in rs:
+            for k, v in r["statuses"].items():
+                st[k] = st.get(k, 0) + v
+        err = [sum(r["errors"][x] for r in rs) for x in ("connect", "read", "write", "timeout")]
+        per_run = " / ".join(format(r["rps"], ",.0f") for r in rs)
+        w(f"| `{loc.path}` | {median([r['rps'] for r in rs]):,.0f} | {median(ratios):.3f} | "
+          f"{median([r['cpu_us'] for r in rs]):.1f} | {median(cpu_ratios):.3f} | "
+          f"{ms(median([r['p50_us'] for r in rs]))} | {ms(median([r['p99_us'] for r in rs]))} | "
+          f"{median(p99_ratios):.2f} | {per_run} | {fmt_statuses(st)} | {'/'.join(map(str, err))} |")
+    w("")
+
+
 def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, failures, load_end, elapsed,
-           instr=()):
+           instr=(), serial=None):
     L = []
     w = L.append
     w(f"# httpd side by side: mod_cptoken and httpd's own auth modules{' (smoke run)' if s['smoke'] else ''}")
@@ -1256,7 +1298,8 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
       f"BENCH_MEM_SMALL={s['mem_small']} BENCH_MEM_LARGE={s['mem_large']} "
       f"BENCH_REVOKE_TRIALS={s['revoke_trials']} BENCH_BULK={s['bulk']} "
       f"BENCH_SINGLE_CREATES={s['single_creates']} BENCH_CG_N1={s['cg_n1']} BENCH_CG_N2={s['cg_n2']} "
-      f"BENCH_CG_BCRYPT_N1={s['cg_bcrypt_n1']} BENCH_CG_BCRYPT_N2={s['cg_bcrypt_n2']}"
+      f"BENCH_CG_BCRYPT_N1={s['cg_bcrypt_n1']} BENCH_CG_BCRYPT_N2={s['cg_bcrypt_n2']} "
+      f"BENCH_SERIAL_DURATION={s['serial_duration']} BENCH_SERIAL_ROUNDS={s['serial_rounds']}"
       + ("" if s["callgrind"] else " BENCH_CALLGRIND=0")
       + (f" BENCH_ONLY={','.join(s['only'])}" if s["only"] else ""))
     w(f"- client: wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s -s bench/rotate.lua, "
@@ -1274,34 +1317,7 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
           f"when httpd is the bottleneck, and it does not swing with how the VM schedules wrk "
           f"against httpd, as req/s does here (10-40% between identical runs).")
         w("")
-        w("| location | req/s | ratio to /open | httpd CPU µs/req | CPU ratio | p50 ms | p99 ms | p99 ÷ /open's | per run | statuses (all rounds) | socket errors c/r/w/t |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
-        for loc in locs:
-            rs = results.get(loc.path, [])
-            if not rs:
-                w(f"| `{loc.path}` | - | - | - | - | - | - | - | not run | - | - |")
-                continue
-            ratios, cpu_ratios, p99_ratios = [], [], []
-            for r in rs:
-                open_rps, open_cpu = beside_open(results, r, "rps"), beside_open(results, r, "cpu_us")
-                open_p99 = beside_open(results, r, "p99_us")
-                if open_rps:
-                    ratios.append(r["rps"] / open_rps)
-                if open_cpu and r["cpu_us"]:
-                    cpu_ratios.append(open_cpu / r["cpu_us"])
-                if open_p99:
-                    p99_ratios.append(r["p99_us"] / open_p99)
-            st = {}
-            for r in rs:
-                for k, v in r["statuses"].items():
-                    st[k] = st.get(k, 0) + v
-            err = [sum(r["errors"][x] for r in rs) for x in ("connect", "read", "write", "timeout")]
-            per_round = " / ".join(format(r["rps"], ",.0f") for r in rs)
-            w(f"| `{loc.path}` | {median([r['rps'] for r in rs]):,.0f} | {median(ratios):.3f} | "
-              f"{median([r['cpu_us'] for r in rs]):.1f} | {median(cpu_ratios):.3f} | "
-              f"{ms(median([r['p50_us'] for r in rs]))} | {ms(median([r['p99_us'] for r in rs]))} | "
-              f"{median(p99_ratios):.2f} | {per_round} | {fmt_statuses(st)} | {'/'.join(map(str, err))} |")
-        w("")
+        locations_table(w, locs, results)
         for loc in locs:
             w(f"- `{loc.path}`: {loc.label}; expected status {loc.expect}")
         w("")
@@ -1309,6 +1325,18 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
           "connections that mpm_event closed while all of a child's workers were busy "
           "(reconnects, see the research notes).")
         w("")
+    if serial:
+        w("## One connection at a time")
+        w("")
+        w(f"The same httpd, locations and script, driven by wrk -t1 -c1 -d{s['serial_duration']}s: one "
+          f"keep-alive connection, one request in flight, so req/s is 1 / the round trip (client, "
+          f"kernel and httpd in turn) and nothing queues. Same order as above ({s['serial_rounds']} "
+          f"round(s), /open before the first location and after every location, ratios against the "
+          f"two neighbouring /open runs). Under full load req/s swings by 10-40% between identical runs "
+          f"on this VM; one connection at a time it moves by a few percent, so these ratios are the "
+          f"steadier measure of what each check adds to a request.")
+        w("")
+        locations_table(w, *serial)
     if instr:
         w("## Instructions per request (callgrind)")
         w("")
@@ -1479,7 +1507,7 @@ def main(argv):
     rmtree(run_dir)
     make_dir(run_dir)
     failures = []
-    locs, results, mem, rev, create, instr = [], {}, [], [], None, []
+    locs, results, mem, rev, create, instr, serial = [], {}, [], [], None, [], None
     mach = machine()
     log(f"httpd_bench: {'smoke' if s['smoke'] else 'full'} run in {bench_dir} "
         f"({s['tokens']:,} tokens, {s['rotate']:,} rotating, {s['duration']} s x {s['rounds']} rounds"
@@ -1496,6 +1524,10 @@ def main(argv):
         if want(s, "locations"):
             log("locations:")
             locs, results = bench_locations(s, fx, run_dir, failures)
+        if want(s, "serial"):
+            log("one connection:")
+            one = dict(s, threads=1, connections=1, duration=s["serial_duration"], rounds=s["serial_rounds"])
+            serial = bench_locations(one, fx, run_dir, failures, tag="serial")
         if want(s, "instructions"):
             log("instructions per request (callgrind):")
             instr = bench_instructions(s, fx, run_dir, failures)
@@ -1525,7 +1557,7 @@ def main(argv):
     logcounts, unexpected = scan_logs(ALL)
     load_end = " ".join(open("/proc/loadavg").read().split()[:3])
     text = report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, failures, load_end,
-                  time.monotonic() - started, instr=instr)
+                  time.monotonic() - started, instr=instr, serial=serial)
     (bench_dir / "results.md").write_text(text + "\n")
     print(text, flush=True)
     if unexpected:
