@@ -685,6 +685,75 @@ void test_concurrent_reader(void **state) {
     if (WEXITSTATUS(status) != 0) fail_msg("child check %d failed", WEXITSTATUS(status));
 }
 
+// Runs `write` on the store at `dir` in a forked child, while this process
+// keeps its own TokenStore open (as httpd children do while cptoken writes).
+void write_in_child(const std::string &dir, const std::function<void(TokenStore &)> &write) {
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        try {
+            TokenStore s(dir, Access::read_write);
+            write(s);
+        } catch (...) {
+            _exit(1);
+        }
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("writer child failed, status 0x%x", status);
+}
+
+// find() reuses records it has read; every write must still show on the
+// very next find(), whether made through the same store or by another
+// process.
+void test_find_cache_follows_writes(void **state) {
+    Fixture &f = fx(state);
+    const Digest d = new_digest(), other = new_digest();
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(d, rec("alice", "ci"));
+        for (int i = 0; i < 3; ++i) assert_string_equal(s.find(d)->name.c_str(), "ci");
+        s.edit("alice", "ci", TokenChanges{"renamed", std::nullopt, std::nullopt});
+        assert_string_equal(s.find(d)->name.c_str(), "renamed");
+        s.edit("alice", "renamed", TokenChanges{std::nullopt, Seconds{4102444800}, std::nullopt});
+        assert_int_equal(s.find(d)->expires, 4102444800);
+        s.revoke("alice", "renamed");
+        assert_false(s.find(d).has_value());
+        assert_false(s.find(d).has_value());
+        s.add(d, rec("alice", "again"));
+        assert_string_equal(s.find(d)->name.c_str(), "again");
+    }
+    TokenStore reader(f.store, Access::read_only);
+    for (int i = 0; i < 3; ++i) assert_true(reader.find(d)->allowed_ips.empty());
+    write_in_child(f.store, [](TokenStore &s) {
+        s.edit("alice", "again", TokenChanges{std::nullopt, std::nullopt, std::vector<Network>{*parse_network("192.0.2.0/24")}});
+    });
+    const auto edited = reader.find(d);
+    assert_true(edited.has_value());
+    assert_int_equal(edited->allowed_ips.size(), 1);
+    // A write that does not touch this token still leaves it readable.
+    write_in_child(f.store, [&](TokenStore &s) { s.add(other, rec("bob", "x")); });
+    assert_string_equal(reader.find(d)->name.c_str(), "again");
+    assert_string_equal(reader.find(other)->name.c_str(), "x");
+    write_in_child(f.store, [](TokenStore &s) { s.revoke("alice", "again"); });
+    assert_false(reader.find(d).has_value());
+    assert_true(reader.find(other).has_value());
+}
+
+// With the cache off, find() answers the same.
+void test_find_without_cache(void **state) {
+    Fixture &f = fx(state);
+    const Digest d = new_digest();
+    TokenStore s(f.store, Access::read_write, 0);
+    s.add(d, rec("alice", "ci"));
+    assert_string_equal(s.find(d)->name.c_str(), "ci");
+    assert_string_equal(s.find(d)->name.c_str(), "ci");
+    s.revoke("alice", "ci");
+    assert_false(s.find(d).has_value());
+}
+
 void test_backup(void **state) {
     Fixture &f = fx(state);
     const std::string file = f.tmp + "/backup.mdb";
@@ -832,6 +901,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_meta_schema, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_record, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reader, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_find_cache_follows_writes, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_find_without_cache, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_backup, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_backup_existing_file, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup_init, teardown),
