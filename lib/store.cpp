@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
-#include <span>
 
 #include "lsheader.hpp"
 
@@ -97,8 +96,10 @@ private:
 // matches. What this saves is the walk through the tree: with a million
 // tokens, four pages that are rarely still in the CPU's caches and TLB
 // between two requests. Only found records are kept: unknown tokens (an
-// attack) cannot fill it. Sets of 4 slots chosen by the digest, random
+// attack) cannot fill it. Sets of 4 entries chosen by the digest, random
 // replacement (LRU would miss every time on a rotation longer than a set).
+// A set's tags share one cache line, so a lookup reads one line of tags
+// and then only the entry that matches.
 class RecordCache {
 public:
     explicit RecordCache(std::size_t slots) : sets_(slots / ways) {}
@@ -106,46 +107,64 @@ public:
     RecordCache &operator=(const RecordCache &) = delete;
 
     std::optional<TokenRecord> get(const Digest &digest, std::size_t txn_id) {
-        if (sets_ == 0) return std::nullopt;
+        if (sets_ == 0 || txn_id == 0) return std::nullopt;
+        const std::uint64_t prefix = prefix_of(digest);
         std::lock_guard<std::mutex> lock(mutex_);
-        if (slots_.empty()) return std::nullopt;
-        for (Slot &slot : set_of(digest))
-            if (slot.filled && slot.txn_id == txn_id && slot.digest == digest) return slot.record;
+        if (tags_.empty()) return std::nullopt;
+        const std::size_t set = prefix % sets_;
+        for (std::size_t way = 0; way < ways; ++way) {
+            const Tag &tag = tags_[set].way[way];
+            if (tag.txn_id != txn_id || tag.prefix != prefix) continue;
+            const Entry &entry = entries_[set * ways + way];
+            if (entry.digest == digest) return entry.record;
+        }
         return std::nullopt;
     }
 
     void put(const Digest &digest, std::size_t txn_id, const TokenRecord &record) {
-        if (sets_ == 0) return;
+        if (sets_ == 0 || txn_id == 0) return;
+        const std::uint64_t prefix = prefix_of(digest);
         std::lock_guard<std::mutex> lock(mutex_);
-        if (slots_.empty()) slots_.resize(sets_ * ways);  // on first use: the tool rarely needs it
-        Slot *set = set_of(digest).data();
-        Slot *victim = &set[next_victim_++ % ways];
-        for (std::size_t i = 0; i < ways; ++i)
-            if (!set[i].filled || set[i].txn_id != txn_id || set[i].digest == digest) {
-                victim = &set[i];
+        if (tags_.empty()) {  // on first use: the tool rarely needs it
+            tags_.resize(sets_);
+            entries_.resize(sets_ * ways);
+        }
+        const std::size_t set = prefix % sets_;
+        std::size_t victim = next_victim_++ % ways;
+        for (std::size_t way = 0; way < ways; ++way)
+            if (tags_[set].way[way].txn_id != txn_id || tags_[set].way[way].prefix == prefix) {
+                victim = way;  // empty (txn id 0), stale, or this digest's own
                 break;
             }
-        *victim = Slot{true, txn_id, digest, record};
+        tags_[set].way[victim] = Tag{prefix, txn_id};
+        entries_[set * ways + victim] = Entry{digest, record};
     }
 
 private:
     static constexpr std::size_t ways = 4;
-    struct Slot {
-        bool filled = false;
-        std::size_t txn_id = 0;
+    struct Tag {
+        std::uint64_t prefix = 0;
+        std::size_t txn_id = 0;  // 0: empty (read transactions of a store have ids from 1)
+    };
+    struct alignas(64) Set {
+        Tag way[ways];
+    };
+    struct Entry {
         Digest digest{};
         TokenRecord record;
     };
 
-    std::span<Slot> set_of(const Digest &digest) {
+    // The digest's first 8 bytes: a SHA-512 digest is evenly spread.
+    static std::uint64_t prefix_of(const Digest &digest) {
         std::uint64_t bits = 0;
-        std::memcpy(&bits, digest.data(), sizeof bits);  // a SHA-512 digest: evenly spread
-        return std::span<Slot>(slots_).subspan((bits % sets_) * ways, ways);
+        std::memcpy(&bits, digest.data(), sizeof bits);
+        return bits;
     }
 
     const std::size_t sets_;
     std::mutex mutex_;
-    std::vector<Slot> slots_;
+    std::vector<Set> tags_;
+    std::vector<Entry> entries_;
     std::size_t next_victim_ = 0;
 };
 
