@@ -5,6 +5,8 @@
 #pragma once
 
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <functional>
@@ -103,5 +105,26 @@ inline std::string expect_store_error(const std::function<void()> &fn, cptoken::
 }
 #define EXPECT_STORE_ERROR(kind, ...) \
     test_support::expect_store_error([&] { __VA_ARGS__; }, cptoken::StoreError::Kind::kind, __LINE__)
+
+/// Runs `write` on the store at `dir` in a forked child, while this process
+/// keeps its own TokenStore open (LMDB: one environment per file per
+/// process; httpd children read while cptoken writes in another process).
+inline void write_in_child(const std::string &dir, const std::function<void(cptoken::TokenStore &)> &write) {
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        try {
+            cptoken::TokenStore s(dir, cptoken::Access::read_write);
+            write(s);
+        } catch (...) {
+            _exit(1);
+        }
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("writer child failed, status 0x%x", status);
+}
 
 }  // namespace test_support

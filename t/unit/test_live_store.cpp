@@ -73,26 +73,6 @@ void make_store(const std::string &dir, const Digest &digest, const std::string 
     s.add(digest, rec("alice", name));
 }
 
-// Adds a token to `dir` from a forked child, for when this process holds
-// the store open (LMDB: one environment, one opener per process).
-void add_in_child(const std::string &dir, const Digest &digest, const std::string &name) {
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        alarm(60);
-        try {
-            TokenStore s(dir, Access::read_write);
-            s.add(digest, rec("alice", name));
-        } catch (...) {
-            _exit(1);
-        }
-        _exit(0);
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("writer child failed, status 0x%x", status);
-}
-
 std::string found_name(const TokenStore &s, const Digest &d) {
     const auto r = s.find(d);
     return r ? r->name : std::string();
@@ -194,7 +174,7 @@ void test_open_now_finds(void **state) {
     auto s = CURRENT_OK(live, t0);
     assert_string_equal(found_name(*s, before).c_str(), "before");
     assert_false(s->find(after).has_value());
-    add_in_child(f.store, after, "after");
+    write_in_child(f.store, [&](TokenStore &writer) { writer.add(after, rec("alice", "after")); });
     // Same environment, new transaction: the new token is visible at once.
     assert_string_equal(found_name(*s, after).c_str(), "after");
     auto s2 = CURRENT_OK(live, t0 + 1);

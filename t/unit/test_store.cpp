@@ -685,26 +685,6 @@ void test_concurrent_reader(void **state) {
     if (WEXITSTATUS(status) != 0) fail_msg("child check %d failed", WEXITSTATUS(status));
 }
 
-// Runs `write` on the store at `dir` in a forked child, while this process
-// keeps its own TokenStore open (as httpd children do while cptoken writes).
-void write_in_child(const std::string &dir, const std::function<void(TokenStore &)> &write) {
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        alarm(60);
-        try {
-            TokenStore s(dir, Access::read_write);
-            write(s);
-        } catch (...) {
-            _exit(1);
-        }
-        _exit(0);
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("writer child failed, status 0x%x", status);
-}
-
 // find() reuses records it has read; every write must still show on the
 // very next find(), whether made through the same store or by another
 // process.
