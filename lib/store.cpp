@@ -36,8 +36,11 @@ std::string path_in(const std::string &dir, const char *file) { return dir + "/"
     throw StoreError(kind, message);
 }
 
-void check(int rc, const std::string &what) {
-    if (rc != MDB_SUCCESS) fail(rc, what);
+// Throws unless rc is MDB_SUCCESS; the message, `what` followed by
+// `subject` (usually a file), is only put together then: some calls run on
+// every request.
+void check(int rc, std::string_view what, std::string_view subject = {}) {
+    if (rc != MDB_SUCCESS) fail(rc, std::string(what).append(subject));
 }
 
 [[noreturn]] void corrupt(const std::string &what) { throw StoreError(StoreError::Kind::corrupt, what); }
@@ -175,7 +178,7 @@ public:
     Txn(MDB_env *env, bool write, const std::string &file, ReaderPool *pool = nullptr)
         : pool_(write ? nullptr : pool) {
         if (pool_) txn_ = pool_->take();
-        if (!txn_) check(mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_), "cannot begin a transaction on " + file);
+        if (!txn_) check(mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_), "cannot begin a transaction on ", file);
     }
     ~Txn() {
         if (!txn_) return;
@@ -189,7 +192,7 @@ public:
     void commit(const std::string &file) {
         const int rc = mdb_txn_commit(txn_);
         txn_ = nullptr;
-        check(rc, "cannot commit to " + file);
+        check(rc, "cannot commit to ", file);
     }
     MDB_txn *get() const { return txn_; }
 
@@ -210,9 +213,9 @@ public:
             fail(err, "cannot open " + file);
         }
         check(mdb_env_create(&env_), "cannot create an LMDB environment");
-        check(mdb_env_set_mapsize(env_, StoreSettings::map_size), "cannot set the map size of " + file);
-        check(mdb_env_set_maxreaders(env_, StoreSettings::max_readers), "cannot set max readers of " + file);
-        check(mdb_env_set_maxdbs(env_, 8), "cannot set max databases of " + file);
+        check(mdb_env_set_mapsize(env_, StoreSettings::map_size), "cannot set the map size of ", file);
+        check(mdb_env_set_maxreaders(env_, StoreSettings::max_readers), "cannot set max readers of ", file);
+        check(mdb_env_set_maxdbs(env_, 8), "cannot set max databases of ", file);
         const unsigned flags = MDB_NOSUBDIR | MDB_NOTLS | (access == Access::read_only ? MDB_RDONLY : 0);
         const int rc = mdb_env_open(env_, file.c_str(), flags, mode_if_created);
         if (rc != MDB_SUCCESS) {
@@ -238,7 +241,7 @@ public:
         MDB_dbi dbi = 0;
         const int rc = mdb_dbi_open(txn.get(), name, create ? MDB_CREATE : 0, &dbi);
         if (rc == MDB_NOTFOUND) corrupt(file_ + " has no '" + name + "' database: not a cptoken store");
-        check(rc, "cannot open database '" + std::string(name) + "' in " + file_);
+        check(rc, "cannot open database '" + std::string(name) + "' in ", file_);
         return dbi;
     }
 
@@ -247,9 +250,7 @@ public:
         MDB_val value;
         const int rc = mdb_get(txn.get(), dbi, &key, &value);
         if (rc == MDB_NOTFOUND) return std::nullopt;
-        // Not check(): this runs on every request, and its message would be
-        // built (and allocated) even when the read succeeds.
-        if (rc != MDB_SUCCESS) fail(rc, "cannot read " + file_);
+        check(rc, "cannot read ", file_);
         const auto decoded = ls_decode(as_view(value));
         if (!decoded) corrupt("a value in " + file_ + " has a broken header");
         if (decoded->deleted()) return std::nullopt;
@@ -259,7 +260,7 @@ public:
     void put(Txn &txn, MDB_dbi dbi, MDB_val key, std::string_view payload, std::uint8_t flags = 0) {
         const std::string stored = ls_encode(now_nanoseconds(), mdb_txn_id(txn.get()), flags, payload);
         MDB_val value = as_val(stored);
-        check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to " + file_);
+        check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to ", file_);
     }
 
     // Deletes are tombstones, so that replication can carry them to other hosts.
@@ -396,7 +397,7 @@ struct TokenStore::Impl {
     std::vector<StoredToken> live_tokens(Txn &txn, std::string_view user) const {
         std::vector<StoredToken> out;
         MDB_cursor *cursor = nullptr;
-        check(mdb_cursor_open(txn.get(), names, &cursor), "cannot read " + env.file());
+        check(mdb_cursor_open(txn.get(), names, &cursor), "cannot read ", env.file());
         const std::string prefix = user.empty() ? std::string() : name_key(user, "");
         MDB_val key = as_val(prefix), value;
         int rc = mdb_cursor_get(cursor, &key, &value, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
@@ -422,7 +423,7 @@ struct TokenStore::Impl {
     std::vector<std::string> old_tombstones(Txn &txn, MDB_dbi dbi, std::uint64_t cutoff_ns) const {
         std::vector<std::string> keys;
         MDB_cursor *cursor = nullptr;
-        check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read " + env.file());
+        check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", env.file());
         MDB_val key, value;
         int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
         for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
@@ -537,7 +538,7 @@ PruneResult TokenStore::prune(Seconds now) {
         for (MDB_dbi dbi : {impl_->names, impl_->tokens}) {
             for (const std::string &key : impl_->old_tombstones(txn, dbi, cutoff_ns)) {
                 MDB_val k = as_val(key);
-                check(mdb_del(txn.get(), dbi, &k, nullptr), "cannot delete from " + impl_->env.file());
+                check(mdb_del(txn.get(), dbi, &k, nullptr), "cannot delete from ", impl_->env.file());
                 ++result.tombstones_dropped;
             }
         }
@@ -554,7 +555,7 @@ std::pair<dev_t, ino_t> TokenStore::data_file_id() const {
 }
 
 void TokenStore::backup(const std::string &file) const {
-    check(mdb_env_copy2(impl_->env.get(), file.c_str(), MDB_CP_COMPACT), "cannot back up to " + file);
+    check(mdb_env_copy2(impl_->env.get(), file.c_str(), MDB_CP_COMPACT), "cannot back up to ", file);
 }
 
 // ---------------------------------------------------------------- usage
