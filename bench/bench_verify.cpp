@@ -103,6 +103,11 @@ std::vector<std::string> prepare_store(const std::string &dir, std::size_t size)
 }
 
 // One request's worth of work, as in the module's check_authn.
+Verdict verify_header(const TokenStore &store, const std::string &header, const Address &client, Seconds now) {
+    const ParsedCredentials parsed = parse_authorization(header, scheme_cpanel | scheme_basic);
+    return verify_token(store, parsed.credentials->user, parsed.credentials->token, client, now);
+}
+
 void verify_headers(benchmark::State &state, const TokenStore &store, const std::vector<std::string> &headers,
                     Reason expected) {
     const Address client = *parse_address("127.0.0.1");
@@ -110,14 +115,10 @@ void verify_headers(benchmark::State &state, const TokenStore &store, const std:
     // One untimed pass first: the store's pages come from disk on first
     // touch (a freshly built 10M store is not all in the page cache), and
     // that is start-up, not the steady state measured here.
-    for (const std::string &header : headers) {
-        const ParsedCredentials parsed = parse_authorization(header, scheme_cpanel | scheme_basic);
-        benchmark::DoNotOptimize(verify_token(store, parsed.credentials->user, parsed.credentials->token, client, now));
-    }
+    for (const std::string &header : headers) benchmark::DoNotOptimize(verify_header(store, header, client, now));
     std::size_t i = 0;
     for (auto _ : state) {
-        const ParsedCredentials parsed = parse_authorization(headers[i], scheme_cpanel | scheme_basic);
-        const Verdict verdict = verify_token(store, parsed.credentials->user, parsed.credentials->token, client, now);
+        const Verdict verdict = verify_header(store, headers[i], client, now);
         if (verdict.reason != expected) {
             state.SkipWithError("unexpected verdict");
             break;

@@ -245,16 +245,7 @@ LoadModule mpm_@MPM@_module @MODDIR@/mod_mpm_@MPM@.so
     ServerLimit 10
     MaxRequestWorkers 10
 </IfModule>
-<IfModule mpm_worker_module>
-    StartServers 2
-    ServerLimit 8
-    ThreadLimit 4
-    ThreadsPerChild 4
-    MinSpareThreads 2
-    MaxSpareThreads 12
-    MaxRequestWorkers 16
-</IfModule>
-<IfModule mpm_event_module>
+<IfModule !mpm_prefork_module>
     StartServers 2
     ServerLimit 8
     ThreadLimit 4

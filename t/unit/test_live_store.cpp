@@ -89,21 +89,6 @@ FileId file_id(const std::string &path) {
     if (stat(path.c_str(), &st) != 0) fail_msg("stat %s: %s", path.c_str(), strerror(errno));
     return {st.st_dev, st.st_ino};
 }
-bool mapped(FileId id) {
-    std::ifstream maps("/proc/self/maps");
-    std::string line;
-    while (std::getline(maps, line)) {
-        std::istringstream fields(line);
-        std::string range, perms, offset, dev;
-        unsigned long long ino = 0;
-        if (!(fields >> range >> perms >> offset >> dev >> ino)) continue;
-        unsigned maj = 0, min = 0;
-        if (sscanf(dev.c_str(), "%x:%x", &maj, &min) != 2) continue;
-        if (ino == id.ino && maj == major(id.dev) && min == minor(id.dev)) return true;
-    }
-    return false;
-}
-
 // How many mappings of that file this process has (one per open environment).
 int mappings(FileId id) {
     std::ifstream maps("/proc/self/maps");
@@ -120,6 +105,8 @@ int mappings(FileId id) {
     }
     return n;
 }
+
+bool mapped(FileId id) { return mappings(id) > 0; }
 
 void rename_or_fail(const std::string &from, const std::string &to) {
     if (rename(from.c_str(), to.c_str()) != 0)
