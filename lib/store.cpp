@@ -5,9 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "lsheader.hpp"
 
@@ -29,11 +33,7 @@ std::string path_in(const std::string &dir, const char *file) { return dir + "/"
             kind = StoreError::Kind::full; break;
         default: break;
     }
-    std::string message = what + ": " + mdb_strerror(rc);
-    if (rc == MDB_READERS_FULL)
-        message += " (StoreSettings::max_readers = " + std::to_string(StoreSettings::max_readers) +
-                   ": more httpd threads than reader slots; lower ServerLimit x ThreadLimit)";
-    throw StoreError(kind, message);
+    throw StoreError(kind, what + ": " + mdb_strerror(rc));
 }
 
 // Throws unless rc is MDB_SUCCESS; the message, `what` followed by
@@ -124,6 +124,11 @@ public:
         return std::nullopt;
     }
 
+    void clear() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (Set &set : tags_) set = Set{};
+    }
+
     void put(const Digest &digest, std::size_t txn_id, const TokenRecord &record) {
         if (sets_ == 0 || txn_id == 0) return;
         const std::uint64_t prefix = prefix_of(digest);
@@ -171,14 +176,50 @@ private:
     std::size_t next_victim_ = 0;
 };
 
+// The id of the newest transaction committed to the data file, from its
+// meta pages. Readers and writers otherwise take the current snapshot from
+// the lock file, which every process of the store's group can write: this is
+// the value they cannot forge.
+std::size_t newest_committed(MDB_env *env) {
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    return info.me_last_txnid;
+}
+
+// Every slot of the reader table is taken: say what is known about them.
+[[noreturn]] void readers_full(MDB_env *env, const std::string &file) {
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    throw StoreError(StoreError::Kind::full,
+                     "no free reader slot in " + file + "-lock: all " + std::to_string(info.me_maxreaders) +
+                         " slots are held by processes that have the store open (httpd children, cptoken, "
+                         "Lightning Stream, or any process of the store's group); `mdb_stat -rr -n " + file +
+                         "` lists them");
+}
+
 // A transaction that aborts unless committed (a read transaction from a
-// pool goes back to it instead).
+// pool goes back to it instead). It never runs on a snapshot older than the
+// data file's newest: see verify_read_snapshot() and verify_write_snapshot().
 class Txn {
 public:
     Txn(MDB_env *env, bool write, const std::string &file, ReaderPool *pool = nullptr)
         : pool_(write ? nullptr : pool) {
         if (pool_) txn_ = pool_->take();
-        if (!txn_) check(mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_), "cannot begin a transaction on ", file);
+        if (!txn_) {
+            const int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_);
+            if (rc == MDB_READERS_FULL) readers_full(env, file);
+            check(rc, "cannot begin a transaction on ", file);
+        }
+        try {
+            if (write)
+                verify_write_snapshot(env, file);
+            else
+                verify_read_snapshot(env, file);
+        } catch (...) {
+            mdb_txn_abort(txn_);  // never back to the pool: it may hold a forged snapshot
+            txn_ = nullptr;
+            throw;
+        }
     }
     ~Txn() {
         if (!txn_) return;
@@ -197,6 +238,45 @@ public:
     MDB_txn *get() const { return txn_; }
 
 private:
+    // A read transaction takes its snapshot id from the lock file. Between a
+    // writer's meta page reaching the data file and the lock file learning
+    // of it, a reader legitimately sees the previous snapshot: that is the
+    // only mismatch waited out, briefly. Anything else (a lock file changed
+    // by hand, a data file overwritten in place) is refused.
+    void verify_read_snapshot(MDB_env *env, const std::string &file) {
+        const auto deadline = std::chrono::steady_clock::now() + StoreSettings::commit_in_flight_wait;
+        auto pause = std::chrono::microseconds(50);
+        for (;;) {
+            const std::size_t snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
+            if (snapshot == newest) return;
+            if (snapshot + 1 != newest || std::chrono::steady_clock::now() >= deadline)
+                throw StoreError(StoreError::Kind::inconsistent, stale_snapshot_message(file, snapshot, newest));
+            mdb_txn_reset(txn_);
+            std::this_thread::sleep_for(pause);
+            pause = std::min(pause * 2, std::chrono::microseconds(10000));
+            check(mdb_txn_renew(txn_), "cannot begin a transaction on ", file);
+        }
+    }
+
+    // A write transaction holds the writer lock: no commit can be in flight,
+    // so it must build on exactly the newest snapshot. Committing on an older
+    // one would silently undo every change made since (a revocation).
+    void verify_write_snapshot(MDB_env *env, const std::string &file) {
+        const std::size_t based_on = mdb_txn_id(txn_) - 1, newest = newest_committed(env);
+        if (based_on != newest)
+            throw StoreError(StoreError::Kind::inconsistent,
+                             stale_snapshot_message(file, based_on, newest) + "; nothing was written");
+    }
+
+    static std::string stale_snapshot_message(const std::string &file, std::size_t snapshot, std::size_t newest) {
+        return file + "-lock names transaction " + std::to_string(snapshot) + " as the newest, but " + file +
+               " holds transaction " + std::to_string(newest) +
+               ": the lock file was changed outside LMDB (by a process of the store's group?) or " + file +
+               " was overwritten in place; refusing to use an older snapshot. To recover, stop httpd and every "
+               "other process that has the store open (`fuser -v " + file + "-lock`), then run `cptoken list`: "
+               "the first process to open the store rebuilds the lock file from " + file;
+    }
+
     ReaderPool *pool_ = nullptr;
     MDB_txn *txn_ = nullptr;
 };
@@ -332,6 +412,45 @@ InitOutcome init_store(const std::string &dir, gid_t group) {
 
 // ---------------------------------------------------------------- tokens
 
+namespace {
+
+// While alive, calls `notice` once if it lives longer than
+// StoreSettings::lock_wait_notice_after: mdb_txn_begin() blocks on the
+// writer lock with no timeout, and a silent hang helps nobody.
+class LockWaitNotice {
+public:
+    LockWaitNotice(const std::function<void(const std::string &)> &notice, const std::string &file) {
+        if (!notice) return;
+        watcher_ = std::thread([this, notice, file] {
+            std::unique_lock<std::mutex> lock(mutex_);
+            if (done_changed_.wait_for(lock, StoreSettings::lock_wait_notice_after, [this] { return done_; })) return;
+            notice("still waiting for the write lock of " + file + " after " +
+                   std::to_string(StoreSettings::lock_wait_notice_after.count()) +
+                   " s: another process holds it (another cptoken, Lightning Stream, or a process of the store's "
+                   "group; `fuser -v " + file + "-lock` lists who has the store open)");
+        });
+    }
+    ~LockWaitNotice() {
+        if (!watcher_.joinable()) return;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            done_ = true;
+        }
+        done_changed_.notify_one();
+        watcher_.join();
+    }
+    LockWaitNotice(const LockWaitNotice &) = delete;
+    LockWaitNotice &operator=(const LockWaitNotice &) = delete;
+
+private:
+    std::mutex mutex_;
+    std::condition_variable done_changed_;
+    bool done_ = false;
+    std::thread watcher_;
+};
+
+}  // namespace
+
 struct TokenStore::Impl {
     Env env;
     ReaderPool readers;  // after env: its transactions end before the environment closes
@@ -346,6 +465,9 @@ struct TokenStore::Impl {
         names = env.open_db(txn, "names", false);
         check_schema_version(env, txn, meta);
         txn.commit(env.file());  // keeps the database handles for the life of the environment
+        MDB_stat env_stat{};
+        check(mdb_env_stat(env.get(), &env_stat), "cannot read ", env.file());
+        page_size = static_cast<off_t>(env_stat.ms_psize);
         if (access == Access::read_write) keep_lock_file_usable(dir);
     }
 
@@ -440,11 +562,26 @@ struct TokenStore::Impl {
     auto write(Change change) {
         int dead = 0;
         mdb_reader_check(env.get(), &dead);
-        Txn txn(env.get(), true, env.file());
-        auto result = change(txn);
-        txn.commit(env.file());
+        std::optional<Txn> txn;
+        {
+            LockWaitNotice notice(lock_wait_notice, env.file());
+            txn.emplace(env.get(), true, env.file());
+        }
+        auto result = change(*txn);
+        txn->commit(env.file());
         return result;
     }
+
+    std::function<void(const std::string &)> lock_wait_notice;
+    // recheck_file(): what the data file looked like at the last call.
+    struct FileState {
+        off_t size = -1;
+        timespec mtime{}, ctime{};
+        std::size_t newest = 0;
+    };
+    mutable std::mutex file_state_mutex;
+    mutable FileState file_state;
+    off_t page_size = 0;  // read at open: mdb_env_stat() reads the meta pages through the map
 };
 
 TokenStore::TokenStore(const std::string &dir, Access access, std::size_t cache_slots)
@@ -544,6 +681,38 @@ PruneResult TokenStore::prune(Seconds now) {
         }
         return result;
     });
+}
+
+void TokenStore::recheck_file() const {
+    mdb_filehandle_t fd = -1;
+    struct stat st{};
+    if (mdb_env_get_fd(impl_->env.get(), &fd) != MDB_SUCCESS || ::fstat(fd, &st) != 0)
+        fail(errno, "cannot stat " + impl_->env.file());
+    const off_t page = impl_->page_size;
+    const std::string changed_in_place = impl_->env.file() + " was changed in place, not through LMDB: ";
+    // LMDB never shrinks the file, and its two meta pages come first: check
+    // the size before reading them through the map (beyond the end: SIGBUS).
+    if (st.st_size < 2 * page) corrupt(changed_in_place + "it is shorter than its own header pages");
+    MDB_envinfo info{};
+    mdb_env_info(impl_->env.get(), &info);
+    if (st.st_size < (static_cast<off_t>(info.me_last_pgno) + 1) * page)
+        corrupt(changed_in_place + "it is shorter than its newest snapshot needs (truncated?)");
+
+    std::lock_guard<std::mutex> lock(impl_->file_state_mutex);
+    auto &seen = impl_->file_state;
+    if (info.me_last_txnid < seen.newest)
+        corrupt(changed_in_place + "its newest transaction went back from " + std::to_string(seen.newest) + " to " +
+                std::to_string(info.me_last_txnid) + " (an older copy written over it?)");
+    const auto same_time = [](const timespec &a, const timespec &b) {
+        return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+    };
+    if (st.st_size != seen.size || !same_time(st.st_mtim, seen.mtime) || !same_time(st.st_ctim, seen.ctime))
+        impl_->cache.clear();
+    seen = {st.st_size, st.st_mtim, st.st_ctim, info.me_last_txnid};
+}
+
+void TokenStore::set_lock_wait_notice(std::function<void(const std::string &message)> notice) {
+    impl_->lock_wait_notice = std::move(notice);
 }
 
 std::pair<dev_t, ino_t> TokenStore::data_file_id() const {

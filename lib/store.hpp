@@ -13,7 +13,9 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -46,6 +48,12 @@ struct StoreSettings {
     /// bytes each (3 MiB when full), so that tokens in use skip the B-tree
     /// walk while the store is unchanged. 0 turns the cache off.
     static constexpr std::size_t record_cache_slots = 16384;
+    /// How long a reader waits out a commit in flight (the data file already
+    /// names a newer snapshot than the lock file) before refusing the store.
+    static constexpr std::chrono::milliseconds commit_in_flight_wait{200};
+    /// A write that has waited this long for the writer lock says so
+    /// (TokenStore::set_lock_wait_notice).
+    static constexpr std::chrono::seconds lock_wait_notice_after{3};
 };
 
 /// The store directory when none is configured (CPTokenDB, cptoken --db).
@@ -64,6 +72,7 @@ public:
         not_found,   ///< no such token
         duplicate,   ///< the user already has a token of that name
         full,        ///< reader table or map full
+        inconsistent,  ///< the lock file and the data file disagree on the newest snapshot
     };
     StoreError(Kind kind, const std::string &message)
         : std::runtime_error(message), kind_(kind) {}
@@ -104,6 +113,11 @@ struct PruneResult {
 
 /// The token store. Every call is one LMDB transaction: a write either
 /// happens whole or not at all. Thread-safe for reads.
+///
+/// No call ever reads or writes a snapshot older than the data file's newest
+/// committed one, whatever the lock file says (the store's group can write
+/// it): every read and write throws StoreError (inconsistent) instead, with a
+/// message that says how to recover.
 class TokenStore {
 public:
     /// Opens DIR/tokens.mdb. Read-write opens clear stale reader slots.
@@ -151,6 +165,19 @@ public:
     /// Revokes tokens expired at `now` and drops tombstones written before
     /// now - StoreSettings::tombstone_retention_seconds.
     PruneResult prune(Seconds now);
+
+    /// Checks the data file this store has open against what LMDB made of
+    /// it: not shorter than its newest snapshot needs, and that snapshot not
+    /// older than at the last call. Forgets every cached record if the file
+    /// changed since the last call (a write, or an overwrite in place that
+    /// kept the transaction id). For long-lived readers, once in a while.
+    /// Throws StoreError (corrupt) if the file was changed outside LMDB.
+    void recheck_file() const;
+
+    /// Calls `notice` once, with a message for the admin, if a write waits
+    /// longer than StoreSettings::lock_wait_notice_after for the writer lock
+    /// (held by another writer, or by a process of the store's group).
+    void set_lock_wait_notice(std::function<void(const std::string &message)> notice);
 
     /// Device and inode of the data file this store has open (which may no
     /// longer be the file at its path).

@@ -354,9 +354,10 @@ class Httpd:
         return text
 
     def start(self, body=None, *, db=True, loglevel="warn cptoken:info", extra_modules="", timeout=10,
-              listen=None):
+              listen=None, env=None):
         """Writes the config and starts httpd; `db` adds `CPTokenDB <store>`
-        at server level (or a path string to use instead)."""
+        at server level (or a path string to use instead); `env` adds
+        variables to httpd's environment."""
         assert self.proc is None
         if body is None:
             body = DEFAULT_BODY
@@ -368,6 +369,7 @@ class Httpd:
         self.conf.write_text(self.config_text(body, loglevel, extra_modules, listen))
         self.stdout = open(self.dir / "stdout.txt", "wb")
         self.proc = subprocess.Popen([APACHE, "-f", str(self.conf), "-D", "FOREGROUND"],
+                                     env={**os.environ, **(env or {})},
                                      stdin=subprocess.DEVNULL, stdout=self.stdout,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + timeout
