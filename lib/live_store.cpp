@@ -28,7 +28,19 @@ void LiveStore::open_now() {
 // Called with mutex_ held.
 void LiveStore::reopen_if_replaced() {
     const FileIds now = ids_at(dir_);
-    if (store_ && now == ids_) return;
+    if (now == ids_ && ids_.data_ino != 0) {  // still the files opened last
+        // Refused after a change in place: until the files are replaced.
+        if (!store_) throw *last_error_;
+        try {
+            store_->recheck_file();
+        } catch (const StoreError &e) {
+            store_.reset();
+            throw StoreError(e.kind(), std::string(e.what()) +
+                                           "; refusing this store until its directory is replaced (move a whole "
+                                           "store directory into place) or httpd restarts");
+        }
+        return;
+    }
     // ids_ stays that of the last store opened, so this refusal lasts until
     // the lock file is replaced too (or httpd restarts).
     const bool same_lock = ids_.lock_ino != 0 && now.lock_dev == ids_.lock_dev && now.lock_ino == ids_.lock_ino;
@@ -54,6 +66,7 @@ void LiveStore::reopen_if_replaced() {
     const auto [data_dev, data_ino] = store_->data_file_id();
     ids_ = ids_at(dir_);
     ids_.data_dev = data_dev, ids_.data_ino = data_ino;
+    store_->recheck_file();  // the state later checks compare with
 }
 
 std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {

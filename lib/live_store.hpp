@@ -28,13 +28,17 @@ public:
     /// Opens the store now (in httpd's child_init). Throws StoreError.
     void open_now();
 
-    /// The store to use for one request, at time `now_us` (microseconds).
-    /// At most once per check_interval_us it compares the files at the path
-    /// with the open ones and opens the new files if they were replaced; the
-    /// old store is closed when its last user lets go. Throws StoreError if
-    /// there is no usable store: missing, unreadable, or tokens.mdb replaced
-    /// in place while its lock file stayed (unsafe with LMDB: move a whole
-    /// directory into place instead).
+    /// The store to use for one request, at `now_us`, microseconds of a
+    /// monotonic clock (monotonic_microseconds(): a wall clock stepped back
+    /// would pause the checks). At most once per check_interval_us it
+    /// compares the files at the path with the open ones and opens the new
+    /// files if they were replaced (the old store is closed when its last
+    /// user lets go), and checks that the open data file was not changed in
+    /// place (TokenStore::recheck_file). Throws StoreError if there is no
+    /// usable store: missing, unreadable, tokens.mdb replaced while its lock
+    /// file stayed, or changed in place (unsafe with LMDB: move a whole
+    /// directory into place instead); the last two are refused until the
+    /// files at the path are replaced again.
     std::shared_ptr<const TokenStore> current(std::int64_t now_us);
 
     const std::string &dir() const noexcept { return dir_; }
