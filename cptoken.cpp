@@ -148,6 +148,11 @@ void print_table(const std::vector<std::vector<std::string>> &rows) {
 
 // ------------------------------------------------------------ commands
 
+// A write blocked on the writer lock says so rather than hanging silently.
+void say_when_waiting(TokenStore &store) {
+    store.set_lock_wait_notice([](const std::string &message) { std::cerr << "cptoken: " << message << std::endl; });
+}
+
 struct Options {
     std::string db;
     std::string user, name, group, file;
@@ -186,6 +191,7 @@ int cmd_create(const Options &o) {
     TokenRecord record{o.user, o.name, now, o.expires ? parse_expiry(*o.expires, now) : 0,
                        parse_allowlist(o.allow_ips)};
     TokenStore store(o.db, Access::read_write);
+    say_when_waiting(store);
     const std::string token = generate_token();
     store.add(token_digest(token), record);
     if (o.json)
@@ -228,6 +234,7 @@ int cmd_bulk_create(const Options &o) {
         }
     }
     TokenStore store(o.db, Access::read_write);
+    say_when_waiting(store);
     store.add_many(tokens);
     if (o.json) {
         json out = json::array();
@@ -303,6 +310,7 @@ int cmd_edit(const Options &o) {
     if (!changes.name && !changes.expires && !changes.allowed_ips)
         throw UsageError("nothing to change: give --name, --expires, --allow-ip or --any-ip");
     TokenStore store(o.db, Access::read_write);
+    say_when_waiting(store);
     const TokenRecord record = store.edit(o.user, o.name, changes);
     if (o.json)
         print_json(token_json(record, std::nullopt));
@@ -315,6 +323,7 @@ int cmd_revoke(const Options &o) {
     require_user(o.user);
     if (o.all == !o.name.empty()) throw UsageError("revoke takes either a token NAME or --all");
     TokenStore store(o.db, Access::read_write);
+    say_when_waiting(store);
     if (o.all) {
         const std::size_t count = store.revoke_all(o.user);
         std::cout << "revoked " << count << " token" << (count == 1 ? "" : "s") << " of " << o.user << "\n";
@@ -376,6 +385,7 @@ int cmd_check(const Options &o) {
 
 int cmd_prune(const Options &o) {
     TokenStore store(o.db, Access::read_write);
+    say_when_waiting(store);
     const PruneResult result = store.prune(now_seconds());
     std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
               << ", dropped " << result.tombstones_dropped << " old tombstone"
