@@ -155,7 +155,7 @@ std::shared_ptr<const TokenStore> store_for(request_rec *r) {
     const int index = config_of(r).store_index == -1 ? 0 : config_of(r).store_index;
     if (static_cast<std::size_t>(index) >= g_stores.size())
         throw StoreError(StoreError::Kind::missing, "token store not set up in this process");
-    return g_stores[index]->current(r->request_time);
+    return g_stores[index]->current(monotonic_microseconds());
 }
 
 const char *authorization_header_name(request_rec *r) {
@@ -214,7 +214,8 @@ Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
         return verdict;
     }
     const auto store = store_for(r);
-    return verify_token(*store, user, token, client, apr_time_sec(r->request_time));
+    // Now, not r->request_time: the headers may arrive long after the request line.
+    return verify_token(*store, user, token, client, now_seconds());
 }
 
 // ------------------------------------------------------------ hooks

@@ -88,6 +88,12 @@ std::int64_t now_nanoseconds() noexcept {
     return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+std::int64_t monotonic_microseconds() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
 std::string format_iso8601(Seconds t) {
     const time_t seconds = static_cast<time_t>(t);
     tm utc{};

@@ -13,6 +13,8 @@ using Seconds = std::int64_t;
 
 Seconds now_seconds() noexcept;
 std::int64_t now_nanoseconds() noexcept;
+/// Microseconds of a clock that never steps (for intervals, not dates).
+std::int64_t monotonic_microseconds() noexcept;
 
 /// "2026-11-27T21:20:17Z".
 std::string format_iso8601(Seconds t);
