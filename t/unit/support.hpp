@@ -83,6 +83,7 @@ inline const char *kind_name(cptoken::StoreError::Kind kind) {
         case Kind::not_found: return "not_found";
         case Kind::duplicate: return "duplicate";
         case Kind::full: return "full";
+        case Kind::inconsistent: return "inconsistent";
     }
     return "?";
 }
