@@ -12,11 +12,13 @@ PREFIX    ?= /usr/local
 SBINDIR   ?= $(PREFIX)/sbin
 PYTHON    ?= /usr/bin/python3
 
-# Debian packages the build and the tests need; `make deps` installs the missing ones.
+# Debian packages the build and the tests need; `make deps` installs the missing ones. The tests
+# only run fail2ban-regex: a fail2ban daemon that installing it started (Debian enables an sshd jail)
+# is stopped and disabled again, not left banning addresses on a build machine.
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
-                wrk libbenchmark-dev valgrind libfaketime
+                wrk libbenchmark-dev valgrind fail2ban libfaketime
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -45,7 +47,9 @@ deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  case " $$missing " in *" fail2ban "*) if [ -d /run/systemd/system ]; then \
+	    systemctl disable --now --quiet fail2ban.service || echo "could not stop fail2ban.service" >&2; fi;; esac; \
 	fi
 
 $(BUILD)/%.o: %.cpp
