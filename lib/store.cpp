@@ -723,8 +723,61 @@ std::pair<dev_t, ino_t> TokenStore::data_file_id() const {
     return {st.st_dev, st.st_ino};
 }
 
+namespace {
+
+// True if `dbi` in `a` and the database `name` in `b` hold the same keys and values.
+bool same_contents(MDB_txn *a, MDB_dbi dbi, MDB_txn *b, const char *name) {
+    MDB_dbi other = 0;
+    if (mdb_dbi_open(b, name, 0, &other) != MDB_SUCCESS) return false;
+    MDB_cursor *ca = nullptr, *cb = nullptr;
+    if (mdb_cursor_open(a, dbi, &ca) != MDB_SUCCESS) return false;
+    if (mdb_cursor_open(b, other, &cb) != MDB_SUCCESS) {
+        mdb_cursor_close(ca);
+        return false;
+    }
+    MDB_val ka, va, kb, vb;
+    int ra = mdb_cursor_get(ca, &ka, &va, MDB_FIRST), rb = mdb_cursor_get(cb, &kb, &vb, MDB_FIRST);
+    for (; ra == MDB_SUCCESS && rb == MDB_SUCCESS;
+         ra = mdb_cursor_get(ca, &ka, &va, MDB_NEXT), rb = mdb_cursor_get(cb, &kb, &vb, MDB_NEXT))
+        if (as_view(ka) != as_view(kb) || as_view(va) != as_view(vb)) break;
+    mdb_cursor_close(ca);
+    mdb_cursor_close(cb);
+    return ra == MDB_NOTFOUND && rb == MDB_NOTFOUND;
+}
+
+}  // namespace
+
 void TokenStore::backup(const std::string &file) const {
     check(mdb_env_copy2(impl_->env.get(), file.c_str(), MDB_CP_COMPACT), "cannot back up to ", file);
+    // mdb_env_copy2 reads the snapshot the lock file names, unchecked: keep
+    // the copy only if it holds exactly the verified newest one, so that a
+    // restore can never bring back what was revoked.
+    bool same = false;
+    try {
+        Txn live(impl_->env.get(), false, impl_->env.file());
+        MDB_env *copy = nullptr;
+        MDB_txn *txn = nullptr;
+        if (mdb_env_create(&copy) == MDB_SUCCESS && mdb_env_set_maxdbs(copy, 8) == MDB_SUCCESS &&
+            mdb_env_set_mapsize(copy, StoreSettings::map_size) == MDB_SUCCESS &&
+            mdb_env_open(copy, file.c_str(), MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600) == MDB_SUCCESS &&
+            mdb_txn_begin(copy, nullptr, MDB_RDONLY, &txn) == MDB_SUCCESS) {
+            same = same_contents(live.get(), impl_->meta, txn, "meta") &&
+                   same_contents(live.get(), impl_->tokens, txn, "tokens") &&
+                   same_contents(live.get(), impl_->names, txn, "names");
+            mdb_txn_abort(txn);
+        }
+        if (copy) mdb_env_close(copy);
+    } catch (...) {
+        ::unlink(file.c_str());
+        throw;
+    }
+    if (!same) {
+        ::unlink(file.c_str());
+        throw StoreError(StoreError::Kind::inconsistent,
+                         "the copy in " + file + " is not the newest snapshot of " + impl_->env.file() +
+                             " (the store changed while it was copied, or its lock file was changed outside "
+                             "LMDB): removed it; run the backup again");
+    }
 }
 
 // ---------------------------------------------------------------- usage

@@ -185,6 +185,9 @@ public:
 
     /// Writes a consistent, compacted copy of the token store to `file`,
     /// which must not exist. Safe while others read and write.
+    /// Checks the copy against the newest snapshot and removes it if it
+    /// differs: throws StoreError (inconsistent) then (a write during the
+    /// copy; or the lock file changed), or (access) if `file` cannot be made.
     void backup(const std::string &file) const;
 
     struct Impl;

@@ -78,6 +78,24 @@ void test_rolled_back_lock_file_refuses_reads_and_writes(void **state) {
     assert_int_equal(store.list("alice").size(), 2);
 }
 
+void test_backup_of_a_rolled_back_snapshot_is_not_kept(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    const Digest revoked = new_digest();
+    store.add(revoked, rec("alice", "revoked"));
+    store.revoke("alice", "revoked");
+    shift_lock_txnid(lock_file(state), -1);
+    const std::string backup = fx(state).tmp + "/backup.mdb";
+    EXPECT_STORE_ERROR(inconsistent, store.backup(backup));
+    assert_false(std::filesystem::exists(backup));  // nothing that could bring the token back
+
+    shift_lock_txnid(lock_file(state), +1);
+    store.backup(backup);
+    const std::string restored = fx(state).tmp + "/restored";
+    std::filesystem::create_directory(restored);
+    std::filesystem::copy_file(backup, restored + "/tokens.mdb");
+    assert_false(TokenStore(restored, Access::read_only).find(revoked).has_value());
+}
+
 void test_lock_file_ahead_of_the_data_file_is_refused(void **state) {
     TokenStore store(fx(state).store, Access::read_write);
     const Digest digest = new_digest();
@@ -210,6 +228,7 @@ void test_live_store_refuses_a_file_changed_in_place_until_replaced(void **state
 int main() {
     const CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rolled_back_lock_file_refuses_reads_and_writes, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_backup_of_a_rolled_back_snapshot_is_not_kept, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_lock_file_ahead_of_the_data_file_is_refused, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_write_waiting_for_the_lock_says_so, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_full_reader_table_says_what_is_known, setup_init, teardown),
