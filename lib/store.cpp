@@ -353,6 +353,7 @@ private:
             struct stat st{};
             if (::lstat(path.c_str(), &st) != 0) {
                 const int err = errno;
+                if (err == EACCES) permission_denied(file);
                 if (err != ENOENT) fail(err, "cannot open " + path);
                 if (path == file && must_exist) no_store(dir);
                 continue;  // LMDB creates it; only the directory's owner can put anything there meanwhile
