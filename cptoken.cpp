@@ -77,8 +77,9 @@ std::vector<Network> parse_allowlist(const std::vector<std::string> &texts) {
     return networks;
 }
 
-gid_t group_id(const std::string &name) {
-    if (name.empty()) return ::getgid();
+// The group named `name`; none if `name` is empty (init then keeps or picks one).
+std::optional<gid_t> group_id(const std::string &name) {
+    if (name.empty()) return std::nullopt;
     const group *found = ::getgrnam(name.c_str());
     if (!found) throw UsageError("unknown group '" + name + "'");
     return found->gr_gid;
@@ -163,13 +164,18 @@ struct Options {
 };
 
 int cmd_init(const Options &o) {
-    const gid_t gid = group_id(o.group);
-    if (init_store(o.db, gid) == InitOutcome::already_present) {
-        std::cout << "token store in " << o.db << " already exists; nothing changed\n";
+    std::vector<std::string> changes;
+    const InitOutcome outcome = init_store(o.db, group_id(o.group), &changes);
+    if (outcome == InitOutcome::already_present) {
+        std::cout << "token store in " << o.db
+                  << " already exists with the right owner, group and modes; nothing changed\n";
+    } else if (outcome == InitOutcome::repaired) {
+        for (const std::string &change : changes) std::cout << change << "\n";
     } else {
-        const group *g = ::getgrgid(gid);
-        std::cout << "created token store in " << o.db << " for group " << (g ? g->gr_name : std::to_string(gid))
-                  << "\n";
+        struct stat st{};
+        const group *g = ::stat(o.db.c_str(), &st) == 0 ? ::getgrgid(st.st_gid) : nullptr;
+        std::cout << "created token store in " << o.db << " for group "
+                  << (g ? std::string(g->gr_name) : std::to_string(st.st_gid)) << "\n";
     }
     return 0;
 }

@@ -1,7 +1,10 @@
 #include "store.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <lmdb.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -22,6 +26,62 @@ constexpr const char *schema_key = "schema_version";
 
 std::string path_in(const std::string &dir, const char *file) { return dir + "/" + file; }
 
+// The names init may find in a directory it takes over.
+constexpr const char *store_files[] = {"tokens.mdb", "tokens.mdb-lock", "usage.mdb", "usage.mdb-lock"};
+
+// getpwuid_r/getgrgid_r: httpd children look names up from several threads.
+std::string user_name(uid_t uid) {
+    char buffer[4096];
+    passwd entry{}, *found = nullptr;
+    if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found) return found->pw_name;
+    return "uid " + std::to_string(uid);
+}
+
+std::string group_name(gid_t gid) {
+    char buffer[4096];
+    group entry{}, *found = nullptr;
+    if (::getgrgid_r(gid, &entry, buffer, sizeof buffer, &found) == 0 && found) return found->gr_name;
+    return "gid " + std::to_string(gid);
+}
+
+std::string mode_text(mode_t mode) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    return text;
+}
+
+// The command that (re)makes the store in DIR for the group httpd runs as.
+// Not root: this process is httpd's child, so its group is the one to give;
+// root (the tool) cannot know it, and says what to put in.
+std::string init_command(const std::string &dir) {
+    const std::string command = "cptoken --db " + dir + " init --group ";
+    if (::geteuid() != 0) return command + group_name(::getegid());
+    return command + "GROUP, GROUP being the group httpd runs as (e.g. www-data)";
+}
+
+// The directory a store file is in.
+std::string dir_of(const std::string &file) {
+    const auto slash = file.rfind('/');
+    return slash == std::string::npos ? "." : file.substr(0, slash);
+}
+
+[[noreturn]] void refuse(const std::string &message) { throw StoreError(StoreError::Kind::access, message); }
+
+// Permission denied opening FILE: who this process is, the store's group,
+// and the command that gives the store to this process's group.
+[[noreturn]] void permission_denied(const std::string &file) {
+    const std::string dir = dir_of(file);
+    std::string message = "cannot open " + file + ": Permission denied (this process runs as user " +
+                          user_name(::geteuid()) + ", group " + group_name(::getegid());
+    struct stat st{};
+    if (::stat(dir.c_str(), &st) == 0) message += "; the store's group is " + group_name(st.st_gid);
+    refuse(message + "); give the store to this group with: " + init_command(dir));
+}
+
+[[noreturn]] void no_store(const std::string &dir) {
+    throw StoreError(StoreError::Kind::missing, "no token store in " + dir + "; create it with: " + init_command(dir));
+}
+
 [[noreturn]] void fail(int rc, const std::string &what) {
     StoreError::Kind kind = StoreError::Kind::access;
     switch (rc) {
@@ -34,6 +94,12 @@ std::string path_in(const std::string &dir, const char *file) { return dir + "/"
         default: break;
     }
     throw StoreError(kind, what + ": " + mdb_strerror(rc));
+}
+
+// The refusal for a store file that is a symlink or not a regular file.
+[[noreturn]] void refuse_odd_file(const std::string &path, mode_t mode) {
+    refuse(path + " is " + (S_ISLNK(mode) ? "a symbolic link" : "not a regular file") +
+           ": refusing to use it as a store file; remove it, then run: cptoken --db " + dir_of(path) + " init");
 }
 
 // Throws unless rc is MDB_SUCCESS; the message, `what` followed by
@@ -285,13 +351,7 @@ private:
 class Env {
 public:
     Env(const std::string &file, Access access, unsigned mode_if_created, bool must_exist) : file_(file) {
-        struct stat st{};
-        if (must_exist && ::stat(file.c_str(), &st) != 0) {
-            const int err = errno;
-            if (err == ENOENT)
-                throw StoreError(StoreError::Kind::missing, "no store at " + file + " (create it with: cptoken init)");
-            fail(err, "cannot open " + file);
-        }
+        check_files(file, access, must_exist);
         check(mdb_env_create(&env_), "cannot create an LMDB environment");
         check(mdb_env_set_mapsize(env_, StoreSettings::map_size), "cannot set the map size of ", file);
         check(mdb_env_set_maxreaders(env_, StoreSettings::max_readers), "cannot set max readers of ", file);
@@ -301,6 +361,7 @@ public:
         if (rc != MDB_SUCCESS) {
             mdb_env_close(env_);
             env_ = nullptr;
+            if (rc == EACCES) permission_denied(file);
             fail(rc, "cannot open " + file);
         }
         // Slots of killed processes would pin old pages and fill the table.
@@ -347,15 +408,114 @@ public:
     void put_tombstone(Txn &txn, MDB_dbi dbi, MDB_val key) { put(txn, dbi, key, {}, ls_flag_deleted); }
 
 private:
+    // LMDB opens the data file and FILE-lock by path, following symlinks, and
+    // creates and writes the lock file even for a reader: a link planted there
+    // would make root write wherever it points. So both must be regular files
+    // (or absent), in a directory no one but its owner can write, so that
+    // nobody else can swap them between this check and the open. The
+    // directory itself may be reached through a symlink.
+    static void check_files(const std::string &file, Access access, bool must_exist) {
+        const std::string dir = dir_of(file);
+        struct stat dir_stat{};
+        if (::stat(dir.c_str(), &dir_stat) != 0) {
+            const int err = errno;
+            if (err == ENOENT) no_store(dir);
+            if (err == EACCES) permission_denied(file);
+            fail(err, "cannot open " + dir);
+        }
+        if (!S_ISDIR(dir_stat.st_mode)) refuse(dir + " is not a directory");
+        if (dir_stat.st_mode & (S_IWGRP | S_IWOTH))
+            refuse(dir + " can be written by " + ((dir_stat.st_mode & S_IWOTH) ? "anyone" : "its group") +
+                   " (mode " + mode_text(dir_stat.st_mode) +
+                   "), who could replace the store's files; make it 02750 with: cptoken --db " + dir + " init");
+        for (const std::string &path : {file, file + "-lock"}) {
+            struct stat st{};
+            if (::lstat(path.c_str(), &st) != 0) {
+                const int err = errno;
+                if (err == EACCES) permission_denied(file);
+                if (err != ENOENT) fail(err, "cannot open " + path);
+                if (path == file && must_exist) no_store(dir);
+                continue;  // LMDB creates it; only the directory's owner can put anything there meanwhile
+            }
+            if (!S_ISREG(st.st_mode)) refuse_odd_file(path, st.st_mode);
+        }
+        if (access == Access::read_only && file.ends_with(std::string("/") + token_store_file))
+            refuse_writable_tokens(file, dir, dir_stat);
+    }
+
+    // Only root (cptoken) writes tokens: a reader (httpd's child) that could
+    // write tokens.mdb or its directory without owning them means anyone
+    // running as that user could give themselves a token. Root can write
+    // everything, so it is not asked.
+    static void refuse_writable_tokens(const std::string &file, const std::string &dir, const struct stat &dir_stat) {
+        const uid_t me = ::geteuid();
+        if (me == 0) return;
+        struct stat file_stat{};
+        if (::stat(file.c_str(), &file_stat) != 0) return;  // missing: mdb_env_open says so
+        for (const auto &[path, st] : {std::pair{file, file_stat}, std::pair{dir, dir_stat}}) {
+            if (st.st_uid == me || ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0) continue;
+            refuse(path + " can be written by user " + user_name(me) + ", group " + group_name(::getegid()) +
+                   ", which only reads tokens: anyone running as that user could change tokens; fix the "
+                   "permissions with: cptoken --db " + dir + " init");
+        }
+    }
+
     std::string file_;
     MDB_env *env_ = nullptr;
 };
 
-// Group ownership and mode, applied to files LMDB created with the caller's
-// umask and primary group.
-void set_owner_mode(const std::string &path, gid_t group, mode_t mode) {
-    if (::chown(path.c_str(), static_cast<uid_t>(-1), group) != 0 || ::chmod(path.c_str(), mode) != 0)
-        fail(errno, "cannot set the permissions of " + path);
+// A file descriptor, closed when it goes out of scope.
+class OpenFd {
+public:
+    explicit OpenFd(int fd) : fd_(fd) {}
+    ~OpenFd() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    OpenFd(const OpenFd &) = delete;
+    OpenFd &operator=(const OpenFd &) = delete;
+    int get() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+// Gives the open file at PATH to this process's user and to `group`, with
+// `mode`, changing only what differs (LMDB creates files with the caller's
+// umask and group). Appends one line per change to `changes`, if given.
+void apply_owner_mode(int fd, const std::string &path, gid_t group, mode_t mode, std::vector<std::string> *changes) {
+    struct stat st{};
+    if (::fstat(fd, &st) != 0) fail(errno, "cannot stat " + path);
+    const uid_t me = ::geteuid();
+    if (st.st_uid != me || st.st_gid != group) {
+        if (::fchown(fd, st.st_uid != me ? me : static_cast<uid_t>(-1), group) != 0)
+            fail(errno, "cannot change the owner of " + path);
+        if (changes && st.st_uid != me)
+            changes->push_back(path + ": owner " + user_name(st.st_uid) + " -> " + user_name(me));
+        if (changes && st.st_gid != group)
+            changes->push_back(path + ": group " + group_name(st.st_gid) + " -> " + group_name(group));
+    }
+    const bool chowned = st.st_uid != me || st.st_gid != group;
+    if ((st.st_mode & 07777) == mode && !chowned) return;
+    // Also after any chown, which may clear the setgid bit.
+    if (::fchmod(fd, mode) != 0) fail(errno, "cannot change the mode of " + path);
+    if (changes && (st.st_mode & 07777) != mode)
+        changes->push_back(path + ": mode " + mode_text(st.st_mode) + " -> " + mode_text(mode));
+}
+
+// apply_owner_mode() on the store file at PATH, opened without following a
+// symlink: a symlink, or anything but a regular file, is refused.
+void set_owner_mode(const std::string &path, gid_t group, mode_t mode, std::vector<std::string> *changes = nullptr) {
+    const OpenFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    if (fd.get() < 0) {
+        const int err = errno;
+        struct stat st{};
+        if (err == ELOOP && ::lstat(path.c_str(), &st) == 0) refuse_odd_file(path, st.st_mode);
+        fail(err, "cannot open " + path);
+    }
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0) fail(errno, "cannot stat " + path);
+    if (!S_ISREG(st.st_mode)) refuse_odd_file(path, st.st_mode);
+    apply_owner_mode(fd.get(), path, group, mode, changes);
 }
 
 void write_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
@@ -379,13 +539,82 @@ void check_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
 
 // ---------------------------------------------------------------- init
 
-InitOutcome init_store(const std::string &dir, gid_t group) {
-    const std::string tokens_file = path_in(dir, token_store_file), usage_file = path_in(dir, usage_store_file);
-    struct stat st{};
-    if (::stat(tokens_file.c_str(), &st) == 0) return InitOutcome::already_present;
+namespace {
 
-    if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) fail(errno, "cannot create " + dir);
-    set_owner_mode(dir, group, 02750);
+// The mode init gives a store file.
+mode_t store_file_mode(std::string_view name) { return name == token_store_file ? 0640 : 0660; }
+
+// Takes over DIR for a store: refuses a directory owned by anyone but the
+// caller, or one that is not a store yet and holds anything but store files,
+// or that holds a store file which is a symlink or not a regular file.
+// Returns whether it holds a store already (tokens.mdb).
+bool check_init_dir(const std::string &dir, int dir_fd, const struct stat &dir_stat) {
+    const uid_t me = ::geteuid();
+    if (dir_stat.st_uid != me)
+        refuse(dir + " belongs to user " + user_name(dir_stat.st_uid) + ", not to " + user_name(me) +
+               " who runs init: its owner could replace the store's files; give it to " + user_name(me) +
+               " (chown " + user_name(me) + " " + dir + ") or name a new directory");
+    const int list_fd = ::dup(dir_fd);
+    DIR *listing = list_fd < 0 ? nullptr : ::fdopendir(list_fd);
+    if (!listing) {
+        const int err = errno;
+        if (list_fd >= 0) ::close(list_fd);
+        fail(err, "cannot read " + dir);
+    }
+    bool is_store = false;
+    std::string others;
+    while (const dirent *entry = ::readdir(listing)) {
+        const std::string_view name = entry->d_name;
+        if (name == "." || name == "..") continue;
+        if (std::find(std::begin(store_files), std::end(store_files), name) == std::end(store_files)) {
+            others += (others.empty() ? "" : ", ") + std::string(name);
+            continue;
+        }
+        struct stat st{};
+        if (::fstatat(dir_fd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            const int err = errno;
+            ::closedir(listing);
+            fail(err, "cannot stat " + path_in(dir, entry->d_name));
+        }
+        if (!S_ISREG(st.st_mode)) {
+            const std::string path = path_in(dir, entry->d_name);
+            ::closedir(listing);
+            refuse_odd_file(path, st.st_mode);
+        }
+        if (name == token_store_file) is_store = true;
+    }
+    ::closedir(listing);
+    if (!is_store && !others.empty())
+        refuse(dir + " is not empty and holds no token store (" + others +
+               "): init makes a store only in a new or empty directory");
+    return is_store;
+}
+
+}  // namespace
+
+InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::vector<std::string> *changes) {
+    const std::string tokens_file = path_in(dir, token_store_file), usage_file = path_in(dir, usage_store_file);
+    // 0700 until the group and mode below are set: nobody else gets in meanwhile.
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) fail(errno, "cannot create " + dir);
+    const OpenFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    struct stat dir_stat{};
+    if (dir_fd.get() < 0 || ::fstat(dir_fd.get(), &dir_stat) != 0) fail(errno, "cannot open " + dir);
+    const bool is_store = check_init_dir(dir, dir_fd.get(), dir_stat);
+
+    // An existing store keeps its group unless told otherwise.
+    const gid_t gid = group ? *group : is_store ? dir_stat.st_gid : ::getegid();
+    std::vector<std::string> made;
+    apply_owner_mode(dir_fd.get(), dir, gid, 02750, &made);
+    if (is_store) {
+        for (const char *name : store_files) {
+            const std::string path = path_in(dir, name);
+            struct stat st{};
+            if (::fstatat(dir_fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                set_owner_mode(path, gid, store_file_mode(name), &made);
+        }
+        if (changes) changes->insert(changes->end(), made.begin(), made.end());
+        return made.empty() ? InitOutcome::already_present : InitOutcome::repaired;
+    }
 
     // The usage store first: tokens.mdb existing is what marks a finished init.
     {
@@ -394,8 +623,8 @@ InitOutcome init_store(const std::string &dir, gid_t group) {
         usage.open_db(txn, "usage", true);
         txn.commit(usage_file);
     }
-    set_owner_mode(usage_file, group, 0660);
-    set_owner_mode(usage_file + "-lock", group, 0660);
+    set_owner_mode(usage_file, gid, 0660);
+    set_owner_mode(usage_file + "-lock", gid, 0660);
     {
         Env tokens(tokens_file, Access::read_write, 0640, false);
         Txn txn(tokens.get(), true, tokens_file);
@@ -405,8 +634,8 @@ InitOutcome init_store(const std::string &dir, gid_t group) {
         write_schema_version(tokens, txn, meta);
         txn.commit(tokens_file);
     }
-    set_owner_mode(tokens_file, group, 0640);
-    set_owner_mode(tokens_file + "-lock", group, 0660);
+    set_owner_mode(tokens_file, gid, 0640);
+    set_owner_mode(tokens_file + "-lock", gid, 0660);
     return InitOutcome::created;
 }
 

@@ -82,15 +82,21 @@ private:
     Kind kind_;
 };
 
-enum class InitOutcome { created, already_present };
+enum class InitOutcome { created, repaired, already_present };
 
-/// Creates DIR and both environments, owned by the caller with group
-/// `group`: the directory 02750, tokens.mdb 0640, both usage files and the
-/// token store's lock file 0660, so that the group can read tokens, take
-/// reader slots and write usage, and others get nothing. If the store
-/// already exists, changes nothing and returns already_present.
-/// Throws StoreError (access) on any system error.
-InitOutcome init_store(const std::string &dir, gid_t group);
+/// Makes DIR a token store owned by the caller, with group `group`: the
+/// directory 02750, tokens.mdb 0640, its lock file and both usage files
+/// 0660, so that the group can read tokens, take reader slots and write
+/// usage, and others get nothing. A new or empty directory gets both
+/// environments (group: `group`, else the caller's) and created. An existing
+/// store is repaired instead: owner, group (`group`, else the directory's
+/// own) and modes set as above, one line per change ("PATH: group root ->
+/// www-data") appended to `changes`; repaired, or already_present if nothing
+/// differed. Symlinks are never followed. Throws StoreError (access) if DIR
+/// belongs to another user, holds other files and no store, or holds a store
+/// file that is a symlink or not a regular file, and on any system error.
+InitOutcome init_store(const std::string &dir, std::optional<gid_t> group,
+                       std::vector<std::string> *changes = nullptr);
 
 enum class Access { read_only, read_write };
 
@@ -122,7 +128,10 @@ class TokenStore {
 public:
     /// Opens DIR/tokens.mdb. Read-write opens clear stale reader slots.
     /// find() caches up to `cache_slots` records (see find()).
-    /// Throws StoreError: missing, access, corrupt (also for a schema newer
+    /// Throws StoreError: missing, access (also for a data or lock file that
+    /// is a symlink or not a regular file, a DIR its group or others can
+    /// write, and a read-only opener other than root that could write
+    /// tokens.mdb or DIR without owning it), corrupt (also for a schema newer
     /// than this code), full.
     TokenStore(const std::string &dir, Access access,
                std::size_t cache_slots = StoreSettings::record_cache_slots);

@@ -164,3 +164,73 @@ def test_store_removed_underneath_fails_closed(srv):
         r = srv.get(auth=f"cpanel alice:{ta}")
         assert r.status == 500, f"a store gone from its path must not admit (expected 500): {r!r}"
     assert srv.wait_lines(mark, "CPT0200", 1), srv.lines(mark)
+
+
+# ---- store files httpd's user could change, or that lead elsewhere (security audit, issue 8)
+
+def refused_with(srv, token, reason):
+    """Requests with a valid token get 500 (never admitted) and a CPT0200
+    line saying `reason`; returns the CPT0200 lines."""
+    mark = srv.mark()
+    for _ in range(3):
+        assert_500(srv.get(auth=f"cpanel alice:{token}"))
+    assert srv.wait_lines(mark, "CPT0200", 1), srv.lines(mark)
+    lines = [l for l in srv.lines(0, "CPT0200") if reason in l]
+    assert lines, f"no CPT0200 line says {reason!r}:\n" + "\n".join(srv.lines(0, "CPT0200"))
+    assert token not in srv.log_text()
+    return lines
+
+
+def test_planted_lock_symlink_is_500_and_its_target_unchanged(srv):
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    target = srv.dir / "elsewhere"
+    target.write_bytes(b"not a lock file\n" * 64)
+    os.chmod(target, 0o666)  # even a target httpd's user could write stays untouched
+    before = (target.read_bytes(), os.stat(target).st_mtime_ns)
+    os.unlink(srv.store.path / "tokens.mdb-lock")
+    os.symlink(target, srv.store.path / "tokens.mdb-lock")
+    srv.start()
+    refused_with(srv, token, f"{srv.store.path}/tokens.mdb-lock is a symbolic link")
+    assert (target.read_bytes(), os.stat(target).st_mtime_ns) == before
+
+
+def test_group_writable_store_dir_is_500_with_the_reason(srv):
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    os.chmod(srv.store.path, 0o2770)
+    srv.start()
+    refused_with(srv, token, f"{srv.store.path} can be written by its group")
+
+
+def test_token_file_writable_by_httpd_group_is_500_with_the_reason(srv):
+    """httpd's user may read tokens, never change them: a 0660 tokens.mdb
+    would let anything running as www-data give itself a token."""
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    os.chmod(srv.store.path / "tokens.mdb", 0o660)
+    srv.start()
+    lines = refused_with(srv, token, "anyone running as that user could change tokens")
+    assert f"cptoken --db {srv.store.path} init" in lines[0], lines
+
+
+def test_permission_denied_names_httpd_user_group_and_the_fix(srv):
+    """A store made for root's group: the log says who httpd runs as, the
+    store's group, and the command that fixes it."""
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    assert srv.store.run("init", "--group", "root").returncode == 0
+    srv.start()
+    lines = refused_with(srv, token, "Permission denied")
+    line = lines[0]
+    assert "runs as user www-data, group www-data" in line, line
+    assert "the store's group is root" in line, line
+    assert f"cptoken --db {srv.store.path} init --group www-data" in line, line
+
+
+def test_missing_store_line_gives_the_full_init_command(srv):
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    missing = srv.dir / "does-not-exist"
+    srv.start(db=str(missing))
+    refused_with(srv, token, f"cptoken --db {missing} init --group www-data")

@@ -102,7 +102,7 @@ def test_command_on_empty_dir_says_run_init(tmp_path, args):
     d.mkdir()
     r = run("--db", d, *args, input="A" * 32 + "\n")
     assert_refusal(r)
-    assert "cptoken init" in r.err, r.err
+    assert f"cptoken --db {d} init --group GROUP" in r.err, r.err
     assert os.listdir(d) == [], "a command on a store that was never initialised must not create files"
 
 
@@ -111,7 +111,7 @@ def test_command_on_missing_dir_says_run_init(tmp_path, args):
     d = tmp_path / "missing"
     r = run("--db", d, *args, input="A" * 32 + "\n")
     assert_refusal(r)
-    assert "cptoken init" in r.err, r.err
+    assert f"cptoken --db {d} init --group GROUP" in r.err, r.err
     assert not d.exists(), "a command on a missing store must not create the directory"
 
 
@@ -120,5 +120,5 @@ def test_backup_on_uninitialised_dir_says_run_init(tmp_path):
     d.mkdir()
     r = run("--db", d, "backup", tmp_path / "copy.mdb")
     assert_refusal(r)
-    assert "cptoken init" in r.err, r.err
+    assert f"cptoken --db {d} init --group GROUP" in r.err, r.err
     assert not (tmp_path / "copy.mdb").exists()

@@ -2,9 +2,10 @@
 
 import grp
 import os
+import pwd
 import stat
 
-from conftest import Store, assert_usage_error, run
+from conftest import Store, assert_refusal, assert_usage_error, run
 
 FILES = {
     "tokens.mdb": 0o640,
@@ -101,3 +102,166 @@ def test_init_unknown_group_on_existing_store_changes_nothing(tmp_path):
     before = snapshot(d)
     assert_usage_error(s.init("--group", "no-such-group-cptoken"))
     assert snapshot(d) == before
+
+
+# ---- an existing directory: whose it is, what it holds (security audit, issue 8)
+
+WWW = grp.getgrnam("www-data").gr_gid
+WWW_UID = pwd.getpwnam("www-data").pw_uid
+
+
+def full_stat(path):
+    st = os.lstat(path)
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size)
+
+
+def test_init_refuses_a_sticky_world_writable_dir_with_files_and_changes_nothing(tmp_path):
+    """The audit turned a /tmp-like directory into root:www-data 02750."""
+    d = tmp_path / "shared"
+    d.mkdir()
+    os.chmod(d, 0o1777)
+    (d / "someone-elses-file").write_text("data\n")
+    before = full_stat(d)
+    r = run("--db", d, "init", "--group", "www-data")
+    assert_refusal(r)
+    assert "not empty" in r.err, r.err
+    assert full_stat(d) == before
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o1777
+    assert sorted(os.listdir(d)) == ["someone-elses-file"]
+
+
+def test_init_refuses_a_dir_owned_by_another_user_and_changes_nothing(tmp_path):
+    """The audit: a directory owned by www-data stayed so, letting that user replace tokens.mdb."""
+    d = tmp_path / "db"
+    d.mkdir()
+    os.chown(d, WWW_UID, -1)
+    before = full_stat(d)
+    r = run("--db", d, "init", "--group", "www-data")
+    assert_refusal(r)
+    assert "www-data" in r.err and f"chown root {d}" in r.err, r.err
+    assert full_stat(d) == before
+    assert os.listdir(d) == []
+
+
+def test_init_refuses_an_existing_store_in_a_dir_owned_by_another_user(tmp_path):
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    os.chown(d, WWW_UID, -1)
+    before = snapshot(d)
+    assert_refusal(s.init("--group", "www-data"))
+    assert snapshot(d) == before
+    assert os.stat(d).st_uid == WWW_UID
+
+
+def test_init_makes_a_store_in_an_empty_dir_of_its_own(tmp_path):
+    d = tmp_path / "db"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    r = run("--db", d, "init", "--group", "www-data")
+    assert r.rc == 0, r
+    assert mode(d) == 0o2750 and os.stat(d).st_gid == WWW
+    assert sorted(os.listdir(d)) == sorted(FILES)
+
+
+def test_init_group_on_a_store_of_another_group_changes_it_and_says_so(tmp_path):
+    """The audit: 'already exists; nothing changed', exit 0, and httpd then answers 500."""
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init().rc == 0  # the caller's group: root
+    token = s.create("alice", "ci")
+    r = s.init("--group", "www-data")
+    assert r.rc == 0, r
+    assert os.stat(d).st_gid == WWW
+    for name in FILES:
+        assert os.stat(d / name).st_gid == WWW, name
+        assert f"{d / name}: group root -> www-data" in r.out.splitlines(), r.out
+    assert f"{d}: group root -> www-data" in r.out.splitlines(), r.out
+    assert "nothing changed" not in r.out
+    assert s.check("alice", token).rc == 0
+
+
+def test_init_repairs_owner_and_modes_of_a_store_and_keeps_its_group(tmp_path):
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    token = s.create("alice", "ci")
+    os.chmod(d, 0o2770)
+    os.chown(d / "tokens.mdb", WWW_UID, -1)
+    os.chmod(d / "tokens.mdb", 0o666)
+    os.chmod(d / "usage.mdb-lock", 0o600)
+    r = s.init()
+    assert r.rc == 0, r
+    assert sorted(r.out.splitlines()) == sorted([
+        f"{d}: mode 2770 -> 2750",
+        f"{d / 'tokens.mdb'}: owner www-data -> root",
+        f"{d / 'tokens.mdb'}: mode 0666 -> 0640",
+        f"{d / 'usage.mdb-lock'}: mode 0600 -> 0660",
+    ]), r.out
+    assert mode(d) == 0o2750 and os.stat(d).st_gid == WWW
+    for name, want in FILES.items():
+        st = os.stat(d / name)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (want, 0, WWW), name
+    assert s.check("alice", token).rc == 0
+
+
+def plant_symlink(d, name, tmp_path):
+    """Replaces d/name by a symlink to a root 0600 file; returns the target."""
+    target = tmp_path / "root-only"
+    target.write_bytes(b"root's secret, not a lock file\n" * 10)
+    os.chmod(target, 0o600)
+    os.unlink(d / name)
+    os.symlink(target, d / name)
+    return target
+
+
+def test_list_refuses_a_planted_lock_symlink_and_leaves_its_target_alone(tmp_path):
+    """The audit: root's list followed tokens.mdb-lock and overwrote its target."""
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    s.create("alice", "ci")
+    target = plant_symlink(d, "tokens.mdb-lock", tmp_path)
+    before, content = full_stat(target), target.read_bytes()
+    for args in (["list"], ["create", "bob", "x"], ["prune"]):
+        r = s.run(*args)
+        assert_refusal(r)
+        assert f"{d / 'tokens.mdb-lock'} is a symbolic link" in r.err, r.err
+    assert target.read_bytes() == content
+    assert full_stat(target) == before
+
+
+def test_list_does_not_write_through_a_planted_usage_lock_symlink(tmp_path):
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    s.create("alice", "ci")
+    target = plant_symlink(d, "usage.mdb-lock", tmp_path)
+    before, content = full_stat(target), target.read_bytes()
+    s.run("list")
+    assert target.read_bytes() == content
+    assert full_stat(target) == before
+
+
+def test_init_refuses_a_store_file_that_is_a_symlink_and_leaves_its_target_alone(tmp_path):
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    target = plant_symlink(d, "tokens.mdb-lock", tmp_path)
+    before = full_stat(target)
+    r = s.init("--group", "www-data")
+    assert_refusal(r)
+    assert "symbolic link" in r.err, r.err
+    assert full_stat(target) == before
+
+
+def test_commands_refuse_a_group_writable_store_dir_until_init_repairs_it(tmp_path):
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    os.chmod(d, 0o2770)
+    r = s.run("list")
+    assert_refusal(r)
+    assert "written by its group" in r.err and f"cptoken --db {d} init" in r.err, r.err
+    assert s.init().rc == 0
+    assert s.run("list").rc == 0

@@ -4,7 +4,9 @@
 // before looking at the files with the raw LMDB API, and uses fork() where
 // two processes are needed.
 
+#include <grp.h>
 #include <lmdb.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -211,10 +213,11 @@ void test_init_keeps_existing(void **state) {
         TokenStore s(f.store, Access::read_write);
         s.add(d, rec("alice", "keep"));
     }
-    chmod(f.store.c_str(), 02700);
     assert_true(init_store(f.store, getgid()) == InitOutcome::already_present);
-    assert_int_equal(mode_of(f.store) & 07777, 02700);
-    chmod(f.store.c_str(), 02750);
+    // A second init repairs modes and keeps the tokens.
+    chmod(f.store.c_str(), 02700);
+    assert_true(init_store(f.store, getgid()) == InitOutcome::repaired);
+    assert_int_equal(mode_of(f.store) & 07777, 02750);
     TokenStore s(f.store, Access::read_only);
     auto r = s.find(d);
     assert_true(r.has_value());
@@ -860,6 +863,122 @@ void test_many_tokens(void **state) {
     assert_int_equal(s.list().size(), 250);
 }
 
+
+// ---- store files nobody but root may change, and no symlinks (security audit, issue 8)
+
+// The bytes and modification time of a file, to show it was not written.
+std::pair<std::string, long> content_and_mtime(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    struct stat st{};
+    assert_int_equal(stat(path.c_str(), &st), 0);
+    return {bytes.str(), st.st_mtim.tv_sec * 1000000000L + st.st_mtim.tv_nsec};
+}
+
+void test_open_refuses_symlinked_store_files(void **state) {
+    Fixture &f = fx(state);
+    const std::string target = f.tmp + "/root-only";
+    std::ofstream(target) << std::string(100, 'x');
+    chmod(target.c_str(), 0600);
+    const auto before = content_and_mtime(target);
+    for (const char *name : {"tokens.mdb-lock", "usage.mdb-lock", "tokens.mdb"}) {
+        const std::string path = f.store + "/" + name, saved = path + ".saved";
+        assert_int_equal(rename(path.c_str(), saved.c_str()), 0);
+        assert_int_equal(symlink(target.c_str(), path.c_str()), 0);
+        if (std::string(name).starts_with("tokens")) {
+            EXPECT_STORE_ERROR(access, TokenStore s(f.store, Access::read_only));
+            EXPECT_STORE_ERROR(access, TokenStore s(f.store, Access::read_write));
+        } else {
+            EXPECT_STORE_ERROR(access, UsageStore s(f.store, Access::read_only));
+            EXPECT_STORE_ERROR(access, UsageStore s(f.store, Access::read_write));
+        }
+        assert_int_equal(unlink(path.c_str()), 0);
+        assert_int_equal(rename(saved.c_str(), path.c_str()), 0);
+    }
+    assert_true(content_and_mtime(target) == before);
+    TokenStore s(f.store, Access::read_only);  // and the store itself is fine
+}
+
+void test_open_refuses_a_dir_its_group_or_others_can_write(void **state) {
+    Fixture &f = fx(state);
+    for (mode_t mode : {02770, 02757, 01777}) {
+        chmod(f.store.c_str(), mode);
+        EXPECT_STORE_ERROR(access, TokenStore s(f.store, Access::read_only));
+        EXPECT_STORE_ERROR(access, UsageStore s(f.store, Access::read_write));
+    }
+    chmod(f.store.c_str(), 02750);
+    TokenStore s(f.store, Access::read_only);
+}
+
+// Opens the token store read-only as www-data in a child; returns the
+// StoreError kind as an int, or -1 if it opened.
+int open_as_www_data(const std::string &dir) {
+    const passwd *www = getpwnam("www-data");
+    assert_non_null(www);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgroups(0, nullptr) != 0 || setgid(www->pw_gid) != 0 || setuid(www->pw_uid) != 0) _exit(100);
+        try {
+            TokenStore s(dir, Access::read_only);
+        } catch (const StoreError &e) {
+            _exit(static_cast<int>(e.kind()));
+        }
+        _exit(99);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_not_equal(WEXITSTATUS(status), 100);
+    return WEXITSTATUS(status) == 99 ? -1 : WEXITSTATUS(status);
+}
+
+void test_reader_that_could_write_tokens_is_refused(void **state) {
+    Fixture &f = fx(state);
+    chmod(f.tmp.c_str(), 0755);
+    assert_true(init_store(f.store, getgrnam("www-data")->gr_gid) == InitOutcome::repaired);
+    assert_int_equal(open_as_www_data(f.store), -1);
+    chmod((f.store + "/tokens.mdb").c_str(), 0660);
+    assert_int_equal(open_as_www_data(f.store), static_cast<int>(StoreError::Kind::access));
+    // Root (the tool) may write anyway: not refused.
+    TokenStore s(f.store, Access::read_only);
+}
+
+void test_init_repairs_a_store_and_says_what_changed(void **state) {
+    Fixture &f = fx(state);
+    const gid_t www = getgrnam("www-data")->gr_gid;
+    chmod((f.store + "/usage.mdb").c_str(), 0600);
+    std::vector<std::string> changes;
+    assert_true(init_store(f.store, www, &changes) == InitOutcome::repaired);
+    for (const char *file : {"", "/tokens.mdb", "/tokens.mdb-lock", "/usage.mdb", "/usage.mdb-lock"}) {
+        assert_int_equal(gid_of(f.store + file), www);
+        const std::string line = f.store + file + ": group root -> www-data";
+        assert_true(std::find(changes.begin(), changes.end(), line) != changes.end());
+    }
+    assert_true(std::find(changes.begin(), changes.end(), f.store + "/usage.mdb: mode 0600 -> 0660") != changes.end());
+    assert_int_equal(changes.size(), 6);
+    // Without a group, the store keeps the one it has.
+    changes.clear();
+    assert_true(init_store(f.store, std::nullopt, &changes) == InitOutcome::already_present);
+    assert_true(changes.empty());
+    assert_int_equal(gid_of(f.store), www);
+}
+
+void test_init_refuses_foreign_or_non_empty_dirs(void **state) {
+    Fixture &f = fx(state);
+    // Not empty and not a store: a sticky world-writable directory stays as it is.
+    mkdir(f.store.c_str(), 0700);
+    chmod(f.store.c_str(), 01777);
+    std::ofstream(f.store + "/other") << "x";
+    EXPECT_STORE_ERROR(access, init_store(f.store, getgid()));
+    assert_int_equal(mode_of(f.store) & 07777, 01777);
+    // Owned by another user: refused, even when empty.
+    unlink((f.store + "/other").c_str());
+    assert_int_equal(chown(f.store.c_str(), getpwnam("www-data")->pw_uid, -1), 0);
+    EXPECT_STORE_ERROR(access, init_store(f.store, getgid()));
+    assert_true(fs::is_empty(f.store));
+}
 }  // namespace
 
 int main(void) {
@@ -887,6 +1006,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_backup_existing_file, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_many_tokens, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refuses_symlinked_store_files, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refuses_a_dir_its_group_or_others_can_write, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_that_could_write_tokens_is_refused, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_init_repairs_a_store_and_says_what_changed, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_init_refuses_foreign_or_non_empty_dirs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
