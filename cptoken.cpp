@@ -385,6 +385,13 @@ int cmd_check(const Options &o) {
             std::cout << "refused: address " << to_string(*client) << " is not allowed for " << who
                       << "; allowed: " << allowlist_text(verdict.record->allowed_ips) << "\n";
             break;
+        case Reason::unknown_restriction: {
+            char tag[8];
+            std::snprintf(tag, sizeof tag, "0x%02x", *verdict.record->unknown_restriction());
+            std::cout << "refused: " << who << " has a restriction (record field " << tag
+                      << ") this version does not understand; upgrade cptoken and mod_cptoken\n";
+            break;
+        }
     }
     return 1;
 }

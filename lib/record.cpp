@@ -7,8 +7,10 @@ namespace {
 
 constexpr std::uint8_t record_format = 1;
 
-// Field tags. Unknown tags are skipped so that a later version can add fields.
-// The end tag closes every record, so that a record cut between two fields
+// Field tags. Unknown tags are kept aside (later_fields) so that a later
+// version can add fields; from first_restriction_tag up they are
+// restrictions, which verify_token refuses when it does not know them. The
+// end tag closes every record, so that a record cut between two fields
 // (which would drop its expiry or allowlist) is refused, not widened.
 enum Tag : std::uint8_t { tag_end = 0, tag_user = 1, tag_name = 2, tag_created = 3, tag_expires = 4, tag_network = 5 };
 
@@ -55,6 +57,17 @@ std::optional<Network> decode_network(std::string_view in) noexcept {
 
 }  // namespace
 
+std::optional<std::uint8_t> TokenRecord::unknown_restriction() const noexcept {
+    // later_fields comes from decode_record, which checked every length.
+    for (std::size_t pos = 0; pos + 3 <= later_fields.size();) {
+        const auto tag = static_cast<std::uint8_t>(later_fields[pos]);
+        if (tag >= first_restriction_tag) return tag;
+        pos += 3 + ((static_cast<unsigned char>(later_fields[pos + 1]) << 8) |
+                    static_cast<unsigned char>(later_fields[pos + 2]));
+    }
+    return std::nullopt;
+}
+
 std::string encode_record(const TokenRecord &record) {
     std::string out;
     out.push_back(static_cast<char>(record_format));
@@ -63,6 +76,7 @@ std::string encode_record(const TokenRecord &record) {
     put_field(out, tag_created, be64(record.created));
     if (!record.never_expires()) put_field(out, tag_expires, be64(record.expires));
     for (const Network &network : record.allowed_ips) put_field(out, tag_network, encode_network(network));
+    out.append(record.later_fields);
     put_field(out, tag_end, {});
     return out;
 }
@@ -113,8 +127,9 @@ std::optional<TokenRecord> decode_record(std::string_view payload) {
                 record.allowed_ips.push_back(*network);
                 break;
             }
-            default:
-                break;  // a field from a later version
+            default:  // a field from a later version: kept as it came
+                record.later_fields.append(payload.substr(pos - 3 - length, 3 + length));
+                break;
         }
     }
     if (!has_end || !has_user || !has_name || !has_created) return std::nullopt;

@@ -1,6 +1,7 @@
 // A token's record as stored under its digest, and its binary encoding.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,20 +18,36 @@ struct TokenRecord {
     Seconds created = 0;
     Seconds expires = 0;  ///< 0: never
     std::vector<Network> allowed_ips;  ///< empty: any address
+    /// Fields of a later version, as stored (tag, 16-bit length, value each,
+    /// in stored order): kept so that an edit by this version writes them
+    /// back instead of dropping a restriction it does not know.
+    std::string later_fields;
 
     bool never_expires() const noexcept { return expires == 0; }
     bool expired_at(Seconds now) const noexcept { return expires != 0 && now >= expires; }
+    /// The tag of the first field in later_fields that is a restriction
+    /// (tags from first_restriction_tag up), which this version cannot
+    /// honour: such a token must be refused. nullopt if none.
+    std::optional<std::uint8_t> unknown_restriction() const noexcept;
     bool operator==(const TokenRecord &) const = default;
 };
 
+/// Field tags from here up are restrictions: a reader that does not know one
+/// must refuse the token. Lower tags it does not know are informational and
+/// skipped. (No tag this version knows is a restriction yet.)
+inline constexpr std::uint8_t first_restriction_tag = 0x80;
+
 /// Encodes a record (the payload after the Lightning Stream header):
-/// a format byte, then tagged fields (tag, 16-bit length, value), so that
-/// later versions can add fields that older readers skip.
+/// a format byte, then tagged fields (tag, 16-bit length, value), then
+/// later_fields verbatim, then the end field. later_fields must hold only
+/// what decode_record put there.
 std::string encode_record(const TokenRecord &record);
 
-/// Decodes a payload made by encode_record. Returns nullopt for anything
-/// truncated, oversized, of an unknown format, missing a required field or
-/// holding an invalid user, name or network. Never reads past `payload`.
+/// Decodes a payload made by encode_record. Fields of unknown tags go to
+/// later_fields, restrictions included: the caller decides (verify_token
+/// refuses). Returns nullopt for anything truncated, oversized, of an
+/// unknown format, missing a required field or holding an invalid user,
+/// name or network. Never reads past `payload`.
 std::optional<TokenRecord> decode_record(std::string_view payload);
 
 }  // namespace cptoken

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "lsheader.hpp"
+#include "record_cache.hpp"
 
 namespace cptoken {
 namespace {
@@ -156,90 +157,6 @@ public:
 private:
     std::mutex mutex_;
     std::vector<MDB_txn *> idle_;
-};
-
-// Records find() has read, each with the id of the transaction it was read
-// in. A read transaction with the same id sees the same snapshot, so the
-// record is exactly what the B-tree holds; any write (a revoke, an edit, a
-// create) gives later transactions a new id, and the entry no longer
-// matches. What this saves is the walk through the tree: with a million
-// tokens, four pages that are rarely still in the CPU's caches and TLB
-// between two requests. Only found records are kept: unknown tokens (an
-// attack) cannot fill it. Sets of 4 entries chosen by the digest, random
-// replacement (LRU would miss every time on a rotation longer than a set).
-// A set's tags share one cache line, so a lookup reads one line of tags
-// and then only the entry that matches.
-class RecordCache {
-public:
-    explicit RecordCache(std::size_t slots) : sets_(slots / ways) {}
-    RecordCache(const RecordCache &) = delete;
-    RecordCache &operator=(const RecordCache &) = delete;
-
-    std::optional<TokenRecord> get(const Digest &digest, std::size_t txn_id) {
-        if (sets_ == 0 || txn_id == 0) return std::nullopt;
-        const std::uint64_t prefix = prefix_of(digest);
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (tags_.empty()) return std::nullopt;
-        const std::size_t set = prefix % sets_;
-        for (std::size_t way = 0; way < ways; ++way) {
-            const Tag &tag = tags_[set].way[way];
-            if (tag.txn_id != txn_id || tag.prefix != prefix) continue;
-            const Entry &entry = entries_[set * ways + way];
-            if (entry.digest == digest) return entry.record;
-        }
-        return std::nullopt;
-    }
-
-    void clear() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (Set &set : tags_) set = Set{};
-    }
-
-    void put(const Digest &digest, std::size_t txn_id, const TokenRecord &record) {
-        if (sets_ == 0 || txn_id == 0) return;
-        const std::uint64_t prefix = prefix_of(digest);
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (tags_.empty()) {  // on first use: the tool rarely needs it
-            tags_.resize(sets_);
-            entries_.resize(sets_ * ways);
-        }
-        const std::size_t set = prefix % sets_;
-        std::size_t victim = next_victim_++ % ways;
-        for (std::size_t way = 0; way < ways; ++way)
-            if (tags_[set].way[way].txn_id != txn_id || tags_[set].way[way].prefix == prefix) {
-                victim = way;  // empty (txn id 0), stale, or this digest's own
-                break;
-            }
-        tags_[set].way[victim] = Tag{prefix, txn_id};
-        entries_[set * ways + victim] = Entry{digest, record};
-    }
-
-private:
-    static constexpr std::size_t ways = 4;
-    struct Tag {
-        std::uint64_t prefix = 0;
-        std::size_t txn_id = 0;  // 0: empty (read transactions of a store have ids from 1)
-    };
-    struct alignas(64) Set {
-        Tag way[ways];
-    };
-    struct Entry {
-        Digest digest{};
-        TokenRecord record;
-    };
-
-    // The digest's first 8 bytes: a SHA-512 digest is evenly spread.
-    static std::uint64_t prefix_of(const Digest &digest) {
-        std::uint64_t bits = 0;
-        std::memcpy(&bits, digest.data(), sizeof bits);
-        return bits;
-    }
-
-    const std::size_t sets_;
-    std::mutex mutex_;
-    std::vector<Set> tags_;
-    std::vector<Entry> entries_;
-    std::size_t next_victim_ = 0;
 };
 
 // The id of the newest transaction committed to the data file, from its
@@ -687,7 +604,7 @@ struct TokenStore::Impl {
     mutable RecordCache cache;
 
     Impl(const std::string &dir, Access access, std::size_t cache_slots)
-        : env(path_in(dir, token_store_file), access, 0640, true), cache(cache_slots) {
+        : env(path_in(dir, token_store_file), access, 0640, true), cache(cache_slots, StoreSettings::record_cache_bytes) {
         Txn txn(env.get(), false, env.file());
         meta = env.open_db(txn, "meta", false);
         tokens = env.open_db(txn, "tokens", false);

@@ -44,10 +44,15 @@ struct StoreSettings {
     /// prune() drops tombstones older than this (long enough for every
     /// host sharing the store through Lightning Stream to have seen them).
     static constexpr std::int64_t tombstone_retention_seconds = 30 * 86400;
-    /// Records find() keeps per open store (per httpd child), about 200
-    /// bytes each (3 MiB when full), so that tokens in use skip the B-tree
-    /// walk while the store is unchanged. 0 turns the cache off.
+    /// Records find() keeps per open store (per httpd child), so that tokens
+    /// in use skip the B-tree walk while the store is unchanged. 0 turns the
+    /// cache off. The slots take 3.4 MiB once the first record is kept
+    /// (RecordCache::fixed_bytes).
     static constexpr std::size_t record_cache_slots = 16384;
+    /// The most heap the kept records may own besides (names, allowlists:
+    /// ~2 KB for 100 networks, usually under 100 bytes). With the slots: at
+    /// most 7.4 MiB per open store per httpd child.
+    static constexpr std::size_t record_cache_bytes = std::size_t{4} << 20;
     /// How long a reader waits out a commit in flight (the data file already
     /// names a newer snapshot than the lock file) before refusing the store.
     static constexpr std::chrono::milliseconds commit_in_flight_wait{200};

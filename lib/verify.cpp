@@ -17,6 +17,8 @@ Verdict verify_token(const TokenStore &store, std::string_view user, std::string
     const TokenRecord &record = *verdict.record;
     if (record.user != user)
         verdict.reason = Reason::wrong_user;
+    else if (record.unknown_restriction())  // a later version limits this token in a way we cannot check
+        verdict.reason = Reason::unknown_restriction;
     else if (record.expired_at(now))
         verdict.reason = Reason::expired;
     else if (client && !allowed_from(record.allowed_ips, *client))
@@ -35,6 +37,7 @@ const char *describe(Reason reason) noexcept {
         case Reason::wrong_user: return "token belongs to another user";
         case Reason::expired: return "token expired";
         case Reason::address_not_allowed: return "client address not allowed for this token";
+        case Reason::unknown_restriction: return "token has a restriction this version does not understand";
     }
     return "refused";
 }

@@ -20,6 +20,7 @@ enum class Reason {
     wrong_user,           ///< the token belongs to another user
     expired,
     address_not_allowed,  ///< client address not in the token's allowlist
+    unknown_restriction,  ///< the record has a restriction field this version does not know
 };
 
 struct Verdict {

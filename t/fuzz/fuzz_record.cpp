@@ -1,6 +1,7 @@
 // libFuzzer target: a stored value (Lightning Stream header + record) from
 // an untrusted file must never crash the decoder, and whatever decodes must
-// be a valid record that encodes back to an equal record.
+// be a valid record that encodes back to an equal record (fields of a later
+// version included).
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -17,6 +18,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         if (!cptoken::is_valid_user(record->user) || !cptoken::is_valid_token_name(record->name) ||
             record->allowed_ips.size() > cptoken::max_allowed_networks)
             std::abort();
+        // Fields of a later version: a restriction is one from 0x80 up.
+        const auto restriction = record->unknown_restriction();
+        if (restriction && *restriction < cptoken::first_restriction_tag) std::abort();
         const auto again = cptoken::decode_record(cptoken::encode_record(*record));
         if (!again || !(*again == *record)) std::abort();
     }

@@ -4,6 +4,7 @@
 // std::basic_ios::fail().
 #pragma once
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,6 +31,27 @@ extern "C" {
 }
 
 namespace test_support {
+
+/// Whether heap_in_use() means anything: under ASan, malloc is ASan's, and
+/// glibc's counters do not see it.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool heap_measurable = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool heap_measurable = false;
+#else
+inline constexpr bool heap_measurable = true;
+#endif
+#else
+inline constexpr bool heap_measurable = true;
+#endif
+
+/// Bytes glibc's malloc has handed out and not had back, in its arenas and
+/// in blocks of their own (large ones are mmapped).
+inline std::size_t heap_in_use() {
+    const struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;
+}
 
 inline cptoken::Network net(const char *text) {
     auto network = cptoken::parse_network(text);

@@ -2,7 +2,7 @@
 // Bad payloads are made by editing encode_record()'s output. The header
 // documents the layout: a format byte, then fields (tag, 16-bit length,
 // value). Tags are taken from lib/record.cpp: 1 user, 2 name, 3 created,
-// 4 expires, 5 network.
+// 4 expires, 5 network; tags from 0x80 up are restrictions (docs/store.md).
 
 #include <algorithm>
 #include <memory>
@@ -291,33 +291,75 @@ void test_missing_fields(void **) {
     assert_false(decode_record(enc.substr(0, 1)).has_value());
 }
 
-void test_unknown_fields_skipped(void **) {
+// A field of a later version: tag, 16-bit length, value.
+std::string later_field(std::uint8_t tag, const std::string &value) {
+    std::string out;
+    out += static_cast<char>(tag);
+    out += static_cast<char>(value.size() >> 8);
+    out += static_cast<char>(value.size() & 0xff);
+    return out + value;
+}
+
+// Fields this version does not know decode into later_fields, as stored, and
+// are written back (before the end field) by encode_record: an edit by this
+// version keeps what a later one added.
+void test_unknown_fields_kept(void **) {
     TokenRecord r = sample(true, 2);
     std::string enc = encode_record(r);
     const std::string end_field("\x00\x00\x00", 3);
     assert_true(enc.size() > 3 && enc.substr(enc.size() - 3) == end_field);
     std::string body = enc.substr(0, enc.size() - 3);
     auto fs = fields_of(enc);
-    std::string extra;
-    extra += static_cast<char>(0xc8);  // a tag from the future
-    extra += '\0';
-    extra += '\x03';
-    extra += "abc";
-    auto d = decode_record(body + extra + end_field);
+    for (std::uint8_t tag : {0x06, 0x41, 0x7f, 0x80, 0x81, 0xc8, 0xff}) {
+        const std::string extra = later_field(tag, "abc");
+        auto d = decode_record(body + extra + end_field);
+        assert_true(d.has_value());
+        assert_true(d->later_fields == extra);
+        TokenRecord expected = r;
+        expected.later_fields = extra;
+        assert_true(*d == expected);
+        assert_false(*d == r);
+        // Informational below 0x80, a restriction from 0x80 up.
+        if (tag < 0x80)
+            assert_false(d->unknown_restriction().has_value());
+        else
+            assert_int_equal(d->unknown_restriction().value_or(0), tag);
+        // Encoded again, byte for byte the same.
+        assert_true(encode_record(*d) == body + extra + end_field);
+        // In the middle, after the user field: kept, and written back before the end.
+        std::size_t at = field(fs, tag_user).end();
+        d = decode_record(enc.substr(0, at) + extra + enc.substr(at));
+        assert_true(d.has_value());
+        assert_true(*d == expected);
+        assert_true(encode_record(*d) == body + extra + end_field);
+    }
+    // Several, in stored order; an empty and a long value; the first
+    // restriction is the one reported.
+    const std::string several = later_field(0x41, "") + later_field(0x90, std::string(256, 'z')) +
+                                later_field(0x42, "x") + later_field(0x81, "y") + later_field(0x41, "again");
+    auto d = decode_record(body + several + end_field);
     assert_true(d.has_value());
-    assert_true(*d == r);
-    // In the middle, after the user field.
-    std::size_t at = field(fs, tag_user).end();
-    d = decode_record(enc.substr(0, at) + extra + enc.substr(at));
+    assert_true(d->later_fields == several);
+    assert_int_equal(d->unknown_restriction().value_or(0), 0x90);
+    auto again = decode_record(encode_record(*d));
+    assert_true(again.has_value());
+    assert_true(*again == *d);
+    // Informational only: no restriction.
+    d = decode_record(body + later_field(0x41, "") + later_field(0x7f, std::string(300, 'q')) + end_field);
     assert_true(d.has_value());
-    assert_true(*d == r);
-    // An unknown field with an empty value, and one with a long value.
-    std::string empty_field("\xc9\x00\x00", 3);
-    std::string long_field("\xca\x01\x00", 3);
-    long_field += std::string(256, 'z');
-    d = decode_record(body + empty_field + long_field + end_field);
+    assert_false(d->unknown_restriction().has_value());
+    // A record of this version has none.
+    assert_true(decode_record(enc)->later_fields.empty());
+    assert_false(decode_record(enc)->unknown_restriction().has_value());
+    // A record made in memory keeps what it is given through a round trip.
+    TokenRecord made = sample(false, 1);
+    made.later_fields = later_field(0x85, "scope");
+    d = decode_record(encode_record(made));
     assert_true(d.has_value());
-    assert_true(*d == r);
+    assert_true(*d == made);
+    assert_int_equal(d->unknown_restriction().value_or(0), 0x85);
+
+    const std::string extra = later_field(0xc8, "abc");
     // Anything after the end field, known or not, is refused.
     assert_false(decode_record(enc + extra).has_value());
     assert_false(decode_record(enc + end_field).has_value());
@@ -333,6 +375,8 @@ void test_unknown_fields_skipped(void **) {
     // A lone tag byte or tag + one length byte at the end.
     assert_false(decode_record(body + std::string("\xcb", 1)).has_value());
     assert_false(decode_record(body + std::string("\xcb\x00", 2)).has_value());
+    // A record cut inside or just after a later field is refused too.
+    check_truncations(made);
 }
 
 void test_invalid_network(void **) {
@@ -396,7 +440,7 @@ int main(void) {
         cmocka_unit_test(test_invalid_user),
         cmocka_unit_test(test_invalid_name),
         cmocka_unit_test(test_missing_fields),
-        cmocka_unit_test(test_unknown_fields_skipped),
+        cmocka_unit_test(test_unknown_fields_kept),
         cmocka_unit_test(test_invalid_network),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);

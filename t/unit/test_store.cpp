@@ -737,6 +737,41 @@ void test_find_without_cache(void **state) {
     assert_false(s.find(d).has_value());
 }
 
+// A child's record cache stays within its documented size (docs/store.md:
+// at most 7.4 MiB per open store) even when every token in use has the
+// largest allowlist, and unknown tokens (an attack) do not grow it at all.
+void test_find_cache_memory_bound(void **state) {
+    Fixture &f = fx(state);
+    constexpr std::size_t documented_bytes = std::size_t(7.4 * 1024 * 1024);
+    constexpr int count = 6000;  // ~2 KB of allowlist each: 12 MB if all were kept
+    const std::vector<Network> widest(max_allowed_networks, net("2001:db8::/32"));
+    std::vector<StoredToken> tokens;
+    for (int i = 0; i < count; ++i) {
+        char name[16];
+        snprintf(name, sizeof name, "t%05d", i);
+        tokens.push_back({new_digest(), rec("alice", name, 0, widest)});
+    }
+    TokenStore s(f.store, Access::read_write);
+    s.add_many(tokens);
+    assert_false(s.find(new_digest()).has_value());  // the reader transaction, kept for reuse
+    const std::size_t before = heap_in_use();
+    for (int round = 0; round < 2; ++round)
+        for (const StoredToken &token : tokens) {
+            const auto found = s.find(token.digest);
+            assert_true(found.has_value());
+            assert_true(found->allowed_ips.size() == max_allowed_networks);
+        }
+    const std::size_t grown = heap_in_use() - before;
+    for (int i = 0; i < 20000; ++i) assert_false(s.find(new_digest()).has_value());
+    const std::size_t after_unknown = heap_in_use() - before;
+    if (!heap_measurable) return;  // ASan's malloc: glibc's counters see nothing
+    if (grown > documented_bytes)
+        fail_msg("finding %d tokens grew the heap by %zu bytes, more than the documented %zu", count, grown,
+                 documented_bytes);
+    if (after_unknown > grown + 65536)
+        fail_msg("unknown tokens grew the heap from %zu to %zu bytes", grown, after_unknown);
+}
+
 void test_backup(void **state) {
     Fixture &f = fx(state);
     const std::string file = f.tmp + "/backup.mdb";
@@ -1002,6 +1037,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_concurrent_reader, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_find_cache_follows_writes, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_find_without_cache, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_find_cache_memory_bound, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_backup, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_backup_existing_file, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup_init, teardown),

@@ -254,29 +254,34 @@ void test_imported_without_checksum(void **state) {
     EXPECT(verify_token(s, "alice", t2, addr("192.0.2.1"), now + 10), expired, true);
 }
 
+// Writes `payload` under `digest` in the tokens database with the raw LMDB
+// API, as another host (or a later version) would: the fixture's store is
+// closed meanwhile (one environment per file per process) and reopened
+// read-only.
+void put_raw_record(StoreFixture &f, const Digest &digest, const std::string &payload) {
+    f.s.reset();
+    MDB_env *env = nullptr;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_maxreaders(env, StoreSettings::max_readers);
+    mdb_env_set_mapsize(env, StoreSettings::map_size);
+    assert_int_equal(mdb_env_open(env, (f.store + "/tokens.mdb").c_str(), MDB_NOSUBDIR, 0600), 0);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "tokens", 0, &dbi), 0);
+    std::string value = ls_encode(1, 1, 0, payload);
+    MDB_val k{digest.size(), const_cast<unsigned char *>(digest.data())}, v{value.size(), value.data()};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    f.s = std::make_unique<TokenStore>(f.store, Access::read_only);
+}
+
 void test_corrupt_store_throws(void **state) {
     auto *f = static_cast<StoreFixture *>(*state);
     std::string t = generate_token();
-    Digest d = token_digest(t);
-    f->s.reset();  // one environment per process at a time
-    {
-        MDB_env *env = nullptr;
-        assert_int_equal(mdb_env_create(&env), 0);
-        mdb_env_set_maxdbs(env, 16);
-        mdb_env_set_maxreaders(env, StoreSettings::max_readers);
-        mdb_env_set_mapsize(env, StoreSettings::map_size);
-        assert_int_equal(mdb_env_open(env, (f->store + "/tokens.mdb").c_str(), MDB_NOSUBDIR, 0600), 0);
-        MDB_txn *txn;
-        MDB_dbi dbi;
-        assert_int_equal(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-        assert_int_equal(mdb_dbi_open(txn, "tokens", 0, &dbi), 0);
-        std::string value = ls_encode(1, 1, 0, "\x01not a record");
-        MDB_val k{d.size(), d.data()}, v{value.size(), value.data()};
-        assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-        assert_int_equal(mdb_txn_commit(txn), 0);
-        mdb_env_close(env);
-    }
-    f->s = std::make_unique<TokenStore>(f->store, Access::read_only);
+    put_raw_record(*f, token_digest(t), "\x01not a record");
     bool threw = false;
     try {
         verify_token(*f->s, "alice", t, std::nullopt, now);
@@ -286,9 +291,64 @@ void test_corrupt_store_throws(void **state) {
     assert_true(threw);
 }
 
+// `record` encoded, with one more field (tag, 16-bit length, value) just
+// before the end field, as a later version would write it.
+std::string with_field(const TokenRecord &record, std::uint8_t tag, const std::string &value) {
+    std::string payload = encode_record(record);
+    std::string field(1, static_cast<char>(tag));
+    field += static_cast<char>(value.size() >> 8);
+    field += static_cast<char>(value.size() & 0xff);
+    field += value;
+    return payload.insert(payload.size() - 3, field);  // the end field: tag 0, length 0
+}
+
+// A later version adds a restriction (tag 0x80 and up) this one does not
+// know: the token must be refused, not admitted with the restriction
+// ignored. An unknown informational field (below 0x80) changes nothing.
+void test_unknown_restriction_refused(void **state) {
+    auto *f = static_cast<StoreFixture *>(*state);
+    const std::string restricted = generate_token(), annotated = generate_token();
+    const TokenRecord r = rec("alice", "scoped");
+    put_raw_record(*f, token_digest(restricted), with_field(r, 0x81, "scope: read-only"));
+    put_raw_record(*f, token_digest(annotated), with_field(rec("alice", "noted"), 0x41, "a note"));
+    for (const std::optional<Address> &client : {std::optional<Address>(addr("192.0.2.7")), std::optional<Address>()}) {
+        for (int again = 0; again < 2; ++again) {  // the second time from the record cache
+            Verdict v = verify_token(*f->s, "alice", restricted, client, now);
+            assert_false(v.accepted());
+            EXPECT(v, unknown_restriction, true);
+            assert_string_equal(v.record->name.c_str(), "scoped");
+            v = verify_token(*f->s, "alice", annotated, client, now);
+            EXPECT(v, accepted, true);
+            assert_string_equal(v.record->name.c_str(), "noted");
+        }
+    }
+    // Refusals that do not depend on the restriction keep their own reason.
+    EXPECT(verify_token(*f->s, "bob", restricted, std::nullopt, now), wrong_user, true);
+}
+
+// A token whose record carries fields of a later version keeps them through
+// an edit by this version: a restriction is never dropped on the way.
+void test_unknown_restriction_survives_edit(void **state) {
+    TokenStore &s = store(state);
+    TokenRecord r = rec("alice", "scoped");
+    r.later_fields = std::string("\x41\x00\x01n", 4) + std::string("\x90\x00\x02rw", 5);
+    const std::string t = add_token(s, r);
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now), unknown_restriction, true);
+    s.edit("alice", "scoped", TokenChanges{"renamed", Seconds{4102444800}, std::vector<Network>{net("10.0.0.0/8")}});
+    const Verdict v = verify_token(s, "alice", t, addr("10.1.2.3"), now);
+    EXPECT(v, unknown_restriction, true);
+    assert_true(v.record->later_fields == r.later_fields);
+    assert_string_equal(v.record->name.c_str(), "renamed");
+    // It is still listed: it exists.
+    const auto listed = s.list("alice");
+    assert_int_equal(listed.size(), 1);
+    assert_true(listed[0].record.later_fields == r.later_fields);
+}
+
 void test_describe(void **) {
-    const Reason all[] = {Reason::accepted,   Reason::malformed, Reason::mistyped,           Reason::unknown,
-                          Reason::wrong_user, Reason::expired,   Reason::address_not_allowed};
+    const Reason all[] = {Reason::accepted,   Reason::malformed, Reason::mistyped,
+                          Reason::unknown,    Reason::wrong_user, Reason::expired,
+                          Reason::address_not_allowed, Reason::unknown_restriction};
     std::set<std::string> seen;
     for (Reason r : all) {
         const char *d = describe(r);
@@ -299,7 +359,7 @@ void test_describe(void **) {
             if (c >= 'A' && c <= 'Z') fail_msg("describe() is not lowercase: \"%s\"", d);
         seen.insert(s);
     }
-    assert_int_equal(seen.size(), 7);
+    assert_int_equal(seen.size(), 8);
     // The header's examples: "expired", "unknown token".
     assert_non_null(strstr(describe(Reason::expired), "expired"));
     assert_non_null(strstr(describe(Reason::unknown), "unknown"));
@@ -326,6 +386,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_mapped_client, setup_store, teardown_store),
         cmocka_unit_test_setup_teardown(test_imported_without_checksum, setup_store, teardown_store),
         cmocka_unit_test_setup_teardown(test_corrupt_store_throws, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_unknown_restriction_refused, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_unknown_restriction_survives_edit, setup_store, teardown_store),
         cmocka_unit_test(test_describe),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);

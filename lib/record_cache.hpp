@@ -1,0 +1,95 @@
+// The records TokenStore::find() has read, each tied to the read transaction
+// it was read in. Revocation rests on it: a record is only ever given back
+// for the very snapshot it came from.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "record.hpp"
+#include "token.hpp"
+
+namespace cptoken {
+
+// A read transaction with the same id sees the same snapshot, so a record
+// kept with that id is exactly what the B-tree holds; any write (a revoke,
+// an edit, a create) gives later transactions a new id, and the entry no
+// longer matches. What this saves is the walk through the tree: with a
+// million tokens, four pages that are rarely still in the CPU's caches and
+// TLB between two requests. Sets of 4 entries chosen by the digest, random
+// replacement (LRU would miss every time on a rotation longer than a set).
+// A set's tags share one cache line, so a lookup reads one line of tags and
+// then only the entry that matches. Thread-safe.
+//
+// Memory: the slots (fixed_bytes()) are allocated on the first put(); the
+// heap the kept records own (heap_bytes()) never exceeds the byte budget,
+// since a record with 100 networks owns ~2 KB where a usual one owns none
+// or a few dozen bytes.
+class RecordCache {
+public:
+    /// A cache of `slots` entries (rounded down to a multiple of 4; fewer
+    /// than 4: off) whose records own at most `budget_bytes` of heap together.
+    RecordCache(std::size_t slots, std::size_t budget_bytes);
+    RecordCache(const RecordCache &) = delete;
+    RecordCache &operator=(const RecordCache &) = delete;
+
+    /// A copy of the record kept for `digest` read in transaction `txn_id`;
+    /// nullopt if none was kept for exactly that id. Throws std::bad_alloc.
+    std::optional<TokenRecord> get(const Digest &digest, std::size_t txn_id);
+
+    /// Keeps `record`, found under `digest` in transaction `txn_id`. Only
+    /// found records may be put: unknown tokens (an attack) must not fill it.
+    /// Not kept if it would take the records past the byte budget, or if
+    /// `txn_id` is 0 or older than one already put; a newer `txn_id` first
+    /// drops every entry, none of which can match again. Throws std::bad_alloc.
+    void put(const Digest &digest, std::size_t txn_id, const TokenRecord &record);
+
+    /// Drops every entry and forgets the newest transaction id seen (for a
+    /// store file replaced in place, whose ids start again). Keeps the slots.
+    void clear();
+
+    /// Heap bytes the kept records own now (at most the budget).
+    std::size_t records_bytes() const;
+
+    /// Heap `record` owns once copied in, as glibc's malloc counts it (an
+    /// 8-byte header, 16-byte rounding, 32 at least per block; strings of up
+    /// to 15 characters live inside the record).
+    static std::size_t heap_bytes(const TokenRecord &record) noexcept;
+
+    /// Memory of the slots of a cache of `slots` entries, allocated on its
+    /// first put(): with the budget, the most a cache ever takes.
+    static constexpr std::size_t fixed_bytes(std::size_t slots) noexcept {
+        return slots / ways * (sizeof(Set) + ways * sizeof(Entry));
+    }
+
+private:
+    static constexpr std::size_t ways = 4;
+    struct Tag {
+        std::uint64_t prefix = 0;
+        std::size_t txn_id = 0;  // 0: empty (read transactions of a store have ids from 1)
+    };
+    struct alignas(64) Set {
+        Tag way[ways];
+    };
+    struct Entry {
+        Digest digest{};
+        TokenRecord record;
+    };
+
+    static void replace(Entry &entry, Entry fresh) noexcept;
+    void drop_entries();  // with mutex_ held
+
+    const std::size_t sets_;
+    const std::size_t budget_bytes_;
+    mutable std::mutex mutex_;
+    std::vector<Set> tags_;
+    std::vector<Entry> entries_;
+    std::size_t next_victim_ = 0;
+    std::size_t newest_txn_id_ = 0;
+    std::size_t records_bytes_ = 0;
+};
+
+}  // namespace cptoken
