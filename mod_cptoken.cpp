@@ -163,11 +163,11 @@ const char *authorization_header_name(request_rec *r) {
 }
 
 void log_refusal(request_rec *r, int level, const char *reason, std::string_view user, const TokenRecord *record) {
-    // Only a valid user name is logged (and valid names are lowercase), so a
-    // token pasted into the user field never reaches the log.
-    const std::string shown = user.empty() ? "-" : is_valid_user(user) ? std::string(user) : "(invalid)";
-    ap_log_rerror(APLOG_MARK, level, 0, r, TAG_REFUSED "refused: reason=\"%s\" user=\"%s\" client=%s token=\"%s\"",
-                  reason, shown.c_str(), r->useragent_ip, record ? record->name.c_str() : "-");
+    // loggable_user(): a token pasted into the user field, in any letter case, never reaches the log.
+    const std::string_view shown = loggable_user(user);
+    ap_log_rerror(APLOG_MARK, level, 0, r, TAG_REFUSED "refused: reason=\"%s\" user=\"%.*s\" client=%s token=\"%s\"",
+                  reason, static_cast<int>(shown.size()), shown.data(), r->useragent_ip,
+                  record ? record->name.c_str() : "-");
 }
 
 // What a request admitted by this module keeps in its request_config.
