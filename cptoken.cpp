@@ -87,6 +87,21 @@ std::optional<gid_t> group_id(const std::string &name) {
 
 // ------------------------------------------------------------ output
 
+// What reaches a terminal: every byte outside printable ASCII becomes '?'.
+// The stores are validated when read; this keeps an escape sequence that got
+// past them (or into an error message) from ever reaching a root terminal.
+std::string printable(std::string_view text) {
+    std::string out(text);
+    for (char &c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+    return out;
+}
+
+std::string last_used_text(const std::optional<Usage> &used) {
+    if (!used) return "never";
+    return format_iso8601(used->last_used) + (used->last_used_ip.empty() ? "" : " from " + used->last_used_ip);
+}
+
 std::string allowlist_text(const std::vector<Network> &networks) {
     if (networks.empty()) return "any";
     std::string text;
@@ -115,7 +130,10 @@ json token_json(const TokenRecord &record, const std::optional<Usage> &usage) {
     return out;
 }
 
-void print_json(const json &value) { std::cout << value.dump(2) << "\n"; }
+// ensure_ascii: control characters and everything beyond ASCII come out as \u escapes.
+void print_json(const json &value) {
+    std::cout << value.dump(2, ' ', true, json::error_handler_t::replace) << "\n";
+}
 
 // Usage is optional: a store without a readable usage file still lists.
 std::optional<UsageStore> open_usage(const std::string &db) {
@@ -140,7 +158,7 @@ void print_table(const std::vector<std::vector<std::string>> &rows) {
     for (const auto &row : rows) {
         std::string line;
         for (std::size_t i = 0; i < row.size(); ++i) {
-            line += row[i];
+            line += printable(row[i]);
             if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
         }
         std::cout << line << "\n";
@@ -271,7 +289,7 @@ int cmd_list(const Options &o) {
         const auto used = usage_of(usage, token.digest);
         rows.push_back({token.record.user, token.record.name, format_iso8601(token.record.created),
                         expiry_text(token.record),
-                        used ? format_iso8601(used->last_used) + " from " + used->last_used_ip : "never",
+                        last_used_text(used),
                         allowlist_text(token.record.allowed_ips)});
     }
     print_table(rows);
@@ -284,7 +302,7 @@ void print_details(const TokenRecord &record, const std::optional<Usage> &used) 
                  {"created:", format_iso8601(record.created)},
                  {"expires:", expiry_text(record)},
                  {"last used:", used ? format_iso8601(used->last_used) : "never"},
-                 {"last used ip:", used ? used->last_used_ip : "-"},
+                 {"last used ip:", used && !used->last_used_ip.empty() ? used->last_used_ip : "-"},
                  {"allowed ips:", allowlist_text(record.allowed_ips)}});
 }
 
@@ -511,16 +529,16 @@ int main(int argc, char **argv) {
     try {
         return run(argc, argv);
     } catch (const UsageError &e) {
-        std::cerr << "cptoken: " << e.what() << "\n";
+        std::cerr << "cptoken: " << printable(e.what()) << "\n";
         return 2;
     } catch (const Refusal &e) {
-        std::cerr << "cptoken: " << e.what() << "\n";
+        std::cerr << "cptoken: " << printable(e.what()) << "\n";
         return 1;
     } catch (const StoreError &e) {
-        std::cerr << "cptoken: " << e.what() << "\n";
+        std::cerr << "cptoken: " << printable(e.what()) << "\n";
         return 1;
     } catch (const std::exception &e) {
-        std::cerr << "cptoken: " << e.what() << "\n";
+        std::cerr << "cptoken: " << printable(e.what()) << "\n";
         return 1;
     }
 }

@@ -163,36 +163,49 @@ const char *authorization_header_name(request_rec *r) {
 }
 
 void log_refusal(request_rec *r, int level, const char *reason, std::string_view user, const TokenRecord *record) {
-    // Only a valid user name is logged (and valid names are lowercase), so a
-    // token pasted into the user field never reaches the log.
-    const std::string shown = user.empty() ? "-" : is_valid_user(user) ? std::string(user) : "(invalid)";
-    ap_log_rerror(APLOG_MARK, level, 0, r, TAG_REFUSED "refused: reason=\"%s\" user=\"%s\" client=%s token=\"%s\"",
-                  reason, shown.c_str(), r->useragent_ip, record ? record->name.c_str() : "-");
+    // loggable_user(): a token pasted into the user field, in any letter case, never reaches the log.
+    const std::string_view shown = loggable_user(user);
+    ap_log_rerror(APLOG_MARK, level, 0, r, TAG_REFUSED "refused: reason=\"%s\" user=\"%.*s\" client=%s token=\"%s\"",
+                  reason, static_cast<int>(shown.size()), shown.data(), r->useragent_ip,
+                  record ? record->name.c_str() : "-");
 }
 
-// What a request admitted by this module keeps in its request_config.
-struct Admission {
-    const char *user;    // whom the token authenticated (for check_authz)
-    const char *header;  // the Authorization header it came with (for restore_credentials)
+// What this module keeps about a request in its request_config.
+struct RequestState {
+    const char *user;    // whom the token authenticated (for check_authz); null: not admitted here
+    const char *header;  // the Authorization header it was admitted with (for restore_credentials)
+    bool forwarded;      // admission left the header for the backend
+    bool restored_unforwarded;  // restore_credentials put back a header the earlier request had removed
 };
 
-const Admission *admission_of(const request_rec *r) {
-    return static_cast<const Admission *>(ap_get_module_config(r->request_config, &cptoken_module));
+const RequestState *state_of(const request_rec *r) {
+    return static_cast<const RequestState *>(ap_get_module_config(r->request_config, &cptoken_module));
+}
+
+RequestState &state_for(request_rec *r) {
+    auto *state = static_cast<RequestState *>(ap_get_module_config(r->request_config, &cptoken_module));
+    if (!state) {
+        state = static_cast<RequestState *>(apr_pcalloc(r->pool, sizeof(RequestState)));
+        ap_set_module_config(r->request_config, &cptoken_module, state);
+    }
+    return *state;
 }
 
 // Successful check: the user, the variables for logs, CGI and mod_headers,
 // and the header (`header`, the Authorization value the token came in) kept
-// for restore_credentials and removed unless the location forwards it.
+// for restore_credentials. The header is removed unless the location forwards
+// it and, if it was restored for this re-check, the earlier request did too:
+// a redirect must not carry it to a backend the original location kept it from.
 void admit(request_rec *r, const TokenRecord &record, const char *header) {
     r->user = apr_pstrmemdup(r->pool, record.user.data(), record.user.size());
     apr_table_setn(r->subprocess_env, "CPTOKEN_NAME", apr_pstrmemdup(r->pool, record.name.data(), record.name.size()));
     apr_table_setn(r->subprocess_env, "CPTOKEN_EXPIRES",
                    record.never_expires() ? "" : apr_pstrdup(r->pool, format_iso8601(record.expires).c_str()));
-    auto *admission = static_cast<Admission *>(apr_pcalloc(r->pool, sizeof(Admission)));
-    admission->user = r->user;
-    admission->header = apr_pstrdup(r->pool, header);
-    ap_set_module_config(r->request_config, &cptoken_module, admission);
-    if (config_of(r).forward != 1) apr_table_unset(r->headers_in, authorization_header_name(r));
+    RequestState &state = state_for(r);
+    state.user = r->user;
+    state.header = apr_pstrdup(r->pool, header);
+    state.forwarded = config_of(r).forward == 1 && !state.restored_unforwarded;
+    if (!state.forwarded) apr_table_unset(r->headers_in, authorization_header_name(r));
 }
 
 // The client address (mod_remoteip's, behind trusted proxies) as lib/ wants it.
@@ -225,16 +238,18 @@ Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
 // <FilesMatch>, a RewriteRule): by then admit() has removed the header. Put
 // it back from the request that was admitted, so that the new request is
 // checked against its own configuration like any other (by this module or
-// by mod_auth_basic), and removed again if admitted.
+// by mod_auth_basic), and removed again if admitted (admit() forwards it only
+// if the request it came from did).
 int restore_credentials(request_rec *r) {
     if (!r->prev && !r->main) return DECLINED;  // an original request: nothing to restore
     const char *name = authorization_header_name(r);
     if (apr_table_get(r->headers_in, name)) return DECLINED;
     for (const request_rec *earlier = r->prev ? r->prev : r->main; earlier;
          earlier = earlier->prev ? earlier->prev : earlier->main) {
-        const Admission *admission = admission_of(earlier);
-        if (admission && admission->header) {
-            apr_table_set(r->headers_in, name, admission->header);
+        const RequestState *admitted = state_of(earlier);
+        if (admitted && admitted->header) {
+            apr_table_set(r->headers_in, name, admitted->header);
+            if (!admitted->forwarded) state_for(r).restored_unforwarded = true;
             break;
         }
     }
@@ -291,11 +306,16 @@ int note_auth_failure(request_rec *r, const char *auth_type) {
 // Per-token restrictions, after authentication and before Require. Today the
 // only one: the user must still be the token's owner (no other module may
 // have changed r->user since). Declines or denies, never OK, so that the
-// Require lines always run.
+// Require lines always run. Also the place, after every authentication
+// module, to keep out a restored header that another module admitted.
 int check_authz(request_rec *r) {
-    const Admission *admission = admission_of(r);
-    if (!admission) return DECLINED;
-    if (!r->user || std::strcmp(r->user, admission->user) != 0) {
+    const RequestState *state = state_of(r);
+    if (!state) return DECLINED;
+    if (!state->user) {
+        if (state->restored_unforwarded) apr_table_unset(r->headers_in, authorization_header_name(r));
+        return DECLINED;
+    }
+    if (!r->user || std::strcmp(r->user, state->user) != 0) {
         log_refusal(r, APLOG_ERR, "user changed after authentication", r->user ? r->user : "", nullptr);
         ap_note_auth_failure(r);
         return HTTP_UNAUTHORIZED;

@@ -1,10 +1,20 @@
 #include "names.hpp"
 
+#include "token.hpp"
+
 namespace cptoken {
 namespace {
 
 bool is_lower_alnum(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 bool is_alnum(char c) noexcept { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
+
+// Any letter case: a lowercased token is still the token to anyone who reads the log.
+bool looks_like_token(std::string_view text) noexcept {
+    if (text.size() != token_length) return false;
+    for (char c : text)
+        if (!is_alnum(c)) return false;
+    return true;
+}
 
 }  // namespace
 
@@ -20,6 +30,13 @@ bool is_valid_token_name(std::string_view name) noexcept {
     for (char c : name)
         if (!is_alnum(c) && c != '_' && c != '-') return false;
     return true;
+}
+
+std::string_view loggable_user(std::string_view user) noexcept {
+    if (user.empty()) return "-";
+    if (!is_valid_user(user)) return "(invalid)";
+    if (looks_like_token(user)) return "(token-shaped)";
+    return user;
 }
 
 }  // namespace cptoken

@@ -950,13 +950,18 @@ std::optional<Usage> UsageStore::find(const Digest &digest) const {
     Txn txn(impl_->env.get(), false, impl_->env.file());
     const auto payload = impl_->env.get_live(txn, impl_->usage, as_val(digest));
     if (!payload) return std::nullopt;
-    // format byte, 8-byte time, then the address text
+    // format byte, 8-byte time, then the address text. httpd's group may write
+    // anything here, and the tool prints it to a root terminal: only a time in
+    // range and an address that parses get through.
     if (payload->size() < 9 || static_cast<std::uint8_t>((*payload)[0]) != usage_format) return std::nullopt;
-    Usage usage;
     std::uint64_t when = 0;
     for (int i = 1; i <= 8; ++i) when = (when << 8) | static_cast<unsigned char>((*payload)[i]);
+    constexpr std::uint64_t earliest = 946684800;     // 2000-01-01T00:00:00Z
+    constexpr std::uint64_t latest = 253402300799;    // 9999-12-31T23:59:59Z
+    if (when < earliest || when > latest) return std::nullopt;
+    Usage usage;
     usage.last_used = static_cast<Seconds>(when);
-    usage.last_used_ip = std::string(payload->substr(9));
+    if (const auto address = parse_address(payload->substr(9))) usage.last_used_ip = to_string(*address);
     return usage;
 }
 

@@ -226,6 +226,10 @@ public:
     UsageStore(const UsageStore &) = delete;
     UsageStore &operator=(const UsageStore &) = delete;
 
+    /// The last use recorded for `digest`; nullopt if none, or if its time is
+    /// unreadable or outside 2000-01-01..9999-12-31. An address that does not
+    /// parse (parse_address) is returned empty (unknown), any other in its
+    /// canonical form (to_string). Throws StoreError on a failed read.
     std::optional<Usage> find(const Digest &digest) const;
 
     /// Records a use. Throws StoreError on a failed write.

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import Store, b64, basic, wait_until
+from conftest import Store, api_location, b64, basic, wait_until
 
 
 def exercise(srv):
@@ -51,3 +51,31 @@ def test_token_never_logged(srv, loglevel):
     tokens = exercise(srv)
     assert srv.lines(tag="CPT0100"), "refusals should have been logged"
     assert_no_token_in_logs(srv, tokens)
+
+
+BASIC_PROVIDER = """    AuthType Basic
+    AuthName "@REALM@"
+    AuthBasicProvider cptoken
+    Require valid-user"""
+
+
+@pytest.mark.parametrize("provider", [False, True], ids=["authtype-cpanel", "basic-provider"])
+def test_lowercased_token_as_user_never_logged(srv, provider):
+    """A lowercased token is a valid user name: our refusal lines must still
+    not show it. (Under AuthBasicProvider, mod_auth_basic's own AH01618 line
+    shows the user field: httpd's line, not ours, see docs/security.md.)"""
+    srv.allow("CPT0100", "AH01617", "AH01618")
+    srv.start(api_location(auth=BASIC_PROVIDER) if provider else None)
+    token = srv.store.create("alice", "ok")
+    other = Store(srv.dir / "other").init().create("alice", "elsewhere")
+    attempts = [{"user": f"{t.lower()}:{password}"} for t in (token, other) for password in (token, other)]
+    if not provider:
+        attempts += [{"auth": f"cpanel {t.lower()}:{password}"} for t in (token, other) for password in (token, other)]
+    for kw in attempts:
+        assert srv.get(**kw).status == 401
+    ours = srv.wait_lines(0, "CPT0100", count=len(attempts))
+    assert len(ours) == len(attempts), "every refusal should have been logged:\n" + srv.log_text()
+    for line in ours:
+        for t in (token, other):
+            assert t.lower() not in line.lower(), f"a token ({t[:4]}...) appears in a CPT0100 line: {line}"
+        assert 'user="(token-shaped)"' in line, line

@@ -1,5 +1,8 @@
 """Graceful restarts (SIGUSR1) under traffic: every request is answered 200,
-and the store keeps working in the new generation of children."""
+and the store keeps working in the new generation of children.
+
+These tests assert answers, never speed: on a loaded machine the requests
+may crawl, so the only time limits are generous ones against a hang."""
 
 import os
 import signal
@@ -8,8 +11,8 @@ import time
 
 from conftest import ALL_MPMS, Store, assert_admitted, assert_refused, wait_until
 
-TOTAL = 200      # requests per run, over two client loops
-DEADLINE = 15.0  # seconds
+TOTAL = 200         # requests per run, over two client loops
+HANG_TIMEOUT = 120  # seconds: only to stop a run that hangs, never a speed limit
 
 
 def resumed(srv):
@@ -22,15 +25,12 @@ def test_graceful_restart_under_traffic(srv):
     srv.allow("CPT0100")
     token = srv.store.create("alice", "ci")
     srv.start()
-    assert wait_until(lambda: resumed(srv) >= 1, 10)
+    assert wait_until(lambda: resumed(srv) >= 1, HANG_TIMEOUT)
     results = []
     lock = threading.Lock()
-    end = time.monotonic() + DEADLINE
 
     def loop(n, **kw):
         for _ in range(n):
-            if time.monotonic() > end:
-                return
             try:
                 r = srv.get(auth=f"cpanel alice:{token}", **kw)
                 outcome = (r.status, r.backend_headers.get("x-remote-user") if r.status == 200 else r.body[:200])
@@ -44,18 +44,20 @@ def test_graceful_restart_under_traffic(srv):
     for t in threads:
         t.start()
     try:
+        # Restart while both loops still have requests to send.
         for i, at in enumerate((TOTAL // 5, TOTAL // 2)):
-            assert wait_until(lambda: len(results) >= at or time.monotonic() > end, DEADLINE)
+            assert wait_until(lambda: len(results) >= at, HANG_TIMEOUT), \
+                f"the clients hang: {len(results)} requests answered"
             srv.graceful()
-            assert wait_until(lambda: resumed(srv) >= 2 + i, 10), \
+            assert wait_until(lambda: resumed(srv) >= 2 + i, HANG_TIMEOUT), \
                 "httpd did not come back from the graceful restart:\n" + srv.log_text()
     finally:
         for t in threads:
             t.join()
     assert resumed(srv) == 3
+    assert len(results) == TOTAL
     bad = [r for r in results if r != (200, "alice")]
     assert not bad, f"{len(bad)} of {len(results)} requests were not 200 for alice: {bad[:10]}"
-    assert len(results) >= TOTAL // 2, f"only {len(results)} requests in {DEADLINE}s"
 
 
 @ALL_MPMS
@@ -63,10 +65,10 @@ def test_store_works_after_graceful_restart(srv):
     srv.allow("CPT0100")
     token = srv.store.create("alice", "ci")
     srv.start()
-    assert wait_until(lambda: resumed(srv) >= 1, 10)
+    assert wait_until(lambda: resumed(srv) >= 1, HANG_TIMEOUT)
     assert_admitted(srv.get(auth=f"cpanel alice:{token}"), "alice")
     srv.graceful()
-    assert wait_until(lambda: resumed(srv) >= 2, 10)
+    assert wait_until(lambda: resumed(srv) >= 2, HANG_TIMEOUT)
     for _ in range(6):
         assert_admitted(srv.get(auth=f"cpanel alice:{token}"), "alice")
     fresh = srv.store.create("bob", "after-restart")
@@ -81,10 +83,10 @@ def test_hard_restart(srv):
     """SIGHUP: the children are replaced at once; tokens keep working."""
     token = srv.store.create("alice", "ci")
     srv.start()
-    assert wait_until(lambda: resumed(srv) >= 1, 10)
+    assert wait_until(lambda: resumed(srv) >= 1, HANG_TIMEOUT)
     assert_admitted(srv.get(auth=f"cpanel alice:{token}"), "alice")
     os.kill(srv.proc.pid, signal.SIGHUP)
-    assert wait_until(lambda: resumed(srv) >= 2, 10)
+    assert wait_until(lambda: resumed(srv) >= 2, HANG_TIMEOUT)
     for _ in range(4):
         assert_admitted(srv.get(auth=f"cpanel alice:{token}"), "alice")
 
@@ -96,13 +98,13 @@ def test_graceful_restart_picks_up_a_new_cptokendb(srv):
     other = Store(srv.dir / "other").init()
     tb = other.create("alice", "b")
     srv.start()
-    assert wait_until(lambda: resumed(srv) >= 1, 10)
+    assert wait_until(lambda: resumed(srv) >= 1, HANG_TIMEOUT)
     assert_admitted(srv.get(auth=f"cpanel alice:{ta}"), "alice")
     assert_refused(srv.get(auth=f"cpanel alice:{tb}"))
     text = srv.conf.read_text()
     srv.conf.write_text(text.replace(f'CPTokenDB "{srv.store.path}"', f'CPTokenDB "{other.path}"'))
     srv.graceful()
-    assert wait_until(lambda: resumed(srv) >= 2, 10)
+    assert wait_until(lambda: resumed(srv) >= 2, HANG_TIMEOUT)
     time.sleep(0.5)  # let the old generation finish
     for _ in range(6):
         assert_admitted(srv.get(auth=f"cpanel alice:{tb}"), "alice")

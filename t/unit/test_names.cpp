@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "names.hpp"
+#include "token.hpp"
 
 // cmocka last: its fail() macro would clash with std::basic_ios::fail().
 #include <stdarg.h>
@@ -115,6 +116,40 @@ void test_token_name_nul_and_utf8(void **) {
     assert_false(is_valid_token_name(many));
 }
 
+std::string lowercase(std::string text) {
+    for (char &c : text)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    return text;
+}
+
+// A token pasted into the user field is never shown, in any letter case;
+// the names users really have are.
+void test_loggable_user(void **) {
+    assert_true(loggable_user("") == "-");
+    for (const char *shown : {"alice", "bob2", "a.b-c_d9", "0day"})
+        if (loggable_user(shown) != shown) fail_msg("user '%s' should be logged as it is", shown);
+    for (int i = 0; i < 50; ++i) {
+        const std::string token = generate_token();
+        const std::string lower = lowercase(token);
+        assert_true(is_valid_user(lower));  // why the check on names alone is not enough
+        assert_true(loggable_user(lower) == "(token-shaped)");
+        assert_true(loggable_user(token) == "(invalid)");
+        std::string mixed = token;
+        mixed[0] = static_cast<char>(lower[0]);
+        if (loggable_user(mixed).find(mixed) != std::string_view::npos) fail_msg("a mixed-case token is logged");
+    }
+    // Only exactly 32 letters and digits have a token's shape.
+    assert_true(loggable_user(std::string(31, 'a')) == std::string(31, 'a'));
+    assert_true(loggable_user(std::string(33, 'a')) == std::string(33, 'a'));
+    assert_true(loggable_user(std::string(32, 'a')) == "(token-shaped)");
+    assert_true(loggable_user(std::string(32, '7')) == "(token-shaped)");
+    const std::string dotted = std::string(31, 'a') + ".";
+    assert_true(loggable_user(dotted) == dotted);
+    assert_true(loggable_user("Alice") == "(invalid)");
+    assert_true(loggable_user(std::string("ali\0ce", 6)) == "(invalid)");
+    assert_true(loggable_user("alice\x1b[2J") == "(invalid)");
+}
+
 }  // namespace
 
 int main(void) {
@@ -125,6 +160,7 @@ int main(void) {
         cmocka_unit_test(test_token_name_length),
         cmocka_unit_test(test_token_name_characters),
         cmocka_unit_test(test_token_name_nul_and_utf8),
+        cmocka_unit_test(test_loggable_user),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -874,6 +874,42 @@ void test_usage(void **state) {
     assert_false(u.find(d3).has_value());
 }
 
+// httpd's group may write anything into the usage store: find() lets through
+// only a time in range and an address that parses, in canonical form.
+void test_usage_untrusted_values(void **state) {
+    Fixture &f = fx(state);
+    UsageStore u(f.store, Access::read_write);
+    const Seconds when = 1767225600;
+    const auto ip_of = [&](const std::string &planted) {
+        const Digest d = new_digest();
+        u.record(d, Usage{when, planted});
+        const auto found = u.find(d);
+        if (!found || found->last_used != when) fail_msg("a use with address '%s' was lost", planted.c_str());
+        return found->last_used_ip;
+    };
+    const std::vector<std::string> planted = {"\x1b[2J", "\x1b]0;owned\x07", "192.0.2.7\n", "192.0.2.7\x1b[2J",
+                                              "\n", "not an address", "192.0.2.0/24", "[::1]",
+                                              std::string("10.0.0.1\0", 9)};
+    for (std::size_t i = 0; i < planted.size(); ++i)
+        if (!ip_of(planted[i]).empty()) fail_msg("planted address %zu should read as unknown", i);
+    assert_string_equal(ip_of("::FFFF:192.0.2.7").c_str(), "192.0.2.7");
+    assert_string_equal(ip_of("2001:DB8:0:0::1").c_str(), "2001:db8::1");
+    assert_string_equal(ip_of("").c_str(), "");
+
+    const auto time_kept = [&](Seconds t) {
+        const Digest d = new_digest();
+        u.record(d, Usage{t, "192.0.2.7"});
+        return u.find(d).has_value();
+    };
+    assert_true(time_kept(946684800));      // 2000-01-01T00:00:00Z
+    assert_true(time_kept(253402300799));   // 9999-12-31T23:59:59Z
+    assert_false(time_kept(946684799));
+    assert_false(time_kept(0));
+    assert_false(time_kept(253402300800));
+    assert_false(time_kept(-1));
+    assert_false(time_kept(INT64_MAX));
+}
+
 void test_many_tokens(void **state) {
     Fixture &f = fx(state);
     TokenStore s(f.store, Access::read_write);
@@ -1041,6 +1077,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_backup, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_backup_existing_file, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_untrusted_values, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_many_tokens, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_symlinked_store_files, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_a_dir_its_group_or_others_can_write, setup_init, teardown),
