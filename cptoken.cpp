@@ -427,7 +427,8 @@ int cmd_prune(const Options &o) {
 int cmd_backup(const Options &o) {
     struct stat st{};
     if (::stat(o.file.c_str(), &st) == 0) throw Refusal(o.file + " already exists; not overwriting it");
-    const TokenStore store(o.db, Access::read_only);
+    TokenStore store(o.db, Access::read_write);
+    say_when_waiting(store);
     ::umask(077);  // a backup holds every digest: owner only
     store.backup(o.file);
     std::cout << "backed up the token store to " << o.file << "\n";

@@ -893,37 +893,35 @@ bool same_contents(MDB_txn *a, MDB_dbi dbi, MDB_txn *b, const char *name) {
 
 }  // namespace
 
-void TokenStore::backup(const std::string &file) const {
-    check(mdb_env_copy2(impl_->env.get(), file.c_str(), MDB_CP_COMPACT), "cannot back up to ", file);
-    // mdb_env_copy2 reads the snapshot the lock file names, unchecked: keep
-    // the copy only if it holds exactly the verified newest one, so that a
-    // restore can never bring back what was revoked.
-    bool same = false;
-    try {
-        Txn live(impl_->env.get(), false, impl_->env.file());
+void TokenStore::backup(const std::string &file) {
+    // mdb_env_copy2 reads the snapshot the lock file names, unchecked. So the
+    // copy is made while this process holds the writer lock in a verified
+    // write transaction (no commit can land meanwhile), and kept only if it
+    // holds exactly what that transaction sees: a restore can never bring
+    // back what was revoked.
+    impl_->write([&](Txn &txn) {
+        check(mdb_env_copy2(impl_->env.get(), file.c_str(), MDB_CP_COMPACT), "cannot back up to ", file);
+        bool same = false;
         MDB_env *copy = nullptr;
-        MDB_txn *txn = nullptr;
+        MDB_txn *copy_txn = nullptr;
         if (mdb_env_create(&copy) == MDB_SUCCESS && mdb_env_set_maxdbs(copy, 8) == MDB_SUCCESS &&
             mdb_env_set_mapsize(copy, StoreSettings::map_size) == MDB_SUCCESS &&
             mdb_env_open(copy, file.c_str(), MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600) == MDB_SUCCESS &&
-            mdb_txn_begin(copy, nullptr, MDB_RDONLY, &txn) == MDB_SUCCESS) {
-            same = same_contents(live.get(), impl_->meta, txn, "meta") &&
-                   same_contents(live.get(), impl_->tokens, txn, "tokens") &&
-                   same_contents(live.get(), impl_->names, txn, "names");
-            mdb_txn_abort(txn);
+            mdb_txn_begin(copy, nullptr, MDB_RDONLY, &copy_txn) == MDB_SUCCESS) {
+            same = same_contents(txn.get(), impl_->meta, copy_txn, "meta") &&
+                   same_contents(txn.get(), impl_->tokens, copy_txn, "tokens") &&
+                   same_contents(txn.get(), impl_->names, copy_txn, "names");
+            mdb_txn_abort(copy_txn);
         }
         if (copy) mdb_env_close(copy);
-    } catch (...) {
-        ::unlink(file.c_str());
-        throw;
-    }
-    if (!same) {
-        ::unlink(file.c_str());
-        throw StoreError(StoreError::Kind::inconsistent,
-                         "the copy in " + file + " is not the newest snapshot of " + impl_->env.file() +
-                             " (the store changed while it was copied, or its lock file was changed outside "
-                             "LMDB): removed it; run the backup again");
-    }
+        if (!same) {
+            ::unlink(file.c_str());
+            throw StoreError(StoreError::Kind::inconsistent,
+                             "the copy in " + file + " is not the newest snapshot of " + impl_->env.file() +
+                                 " (its lock file was changed outside LMDB?): removed it");
+        }
+        return 0;  // nothing written: the commit ends the transaction without a new snapshot
+    });
 }
 
 // ---------------------------------------------------------------- usage

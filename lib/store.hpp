@@ -198,11 +198,11 @@ public:
     std::pair<dev_t, ino_t> data_file_id() const;
 
     /// Writes a consistent, compacted copy of the token store to `file`,
-    /// which must not exist. Safe while others read and write.
-    /// Checks the copy against the newest snapshot and removes it if it
-    /// differs: throws StoreError (inconsistent) then (a write during the
-    /// copy; or the lock file changed), or (access) if `file` cannot be made.
-    void backup(const std::string &file) const;
+    /// which must not exist. Holds the writer lock meanwhile (writes wait;
+    /// readers do not), and keeps the copy only if it holds exactly the
+    /// newest snapshot. Throws StoreError: inconsistent (the lock file
+    /// disagrees; nothing is left at `file`), access (`file` cannot be made).
+    void backup(const std::string &file);
 
     struct Impl;
 
