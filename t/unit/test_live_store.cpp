@@ -300,7 +300,7 @@ void test_restored_backup(void **state) {
     const std::string other = f.tmp + "/other", backup = f.tmp + "/backup.mdb";
     make_store(other, b, "b");
     {
-        TokenStore s(other, Access::read_only);
+        TokenStore s(other, Access::read_write);  // backup() takes the writer lock
         s.backup(backup);
     }
     LiveStore live(f.store);
