@@ -2,25 +2,23 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <lmdb.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <thread>
 
+#include "lmdb_env.hpp"
 #include "lsheader.hpp"
 #include "record_cache.hpp"
 
 namespace cptoken {
+
+using namespace lmdb;  // the environment under both stores
+
 namespace {
 
 constexpr const char *schema_key = "schema_version";
@@ -30,356 +28,12 @@ std::string path_in(const std::string &dir, const char *file) { return dir + "/"
 // The names init may find in a directory it takes over.
 constexpr const char *store_files[] = {"tokens.mdb", "tokens.mdb-lock", "usage.mdb", "usage.mdb-lock"};
 
-// getpwuid_r/getgrgid_r: httpd children look names up from several threads.
-std::string user_name(uid_t uid) {
-    char buffer[4096];
-    passwd entry{}, *found = nullptr;
-    if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found) return found->pw_name;
-    return "uid " + std::to_string(uid);
-}
-
-std::string group_name(gid_t gid) {
-    char buffer[4096];
-    group entry{}, *found = nullptr;
-    if (::getgrgid_r(gid, &entry, buffer, sizeof buffer, &found) == 0 && found) return found->gr_name;
-    return "gid " + std::to_string(gid);
-}
-
-std::string mode_text(mode_t mode) {
-    char text[8];
-    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
-    return text;
-}
-
-// The command that (re)makes the store in DIR for the group httpd runs as.
-// Not root: this process is httpd's child, so its group is the one to give;
-// root (the tool) cannot know it, and says what to put in.
-std::string init_command(const std::string &dir) {
-    const std::string command = "cptoken --db " + dir + " init --group ";
-    if (::geteuid() != 0) return command + group_name(::getegid());
-    return command + "GROUP, GROUP being the group httpd runs as (e.g. www-data)";
-}
-
-// The directory a store file is in.
-std::string dir_of(const std::string &file) {
-    const auto slash = file.rfind('/');
-    return slash == std::string::npos ? "." : file.substr(0, slash);
-}
-
-[[noreturn]] void refuse(const std::string &message) { throw StoreError(StoreError::Kind::access, message); }
-
-// Permission denied opening FILE: who this process is, the store's group,
-// and the command that gives the store to this process's group.
-[[noreturn]] void permission_denied(const std::string &file) {
-    const std::string dir = dir_of(file);
-    std::string message = "cannot open " + file + ": Permission denied (this process runs as user " +
-                          user_name(::geteuid()) + ", group " + group_name(::getegid());
-    struct stat st{};
-    if (::stat(dir.c_str(), &st) == 0) message += "; the store's group is " + group_name(st.st_gid);
-    refuse(message + "); give the store to this group with: " + init_command(dir));
-}
-
-[[noreturn]] void no_store(const std::string &dir) {
-    throw StoreError(StoreError::Kind::missing, "no token store in " + dir + "; create it with: " + init_command(dir));
-}
-
-[[noreturn]] void fail(int rc, const std::string &what) {
-    StoreError::Kind kind = StoreError::Kind::access;
-    switch (rc) {
-        case ENOENT: kind = StoreError::Kind::missing; break;
-        case MDB_CORRUPTED: case MDB_INVALID: case MDB_VERSION_MISMATCH: case MDB_INCOMPATIBLE:
-        case MDB_PAGE_NOTFOUND: case MDB_BAD_DBI: case MDB_PANIC:
-            kind = StoreError::Kind::corrupt; break;
-        case MDB_READERS_FULL: case MDB_MAP_FULL: case MDB_MAP_RESIZED: case MDB_TXN_FULL:
-            kind = StoreError::Kind::full; break;
-        default: break;
-    }
-    throw StoreError(kind, what + ": " + mdb_strerror(rc));
-}
-
-// The refusal for a store file that is a symlink or not a regular file.
-[[noreturn]] void refuse_odd_file(const std::string &path, mode_t mode) {
-    refuse(path + " is " + (S_ISLNK(mode) ? "a symbolic link" : "not a regular file") +
-           ": refusing to use it as a store file; remove it, then run: cptoken --db " + dir_of(path) + " init");
-}
-
-// Throws unless rc is MDB_SUCCESS; the message, `what` followed by
-// `subject` (usually a file), is only put together then: some calls run on
-// every request.
-void check(int rc, std::string_view what, std::string_view subject = {}) {
-    if (rc != MDB_SUCCESS) fail(rc, std::string(what).append(subject));
-}
-
-[[noreturn]] void corrupt(const std::string &what) { throw StoreError(StoreError::Kind::corrupt, what); }
-
-MDB_val as_val(std::string_view bytes) { return {bytes.size(), const_cast<char *>(bytes.data())}; }
-MDB_val as_val(const Digest &digest) { return {digest.size(), const_cast<unsigned char *>(digest.data())}; }
-std::string_view as_view(const MDB_val &val) { return {static_cast<const char *>(val.mv_data), val.mv_size}; }
-
 std::string name_key(std::string_view user, std::string_view name) {
     std::string key(user);
     key.push_back('\0');  // sorts before every name character: list order is by user, then name
     key.append(name);
     return key;
 }
-
-// Read transactions kept for reuse: renewing a reset transaction costs a
-// fraction of beginning a new one (no allocation, no reader-slot search),
-// which matters at one lookup per request. Needs MDB_NOTLS, so that a reset
-// transaction keeps its own reader slot and any thread may renew it.
-class ReaderPool {
-public:
-    ReaderPool() = default;
-    ReaderPool(const ReaderPool &) = delete;
-    ReaderPool &operator=(const ReaderPool &) = delete;
-    ~ReaderPool() {
-        for (MDB_txn *txn : idle_) mdb_txn_abort(txn);
-    }
-    // A renewed transaction, or nullptr if none is idle.
-    MDB_txn *take() {
-        MDB_txn *txn = nullptr;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (idle_.empty()) return nullptr;
-            txn = idle_.back();
-            idle_.pop_back();
-        }
-        if (mdb_txn_renew(txn) == MDB_SUCCESS) return txn;
-        mdb_txn_abort(txn);
-        return nullptr;
-    }
-    void give_back(MDB_txn *txn) {
-        mdb_txn_reset(txn);
-        std::lock_guard<std::mutex> lock(mutex_);
-        idle_.push_back(txn);
-    }
-
-private:
-    std::mutex mutex_;
-    std::vector<MDB_txn *> idle_;
-};
-
-// The id of the newest transaction committed to the data file, from its
-// meta pages. Readers and writers otherwise take the current snapshot from
-// the lock file, which every process of the store's group can write: this is
-// the value they cannot forge.
-std::size_t newest_committed(MDB_env *env) {
-    MDB_envinfo info{};
-    mdb_env_info(env, &info);
-    return info.me_last_txnid;
-}
-
-// Every slot of the reader table is taken: say what is known about them.
-[[noreturn]] void readers_full(MDB_env *env, const std::string &file) {
-    MDB_envinfo info{};
-    mdb_env_info(env, &info);
-    throw StoreError(StoreError::Kind::full,
-                     "no free reader slot in " + file + "-lock: all " + std::to_string(info.me_maxreaders) +
-                         " slots are held by processes that have the store open (httpd children, cptoken, "
-                         "Lightning Stream, or any process of the store's group); `mdb_stat -rr -n " + file +
-                         "` lists them");
-}
-
-// A transaction that aborts unless committed (a read transaction from a
-// pool goes back to it instead). It never runs on a snapshot older than the
-// data file's newest: see verify_read_snapshot() and verify_write_snapshot().
-class Txn {
-public:
-    Txn(MDB_env *env, bool write, const std::string &file, ReaderPool *pool = nullptr)
-        : pool_(write ? nullptr : pool) {
-        if (pool_) txn_ = pool_->take();
-        if (!txn_) {
-            const int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_);
-            if (rc == MDB_READERS_FULL) readers_full(env, file);
-            check(rc, "cannot begin a transaction on ", file);
-        }
-        try {
-            if (write)
-                verify_write_snapshot(env, file);
-            else
-                verify_read_snapshot(env, file);
-        } catch (...) {
-            mdb_txn_abort(txn_);  // never back to the pool: it may hold a forged snapshot
-            txn_ = nullptr;
-            throw;
-        }
-    }
-    ~Txn() {
-        if (!txn_) return;
-        if (pool_)
-            pool_->give_back(txn_);
-        else
-            mdb_txn_abort(txn_);
-    }
-    Txn(const Txn &) = delete;
-    Txn &operator=(const Txn &) = delete;
-    void commit(const std::string &file) {
-        const int rc = mdb_txn_commit(txn_);
-        txn_ = nullptr;
-        check(rc, "cannot commit to ", file);
-    }
-    MDB_txn *get() const { return txn_; }
-
-private:
-    // A read transaction takes its snapshot id from the lock file. Between a
-    // writer's meta page reaching the data file and the lock file learning
-    // of it, a reader legitimately sees the previous snapshot: that is the
-    // only mismatch waited out, briefly. Anything else (a lock file changed
-    // by hand, a data file overwritten in place) is refused.
-    void verify_read_snapshot(MDB_env *env, const std::string &file) {
-        const auto deadline = std::chrono::steady_clock::now() + StoreSettings::commit_in_flight_wait;
-        auto pause = std::chrono::microseconds(50);
-        for (;;) {
-            const std::size_t snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
-            if (snapshot == newest) return;
-            if (snapshot + 1 != newest || std::chrono::steady_clock::now() >= deadline)
-                throw StoreError(StoreError::Kind::inconsistent, stale_snapshot_message(file, snapshot, newest));
-            mdb_txn_reset(txn_);
-            std::this_thread::sleep_for(pause);
-            pause = std::min(pause * 2, std::chrono::microseconds(10000));
-            check(mdb_txn_renew(txn_), "cannot begin a transaction on ", file);
-        }
-    }
-
-    // A write transaction holds the writer lock: no commit can be in flight,
-    // so it must build on exactly the newest snapshot. Committing on an older
-    // one would silently undo every change made since (a revocation).
-    void verify_write_snapshot(MDB_env *env, const std::string &file) {
-        const std::size_t based_on = mdb_txn_id(txn_) - 1, newest = newest_committed(env);
-        if (based_on != newest)
-            throw StoreError(StoreError::Kind::inconsistent,
-                             stale_snapshot_message(file, based_on, newest) + "; nothing was written");
-    }
-
-    static std::string stale_snapshot_message(const std::string &file, std::size_t snapshot, std::size_t newest) {
-        return file + "-lock names transaction " + std::to_string(snapshot) + " as the newest, but " + file +
-               " holds transaction " + std::to_string(newest) +
-               ": the lock file was changed outside LMDB (by a process of the store's group?) or " + file +
-               " was overwritten in place; refusing to use an older snapshot. To recover, stop httpd and every "
-               "other process that has the store open (`fuser -v " + file + "-lock`), then run `cptoken list`: "
-               "the first process to open the store rebuilds the lock file from " + file;
-    }
-
-    ReaderPool *pool_ = nullptr;
-    MDB_txn *txn_ = nullptr;
-};
-
-// One LMDB environment (one .mdb file with its -lock file) and its databases.
-class Env {
-public:
-    Env(const std::string &file, Access access, unsigned mode_if_created, bool must_exist) : file_(file) {
-        check_files(file, access, must_exist);
-        check(mdb_env_create(&env_), "cannot create an LMDB environment");
-        check(mdb_env_set_mapsize(env_, StoreSettings::map_size), "cannot set the map size of ", file);
-        check(mdb_env_set_maxreaders(env_, StoreSettings::max_readers), "cannot set max readers of ", file);
-        check(mdb_env_set_maxdbs(env_, 8), "cannot set max databases of ", file);
-        const unsigned flags = MDB_NOSUBDIR | MDB_NOTLS | (access == Access::read_only ? MDB_RDONLY : 0);
-        const int rc = mdb_env_open(env_, file.c_str(), flags, mode_if_created);
-        if (rc != MDB_SUCCESS) {
-            mdb_env_close(env_);
-            env_ = nullptr;
-            if (rc == EACCES) permission_denied(file);
-            fail(rc, "cannot open " + file);
-        }
-        // Slots of killed processes would pin old pages and fill the table.
-        int dead = 0;
-        mdb_reader_check(env_, &dead);
-    }
-    ~Env() {
-        if (env_) mdb_env_close(env_);
-    }
-    Env(const Env &) = delete;
-    Env &operator=(const Env &) = delete;
-
-    MDB_env *get() const { return env_; }
-    const std::string &file() const { return file_; }
-
-    // Opens (or, in a write transaction with create, creates) a named database.
-    MDB_dbi open_db(Txn &txn, const char *name, bool create) {
-        MDB_dbi dbi = 0;
-        const int rc = mdb_dbi_open(txn.get(), name, create ? MDB_CREATE : 0, &dbi);
-        if (rc == MDB_NOTFOUND) corrupt(file_ + " has no '" + name + "' database: not a cptoken store");
-        check(rc, "cannot open database '" + std::string(name) + "' in ", file_);
-        return dbi;
-    }
-
-    // The payload of a live value; nullopt if absent or a tombstone.
-    std::optional<std::string_view> get_live(Txn &txn, MDB_dbi dbi, MDB_val key) const {
-        MDB_val value;
-        const int rc = mdb_get(txn.get(), dbi, &key, &value);
-        if (rc == MDB_NOTFOUND) return std::nullopt;
-        check(rc, "cannot read ", file_);
-        const auto decoded = ls_decode(as_view(value));
-        if (!decoded) corrupt("a value in " + file_ + " has a broken header");
-        if (decoded->deleted()) return std::nullopt;
-        return decoded->payload;
-    }
-
-    void put(Txn &txn, MDB_dbi dbi, MDB_val key, std::string_view payload, std::uint8_t flags = 0) {
-        const std::string stored = ls_encode(now_nanoseconds(), mdb_txn_id(txn.get()), flags, payload);
-        MDB_val value = as_val(stored);
-        check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to ", file_);
-    }
-
-    // Deletes are tombstones, so that replication can carry them to other hosts.
-    void put_tombstone(Txn &txn, MDB_dbi dbi, MDB_val key) { put(txn, dbi, key, {}, ls_flag_deleted); }
-
-private:
-    // LMDB opens the data file and FILE-lock by path, following symlinks, and
-    // creates and writes the lock file even for a reader: a link planted there
-    // would make root write wherever it points. So both must be regular files
-    // (or absent), in a directory no one but its owner can write, so that
-    // nobody else can swap them between this check and the open. The
-    // directory itself may be reached through a symlink.
-    static void check_files(const std::string &file, Access access, bool must_exist) {
-        const std::string dir = dir_of(file);
-        struct stat dir_stat{};
-        if (::stat(dir.c_str(), &dir_stat) != 0) {
-            const int err = errno;
-            if (err == ENOENT) no_store(dir);
-            if (err == EACCES) permission_denied(file);
-            fail(err, "cannot open " + dir);
-        }
-        if (!S_ISDIR(dir_stat.st_mode)) refuse(dir + " is not a directory");
-        if (dir_stat.st_mode & (S_IWGRP | S_IWOTH))
-            refuse(dir + " can be written by " + ((dir_stat.st_mode & S_IWOTH) ? "anyone" : "its group") +
-                   " (mode " + mode_text(dir_stat.st_mode) +
-                   "), who could replace the store's files; make it 02750 with: cptoken --db " + dir + " init");
-        for (const std::string &path : {file, file + "-lock"}) {
-            struct stat st{};
-            if (::lstat(path.c_str(), &st) != 0) {
-                const int err = errno;
-                if (err == EACCES) permission_denied(file);
-                if (err != ENOENT) fail(err, "cannot open " + path);
-                if (path == file && must_exist) no_store(dir);
-                continue;  // LMDB creates it; only the directory's owner can put anything there meanwhile
-            }
-            if (!S_ISREG(st.st_mode)) refuse_odd_file(path, st.st_mode);
-        }
-        if (access == Access::read_only && file.ends_with(std::string("/") + token_store_file))
-            refuse_writable_tokens(file, dir, dir_stat);
-    }
-
-    // Only root (cptoken) writes tokens: a reader (httpd's child) that could
-    // write tokens.mdb or its directory without owning them means anyone
-    // running as that user could give themselves a token. Root can write
-    // everything, so it is not asked.
-    static void refuse_writable_tokens(const std::string &file, const std::string &dir, const struct stat &dir_stat) {
-        const uid_t me = ::geteuid();
-        if (me == 0) return;
-        struct stat file_stat{};
-        if (::stat(file.c_str(), &file_stat) != 0) return;  // missing: mdb_env_open says so
-        for (const auto &[path, st] : {std::pair{file, file_stat}, std::pair{dir, dir_stat}}) {
-            if (st.st_uid == me || ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0) continue;
-            refuse(path + " can be written by user " + user_name(me) + ", group " + group_name(::getegid()) +
-                   ", which only reads tokens: anyone running as that user could change tokens; fix the "
-                   "permissions with: cptoken --db " + dir + " init");
-        }
-    }
-
-    std::string file_;
-    MDB_env *env_ = nullptr;
-};
 
 // A file descriptor, closed when it goes out of scope.
 class OpenFd {
@@ -558,44 +212,6 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
 
 // ---------------------------------------------------------------- tokens
 
-namespace {
-
-// While alive, calls `notice` once if it lives longer than
-// StoreSettings::lock_wait_notice_after: mdb_txn_begin() blocks on the
-// writer lock with no timeout, and a silent hang helps nobody.
-class LockWaitNotice {
-public:
-    LockWaitNotice(const std::function<void(const std::string &)> &notice, const std::string &file) {
-        if (!notice) return;
-        watcher_ = std::thread([this, notice, file] {
-            std::unique_lock<std::mutex> lock(mutex_);
-            if (done_changed_.wait_for(lock, StoreSettings::lock_wait_notice_after, [this] { return done_; })) return;
-            notice("still waiting for the write lock of " + file + " after " +
-                   std::to_string(StoreSettings::lock_wait_notice_after.count()) +
-                   " s: another process holds it (another cptoken, Lightning Stream, or a process of the store's "
-                   "group; `fuser -v " + file + "-lock` lists who has the store open)");
-        });
-    }
-    ~LockWaitNotice() {
-        if (!watcher_.joinable()) return;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            done_ = true;
-        }
-        done_changed_.notify_one();
-        watcher_.join();
-    }
-    LockWaitNotice(const LockWaitNotice &) = delete;
-    LockWaitNotice &operator=(const LockWaitNotice &) = delete;
-
-private:
-    std::mutex mutex_;
-    std::condition_variable done_changed_;
-    bool done_ = false;
-    std::thread watcher_;
-};
-
-}  // namespace
 
 struct TokenStore::Impl {
     Env env;
@@ -869,29 +485,6 @@ std::pair<dev_t, ino_t> TokenStore::data_file_id() const {
     return {st.st_dev, st.st_ino};
 }
 
-namespace {
-
-// True if `dbi` in `a` and the database `name` in `b` hold the same keys and values.
-bool same_contents(MDB_txn *a, MDB_dbi dbi, MDB_txn *b, const char *name) {
-    MDB_dbi other = 0;
-    if (mdb_dbi_open(b, name, 0, &other) != MDB_SUCCESS) return false;
-    MDB_cursor *ca = nullptr, *cb = nullptr;
-    if (mdb_cursor_open(a, dbi, &ca) != MDB_SUCCESS) return false;
-    if (mdb_cursor_open(b, other, &cb) != MDB_SUCCESS) {
-        mdb_cursor_close(ca);
-        return false;
-    }
-    MDB_val ka, va, kb, vb;
-    int ra = mdb_cursor_get(ca, &ka, &va, MDB_FIRST), rb = mdb_cursor_get(cb, &kb, &vb, MDB_FIRST);
-    for (; ra == MDB_SUCCESS && rb == MDB_SUCCESS;
-         ra = mdb_cursor_get(ca, &ka, &va, MDB_NEXT), rb = mdb_cursor_get(cb, &kb, &vb, MDB_NEXT))
-        if (as_view(ka) != as_view(kb) || as_view(va) != as_view(vb)) break;
-    mdb_cursor_close(ca);
-    mdb_cursor_close(cb);
-    return ra == MDB_NOTFOUND && rb == MDB_NOTFOUND;
-}
-
-}  // namespace
 
 void TokenStore::backup(const std::string &file) {
     // mdb_env_copy2 reads the snapshot the lock file names, unchecked. So the

@@ -1,5 +1,6 @@
 // The token store and the usage store: two LMDB environments in one
-// directory. Only this part of the code talks to LMDB.
+// directory. Only lib/ talks to LMDB: lmdb_env.hpp opens environments and
+// runs verified transactions, this part keeps the records.
 //
 // DIR/tokens.mdb (+ -lock)  token records; written by cptoken only
 // DIR/usage.mdb  (+ -lock)  last used time and address; written by httpd

@@ -1,0 +1,136 @@
+#include "lmdb_env.hpp"
+
+#include <grp.h>
+#include <pwd.h>
+
+#include <cstdio>
+
+namespace cptoken::lmdb {
+
+// getpwuid_r/getgrgid_r: httpd children look names up from several threads.
+std::string user_name(uid_t uid) {
+    char buffer[4096];
+    passwd entry{}, *found = nullptr;
+    if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found) return found->pw_name;
+    return "uid " + std::to_string(uid);
+}
+
+std::string group_name(gid_t gid) {
+    char buffer[4096];
+    group entry{}, *found = nullptr;
+    if (::getgrgid_r(gid, &entry, buffer, sizeof buffer, &found) == 0 && found) return found->gr_name;
+    return "gid " + std::to_string(gid);
+}
+
+std::string mode_text(mode_t mode) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    return text;
+}
+
+// The command that (re)makes the store in DIR for the group httpd runs as.
+// Not root: this process is httpd's child, so its group is the one to give;
+// root (the tool) cannot know it, and says what to put in.
+std::string init_command(const std::string &dir) {
+    const std::string command = "cptoken --db " + dir + " init --group ";
+    if (::geteuid() != 0) return command + group_name(::getegid());
+    return command + "GROUP, GROUP being the group httpd runs as (e.g. www-data)";
+}
+
+// The directory a store file is in.
+std::string dir_of(const std::string &file) {
+    const auto slash = file.rfind('/');
+    return slash == std::string::npos ? "." : file.substr(0, slash);
+}
+
+[[noreturn]] void refuse(const std::string &message) { throw StoreError(StoreError::Kind::access, message); }
+
+// Permission denied opening FILE: who this process is, the store's group,
+// and the command that gives the store to this process's group.
+[[noreturn]] void permission_denied(const std::string &file) {
+    const std::string dir = dir_of(file);
+    std::string message = "cannot open " + file + ": Permission denied (this process runs as user " +
+                          user_name(::geteuid()) + ", group " + group_name(::getegid());
+    struct stat st{};
+    if (::stat(dir.c_str(), &st) == 0) message += "; the store's group is " + group_name(st.st_gid);
+    refuse(message + "); give the store to this group with: " + init_command(dir));
+}
+
+[[noreturn]] void no_store(const std::string &dir) {
+    throw StoreError(StoreError::Kind::missing, "no token store in " + dir + "; create it with: " + init_command(dir));
+}
+
+[[noreturn]] void fail(int rc, const std::string &what) {
+    StoreError::Kind kind = StoreError::Kind::access;
+    switch (rc) {
+        case ENOENT: kind = StoreError::Kind::missing; break;
+        case MDB_CORRUPTED: case MDB_INVALID: case MDB_VERSION_MISMATCH: case MDB_INCOMPATIBLE:
+        case MDB_PAGE_NOTFOUND: case MDB_BAD_DBI: case MDB_PANIC:
+            kind = StoreError::Kind::corrupt; break;
+        case MDB_READERS_FULL: case MDB_MAP_FULL: case MDB_MAP_RESIZED: case MDB_TXN_FULL:
+            kind = StoreError::Kind::full; break;
+        default: break;
+    }
+    throw StoreError(kind, what + ": " + mdb_strerror(rc));
+}
+
+// The refusal for a store file that is a symlink or not a regular file.
+[[noreturn]] void refuse_odd_file(const std::string &path, mode_t mode) {
+    refuse(path + " is " + (S_ISLNK(mode) ? "a symbolic link" : "not a regular file") +
+           ": refusing to use it as a store file; remove it, then run: cptoken --db " + dir_of(path) + " init");
+}
+
+// Throws unless rc is MDB_SUCCESS; the message, `what` followed by
+// `subject` (usually a file), is only put together then: some calls run on
+// every request.
+void check(int rc, std::string_view what, std::string_view subject) {
+    if (rc != MDB_SUCCESS) fail(rc, std::string(what).append(subject));
+}
+
+[[noreturn]] void corrupt(const std::string &what) { throw StoreError(StoreError::Kind::corrupt, what); }
+
+
+// The id of the newest transaction committed to the data file, from its
+// meta pages. Readers and writers otherwise take the current snapshot from
+// the lock file, which every process of the store's group can write: this is
+// the value they cannot forge.
+std::size_t newest_committed(MDB_env *env) {
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    return info.me_last_txnid;
+}
+
+// Every slot of the reader table is taken: say what is known about them.
+[[noreturn]] void readers_full(MDB_env *env, const std::string &file) {
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    throw StoreError(StoreError::Kind::full,
+                     "no free reader slot in " + file + "-lock: all " + std::to_string(info.me_maxreaders) +
+                         " slots are held by processes that have the store open (httpd children, cptoken, "
+                         "Lightning Stream, or any process of the store's group); `mdb_stat -rr -n " + file +
+                         "` lists them");
+}
+
+
+
+// True if `dbi` in `a` and the database `name` in `b` hold the same keys and values.
+bool same_contents(MDB_txn *a, MDB_dbi dbi, MDB_txn *b, const char *name) {
+    MDB_dbi other = 0;
+    if (mdb_dbi_open(b, name, 0, &other) != MDB_SUCCESS) return false;
+    MDB_cursor *ca = nullptr, *cb = nullptr;
+    if (mdb_cursor_open(a, dbi, &ca) != MDB_SUCCESS) return false;
+    if (mdb_cursor_open(b, other, &cb) != MDB_SUCCESS) {
+        mdb_cursor_close(ca);
+        return false;
+    }
+    MDB_val ka, va, kb, vb;
+    int ra = mdb_cursor_get(ca, &ka, &va, MDB_FIRST), rb = mdb_cursor_get(cb, &kb, &vb, MDB_FIRST);
+    for (; ra == MDB_SUCCESS && rb == MDB_SUCCESS;
+         ra = mdb_cursor_get(ca, &ka, &va, MDB_NEXT), rb = mdb_cursor_get(cb, &kb, &vb, MDB_NEXT))
+        if (as_view(ka) != as_view(kb) || as_view(va) != as_view(vb)) break;
+    mdb_cursor_close(ca);
+    mdb_cursor_close(cb);
+    return ra == MDB_NOTFOUND && rb == MDB_NOTFOUND;
+}
+
+}  // namespace cptoken::lmdb
