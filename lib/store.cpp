@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "lsheader.hpp"
+#include "names.hpp"
 
 namespace cptoken {
 namespace {
@@ -404,6 +405,9 @@ struct TokenStore::Impl {
         try {
             for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
                 const std::string_view key_text = as_view(key);
+                // The length comes from the page: a corrupt one would have us read past the end of the file.
+                if (key_text.size() > max_user_length + 1 + max_token_name_length)
+                    corrupt("a name key in " + env.file() + " is broken");
                 if (key_text.substr(0, prefix.size()) != prefix) break;
                 const auto separator = key_text.find('\0');
                 if (separator == std::string_view::npos) corrupt("a name key in " + env.file() + " is broken");
