@@ -11,6 +11,8 @@
 // Not in `make fuzz`: liblmdb 0.9.24 trusts its pages and crashes on some
 // corruption (a truncated file, for one). Build it with `make fuzz-store`;
 // build/fuzz_store -fork=1 -ignore_crashes=1 collects crash inputs.
+// t/fuzz/crashes-store/ keeps one input of each kind of crash inside
+// liblmdb (replay: build/fuzz_store FILE), named after the corruption.
 #include <stdlib.h>
 #include <unistd.h>
 
