@@ -91,7 +91,7 @@ test: deps
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory unit-asan
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10  # 5 targets: 50 s
 	$(MAKE) --no-print-directory bench-smoke
 	$(PYTEST) t/tool
 	$(PYTEST) t/httpd
@@ -143,16 +143,26 @@ demo: deps
 demo-stop:
 	@bash conf/demo/stop.sh
 
-# Fuzzing what comes from outside: stored records (other hosts may write the
-# store) and Authorization headers. libFuzzer needs clang. `make fuzz` runs
-# each target for FUZZ_SECONDS; `make test` runs a short smoke of them.
+# Fuzzing what comes from outside, and what decides: stored records (other
+# hosts may write the store), Authorization headers, networks and client
+# addresses, expiry times, token shape and verify_token against a real store.
+# libFuzzer needs clang. `make fuzz` runs each target for FUZZ_SECONDS;
+# `make test` runs a short smoke of them. fuzz_store (store files with corrupt
+# pages) is built by `make fuzz-store` but not run: liblmdb 0.9.24 trusts its
+# pages and crashes on some corruption, so it cannot pass yet.
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := record credentials
-FUZZ_LIB_SRCS := lib/record.cpp lib/lsheader.cpp lib/names.cpp lib/network.cpp lib/timeutil.cpp lib/credentials.cpp
-.PHONY: fuzz
-$(BUILD)/fuzz_%: t/fuzz/fuzz_%.cpp $(FUZZ_LIB_SRCS) lib/*.hpp
+FUZZ_TARGETS := record credentials network time token
+FUZZ_CXXFLAGS := $(CXXSTD) -O1 -g -fno-sanitize-recover=all
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/fuzz/%.o)
+.PHONY: fuzz fuzz-store
+.SECONDARY: $(FUZZ_LIB_OBJS)
+# The lib compiled once with coverage and sanitizers, linked into every target.
+$(BUILD)/fuzz/%.o: %.cpp
 	@mkdir -p $(dir $@)
-	clang++ $(CXXSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -o $@ $< $(FUZZ_LIB_SRCS)
+	clang++ $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -Ilib -c -o $@ $<
+$(BUILD)/fuzz_%: t/fuzz/fuzz_%.cpp $(FUZZ_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	clang++ $(FUZZ_CXXFLAGS) -fsanitize=fuzzer,address,undefined -Ilib -o $@ $< $(FUZZ_LIB_OBJS) $(LIBS)
 fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(BUILD)/fuzz-corpus-$$t; \
@@ -162,3 +172,4 @@ fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
 	    || { tail -40 $(BUILD)/fuzz_$$t.log; exit 1; }; \
 	  tail -1 $(BUILD)/fuzz_$$t.log; \
 	done
+fuzz-store: $(BUILD)/fuzz_store

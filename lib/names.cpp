@@ -19,14 +19,14 @@ bool looks_like_token(std::string_view text) noexcept {
 }  // namespace
 
 bool is_valid_user(std::string_view user) noexcept {
-    if (user.empty() || user.size() > 64 || !is_lower_alnum(user.front())) return false;
+    if (user.empty() || user.size() > max_user_length || !is_lower_alnum(user.front())) return false;
     for (char c : user)
         if (!is_lower_alnum(c) && c != '.' && c != '_' && c != '-') return false;
     return true;
 }
 
 bool is_valid_token_name(std::string_view name) noexcept {
-    if (name.empty() || name.size() > 50) return false;
+    if (name.empty() || name.size() > max_token_name_length) return false;
     for (char c : name)
         if (!is_alnum(c) && c != '_' && c != '-') return false;
     return true;

@@ -1,9 +1,13 @@
 // Which user names and token names the store accepts.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 namespace cptoken {
+
+inline constexpr std::size_t max_user_length = 64;
+inline constexpr std::size_t max_token_name_length = 50;
 
 /// 1-64 characters of [a-z0-9._-], starting with a letter or a digit.
 bool is_valid_user(std::string_view user) noexcept;

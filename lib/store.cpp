@@ -13,6 +13,7 @@
 
 #include "lmdb_env.hpp"
 #include "lsheader.hpp"
+#include "names.hpp"
 #include "record_cache.hpp"
 
 namespace cptoken {
@@ -288,6 +289,9 @@ struct TokenStore::Impl {
         try {
             for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
                 const std::string_view key_text = as_view(key);
+                // The length comes from the page: a corrupt one would have us read past the end of the file.
+                if (key_text.size() > max_user_length + 1 + max_token_name_length)
+                    corrupt("a name key in " + env.file() + " is broken");
                 if (key_text.substr(0, prefix.size()) != prefix) break;
                 const auto separator = key_text.find('\0');
                 if (separator == std::string_view::npos) corrupt("a name key in " + env.file() + " is broken");

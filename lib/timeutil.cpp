@@ -72,8 +72,11 @@ Seconds parse_relative(std::string_view text, Seconds now) {
     const std::string_view digits = text.substr(1, text.size() - 2);
     std::int64_t count = 0;
     const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), count);
+    // now + count * scale must fit; with a clock before 1970, max - now would itself overflow.
+    constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+    const std::int64_t room = now < 0 ? max : max - now;
     if (error != std::errc() || end != digits.data() + digits.size() || digits.front() < '0' || digits.front() > '9' ||
-        count > (std::numeric_limits<std::int64_t>::max() - now) / scale)
+        count > room / scale)
         throw WhenError("");
     return now + count * scale;
 }

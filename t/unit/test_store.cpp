@@ -585,6 +585,44 @@ void test_corrupt_record(void **state) {
     EXPECT_STORE_ERROR(corrupt, s.find(bad_header));
 }
 
+// A names key whose length field is corrupt (found by fuzz_store): LMDB hands
+// back the key with that length, past the end of the file. list() must say
+// the store is corrupt, not read the key and die of SIGBUS. Run in a child,
+// so that the crash it guards against shows as a failure.
+void test_corrupt_name_key_length(void **state) {
+    Fixture &f = fx(state);
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(new_digest(), rec("alice", "deploy"));
+    }
+    std::string file = read_file(tokens_file(f));
+    const std::string key("alice\0deploy", 12);
+    std::size_t patched = 0;
+    // The node header (lo, hi, flags, key size) ends right before the key.
+    for (auto at = file.find(key); at != std::string::npos; at = file.find(key, at + 1), ++patched)
+        file[at - 2] = file[at - 1] = '\xff';
+    assert_true(patched > 0);
+    std::ofstream(tokens_file(f), std::ios::binary | std::ios::trunc).write(file.data(), file.size());
+
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        for (int sig : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGABRT}) signal(sig, SIG_DFL);  // not cmocka's
+        try {
+            TokenStore s(f.store, Access::read_only);
+            s.list();
+        } catch (const StoreError &e) {
+            _exit(e.kind() == StoreError::Kind::corrupt ? 0 : 2);
+        }
+        _exit(3);  // listed a broken key as if it were fine
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status)) fail_msg("list() on a corrupt key length died of signal %d", WTERMSIG(status));
+    if (WEXITSTATUS(status) != 0) fail_msg("list() on a corrupt key length: child exit %d", WEXITSTATUS(status));
+}
+
 // A reader in another process keeps its snapshot while the tool writes,
 // and sees the change in its next transaction.
 void test_concurrent_reader(void **state) {
@@ -1070,6 +1108,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_tombstones, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_meta_schema, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_record, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_name_key_length, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reader, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_find_cache_follows_writes, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_find_without_cache, setup_init, teardown),

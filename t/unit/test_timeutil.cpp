@@ -112,6 +112,9 @@ void test_parse_relative(void **) {
     // Relative to the argument, not the clock.
     PARSES_AT("+1d", 0, 86400);
     PARSES_AT("+1h", 1000, 4600);
+    // A clock before 1970 (found by fuzz_time: the overflow bound itself overflowed).
+    PARSES_AT("+1d", -2 * 86400, -86400);
+    PARSES_AT("+1w", -1, 604799);
 }
 
 void test_refuse_not_after_now(void **) {
@@ -210,6 +213,8 @@ void test_refuse_overflow(void **) {
     REFUSED("+106751991167301d");       // * 86400 > INT64_MAX
     REFUSED("+153722867280913m");       // * 60 > INT64_MAX
     REFUSED("+2562047788016h");         // * 3600 > INT64_MAX
+    REFUSED_AT("+9223372036854775807s", -1);  // fits, but is after 9999
+    REFUSED_AT("+106751991167301d", -1);
 }
 
 void test_refuse_other(void **) {
