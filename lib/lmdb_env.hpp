@@ -211,6 +211,29 @@ public:
         // Slots of killed processes would pin old pages and fill the table.
         int dead = 0;
         mdb_reader_check(env_, &dead);
+        check_size();  // before anything reads through the map
+        MDB_stat env_stat{};
+        check(mdb_env_stat(env_, &env_stat), "cannot read ", file);
+        page_size_ = static_cast<off_t>(env_stat.ms_psize);
+    }
+
+    /// The data file as it is now, after checking that it is not shorter
+    /// than its newest snapshot needs. LMDB never shrinks it, and reading
+    /// past its end through the map kills the process (SIGBUS): a file
+    /// truncated or overwritten in place is refused here, before any read.
+    /// Throws StoreError: corrupt.
+    struct stat check_size() const {
+        mdb_filehandle_t fd = -1;
+        struct stat st{};
+        if (mdb_env_get_fd(env_, &fd) != MDB_SUCCESS || ::fstat(fd, &st) != 0) fail(errno, "cannot stat " + file_);
+        const std::string changed_in_place = file_ + " was changed in place, not through LMDB: ";
+        // The two meta pages come first: check them before reading them.
+        if (st.st_size < 2 * page_size_) corrupt(changed_in_place + "it is shorter than its own header pages");
+        MDB_envinfo info{};
+        mdb_env_info(env_, &info);
+        if (st.st_size < (static_cast<off_t>(info.me_last_pgno) + 1) * page_size_)
+            corrupt(changed_in_place + "it is shorter than its newest snapshot needs (truncated?)");
+        return st;
     }
     ~Env() {
         if (env_) mdb_env_close(env_);
@@ -306,6 +329,7 @@ private:
 
     std::string file_;
     MDB_env *env_ = nullptr;
+    off_t page_size_ = 4096;  // LMDB's; read at open, once the file's size is known to be safe
 };
 
 // While alive, calls `notice` once if it lives longer than

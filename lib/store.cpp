@@ -228,9 +228,7 @@ struct TokenStore::Impl {
         names = env.open_db(txn, "names", false);
         check_schema_version(env, txn, meta);
         txn.commit(env.file());  // keeps the database handles for the life of the environment
-        MDB_stat env_stat{};
-        check(mdb_env_stat(env.get(), &env_stat), "cannot read ", env.file());
-        page_size = static_cast<off_t>(env_stat.ms_psize);
+
         if (access == Access::read_write) keep_lock_file_usable(dir);
     }
 
@@ -347,7 +345,6 @@ struct TokenStore::Impl {
     };
     mutable std::mutex file_state_mutex;
     mutable FileState file_state;
-    off_t page_size = 0;  // read at open: mdb_env_stat() reads the meta pages through the map
 };
 
 TokenStore::TokenStore(const std::string &dir, Access access, std::size_t cache_slots)
@@ -450,25 +447,16 @@ PruneResult TokenStore::prune(Seconds now) {
 }
 
 void TokenStore::recheck_file() const {
-    mdb_filehandle_t fd = -1;
-    struct stat st{};
-    if (mdb_env_get_fd(impl_->env.get(), &fd) != MDB_SUCCESS || ::fstat(fd, &st) != 0)
-        fail(errno, "cannot stat " + impl_->env.file());
-    const off_t page = impl_->page_size;
-    const std::string changed_in_place = impl_->env.file() + " was changed in place, not through LMDB: ";
-    // LMDB never shrinks the file, and its two meta pages come first: check
-    // the size before reading them through the map (beyond the end: SIGBUS).
-    if (st.st_size < 2 * page) corrupt(changed_in_place + "it is shorter than its own header pages");
+    const struct stat st = impl_->env.check_size();
     MDB_envinfo info{};
     mdb_env_info(impl_->env.get(), &info);
-    if (st.st_size < (static_cast<off_t>(info.me_last_pgno) + 1) * page)
-        corrupt(changed_in_place + "it is shorter than its newest snapshot needs (truncated?)");
 
     std::lock_guard<std::mutex> lock(impl_->file_state_mutex);
     auto &seen = impl_->file_state;
     if (info.me_last_txnid < seen.newest)
-        corrupt(changed_in_place + "its newest transaction went back from " + std::to_string(seen.newest) + " to " +
-                std::to_string(info.me_last_txnid) + " (an older copy written over it?)");
+        corrupt(impl_->env.file() + " was changed in place, not through LMDB: its newest transaction went back from " +
+                std::to_string(seen.newest) + " to " + std::to_string(info.me_last_txnid) +
+                " (an older copy written over it?)");
     const auto same_time = [](const timespec &a, const timespec &b) {
         return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
     };

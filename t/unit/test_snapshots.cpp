@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -199,6 +201,44 @@ void test_truncated_data_file_is_refused(void **state) {
     assert_true(contains(message, "changed in place"));
 }
 
+// Runs `open_and_read` in a child (a SIGBUS there must show as a failure,
+// not end the test program): it must throw StoreError corrupt.
+void expect_corrupt_in_child(const std::function<void()> &open_and_read, const char *what) {
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        for (int sig : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGABRT}) signal(sig, SIG_DFL);  // not cmocka's
+        try {
+            open_and_read();
+        } catch (const StoreError &e) {
+            _exit(e.kind() == StoreError::Kind::corrupt ? 0 : 2);
+        }
+        _exit(3);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status)) fail_msg("%s: died of signal %d", what, WTERMSIG(status));
+    if (WEXITSTATUS(status) != 0) fail_msg("%s: child exit %d", what, WEXITSTATUS(status));
+}
+
+void test_truncated_files_are_refused_at_open(void **state) {
+    const std::string dir = fx(state).store;
+    {
+        TokenStore writer(dir, Access::read_write);
+        for (int i = 0; i < 200; ++i) writer.add(new_digest(), rec("alice", "t" + std::to_string(i)));
+        UsageStore(dir, Access::read_write).record(new_digest(), Usage{1767225600, "192.0.2.1"});
+    }
+    const auto size = std::filesystem::file_size(data_file(state));
+    for (const auto cut : {size - 4096, size / 2, std::uintmax_t{2 * 4096 + 100}}) {
+        std::filesystem::resize_file(data_file(state), cut);
+        expect_corrupt_in_child([&] { TokenStore(dir, Access::read_only).list(); }, "token store cut short");
+    }
+    const std::string usage = dir + "/usage.mdb";
+    std::filesystem::resize_file(usage, std::filesystem::file_size(usage) - 4096);
+    expect_corrupt_in_child([&] { UsageStore(dir, Access::read_only).find(new_digest()); }, "usage store cut short");
+}
+
 void test_live_store_refuses_a_file_changed_in_place_until_replaced(void **state) {
     const std::string dir = fx(state).store;
     const Digest digest = new_digest();
@@ -233,6 +273,7 @@ int main() {
         cmocka_unit_test_setup_teardown(test_write_waiting_for_the_lock_says_so, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_full_reader_table_says_what_is_known, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_data_file_is_refused, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_files_are_refused_at_open, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_live_store_refuses_a_file_changed_in_place_until_replaced, setup_init,
                                         teardown),
     };
