@@ -154,10 +154,11 @@ private:
     // only mismatch waited out, briefly. Anything else (a lock file changed
     // by hand, a data file overwritten in place) is refused.
     void verify_read_snapshot(MDB_env *env, const std::string &file) {
+        std::size_t snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
+        if (snapshot == newest) return;  // on every request: nothing more
         const auto deadline = std::chrono::steady_clock::now() + StoreSettings::commit_in_flight_wait;
         auto pause = std::chrono::microseconds(50);
         for (;;) {
-            const std::size_t snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
             if (snapshot == newest) return;
             if (snapshot + 1 != newest || std::chrono::steady_clock::now() >= deadline)
                 throw StoreError(StoreError::Kind::inconsistent, stale_snapshot_message(file, snapshot, newest));
@@ -165,6 +166,7 @@ private:
             std::this_thread::sleep_for(pause);
             pause = std::min(pause * 2, std::chrono::microseconds(10000));
             check(mdb_txn_renew(txn_), "cannot begin a transaction on ", file);
+            snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
         }
     }
 
