@@ -5,6 +5,7 @@
 #pragma once
 
 #include <malloc.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -148,6 +149,28 @@ inline void write_in_child(const std::string &dir, const std::function<void(cpto
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("writer child failed, status 0x%x", status);
+}
+
+/// Runs `read` in a forked child, where it must throw StoreError corrupt: a
+/// store that LMDB would read past its end must be refused, and a SIGBUS
+/// there shows as this test's failure instead of ending the test program.
+inline void expect_corrupt_in_child(const std::function<void()> &read, const char *what) {
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        for (int sig : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGABRT}) signal(sig, SIG_DFL);  // not cmocka's
+        try {
+            read();
+        } catch (const cptoken::StoreError &e) {
+            _exit(e.kind() == cptoken::StoreError::Kind::corrupt ? 0 : 2);
+        }
+        _exit(3);  // read as if it were fine
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status)) fail_msg("%s: died of signal %d", what, WTERMSIG(status));
+    if (WEXITSTATUS(status) != 0) fail_msg("%s: child exit %d", what, WEXITSTATUS(status));
 }
 
 }  // namespace test_support

@@ -201,27 +201,6 @@ void test_truncated_data_file_is_refused(void **state) {
     assert_true(contains(message, "changed in place"));
 }
 
-// Runs `open_and_read` in a child (a SIGBUS there must show as a failure,
-// not end the test program): it must throw StoreError corrupt.
-void expect_corrupt_in_child(const std::function<void()> &open_and_read, const char *what) {
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        alarm(60);
-        for (int sig : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGABRT}) signal(sig, SIG_DFL);  // not cmocka's
-        try {
-            open_and_read();
-        } catch (const StoreError &e) {
-            _exit(e.kind() == StoreError::Kind::corrupt ? 0 : 2);
-        }
-        _exit(3);
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (WIFSIGNALED(status)) fail_msg("%s: died of signal %d", what, WTERMSIG(status));
-    if (WEXITSTATUS(status) != 0) fail_msg("%s: child exit %d", what, WEXITSTATUS(status));
-}
-
 void test_truncated_files_are_refused_at_open(void **state) {
     const std::string dir = fx(state).store;
     {

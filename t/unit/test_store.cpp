@@ -604,24 +604,14 @@ void test_corrupt_name_key_length(void **state) {
     assert_true(patched > 0);
     std::ofstream(tokens_file(f), std::ios::binary | std::ios::trunc).write(file.data(), file.size());
 
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        alarm(60);
-        for (int sig : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGABRT}) signal(sig, SIG_DFL);  // not cmocka's
-        try {
+    expect_corrupt_in_child(
+        [&] {
             TokenStore s(f.store, Access::read_only);
             s.list();
-        } catch (const StoreError &e) {
-            _exit(e.kind() == StoreError::Kind::corrupt ? 0 : 2);
-        }
-        _exit(3);  // listed a broken key as if it were fine
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (WIFSIGNALED(status)) fail_msg("list() on a corrupt key length died of signal %d", WTERMSIG(status));
-    if (WEXITSTATUS(status) != 0) fail_msg("list() on a corrupt key length: child exit %d", WEXITSTATUS(status));
+        },
+        "list() on a corrupt key length");
 }
+
 
 // A reader in another process keeps its snapshot while the tool writes,
 // and sees the change in its next transaction.
