@@ -77,7 +77,7 @@ std::string dir_of(const std::string &file) {
 // The refusal for a store file that is a symlink or not a regular file.
 [[noreturn]] void refuse_odd_file(const std::string &path, mode_t mode) {
     refuse(path + " is " + (S_ISLNK(mode) ? "a symbolic link" : "not a regular file") +
-           ": refusing to use it as a store file; remove it, then run: cptoken --db " + dir_of(path) + " init");
+           ": refusing to use it as a store file; remove it, then run: " + init_command(dir_of(path)));
 }
 
 // Throws unless rc is MDB_SUCCESS; the message, `what` followed by

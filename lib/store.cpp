@@ -188,15 +188,14 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
         return made.empty() ? InitOutcome::already_present : InitOutcome::repaired;
     }
 
-    // The usage store first: tokens.mdb existing is what marks a finished init.
+    // The usage store first: tokens.mdb existing is what marks a store, and an
+    // init cut short before the modes below is finished by the next (a repair).
     {
         Env usage(usage_file, Access::read_write, 0660, false);
         Txn txn(usage.get(), true, usage_file);
         usage.open_db(txn, "usage", true);
         txn.commit(usage_file);
     }
-    set_owner_mode(usage_file, gid, 0660);
-    set_owner_mode(usage_file + "-lock", gid, 0660);
     {
         Env tokens(tokens_file, Access::read_write, 0640, false);
         Txn txn(tokens.get(), true, tokens_file);
@@ -206,8 +205,7 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
         write_schema_version(tokens, txn, meta);
         txn.commit(tokens_file);
     }
-    set_owner_mode(tokens_file, gid, 0640);
-    set_owner_mode(tokens_file + "-lock", gid, 0660);
+    for (const char *name : store_files) set_owner_mode(path_in(dir, name), gid, store_file_mode(name));
     return InitOutcome::created;
 }
 
