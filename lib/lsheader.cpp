@@ -1,19 +1,11 @@
 #include "lsheader.hpp"
 
+#include "codec.hpp"
+
 namespace cptoken {
 namespace {
 
 constexpr std::size_t extension_block_size = 8;
-
-void put_be(std::string &out, std::uint64_t value, int bytes) {
-    for (int shift = (bytes - 1) * 8; shift >= 0; shift -= 8) out.push_back(static_cast<char>(value >> shift));
-}
-
-std::uint64_t get_be(std::string_view in, std::size_t pos, int bytes) noexcept {
-    std::uint64_t value = 0;
-    for (int i = 0; i < bytes; ++i) value = (value << 8) | static_cast<unsigned char>(in[pos + i]);
-    return value;
-}
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 #include "record.hpp"
 
+#include "codec.hpp"
 #include "names.hpp"
 
 namespace cptoken {
@@ -16,23 +17,8 @@ enum Tag : std::uint8_t { tag_end = 0, tag_user = 1, tag_name = 2, tag_created =
 
 void put_field(std::string &out, Tag tag, std::string_view value) {
     out.push_back(static_cast<char>(tag));
-    out.push_back(static_cast<char>(value.size() >> 8));
-    out.push_back(static_cast<char>(value.size() & 0xff));
+    put_be(out, value.size(), 2);
     out.append(value);
-}
-
-std::string be64(std::int64_t value) {
-    std::string out(8, '\0');
-    for (int i = 7; i >= 0; --i, value = static_cast<std::int64_t>(static_cast<std::uint64_t>(value) >> 8))
-        out[i] = static_cast<char>(value & 0xff);
-    return out;
-}
-
-std::optional<std::int64_t> from_be64(std::string_view in) noexcept {
-    if (in.size() != 8) return std::nullopt;
-    std::uint64_t value = 0;
-    for (unsigned char c : in) value = (value << 8) | c;
-    return static_cast<std::int64_t>(value);
 }
 
 std::string encode_network(const Network &network) {
@@ -62,8 +48,7 @@ std::optional<std::uint8_t> TokenRecord::unknown_restriction() const noexcept {
     for (std::size_t pos = 0; pos + 3 <= later_fields.size();) {
         const auto tag = static_cast<std::uint8_t>(later_fields[pos]);
         if (tag >= first_restriction_tag) return tag;
-        pos += 3 + ((static_cast<unsigned char>(later_fields[pos + 1]) << 8) |
-                    static_cast<unsigned char>(later_fields[pos + 2]));
+        pos += 3 + get_be(later_fields, pos + 1, 2);
     }
     return std::nullopt;
 }
@@ -90,8 +75,7 @@ std::optional<TokenRecord> decode_record(std::string_view payload) {
         if (has_end) return std::nullopt;  // bytes after the end
         if (payload.size() - pos < 3) return std::nullopt;
         const auto tag = static_cast<std::uint8_t>(payload[pos]);
-        const std::size_t length = (static_cast<unsigned char>(payload[pos + 1]) << 8) |
-                                   static_cast<unsigned char>(payload[pos + 2]);
+        const std::size_t length = get_be(payload, pos + 1, 2);
         pos += 3;
         if (payload.size() - pos < length) return std::nullopt;
         const std::string_view value = payload.substr(pos, length);
