@@ -26,6 +26,7 @@
 #include "store.hpp"
 #include "timeutil.hpp"
 #include "token.hpp"
+#include "usage_store.hpp"
 #include "verify.hpp"
 
 using namespace cptoken;

@@ -38,6 +38,8 @@ std::string mode_text(mode_t mode);
 std::string init_command(const std::string &dir);
 /// The directory a store file is in.
 std::string dir_of(const std::string &file);
+/// DIR/FILE.
+inline std::string path_in(const std::string &dir, const char *file) { return dir + "/" + file; }
 
 /// Throw StoreError: access with `message`.
 [[noreturn]] void refuse(const std::string &message);

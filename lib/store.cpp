@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "codec.hpp"
 #include "lmdb_env.hpp"
 #include "lsheader.hpp"
 #include "names.hpp"
@@ -23,8 +24,6 @@ using namespace lmdb;  // the environment under both stores
 namespace {
 
 constexpr const char *schema_key = "schema_version";
-
-std::string path_in(const std::string &dir, const char *file) { return dir + "/" + file; }
 
 // The names init may find in a directory it takes over.
 constexpr const char *store_files[] = {"tokens.mdb", "tokens.mdb-lock", "usage.mdb", "usage.mdb-lock"};
@@ -91,16 +90,15 @@ void set_owner_mode(const std::string &path, gid_t group, mode_t mode, std::vect
 }
 
 void write_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
-    std::string version(4, '\0');
-    for (int i = 0; i < 4; ++i) version[i] = static_cast<char>(StoreSettings::schema_version >> (24 - 8 * i));
+    std::string version;
+    put_be(version, StoreSettings::schema_version, 4);
     env.put(txn, meta, as_val(schema_key), version);
 }
 
 void check_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
     const auto version = env.get_live(txn, meta, as_val(schema_key));
     if (!version || version->size() != 4) corrupt(env.file() + " has no schema version: not a cptoken store");
-    std::uint32_t number = 0;
-    for (unsigned char c : *version) number = (number << 8) | c;
+    const auto number = static_cast<std::uint32_t>(get_be(*version, 0, 4));
     if (number > StoreSettings::schema_version)
         corrupt(env.file() + " has schema version " + std::to_string(number) + ", newer than this software (" +
                 std::to_string(StoreSettings::schema_version) + "): upgrade mod_cptoken");
@@ -505,55 +503,6 @@ void TokenStore::backup(const std::string &file) {
         }
         return 0;  // nothing written: the commit ends the transaction without a new snapshot
     });
-}
-
-// ---------------------------------------------------------------- usage
-
-namespace {
-constexpr std::uint8_t usage_format = 1;
-}
-
-struct UsageStore::Impl {
-    Env env;
-    MDB_dbi usage = 0;
-
-    Impl(const std::string &dir, Access access) : env(path_in(dir, usage_store_file), access, 0660, true) {
-        Txn txn(env.get(), false, env.file());
-        usage = env.open_db(txn, "usage", false);
-        txn.commit(env.file());
-    }
-};
-
-UsageStore::UsageStore(const std::string &dir, Access access) : impl_(std::make_unique<Impl>(dir, access)) {}
-UsageStore::~UsageStore() = default;
-
-std::optional<Usage> UsageStore::find(const Digest &digest) const {
-    Txn txn(impl_->env.get(), false, impl_->env.file());
-    const auto payload = impl_->env.get_live(txn, impl_->usage, as_val(digest));
-    if (!payload) return std::nullopt;
-    // format byte, 8-byte time, then the address text. httpd's group may write
-    // anything here, and the tool prints it to a root terminal: only a time in
-    // range and an address that parses get through.
-    if (payload->size() < 9 || static_cast<std::uint8_t>((*payload)[0]) != usage_format) return std::nullopt;
-    std::uint64_t when = 0;
-    for (int i = 1; i <= 8; ++i) when = (when << 8) | static_cast<unsigned char>((*payload)[i]);
-    constexpr std::uint64_t earliest = 946684800;     // 2000-01-01T00:00:00Z
-    constexpr std::uint64_t latest = 253402300799;    // 9999-12-31T23:59:59Z
-    if (when < earliest || when > latest) return std::nullopt;
-    Usage usage;
-    usage.last_used = static_cast<Seconds>(when);
-    if (const auto address = parse_address(payload->substr(9))) usage.last_used_ip = to_string(*address);
-    return usage;
-}
-
-void UsageStore::record(const Digest &digest, const Usage &usage) {
-    std::string payload(1, static_cast<char>(usage_format));
-    for (int shift = 56; shift >= 0; shift -= 8)
-        payload.push_back(static_cast<char>(static_cast<std::uint64_t>(usage.last_used) >> shift));
-    payload += usage.last_used_ip;
-    Txn txn(impl_->env.get(), true, impl_->env.file());
-    impl_->env.put(txn, impl_->usage, as_val(digest), payload);
-    txn.commit(impl_->env.file());
 }
 
 }  // namespace cptoken

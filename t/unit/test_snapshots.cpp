@@ -21,6 +21,7 @@
 
 #include "live_store.hpp"
 #include "store.hpp"
+#include "usage_store.hpp"
 #include "token.hpp"
 
 #include "support.hpp"

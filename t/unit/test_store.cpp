@@ -31,6 +31,7 @@
 #include "network.hpp"
 #include "record.hpp"
 #include "store.hpp"
+#include "usage_store.hpp"
 #include "timeutil.hpp"
 #include "token.hpp"
 
