@@ -6,12 +6,12 @@ namespace cptoken {
 
 LiveStore::LiveStore(std::string dir) : dir_(std::move(dir)) {}
 
-LiveStore::FileIds LiveStore::ids_at(const std::string &dir) {
-    FileIds ids;
+StoreFileIds StoreFileIds::at(const std::string &dir, const char *data_file) {
+    StoreFileIds ids;
+    const std::string data = dir + "/" + data_file;
     struct stat st{};
-    if (::stat((dir + "/" + token_store_file).c_str(), &st) == 0) ids.data_dev = st.st_dev, ids.data_ino = st.st_ino;
-    if (::stat((dir + "/" + token_store_file + "-lock").c_str(), &st) == 0)
-        ids.lock_dev = st.st_dev, ids.lock_ino = st.st_ino;
+    if (::stat(data.c_str(), &st) == 0) ids.data_dev = st.st_dev, ids.data_ino = st.st_ino;
+    if (::stat((data + "-lock").c_str(), &st) == 0) ids.lock_dev = st.st_dev, ids.lock_ino = st.st_ino;
     return ids;
 }
 
@@ -27,7 +27,7 @@ void LiveStore::open_now() {
 
 // Called with mutex_ held.
 void LiveStore::reopen_if_replaced() {
-    const FileIds now = ids_at(dir_);
+    const StoreFileIds now = StoreFileIds::at(dir_, token_store_file);
     if (now == ids_ && ids_.data_ino != 0) {  // still the files opened last
         // Refused after a change in place: until the files are replaced.
         if (!store_) throw *last_error_;
@@ -58,13 +58,13 @@ void LiveStore::reopen_if_replaced() {
     try {
         store_ = std::make_shared<const TokenStore>(dir_, Access::read_only);
     } catch (...) {
-        ids_ = FileIds{};  // the old files are closed: their inode numbers may be reused
+        ids_ = StoreFileIds{};  // the old files are closed: their inode numbers may be reused
         throw;
     }
     // What we opened: the data file by its descriptor, and the lock file LMDB
     // has just opened (or created, for a restored backup that had none).
     const auto [data_dev, data_ino] = store_->data_file_id();
-    ids_ = ids_at(dir_);
+    ids_ = StoreFileIds::at(dir_, token_store_file);
     ids_.data_dev = data_dev, ids_.data_ino = data_ino;
     store_->recheck_file();  // the state later checks compare with
 }

@@ -16,6 +16,17 @@
 
 namespace cptoken {
 
+/// Which files a store's data and lock file at DIR are: device and inode of
+/// each (zero for a missing file). Two differ when a file was replaced.
+struct StoreFileIds {
+    dev_t data_dev = 0, lock_dev = 0;
+    ino_t data_ino = 0, lock_ino = 0;
+
+    /// The files DIR/`data_file` and its lock file are now.
+    static StoreFileIds at(const std::string &dir, const char *data_file);
+    bool operator==(const StoreFileIds &) const = default;
+};
+
 class LiveStore {
 public:
     /// Checks the files at most once per this many microseconds.
@@ -44,18 +55,12 @@ public:
     const std::string &dir() const noexcept { return dir_; }
 
 private:
-    struct FileIds {
-        dev_t data_dev = 0, lock_dev = 0;
-        ino_t data_ino = 0, lock_ino = 0;
-        bool operator==(const FileIds &) const = default;
-    };
-    static FileIds ids_at(const std::string &dir);
     void reopen_if_replaced();
 
     const std::string dir_;
     std::mutex mutex_;  // guards store_ and ids_
     std::shared_ptr<const TokenStore> store_;
-    FileIds ids_;  // of the last store opened
+    StoreFileIds ids_;  // of the last store opened
     std::unique_ptr<StoreError> last_error_;
     std::atomic<std::int64_t> next_check_us_{0};
 };

@@ -198,13 +198,15 @@ private:
 // One LMDB environment (one .mdb file with its -lock file) and its databases.
 class Env {
 public:
-    Env(const std::string &file, Access access, unsigned mode_if_created, bool must_exist) : file_(file) {
+    /// `extra_flags`: more mdb_env_open flags (MDB_NOSYNC for the usage store).
+    Env(const std::string &file, Access access, unsigned mode_if_created, bool must_exist, unsigned extra_flags = 0)
+        : file_(file) {
         check_files(file, access, must_exist);
         check(mdb_env_create(&env_), "cannot create an LMDB environment");
         check(mdb_env_set_mapsize(env_, StoreSettings::map_size), "cannot set the map size of ", file);
         check(mdb_env_set_maxreaders(env_, StoreSettings::max_readers), "cannot set max readers of ", file);
         check(mdb_env_set_maxdbs(env_, 8), "cannot set max databases of ", file);
-        const unsigned flags = MDB_NOSUBDIR | MDB_NOTLS | (access == Access::read_only ? MDB_RDONLY : 0);
+        const unsigned flags = MDB_NOSUBDIR | MDB_NOTLS | (access == Access::read_only ? MDB_RDONLY : 0) | extra_flags;
         const int rc = mdb_env_open(env_, file.c_str(), flags, mode_if_created);
         if (rc != MDB_SUCCESS) {
             mdb_env_close(env_);
@@ -248,6 +250,15 @@ public:
     MDB_env *get() const { return env_; }
     const std::string &file() const { return file_; }
 
+    /// Device and inode of the data file open here (which may no longer be
+    /// the file at its path). Throws StoreError: access.
+    std::pair<dev_t, ino_t> file_id() const {
+        mdb_filehandle_t fd = -1;
+        struct stat st{};
+        if (mdb_env_get_fd(env_, &fd) != MDB_SUCCESS || ::fstat(fd, &st) != 0) fail(errno, "cannot stat " + file_);
+        return {st.st_dev, st.st_ino};
+    }
+
     // Opens (or, in a write transaction with create, creates) a named database.
     MDB_dbi open_db(Txn &txn, const char *name, bool create) {
         MDB_dbi dbi = 0;
@@ -257,20 +268,30 @@ public:
         return dbi;
     }
 
-    // The payload of a live value; nullopt if absent or a tombstone.
-    std::optional<std::string_view> get_live(Txn &txn, MDB_dbi dbi, MDB_val key) const {
+    // The stored value with its header (tombstones too); nullopt if absent.
+    std::optional<LsValue> get_value(Txn &txn, MDB_dbi dbi, MDB_val key) const {
         MDB_val value;
         const int rc = mdb_get(txn.get(), dbi, &key, &value);
         if (rc == MDB_NOTFOUND) return std::nullopt;
         check(rc, "cannot read ", file_);
         const auto decoded = ls_decode(as_view(value));
         if (!decoded) corrupt("a value in " + file_ + " has a broken header");
-        if (decoded->deleted()) return std::nullopt;
-        return decoded->payload;
+        return decoded;
     }
 
-    void put(Txn &txn, MDB_dbi dbi, MDB_val key, std::string_view payload, std::uint8_t flags = 0) {
-        const std::string stored = ls_encode(now_nanoseconds(), mdb_txn_id(txn.get()), flags, payload);
+    // The payload of a live value; nullopt if absent or a tombstone.
+    std::optional<std::string_view> get_live(Txn &txn, MDB_dbi dbi, MDB_val key) const {
+        const auto value = get_value(txn, dbi, key);
+        if (!value || value->deleted()) return std::nullopt;
+        return value->payload;
+    }
+
+    // Stamped now, unless `timestamp_ns` says otherwise (the usage store
+    // stamps a value with the time of the use it records).
+    void put(Txn &txn, MDB_dbi dbi, MDB_val key, std::string_view payload, std::uint8_t flags = 0,
+             std::optional<std::uint64_t> timestamp_ns = std::nullopt) {
+        const std::string stored = ls_encode(timestamp_ns ? *timestamp_ns : now_nanoseconds(), mdb_txn_id(txn.get()),
+                                             flags, payload);
         MDB_val value = as_val(stored);
         check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to ", file_);
     }

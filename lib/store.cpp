@@ -465,14 +465,7 @@ void TokenStore::set_lock_wait_notice(std::function<void(const std::string &mess
     impl_->lock_wait_notice = std::move(notice);
 }
 
-std::pair<dev_t, ino_t> TokenStore::data_file_id() const {
-    mdb_filehandle_t fd = -1;
-    struct stat st{};
-    if (mdb_env_get_fd(impl_->env.get(), &fd) != MDB_SUCCESS || ::fstat(fd, &st) != 0)
-        fail(errno, "cannot stat " + impl_->env.file());
-    return {st.st_dev, st.st_ino};
-}
-
+std::pair<dev_t, ino_t> TokenStore::data_file_id() const { return impl_->env.file_id(); }
 
 void TokenStore::backup(const std::string &file) {
     // mdb_env_copy2 reads the snapshot the lock file names, unchecked. So the

@@ -1,41 +1,66 @@
-// The usage store: when, from where and how often each token was last used.
-// DIR/usage.mdb (+ -lock), written by httpd children, read by cptoken; kept
-// apart from the token store so that httpd needs no write access to tokens.
+// The usage store: when, from where and how often each token was used.
+// DIR/usage.mdb (+ -lock), written by httpd children (UsageRecorder), read
+// by cptoken; kept apart from the token store so that httpd needs no write
+// access to tokens.
 //
-//   usage   SHA-512 digest (64 bytes) -> usage value (see usage_store.cpp)
+//   usage   SHA-512 digest (64 bytes) -> usage value (usage_store.cpp)
+//
+// Every value carries the Lightning Stream header stamped with the time of
+// the use it records, so that where hosts share a store the newest use wins.
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "store.hpp"
 
 namespace cptoken {
 
-/// Last use of a token, as recorded by httpd.
+/// A token's uses, as recorded by httpd.
 struct Usage {
     Seconds last_used = 0;
-    std::string last_used_ip;
+    std::string last_used_ip;  ///< canonical text; empty if unknown
+    std::uint64_t uses = 0;    ///< requests admitted, as written so far
 };
 
-/// The usage store: digest -> last use. Written by httpd children, read by
-/// the tool, kept apart so that httpd needs no write access to tokens.
+/// Uses of one token that one process noted and has not written yet.
+struct NotedUses {
+    Digest digest{};
+    std::int64_t last_used_ns = 0;  ///< wall clock of the newest noted use
+    std::string last_used_ip;       ///< its client address, canonical text
+    std::uint64_t uses = 0;         ///< how many since the last write
+};
+
+/// The usage store: digest -> last use and count.
 class UsageStore {
 public:
-    /// Opens DIR/usage.mdb. Throws StoreError like TokenStore.
+    /// Opens DIR/usage.mdb. A read-write opener does not sync to disk
+    /// (MDB_NOSYNC, MDB_NOMETASYNC): a crash of the machine may lose the last
+    /// uses, never a token. Throws StoreError like TokenStore.
     UsageStore(const std::string &dir, Access access);
     ~UsageStore();
     UsageStore(const UsageStore &) = delete;
     UsageStore &operator=(const UsageStore &) = delete;
 
-    /// The last use recorded for `digest`; nullopt if none, or if its time is
-    /// unreadable or outside 2000-01-01..9999-12-31. An address that does not
-    /// parse (parse_address) is returned empty (unknown), any other in its
-    /// canonical form (to_string). Throws StoreError on a failed read.
+    /// The uses recorded for `digest`; nullopt if none, or if the time is
+    /// unreadable or outside 2000-01-01..9999-12-31 (httpd's group can write
+    /// this store). An address that does not parse (parse_address) is
+    /// returned empty (unknown), any other in its canonical form. Throws
+    /// StoreError on a failed read.
     std::optional<Usage> find(const Digest &digest) const;
 
-    /// Records a use. Throws StoreError on a failed write.
-    void record(const Digest &digest, const Usage &usage);
+    /// Adds noted uses in one write transaction: each token's count grows by
+    /// its uses; its time and address become those of the newer of the stored
+    /// and the noted use. Each value is stamped with that time (and always
+    /// later than the value it replaces). A stored value that cannot be read
+    /// is replaced. Throws StoreError on a failed write (nothing written).
+    void add(const std::vector<NotedUses> &noted);
+
+    /// Device and inode of the data file this store has open.
+    std::pair<dev_t, ino_t> data_file_id() const;
 
     struct Impl;
 

@@ -4,6 +4,7 @@
 // std::basic_ios::fail().
 #pragma once
 
+#include <lmdb.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -172,5 +173,80 @@ inline void expect_corrupt_in_child(const std::function<void()> &read, const cha
     if (WIFSIGNALED(status)) fail_msg("%s: died of signal %d", what, WTERMSIG(status));
     if (WEXITSTATUS(status) != 0) fail_msg("%s: child exit %d", what, WEXITSTATUS(status));
 }
+
+/// setup() and a store made by init_store() for this process's group.
+inline int setup_init(void **state) {
+    if (setup(state) != 0) return -1;
+    auto *f = static_cast<Fixture *>(*state);
+    try {
+        cptoken::init_store(f->store, getgid());
+    } catch (const std::exception &e) {
+        print_error("init_store failed: %s\n", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+// ---- raw LMDB access, only while no TokenStore on the same files is open
+
+struct RawEnv {
+    MDB_env *env = nullptr;
+    explicit RawEnv(const std::string &file, bool write = false) {
+        int rc = mdb_env_create(&env);
+        if (rc == 0) rc = mdb_env_set_maxdbs(env, 16);
+        if (rc == 0) rc = mdb_env_set_maxreaders(env, cptoken::StoreSettings::max_readers);
+        if (rc == 0) rc = mdb_env_set_mapsize(env, cptoken::StoreSettings::map_size);
+        if (rc == 0) rc = mdb_env_open(env, file.c_str(), MDB_NOSUBDIR | (write ? 0 : MDB_RDONLY), 0600);
+        if (rc != 0) {
+            if (env) mdb_env_close(env);
+            env = nullptr;
+            fail_msg("raw open of %s: %s", file.c_str(), mdb_strerror(rc));
+        }
+    }
+    ~RawEnv() {
+        if (env) mdb_env_close(env);
+    }
+    // Returns MDB_SUCCESS / MDB_NOTFOUND and the value.
+    int get(const char *db, std::string_view key, std::string *value) {
+        MDB_txn *txn = nullptr;
+        int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+        if (rc != 0) fail_msg("mdb_txn_begin: %s", mdb_strerror(rc));
+        MDB_dbi dbi;
+        rc = mdb_dbi_open(txn, db, 0, &dbi);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            fail_msg("mdb_dbi_open(%s): %s", db, mdb_strerror(rc));
+        }
+        MDB_val k{key.size(), const_cast<char *>(key.data())}, v;
+        rc = mdb_get(txn, dbi, &k, &v);
+        if (rc == 0 && value) value->assign(static_cast<const char *>(v.mv_data), v.mv_size);
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    void put(const char *db, std::string_view key, std::string_view value) {
+        MDB_txn *txn = nullptr;
+        int rc = mdb_txn_begin(env, nullptr, 0, &txn);
+        if (rc != 0) fail_msg("mdb_txn_begin: %s", mdb_strerror(rc));
+        MDB_dbi dbi;
+        rc = mdb_dbi_open(txn, db, 0, &dbi);
+        MDB_val k{key.size(), const_cast<char *>(key.data())};
+        MDB_val v{value.size(), const_cast<char *>(value.data())};
+        if (rc == 0) rc = mdb_put(txn, dbi, &k, &v, 0);
+        if (rc == 0) rc = mdb_txn_commit(txn);
+        else mdb_txn_abort(txn);
+        if (rc != 0) fail_msg("raw put: %s", mdb_strerror(rc));
+    }
+    std::size_t count(const char *db) {
+        MDB_txn *txn = nullptr;
+        mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+        MDB_dbi dbi;
+        int rc = mdb_dbi_open(txn, db, 0, &dbi);
+        MDB_stat st{};
+        if (rc == 0) rc = mdb_stat(txn, dbi, &st);
+        mdb_txn_abort(txn);
+        if (rc != 0) fail_msg("mdb_stat(%s): %s", db, mdb_strerror(rc));
+        return st.ms_entries;
+    }
+};
 
 }  // namespace test_support

@@ -34,12 +34,6 @@ namespace {
 // LMDB 0.9 on x86_64: the newest transaction id in the lock file's header.
 constexpr off_t lock_txnid_offset = 48;
 
-int setup_init(void **state) {
-    if (setup(state) != 0) return -1;
-    init_store(fx(state).store, getgid());
-    return 0;
-}
-
 std::string lock_file(void **state) { return fx(state).store + "/tokens.mdb-lock"; }
 std::string data_file(void **state) { return fx(state).store + "/tokens.mdb"; }
 
@@ -207,7 +201,7 @@ void test_truncated_files_are_refused_at_open(void **state) {
     {
         TokenStore writer(dir, Access::read_write);
         for (int i = 0; i < 200; ++i) writer.add(new_digest(), rec("alice", "t" + std::to_string(i)));
-        UsageStore(dir, Access::read_write).record(new_digest(), Usage{1767225600, "192.0.2.1"});
+        UsageStore(dir, Access::read_write).add({NotedUses{new_digest(), 1767225600000000000, "192.0.2.1", 1}});
     }
     const auto size = std::filesystem::file_size(data_file(state));
     for (const auto cut : {size - 4096, size / 2, std::uintmax_t{2 * 4096 + 100}}) {

@@ -46,84 +46,6 @@ namespace {
 
 
 
-int setup_init(void **state) {
-    if (setup(state) != 0) return -1;
-    auto *f = static_cast<Fixture *>(*state);
-    try {
-        init_store(f->store, getgid());
-    } catch (const std::exception &e) {
-        print_error("init_store failed: %s\n", e.what());
-        return -1;
-    }
-    return 0;
-}
-
-
-
-
-
-
-// ---- raw LMDB access, only while no TokenStore on the same files is open
-
-struct RawEnv {
-    MDB_env *env = nullptr;
-    explicit RawEnv(const std::string &file, bool write = false) {
-        int rc = mdb_env_create(&env);
-        if (rc == 0) rc = mdb_env_set_maxdbs(env, 16);
-        if (rc == 0) rc = mdb_env_set_maxreaders(env, StoreSettings::max_readers);
-        if (rc == 0) rc = mdb_env_set_mapsize(env, StoreSettings::map_size);
-        if (rc == 0) rc = mdb_env_open(env, file.c_str(), MDB_NOSUBDIR | (write ? 0 : MDB_RDONLY), 0600);
-        if (rc != 0) {
-            if (env) mdb_env_close(env);
-            env = nullptr;
-            fail_msg("raw open of %s: %s", file.c_str(), mdb_strerror(rc));
-        }
-    }
-    ~RawEnv() {
-        if (env) mdb_env_close(env);
-    }
-    // Returns MDB_SUCCESS / MDB_NOTFOUND and the value.
-    int get(const char *db, std::string_view key, std::string *value) {
-        MDB_txn *txn = nullptr;
-        int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
-        if (rc != 0) fail_msg("mdb_txn_begin: %s", mdb_strerror(rc));
-        MDB_dbi dbi;
-        rc = mdb_dbi_open(txn, db, 0, &dbi);
-        if (rc != 0) {
-            mdb_txn_abort(txn);
-            fail_msg("mdb_dbi_open(%s): %s", db, mdb_strerror(rc));
-        }
-        MDB_val k{key.size(), const_cast<char *>(key.data())}, v;
-        rc = mdb_get(txn, dbi, &k, &v);
-        if (rc == 0 && value) value->assign(static_cast<const char *>(v.mv_data), v.mv_size);
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    void put(const char *db, std::string_view key, std::string_view value) {
-        MDB_txn *txn = nullptr;
-        int rc = mdb_txn_begin(env, nullptr, 0, &txn);
-        if (rc != 0) fail_msg("mdb_txn_begin: %s", mdb_strerror(rc));
-        MDB_dbi dbi;
-        rc = mdb_dbi_open(txn, db, 0, &dbi);
-        MDB_val k{key.size(), const_cast<char *>(key.data())};
-        MDB_val v{value.size(), const_cast<char *>(value.data())};
-        if (rc == 0) rc = mdb_put(txn, dbi, &k, &v, 0);
-        if (rc == 0) rc = mdb_txn_commit(txn);
-        else mdb_txn_abort(txn);
-        if (rc != 0) fail_msg("raw put: %s", mdb_strerror(rc));
-    }
-    std::size_t count(const char *db) {
-        MDB_txn *txn = nullptr;
-        mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
-        MDB_dbi dbi;
-        int rc = mdb_dbi_open(txn, db, 0, &dbi);
-        MDB_stat st{};
-        if (rc == 0) rc = mdb_stat(txn, dbi, &st);
-        mdb_txn_abort(txn);
-        if (rc != 0) fail_msg("mdb_stat(%s): %s", db, mdb_strerror(rc));
-        return st.ms_entries;
-    }
-};
 
 std::string dkey(const Digest &d) { return std::string(reinterpret_cast<const char *>(d.data()), d.size()); }
 std::string nkey(const std::string &user, const std::string &name) { return user + std::string(1, '\0') + name; }
@@ -869,76 +791,6 @@ void test_backup_existing_file(void **state) {
     assert_int_equal(s.list().size(), 1);
 }
 
-void test_usage(void **state) {
-    Fixture &f = fx(state);
-    Digest d1 = new_digest(), d2 = new_digest(), d3 = new_digest();
-    {
-        UsageStore u(f.store, Access::read_write);
-        assert_false(u.find(d1).has_value());
-        u.record(d1, Usage{1767225600, "192.0.2.7"});
-        u.record(d2, Usage{1767225700, "2001:db8::1"});
-        auto a = u.find(d1);
-        assert_true(a.has_value());
-        assert_int_equal(a->last_used, 1767225600);
-        assert_string_equal(a->last_used_ip.c_str(), "192.0.2.7");
-        u.record(d1, Usage{1767229999, "10.0.0.1"});
-        a = u.find(d1);
-        assert_int_equal(a->last_used, 1767229999);
-        assert_string_equal(a->last_used_ip.c_str(), "10.0.0.1");
-        assert_false(u.find(d3).has_value());
-        // A TokenStore on the same directory is another environment.
-        TokenStore s(f.store, Access::read_write);
-        s.add(d3, rec("alice", "x"));
-        assert_false(u.find(d3).has_value());
-    }
-    UsageStore u(f.store, Access::read_only);
-    auto a = u.find(d1);
-    assert_true(a.has_value());
-    assert_int_equal(a->last_used, 1767229999);
-    assert_string_equal(a->last_used_ip.c_str(), "10.0.0.1");
-    auto b = u.find(d2);
-    assert_true(b.has_value());
-    assert_int_equal(b->last_used, 1767225700);
-    assert_string_equal(b->last_used_ip.c_str(), "2001:db8::1");
-    assert_false(u.find(d3).has_value());
-}
-
-// httpd's group may write anything into the usage store: find() lets through
-// only a time in range and an address that parses, in canonical form.
-void test_usage_untrusted_values(void **state) {
-    Fixture &f = fx(state);
-    UsageStore u(f.store, Access::read_write);
-    const Seconds when = 1767225600;
-    const auto ip_of = [&](const std::string &planted) {
-        const Digest d = new_digest();
-        u.record(d, Usage{when, planted});
-        const auto found = u.find(d);
-        if (!found || found->last_used != when) fail_msg("a use with address '%s' was lost", planted.c_str());
-        return found->last_used_ip;
-    };
-    const std::vector<std::string> planted = {"\x1b[2J", "\x1b]0;owned\x07", "192.0.2.7\n", "192.0.2.7\x1b[2J",
-                                              "\n", "not an address", "192.0.2.0/24", "[::1]",
-                                              std::string("10.0.0.1\0", 9)};
-    for (std::size_t i = 0; i < planted.size(); ++i)
-        if (!ip_of(planted[i]).empty()) fail_msg("planted address %zu should read as unknown", i);
-    assert_string_equal(ip_of("::FFFF:192.0.2.7").c_str(), "192.0.2.7");
-    assert_string_equal(ip_of("2001:DB8:0:0::1").c_str(), "2001:db8::1");
-    assert_string_equal(ip_of("").c_str(), "");
-
-    const auto time_kept = [&](Seconds t) {
-        const Digest d = new_digest();
-        u.record(d, Usage{t, "192.0.2.7"});
-        return u.find(d).has_value();
-    };
-    assert_true(time_kept(946684800));      // 2000-01-01T00:00:00Z
-    assert_true(time_kept(253402300799));   // 9999-12-31T23:59:59Z
-    assert_false(time_kept(946684799));
-    assert_false(time_kept(0));
-    assert_false(time_kept(253402300800));
-    assert_false(time_kept(-1));
-    assert_false(time_kept(INT64_MAX));
-}
-
 void test_many_tokens(void **state) {
     Fixture &f = fx(state);
     TokenStore s(f.store, Access::read_write);
@@ -1106,8 +958,6 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_find_cache_memory_bound, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_backup, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_backup_existing_file, setup_init, teardown),
-        cmocka_unit_test_setup_teardown(test_usage, setup_init, teardown),
-        cmocka_unit_test_setup_teardown(test_usage_untrusted_values, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_many_tokens, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_symlinked_store_files, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_a_dir_its_group_or_others_can_write, setup_init, teardown),
