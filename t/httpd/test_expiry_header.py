@@ -14,8 +14,8 @@ BASIC_PROVIDER_AUTH = """    AuthType Basic
     AuthName "@REALM@"
     AuthBasicProvider cptoken
     Require valid-user"""
-# mod_proxy when the backend's port is closed: connect failed, worker disabled, no connection.
-PROXY_DOWN_TAGS = ("AH00957", "AH00959", "AH01114")
+# mod_proxy when the backend's port is closed (retry=0: the worker is not disabled): connect failed, no connection.
+PROXY_DOWN_TAGS = ("AH00957", "AH01114")
 # mod_authz_core: "user alice: authorization failure" for Require user bob.
 AUTHZ_TAGS = ("AH01631",)
 # mod_auth_basic, for a password no provider accepts.
