@@ -5,6 +5,7 @@
 //   AuthType cpanel                    check_authn hook + note_auth_failure
 //   AuthBasicProvider cptoken          authn provider "cptoken"
 //   per-token restrictions             check_authz hook (declines or denies)
+//   CPTokenExpiryHeader                insert_filter/insert_error_filter hooks + output filter
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
 // any failure refuses the request (500), never admits it.
 
@@ -17,6 +18,7 @@
 #include "ap_mpm.h"
 #include "mod_auth.h"
 #include "ap_provider.h"
+#include "util_filter.h"
 #include "apr_strings.h"
 
 #include <cstring>
@@ -53,6 +55,7 @@ struct DirConfig {
     int store_index;    // into the store registry; -1: unset (default store)
     unsigned schemes;   // Scheme flags; 0: unset (default_schemes)
     int forward;        // CPTokenForwardAuthorization: -1 unset, 0 off, 1 on
+    int expiry_header;  // CPTokenExpiryHeader: -1 unset, 0 off, 1 on
 };
 
 // The store directories named in the configuration, in order; index 0 is the
@@ -86,6 +89,7 @@ void *create_dir_config(apr_pool_t *pool, char *) {
     config->store_index = -1;
     config->schemes = 0;
     config->forward = -1;
+    config->expiry_header = -1;
     return config;
 }
 
@@ -96,6 +100,7 @@ void *merge_dir_config(apr_pool_t *pool, void *base_v, void *add_v) {
     merged->store_index = add->store_index != -1 ? add->store_index : base->store_index;
     merged->schemes = add->schemes != 0 ? add->schemes : base->schemes;
     merged->forward = add->forward != -1 ? add->forward : base->forward;
+    merged->expiry_header = add->expiry_header != -1 ? add->expiry_header : base->expiry_header;
     return merged;
 }
 
@@ -124,6 +129,11 @@ const char *set_forward(cmd_parms *, void *config_v, int on) {
     return nullptr;
 }
 
+const char *set_expiry_header(cmd_parms *, void *config_v, int on) {
+    static_cast<DirConfig *>(config_v)->expiry_header = on ? 1 : 0;
+    return nullptr;
+}
+
 // httpd's directive table stores every handler as a `const char *(*)()`.
 template <class Handler>
 cmd_func as_cmd_func(Handler handler) {
@@ -139,12 +149,14 @@ const command_rec directives[] = {
     AP_INIT_FLAG("CPTokenForwardAuthorization", as_cmd_func(set_forward), nullptr,
                  RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
                  "On: pass the Authorization header on after a successful check (default Off: remove it)"),
+    AP_INIT_FLAG("CPTokenExpiryHeader", as_cmd_func(set_expiry_header), nullptr, RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
+                 "On: answer requests admitted by an expiring token with CPToken-Expires (default Off)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
 // ------------------------------------------------------------ helpers
 
-const DirConfig &config_of(request_rec *r) {
+const DirConfig &config_of(const request_rec *r) {
     return *static_cast<const DirConfig *>(ap_get_module_config(r->per_dir_config, &cptoken_module));
 }
 
@@ -176,6 +188,7 @@ struct RequestState {
     const char *header;  // the Authorization header it was admitted with (for restore_credentials)
     bool forwarded;      // admission left the header for the backend
     bool restored_unforwarded;  // restore_credentials put back a header the earlier request had removed
+    const char *expires;  // the admitting token's expiry, RFC 3339 UTC (for CPToken-Expires); null: never
 };
 
 const RequestState *state_of(const request_rec *r) {
@@ -199,10 +212,11 @@ RequestState &state_for(request_rec *r) {
 void admit(request_rec *r, const TokenRecord &record, const char *header) {
     r->user = apr_pstrmemdup(r->pool, record.user.data(), record.user.size());
     apr_table_setn(r->subprocess_env, "CPTOKEN_NAME", apr_pstrmemdup(r->pool, record.name.data(), record.name.size()));
-    apr_table_setn(r->subprocess_env, "CPTOKEN_EXPIRES",
-                   record.never_expires() ? "" : apr_pstrdup(r->pool, format_iso8601(record.expires).c_str()));
+    const char *expires = record.never_expires() ? nullptr : apr_pstrdup(r->pool, format_iso8601(record.expires).c_str());
+    apr_table_setn(r->subprocess_env, "CPTOKEN_EXPIRES", expires ? expires : "");
     RequestState &state = state_for(r);
     state.user = r->user;
+    state.expires = expires;
     state.header = apr_pstrdup(r->pool, header);
     state.forwarded = config_of(r).forward == 1 && !state.restored_unforwarded;
     if (!state.forwarded) apr_table_unset(r->headers_in, authorization_header_name(r));
@@ -231,6 +245,16 @@ Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
     return verify_token(*store, user, token, client, now_seconds());
 }
 
+// The state of the nearest request, along internal redirects (r->prev) and
+// subrequests (r->main), that a token admitted; null if none was.
+const RequestState *admitted_state(const request_rec *r) {
+    for (; r; r = r->prev ? r->prev : r->main) {
+        const RequestState *state = state_of(r);
+        if (state && state->user) return state;
+    }
+    return nullptr;
+}
+
 // ------------------------------------------------------------ hooks
 
 // httpd authenticates again an internal redirect or a subrequest whose
@@ -244,14 +268,10 @@ int restore_credentials(request_rec *r) {
     if (!r->prev && !r->main) return DECLINED;  // an original request: nothing to restore
     const char *name = authorization_header_name(r);
     if (apr_table_get(r->headers_in, name)) return DECLINED;
-    for (const request_rec *earlier = r->prev ? r->prev : r->main; earlier;
-         earlier = earlier->prev ? earlier->prev : earlier->main) {
-        const RequestState *admitted = state_of(earlier);
-        if (admitted && admitted->header) {
-            apr_table_set(r->headers_in, name, admitted->header);
-            if (!admitted->forwarded) state_for(r).restored_unforwarded = true;
-            break;
-        }
+    const RequestState *admitted = admitted_state(r->prev ? r->prev : r->main);
+    if (admitted && admitted->header) {
+        apr_table_set(r->headers_in, name, admitted->header);
+        if (!admitted->forwarded) state_for(r).restored_unforwarded = true;
     }
     return DECLINED;
 }
@@ -340,6 +360,50 @@ authn_status check_password(request_rec *r, const char *user, const char *passwo
             log_refusal(r, APLOG_ERR, describe(verdict.reason), user, verdict.record ? &*verdict.record : nullptr);
             return AUTH_DENIED;
     }
+}
+
+// ------------------------------------------------------------ CPToken-Expires
+
+// CPTokenExpiryHeader On: the response to a request a token admitted tells
+// the client when that token expires, so that a CI job can warn before it
+// dies. The expiry is known at admission but the status only when the
+// response goes out, so a filter sets the header then, on error responses
+// too (insert_error_filter), and leaves it off a 401.
+
+const char *const expiry_header_name = "CPToken-Expires";
+const char *const expiry_filter_name = "CPTOKEN_EXPIRES";
+
+// The request the client asked for: the first of a chain of internal redirects.
+const request_rec *client_request(const request_rec *r) {
+    while (r->prev) r = r->prev;
+    return r;
+}
+
+// Called for every response (insert_filter) and every error response httpd
+// makes itself (insert_error_filter): with the directive Off, one config
+// check. The setting of the location the client asked for counts, as for
+// CPTokenForwardAuthorization: an ErrorDocument elsewhere keeps the header,
+// a redirect from a location with Off does not gain it.
+void insert_expiry_filter(request_rec *r) {
+    if (r->main) return;  // a subrequest's output goes through its main request's filters
+    if (config_of(client_request(r)).expiry_header != 1) return;
+    const RequestState *admitted = admitted_state(r);
+    if (!admitted) return;
+    // ctx: the value, or null for a token that never expires (the filter then only removes a backend's).
+    ap_add_output_filter(expiry_filter_name, const_cast<char *>(admitted->expires), r, r->connection);
+}
+
+// Runs once, before the headers go out, then leaves the chain. Set, not
+// added: a proxied backend's own CPToken-Expires must not survive beside
+// ours (nor speak for a token that never expires). Never on a 401 (407 for
+// a forward proxy), whoever refused.
+void apply_expiry_header(request_rec *r, const char *expires) {
+    apr_table_unset(r->headers_out, expiry_header_name);
+    const bool refused = r->status == HTTP_UNAUTHORIZED || r->status == HTTP_PROXY_AUTHENTICATION_REQUIRED;
+    if (expires && !refused)
+        apr_table_setn(r->err_headers_out, expiry_header_name, expires);  // sent with any status
+    else
+        apr_table_unset(r->err_headers_out, expiry_header_name);
 }
 
 int pre_config(apr_pool_t *, apr_pool_t *, apr_pool_t *) {
@@ -447,6 +511,24 @@ static authn_status check_password_provider(request_rec *r, const char *user, co
     }
 }
 
+static void insert_expiry_filter_hook(request_rec *r) noexcept {
+    try {
+        insert_expiry_filter(r);
+    } catch (...) {
+        log_exception(r);  // no header: the response itself is not at stake
+    }
+}
+
+static apr_status_t expiry_filter(ap_filter_t *f, apr_bucket_brigade *brigade) noexcept {
+    try {
+        apply_expiry_header(f->r, static_cast<const char *>(f->ctx));
+    } catch (...) {
+        log_exception(f->r);
+    }
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, brigade);
+}
+
 static int pre_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp) noexcept {
     try {
         return pre_config(pconf, plog, ptemp);
@@ -486,6 +568,9 @@ void register_hooks(apr_pool_t *pool) {
     ap_hook_check_authn(check_authn_hook, nullptr, nullptr, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authz(check_authz_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_note_auth_failure(note_auth_failure_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_register_output_filter(expiry_filter_name, expiry_filter, nullptr, AP_FTYPE_CONTENT_SET);
+    ap_hook_insert_filter(insert_expiry_filter_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_insert_error_filter(insert_expiry_filter_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_register_auth_provider(pool, AUTHN_PROVIDER_GROUP, "cptoken", AUTHN_PROVIDER_VERSION, &basic_provider,
                               AP_AUTH_INTERNAL_PER_CONF);
 }
