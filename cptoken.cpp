@@ -122,6 +122,7 @@ json token_json(const TokenRecord &record, const std::optional<Usage> &usage) {
     out["expires"] = record.never_expires() ? json(nullptr) : json(format_iso8601(record.expires));
     out["last_used"] = usage ? json(format_iso8601(usage->last_used)) : json(nullptr);
     out["last_used_ip"] = usage && !usage->last_used_ip.empty() ? json(usage->last_used_ip) : json(nullptr);
+    out["uses"] = usage ? usage->uses : 0;
     if (record.allowed_ips.empty()) {
         out["allowed_ips"] = nullptr;
     } else {
@@ -177,7 +178,7 @@ struct Options {
     std::string db;
     std::string user, name, group, file;
     // Options that may be given with an empty value, which is then an error.
-    std::optional<std::string> expires, new_name, ip;
+    std::optional<std::string> expires, new_name, ip, unused_for;
     std::vector<std::string> allow_ips;
     bool json = false, any_ip = false, all = false;
 };
@@ -274,24 +275,41 @@ int cmd_bulk_create(const Options &o) {
     return 0;
 }
 
+// --unused-for: not used since `cutoff`, or never used and created by then.
+bool unused_since(const TokenRecord &record, const std::optional<Usage> &used, Seconds cutoff) {
+    return used ? used->last_used <= cutoff : record.created <= cutoff;
+}
+
 int cmd_list(const Options &o) {
     if (!o.user.empty()) require_user(o.user);
+    std::optional<Seconds> cutoff;
+    if (o.unused_for) {
+        try {
+            cutoff = now_seconds() - parse_duration(*o.unused_for);
+        } catch (const WhenError &e) {
+            throw UsageError(std::string("--unused-for: ") + e.what());
+        }
+    }
     const TokenStore store(o.db, Access::read_only);
     const auto usage = open_usage(o.db);
+    std::vector<std::pair<const StoredToken *, std::optional<Usage>>> shown;
     const auto tokens = store.list(o.user);
+    for (const StoredToken &token : tokens) {
+        auto used = usage_of(usage, token.digest);
+        if (!cutoff || unused_since(token.record, used, *cutoff)) shown.emplace_back(&token, std::move(used));
+    }
     if (o.json) {
         json out = json::array();
-        for (const StoredToken &token : tokens) out.push_back(token_json(token.record, usage_of(usage, token.digest)));
+        for (const auto &[token, used] : shown) out.push_back(token_json(token->record, used));
         print_json(out);
         return 0;
     }
-    std::vector<std::vector<std::string>> rows{{"USER", "NAME", "CREATED", "EXPIRES", "LAST USED", "ALLOWED IPS"}};
-    for (const StoredToken &token : tokens) {
-        const auto used = usage_of(usage, token.digest);
-        rows.push_back({token.record.user, token.record.name, format_iso8601(token.record.created),
-                        expiry_text(token.record),
-                        last_used_text(used),
-                        allowlist_text(token.record.allowed_ips)});
+    std::vector<std::vector<std::string>> rows{
+        {"USER", "NAME", "CREATED", "EXPIRES", "LAST USED", "USES", "ALLOWED IPS"}};
+    for (const auto &[token, used] : shown) {
+        rows.push_back({token->record.user, token->record.name, format_iso8601(token->record.created),
+                        expiry_text(token->record), last_used_text(used), std::to_string(used ? used->uses : 0),
+                        allowlist_text(token->record.allowed_ips)});
     }
     print_table(rows);
     return 0;
@@ -304,6 +322,7 @@ void print_details(const TokenRecord &record, const std::optional<Usage> &used) 
                  {"expires:", expiry_text(record)},
                  {"last used:", used ? format_iso8601(used->last_used) : "never"},
                  {"last used ip:", used && !used->last_used_ip.empty() ? used->last_used_ip : "-"},
+                 {"uses:", std::to_string(used ? used->uses : 0)},
                  {"allowed ips:", allowlist_text(record.allowed_ips)}});
 }
 
@@ -471,6 +490,8 @@ int run(int argc, char **argv) {
 
     CLI::App *list = app.add_subcommand("list", "list tokens (of USER)");
     list->add_option("USER", o.user);
+    list->add_option("--unused-for", o.unused_for,
+                     "only tokens not used for DURATION (90s, 10m, 12h, 30d, 2w), or never used and created that long ago");
     json_flag(list);
 
     CLI::App *show = app.add_subcommand("show", "show one token");

@@ -6,6 +6,7 @@
 //   AuthBasicProvider cptoken          authn provider "cptoken"
 //   per-token restrictions             check_authz hook (declines or denies)
 //   CPTokenExpiryHeader                insert_filter/insert_error_filter hooks + output filter
+//   last used (CPTokenLastUsed)        log_transaction hook; a thread per child writes
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
 // any failure refuses the request (500), never admits it.
 
@@ -21,6 +22,10 @@
 #include "util_filter.h"
 #include "apr_strings.h"
 
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -29,6 +34,7 @@
 #include "credentials.hpp"
 #include "live_store.hpp"
 #include "names.hpp"
+#include "usage_recorder.hpp"
 #include "verify.hpp"
 
 extern "C" {
@@ -45,9 +51,12 @@ using namespace cptoken;
 #define TAG_STORE "CPT0200: "          // the store cannot be used: 500
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
 #define TAG_READERS "CPT0202: "        // the MPM may run more threads than reader slots
+#define TAG_USAGE "CPT0203: "          // last-used times cannot be recorded (once per child)
 #define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
 
 constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
+constexpr int default_last_used_interval = 60;       // seconds
+constexpr int max_last_used_interval = 86400;
 
 // ------------------------------------------------------------ config
 
@@ -56,6 +65,8 @@ struct DirConfig {
     unsigned schemes;   // Scheme flags; 0: unset (default_schemes)
     int forward;        // CPTokenForwardAuthorization: -1 unset, 0 off, 1 on
     int expiry_header;  // CPTokenExpiryHeader: -1 unset, 0 off, 1 on
+    int last_used;      // CPTokenLastUsed: -1 unset (on), 0 off, 1 on
+    int last_used_interval;  // CPTokenLastUsedInterval, seconds; -1 unset (default_last_used_interval)
 };
 
 // The store directories named in the configuration, in order; index 0 is the
@@ -67,6 +78,7 @@ struct StoreDir {
 };
 std::vector<StoreDir> g_store_dirs;
 std::vector<std::unique_ptr<LiveStore>> g_stores;  // per child, parallel to g_store_dirs
+std::vector<std::unique_ptr<UsageWriter>> g_usage;  // per child, parallel to g_store_dirs
 
 void reset_store_dirs() {
     g_store_dirs.clear();
@@ -90,6 +102,8 @@ void *create_dir_config(apr_pool_t *pool, char *) {
     config->schemes = 0;
     config->forward = -1;
     config->expiry_header = -1;
+    config->last_used = -1;
+    config->last_used_interval = -1;
     return config;
 }
 
@@ -101,6 +115,8 @@ void *merge_dir_config(apr_pool_t *pool, void *base_v, void *add_v) {
     merged->schemes = add->schemes != 0 ? add->schemes : base->schemes;
     merged->forward = add->forward != -1 ? add->forward : base->forward;
     merged->expiry_header = add->expiry_header != -1 ? add->expiry_header : base->expiry_header;
+    merged->last_used = add->last_used != -1 ? add->last_used : base->last_used;
+    merged->last_used_interval = add->last_used_interval != -1 ? add->last_used_interval : base->last_used_interval;
     return merged;
 }
 
@@ -134,6 +150,23 @@ const char *set_expiry_header(cmd_parms *, void *config_v, int on) {
     return nullptr;
 }
 
+const char *set_last_used(cmd_parms *, void *config_v, int on) {
+    static_cast<DirConfig *>(config_v)->last_used = on ? 1 : 0;
+    return nullptr;
+}
+
+const char *set_last_used_interval(cmd_parms *cmd, void *config_v, const char *arg) {
+    char *end = nullptr;
+    errno = 0;
+    const long seconds = std::strtol(arg, &end, 10);
+    if (errno != 0 || end == arg || *end != '\0' || seconds < 0 || seconds > max_last_used_interval || arg[0] == '+' ||
+        arg[0] == '-' || std::isspace(static_cast<unsigned char>(arg[0])))
+        return apr_psprintf(cmd->pool, "CPTokenLastUsedInterval: '%s' is not a number of seconds from 0 to %d", arg,
+                            max_last_used_interval);
+    static_cast<DirConfig *>(config_v)->last_used_interval = static_cast<int>(seconds);
+    return nullptr;
+}
+
 // httpd's directive table stores every handler as a `const char *(*)()`.
 template <class Handler>
 cmd_func as_cmd_func(Handler handler) {
@@ -151,6 +184,11 @@ const command_rec directives[] = {
                  "On: pass the Authorization header on after a successful check (default Off: remove it)"),
     AP_INIT_FLAG("CPTokenExpiryHeader", as_cmd_func(set_expiry_header), nullptr, RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
                  "On: answer requests admitted by an expiring token with CPToken-Expires (default Off)"),
+    AP_INIT_FLAG("CPTokenLastUsed", as_cmd_func(set_last_used), nullptr, RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
+                 "Off: do not record when and from where tokens are used here (default On)"),
+    AP_INIT_TAKE1("CPTokenLastUsedInterval", as_cmd_func(set_last_used_interval), nullptr,
+                  RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
+                  "seconds between two writes of one token's last use by one httpd child (default 60; 0: every use)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -162,9 +200,11 @@ const DirConfig &config_of(const request_rec *r) {
 
 unsigned schemes_of(const DirConfig &config) { return config.schemes ? config.schemes : default_schemes; }
 
+int store_index_of(const request_rec *r) { return config_of(r).store_index == -1 ? 0 : config_of(r).store_index; }
+
 // The store of this request's location. Throws StoreError.
 std::shared_ptr<const TokenStore> store_for(request_rec *r) {
-    const int index = config_of(r).store_index == -1 ? 0 : config_of(r).store_index;
+    const int index = store_index_of(r);
     if (static_cast<std::size_t>(index) >= g_stores.size())
         throw StoreError(StoreError::Kind::missing, "token store not set up in this process");
     return g_stores[index]->current(monotonic_microseconds());
@@ -189,6 +229,9 @@ struct RequestState {
     bool forwarded;      // admission left the header for the backend
     bool restored_unforwarded;  // restore_credentials put back a header the earlier request had removed
     const char *expires;  // the admitting token's expiry, RFC 3339 UTC (for CPToken-Expires); null: never
+    const Digest *used;   // the admitting token's digest, if its use is to be recorded (log_transaction)
+    int store_index;      // where: into g_usage
+    apr_int64_t last_used_interval_us;
 };
 
 const RequestState *state_of(const request_rec *r) {
@@ -209,7 +252,7 @@ RequestState &state_for(request_rec *r) {
 // for restore_credentials. The header is removed unless the location forwards
 // it and, if it was restored for this re-check, the earlier request did too:
 // a redirect must not carry it to a backend the original location kept it from.
-void admit(request_rec *r, const TokenRecord &record, const char *header) {
+void admit(request_rec *r, const TokenRecord &record, const Digest &digest, const char *header) {
     r->user = apr_pstrmemdup(r->pool, record.user.data(), record.user.size());
     apr_table_setn(r->subprocess_env, "CPTOKEN_NAME", apr_pstrmemdup(r->pool, record.name.data(), record.name.size()));
     const char *expires = record.never_expires() ? nullptr : apr_pstrdup(r->pool, format_iso8601(record.expires).c_str());
@@ -220,6 +263,13 @@ void admit(request_rec *r, const TokenRecord &record, const char *header) {
     state.header = apr_pstrdup(r->pool, header);
     state.forwarded = config_of(r).forward == 1 && !state.restored_unforwarded;
     if (!state.forwarded) apr_table_unset(r->headers_in, authorization_header_name(r));
+    const DirConfig &config = config_of(r);
+    if (config.last_used != 0) {
+        state.used = static_cast<const Digest *>(apr_pmemdup(r->pool, digest.data(), sizeof digest));
+        state.store_index = store_index_of(r);
+        const int interval = config.last_used_interval == -1 ? default_last_used_interval : config.last_used_interval;
+        state.last_used_interval_us = apr_time_from_sec(interval);
+    }
 }
 
 // The client address (mod_remoteip's, behind trusted proxies) as lib/ wants it.
@@ -302,7 +352,7 @@ int check_authn(request_rec *r) {
     const Credentials &credentials = *parsed.credentials;
     const Verdict verdict = verify(r, credentials.user, credentials.token);
     if (verdict.accepted()) {
-        admit(r, *verdict.record, header);
+        admit(r, *verdict.record, verdict.digest, header);
         return OK;
     }
     log_refusal(r, APLOG_ERR, describe(verdict.reason), credentials.user,
@@ -349,7 +399,7 @@ authn_status check_password(request_rec *r, const char *user, const char *passwo
     const Verdict verdict = verify(r, user, password);
     switch (verdict.reason) {
         case Reason::accepted:
-            admit(r, *verdict.record, apr_table_get(r->headers_in, authorization_header_name(r)));
+            admit(r, *verdict.record, verdict.digest, apr_table_get(r->headers_in, authorization_header_name(r)));
             return AUTH_GRANTED;
         case Reason::malformed:
         case Reason::mistyped:
@@ -406,6 +456,23 @@ void apply_expiry_header(request_rec *r, const char *expires) {
         apr_table_unset(r->err_headers_out, expiry_header_name);
 }
 
+// ------------------------------------------------------------ last used
+
+// After the response: note the use of the token that admitted the request
+// the client got its answer from (the last of a chain of internal
+// redirects), for the child's writer thread. No store access here.
+int note_use(request_rec *r) {
+    const request_rec *served = r;
+    while (served->next) served = served->next;
+    const RequestState *admitted = admitted_state(served);
+    if (!admitted || !admitted->used) return DECLINED;
+    if (static_cast<std::size_t>(admitted->store_index) >= g_usage.size()) return DECLINED;
+    g_usage[admitted->store_index]->note(*admitted->used, static_cast<std::int64_t>(r->request_time) * 1000,
+                                         client_address(r), admitted->last_used_interval_us,
+                                         monotonic_microseconds());
+    return DECLINED;
+}
+
 int pre_config(apr_pool_t *, apr_pool_t *, apr_pool_t *) {
     reset_store_dirs();
     return OK;
@@ -431,13 +498,21 @@ int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *s) {
 }
 
 apr_status_t close_stores(void *) {
+    // Uses noted and not yet written go now; a writer blocked on the usage
+    // store's lock is left behind rather than holding up the child's exit.
+    for (auto &writer : g_usage) writer->stop(std::chrono::seconds(1));
+    g_usage.clear();
     g_stores.clear();
     return APR_SUCCESS;
 }
 
 void child_init(apr_pool_t *pchild, server_rec *s) {
     g_stores.clear();
+    g_usage.clear();
     for (const StoreDir &dir : g_store_dirs) {
+        g_usage.push_back(std::make_unique<UsageWriter>(dir.path, [s](const std::string &message) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_USAGE "%s", message.c_str());
+        }));
         g_stores.push_back(std::make_unique<LiveStore>(dir.path));
         if (!dir.configured) continue;  // the default store opens on first use
         try {
@@ -511,6 +586,15 @@ static authn_status check_password_provider(request_rec *r, const char *user, co
     }
 }
 
+static int note_use_hook(request_rec *r) noexcept {
+    try {
+        return note_use(r);
+    } catch (...) {
+        log_exception(r);  // the response is sent: only this use goes unrecorded
+        return DECLINED;
+    }
+}
+
 static void insert_expiry_filter_hook(request_rec *r) noexcept {
     try {
         insert_expiry_filter(r);
@@ -568,6 +652,7 @@ void register_hooks(apr_pool_t *pool) {
     ap_hook_check_authn(check_authn_hook, nullptr, nullptr, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authz(check_authz_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_note_auth_failure(note_auth_failure_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(note_use_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_register_output_filter(expiry_filter_name, expiry_filter, nullptr, AP_FTYPE_CONTENT_SET);
     ap_hook_insert_filter(insert_expiry_filter_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_insert_error_filter(insert_expiry_filter_hook, nullptr, nullptr, APR_HOOK_MIDDLE);

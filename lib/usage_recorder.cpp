@@ -1,5 +1,8 @@
 #include "usage_recorder.hpp"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstring>
 #include <thread>
 
@@ -185,8 +188,20 @@ void UsageWriter::note(const Digest &digest, std::int64_t used_at_ns, const std:
     std::lock_guard<std::mutex> lock(shared_->mutex);
     if (shared_->stopping) return;
     if (!shared_->thread.joinable()) {
-        // The thread holds the shared state too: it may outlive this object (see stop()).
-        shared_->thread = std::thread([shared = shared_] { shared->run(); });
+        // The thread starts with every signal blocked (it inherits the mask):
+        // signals sent to an httpd child are for the child's own threads, and
+        // prefork's would otherwise interrupt this one instead of its accept().
+        sigset_t all, before;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &before);
+        try {
+            // The thread holds the shared state too: it may outlive this object (see stop()).
+            shared_->thread = std::thread([shared = shared_] { shared->run(); });
+        } catch (...) {
+            pthread_sigmask(SIG_SETMASK, &before, nullptr);
+            throw;
+        }
+        pthread_sigmask(SIG_SETMASK, &before, nullptr);
     }
     if (look_again && !shared_->wake) {
         shared_->wake = true;

@@ -83,7 +83,7 @@ private:
 };
 
 /// Writes the uses of a UsageRecorder to DIR/usage.mdb from a thread of its
-/// own, started on the first note(). Follows DIR: when the usage files at
+/// own, started on the first note() with every signal blocked. Follows DIR: when the usage files at
 /// its path are replaced (a store directory moved into place), the next
 /// write goes to the new ones. A failed write is dropped and `report` is
 /// called, once per writer, with a message for the admin; so is the first

@@ -9,7 +9,8 @@ Verdict verify_token(const TokenStore &store, std::string_view user, std::string
     Verdict verdict;
     if (!is_valid_user(user) || !has_token_shape(token)) return verdict;  // malformed
 
-    verdict.record = store.find(token_digest(token));
+    verdict.digest = token_digest(token);
+    verdict.record = store.find(verdict.digest);
     if (!verdict.record) {
         verdict.reason = has_valid_checksum(token) ? Reason::unknown : Reason::mistyped;
         return verdict;

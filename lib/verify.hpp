@@ -26,6 +26,7 @@ enum class Reason {
 struct Verdict {
     Reason reason = Reason::malformed;
     std::optional<TokenRecord> record;  ///< set when the token was found
+    Digest digest{};  ///< the token's, once it had the shape of one (where its uses are recorded)
 
     bool accepted() const noexcept { return reason == Reason::accepted; }
 };

@@ -29,11 +29,12 @@ HOSTILE_ADDRESSES = [
 ]
 
 
-def usage_value(when, address):
+def usage_value(when, address, uses=1):
     """An ls header (timestamp, txn id, version 0, flags 0, reserved, no
-    extensions) and the usage payload: format 1, 8-byte time, address."""
+    extensions) and the usage payload: format 2, 8-byte time, 8-byte count,
+    address."""
     header = time.time_ns().to_bytes(8, "big") + (1).to_bytes(8, "big") + bytes(8)
-    return header + b"\x01" + (when % 2**64).to_bytes(8, "big") + address
+    return header + b"\x02" + (when % 2**64).to_bytes(8, "big") + (uses % 2**64).to_bytes(8, "big") + address
 
 
 def plant(store, records):

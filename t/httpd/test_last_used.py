@@ -1,0 +1,212 @@
+"""Last used, written by the module: after a request a token admitted, the
+time, the client address and the count reach the usage store, at most once
+per CPTokenLastUsedInterval per child (every use counted), follow a store
+directory swap, cost nothing with CPTokenLastUsed Off, and a usage store
+that cannot be written never changes a decision."""
+
+import http.client
+import json
+import os
+import time
+from pathlib import Path
+
+from conftest import (ALL_MPMS, CPANEL_AUTH, ISO_RE, Store, api_location, assert_admitted, wait_until)
+from test_config import configtest
+
+
+def usage(store, user, name):
+    """(last_used, last_used_ip, uses) as `cptoken show --json` gives them."""
+    shown = json.loads(store.run("show", user, name, "--json").stdout)
+    return shown["last_used"], shown["last_used_ip"], shown["uses"]
+
+
+def location(interval=None, last_used=None, path="/api"):
+    more = ""
+    if interval is not None:
+        more += f"\n    CPTokenLastUsedInterval {interval}"
+    if last_used is not None:
+        more += f"\n    CPTokenLastUsed {last_used}"
+    return api_location(path, auth=CPANEL_AUTH + more)
+
+
+class KeepAlive:
+    """One keep-alive connection: one child serves every request on it."""
+
+    def __init__(self, srv, token):
+        self.conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        self.token = token
+
+    def send(self, count, path="/api/x"):
+        for _ in range(count):
+            self.conn.request("GET", path, headers={"Authorization": f"cpanel alice:{self.token}"})
+            r = self.conn.getresponse()
+            r.read()
+            assert r.status == 200, r.status
+
+    def close(self):
+        self.conn.close()
+
+
+@ALL_MPMS
+def test_last_used_appears_after_a_request_with_the_address(srv):
+    token = srv.store.create("alice", "ci")
+    srv.start(location(interval=0))
+    assert usage(srv.store, "alice", "ci") == (None, None, 0)
+    before = int(time.time())
+    assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
+    assert wait_until(lambda: usage(srv.store, "alice", "ci")[2] == 1, 5), usage(srv.store, "alice", "ci")
+    last_used, ip, uses = usage(srv.store, "alice", "ci")
+    assert ISO_RE.match(last_used) and ip == "127.0.0.1"
+    assert time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(before)) <= last_used
+
+    assert_admitted(srv.get(auth=f"cpanel alice:{token}", v6=True))
+    assert wait_until(lambda: usage(srv.store, "alice", "ci")[2] == 2, 5)
+    assert usage(srv.store, "alice", "ci")[1] == "::1"
+    table = srv.store.run("list").stdout.splitlines()
+    assert table[0].split()[:8] == ["USER", "NAME", "CREATED", "EXPIRES", "LAST", "USED", "USES", "ALLOWED"]
+    assert " from ::1 " in table[1] and table[1].split()[-2] == "2", table
+
+
+@ALL_MPMS
+def test_refused_requests_are_not_uses(srv):
+    srv.allow("CPT0100")
+    token = srv.store.create("alice", "ci", "--allow-ip", "192.0.2.1")
+    srv.start(location(interval=0))
+    assert srv.get(auth=f"cpanel alice:{token}").status == 401
+    assert srv.get(auth="cpanel alice:" + "A" * 32).status == 401
+    time.sleep(0.5)
+    assert usage(srv.store, "alice", "ci") == (None, None, 0)
+
+
+@ALL_MPMS
+def test_at_most_one_write_per_interval_and_every_use_counted(srv):
+    token = srv.store.create("alice", "ci")
+    srv.start(location(interval=3))
+    client = KeepAlive(srv, token)
+    client.send(1)
+    assert wait_until(lambda: usage(srv.store, "alice", "ci")[2] == 1, 5)
+    first = usage(srv.store, "alice", "ci")
+    client.send(4)
+    # Within the interval nothing more is written...
+    time.sleep(1)
+    assert usage(srv.store, "alice", "ci") == first
+    # ...and once it has passed the waiting uses are, without another request.
+    assert wait_until(lambda: usage(srv.store, "alice", "ci")[2] == 5, 6), usage(srv.store, "alice", "ci")
+    assert usage(srv.store, "alice", "ci")[0] >= first[0]
+    client.close()
+
+
+@ALL_MPMS
+def test_uses_waiting_at_shutdown_are_written(srv):
+    token = srv.store.create("alice", "ci")
+    srv.start(location(interval=3600))
+    client = KeepAlive(srv, token)
+    client.send(1)
+    assert wait_until(lambda: usage(srv.store, "alice", "ci")[2] == 1, 5)
+    client.send(3)
+    client.close()
+    srv.stop()
+    assert usage(srv.store, "alice", "ci")[2] == 4
+
+
+def test_usage_follows_a_replaced_store_directory(srv):
+    srv.allow("CPT0100")
+    ta = srv.store.create("alice", "old")
+    b = Store(srv.dir / "store.next").init()
+    tb = b.create("bob", "new")
+    srv.start(location(interval=0))
+    assert_admitted(srv.get(auth=f"cpanel alice:{ta}"))
+    assert wait_until(lambda: usage(srv.store, "alice", "old")[2] == 1, 5)
+
+    old = Store(srv.dir / "store.old")
+    os.rename(srv.store.path, old.path)
+    os.rename(b.path, srv.store.path)
+    time.sleep(1.2)
+    for _ in range(3):
+        assert_admitted(srv.get(auth=f"cpanel bob:{tb}"), "bob")
+    assert wait_until(lambda: usage(srv.store, "bob", "new")[2] == 3, 5), usage(srv.store, "bob", "new")
+    assert usage(old, "alice", "old")[2] == 1
+
+
+def child_pids(srv):
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().split(") ", 1)[1].split()[1]) == srv.proc.pid:
+                    pids.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
+def threads_of(pids):
+    return {pid: len(os.listdir(f"/proc/{pid}/task")) for pid in pids}
+
+
+@ALL_MPMS
+def test_off_writes_nothing_and_starts_no_thread(srv):
+    token = srv.store.create("alice", "ci")
+    srv.start(location(interval=0, last_used="Off") + location(interval=0, path="/on"))
+    usage_file = srv.store.path / "usage.mdb"
+    before = usage_file.stat()
+    pids = child_pids(srv)
+    threads = threads_of(pids)
+    for _ in range(20):
+        assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
+    time.sleep(0.5)
+    after = usage_file.stat()
+    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+    assert usage(srv.store, "alice", "ci") == (None, None, 0)
+    assert threads_of([p for p in pids if os.path.exists(f"/proc/{p}")]) == \
+        {p: n for p, n in threads.items() if os.path.exists(f"/proc/{p}")}
+
+    # The same server records the uses of a location with it on: one thread more in that child.
+    client = KeepAlive(srv, token)
+    client.send(1, "/on/x")
+    assert wait_until(lambda: usage(srv.store, "alice", "ci")[2] == 1, 5)
+    assert sum(threads_of([p for p in child_pids(srv)]).values()) > \
+        sum(n for p, n in threads.items() if os.path.exists(f"/proc/{p}"))
+    client.close()
+
+
+@ALL_MPMS
+def test_unwritable_usage_store_changes_no_decision(srv):
+    srv.allow("CPT0203")
+    token = srv.store.create("alice", "ci")
+    os.chmod(srv.store.path / "usage.mdb", 0o640)  # httpd's group may read it, not write it
+    srv.start(location(interval=0))
+    mark = srv.mark()
+    for _ in range(10):
+        assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
+    lines = srv.wait_lines(mark, "CPT0203")
+    assert "last-used" in lines[0] and "usage.mdb" in lines[0], lines
+    time.sleep(0.5)
+    # Once per child, not once per request.
+    children = {l.split("[pid ")[1].split("]")[0].split(":")[0] for l in srv.lines(mark, "CPT0203")}
+    assert len(srv.lines(mark, "CPT0203")) == len(children), srv.lines(mark, "CPT0203")
+    assert usage(srv.store, "alice", "ci") == (None, None, 0)
+
+
+@ALL_MPMS
+def test_missing_usage_store_changes_no_decision(srv):
+    srv.allow("CPT0203")
+    token = srv.store.create("alice", "ci")
+    for name in ("usage.mdb", "usage.mdb-lock"):
+        os.unlink(srv.store.path / name)
+    srv.start(location(interval=0))
+    for _ in range(5):
+        assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
+    assert srv.wait_lines(0, "CPT0203")
+    assert srv.store.run("list").returncode == 0
+
+
+def test_interval_takes_seconds_from_0_to_a_day(srv):
+    for good in ("0", "60", "86400"):
+        rc, out = configtest(srv, location(interval=good))
+        assert rc == 0, out
+    for bad in ("-1", "86401", "1m", "abc", "", "+5", " 5"):
+        rc, out = configtest(srv, location(interval=f'"{bad}"'))
+        assert rc != 0 and "CPTokenLastUsedInterval" in out, (bad, out)
+    rc, out = configtest(srv, location(last_used="maybe"))
+    assert rc != 0 and "CPTokenLastUsed" in out, out
