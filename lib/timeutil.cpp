@@ -56,12 +56,11 @@ Seconds parse_absolute(std::string_view text) {
     return days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
 }
 
-Seconds parse_relative(std::string_view text, Seconds now) {
-    // +N followed by a unit
-    if (text.size() < 3) throw WhenError("");
-    const char unit = text.back();
+// N followed by s, m, h, d or w; at most latest_time seconds. Throws WhenError("").
+Seconds parse_count_and_unit(std::string_view text) {
+    if (text.size() < 2) throw WhenError("");
     std::int64_t scale = 0;
-    switch (unit) {
+    switch (text.back()) {
         case 's': scale = 1; break;
         case 'm': scale = 60; break;
         case 'h': scale = 3600; break;
@@ -69,16 +68,13 @@ Seconds parse_relative(std::string_view text, Seconds now) {
         case 'w': scale = 7 * 86400; break;
         default: throw WhenError("");
     }
-    const std::string_view digits = text.substr(1, text.size() - 2);
+    const std::string_view digits = text.substr(0, text.size() - 1);
     std::int64_t count = 0;
     const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), count);
-    // now + count * scale must fit; with a clock before 1970, max - now would itself overflow.
-    constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
-    const std::int64_t room = now < 0 ? max : max - now;
     if (error != std::errc() || end != digits.data() + digits.size() || digits.front() < '0' || digits.front() > '9' ||
-        count > room / scale)
+        count > latest_time / scale)
         throw WhenError("");
-    return now + count * scale;
+    return count * scale;
 }
 
 }  // namespace
@@ -109,7 +105,13 @@ std::string format_iso8601(Seconds t) {
 Seconds parse_when(std::string_view text, Seconds now) {
     Seconds when = 0;
     try {
-        when = !text.empty() && text.front() == '+' ? parse_relative(text, now) : parse_absolute(text);
+        if (!text.empty() && text.front() == '+') {
+            const Seconds duration = parse_count_and_unit(text.substr(1));  // at most latest_time
+            // A clock past 9999 (only a fuzzer's) could overflow the sum; everything after 9999 is refused below.
+            when = now > latest_time ? latest_time + 1 : now + duration;
+        } else {
+            when = parse_absolute(text);
+        }
     } catch (const WhenError &) {
         throw WhenError("invalid time '" + std::string(text) +
                         "': use YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or +N with s, m, h, d or w");
@@ -117,6 +119,15 @@ Seconds parse_when(std::string_view text, Seconds now) {
     if (when <= now) throw WhenError("time '" + std::string(text) + "' is not in the future");
     if (when > latest_time) throw WhenError("time '" + std::string(text) + "' is after 9999-12-31T23:59:59Z");
     return when;
+}
+
+Seconds parse_duration(std::string_view text) {
+    try {
+        return parse_count_and_unit(!text.empty() && text.front() == '+' ? text.substr(1) : text);
+    } catch (const WhenError &) {
+        throw WhenError("invalid duration '" + std::string(text) +
+                        "': use N followed by s, m, h, d or w (90s, 10m, 12h, 30d, 2w)");
+    }
 }
 
 }  // namespace cptoken

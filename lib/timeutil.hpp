@@ -1,4 +1,4 @@
-// Time: the clock, ISO 8601 output and the WHEN argument of the tool.
+// Time: the clock, ISO 8601 output, and the WHEN and DURATION arguments of the tool.
 #pragma once
 
 #include <cstdint>
@@ -29,5 +29,10 @@ struct WhenError : std::runtime_error {
 /// Throws WhenError if the text is none of these or names a time that is
 /// not after `now` or after 9999-12-31T23:59:59Z.
 Seconds parse_when(std::string_view text, Seconds now);
+
+/// Parses a duration: N followed by s, m, h, d or w ("90s", "10m", "12h",
+/// "30d", "2w"), with an optional leading '+'; "0s" is zero. Throws
+/// WhenError if the text is none of these or longer than 9999 years.
+Seconds parse_duration(std::string_view text);
 
 }  // namespace cptoken

@@ -1,5 +1,6 @@
 // Unit tests for lib/timeutil.hpp: clock, ISO 8601 output, parse_when.
 
+#include <cstring>
 #include <ctime>
 #include <exception>
 #include <string>
@@ -217,6 +218,30 @@ void test_refuse_overflow(void **) {
     REFUSED_AT("+106751991167301d", -1);
 }
 
+void test_parse_duration(void **) {
+    assert_int_equal(parse_duration("90s"), 90);
+    assert_int_equal(parse_duration("10m"), 600);
+    assert_int_equal(parse_duration("12h"), 43200);
+    assert_int_equal(parse_duration("30d"), 30 * 86400);
+    assert_int_equal(parse_duration("2w"), 14 * 86400);
+    assert_int_equal(parse_duration("+2w"), 14 * 86400);
+    assert_int_equal(parse_duration("0s"), 0);
+    for (const char *bad : {"", "+", "s", "90", "90S", "1y", "-5d", "+-5d", "++5d", " 5d", "5d ", "5 d", "1.5h",
+                            "99999999999999999999s", "9223372036854775807s", "16534698w"}) {
+        try {
+            parse_duration(bad);
+            fail_msg("parse_duration(\"%s\") accepted", bad);
+        } catch (const WhenError &e) {
+            assert_non_null(std::strstr(e.what(), "invalid duration"));
+        }
+    }
+    try {
+        parse_duration(std::string_view("5d\0", 3));
+        fail_msg("a NUL byte accepted");
+    } catch (const WhenError &) {
+    }
+}
+
 void test_refuse_other(void **) {
     REFUSED("");
     REFUSED("never");
@@ -242,6 +267,7 @@ int main(void) {
         cmocka_unit_test(test_refuse_bad_dates),
         cmocka_unit_test(test_refuse_bad_relative),
         cmocka_unit_test(test_refuse_overflow),
+        cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_refuse_other),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
