@@ -3,13 +3,14 @@
 //
 // Exit codes: 0 done, 1 a refusal or not found, 2 bad usage. Errors go to
 // stderr as one line starting with "cptoken: ". No token is ever printed
-// except by `create`.
+// except by `create`, `bulk-create` and `rotate`, which make it.
 
 #include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -114,6 +115,11 @@ std::string expiry_text(const TokenRecord &record) {
     return record.never_expires() ? "never" : format_iso8601(record.expires);
 }
 
+// A token replaced by `rotate` is shown under the name it had, marked.
+std::string name_text(const TokenRecord &record) {
+    return record.rotated() ? record.name + " (rotated)" : record.name;
+}
+
 json token_json(const TokenRecord &record, const std::optional<Usage> &usage) {
     json out;
     out["user"] = record.user;
@@ -129,6 +135,9 @@ json token_json(const TokenRecord &record, const std::optional<Usage> &usage) {
         out["allowed_ips"] = json::array();
         for (const Network &network : record.allowed_ips) out["allowed_ips"].push_back(to_string(network));
     }
+    out["rotated"] = record.rotated();
+    // A rotated token's expiry is the end of its grace.
+    out["grace_ends"] = record.rotated() && !record.never_expires() ? json(format_iso8601(record.expires)) : json(nullptr);
     return out;
 }
 
@@ -178,7 +187,7 @@ struct Options {
     std::string db;
     std::string user, name, group, file;
     // Options that may be given with an empty value, which is then an error.
-    std::optional<std::string> expires, new_name, ip, unused_for;
+    std::optional<std::string> expires, new_name, ip, grace, unused_for;
     std::vector<std::string> allow_ips;
     bool json = false, any_ip = false, all = false;
 };
@@ -224,6 +233,32 @@ int cmd_create(const Options &o) {
         print_json(created_json(record, token));
     else
         std::cout << token << "\n";
+    return 0;
+}
+
+int cmd_rotate(const Options &o) {
+    require_user(o.user);
+    require_token_name(o.name);
+    const Seconds now = now_seconds();
+    Seconds grace = 0;
+    if (o.grace) {
+        try {
+            grace = parse_duration(*o.grace);
+        } catch (const WhenError &e) {
+            throw UsageError(std::string("--grace: ") + e.what());
+        }
+    }
+    TokenStore store(o.db, Access::read_write);
+    say_when_waiting(store);
+    const std::string token = generate_token();
+    const Rotation rotation = store.rotate(o.user, o.name, token_digest(token), now, grace);
+    if (o.json) {
+        json out = created_json(rotation.token.record, token);
+        out["grace_ends"] = rotation.grace_ends ? json(format_iso8601(rotation.grace_ends)) : json(nullptr);
+        print_json(out);
+    } else {
+        std::cout << token << "\n";
+    }
     return 0;
 }
 
@@ -307,7 +342,7 @@ int cmd_list(const Options &o) {
     std::vector<std::vector<std::string>> rows{
         {"USER", "NAME", "CREATED", "EXPIRES", "LAST USED", "USES", "ALLOWED IPS"}};
     for (const auto &[token, used] : shown) {
-        rows.push_back({token->record.user, token->record.name, format_iso8601(token->record.created),
+        rows.push_back({token->record.user, name_text(token->record), format_iso8601(token->record.created),
                         expiry_text(token->record), last_used_text(used), std::to_string(used ? used->uses : 0),
                         allowlist_text(token->record.allowed_ips)});
     }
@@ -317,7 +352,7 @@ int cmd_list(const Options &o) {
 
 void print_details(const TokenRecord &record, const std::optional<Usage> &used) {
     print_table({{"user:", record.user},
-                 {"name:", record.name},
+                 {"name:", name_text(record)},
                  {"created:", format_iso8601(record.created)},
                  {"expires:", expiry_text(record)},
                  {"last used:", used ? format_iso8601(used->last_used) : "never"},
@@ -330,13 +365,28 @@ int cmd_show(const Options &o) {
     require_user(o.user);
     require_token_name(o.name);
     const TokenStore store(o.db, Access::read_only);
-    const auto found = store.find_by_name(o.user, o.name);
-    if (!found) throw Refusal("user " + o.user + " has no token named '" + o.name + "'");
-    const auto used = usage_of(open_usage(o.db), found->digest);
-    if (o.json)
-        print_json(token_json(found->record, used));
-    else
-        print_details(found->record, used);
+    // list() gives each current token followed by its rotated ones.
+    const auto tokens = store.list(o.user);
+    const auto current = std::find_if(tokens.begin(), tokens.end(), [&](const StoredToken &token) {
+        return !token.record.rotated() && token.record.name == o.name;
+    });
+    if (current == tokens.end()) throw Refusal("user " + o.user + " has no token named '" + o.name + "'");
+    const auto rotated_end =
+        std::find_if(current + 1, tokens.end(), [](const StoredToken &token) { return !token.record.rotated(); });
+    const auto usage = open_usage(o.db);
+    if (o.json) {
+        json out = token_json(current->record, usage_of(usage, current->digest));
+        out["rotated_tokens"] = json::array();
+        for (auto old = current + 1; old != rotated_end; ++old)
+            out["rotated_tokens"].push_back(token_json(old->record, usage_of(usage, old->digest)));
+        print_json(out);
+        return 0;
+    }
+    print_details(current->record, usage_of(usage, current->digest));
+    for (auto old = current + 1; old != rotated_end; ++old) {
+        std::cout << "\n";
+        print_details(old->record, usage_of(usage, old->digest));
+    }
     return 0;
 }
 
@@ -397,7 +447,7 @@ int cmd_check(const Options &o) {
     const TokenStore store(o.db, Access::read_only);
     const Seconds now = now_seconds();
     const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now);
-    const std::string who = verdict.record ? "token '" + verdict.record->name + "' of " + verdict.record->user : "";
+    const std::string who = verdict.record ? "token '" + name_text(*verdict.record) + "' of " + verdict.record->user : "";
     switch (verdict.reason) {
         case Reason::accepted:
             std::cout << "accepted: " << who << (client ? " from " + to_string(*client) : "")
@@ -488,6 +538,13 @@ int run(int argc, char **argv) {
     allow_ip(bulk);
     json_flag(bulk);
 
+    CLI::App *rotate = app.add_subcommand(
+        "rotate", "replace a token by a new one and print it, once; the old one works on for --grace");
+    rotate->add_option("USER", o.user)->required();
+    rotate->add_option("NAME", o.name)->required();
+    rotate->add_option("--grace", o.grace, "how long the old token keeps working: N[smhdw] (default: it stops at once)");
+    json_flag(rotate);
+
     CLI::App *list = app.add_subcommand("list", "list tokens (of USER)");
     list->add_option("USER", o.user);
     list->add_option("--unused-for", o.unused_for,
@@ -537,6 +594,7 @@ int run(int argc, char **argv) {
     if (init->parsed()) return cmd_init(o);
     if (create->parsed()) return cmd_create(o);
     if (bulk->parsed()) return cmd_bulk_create(o);
+    if (rotate->parsed()) return cmd_rotate(o);
     if (list->parsed()) return cmd_list(o);
     if (show->parsed()) return cmd_show(o);
     if (edit->parsed()) return cmd_edit(o);

@@ -48,6 +48,7 @@ using namespace cptoken;
 
 // Log tags: stable, for admins and fail2ban.
 #define TAG_REFUSED "CPT0100: "        // a request refused, with the reason
+#define TAG_ADMITTED "CPT0101: "       // a request admitted (info), with the token's name
 #define TAG_STORE "CPT0200: "          // the store cannot be used: 500
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
 #define TAG_READERS "CPT0202: "        // the MPM may run more threads than reader slots
@@ -214,12 +215,30 @@ const char *authorization_header_name(request_rec *r) {
     return r->proxyreq == PROXYREQ_PROXY ? "Proxy-Authorization" : "Authorization";
 }
 
-void log_refusal(request_rec *r, int level, const char *reason, std::string_view user, const TokenRecord *record) {
-    // loggable_user(): a token pasted into the user field, in any letter case, never reaches the log.
+// The token field of a log line: the token's name, "NAME (rotated)" for one
+// replaced by `cptoken rotate` (so that an admin sees who still uses it), "-"
+// when no token was found.
+std::string token_label(const TokenRecord *record) {
+    if (!record) return "-";
+    return record->rotated() ? record->name + " (rotated)" : record->name;
+}
+
+// The fields every admission and refusal line ends with: user="..." client=... token="...".
+// loggable_user(): a token pasted into the user field, in any letter case, never reaches the log.
+std::string who_fields(request_rec *r, std::string_view user, const TokenRecord *record) {
     const std::string_view shown = loggable_user(user);
-    ap_log_rerror(APLOG_MARK, level, 0, r, TAG_REFUSED "refused: reason=\"%s\" user=\"%.*s\" client=%s token=\"%s\"",
-                  reason, static_cast<int>(shown.size()), shown.data(), r->useragent_ip,
-                  record ? record->name.c_str() : "-");
+    return "user=\"" + std::string(shown) + "\" client=" + (r->useragent_ip ? r->useragent_ip : "-") + " token=\"" +
+           token_label(record) + "\"";
+}
+
+void log_refusal(request_rec *r, int level, const char *reason, std::string_view user, const TokenRecord *record) {
+    ap_log_rerror(APLOG_MARK, level, 0, r, TAG_REFUSED "refused: reason=\"%s\" %s", reason,
+                  who_fields(r, user, record).c_str());
+}
+
+void log_admission(request_rec *r, const TokenRecord &record) {
+    if (!APLOG_R_IS_LEVEL(r, APLOG_INFO)) return;  // every request passes here: no strings built for nothing
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, TAG_ADMITTED "admitted: %s", who_fields(r, record.user, &record).c_str());
 }
 
 // What this module keeps about a request in its request_config.
@@ -247,12 +266,13 @@ RequestState &state_for(request_rec *r) {
     return *state;
 }
 
-// Successful check: the user, the variables for logs, CGI and mod_headers,
+// Successful check: a CPT0101 line (at info), the user, the variables for logs, CGI and mod_headers,
 // and the header (`header`, the Authorization value the token came in) kept
 // for restore_credentials. The header is removed unless the location forwards
 // it and, if it was restored for this re-check, the earlier request did too:
 // a redirect must not carry it to a backend the original location kept it from.
 void admit(request_rec *r, const TokenRecord &record, const Digest &digest, const char *header) {
+    log_admission(r, record);
     r->user = apr_pstrmemdup(r->pool, record.user.data(), record.user.size());
     apr_table_setn(r->subprocess_env, "CPTOKEN_NAME", apr_pstrmemdup(r->pool, record.name.data(), record.name.size()));
     const char *expires = record.never_expires() ? nullptr : apr_pstrdup(r->pool, format_iso8601(record.expires).c_str());

@@ -1,5 +1,7 @@
 #include "record.hpp"
 
+#include <algorithm>
+
 #include "codec.hpp"
 #include "names.hpp"
 
@@ -13,7 +15,19 @@ constexpr std::uint8_t record_format = 1;
 // restrictions, which verify_token refuses when it does not know them. The
 // end tag closes every record, so that a record cut between two fields
 // (which would drop its expiry or allowlist) is refused, not widened.
-enum Tag : std::uint8_t { tag_end = 0, tag_user = 1, tag_name = 2, tag_created = 3, tag_expires = 4, tag_network = 5 };
+// Tags 6 and 7 (rotation) are informational on purpose: a reader that does
+// not know them still refuses a rotated token once its grace ends, since the
+// grace end is the record's expiry.
+enum Tag : std::uint8_t {
+    tag_end = 0,
+    tag_user = 1,
+    tag_name = 2,
+    tag_created = 3,
+    tag_expires = 4,
+    tag_network = 5,
+    tag_predecessor = 6,
+    tag_rotated_at = 7,
+};
 
 void put_field(std::string &out, Tag tag, std::string_view value) {
     out.push_back(static_cast<char>(tag));
@@ -61,6 +75,9 @@ std::string encode_record(const TokenRecord &record) {
     put_field(out, tag_created, be64(record.created));
     if (!record.never_expires()) put_field(out, tag_expires, be64(record.expires));
     for (const Network &network : record.allowed_ips) put_field(out, tag_network, encode_network(network));
+    for (const Digest &digest : record.predecessors)
+        put_field(out, tag_predecessor, std::string_view(reinterpret_cast<const char *>(digest.data()), digest.size()));
+    if (record.rotated()) put_field(out, tag_rotated_at, be64(record.rotated_at));
     out.append(record.later_fields);
     put_field(out, tag_end, {});
     return out;
@@ -69,7 +86,8 @@ std::string encode_record(const TokenRecord &record) {
 std::optional<TokenRecord> decode_record(std::string_view payload) {
     if (payload.empty() || static_cast<std::uint8_t>(payload[0]) != record_format) return std::nullopt;
     TokenRecord record;
-    bool has_user = false, has_name = false, has_created = false, has_expires = false, has_end = false;
+    bool has_user = false, has_name = false, has_created = false, has_expires = false, has_rotated_at = false,
+         has_end = false;
     std::size_t pos = 1;
     while (pos < payload.size()) {
         if (has_end) return std::nullopt;  // bytes after the end
@@ -109,6 +127,19 @@ std::optional<TokenRecord> decode_record(std::string_view payload) {
                 const auto network = decode_network(value);
                 if (!network || record.allowed_ips.size() == max_allowed_networks) return std::nullopt;
                 record.allowed_ips.push_back(*network);
+                break;
+            }
+            case tag_predecessor: {
+                Digest digest;
+                if (value.size() != digest.size() || record.predecessors.size() == max_predecessors) return std::nullopt;
+                std::copy(value.begin(), value.end(), digest.begin());
+                record.predecessors.push_back(digest);
+                break;
+            }
+            case tag_rotated_at: {
+                const auto rotated_at = from_be64(value);
+                if (has_rotated_at || !rotated_at || *rotated_at == 0) return std::nullopt;
+                record.rotated_at = *rotated_at, has_rotated_at = true;
                 break;
             }
             default:  // a field from a later version: kept as it came

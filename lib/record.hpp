@@ -9,8 +9,13 @@
 
 #include "network.hpp"
 #include "timeutil.hpp"
+#include "token.hpp"
 
 namespace cptoken {
+
+/// The most tokens a record may name as predecessors (rotated tokens still in
+/// their grace window): decode_record refuses more.
+inline constexpr std::size_t max_predecessors = 8;
 
 struct TokenRecord {
     std::string user;
@@ -22,9 +27,17 @@ struct TokenRecord {
     /// in stored order): kept so that an edit by this version writes them
     /// back instead of dropping a restriction it does not know.
     std::string later_fields;
+    /// The tokens this one replaced (`cptoken rotate`) that may still be in
+    /// their grace window, newest first: how revoke, prune and list reach
+    /// them, since the name entry points to this token only. Informational.
+    std::vector<Digest> predecessors;
+    /// When this token was replaced by another; 0: it is the current token.
+    /// Informational: the grace end is its expiry, which every reader enforces.
+    Seconds rotated_at = 0;
 
     bool never_expires() const noexcept { return expires == 0; }
     bool expired_at(Seconds now) const noexcept { return expires != 0 && now >= expires; }
+    bool rotated() const noexcept { return rotated_at != 0; }
     /// The tag of the first field in later_fields that is a restriction
     /// (tags from first_restriction_tag up), which this version cannot
     /// honour: such a token must be refused. nullopt if none.
@@ -34,7 +47,8 @@ struct TokenRecord {
 
 /// Field tags from here up are restrictions: a reader that does not know one
 /// must refuse the token. Lower tags it does not know are informational and
-/// skipped. (No tag this version knows is a restriction yet.)
+/// skipped. (No tag this version knows is a restriction yet: the rotation
+/// fields, predecessor and rotated_at, are informational.)
 inline constexpr std::uint8_t first_restriction_tag = 0x80;
 
 /// Encodes a record (the payload after the Lightning Stream header):
@@ -47,7 +61,8 @@ std::string encode_record(const TokenRecord &record);
 /// later_fields, restrictions included: the caller decides (verify_token
 /// refuses). Returns nullopt for anything truncated, oversized, of an
 /// unknown format, missing a required field or holding an invalid user,
-/// name or network. Never reads past `payload`.
+/// name or network, more than max_predecessors predecessors or a predecessor
+/// that is not 64 bytes. Never reads past `payload`.
 std::optional<TokenRecord> decode_record(std::string_view payload);
 
 }  // namespace cptoken

@@ -38,7 +38,8 @@ std::size_t RecordCache::heap_bytes(const TokenRecord &record) noexcept {
     // A copy allocates exactly what it holds, so sizes (not capacities) are
     // what a kept copy owns, whatever the original reserved.
     return string_heap(record.user) + string_heap(record.name) + string_heap(record.later_fields) +
-           (record.allowed_ips.empty() ? 0 : malloc_block(record.allowed_ips.size() * sizeof(Network)));
+           (record.allowed_ips.empty() ? 0 : malloc_block(record.allowed_ips.size() * sizeof(Network))) +
+           (record.predecessors.empty() ? 0 : malloc_block(record.predecessors.size() * sizeof(Digest)));
 }
 
 std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t txn_id) {

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <mutex>
 
 #include "codec.hpp"
@@ -27,6 +28,11 @@ constexpr const char *schema_key = "schema_version";
 
 // The names init may find in a directory it takes over.
 constexpr const char *store_files[] = {"tokens.mdb", "tokens.mdb-lock", "usage.mdb", "usage.mdb-lock"};
+
+// A digest as a stored value (a name entry, a predecessor link).
+std::string_view digest_bytes(const Digest &digest) {
+    return {reinterpret_cast<const char *>(digest.data()), digest.size()};
+}
 
 std::string name_key(std::string_view user, std::string_view name) {
     std::string key(user);
@@ -273,6 +279,27 @@ struct TokenStore::Impl {
         env.put_tombstone(txn, tokens, as_val(token.digest));
     }
 
+    // The live rotated tokens that `current` links to, in its order. A link to
+    // a record that is gone (revoked, pruned) or is not a rotated token of the
+    // same user is skipped: it must never reach someone else's token. The name
+    // is not compared: an older cptoken renames the current token only.
+    std::vector<StoredToken> predecessors_of(Txn &txn, const TokenRecord &current) const {
+        std::vector<StoredToken> out;
+        for (const Digest &digest : current.predecessors) {
+            auto record = record_of(txn, digest);
+            if (record && record->rotated() && record->user == current.user) out.push_back({digest, std::move(*record)});
+        }
+        return out;
+    }
+
+    // Revokes a current token and its rotated tokens; returns how many tokens that was.
+    std::size_t remove_with_predecessors(Txn &txn, const StoredToken &token) {
+        const auto rotated = predecessors_of(txn, token.record);
+        for (const StoredToken &old : rotated) env.put_tombstone(txn, tokens, as_val(old.digest));
+        remove(txn, token);
+        return 1 + rotated.size();
+    }
+
     std::vector<StoredToken> live_tokens(Txn &txn, std::string_view user) const {
         std::vector<StoredToken> out;
         MDB_cursor *cursor = nullptr;
@@ -363,7 +390,13 @@ std::optional<StoredToken> TokenStore::find_by_name(std::string_view user, std::
 
 std::vector<StoredToken> TokenStore::list(std::string_view user) const {
     Txn txn(impl_->env.get(), false, impl_->env.file());
-    return impl_->live_tokens(txn, user);
+    std::vector<StoredToken> out;
+    for (StoredToken &token : impl_->live_tokens(txn, user)) {
+        auto rotated = impl_->predecessors_of(txn, token.record);
+        out.push_back(std::move(token));
+        for (StoredToken &old : rotated) out.push_back(std::move(old));
+    }
+    return out;
 }
 
 void TokenStore::add(const Digest &digest, const TokenRecord &record) { add_many({{digest, record}}); }
@@ -378,8 +411,7 @@ void TokenStore::add_many(const std::vector<StoredToken> &tokens) {
             if (impl_->record_of(txn, token.digest))
                 throw StoreError(StoreError::Kind::duplicate, "a token with the same digest already exists");
             impl_->env.put(txn, impl_->tokens, as_val(token.digest), encode_record(record));
-            impl_->env.put(txn, impl_->names, as_val(name_key(record.user, record.name)),
-                           std::string_view(reinterpret_cast<const char *>(token.digest.data()), token.digest.size()));
+            impl_->env.put(txn, impl_->names, as_val(name_key(record.user, record.name)), digest_bytes(token.digest));
         }
         return 0;
     });
@@ -395,8 +427,12 @@ TokenRecord TokenStore::edit(std::string_view user, std::string_view name, const
                                  "user " + std::string(user) + " already has a token named '" + *changes.name + "'");
             impl_->env.put_tombstone(txn, impl_->names, as_val(name_key(user, record.name)));
             record.name = *changes.name;
-            impl_->env.put(txn, impl_->names, as_val(name_key(user, record.name)),
-                           std::string_view(reinterpret_cast<const char *>(token.digest.data()), token.digest.size()));
+            impl_->env.put(txn, impl_->names, as_val(name_key(user, record.name)), digest_bytes(token.digest));
+            // Rotated tokens follow the name, so that their log lines and list rows say which token they replaced.
+            for (StoredToken &old : impl_->predecessors_of(txn, record)) {
+                old.record.name = record.name;
+                impl_->env.put(txn, impl_->tokens, as_val(old.digest), encode_record(old.record));
+            }
         }
         if (changes.expires) record.expires = *changes.expires;
         if (changes.allowed_ips) record.allowed_ips = *changes.allowed_ips;
@@ -405,9 +441,62 @@ TokenRecord TokenStore::edit(std::string_view user, std::string_view name, const
     });
 }
 
+Rotation TokenStore::rotate(std::string_view user, std::string_view name, const Digest &new_digest, Seconds now,
+                            Seconds grace) {
+    return impl_->write([&](Txn &txn) {
+        StoredToken old = impl_->must_find(txn, user, name);
+        const std::string which = "token '" + std::string(name) + "' of " + std::string(user);
+        if (old.record.expired_at(now))
+            throw StoreError(StoreError::Kind::not_found, which + " expired at " + format_iso8601(old.record.expires) +
+                                                              ": nothing to rotate; create a new token instead");
+        if (impl_->record_of(txn, new_digest))
+            throw StoreError(StoreError::Kind::duplicate, "a token with the same digest already exists");
+
+        Rotation rotation;
+        rotation.token.digest = new_digest;
+        TokenRecord &fresh = rotation.token.record;
+        fresh = old.record;  // user, name, expiry, allowlist, and fields of a later version, verbatim
+        fresh.created = now;
+        fresh.rotated_at = 0;
+        fresh.predecessors.clear();
+        if (grace > 0) fresh.predecessors.push_back(old.digest);
+        Seconds oldest_grace_end = 0;
+        for (const StoredToken &older : impl_->predecessors_of(txn, old.record)) {
+            if (older.record.expired_at(now)) {  // its grace is over: prune's work, done now that the link goes
+                impl_->env.put_tombstone(txn, impl_->tokens, as_val(older.digest));
+                continue;
+            }
+            fresh.predecessors.push_back(older.digest);
+            if (oldest_grace_end == 0 || older.record.expires < oldest_grace_end) oldest_grace_end = older.record.expires;
+        }
+        if (fresh.predecessors.size() > max_predecessors)
+            throw StoreError(StoreError::Kind::full,
+                             "too many rotated tokens of " + which + " still in their grace window (at most " +
+                                 std::to_string(max_predecessors) + "): revoke " + std::string(user) + " " +
+                                 std::string(name) + " (all of them) or wait until " +
+                                 format_iso8601(oldest_grace_end));
+
+        old.record.rotated_at = now;
+        old.record.predecessors.clear();  // now linked from the new token
+        if (grace > 0) {
+            // The grace end is the old token's expiry: readers that know nothing of rotation enforce it too.
+            constexpr Seconds max = std::numeric_limits<Seconds>::max();
+            const Seconds end = now > 0 && grace > max - now ? max : now + grace;
+            if (old.record.never_expires() || end < old.record.expires) old.record.expires = end;
+            impl_->env.put(txn, impl_->tokens, as_val(old.digest), encode_record(old.record));
+            rotation.grace_ends = old.record.expires;
+        } else {
+            impl_->env.put_tombstone(txn, impl_->tokens, as_val(old.digest));
+        }
+        impl_->env.put(txn, impl_->tokens, as_val(new_digest), encode_record(fresh));
+        impl_->env.put(txn, impl_->names, as_val(name_key(user, name)), digest_bytes(new_digest));
+        return rotation;
+    });
+}
+
 void TokenStore::revoke(std::string_view user, std::string_view name) {
     impl_->write([&](Txn &txn) {
-        impl_->remove(txn, impl_->must_find(txn, user, name));
+        impl_->remove_with_predecessors(txn, impl_->must_find(txn, user, name));
         return 0;
     });
 }
@@ -415,19 +504,33 @@ void TokenStore::revoke(std::string_view user, std::string_view name) {
 std::size_t TokenStore::revoke_all(std::string_view user) {
     if (user.empty()) throw StoreError(StoreError::Kind::not_found, "no user given");
     return impl_->write([&](Txn &txn) {
-        const auto tokens = impl_->live_tokens(txn, user);
-        for (const StoredToken &token : tokens) impl_->remove(txn, token);
-        return tokens.size();
+        std::size_t revoked = 0;
+        for (const StoredToken &token : impl_->live_tokens(txn, user))
+            revoked += impl_->remove_with_predecessors(txn, token);
+        return revoked;
     });
 }
 
 PruneResult TokenStore::prune(Seconds now) {
     return impl_->write([&](Txn &txn) {
         PruneResult result;
-        for (const StoredToken &token : impl_->live_tokens(txn, {})) {
-            if (!token.record.expired_at(now)) continue;
-            impl_->remove(txn, token);
-            ++result.expired_removed;
+        for (StoredToken &token : impl_->live_tokens(txn, {})) {
+            if (token.record.expired_at(now)) {
+                result.expired_removed += impl_->remove_with_predecessors(txn, token);
+                continue;
+            }
+            std::vector<Digest> kept;
+            for (const StoredToken &old : impl_->predecessors_of(txn, token.record)) {
+                if (!old.record.expired_at(now)) {
+                    kept.push_back(old.digest);
+                    continue;
+                }
+                impl_->env.put_tombstone(txn, impl_->tokens, as_val(old.digest));
+                ++result.expired_removed;
+            }
+            if (kept == token.record.predecessors) continue;
+            token.record.predecessors = std::move(kept);  // no link left to what is gone
+            impl_->env.put(txn, impl_->tokens, as_val(token.digest), encode_record(token.record));
         }
         const Seconds cutoff = now - StoreSettings::tombstone_retention_seconds;
         const std::uint64_t cutoff_ns = cutoff > 0 ? static_cast<std::uint64_t>(cutoff) * 1000000000u : 0;

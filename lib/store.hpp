@@ -47,12 +47,12 @@ struct StoreSettings {
     static constexpr std::int64_t tombstone_retention_seconds = 30 * 86400;
     /// Records find() keeps per open store (per httpd child), so that tokens
     /// in use skip the B-tree walk while the store is unchanged. 0 turns the
-    /// cache off. The slots take 3.4 MiB once the first record is kept
+    /// cache off. The slots take 3.9 MiB once the first record is kept
     /// (RecordCache::fixed_bytes).
     static constexpr std::size_t record_cache_slots = 16384;
     /// The most heap the kept records may own besides (names, allowlists:
     /// ~2 KB for 100 networks, usually under 100 bytes). With the slots: at
-    /// most 7.4 MiB per open store per httpd child.
+    /// most 7.9 MiB per open store per httpd child.
     static constexpr std::size_t record_cache_bytes = std::size_t{4} << 20;
     /// How long a reader waits out a commit in flight (the data file already
     /// names a newer snapshot than the lock file) before refusing the store.
@@ -118,6 +118,12 @@ struct TokenChanges {
     std::optional<std::vector<Network>> allowed_ips;
 };
 
+/// What rotate() did.
+struct Rotation {
+    StoredToken token;       ///< the new current token
+    Seconds grace_ends = 0;  ///< when the replaced token stops working; 0: it stopped at once
+};
+
 struct PruneResult {
     std::size_t expired_removed = 0;
     std::size_t tombstones_dropped = 0;
@@ -152,10 +158,13 @@ public:
     /// record cannot be decoded.
     std::optional<TokenRecord> find(const Digest &digest) const;
 
-    /// The live token USER has under NAME; nullopt if none.
+    /// The live token USER has under NAME (the current one, not a rotated
+    /// one); nullopt if none.
     std::optional<StoredToken> find_by_name(std::string_view user, std::string_view name) const;
 
-    /// Live tokens of `user` (all users if empty), sorted by user, then name.
+    /// Live tokens of `user` (all users if empty), sorted by user, then name;
+    /// each current token is followed by its rotated tokens still live
+    /// (rotated_at set), newest first.
     std::vector<StoredToken> list(std::string_view user = {}) const;
 
     /// Adds a token. Throws StoreError: duplicate (name taken, or the digest
@@ -168,17 +177,31 @@ public:
     void add_many(const std::vector<StoredToken> &tokens);
 
     /// Changes a token in place (the digest stays). Returns the new record.
-    /// Throws StoreError: not_found, duplicate (new name taken).
+    /// A new name is given to its rotated tokens too; expiry and allowlist
+    /// change for the current token only. Throws StoreError: not_found,
+    /// duplicate (new name taken).
     TokenRecord edit(std::string_view user, std::string_view name, const TokenChanges &changes);
 
-    /// Revokes one token (writes tombstones). Throws StoreError: not_found.
+    /// Replaces USER's token NAME by the token of `new_digest`, which takes
+    /// over its name, expiry, allowlist and later fields, created at `now`.
+    /// The old token keeps working until now + `grace` (or its own expiry if
+    /// sooner), then is refused; with `grace` 0 it is revoked at once. Throws
+    /// StoreError: not_found (no such token, or it has expired), duplicate
+    /// (the digest is in use), full (more than max_predecessors rotated
+    /// tokens would still be in their grace window).
+    Rotation rotate(std::string_view user, std::string_view name, const Digest &new_digest, Seconds now,
+                    Seconds grace);
+
+    /// Revokes one token and its rotated tokens (writes tombstones). Throws
+    /// StoreError: not_found.
     void revoke(std::string_view user, std::string_view name);
 
-    /// Revokes every token of `user`; returns how many.
+    /// Revokes every token of `user`, rotated ones included; returns how many.
     std::size_t revoke_all(std::string_view user);
 
-    /// Revokes tokens expired at `now` and drops tombstones written before
-    /// now - StoreSettings::tombstone_retention_seconds.
+    /// Revokes tokens expired at `now` (a rotated token whose grace has
+    /// ended; a current token with all its rotated ones) and drops tombstones
+    /// written before now - StoreSettings::tombstone_retention_seconds.
     PruneResult prune(Seconds now);
 
     /// Checks the data file this store has open against what LMDB made of

@@ -2,7 +2,8 @@
 // Bad payloads are made by editing encode_record()'s output. The header
 // documents the layout: a format byte, then fields (tag, 16-bit length,
 // value). Tags are taken from lib/record.cpp: 1 user, 2 name, 3 created,
-// 4 expires, 5 network; tags from 0x80 up are restrictions (docs/store.md).
+// 4 expires, 5 network, 6 predecessor, 7 rotated_at; tags from 0x80 up are
+// restrictions (docs/store.md).
 
 #include <algorithm>
 #include <memory>
@@ -26,6 +27,8 @@ namespace {
 constexpr std::uint8_t tag_user = 1;
 constexpr std::uint8_t tag_name = 2;
 constexpr std::uint8_t tag_network = 5;
+constexpr std::uint8_t tag_predecessor = 6;
+constexpr std::uint8_t tag_rotated_at = 7;
 
 TokenRecord sample(bool with_expiry, std::size_t networks) {
     TokenRecord r;
@@ -310,7 +313,7 @@ void test_unknown_fields_kept(void **) {
     assert_true(enc.size() > 3 && enc.substr(enc.size() - 3) == end_field);
     std::string body = enc.substr(0, enc.size() - 3);
     auto fs = fields_of(enc);
-    for (std::uint8_t tag : {0x06, 0x41, 0x7f, 0x80, 0x81, 0xc8, 0xff}) {
+    for (std::uint8_t tag : {0x08, 0x41, 0x7f, 0x80, 0x81, 0xc8, 0xff}) {
         const std::string extra = later_field(tag, "abc");
         auto d = decode_record(body + extra + end_field);
         assert_true(d.has_value());
@@ -427,6 +430,75 @@ void test_invalid_network(void **) {
     assert_false(decode_record(longer).has_value());
 }
 
+// A rotated token and the token that replaced it.
+TokenRecord with_rotation(std::size_t predecessors, Seconds rotated_at) {
+    TokenRecord r = sample(true, 2);
+    for (std::size_t i = 0; i < predecessors; ++i) r.predecessors.push_back(token_digest(std::to_string(i)));
+    r.rotated_at = rotated_at;
+    return r;
+}
+
+void test_rotation_fields_round_trip(void **) {
+    for (std::size_t count : {0, 1, 2, 8})
+        for (Seconds rotated_at : {Seconds{0}, Seconds{1767225700}, Seconds{-5}, Seconds{253402300799}}) {
+            const TokenRecord r = with_rotation(count, rotated_at);
+            expect_round_trip(r);
+            const auto d = decode_record(encode_record(r));
+            assert_true(d->predecessors == r.predecessors);  // in order
+            assert_int_equal(d->rotated_at, rotated_at);
+            assert_int_equal(d->rotated(), rotated_at != 0);
+            assert_true(d->later_fields.empty());
+            check_truncations(r);
+        }
+    // Absent fields cost nothing: a current token without predecessors
+    // encodes exactly as before this version.
+    const std::string plain = encode_record(sample(true, 2));
+    assert_true(encode_record(with_rotation(0, 0)) == plain);
+    for (const Field &f : fields_of(plain)) assert_true(f.tag != tag_predecessor && f.tag != tag_rotated_at);
+}
+
+void test_rotation_fields_informational(void **) {
+    // Below first_restriction_tag: a reader that does not know them skips
+    // them (keeps them in later_fields) instead of refusing the token.
+    static_assert(tag_predecessor < first_restriction_tag && tag_rotated_at < first_restriction_tag);
+    const std::string enc = encode_record(with_rotation(2, 1767225700));
+    const auto fs = fields_of(enc);
+    assert_int_equal(field(fs, tag_predecessor).length, 64);
+    assert_int_equal(field(fs, tag_rotated_at).length, 8);
+    const auto d = decode_record(enc);
+    assert_false(d->unknown_restriction().has_value());
+}
+
+void test_too_many_predecessors(void **) {
+    assert_true(decode_record(encode_record(with_rotation(max_predecessors, 0))).has_value());
+    assert_false(decode_record(encode_record(with_rotation(max_predecessors + 1, 0))).has_value());
+    assert_false(decode_record(encode_record(with_rotation(50, 1767225700))).has_value());
+}
+
+// Replaces the value of the first field `tag` in `enc` by `value`.
+std::string with_value(const std::string &enc, std::uint8_t tag, const std::string &value) {
+    const Field f = field(fields_of(enc), tag);
+    return enc.substr(0, f.start) + later_field(tag, value) + enc.substr(f.end());
+}
+
+void test_bad_rotation_fields(void **) {
+    const std::string enc = encode_record(with_rotation(1, 1767225700));
+    assert_true(decode_record(enc).has_value());
+    // A predecessor that is not a 64-byte digest.
+    for (std::size_t length : {0, 1, 32, 63, 65, 128})
+        if (decode_record(with_value(enc, tag_predecessor, std::string(length, 'd'))))
+            fail_msg("a predecessor of %zu bytes decoded", length);
+    // rotated_at: 8 bytes, not 0 (0 is written as no field), at most once.
+    for (std::size_t length : {0, 4, 7, 9})
+        if (decode_record(with_value(enc, tag_rotated_at, std::string(length, '\x01'))))
+            fail_msg("a rotated_at of %zu bytes decoded", length);
+    assert_false(decode_record(with_value(enc, tag_rotated_at, std::string(8, '\0'))).has_value());
+    const Field rotated = field(fields_of(enc), tag_rotated_at);
+    const std::string twice = enc.substr(0, rotated.end()) + enc.substr(rotated.start, rotated.end() - rotated.start) +
+                              enc.substr(rotated.end());
+    assert_false(decode_record(twice).has_value());
+}
+
 }  // namespace
 
 int main(void) {
@@ -442,6 +514,10 @@ int main(void) {
         cmocka_unit_test(test_missing_fields),
         cmocka_unit_test(test_unknown_fields_kept),
         cmocka_unit_test(test_invalid_network),
+        cmocka_unit_test(test_rotation_fields_round_trip),
+        cmocka_unit_test(test_rotation_fields_informational),
+        cmocka_unit_test(test_too_many_predecessors),
+        cmocka_unit_test(test_bad_rotation_fields),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -198,6 +198,7 @@ void test_counted_bytes_are_real(void **) {
     for (unsigned i = 0; i < slots; ++i) digests.push_back(new_digest());
     TokenRecord large = with_networks(std::string(40, 'n'), max_allowed_networks);
     large.user = std::string(40, 'u');
+    large.predecessors.assign(max_predecessors, new_digest());  // links to rotated tokens: 512 bytes more
     const std::size_t before = heap_in_use();
     {
         RecordCache cache(slots, budget);
@@ -216,13 +217,13 @@ void test_counted_bytes_are_real(void **) {
     assert_true(heap_in_use() <= before + slack);
 }
 
-// The documented figure (StoreSettings, docs/store.md): at most 7.4 MiB per
+// The documented figure (StoreSettings, docs/store.md): at most 7.9 MiB per
 // open store per httpd child, slots and records together.
 void test_documented_worst_case(void **) {
     const std::size_t worst =
         RecordCache::fixed_bytes(StoreSettings::record_cache_slots) + StoreSettings::record_cache_bytes;
-    if (worst > std::size_t(7.4 * 1024 * 1024))
-        fail_msg("worst case %zu bytes, documented as 7.4 MiB", worst);
+    if (worst > std::size_t(7.9 * 1024 * 1024))
+        fail_msg("worst case %zu bytes, documented as 7.9 MiB", worst);
 }
 
 }  // namespace
