@@ -41,7 +41,7 @@ bool UsageRecorder::note(const Digest &digest, std::int64_t used_at_ns, const st
         pending.last_used_ns = used_at_ns;
         pending.client = client ? *client : Address{};
     }
-    return first_to_write || now_us - pending.written_us >= pending.interval_us;
+    return first_to_write || pending.due_at(now_us);
 }
 
 NotedUses UsageRecorder::to_write(const Digest &digest, const Pending &pending) {
@@ -58,8 +58,7 @@ std::vector<NotedUses> UsageRecorder::take_due(std::int64_t now_us) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto it = pending_.begin(); it != pending_.end();) {
         Pending &pending = it->second;
-        const bool interval_passed = pending.written_us == never || now_us - pending.written_us >= pending.interval_us;
-        if (!interval_passed) {
+        if (!pending.due_at(now_us)) {
             ++it;
         } else if (pending.uses == 0) {
             it = pending_.erase(it);  // its next use is due at once anyway

@@ -69,6 +69,7 @@ private:
         Address client{};  // family 0: unknown
         std::uint64_t uses = 0;  // since the last write
         std::int64_t due_us() const { return written_us == never ? never : written_us + interval_us; }
+        bool due_at(std::int64_t now_us) const { return written_us == never || now_us - written_us >= interval_us; }
     };
     struct DigestHash {
         std::size_t operator()(const Digest &digest) const noexcept;  // SHA-512 bytes are uniform already
