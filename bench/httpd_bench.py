@@ -129,6 +129,10 @@ def settings(argv):
     if cg.strip() not in ("", "0", "1"):
         raise SetupError(f"BENCH_CALLGRIND: 0 or 1, got {cg!r}")
     s["callgrind"] = cg.strip() != "0"
+    lu = os.environ.get("BENCH_LAST_USED", "").strip()
+    if lu not in ("", "0", "1"):
+        raise SetupError(f"BENCH_LAST_USED: 0 or 1, got {lu!r}")
+    s["last_used"] = lu != "0"
     only = a.only if a.only is not None else os.environ.get("BENCH_ONLY", "")
     s["only"] = [x.strip() for x in only.split(",") if x.strip()]
     for x in s["only"]:
@@ -394,9 +398,13 @@ DocumentRoot "@HTDOCS@"
 </Directory>
 
 CPTokenDB "@STORE@"
+@LAST_USED@
 @SOCACHE@
 @LOCATIONS@
 """
+
+# BENCH_LAST_USED=0: the same run with last used off (main() sets it).
+LAST_USED_CONF = ""
 
 USER_GROUP = """User www-data
 Group www-data"""
@@ -516,7 +524,7 @@ class Httpd:
         text = text.replace("@LOCATIONS@", "".join(l.conf(dbmtype) for l in locations))
         for k, v in {"@DIR@": str(self.dir), "@PORT@": str(self.port), "@MODDIR@": MODDIR,
                      "@MODULE@": module, "@HTDOCS@": str(self.htdocs), "@STORE@": str(store),
-                     "@SOCACHE@": socache}.items():
+                     "@SOCACHE@": socache, "@LAST_USED@": LAST_USED_CONF}.items():
             text = text.replace(k, v)
         self.conf = self.dir / "httpd.conf"
         self.conf.write_text(text)
@@ -1301,7 +1309,10 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
       f"BENCH_CG_BCRYPT_N1={s['cg_bcrypt_n1']} BENCH_CG_BCRYPT_N2={s['cg_bcrypt_n2']} "
       f"BENCH_SERIAL_DURATION={s['serial_duration']} BENCH_SERIAL_ROUNDS={s['serial_rounds']}"
       + ("" if s["callgrind"] else " BENCH_CALLGRIND=0")
+      + ("" if s["last_used"] else " BENCH_LAST_USED=0")
       + (f" BENCH_ONLY={','.join(s['only'])}" if s["only"] else ""))
+    w("- last used: " + ("on, the module's default (CPTokenLastUsedInterval 60)" if s["last_used"]
+                         else "off (CPTokenLastUsed Off at server level)"))
     w(f"- client: wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s -s bench/rotate.lua, "
       f"the same script on every location; a fresh httpd each round, warmed up by "
       f"{s['warmup']} s of wrk on /open (not counted), the order of the locations rotated each round")
@@ -1495,8 +1506,10 @@ def main(argv):
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_term)
+    global LAST_USED_CONF
     try:
         s = settings(argv)
+        LAST_USED_CONF = "" if s["last_used"] else "CPTokenLastUsed Off"
         check_tools(s)
     except SetupError as e:
         log(f"httpd_bench: {e}")
