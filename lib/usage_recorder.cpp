@@ -89,6 +89,14 @@ std::optional<std::int64_t> UsageRecorder::next_due_us() const {
     return next;
 }
 
+std::int64_t UsageRecorder::shortest_interval_us(std::int64_t longest) const {
+    std::int64_t shortest = longest;
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto &[digest, pending] : pending_)
+        if (pending.uses > 0) shortest = std::min(shortest, pending.interval_us);
+    return shortest;
+}
+
 std::size_t UsageRecorder::tracked() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return pending_.size();
@@ -153,6 +161,7 @@ struct UsageWriter::Shared {
 
     void run() {
         std::unique_lock<std::mutex> lock(mutex);
+        std::optional<std::int64_t> last_write;
         while (!stopping) {
             const auto next = recorder.next_due_us();
             const std::int64_t now = monotonic_microseconds();
@@ -163,10 +172,20 @@ struct UsageWriter::Shared {
                     changed.wait(lock);
                 continue;
             }
+            // Something is due. One write per gap at most: the uses noted
+            // meanwhile (the first uses of many tokens) join it. `wake` stays
+            // set while waiting, so that notes do not wake this thread again.
+            const std::int64_t gap = recorder.shortest_interval_us(UsageWriter::longest_write_gap_us);
+            if (last_write && now < *last_write + gap) {
+                changed.wait_for(lock, std::chrono::microseconds(*last_write + gap - now));
+                continue;
+            }
             wake = false;
             lock.unlock();
-            write(recorder.take_due(monotonic_microseconds()));
+            const auto due = recorder.take_due(now);
+            write(due);
             lock.lock();
+            if (!due.empty()) last_write = now;
         }
         lock.unlock();
         write(recorder.take_all());

@@ -56,6 +56,9 @@ public:
     /// token is due already); nullopt if no use waits.
     std::optional<std::int64_t> next_due_us() const;
 
+    /// The shortest interval of the tokens with uses to write, at most `longest`.
+    std::int64_t shortest_interval_us(std::int64_t longest) const;
+
     /// Tokens tracked now.
     std::size_t tracked() const;
     /// Uses not noted because max_tokens were tracked.
@@ -84,7 +87,8 @@ private:
 };
 
 /// Writes the uses of a UsageRecorder to DIR/usage.mdb from a thread of its
-/// own, started on the first note() with every signal blocked. Follows DIR: when the usage files at
+/// own, started on the first note() with every signal blocked, in one
+/// transaction per write: at most one a second. Follows DIR: when the usage files at
 /// its path are replaced (a store directory moved into place), the next
 /// write goes to the new ones. A failed write is dropped and `report` is
 /// called, once per writer, with a message for the admin; so is the first
@@ -92,6 +96,11 @@ private:
 class UsageWriter {
 public:
     using Report = std::function<void(const std::string &message)>;
+
+    /// Two writes are at least this far apart (or a pending token's interval,
+    /// if shorter): the first uses of many tokens share one transaction
+    /// instead of costing one each.
+    static constexpr std::int64_t longest_write_gap_us = 1000000;
 
     UsageWriter(std::string dir, Report report, std::size_t max_tokens = UsageRecorder::default_max_tokens);
     /// stop(std::chrono::seconds(1)).

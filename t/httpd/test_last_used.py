@@ -109,6 +109,7 @@ def test_uses_waiting_at_shutdown_are_written(srv):
     assert usage(srv.store, "alice", "ci")[2] == 4
 
 
+@ALL_MPMS
 def test_usage_follows_a_replaced_store_directory(srv):
     srv.allow("CPT0100")
     ta = srv.store.create("alice", "old")

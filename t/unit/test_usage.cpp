@@ -262,6 +262,8 @@ void test_recorder_uses_the_shortest_interval(void **) {
     recorder.note(d, jan1 * ns, client_a, minute_us, 1000000);
     assert_false(recorder.note(d, jan1 * ns, client_a, 10 * 1000000, 2000000));
     assert_int_equal(*recorder.next_due_us(), 10 * 1000000);
+    assert_int_equal(recorder.shortest_interval_us(minute_us), 10 * 1000000);
+    assert_int_equal(recorder.shortest_interval_us(1000000), 1000000);
     assert_int_equal(recorder.take_due(10 * 1000000).size(), 1);
 }
 
@@ -433,6 +435,23 @@ void test_writer_reports_a_failure_once(void **state) {
     assert_int_equal(report_count(), 1);
 }
 
+// The first uses of many tokens share one write: after a write, the next
+// waits a second (the longest gap) even for a token never written before.
+void test_writer_writes_at_most_once_a_second(void **state) {
+    const std::string store = fx(state).store;
+    UsageWriter writer(store, nullptr);
+    const Digest first = new_digest(), second = new_digest();
+    writer.note(first, now_nanoseconds(), client_a, minute_us, monotonic_microseconds());
+    assert_true(within_5s([&] { return uses_in(store, first) == 1; }));  // nothing written before: at once
+    const auto written = std::chrono::steady_clock::now();
+    writer.note(second, now_nanoseconds(), client_a, minute_us, monotonic_microseconds());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const bool waited = std::chrono::steady_clock::now() - written < std::chrono::milliseconds(900);
+    if (waited) assert_int_equal(uses_in(store, second), 0);  // (skipped on a machine too slow to tell)
+    assert_true(within_5s([&] { return uses_in(store, second) == 1; }));
+    assert_true(writer.stop(std::chrono::seconds(5)));
+}
+
 // A writer that never saw a use starts no thread and stops at once.
 void test_writer_without_uses_has_no_thread(void **state) {
     UsageWriter writer(fx(state).store, nullptr);
@@ -459,6 +478,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_writer_writes_waiting_uses_late_and_at_stop, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_writer_follows_a_replaced_directory, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_writer_reports_a_failure_once, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_writes_at_most_once_a_second, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_writer_without_uses_has_no_thread, setup_init, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
