@@ -488,7 +488,7 @@ int note_use(request_rec *r) {
     if (!admitted || !admitted->used) return DECLINED;
     if (static_cast<std::size_t>(admitted->store_index) >= g_usage.size()) return DECLINED;
     g_usage[admitted->store_index]->note(*admitted->used, static_cast<std::int64_t>(r->request_time) * 1000,
-                                         client_address(r), admitted->last_used_interval_us,
+                                         r->useragent_ip ? r->useragent_ip : "", admitted->last_used_interval_us,
                                          monotonic_microseconds());
     return DECLINED;
 }

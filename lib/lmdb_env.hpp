@@ -296,6 +296,25 @@ public:
         check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to ", file_);
     }
 
+    // Writes under `key` with `cursor` (of `dbi`, in `txn`): `payload`
+    // stamped `timestamp_ns` if the key is absent; otherwise what
+    // `merge(stored value, undecoded)` returns, a payload and its stamp, in
+    // its place. One walk of the tree either way.
+    template <class Merge>
+    void put_merged(Txn &txn, MDB_cursor *cursor, MDB_val key, std::string_view payload, std::uint64_t timestamp_ns,
+                    Merge merge) {
+        const std::string fresh = ls_encode(timestamp_ns, mdb_txn_id(txn.get()), 0, payload);
+        MDB_val value = as_val(fresh);
+        int rc = mdb_cursor_put(cursor, &key, &value, MDB_NOOVERWRITE);
+        if (rc == MDB_KEYEXIST) {  // the cursor is on the key, `value` is the stored one
+            const auto [merged, stamp] = merge(as_view(value));
+            const std::string stored = ls_encode(stamp, mdb_txn_id(txn.get()), 0, merged);
+            MDB_val replacement = as_val(stored);
+            rc = mdb_cursor_put(cursor, &key, &replacement, MDB_CURRENT);
+        }
+        check(rc, "cannot write to ", file_);
+    }
+
     // Deletes are tombstones, so that replication can carry them to other hosts.
     void put_tombstone(Txn &txn, MDB_dbi dbi, MDB_val key) { put(txn, dbi, key, {}, ls_flag_deleted); }
 

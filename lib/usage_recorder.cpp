@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -21,7 +22,7 @@ std::size_t UsageRecorder::DigestHash::operator()(const Digest &digest) const no
 
 UsageRecorder::UsageRecorder(std::size_t max_tokens) : max_tokens_(max_tokens) {}
 
-bool UsageRecorder::note(const Digest &digest, std::int64_t used_at_ns, const std::optional<Address> &client,
+bool UsageRecorder::note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip,
                          std::int64_t interval_us, std::int64_t now_us) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto found = pending_.find(digest);
@@ -39,7 +40,8 @@ bool UsageRecorder::note(const Digest &digest, std::int64_t used_at_ns, const st
     ++pending.uses;
     if (used_at_ns >= pending.last_used_ns) {
         pending.last_used_ns = used_at_ns;
-        pending.client = client ? *client : Address{};
+        pending.client_size = client_ip.size() <= max_ip_text ? static_cast<std::uint8_t>(client_ip.size()) : 0;
+        std::copy_n(client_ip.data(), pending.client_size, pending.client.data());
     }
     return first_to_write || pending.due_at(now_us);
 }
@@ -48,7 +50,7 @@ NotedUses UsageRecorder::to_write(const Digest &digest, const Pending &pending) 
     NotedUses out;
     out.digest = digest;
     out.last_used_ns = pending.last_used_ns;
-    if (pending.client.family != 0) out.last_used_ip = to_string(pending.client);
+    out.last_used_ip.assign(pending.client.data(), pending.client_size);
     out.uses = pending.uses;
     return out;
 }
@@ -200,9 +202,9 @@ UsageWriter::UsageWriter(std::string dir, Report report, std::size_t max_tokens)
 
 UsageWriter::~UsageWriter() { stop(std::chrono::seconds(1)); }
 
-void UsageWriter::note(const Digest &digest, std::int64_t used_at_ns, const std::optional<Address> &client,
+void UsageWriter::note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip,
                        std::int64_t interval_us, std::int64_t now_us) {
-    const bool look_again = shared_->recorder.note(digest, used_at_ns, client, interval_us, now_us);
+    const bool look_again = shared_->recorder.note(digest, used_at_ns, client_ip, interval_us, now_us);
     std::lock_guard<std::mutex> lock(shared_->mutex);
     if (shared_->stopping) return;
     if (!shared_->thread.joinable()) {

@@ -5,6 +5,7 @@
 // request.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -13,10 +14,10 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
-#include "network.hpp"
 #include "token.hpp"
 #include "usage_store.hpp"
 
@@ -36,14 +37,15 @@ public:
     explicit UsageRecorder(std::size_t max_tokens = default_max_tokens);
 
     /// Notes one use of `digest`, made at `used_at_ns` (wall clock) from
-    /// `client` (nullopt: unknown), at `now_us` (monotonic), by a location
+    /// `client_ip` (text as httpd has it; empty or longer than an IPv6
+    /// address: unknown), at `now_us` (monotonic), by a location
     /// whose writes are `interval_us` apart. Returns true if the writer
     /// should look again: the token is due now, or this is its first use to
     /// write since its last write (a due time the writer did not know). A
     /// token not yet tracked while max_tokens are is not noted; dropped()
     /// counts such uses.
-    bool note(const Digest &digest, std::int64_t used_at_ns, const std::optional<Address> &client,
-              std::int64_t interval_us, std::int64_t now_us);
+    bool note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip, std::int64_t interval_us,
+              std::int64_t now_us);
 
     /// The uses due at `now_us`, which then count as written at `now_us`.
     /// Forgets the tokens with nothing to write whose interval has passed.
@@ -65,11 +67,13 @@ public:
     std::uint64_t dropped() const;
 
 private:
+    static constexpr std::size_t max_ip_text = 46;  // INET6_ADDRSTRLEN
     struct Pending {
         std::int64_t written_us = never;  // monotonic time of the last write
         std::int64_t interval_us = 0;
         std::int64_t last_used_ns = 0;
-        Address client{};  // family 0: unknown
+        std::array<char, max_ip_text> client{};  // no allocation per token
+        std::uint8_t client_size = 0;            // 0: unknown
         std::uint64_t uses = 0;  // since the last write
         std::int64_t due_us() const { return written_us == never ? never : written_us + interval_us; }
         bool due_at(std::int64_t now_us) const { return written_us == never || now_us - written_us >= interval_us; }
@@ -111,8 +115,8 @@ public:
     /// UsageRecorder::note(), waking the thread when it should look again. Takes
     /// a lock for a few hash-table operations; never touches the store.
     /// Throws std::system_error if the thread cannot be started.
-    void note(const Digest &digest, std::int64_t used_at_ns, const std::optional<Address> &client,
-              std::int64_t interval_us, std::int64_t now_us);
+    void note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip, std::int64_t interval_us,
+              std::int64_t now_us);
 
     /// Writes every use noted and stops the thread, waiting at most `wait`
     /// for it (a write blocked on the store's writer lock, held by another

@@ -1,6 +1,7 @@
 #include "usage_store.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "codec.hpp"
 #include "lmdb_env.hpp"
@@ -24,19 +25,33 @@ std::string encode_usage(Seconds last_used, std::uint64_t uses, std::string_view
     return payload;
 }
 
-// httpd's group may write anything here, and the tool prints it to a root
-// terminal: only a time in range and an address that parses get through.
-std::optional<Usage> decode_usage(std::string_view payload) {
+// A stored payload as it is, address unchecked: what the writer needs.
+struct StoredUsage {
+    Seconds last_used = 0;
+    std::uint64_t uses = 0;
+    std::string_view address;
+};
+
+// httpd's group may write anything here: only a known format with a time in
+// range gets through.
+std::optional<StoredUsage> parse_usage(std::string_view payload) {
     if (payload.size() < usage_fixed_size || static_cast<std::uint8_t>(payload[0]) != usage_format)
         return std::nullopt;
     const std::uint64_t when = get_be(payload, 1, 8);
     constexpr std::uint64_t earliest = 946684800;   // 2000-01-01T00:00:00Z
     constexpr std::uint64_t latest = 253402300799;  // 9999-12-31T23:59:59Z
     if (when < earliest || when > latest) return std::nullopt;
+    return StoredUsage{static_cast<Seconds>(when), get_be(payload, 9, 8), payload.substr(usage_fixed_size)};
+}
+
+// What the tool prints to a root terminal: also only an address that parses.
+std::optional<Usage> decode_usage(std::string_view payload) {
+    const auto stored = parse_usage(payload);
+    if (!stored) return std::nullopt;
     Usage usage;
-    usage.last_used = static_cast<Seconds>(when);
-    usage.uses = get_be(payload, 9, 8);
-    if (const auto address = parse_address(payload.substr(usage_fixed_size))) usage.last_used_ip = to_string(*address);
+    usage.last_used = stored->last_used;
+    usage.uses = stored->uses;
+    if (const auto address = parse_address(stored->address)) usage.last_used_ip = to_string(*address);
     return usage;
 }
 
@@ -71,26 +86,30 @@ void UsageStore::add(const std::vector<NotedUses> &noted) {
     if (noted.empty()) return;
     Env &env = impl_->env;
     Txn txn(env.get(), true, env.file());
+    // A write transaction's cursor is freed when the transaction ends: on an
+    // exception, by the abort in ~Txn.
+    MDB_cursor *cursor = nullptr;
+    check(mdb_cursor_open(txn.get(), impl_->usage, &cursor), "cannot write to ", env.file());
     for (const NotedUses &use : noted) {
-        const MDB_val key = as_val(use.digest);
-        std::optional<LsValue> stored;
-        try {
-            stored = env.get_value(txn, impl_->usage, key);
-        } catch (const StoreError &e) {
-            if (e.kind() != StoreError::Kind::corrupt) throw;  // a broken header: replaced below
-        }
-        const std::optional<Usage> before = stored && !stored->deleted() ? decode_usage(stored->payload) : std::nullopt;
         const Seconds noted_at = use.last_used_ns / nanoseconds_per_second;
-        const bool noted_is_newer = !before || noted_at >= before->last_used;
-        const std::uint64_t uses = (before ? before->uses : 0) + use.uses;
         // Stamped with the time of use, so that the newest use wins a merge
         // between hosts; never at or before the value it replaces.
-        std::uint64_t stamp = static_cast<std::uint64_t>(std::max<std::int64_t>(use.last_used_ns, 0));
-        if (stored && stamp <= stored->timestamp_ns) stamp = stored->timestamp_ns + 1;
-        const std::string payload = noted_is_newer ? encode_usage(noted_at, uses, use.last_used_ip)
-                                                   : encode_usage(before->last_used, uses, before->last_used_ip);
-        env.put(txn, impl_->usage, key, payload, 0, stamp);
+        const std::uint64_t used_at = static_cast<std::uint64_t>(std::max<std::int64_t>(use.last_used_ns, 0));
+        env.put_merged(txn, cursor, as_val(use.digest), encode_usage(noted_at, use.uses, use.last_used_ip), used_at,
+                       [&](std::string_view present) {
+                           const auto stored = ls_decode(present);  // unreadable: replaced
+                           const auto before =
+                               stored && !stored->deleted() ? parse_usage(stored->payload) : std::nullopt;
+                           const std::uint64_t stamp =
+                               stored && used_at <= stored->timestamp_ns ? stored->timestamp_ns + 1 : used_at;
+                           const std::uint64_t uses = (before ? before->uses : 0) + use.uses;
+                           return std::pair{!before || noted_at >= before->last_used
+                                                ? encode_usage(noted_at, uses, use.last_used_ip)
+                                                : encode_usage(before->last_used, uses, before->address),
+                                            stamp};
+                       });
     }
+    mdb_cursor_close(cursor);
     txn.commit(env.file());
 }
 

@@ -194,7 +194,7 @@ void test_usage_time_out_of_range_reads_as_never(void **state) {
 
 // ---------------------------------------------------------------- the recorder
 
-const std::optional<Address> client_a = parse_address("192.0.2.1"), client_b = parse_address("2001:db8::2");
+constexpr std::string_view client_a = "192.0.2.1", client_b = "2001:db8::2";
 
 // One write per token per interval; every use in between is counted and
 // goes with the next write.
@@ -246,7 +246,7 @@ void test_recorder_keeps_the_newest_use(void **) {
     const Digest d = new_digest();
     recorder.note(d, (jan1 + 10) * ns, client_b, minute_us, 0);
     recorder.note(d, (jan1 + 5) * ns, client_a, minute_us, 0);
-    recorder.note(d, (jan1 + 7) * ns, std::nullopt, minute_us, 0);
+    recorder.note(d, (jan1 + 7) * ns, "", minute_us, 0);
     const auto due = recorder.take_due(0);
     assert_int_equal(due[0].uses, 3);
     assert_int_equal(due[0].last_used_ns, (jan1 + 10) * ns);
