@@ -68,6 +68,22 @@ def test_last_used_appears_after_a_request_with_the_address(srv):
 
 
 @ALL_MPMS
+def test_default_config_records_last_used(srv):
+    """The bug of issue 9: after 200s, `cptoken list` said LAST USED never.
+    No directive at all: the default (On, every 60 s) writes a first use
+    within about a second."""
+    token = srv.store.create("alice", "ci")
+    srv.start()
+    for _ in range(3):
+        assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
+
+    def last_used():
+        return json.loads(srv.store.run("list", "--json").stdout)[0]["last_used"]
+    assert wait_until(last_used, 5), srv.store.run("list").stdout
+    assert ISO_RE.match(last_used())
+
+
+@ALL_MPMS
 def test_refused_requests_are_not_uses(srv):
     srv.allow("CPT0100")
     token = srv.store.create("alice", "ci", "--allow-ip", "192.0.2.1")
