@@ -22,10 +22,8 @@
 #include "util_filter.h"
 #include "apr_strings.h"
 
-#include <cctype>
-#include <cerrno>
+#include <charconv>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -57,7 +55,7 @@ using namespace cptoken;
 
 constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
 constexpr int default_last_used_interval = 60;       // seconds
-constexpr int max_last_used_interval = 86400;
+constexpr unsigned max_last_used_interval = 86400;
 
 // ------------------------------------------------------------ config
 
@@ -157,12 +155,11 @@ const char *set_last_used(cmd_parms *, void *config_v, int on) {
 }
 
 const char *set_last_used_interval(cmd_parms *cmd, void *config_v, const char *arg) {
-    char *end = nullptr;
-    errno = 0;
-    const long seconds = std::strtol(arg, &end, 10);
-    if (errno != 0 || end == arg || *end != '\0' || seconds < 0 || seconds > max_last_used_interval || arg[0] == '+' ||
-        arg[0] == '-' || std::isspace(static_cast<unsigned char>(arg[0])))
-        return apr_psprintf(cmd->pool, "CPTokenLastUsedInterval: '%s' is not a number of seconds from 0 to %d", arg,
+    const char *const arg_end = arg + std::strlen(arg);
+    unsigned seconds = 0;  // from_chars: digits only, no sign or space
+    const auto [end, error] = std::from_chars(arg, arg_end, seconds);
+    if (error != std::errc() || end != arg_end || end == arg || seconds > max_last_used_interval)
+        return apr_psprintf(cmd->pool, "CPTokenLastUsedInterval: '%s' is not a number of seconds from 0 to %u", arg,
                             max_last_used_interval);
     static_cast<DirConfig *>(config_v)->last_used_interval = static_cast<int>(seconds);
     return nullptr;
@@ -281,9 +278,9 @@ void admit(request_rec *r, const TokenRecord &record, const Digest &digest, cons
     state.user = r->user;
     state.expires = expires;
     state.header = apr_pstrdup(r->pool, header);
-    state.forwarded = config_of(r).forward == 1 && !state.restored_unforwarded;
-    if (!state.forwarded) apr_table_unset(r->headers_in, authorization_header_name(r));
     const DirConfig &config = config_of(r);
+    state.forwarded = config.forward == 1 && !state.restored_unforwarded;
+    if (!state.forwarded) apr_table_unset(r->headers_in, authorization_header_name(r));
     if (config.last_used != 0) {
         state.used = static_cast<const Digest *>(apr_pmemdup(r->pool, digest.data(), sizeof digest));
         state.store_index = store_index_of(r);
