@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -183,27 +184,140 @@ void say_when_waiting(TokenStore &store) {
     store.set_lock_wait_notice([](const std::string &message) { std::cerr << "cptoken: " << message << std::endl; });
 }
 
-struct Options {
-    std::string db;
-    std::string user, name, group, file;
-    // Options that may be given with an empty value, which is then an error.
-    std::optional<std::string> expires, new_name, ip, grace, unused_for;
-    std::vector<std::string> allow_ips;
-    bool json = false, any_ip = false, all = false;
+// Each command has its own options, bound to its subcommand by define(),
+// and its handler cmd_NAME(db, options).
+
+void allow_ip_option(CLI::App *sub, std::vector<std::string> &allow_ips) {
+    sub->add_option("--allow-ip", allow_ips, "allow only this address or CIDR network (repeatable)")
+        ->allow_extra_args(false);
+}
+
+void json_flag(CLI::App *sub, bool &json) { sub->add_flag("--json", json, "print JSON"); }
+
+// Options given with an empty value (--expires "") are kept as such, and refused.
+struct InitOptions {
+    std::string group;
+    void define(CLI::App *sub) {
+        sub->add_option("--group", group, "group that httpd runs as (it may read tokens, write usage)");
+    }
 };
 
-int cmd_init(const Options &o) {
+struct CreateOptions {
+    std::string user, name;
+    std::optional<std::string> expires;
+    std::vector<std::string> allow_ips;
+    bool json = false;
+    void define(CLI::App *sub) {
+        sub->add_option("USER", user)->required();
+        sub->add_option("NAME", name)->required();
+        sub->add_option("--expires", expires, "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or +N[smhdw]");
+        allow_ip_option(sub, allow_ips);
+        json_flag(sub, json);
+    }
+};
+
+struct BulkCreateOptions {
+    std::string file;
+    std::vector<std::string> allow_ips;
+    bool json = false;
+    void define(CLI::App *sub) {
+        sub->add_option("FILE", file, "input file, or - for stdin (default)");
+        allow_ip_option(sub, allow_ips);
+        json_flag(sub, json);
+    }
+};
+
+struct RotateOptions {
+    std::string user, name;
+    std::optional<std::string> grace;
+    bool json = false;
+    void define(CLI::App *sub) {
+        sub->add_option("USER", user)->required();
+        sub->add_option("NAME", name)->required();
+        sub->add_option("--grace", grace, "how long the old token keeps working: N[smhdw] (default: it stops at once)");
+        json_flag(sub, json);
+    }
+};
+
+struct ListOptions {
+    std::string user;
+    std::optional<std::string> unused_for;
+    bool json = false;
+    void define(CLI::App *sub) {
+        sub->add_option("USER", user);
+        sub->add_option("--unused-for", unused_for,
+                        "only tokens not used for DURATION (90s, 10m, 12h, 30d, 2w), or never used and created that "
+                        "long ago");
+        json_flag(sub, json);
+    }
+};
+
+struct ShowOptions {
+    std::string user, name;
+    bool json = false;
+    void define(CLI::App *sub) {
+        sub->add_option("USER", user)->required();
+        sub->add_option("NAME", name)->required();
+        json_flag(sub, json);
+    }
+};
+
+struct EditOptions {
+    std::string user, name;
+    std::optional<std::string> new_name, expires;
+    std::vector<std::string> allow_ips;
+    bool any_ip = false, json = false;
+    void define(CLI::App *sub) {
+        sub->add_option("USER", user)->required();
+        sub->add_option("NAME", name)->required();
+        sub->add_option("--name", new_name, "new name");
+        sub->add_option("--expires", expires, "new expiry, or never");
+        allow_ip_option(sub, allow_ips);
+        sub->add_flag("--any-ip", any_ip, "allow any address")->excludes(sub->get_option("--allow-ip"));
+        json_flag(sub, json);
+    }
+};
+
+struct RevokeOptions {
+    std::string user, name;
+    bool all = false;
+    void define(CLI::App *sub) {
+        sub->add_option("USER", user)->required();
+        sub->add_option("NAME", name);
+        sub->add_flag("--all", all, "revoke every token of USER");
+    }
+};
+
+struct CheckOptions {
+    std::string user;
+    std::optional<std::string> ip;
+    void define(CLI::App *sub) {
+        sub->add_option("USER", user)->required();
+        sub->add_option("--ip", ip, "client address to check against the allowlist");
+    }
+};
+
+struct PruneOptions {
+    void define(CLI::App *) {}
+};
+
+struct BackupOptions {
+    std::string file;
+    void define(CLI::App *sub) { sub->add_option("FILE", file)->required(); }
+};
+
+int cmd_init(const std::string &db, const InitOptions &o) {
     std::vector<std::string> changes;
-    const InitOutcome outcome = init_store(o.db, group_id(o.group), &changes);
+    const InitOutcome outcome = init_store(db, group_id(o.group), &changes);
     if (outcome == InitOutcome::already_present) {
-        std::cout << "token store in " << o.db
+        std::cout << "token store in " << db
                   << " already exists with the right owner, group and modes; nothing changed\n";
     } else if (outcome == InitOutcome::repaired) {
         for (const std::string &change : changes) std::cout << change << "\n";
     } else {
         struct stat st{};
-        const group *g = ::stat(o.db.c_str(), &st) == 0 ? ::getgrgid(st.st_gid) : nullptr;
-        std::cout << "created token store in " << o.db << " for group "
+        const group *g = ::stat(db.c_str(), &st) == 0 ? ::getgrgid(st.st_gid) : nullptr;
+        std::cout << "created token store in " << db << " for group "
                   << (g ? std::string(g->gr_name) : std::to_string(st.st_gid)) << "\n";
     }
     return 0;
@@ -219,13 +333,13 @@ json created_json(const TokenRecord &record, const std::string &token) {
     return out;
 }
 
-int cmd_create(const Options &o) {
+int cmd_create(const std::string &db, const CreateOptions &o) {
     require_user(o.user);
     require_token_name(o.name);
     const Seconds now = now_seconds();
     TokenRecord record{o.user, o.name, now, o.expires ? parse_expiry(*o.expires, now) : 0,
                        parse_allowlist(o.allow_ips)};
-    TokenStore store(o.db, Access::read_write);
+    TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const std::string token = generate_token();
     store.add(token_digest(token), record);
@@ -236,7 +350,7 @@ int cmd_create(const Options &o) {
     return 0;
 }
 
-int cmd_rotate(const Options &o) {
+int cmd_rotate(const std::string &db, const RotateOptions &o) {
     require_user(o.user);
     require_token_name(o.name);
     const Seconds now = now_seconds();
@@ -248,7 +362,7 @@ int cmd_rotate(const Options &o) {
             throw UsageError(std::string("--grace: ") + e.what());
         }
     }
-    TokenStore store(o.db, Access::read_write);
+    TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const std::string token = generate_token();
     const Rotation rotation = store.rotate(o.user, o.name, token_digest(token), now, grace);
@@ -264,7 +378,7 @@ int cmd_rotate(const Options &o) {
 
 // Lines "USER NAME [WHEN]" ('#' comments and blank lines skipped), all
 // checked before anything is written, then created in one transaction.
-int cmd_bulk_create(const Options &o) {
+int cmd_bulk_create(const std::string &db, const BulkCreateOptions &o) {
     const bool from_stdin = o.file.empty() || o.file == "-";
     std::ifstream file;
     if (!from_stdin) {
@@ -294,7 +408,7 @@ int cmd_bulk_create(const Options &o) {
             throw UsageError(where + e.what());
         }
     }
-    TokenStore store(o.db, Access::read_write);
+    TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     store.add_many(tokens);
     if (o.json) {
@@ -315,7 +429,7 @@ bool unused_since(const TokenRecord &record, const std::optional<Usage> &used, S
     return used ? used->last_used <= cutoff : record.created <= cutoff;
 }
 
-int cmd_list(const Options &o) {
+int cmd_list(const std::string &db, const ListOptions &o) {
     if (!o.user.empty()) require_user(o.user);
     std::optional<Seconds> cutoff;
     if (o.unused_for) {
@@ -325,8 +439,8 @@ int cmd_list(const Options &o) {
             throw UsageError(std::string("--unused-for: ") + e.what());
         }
     }
-    const TokenStore store(o.db, Access::read_only);
-    const auto usage = open_usage(o.db);
+    const TokenStore store(db, Access::read_only);
+    const auto usage = open_usage(db);
     std::vector<std::pair<const StoredToken *, std::optional<Usage>>> shown;
     const auto tokens = store.list(o.user);
     for (const StoredToken &token : tokens) {
@@ -361,10 +475,10 @@ void print_details(const TokenRecord &record, const std::optional<Usage> &used) 
                  {"allowed ips:", allowlist_text(record.allowed_ips)}});
 }
 
-int cmd_show(const Options &o) {
+int cmd_show(const std::string &db, const ShowOptions &o) {
     require_user(o.user);
     require_token_name(o.name);
-    const TokenStore store(o.db, Access::read_only);
+    const TokenStore store(db, Access::read_only);
     // list() gives each current token followed by its rotated ones.
     const auto tokens = store.list(o.user);
     const auto current = std::find_if(tokens.begin(), tokens.end(), [&](const StoredToken &token) {
@@ -373,7 +487,7 @@ int cmd_show(const Options &o) {
     if (current == tokens.end()) throw Refusal("user " + o.user + " has no token named '" + o.name + "'");
     const auto rotated_end =
         std::find_if(current + 1, tokens.end(), [](const StoredToken &token) { return !token.record.rotated(); });
-    const auto usage = open_usage(o.db);
+    const auto usage = open_usage(db);
     if (o.json) {
         json out = token_json(current->record, usage_of(usage, current->digest));
         out["rotated_tokens"] = json::array();
@@ -390,7 +504,7 @@ int cmd_show(const Options &o) {
     return 0;
 }
 
-int cmd_edit(const Options &o) {
+int cmd_edit(const std::string &db, const EditOptions &o) {
     require_user(o.user);
     require_token_name(o.name);
     TokenChanges changes;
@@ -403,7 +517,7 @@ int cmd_edit(const Options &o) {
     if (o.any_ip) changes.allowed_ips = std::vector<Network>{};
     if (!changes.name && !changes.expires && !changes.allowed_ips)
         throw UsageError("nothing to change: give --name, --expires, --allow-ip or --any-ip");
-    TokenStore store(o.db, Access::read_write);
+    TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const TokenRecord record = store.edit(o.user, o.name, changes);
     if (o.json)
@@ -413,10 +527,10 @@ int cmd_edit(const Options &o) {
     return 0;
 }
 
-int cmd_revoke(const Options &o) {
+int cmd_revoke(const std::string &db, const RevokeOptions &o) {
     require_user(o.user);
     if (o.all == !o.name.empty()) throw UsageError("revoke takes either a token NAME or --all");
-    TokenStore store(o.db, Access::read_write);
+    TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     if (o.all) {
         const std::size_t count = store.revoke_all(o.user);
@@ -437,14 +551,14 @@ std::string read_token_from_stdin() {
     return token;
 }
 
-int cmd_check(const Options &o) {
+int cmd_check(const std::string &db, const CheckOptions &o) {
     require_user(o.user);
     std::optional<Address> client;
     if (o.ip) {
         client = parse_address(*o.ip);
         if (!client) throw UsageError("invalid --ip '" + *o.ip + "': expected an IPv4 or IPv6 address");
     }
-    const TokenStore store(o.db, Access::read_only);
+    const TokenStore store(db, Access::read_only);
     const Seconds now = now_seconds();
     const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now);
     const std::string who = verdict.record ? "token '" + name_text(*verdict.record) + "' of " + verdict.record->user : "";
@@ -484,8 +598,8 @@ int cmd_check(const Options &o) {
     return 1;
 }
 
-int cmd_prune(const Options &o) {
-    TokenStore store(o.db, Access::read_write);
+int cmd_prune(const std::string &db, const PruneOptions &) {
+    TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const PruneResult result = store.prune(now_seconds());
     std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
@@ -494,10 +608,10 @@ int cmd_prune(const Options &o) {
     return 0;
 }
 
-int cmd_backup(const Options &o) {
+int cmd_backup(const std::string &db, const BackupOptions &o) {
     struct stat st{};
     if (::stat(o.file.c_str(), &st) == 0) throw Refusal(o.file + " already exists; not overwriting it");
-    TokenStore store(o.db, Access::read_write);
+    TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     ::umask(077);  // a backup holds every digest: owner only
     store.backup(o.file);
@@ -506,79 +620,49 @@ int cmd_backup(const Options &o) {
 }
 
 int run(int argc, char **argv) {
-    Options o;
     const char *env_db = std::getenv("CPTOKEN_DB");
-    o.db = env_db && *env_db ? env_db : default_store_dir;
+    std::string db = env_db && *env_db ? env_db : default_store_dir;
 
     CLI::App app{"cptoken: create, list, edit and revoke API tokens for mod_cptoken"};
     app.name("cptoken");
     app.require_subcommand(1, 1);
     app.fallthrough();
-    app.add_option("--db", o.db, "store directory (default: $CPTOKEN_DB, else /var/lib/cptoken)");
+    app.add_option("--db", db, "store directory (default: $CPTOKEN_DB, else /var/lib/cptoken)");
 
-    auto allow_ip = [&](CLI::App *sub) {
-        sub->add_option("--allow-ip", o.allow_ips, "allow only this address or CIDR network (repeatable)")
-            ->allow_extra_args(false);
+    // The one subcommand given runs its handler once parsing is done.
+    std::function<int()> chosen;
+    auto command = [&](const char *name, const char *help, auto &options, auto handler) {
+        CLI::App *sub = app.add_subcommand(name, help);
+        options.define(sub);
+        sub->final_callback([&chosen, &db, &options, handler] {
+            chosen = [&db, &options, handler] { return handler(db, options); };
+        });
     };
-    auto json_flag = [&](CLI::App *sub) { sub->add_flag("--json", o.json, "print JSON"); };
-
-    CLI::App *init = app.add_subcommand("init", "create the store directory and files");
-    init->add_option("--group", o.group, "group that httpd runs as (it may read tokens, write usage)");
-
-    CLI::App *create = app.add_subcommand("create", "create a token and print it, once");
-    create->add_option("USER", o.user)->required();
-    create->add_option("NAME", o.name)->required();
-    create->add_option("--expires", o.expires, "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or +N[smhdw]");
-    allow_ip(create);
-    json_flag(create);
-
-    CLI::App *bulk = app.add_subcommand(
-        "bulk-create", "create many tokens in one transaction from lines 'USER NAME [WHEN]'; prints 'USER NAME TOKEN'");
-    bulk->add_option("FILE", o.file, "input file, or - for stdin (default)");
-    allow_ip(bulk);
-    json_flag(bulk);
-
-    CLI::App *rotate = app.add_subcommand(
-        "rotate", "replace a token by a new one and print it, once; the old one works on for --grace");
-    rotate->add_option("USER", o.user)->required();
-    rotate->add_option("NAME", o.name)->required();
-    rotate->add_option("--grace", o.grace, "how long the old token keeps working: N[smhdw] (default: it stops at once)");
-    json_flag(rotate);
-
-    CLI::App *list = app.add_subcommand("list", "list tokens (of USER)");
-    list->add_option("USER", o.user);
-    list->add_option("--unused-for", o.unused_for,
-                     "only tokens not used for DURATION (90s, 10m, 12h, 30d, 2w), or never used and created that long ago");
-    json_flag(list);
-
-    CLI::App *show = app.add_subcommand("show", "show one token");
-    show->add_option("USER", o.user)->required();
-    show->add_option("NAME", o.name)->required();
-    json_flag(show);
-
-    CLI::App *edit = app.add_subcommand("edit", "change a token's name, expiry or allowlist; the token stays");
-    edit->add_option("USER", o.user)->required();
-    edit->add_option("NAME", o.name)->required();
-    edit->add_option("--name", o.new_name, "new name");
-    edit->add_option("--expires", o.expires, "new expiry, or never");
-    allow_ip(edit);
-    CLI::Option *any_ip = edit->add_flag("--any-ip", o.any_ip, "allow any address");
-    any_ip->excludes(edit->get_option("--allow-ip"));
-    json_flag(edit);
-
-    CLI::App *revoke = app.add_subcommand("revoke", "revoke a token, or all of a user's with --all");
-    revoke->add_option("USER", o.user)->required();
-    revoke->add_option("NAME", o.name);
-    revoke->add_flag("--all", o.all, "revoke every token of USER");
-
-    CLI::App *checkc = app.add_subcommand("check", "tell whether the token on stdin is accepted, and why not");
-    checkc->add_option("USER", o.user)->required();
-    checkc->add_option("--ip", o.ip, "client address to check against the allowlist");
-
-    app.add_subcommand("prune", "delete expired tokens and old tombstones");
-
-    CLI::App *backup = app.add_subcommand("backup", "write a consistent copy of the token store");
-    backup->add_option("FILE", o.file)->required();
+    InitOptions init;
+    command("init", "create the store directory and files", init, cmd_init);
+    CreateOptions create;
+    command("create", "create a token and print it, once", create, cmd_create);
+    BulkCreateOptions bulk;
+    command("bulk-create",
+            "create many tokens in one transaction from lines 'USER NAME [WHEN]'; prints 'USER NAME TOKEN'", bulk,
+            cmd_bulk_create);
+    RotateOptions rotate;
+    command("rotate", "replace a token by a new one and print it, once; the old one works on for --grace", rotate,
+            cmd_rotate);
+    ListOptions list;
+    command("list", "list tokens (of USER)", list, cmd_list);
+    ShowOptions show;
+    command("show", "show one token", show, cmd_show);
+    EditOptions edit;
+    command("edit", "change a token's name, expiry or allowlist; the token stays", edit, cmd_edit);
+    RevokeOptions revoke;
+    command("revoke", "revoke a token, or all of a user's with --all", revoke, cmd_revoke);
+    CheckOptions check;
+    command("check", "tell whether the token on stdin is accepted, and why not", check, cmd_check);
+    PruneOptions prune;
+    command("prune", "delete expired tokens and old tombstones", prune, cmd_prune);
+    BackupOptions backup;
+    command("backup", "write a consistent copy of the token store", backup, cmd_backup);
 
     try {
         app.parse(argc, argv);
@@ -590,18 +674,7 @@ int run(int argc, char **argv) {
         std::cerr << "cptoken: " << e.what() << " (see cptoken --help)\n";
         return 2;
     }
-
-    if (init->parsed()) return cmd_init(o);
-    if (create->parsed()) return cmd_create(o);
-    if (bulk->parsed()) return cmd_bulk_create(o);
-    if (rotate->parsed()) return cmd_rotate(o);
-    if (list->parsed()) return cmd_list(o);
-    if (show->parsed()) return cmd_show(o);
-    if (edit->parsed()) return cmd_edit(o);
-    if (revoke->parsed()) return cmd_revoke(o);
-    if (checkc->parsed()) return cmd_check(o);
-    if (backup->parsed()) return cmd_backup(o);
-    return cmd_prune(o);
+    return chosen();
 }
 
 }  // namespace
