@@ -601,10 +601,26 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
 int cmd_prune(const std::string &db, const PruneOptions &) {
     TokenStore store(db, Access::read_write);
     say_when_waiting(store);
-    const PruneResult result = store.prune(now_seconds());
+    const Seconds now = now_seconds();
+    const PruneResult result = store.prune(now);
     std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
               << ", dropped " << result.tombstones_dropped << " old tombstone"
               << (result.tombstones_dropped == 1 ? "" : "s") << "\n";
+    // The uses of tokens that are gone (revoked, pruned, rotated out), so that
+    // usage.mdb does not grow with every token ever used. A store without one
+    // has nothing to forget.
+    std::optional<UsageStore> usage;
+    try {
+        usage.emplace(db, Access::read_write);
+    } catch (const StoreError &e) {
+        if (e.kind() == StoreError::Kind::missing) return 0;
+        throw;
+    }
+    const PruneResult forgotten = usage->prune([&](const Digest &digest) { return store.find(digest).has_value(); }, now);
+    std::cout << "forgot the uses of " << forgotten.expired_removed << " token"
+              << (forgotten.expired_removed == 1 ? "" : "s") << " no longer in the store, dropped "
+              << forgotten.tombstones_dropped << " old usage tombstone" << (forgotten.tombstones_dropped == 1 ? "" : "s")
+              << "\n";
     return 0;
 }
 

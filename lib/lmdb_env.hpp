@@ -67,6 +67,14 @@ inline std::string_view as_view(const MDB_val &val) { return {static_cast<const 
 /// meta pages (the value httpd's group cannot forge).
 std::size_t newest_committed(MDB_env *env);
 
+/// Tombstones written before this (in ns) may go: every host sharing the
+/// store through Lightning Stream has seen them
+/// (StoreSettings::tombstone_retention_seconds before `now`).
+inline std::uint64_t tombstone_cutoff_ns(Seconds now) {
+    const Seconds cutoff = now - StoreSettings::tombstone_retention_seconds;
+    return cutoff > 0 ? static_cast<std::uint64_t>(cutoff) * 1000000000u : 0;
+}
+
 /// Throw StoreError: full, saying what is known about who holds the slots.
 [[noreturn]] void readers_full(MDB_env *env, const std::string &file);
 
@@ -313,6 +321,27 @@ public:
             rc = mdb_cursor_put(cursor, &key, &replacement, MDB_CURRENT);
         }
         check(rc, "cannot write to ", file_);
+    }
+
+    // Deletes the tombstones in `dbi` written before `cutoff_ns`
+    // (tombstone_cutoff_ns()); returns how many.
+    std::size_t drop_tombstones(Txn &txn, MDB_dbi dbi, std::uint64_t cutoff_ns) {
+        std::vector<std::string> keys;
+        MDB_cursor *cursor = nullptr;
+        check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", file_);
+        MDB_val key, value;
+        int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
+            const auto decoded = ls_decode(as_view(value));
+            if (decoded && decoded->deleted() && decoded->timestamp_ns < cutoff_ns) keys.emplace_back(as_view(key));
+        }
+        mdb_cursor_close(cursor);
+        if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + file_);
+        for (const std::string &stale : keys) {
+            MDB_val k = as_val(stale);
+            check(mdb_del(txn.get(), dbi, &k, nullptr), "cannot delete from ", file_);
+        }
+        return keys.size();
     }
 
     // Deletes are tombstones, so that replication can carry them to other hosts.

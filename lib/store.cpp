@@ -328,23 +328,6 @@ struct TokenStore::Impl {
         return out;
     }
 
-    // Keys of tombstones in `dbi` written before `cutoff_ns`.
-    std::vector<std::string> old_tombstones(Txn &txn, MDB_dbi dbi, std::uint64_t cutoff_ns) const {
-        std::vector<std::string> keys;
-        MDB_cursor *cursor = nullptr;
-        check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", env.file());
-        MDB_val key, value;
-        int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
-            const auto decoded = ls_decode(as_view(value));
-            if (decoded && decoded->deleted() && decoded->timestamp_ns < cutoff_ns)
-                keys.emplace_back(as_view(key));
-        }
-        mdb_cursor_close(cursor);
-        if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
-        return keys;
-    }
-
     template <class Change>
     auto write(Change change) {
         int dead = 0;
@@ -532,15 +515,8 @@ PruneResult TokenStore::prune(Seconds now) {
             token.record.predecessors = std::move(kept);  // no link left to what is gone
             impl_->env.put(txn, impl_->tokens, as_val(token.digest), encode_record(token.record));
         }
-        const Seconds cutoff = now - StoreSettings::tombstone_retention_seconds;
-        const std::uint64_t cutoff_ns = cutoff > 0 ? static_cast<std::uint64_t>(cutoff) * 1000000000u : 0;
-        for (MDB_dbi dbi : {impl_->names, impl_->tokens}) {
-            for (const std::string &key : impl_->old_tombstones(txn, dbi, cutoff_ns)) {
-                MDB_val k = as_val(key);
-                check(mdb_del(txn.get(), dbi, &k, nullptr), "cannot delete from ", impl_->env.file());
-                ++result.tombstones_dropped;
-            }
-        }
+        for (MDB_dbi dbi : {impl_->names, impl_->tokens})
+            result.tombstones_dropped += impl_->env.drop_tombstones(txn, dbi, tombstone_cutoff_ns(now));
         return result;
     });
 }

@@ -1,6 +1,7 @@
 #include "usage_store.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "codec.hpp"
@@ -111,6 +112,32 @@ void UsageStore::add(const std::vector<NotedUses> &noted) {
     }
     mdb_cursor_close(cursor);
     txn.commit(env.file());
+}
+
+PruneResult UsageStore::prune(const std::function<bool(const Digest &)> &is_live, Seconds now) {
+    Env &env = impl_->env;
+    Txn txn(env.get(), true, env.file());
+    std::vector<std::string> gone;
+    MDB_cursor *cursor = nullptr;
+    check(mdb_cursor_open(txn.get(), impl_->usage, &cursor), "cannot read ", env.file());
+    MDB_val key, value;
+    int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+    for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
+        const auto decoded = ls_decode(as_view(value));
+        if (decoded && decoded->deleted()) continue;
+        Digest digest{};
+        const bool is_digest = key.mv_size == digest.size();
+        if (is_digest) std::memcpy(digest.data(), key.mv_data, digest.size());
+        if (!is_digest || !is_live(digest)) gone.emplace_back(as_view(key));
+    }
+    mdb_cursor_close(cursor);
+    if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
+    PruneResult result;
+    for (const std::string &stale : gone) env.put_tombstone(txn, impl_->usage, as_val(stale));
+    result.expired_removed = gone.size();
+    result.tombstones_dropped = env.drop_tombstones(txn, impl_->usage, tombstone_cutoff_ns(now));
+    txn.commit(env.file());
+    return result;
 }
 
 std::pair<dev_t, ino_t> UsageStore::data_file_id() const { return impl_->env.file_id(); }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,6 +59,13 @@ public:
     /// later than the value it replaces). A stored value that cannot be read
     /// is replaced. Throws StoreError on a failed write (nothing written).
     void add(const std::vector<NotedUses> &noted);
+
+    /// Forgets the uses of tokens that are gone: writes a tombstone over
+    /// every value whose key `is_live` rejects (or is not a digest), and drops
+    /// tombstones as TokenStore::prune does. One write transaction. Returns
+    /// how many values it forgot and how many tombstones it dropped. Throws
+    /// StoreError on a failed write (nothing written).
+    PruneResult prune(const std::function<bool(const Digest &)> &is_live, Seconds now);
 
     /// Device and inode of the data file this store has open.
     std::pair<dev_t, ino_t> data_file_id() const;

@@ -4,6 +4,7 @@ revoke. Uses are planted into usage.mdb as httpd writes them (see
 test_usage_values.py); an old creation time comes from libfaketime."""
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -78,3 +79,27 @@ def test_bad_duration_is_a_usage_error(tokens, bad):
     assert_error(r, 2)
     assert "--unused-for" in r.err and "duration" in r.err, r.err
     assert r.out == ""
+
+
+def stored_usage_flags(store):
+    """{digest hex: LS flags byte} of every value in usage.mdb (mdb_dump)."""
+    out = subprocess.run(["mdb_dump", "-n", "-s", "usage", str(store.path / "usage.mdb")],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    lines = out.split("HEADER=END\n", 1)[1].split("DATA=END", 1)[0].split()
+    return {key: bytes.fromhex(value)[17] for key, value in zip(lines[0::2], lines[1::2])}
+
+
+def test_prune_forgets_the_uses_of_tokens_that_are_gone(tokens):
+    """stale and fresh have uses; revoking stale and pruning leaves a
+    tombstone where its use was (usage.mdb does not grow with every token
+    ever used) and fresh's use as it was."""
+    tokens.run("revoke", "alice", "stale")
+    before = {e["name"]: e for e in json.loads(tokens.run("list", "--json").out)}
+    r = tokens.run("prune")
+    assert r.rc == 0, r
+    assert "forgot the uses of 1 token no longer in the store" in r.out, r.out
+    after = {e["name"]: e for e in json.loads(tokens.run("list", "--json").out)}
+    assert after == before and after["fresh"]["uses"] == 42
+    flags = stored_usage_flags(tokens)
+    assert sorted(flags.values()) == [0, 1], flags  # fresh's value, stale's tombstone
+    assert "forgot the uses of 0 tokens" in tokens.run("prune").out  # a tombstone is not forgotten twice

@@ -192,6 +192,39 @@ void test_usage_time_out_of_range_reads_as_never(void **state) {
             fail_msg("time %lld %s", (long long)times[i].first, times[i].second ? "lost" : "shown");
 }
 
+// cptoken prune forgets the uses of tokens that are gone, with tombstones
+// (Lightning Stream carries them), and drops old tombstones.
+void test_prune_forgets_tokens_that_are_gone(void **state) {
+    const std::string store = fx(state).store;
+    const Digest live = new_digest(), gone = new_digest(), old_tombstone = new_digest(),
+                 new_tombstone = new_digest();
+    const Seconds now = jan1 + 100 * 86400;
+    const std::uint64_t long_ago = static_cast<std::uint64_t>(now - StoreSettings::tombstone_retention_seconds - 1) * ns;
+    {
+        RawEnv raw(store + "/usage.mdb", true);
+        raw.put("usage", key_of(old_tombstone), ls_tombstone(long_ago, 1));
+        raw.put("usage", key_of(new_tombstone), ls_tombstone(static_cast<std::uint64_t>(now - 60) * ns, 1));
+        raw.put("usage", "not a digest", ls_encode(1, 1, 0, "planted"));
+    }
+    PruneResult result;
+    {
+        UsageStore u(store, Access::read_write);
+        u.add({noted(live, jan1, "192.0.2.1", 3), noted(gone, jan1, "192.0.2.2", 4)});
+        result = u.prune([&](const Digest &d) { return d == live; }, now);
+        assert_int_equal(u.find(live)->uses, 3);
+        assert_false(u.find(gone).has_value());
+    }
+    assert_int_equal(result.expired_removed, 2);  // gone, and the key that is no digest
+    assert_int_equal(result.tombstones_dropped, 1);
+    std::string value;
+    assert_true(stored_header(store, gone, &value).deleted());
+    assert_true(stored_header(store, new_tombstone, &value).deleted());
+    RawEnv raw(store + "/usage.mdb");
+    assert_int_equal(raw.get("usage", key_of(old_tombstone), &value), MDB_NOTFOUND);
+    assert_int_equal(raw.get("usage", "not a digest", &value), 0);
+    assert_true(ls_decode(value)->deleted());
+}
+
 // ---------------------------------------------------------------- the recorder
 
 constexpr std::string_view client_a = "192.0.2.1", client_b = "2001:db8::2";
@@ -468,6 +501,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_add_replaces_an_unreadable_value, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage_untrusted_values, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage_time_out_of_range_reads_as_never, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_forgets_tokens_that_are_gone, setup_init, teardown),
         cmocka_unit_test(test_recorder_writes_once_per_interval_and_counts_every_use),
         cmocka_unit_test(test_recorder_interval_zero_writes_every_use),
         cmocka_unit_test(test_recorder_keeps_the_newest_use),
