@@ -194,6 +194,15 @@ void allow_ip_option(CLI::App *sub, std::vector<std::string> &allow_ips) {
 
 void json_flag(CLI::App *sub, bool &json) { sub->add_flag("--json", json, "print JSON"); }
 
+// The USER NAME arguments of a command on one token.
+struct TokenArguments {
+    std::string user, name;
+    void define(CLI::App *sub) {
+        sub->add_option("USER", user)->required();
+        sub->add_option("NAME", name)->required();
+    }
+};
+
 // Options given with an empty value (--expires "") are kept as such, and refused.
 struct InitOptions {
     std::string group;
@@ -202,14 +211,12 @@ struct InitOptions {
     }
 };
 
-struct CreateOptions {
-    std::string user, name;
+struct CreateOptions : TokenArguments {
     std::optional<std::string> expires;
     std::vector<std::string> allow_ips;
     bool json = false;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
-        sub->add_option("NAME", name)->required();
+        TokenArguments::define(sub);
         sub->add_option("--expires", expires, "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or +N[smhdw]");
         allow_ip_option(sub, allow_ips);
         json_flag(sub, json);
@@ -227,13 +234,11 @@ struct BulkCreateOptions {
     }
 };
 
-struct RotateOptions {
-    std::string user, name;
+struct RotateOptions : TokenArguments {
     std::optional<std::string> grace;
     bool json = false;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
-        sub->add_option("NAME", name)->required();
+        TokenArguments::define(sub);
         sub->add_option("--grace", grace, "how long the old token keeps working: N[smhdw] (default: it stops at once)");
         json_flag(sub, json);
     }
@@ -252,24 +257,20 @@ struct ListOptions {
     }
 };
 
-struct ShowOptions {
-    std::string user, name;
+struct ShowOptions : TokenArguments {
     bool json = false;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
-        sub->add_option("NAME", name)->required();
+        TokenArguments::define(sub);
         json_flag(sub, json);
     }
 };
 
-struct EditOptions {
-    std::string user, name;
+struct EditOptions : TokenArguments {
     std::optional<std::string> new_name, expires;
     std::vector<std::string> allow_ips;
     bool any_ip = false, json = false;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
-        sub->add_option("NAME", name)->required();
+        TokenArguments::define(sub);
         sub->add_option("--name", new_name, "new name");
         sub->add_option("--expires", expires, "new expiry, or never");
         allow_ip_option(sub, allow_ips);
