@@ -561,7 +561,7 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
     }
     const TokenStore store(db, Access::read_only);
     const Seconds now = now_seconds();
-    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now);
+    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now, all_services);
     const std::string who = verdict.record ? "token '" + name_text(*verdict.record) + "' of " + verdict.record->user : "";
     switch (verdict.reason) {
         case Reason::accepted:
@@ -587,6 +587,10 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
         case Reason::address_not_allowed:
             std::cout << "refused: address " << to_string(*client) << " is not allowed for " << who
                       << "; allowed: " << allowlist_text(verdict.record->allowed_ips) << "\n";
+            break;
+        case Reason::wrong_service:
+            std::cout << "refused: " << who << " is a " << service_name(verdict.record->service)
+                      << " token, not accepted for this service\n";
             break;
         case Reason::unknown_restriction: {
             char tag[8];

@@ -299,7 +299,9 @@ std::optional<Address> client_address(const request_rec *r) {
     return address;  // an IPv4-mapped IPv6 address matches IPv4 networks (contains())
 }
 
-Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
+// `scheme`: what the credentials came with, which decides the services
+// whose tokens may be used here (services_for).
+Verdict verify(request_rec *r, std::string_view user, std::string_view token, Scheme scheme) {
     const auto client = client_address(r);
     if (!client) {
         // An address we cannot read would match no allowlist: refuse outright.
@@ -309,7 +311,7 @@ Verdict verify(request_rec *r, std::string_view user, std::string_view token) {
     }
     const auto store = store_for(r);
     // Now, not r->request_time: the headers may arrive long after the request line.
-    return verify_token(*store, user, token, client, now_seconds());
+    return verify_token(*store, user, token, client, now_seconds(), services_for(scheme, schemes_of(config_of(r))));
 }
 
 // The state of the nearest request, along internal redirects (r->prev) and
@@ -367,7 +369,7 @@ int check_authn(request_rec *r) {
         return HTTP_UNAUTHORIZED;
     }
     const Credentials &credentials = *parsed.credentials;
-    const Verdict verdict = verify(r, credentials.user, credentials.token);
+    const Verdict verdict = verify(r, credentials.user, credentials.token, credentials.scheme);
     if (verdict.accepted()) {
         admit(r, *verdict.record, verdict.digest, header);
         return OK;
@@ -411,9 +413,11 @@ int check_authz(request_rec *r) {
 }
 
 // AuthBasicProvider cptoken. A credential that is not one of our tokens lets
-// the next provider try; one of our tokens refused stops the chain.
+// the next provider try; one of our tokens refused stops the chain. A token
+// of the other service is refused like an unknown one (it is not a token of
+// this location), but logged at error level with its own reason.
 authn_status check_password(request_rec *r, const char *user, const char *password) {
-    const Verdict verdict = verify(r, user, password);
+    const Verdict verdict = verify(r, user, password, scheme_basic);
     switch (verdict.reason) {
         case Reason::accepted:
             admit(r, *verdict.record, verdict.digest, apr_table_get(r->headers_in, authorization_header_name(r)));
@@ -422,6 +426,9 @@ authn_status check_password(request_rec *r, const char *user, const char *passwo
         case Reason::mistyped:
         case Reason::unknown:
             log_refusal(r, APLOG_INFO, describe(verdict.reason), user, nullptr);
+            return AUTH_USER_NOT_FOUND;
+        case Reason::wrong_service:
+            log_refusal(r, APLOG_ERR, describe(verdict.reason), user, &*verdict.record);
             return AUTH_USER_NOT_FOUND;
         default:
             log_refusal(r, APLOG_ERR, describe(verdict.reason), user, verdict.record ? &*verdict.record : nullptr);

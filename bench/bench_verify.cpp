@@ -104,8 +104,10 @@ std::vector<std::string> prepare_store(const std::string &dir, std::size_t size)
 
 // One request's worth of work, as in the module's check_authn.
 Verdict verify_header(const TokenStore &store, const std::string &header, const Address &client, Seconds now) {
-    const ParsedCredentials parsed = parse_authorization(header, scheme_cpanel | scheme_basic);
-    return verify_token(store, parsed.credentials->user, parsed.credentials->token, client, now);
+    constexpr unsigned schemes = scheme_cpanel | scheme_basic;
+    const ParsedCredentials parsed = parse_authorization(header, schemes);
+    return verify_token(store, parsed.credentials->user, parsed.credentials->token, client, now,
+                        services_for(parsed.credentials->scheme, schemes));
 }
 
 void verify_headers(benchmark::State &state, const TokenStore &store, const std::vector<std::string> &headers,

@@ -1,5 +1,7 @@
 #include "credentials.hpp"
 
+#include "record.hpp"
+
 namespace cptoken {
 namespace {
 
@@ -86,6 +88,18 @@ ParsedCredentials parse_authorization(std::string_view header, unsigned accepted
         return result;
     result.credentials = Credentials{*scheme, std::string(rest.substr(0, colon)), std::string(rest.substr(colon + 1))};
     return result;
+}
+
+unsigned services_for(Scheme scheme, unsigned accepted) noexcept {
+    switch (scheme) {
+        case scheme_cpanel: return service_bit(Service::cpanel);
+        case scheme_whm: return service_bit(Service::whm);
+        case scheme_basic: break;
+    }
+    unsigned services = 0;
+    if (accepted & scheme_cpanel) services |= service_bit(Service::cpanel);
+    if (accepted & scheme_whm) services |= service_bit(Service::whm);
+    return services ? services : service_bit(Service::cpanel);
 }
 
 }  // namespace cptoken

@@ -20,6 +20,12 @@ const char *scheme_name(Scheme scheme) noexcept;
 /// The scheme named `name` (case-insensitive); nullopt if none.
 std::optional<Scheme> parse_scheme_name(std::string_view name) noexcept;
 
+/// The services (record.hpp service_bit flags) whose tokens credentials
+/// sent with `scheme` may use, at a location accepting the schemes
+/// `accepted`: cpanel only cpanel tokens, whm only whm tokens, Basic those of
+/// the token schemes the location accepts by name (cpanel tokens if none).
+unsigned services_for(Scheme scheme, unsigned accepted) noexcept;
+
 struct Credentials {
     Scheme scheme = scheme_cpanel;
     std::string user;   ///< what precedes the first colon

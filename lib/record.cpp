@@ -4,6 +4,7 @@
 
 #include "codec.hpp"
 #include "names.hpp"
+#include "scope.hpp"
 
 namespace cptoken {
 namespace {
@@ -17,7 +18,10 @@ constexpr std::uint8_t record_format = 1;
 // (which would drop its expiry or allowlist) is refused, not widened.
 // Tags 6 and 7 (rotation) are informational on purpose: a reader that does
 // not know them still refuses a rotated token once its grace ends, since the
-// grace end is the record's expiry.
+// grace end is the record's expiry. The service, scopes and read-only flag
+// are restrictions: an older reader refuses such a token instead of letting
+// it reach other paths or the other service. A cpanel token carries no
+// service field, so that it encodes as before and older readers admit it.
 enum Tag : std::uint8_t {
     tag_end = 0,
     tag_user = 1,
@@ -27,6 +31,11 @@ enum Tag : std::uint8_t {
     tag_network = 5,
     tag_predecessor = 6,
     tag_rotated_at = 7,
+    tag_limit = 8,
+    tag_imported_from = 9,
+    tag_service = 0x80,    // 1 byte: 1 whm (cpanel is the field's absence)
+    tag_scope = 0x81,      // a URL-path prefix, repeated
+    tag_read_only = 0x82,  // empty
 };
 
 void put_field(std::string &out, Tag tag, std::string_view value) {
@@ -57,6 +66,24 @@ std::optional<Network> decode_network(std::string_view in) noexcept {
 
 }  // namespace
 
+const char *service_name(Service service) noexcept { return service == Service::whm ? "whm" : "cpanel"; }
+
+std::optional<Service> parse_service(std::string_view name) noexcept {
+    if (name == "cpanel") return Service::cpanel;
+    if (name == "whm") return Service::whm;
+    return std::nullopt;
+}
+
+bool is_valid_limit(std::string_view name) noexcept {
+    if (name.empty() || name.size() > 100) return false;
+    for (const char c : name) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                        c == '-' || c == '.' || c == ':';
+        if (!ok) return false;
+    }
+    return true;
+}
+
 std::optional<std::uint8_t> TokenRecord::unknown_restriction() const noexcept {
     // later_fields comes from decode_record, which checked every length.
     for (std::size_t pos = 0; pos + 3 <= later_fields.size();) {
@@ -78,6 +105,11 @@ std::string encode_record(const TokenRecord &record) {
     for (const Digest &digest : record.predecessors)
         put_field(out, tag_predecessor, std::string_view(reinterpret_cast<const char *>(digest.data()), digest.size()));
     if (record.rotated()) put_field(out, tag_rotated_at, be64(record.rotated_at));
+    for (const std::string &limit : record.limits) put_field(out, tag_limit, limit);
+    if (!record.imported_from.empty()) put_field(out, tag_imported_from, record.imported_from);
+    if (record.service != Service::cpanel) put_field(out, tag_service, std::string(1, static_cast<char>(record.service)));
+    for (const std::string &scope : record.scopes) put_field(out, tag_scope, scope);
+    if (record.read_only) put_field(out, tag_read_only, {});
     out.append(record.later_fields);
     put_field(out, tag_end, {});
     return out;
@@ -87,7 +119,7 @@ std::optional<TokenRecord> decode_record(std::string_view payload) {
     if (payload.empty() || static_cast<std::uint8_t>(payload[0]) != record_format) return std::nullopt;
     TokenRecord record;
     bool has_user = false, has_name = false, has_created = false, has_expires = false, has_rotated_at = false,
-         has_end = false;
+         has_imported_from = false, has_service = false, has_end = false;
     std::size_t pos = 1;
     while (pos < payload.size()) {
         if (has_end) return std::nullopt;  // bytes after the end
@@ -142,6 +174,29 @@ std::optional<TokenRecord> decode_record(std::string_view payload) {
                 record.rotated_at = *rotated_at, has_rotated_at = true;
                 break;
             }
+            case tag_limit:
+                if (!is_valid_limit(value) || record.limits.size() == max_limits) return std::nullopt;
+                record.limits.emplace_back(value);
+                break;
+            case tag_imported_from:
+                if (has_imported_from || value.empty() || value[0] != '/' ||
+                    value.find('\0') != std::string_view::npos)
+                    return std::nullopt;
+                record.imported_from = value, has_imported_from = true;
+                break;
+            case tag_service:
+                // cpanel is the field's absence: a stored 0 is not a record this code writes.
+                if (has_service || value.size() != 1 || static_cast<std::uint8_t>(value[0]) != 1) return std::nullopt;
+                record.service = Service::whm, has_service = true;
+                break;
+            case tag_scope:
+                if (!is_valid_scope(value) || record.scopes.size() == max_scopes) return std::nullopt;
+                record.scopes.emplace_back(value);
+                break;
+            case tag_read_only:
+                if (record.read_only || length != 0) return std::nullopt;
+                record.read_only = true;
+                break;
             default:  // a field from a later version: kept as it came
                 record.later_fields.append(payload.substr(pos - 3 - length, 3 + length));
                 break;

@@ -25,6 +25,14 @@ std::size_t string_heap(const std::string &text) noexcept {
     return text.size() <= inline_capacity ? 0 : malloc_block(text.size() + 1);
 }
 
+// A copied vector of strings: its array, and each string's own heap.
+std::size_t strings_heap(const std::vector<std::string> &texts) noexcept {
+    if (texts.empty()) return 0;
+    std::size_t bytes = malloc_block(texts.size() * sizeof(std::string));
+    for (const std::string &text : texts) bytes += string_heap(text);
+    return bytes;
+}
+
 }  // namespace
 
 // Swapped in, not assigned: an assigned string or vector may keep its old,
@@ -39,7 +47,8 @@ std::size_t RecordCache::heap_bytes(const TokenRecord &record) noexcept {
     // what a kept copy owns, whatever the original reserved.
     return string_heap(record.user) + string_heap(record.name) + string_heap(record.later_fields) +
            (record.allowed_ips.empty() ? 0 : malloc_block(record.allowed_ips.size() * sizeof(Network))) +
-           (record.predecessors.empty() ? 0 : malloc_block(record.predecessors.size() * sizeof(Digest)));
+           (record.predecessors.empty() ? 0 : malloc_block(record.predecessors.size() * sizeof(Digest))) +
+           strings_heap(record.scopes) + strings_heap(record.limits) + string_heap(record.imported_from);
 }
 
 std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t txn_id) {

@@ -419,6 +419,8 @@ TokenRecord TokenStore::edit(std::string_view user, std::string_view name, const
         }
         if (changes.expires) record.expires = *changes.expires;
         if (changes.allowed_ips) record.allowed_ips = *changes.allowed_ips;
+        if (changes.scopes) record.scopes = *changes.scopes;
+        if (changes.read_only) record.read_only = *changes.read_only;
         impl_->env.put(txn, impl_->tokens, as_val(token.digest), encode_record(record));
         return record;
     });
@@ -438,8 +440,9 @@ Rotation TokenStore::rotate(std::string_view user, std::string_view name, const 
         Rotation rotation;
         rotation.token.digest = new_digest;
         TokenRecord &fresh = rotation.token.record;
-        fresh = old.record;  // user, name, expiry, allowlist, and fields of a later version, verbatim
+        fresh = old.record;  // user, name, expiry, allowlist, restrictions, and fields of a later version, verbatim
         fresh.created = now;
+        fresh.imported_from.clear();
         fresh.rotated_at = 0;
         fresh.predecessors.clear();
         if (grace > 0) fresh.predecessors.push_back(old.digest);

@@ -47,12 +47,12 @@ struct StoreSettings {
     static constexpr std::int64_t tombstone_retention_seconds = 30 * 86400;
     /// Records find() keeps per open store (per httpd child), so that tokens
     /// in use skip the B-tree walk while the store is unchanged. 0 turns the
-    /// cache off. The slots take 3.9 MiB once the first record is kept
+    /// cache off. The slots take 5.3 MiB once the first record is kept
     /// (RecordCache::fixed_bytes).
     static constexpr std::size_t record_cache_slots = 16384;
     /// The most heap the kept records may own besides (names, allowlists:
     /// ~2 KB for 100 networks, usually under 100 bytes). With the slots: at
-    /// most 7.9 MiB per open store per httpd child.
+    /// most 9.3 MiB per open store per httpd child.
     static constexpr std::size_t record_cache_bytes = std::size_t{4} << 20;
     /// How long a reader waits out a commit in flight (the data file already
     /// names a newer snapshot than the lock file) before refusing the store.
@@ -116,6 +116,8 @@ struct TokenChanges {
     std::optional<std::string> name;
     std::optional<Seconds> expires;  ///< 0: never
     std::optional<std::vector<Network>> allowed_ips;
+    std::optional<std::vector<std::string>> scopes;  ///< empty: any path
+    std::optional<bool> read_only;
 };
 
 /// What rotate() did.
@@ -177,13 +179,15 @@ public:
     void add_many(const std::vector<StoredToken> &tokens);
 
     /// Changes a token in place (the digest stays). Returns the new record.
-    /// A new name is given to its rotated tokens too; expiry and allowlist
-    /// change for the current token only. Throws StoreError: not_found,
+    /// A new name is given to its rotated tokens too; expiry, allowlist,
+    /// scopes and read-only change for the current token only. Throws StoreError: not_found,
     /// duplicate (new name taken).
     TokenRecord edit(std::string_view user, std::string_view name, const TokenChanges &changes);
 
     /// Replaces USER's token NAME by the token of `new_digest`, which takes
-    /// over its name, expiry, allowlist and later fields, created at `now`.
+    /// over its name, expiry, allowlist, service, scopes, read-only flag,
+    /// limits and later fields, created at `now`; not where it was imported
+    /// from (it was made here: import-cpanel --sync leaves it alone).
     /// The old token keeps working until now + `grace` (or its own expiry if
     /// sooner), then is refused; with `grace` 0 it is revoked at once. Throws
     /// StoreError: not_found (no such token, or it has expired), duplicate

@@ -5,7 +5,7 @@
 namespace cptoken {
 
 Verdict verify_token(const TokenStore &store, std::string_view user, std::string_view token,
-                     const std::optional<Address> &client, Seconds now) {
+                     const std::optional<Address> &client, Seconds now, unsigned services) {
     Verdict verdict;
     if (!is_valid_user(user) || !has_token_shape(token)) return verdict;  // malformed
 
@@ -20,6 +20,8 @@ Verdict verify_token(const TokenStore &store, std::string_view user, std::string
         verdict.reason = Reason::wrong_user;
     else if (record.unknown_restriction())  // a later version limits this token in a way we cannot check
         verdict.reason = Reason::unknown_restriction;
+    else if (!(services & service_bit(record.service)))
+        verdict.reason = Reason::wrong_service;
     else if (record.expired_at(now))
         verdict.reason = Reason::expired;
     else if (client && !allowed_from(record.allowed_ips, *client))
@@ -39,6 +41,7 @@ const char *describe(Reason reason) noexcept {
         case Reason::expired: return "token expired";
         case Reason::address_not_allowed: return "client address not allowed for this token";
         case Reason::unknown_restriction: return "token has a restriction this version does not understand";
+        case Reason::wrong_service: return "token belongs to the other service (cpanel/whm)";
     }
     return "refused";
 }

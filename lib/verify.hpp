@@ -21,6 +21,7 @@ enum class Reason {
     expired,
     address_not_allowed,  ///< client address not in the token's allowlist
     unknown_restriction,  ///< the record has a restriction field this version does not know
+    wrong_service,        ///< a cpanel token under the whm scheme, or the reverse
 };
 
 struct Verdict {
@@ -31,11 +32,14 @@ struct Verdict {
     bool accepted() const noexcept { return reason == Reason::accepted; }
 };
 
-/// Checks `token` for `user` from `client` at `now`. `client` nullopt skips
-/// the allowlist (only `cptoken check` without --ip does that). Throws
-/// StoreError if the store cannot be read: callers must then refuse.
+/// Checks `token` for `user` from `client` at `now`, for a location that
+/// accepts the services in `services` (service_bit flags; services_for()
+/// gives a request's). `client` nullopt skips the allowlist (only `cptoken
+/// check` without --ip does that). Scopes are not checked here: they depend
+/// on each URI a request reaches (check_scope). Throws StoreError if the
+/// store cannot be read: callers must then refuse.
 Verdict verify_token(const TokenStore &store, std::string_view user, std::string_view token,
-                     const std::optional<Address> &client, Seconds now);
+                     const std::optional<Address> &client, Seconds now, unsigned services);
 
 /// A short, stable, lowercase phrase for logs: "expired", "unknown token"...
 const char *describe(Reason reason) noexcept;

@@ -152,7 +152,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
 
     Verdict verdict;
     try {
-        verdict = verify_token(*world.store, user, token, client, now);
+        verdict = verify_token(*world.store, user, token, client, now, all_services);
     } catch (const StoreError &) {
         return 0;  // fail closed: the caller refuses
     }  // anything else escapes and libFuzzer reports it

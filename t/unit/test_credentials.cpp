@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "credentials.hpp"
+#include "record.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"
@@ -547,6 +548,20 @@ void test_fuzz(void **) {
     print_message("%zu of 20000 random headers parsed\n", returned);
 }
 
+// Which tokens credentials may use: each token scheme its own service;
+// Basic those the location names in CPTokenSchemes (cpanel if none).
+void test_services_for(void **) {
+    const unsigned cpanel = service_bit(Service::cpanel), whm = service_bit(Service::whm);
+    for (unsigned accepted = 0; accepted < 8; ++accepted) {
+        assert_int_equal(services_for(scheme_cpanel, accepted), cpanel);
+        assert_int_equal(services_for(scheme_whm, accepted), whm);
+    }
+    assert_int_equal(services_for(scheme_basic, scheme_cpanel | scheme_basic), cpanel);
+    assert_int_equal(services_for(scheme_basic, scheme_whm | scheme_basic), whm);
+    assert_int_equal(services_for(scheme_basic, scheme_basic), cpanel);
+    assert_int_equal(services_for(scheme_basic, scheme_cpanel | scheme_whm | scheme_basic), cpanel | whm);
+}
+
 }  // namespace
 
 int main(void) {
@@ -571,6 +586,7 @@ int main(void) {
         cmocka_unit_test(test_parse_malformed),
         cmocka_unit_test(test_parse_long_headers),
         cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_services_for),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

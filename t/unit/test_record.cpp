@@ -2,8 +2,9 @@
 // Bad payloads are made by editing encode_record()'s output. The header
 // documents the layout: a format byte, then fields (tag, 16-bit length,
 // value). Tags are taken from lib/record.cpp: 1 user, 2 name, 3 created,
-// 4 expires, 5 network, 6 predecessor, 7 rotated_at; tags from 0x80 up are
-// restrictions (docs/store.md).
+// 4 expires, 5 network, 6 predecessor, 7 rotated_at, 8 limit, 9
+// imported_from; tags from 0x80 up are restrictions: 0x80 service, 0x81
+// scope, 0x82 read_only (docs/store.md).
 
 #include <algorithm>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "names.hpp"
 #include "network.hpp"
 #include "record.hpp"
+#include "scope.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"
@@ -29,6 +31,11 @@ constexpr std::uint8_t tag_name = 2;
 constexpr std::uint8_t tag_network = 5;
 constexpr std::uint8_t tag_predecessor = 6;
 constexpr std::uint8_t tag_rotated_at = 7;
+constexpr std::uint8_t tag_limit = 8;
+constexpr std::uint8_t tag_imported_from = 9;
+constexpr std::uint8_t tag_service = 0x80;
+constexpr std::uint8_t tag_scope = 0x81;
+constexpr std::uint8_t tag_read_only = 0x82;
 
 TokenRecord sample(bool with_expiry, std::size_t networks) {
     TokenRecord r;
@@ -313,7 +320,7 @@ void test_unknown_fields_kept(void **) {
     assert_true(enc.size() > 3 && enc.substr(enc.size() - 3) == end_field);
     std::string body = enc.substr(0, enc.size() - 3);
     auto fs = fields_of(enc);
-    for (std::uint8_t tag : {0x08, 0x41, 0x7f, 0x80, 0x81, 0xc8, 0xff}) {
+    for (std::uint8_t tag : {0x0a, 0x41, 0x7f, 0x83, 0x8f, 0xc8, 0xff}) {
         const std::string extra = later_field(tag, "abc");
         auto d = decode_record(body + extra + end_field);
         assert_true(d.has_value());
@@ -339,7 +346,7 @@ void test_unknown_fields_kept(void **) {
     // Several, in stored order; an empty and a long value; the first
     // restriction is the one reported.
     const std::string several = later_field(0x41, "") + later_field(0x90, std::string(256, 'z')) +
-                                later_field(0x42, "x") + later_field(0x81, "y") + later_field(0x41, "again");
+                                later_field(0x42, "x") + later_field(0x91, "y") + later_field(0x41, "again");
     auto d = decode_record(body + several + end_field);
     assert_true(d.has_value());
     assert_true(d->later_fields == several);
@@ -501,6 +508,94 @@ void test_bad_rotation_fields(void **) {
 
 }  // namespace
 
+// A whm token, scoped and read-only, imported with its cPanel limits.
+TokenRecord restricted() {
+    TokenRecord r = sample(true, 2);
+    r.service = Service::whm;
+    r.scopes = {"/execute/Email/", "/json-api/cpanel", "/"};
+    r.read_only = true;
+    r.limits = {"list-accts", "create-acct", "cpanel:email"};
+    r.imported_from = "/var/cpanel/authn/api_tokens_v2/whostmgr/alice.json";
+    return r;
+}
+
+void test_restriction_fields_round_trip(void **) {
+    const TokenRecord r = restricted();
+    expect_round_trip(r);
+    const auto d = decode_record(encode_record(r));
+    assert_true(d->service == Service::whm);
+    assert_true(d->scopes == r.scopes);  // in order
+    assert_true(d->read_only);
+    assert_true(d->limits == r.limits);
+    assert_true(d->imported_from == r.imported_from);
+    assert_false(d->unknown_restriction().has_value());
+    check_truncations(r);
+    TokenRecord many = sample(false, 0);
+    for (std::size_t i = 0; i < max_scopes; ++i) many.scopes.push_back("/s" + std::to_string(i));
+    for (std::size_t i = 0; i < max_limits; ++i) many.limits.push_back("l" + std::to_string(i));
+    expect_round_trip(many);
+    many.scopes.push_back("/one-too-many");
+    assert_false(decode_record(encode_record(many)).has_value());
+    many.scopes.pop_back();
+    many.limits.push_back("one-too-many");
+    assert_false(decode_record(encode_record(many)).has_value());
+}
+
+// Records made before services and scopes (a cpanel token, no scope) encode
+// exactly as before, so older readers admit them; every restriction is a
+// tag from 0x80 up, so older readers refuse a whm, scoped or read-only token.
+void test_restriction_fields_tags(void **) {
+    const std::string plain = encode_record(sample(true, 2));
+    TokenRecord cpanel = sample(true, 2);
+    cpanel.service = Service::cpanel;
+    assert_true(encode_record(cpanel) == plain);
+    const auto fs = fields_of(encode_record(restricted()));
+    // (test_unknown_fields_kept: a reader refuses a token with a tag from
+    // 0x80 up that it does not know.)
+    for (std::uint8_t tag : {tag_service, tag_scope, tag_read_only}) assert_true(field(fs, tag).tag >= first_restriction_tag);
+    for (std::uint8_t tag : {tag_limit, tag_imported_from}) assert_true(field(fs, tag).tag < first_restriction_tag);
+    assert_int_equal(field(fs, tag_service).length, 1);
+    assert_int_equal(static_cast<unsigned char>(encode_record(restricted())[field(fs, tag_service).value_start]), 1);
+    assert_int_equal(field(fs, tag_read_only).length, 0);
+}
+
+void test_bad_restriction_fields(void **) {
+    const std::string enc = encode_record(restricted());
+    assert_true(decode_record(enc).has_value());
+    // The service: one byte, 1 (whm); cpanel (0) is never stored; at most once.
+    for (const std::string &bad : {std::string(), std::string(1, '\0'), std::string(1, '\x02'), std::string("\x01\x01")})
+        assert_false(decode_record(with_value(enc, tag_service, bad)).has_value());
+    const Field service = field(fields_of(enc), tag_service);
+    const std::string service_twice = enc.substr(0, service.end()) +
+                                      enc.substr(service.start, service.end() - service.start) + enc.substr(service.end());
+    assert_false(decode_record(service_twice).has_value());
+    // A scope that is_valid_scope refuses.
+    for (const char *bad : {"", "execute", "/a/../b", "/a//b", "/a?b", "/%2e%2e", "/a\\b", "/a b", "/./"})
+        if (decode_record(with_value(enc, tag_scope, bad))) fail_msg("scope '%s' decoded", bad);
+    // read_only: empty, at most once.
+    assert_false(decode_record(with_value(enc, tag_read_only, "x")).has_value());
+    const Field read_only = field(fields_of(enc), tag_read_only);
+    const std::string read_only_twice = enc.substr(0, read_only.end()) + later_field(tag_read_only, "") +
+                                        enc.substr(read_only.end());
+    assert_false(decode_record(read_only_twice).has_value());
+    // A limit that is not a feature or ACL name; an origin that is not an absolute path.
+    for (const char *bad : {"", "a b", "a,b", "\"x\""})
+        if (decode_record(with_value(enc, tag_limit, bad))) fail_msg("limit '%s' decoded", bad);
+    assert_false(decode_record(with_value(enc, tag_limit, std::string(101, 'a'))).has_value());
+    for (const std::string &bad : {std::string(), std::string("relative.json"), std::string("/a\0b", 4)})
+        assert_false(decode_record(with_value(enc, tag_imported_from, bad)).has_value());
+}
+
+void test_service_names(void **) {
+    assert_string_equal(service_name(Service::cpanel), "cpanel");
+    assert_string_equal(service_name(Service::whm), "whm");
+    assert_true(parse_service("cpanel") == Service::cpanel);
+    assert_true(parse_service("whm") == Service::whm);
+    for (const char *bad : {"", "WHM", "whostmgr", "cpanel ", "basic"}) assert_false(parse_service(bad).has_value());
+    assert_true((all_services & service_bit(Service::cpanel)) && (all_services & service_bit(Service::whm)));
+    assert_true(service_bit(Service::cpanel) != service_bit(Service::whm));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -518,6 +613,10 @@ int main(void) {
         cmocka_unit_test(test_rotation_fields_informational),
         cmocka_unit_test(test_too_many_predecessors),
         cmocka_unit_test(test_bad_rotation_fields),
+        cmocka_unit_test(test_restriction_fields_round_trip),
+        cmocka_unit_test(test_restriction_fields_tags),
+        cmocka_unit_test(test_bad_restriction_fields),
+        cmocka_unit_test(test_service_names),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

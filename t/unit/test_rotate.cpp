@@ -55,7 +55,7 @@ Issued rotate(TokenStore &s, const std::string &user, const std::string &name, S
 }
 
 Reason check(const TokenStore &s, const std::string &user, const Issued &issued, Seconds now) {
-    return verify_token(s, user, issued.token, std::nullopt, now).reason;
+    return verify_token(s, user, issued.token, std::nullopt, now, all_services).reason;
 }
 
 void expect_reason(const TokenStore &s, const Issued &issued, Seconds now, Reason want, int line) {
@@ -115,7 +115,7 @@ void test_rotate_with_grace(void **state) {
     EXPECT_REASON(s, fresh, t0, Reason::accepted);
     EXPECT_REASON(s, fresh, t0 + 100 * grace, Reason::accepted);  // the old one never expired: nor does the new
     // What the module logs from: the old record says it was rotated.
-    const auto old_record = verify_token(s, "alice", old.token, std::nullopt, t0).record;
+    const auto old_record = verify_token(s, "alice", old.token, std::nullopt, t0, all_services).record;
     assert_true(old_record->rotated());
     assert_int_equal(old_record->rotated_at, t0);
     assert_int_equal(old_record->expires, t0 + grace);

@@ -84,15 +84,15 @@ void test_accepted(void **state) {
     TokenStore &s = store(state);
     TokenRecord r = rec("alice", "deploy");
     std::string t = add_token(s, r);
-    Verdict v = verify_token(s, "alice", t, addr("192.0.2.7"), now);
+    Verdict v = verify_token(s, "alice", t, addr("192.0.2.7"), now, all_services);
     EXPECT(v, accepted, true);
     assert_true(*v.record == r);
-    v = verify_token(s, "alice", t, addr("2001:db8::1"), now);
+    v = verify_token(s, "alice", t, addr("2001:db8::1"), now, all_services);
     EXPECT(v, accepted, true);
-    v = verify_token(s, "alice", t, std::nullopt, now);
+    v = verify_token(s, "alice", t, std::nullopt, now, all_services);
     EXPECT(v, accepted, true);
     // Far in the future, a never-expiring token is still fine.
-    v = verify_token(s, "alice", t, std::nullopt, INT64_MAX);
+    v = verify_token(s, "alice", t, std::nullopt, INT64_MAX, all_services);
     EXPECT(v, accepted, true);
 }
 
@@ -100,24 +100,24 @@ void test_malformed(void **state) {
     TokenStore &s = store(state);
     std::string t = add_token(s, rec("alice", "deploy"));
     for (const char *user : {"", "Alice", ".alice", "al ice", "alice:", "al/ice"})
-        EXPECT(verify_token(s, user, t, std::nullopt, now), malformed, false);
-    EXPECT(verify_token(s, std::string(65, 'a'), t, std::nullopt, now), malformed, false);
+        EXPECT(verify_token(s, user, t, std::nullopt, now, all_services), malformed, false);
+    EXPECT(verify_token(s, std::string(65, 'a'), t, std::nullopt, now, all_services), malformed, false);
     std::string nul_user("alice\0", 6);
-    EXPECT(verify_token(s, nul_user, t, std::nullopt, now), malformed, false);
-    EXPECT(verify_token(s, "alice", "", std::nullopt, now), malformed, false);
-    EXPECT(verify_token(s, "alice", t.substr(0, 31), std::nullopt, now), malformed, false);
-    EXPECT(verify_token(s, "alice", t + "A", std::nullopt, now), malformed, false);
-    EXPECT(verify_token(s, "alice", t + "\n", std::nullopt, now), malformed, false);
-    EXPECT(verify_token(s, "alice", " " + t, std::nullopt, now), malformed, false);
+    EXPECT(verify_token(s, nul_user, t, std::nullopt, now, all_services), malformed, false);
+    EXPECT(verify_token(s, "alice", "", std::nullopt, now, all_services), malformed, false);
+    EXPECT(verify_token(s, "alice", t.substr(0, 31), std::nullopt, now, all_services), malformed, false);
+    EXPECT(verify_token(s, "alice", t + "A", std::nullopt, now, all_services), malformed, false);
+    EXPECT(verify_token(s, "alice", t + "\n", std::nullopt, now, all_services), malformed, false);
+    EXPECT(verify_token(s, "alice", " " + t, std::nullopt, now, all_services), malformed, false);
     std::string lower = t;
     for (char &c : lower) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-    if (lower != t) EXPECT(verify_token(s, "alice", lower, std::nullopt, now), malformed, false);
+    if (lower != t) EXPECT(verify_token(s, "alice", lower, std::nullopt, now, all_services), malformed, false);
     std::string nul = t;
     nul[10] = '\0';
-    EXPECT(verify_token(s, "alice", std::string_view(nul.data(), nul.size()), std::nullopt, now), malformed,
+    EXPECT(verify_token(s, "alice", std::string_view(nul.data(), nul.size()), std::nullopt, now, all_services), malformed,
            false);
     // The token's digest is what a confused client might send: not a token.
-    EXPECT(verify_token(s, "alice", digest_hex(token_digest(t)), std::nullopt, now), malformed, false);
+    EXPECT(verify_token(s, "alice", digest_hex(token_digest(t)), std::nullopt, now, all_services), malformed, false);
 }
 
 void test_mistyped(void **state) {
@@ -130,7 +130,7 @@ void test_mistyped(void **state) {
             if (m[pos] == sub) continue;
             m[pos] = sub;
             if (has_valid_checksum(m)) continue;  // a 6e-7 chance; not a typo the checksum sees
-            Verdict v = verify_token(s, "alice", m, std::nullopt, now);
+            Verdict v = verify_token(s, "alice", m, std::nullopt, now, all_services);
             EXPECT(v, mistyped, false);
             ++checked;
         }
@@ -144,26 +144,26 @@ void test_unknown(void **state) {
     for (int i = 0; i < 20; ++i) {
         std::string never_added = generate_token();
         assert_true(has_valid_checksum(never_added));
-        EXPECT(verify_token(s, "alice", never_added, std::nullopt, now), unknown, false);
-        EXPECT(verify_token(s, "bob", never_added, addr("10.0.0.1"), now), unknown, false);
+        EXPECT(verify_token(s, "alice", never_added, std::nullopt, now, all_services), unknown, false);
+        EXPECT(verify_token(s, "bob", never_added, addr("10.0.0.1"), now, all_services), unknown, false);
     }
     // A revoked token is unknown.
     std::string t = add_token(s, rec("alice", "gone"));
-    EXPECT(verify_token(s, "alice", t, std::nullopt, now), accepted, true);
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now, all_services), accepted, true);
     s.revoke("alice", "gone");
-    EXPECT(verify_token(s, "alice", t, std::nullopt, now), unknown, false);
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now, all_services), unknown, false);
 }
 
 void test_wrong_user(void **state) {
     TokenStore &s = store(state);
     std::string t = add_token(s, rec("alice", "deploy"));
     add_token(s, rec("bob", "deploy"));
-    Verdict v = verify_token(s, "bob", t, std::nullopt, now);
+    Verdict v = verify_token(s, "bob", t, std::nullopt, now, all_services);
     EXPECT(v, wrong_user, true);
     assert_string_equal(v.record->user.c_str(), "alice");
-    EXPECT(verify_token(s, "alic", t, std::nullopt, now), wrong_user, true);
-    EXPECT(verify_token(s, "alice2", t, std::nullopt, now), wrong_user, true);
-    EXPECT(verify_token(s, "alice", t, std::nullopt, now), accepted, true);
+    EXPECT(verify_token(s, "alic", t, std::nullopt, now, all_services), wrong_user, true);
+    EXPECT(verify_token(s, "alice2", t, std::nullopt, now, all_services), wrong_user, true);
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now, all_services), accepted, true);
 }
 
 void test_expired(void **state) {
@@ -171,52 +171,52 @@ void test_expired(void **state) {
     std::string past = add_token(s, rec("alice", "past", now - 1));
     std::string exact = add_token(s, rec("alice", "exact", now));
     std::string future = add_token(s, rec("alice", "future", now + 1));
-    Verdict v = verify_token(s, "alice", past, std::nullopt, now);
+    Verdict v = verify_token(s, "alice", past, std::nullopt, now, all_services);
     EXPECT(v, expired, true);
     assert_int_equal(v.record->expires, now - 1);
-    EXPECT(verify_token(s, "alice", exact, std::nullopt, now), expired, true);
-    EXPECT(verify_token(s, "alice", exact, std::nullopt, now - 1), accepted, true);
-    EXPECT(verify_token(s, "alice", future, std::nullopt, now), accepted, true);
-    EXPECT(verify_token(s, "alice", future, std::nullopt, now + 1), expired, true);
-    EXPECT(verify_token(s, "alice", future, addr("10.0.0.1"), now + 1000), expired, true);
+    EXPECT(verify_token(s, "alice", exact, std::nullopt, now, all_services), expired, true);
+    EXPECT(verify_token(s, "alice", exact, std::nullopt, now - 1, all_services), accepted, true);
+    EXPECT(verify_token(s, "alice", future, std::nullopt, now, all_services), accepted, true);
+    EXPECT(verify_token(s, "alice", future, std::nullopt, now + 1, all_services), expired, true);
+    EXPECT(verify_token(s, "alice", future, addr("10.0.0.1"), now + 1000, all_services), expired, true);
 }
 
 void test_address_not_allowed(void **state) {
     TokenStore &s = store(state);
     std::string t = add_token(s, rec("alice", "deploy", 0, {net("10.0.0.0/8"), net("2001:db8::/32")}));
-    EXPECT(verify_token(s, "alice", t, addr("10.1.2.3"), now), accepted, true);
-    EXPECT(verify_token(s, "alice", t, addr("2001:db8::5"), now), accepted, true);
-    Verdict v = verify_token(s, "alice", t, addr("192.0.2.7"), now);
+    EXPECT(verify_token(s, "alice", t, addr("10.1.2.3"), now, all_services), accepted, true);
+    EXPECT(verify_token(s, "alice", t, addr("2001:db8::5"), now, all_services), accepted, true);
+    Verdict v = verify_token(s, "alice", t, addr("192.0.2.7"), now, all_services);
     EXPECT(v, address_not_allowed, true);
     assert_int_equal(v.record->allowed_ips.size(), 2);
-    EXPECT(verify_token(s, "alice", t, addr("11.0.0.1"), now), address_not_allowed, true);
-    EXPECT(verify_token(s, "alice", t, addr("2001:db9::1"), now), address_not_allowed, true);
-    EXPECT(verify_token(s, "alice", t, addr("::1"), now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t, addr("11.0.0.1"), now, all_services), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t, addr("2001:db9::1"), now, all_services), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t, addr("::1"), now, all_services), address_not_allowed, true);
     // nullopt skips the allowlist.
-    EXPECT(verify_token(s, "alice", t, std::nullopt, now), accepted, true);
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now, all_services), accepted, true);
     // A host entry.
     std::string h = add_token(s, rec("alice", "host", 0, {net("192.0.2.7")}));
-    EXPECT(verify_token(s, "alice", h, addr("192.0.2.7"), now), accepted, true);
-    EXPECT(verify_token(s, "alice", h, addr("192.0.2.8"), now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", h, addr("192.0.2.7"), now, all_services), accepted, true);
+    EXPECT(verify_token(s, "alice", h, addr("192.0.2.8"), now, all_services), address_not_allowed, true);
 }
 
 void test_mapped_client(void **state) {
     TokenStore &s = store(state);
     std::string t = add_token(s, rec("alice", "deploy", 0, {net("10.0.0.0/8")}));
-    EXPECT(verify_token(s, "alice", t, addr("::ffff:10.1.2.3"), now), accepted, true);
-    EXPECT(verify_token(s, "alice", t, addr("::ffff:11.1.2.3"), now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t, addr("::ffff:10.1.2.3"), now, all_services), accepted, true);
+    EXPECT(verify_token(s, "alice", t, addr("::ffff:11.1.2.3"), now, all_services), address_not_allowed, true);
     // As httpd might hand it over: an IPv6 Address holding the mapped form.
     Address raw;
     raw.family = 6;
     raw.bytes = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3};
-    EXPECT(verify_token(s, "alice", t, raw, now), accepted, true);
+    EXPECT(verify_token(s, "alice", t, raw, now, all_services), accepted, true);
     raw.bytes[12] = 11;
-    EXPECT(verify_token(s, "alice", t, raw, now), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t, raw, now, all_services), address_not_allowed, true);
     // A v6-only allowlist does not let a v4 client in.
     std::string t6 = add_token(s, rec("alice", "v6only", 0, {net("::/0")}));
-    EXPECT(verify_token(s, "alice", t6, addr("10.1.2.3"), now), address_not_allowed, true);
-    EXPECT(verify_token(s, "alice", t6, addr("::ffff:10.1.2.3"), now), address_not_allowed, true);
-    EXPECT(verify_token(s, "alice", t6, addr("2001:db8::1"), now), accepted, true);
+    EXPECT(verify_token(s, "alice", t6, addr("10.1.2.3"), now, all_services), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t6, addr("::ffff:10.1.2.3"), now, all_services), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t6, addr("2001:db8::1"), now, all_services), accepted, true);
 }
 
 // Random [A-Z0-9]{32} whose checksum does not hold (an imported cPanel token).
@@ -237,21 +237,21 @@ void test_imported_without_checksum(void **state) {
     assert_true(has_token_shape(t));
     assert_false(has_valid_checksum(t));
     s.add(token_digest(t), rec("alice", "imported"));
-    EXPECT(verify_token(s, "alice", t, addr("192.0.2.7"), now), accepted, true);
-    EXPECT(verify_token(s, "bob", t, std::nullopt, now), wrong_user, true);
+    EXPECT(verify_token(s, "alice", t, addr("192.0.2.7"), now, all_services), accepted, true);
+    EXPECT(verify_token(s, "bob", t, std::nullopt, now, all_services), wrong_user, true);
     // cPanel's own example token.
     const char *cp = "U7HMR63FGY292DQZ4H5BFH16JLYMO01M";
     if (!has_valid_checksum(cp)) {
-        EXPECT(verify_token(s, "carol", cp, std::nullopt, now), mistyped, false);
+        EXPECT(verify_token(s, "carol", cp, std::nullopt, now, all_services), mistyped, false);
         s.add(token_digest(cp), rec("carol", "cpanel"));
-        EXPECT(verify_token(s, "carol", cp, std::nullopt, now), accepted, true);
+        EXPECT(verify_token(s, "carol", cp, std::nullopt, now, all_services), accepted, true);
     }
     // An imported token with an allowlist and an expiry is checked like any other.
     std::string t2 = imported_token();
     s.add(token_digest(t2), rec("alice", "imported2", now + 10, {net("192.0.2.0/24")}));
-    EXPECT(verify_token(s, "alice", t2, addr("192.0.2.1"), now), accepted, true);
-    EXPECT(verify_token(s, "alice", t2, addr("192.0.3.1"), now), address_not_allowed, true);
-    EXPECT(verify_token(s, "alice", t2, addr("192.0.2.1"), now + 10), expired, true);
+    EXPECT(verify_token(s, "alice", t2, addr("192.0.2.1"), now, all_services), accepted, true);
+    EXPECT(verify_token(s, "alice", t2, addr("192.0.3.1"), now, all_services), address_not_allowed, true);
+    EXPECT(verify_token(s, "alice", t2, addr("192.0.2.1"), now + 10, all_services), expired, true);
 }
 
 // Writes `payload` under `digest` in the tokens database with the raw LMDB
@@ -284,7 +284,7 @@ void test_corrupt_store_throws(void **state) {
     put_raw_record(*f, token_digest(t), "\x01not a record");
     bool threw = false;
     try {
-        verify_token(*f->s, "alice", t, std::nullopt, now);
+        verify_token(*f->s, "alice", t, std::nullopt, now, all_services);
     } catch (const StoreError &) {
         threw = true;
     }
@@ -309,21 +309,21 @@ void test_unknown_restriction_refused(void **state) {
     auto *f = static_cast<StoreFixture *>(*state);
     const std::string restricted = generate_token(), annotated = generate_token();
     const TokenRecord r = rec("alice", "scoped");
-    put_raw_record(*f, token_digest(restricted), with_field(r, 0x81, "scope: read-only"));
+    put_raw_record(*f, token_digest(restricted), with_field(r, 0x90, "scope: read-only"));
     put_raw_record(*f, token_digest(annotated), with_field(rec("alice", "noted"), 0x41, "a note"));
     for (const std::optional<Address> &client : {std::optional<Address>(addr("192.0.2.7")), std::optional<Address>()}) {
         for (int again = 0; again < 2; ++again) {  // the second time from the record cache
-            Verdict v = verify_token(*f->s, "alice", restricted, client, now);
+            Verdict v = verify_token(*f->s, "alice", restricted, client, now, all_services);
             assert_false(v.accepted());
             EXPECT(v, unknown_restriction, true);
             assert_string_equal(v.record->name.c_str(), "scoped");
-            v = verify_token(*f->s, "alice", annotated, client, now);
+            v = verify_token(*f->s, "alice", annotated, client, now, all_services);
             EXPECT(v, accepted, true);
             assert_string_equal(v.record->name.c_str(), "noted");
         }
     }
     // Refusals that do not depend on the restriction keep their own reason.
-    EXPECT(verify_token(*f->s, "bob", restricted, std::nullopt, now), wrong_user, true);
+    EXPECT(verify_token(*f->s, "bob", restricted, std::nullopt, now, all_services), wrong_user, true);
 }
 
 // A token whose record carries fields of a later version keeps them through
@@ -333,9 +333,9 @@ void test_unknown_restriction_survives_edit(void **state) {
     TokenRecord r = rec("alice", "scoped");
     r.later_fields = std::string("\x41\x00\x01n", 4) + std::string("\x90\x00\x02rw", 5);
     const std::string t = add_token(s, r);
-    EXPECT(verify_token(s, "alice", t, std::nullopt, now), unknown_restriction, true);
+    EXPECT(verify_token(s, "alice", t, std::nullopt, now, all_services), unknown_restriction, true);
     s.edit("alice", "scoped", TokenChanges{"renamed", Seconds{4102444800}, std::vector<Network>{net("10.0.0.0/8")}});
-    const Verdict v = verify_token(s, "alice", t, addr("10.1.2.3"), now);
+    const Verdict v = verify_token(s, "alice", t, addr("10.1.2.3"), now, all_services);
     EXPECT(v, unknown_restriction, true);
     assert_true(v.record->later_fields == r.later_fields);
     assert_string_equal(v.record->name.c_str(), "renamed");
@@ -372,6 +372,29 @@ void test_describe(void **) {
     assert_true(v.accepted());
 }
 
+// cPanel and WHM tokens are separate systems: each is refused where only
+// the other service is accepted, with its own reason, whatever else holds.
+void test_services_kept_apart(void **state) {
+    TokenStore &s = store(state);
+    TokenRecord whm = rec("alice", "reseller");
+    whm.service = Service::whm;
+    const std::string whm_token = add_token(s, whm);
+    const std::string cpanel_token = add_token(s, rec("alice", "site"));
+    const unsigned cpanel = service_bit(Service::cpanel), whm_only = service_bit(Service::whm);
+    EXPECT(verify_token(s, "alice", cpanel_token, std::nullopt, now, cpanel), accepted, true);
+    EXPECT(verify_token(s, "alice", cpanel_token, std::nullopt, now, whm_only), wrong_service, true);
+    EXPECT(verify_token(s, "alice", whm_token, std::nullopt, now, whm_only), accepted, true);
+    const Verdict v = verify_token(s, "alice", whm_token, std::nullopt, now, cpanel);
+    EXPECT(v, wrong_service, true);
+    assert_true(v.record->service == Service::whm);
+    EXPECT(verify_token(s, "alice", whm_token, std::nullopt, now, 0), wrong_service, true);
+    for (const std::string &token : {whm_token, cpanel_token})
+        EXPECT(verify_token(s, "alice", token, std::nullopt, now, all_services), accepted, true);
+    // Another user's token stays "another user's", not "another service".
+    EXPECT(verify_token(s, "bob", whm_token, std::nullopt, now, cpanel), wrong_user, true);
+    assert_string_equal(describe(Reason::wrong_service), "token belongs to the other service (cpanel/whm)");
+}
+
 }  // namespace
 
 int main(void) {
@@ -388,6 +411,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_corrupt_store_throws, setup_store, teardown_store),
         cmocka_unit_test_setup_teardown(test_unknown_restriction_refused, setup_store, teardown_store),
         cmocka_unit_test_setup_teardown(test_unknown_restriction_survives_edit, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_services_kept_apart, setup_store, teardown_store),
         cmocka_unit_test(test_describe),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);

@@ -1,0 +1,136 @@
+// Unit tests for lib/scope.hpp: which paths and methods a scoped or
+// read-only token reaches. The paths are what httpd hands the module after
+// its own decoding and dot-segment removal, plus what it may leave behind
+// (AllowEncodedSlashes NoDecode, MergeSlashes Off, double encoding).
+
+#include <string>
+#include <string_view>
+
+#include "record.hpp"
+#include "scope.hpp"
+
+// Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
+#include "support.hpp"
+
+using namespace cptoken;
+
+namespace {
+
+void expect_covers(const char *scope, const char *path, bool expected) {
+    if (scope_covers(scope, path) != expected)
+        fail_msg("scope '%s' %s path '%s'", scope, expected ? "should cover" : "should not cover", path);
+}
+
+void test_whole_segments(void **) {
+    expect_covers("/execute/Email/", "/execute/Email/list_pops", true);
+    expect_covers("/execute/Email/", "/execute/Email/", true);
+    expect_covers("/execute/Email/", "/execute/Email", true);
+    expect_covers("/execute/Email/", "/execute/Email/a/b/c", true);
+    expect_covers("/execute/Email/", "/execute/EmailX", false);
+    expect_covers("/execute/Email/", "/execute/EmailX/list", false);
+    expect_covers("/execute/Email/", "/execute/", false);
+    expect_covers("/execute/Email/", "/execute", false);
+    expect_covers("/a", "/a", true);
+    expect_covers("/a", "/a/", true);
+    expect_covers("/a", "/a/b", true);
+    expect_covers("/a", "/ab", false);
+    expect_covers("/a", "/", false);
+    expect_covers("/a", "/b/a", false);
+    expect_covers("/a/b", "/a", false);
+    expect_covers("/", "/", true);
+    expect_covers("/", "/anything/at/all", true);
+    // Case-sensitive, as URL paths are.
+    expect_covers("/execute/Email/", "/execute/email/list_pops", false);
+    expect_covers("/execute/Email/", "/EXECUTE/Email/list_pops", false);
+}
+
+// Whatever httpd left in the path, nothing gets a token out of its scope.
+void test_path_tricks(void **) {
+    const char *scope = "/execute/Email/";
+    for (const char *path : {
+             "/execute/Email/../Ftp/list",        // dot segments left in (not normalised)
+             "/execute/Email/./list",
+             "/execute/Email/..",
+             "/execute/Email/.",
+             "/execute/Email/%2e%2e/Ftp",          // encoded dots, double-encoded once decoded
+             "/execute/Email/%2E%2E/Ftp",
+             "/execute/Email/.%2e/Ftp",
+             "/execute/Email/..%2f..%2fFtp",       // AllowEncodedSlashes NoDecode
+             "/execute/Email/..%2F..%2FFtp",
+             "/execute/Email/x%2fy",
+             "/execute/Email/..%5c..%5cFtp",       // encoded backslash
+             "/execute/Email/..\\..\\Ftp",         // backslash
+             "/execute/Email//../../Ftp",          // MergeSlashes Off: empty segments
+             "/execute/Email//list",
+             "//execute/Email/list",
+             "/execute//Email/list",
+             "execute/Email/list",                 // not absolute
+             "",
+         }) {
+        assert_false(is_comparable_path(path));
+        expect_covers(scope, path, false);
+        expect_covers("/", path, false);
+    }
+    // A NUL inside the path.
+    const std::string with_nul("/execute/Email/a\0b", 18);
+    assert_false(is_comparable_path(with_nul));
+    assert_false(scope_covers(scope, with_nul));
+    // Other encodings are just characters of a segment.
+    assert_true(is_comparable_path("/execute/Email/100%25"));
+    expect_covers(scope, "/execute/Email/a%20b", true);
+    expect_covers(scope, "/execute/Email/...", true);   // not a dot segment
+    expect_covers(scope, "/execute/Email/..a", true);
+    expect_covers(scope, "/execute/Email/%2", true);    // cut short: not an encoding
+}
+
+void test_valid_scopes(void **) {
+    for (const char *ok : {"/", "/a", "/a/", "/execute/Email/", "/json-api/cpanel", "/a/b.c/d-e_f~g", "/..a/", "/a..."})
+        if (!is_valid_scope(ok)) fail_msg("scope '%s' refused", ok);
+    for (const char *bad : {"", "a", "a/", "//", "/a//b", "/a//", "/./", "/a/./b", "/a/..", "/../a", "/a?b", "/a#b",
+                            "/a%2fb", "/a%20b", "/a\\b", "/a b", "/a\tb", "/\x7f", "/\xc3\xa9"})
+        if (is_valid_scope(bad)) fail_msg("scope '%s' accepted", bad);
+    assert_true(is_valid_scope("/" + std::string(max_scope_length - 1, 'a')));
+    assert_false(is_valid_scope("/" + std::string(max_scope_length, 'a')));
+}
+
+void test_read_only_methods(void **) {
+    for (const char *ok : {"GET", "HEAD", "OPTIONS"}) assert_true(is_read_only_method(ok));
+    for (const char *bad : {"POST", "PUT", "PATCH", "DELETE", "PROPFIND", "MKCOL", "TRACE", "CONNECT", "get", "Get",
+                            "GET ", "", "GETX"})
+        if (is_read_only_method(bad)) fail_msg("method '%s' taken as read-only", bad);
+}
+
+void test_check_scope(void **) {
+    TokenRecord record;
+    // No restriction: every path, every method.
+    assert_true(check_scope(record, "DELETE", "/anything") == ScopeVerdict::allowed);
+    record.scopes = {"/execute/Email/", "/json-api/cpanel"};
+    assert_true(check_scope(record, "POST", "/execute/Email/add_pop") == ScopeVerdict::allowed);
+    assert_true(check_scope(record, "GET", "/json-api/cpanel") == ScopeVerdict::allowed);
+    assert_true(check_scope(record, "GET", "/json-api/cpanel2") == ScopeVerdict::outside_scope);
+    assert_true(check_scope(record, "GET", "/execute/Ftp/list_ftp") == ScopeVerdict::outside_scope);
+    assert_true(check_scope(record, "GET", "/execute/Email/../Ftp/list_ftp") == ScopeVerdict::outside_scope);
+    record.read_only = true;
+    assert_true(check_scope(record, "GET", "/execute/Email/list_pops") == ScopeVerdict::allowed);
+    assert_true(check_scope(record, "HEAD", "/execute/Email/list_pops") == ScopeVerdict::allowed);
+    assert_true(check_scope(record, "POST", "/execute/Email/add_pop") == ScopeVerdict::not_read_only);
+    assert_true(check_scope(record, "POST", "/execute/Ftp/x") == ScopeVerdict::not_read_only);
+    record.scopes.clear();  // read-only alone: every path
+    assert_true(check_scope(record, "GET", "/execute/Ftp/list_ftp") == ScopeVerdict::allowed);
+    assert_true(check_scope(record, "PUT", "/execute/Ftp/list_ftp") == ScopeVerdict::not_read_only);
+    assert_string_equal(describe(ScopeVerdict::outside_scope), "path outside the token's scopes");
+    assert_string_equal(describe(ScopeVerdict::not_read_only), "method not allowed for a read-only token");
+}
+
+}  // namespace
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_whole_segments),
+        cmocka_unit_test(test_path_tricks),
+        cmocka_unit_test(test_valid_scopes),
+        cmocka_unit_test(test_read_only_methods),
+        cmocka_unit_test(test_check_scope),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}
