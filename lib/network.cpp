@@ -51,7 +51,10 @@ std::optional<Address> parse_address(std::string_view text) {
     return std::nullopt;
 }
 
-std::optional<Network> parse_network(std::string_view text) {
+namespace {
+
+// parse_network(), with host bits set refused or, if `clear_host_bits`, cleared.
+std::optional<Network> parse_network_text(std::string_view text, bool clear_host_bits) {
     const auto slash = text.find('/');
     const auto address = parse_address(text.substr(0, slash));
     if (!address) return std::nullopt;
@@ -70,9 +73,22 @@ std::optional<Network> parse_network(std::string_view text) {
         if (prefix < 96) return std::nullopt;
         prefix -= 96;
     }
-    if (!host_bits_zero(*address, prefix)) return std::nullopt;
+    if (clear_host_bits) {
+        for (unsigned bit = prefix; bit < max_prefix(*address); ++bit)
+            network.base.bytes[bit / 8] &= static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
+    } else if (!host_bits_zero(*address, prefix)) {
+        return std::nullopt;
+    }
     network.prefix = static_cast<std::uint8_t>(prefix);
     return network;
+}
+
+}  // namespace
+
+std::optional<Network> parse_network(std::string_view text) { return parse_network_text(text, false); }
+
+std::optional<Network> parse_network_clearing_host_bits(std::string_view text) {
+    return parse_network_text(text, true);
 }
 
 bool is_valid_network(const Network &network) noexcept {

@@ -39,6 +39,11 @@ std::optional<Address> parse_address(std::string_view text);
 /// refused, as a likely mistake). Returns nullopt on anything else.
 std::optional<Network> parse_network(std::string_view text);
 
+/// As parse_network, but host bits below the prefix are cleared instead of
+/// refused ("10.0.0.5/24" is 10.0.0.0/24): for allowlists written by others
+/// (cPanel's), where the caller reports the change.
+std::optional<Network> parse_network_clearing_host_bits(std::string_view text);
+
 /// True if `network` is one parse_network could return: family 4 or 6,
 /// prefix within the family, host bits zero.
 bool is_valid_network(const Network &network) noexcept;
