@@ -11,6 +11,8 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <set>
+#include <stdexcept>
 
 #include "codec.hpp"
 #include "lmdb_env.hpp"
@@ -328,15 +330,29 @@ struct TokenStore::Impl {
         return out;
     }
 
-    template <class Change>
-    auto write(Change change) {
+    // Each current token followed by its live rotated tokens (list()).
+    std::vector<StoredToken> tokens_with_rotated(Txn &txn, std::string_view user) const {
+        std::vector<StoredToken> out;
+        for (StoredToken &token : live_tokens(txn, user)) {
+            auto rotated = predecessors_of(txn, token.record);
+            out.push_back(std::move(token));
+            for (StoredToken &old : rotated) out.push_back(std::move(old));
+        }
+        return out;
+    }
+
+    // A verified write transaction in `txn`, once the writer lock is ours.
+    void begin_write(std::optional<Txn> &txn) {
         int dead = 0;
         mdb_reader_check(env.get(), &dead);
+        LockWaitNotice notice(lock_wait_notice, env.file());
+        txn.emplace(env.get(), true, env.file());
+    }
+
+    template <class Change>
+    auto write(Change change) {
         std::optional<Txn> txn;
-        {
-            LockWaitNotice notice(lock_wait_notice, env.file());
-            txn.emplace(env.get(), true, env.file());
-        }
+        begin_write(txn);
         auto result = change(*txn);
         txn->commit(env.file());
         return result;
@@ -373,13 +389,7 @@ std::optional<StoredToken> TokenStore::find_by_name(std::string_view user, std::
 
 std::vector<StoredToken> TokenStore::list(std::string_view user) const {
     Txn txn(impl_->env.get(), false, impl_->env.file());
-    std::vector<StoredToken> out;
-    for (StoredToken &token : impl_->live_tokens(txn, user)) {
-        auto rotated = impl_->predecessors_of(txn, token.record);
-        out.push_back(std::move(token));
-        for (StoredToken &old : rotated) out.push_back(std::move(old));
-    }
-    return out;
+    return impl_->tokens_with_rotated(txn, user);
 }
 
 void TokenStore::add(const Digest &digest, const TokenRecord &record) { add_many({{digest, record}}); }
@@ -522,6 +532,62 @@ PruneResult TokenStore::prune(Seconds now) {
             result.tombstones_dropped += impl_->env.drop_tombstones(txn, dbi, tombstone_cutoff_ns(now));
         return result;
     });
+}
+
+void TokenStore::batch(const std::function<bool(TokenBatch &batch)> &change) {
+    std::optional<Txn> txn;
+    impl_->begin_write(txn);
+    TokenBatch batch(*impl_, *txn);
+    if (change(batch)) txn->commit(impl_->env.file());
+    // otherwise the transaction ends unwritten with `txn`
+}
+
+std::optional<TokenRecord> TokenBatch::find(const Digest &digest) const { return impl_.record_of(txn_, digest); }
+
+std::optional<StoredToken> TokenBatch::find_by_name(std::string_view user, std::string_view name) const {
+    return impl_.by_name(txn_, user, name);
+}
+
+std::vector<StoredToken> TokenBatch::list(std::string_view user) const {
+    return impl_.tokens_with_rotated(txn_, user);
+}
+
+void TokenBatch::put_many(const std::vector<StoredToken> &tokens) {
+    // Every check first, so that a refusal writes nothing of the set.
+    std::set<Digest> digests;
+    std::set<std::string> new_keys;
+    for (const StoredToken &token : tokens) {
+        const TokenRecord &record = token.record;
+        if (record.rotated()) throw std::invalid_argument("put_many writes current tokens, not rotated ones");
+        digests.insert(token.digest);
+        if (!new_keys.insert(name_key(record.user, record.name)).second)
+            throw StoreError(StoreError::Kind::duplicate,
+                             "the name '" + record.name + "' of user " + record.user + " is given twice");
+    }
+    for (const StoredToken &token : tokens) {
+        const auto holder = impl_.by_name(txn_, token.record.user, token.record.name);
+        if (holder && !digests.contains(holder->digest))  // a holder in the set gives the name up or keeps it
+            throw StoreError(StoreError::Kind::duplicate, "user " + token.record.user +
+                                                              " already has a token named '" + token.record.name + "'");
+    }
+    for (const StoredToken &token : tokens) {
+        const auto stored = impl_.record_of(txn_, token.digest);
+        if (!stored || stored->rotated()) continue;
+        const std::string old_key = name_key(stored->user, stored->name);
+        if (new_keys.contains(old_key)) continue;  // taken over by a token of the set
+        const auto points_to = impl_.env.get_live(txn_, impl_.names, as_val(old_key));
+        if (points_to && *points_to == digest_bytes(token.digest))
+            impl_.env.put_tombstone(txn_, impl_.names, as_val(old_key));
+    }
+    for (const StoredToken &token : tokens) {
+        impl_.env.put(txn_, impl_.tokens, as_val(token.digest), encode_record(token.record));
+        impl_.env.put(txn_, impl_.names, as_val(name_key(token.record.user, token.record.name)),
+                      digest_bytes(token.digest));
+    }
+}
+
+std::size_t TokenBatch::revoke(std::string_view user, std::string_view name) {
+    return impl_.remove_with_predecessors(txn_, impl_.must_find(txn_, user, name));
 }
 
 void TokenStore::recheck_file() const {

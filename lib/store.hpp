@@ -126,6 +126,11 @@ struct Rotation {
     Seconds grace_ends = 0;  ///< when the replaced token stops working; 0: it stopped at once
 };
 
+namespace lmdb {
+class Txn;
+}
+class TokenBatch;
+
 struct PruneResult {
     std::size_t expired_removed = 0;
     std::size_t tombstones_dropped = 0;
@@ -208,6 +213,14 @@ public:
     /// written before now - StoreSettings::tombstone_retention_seconds.
     PruneResult prune(Seconds now);
 
+    /// Runs `change` on one write transaction (a TokenBatch), which sees the
+    /// store as it is once the writer lock is held, and commits it if
+    /// `change` returns true; if it returns false (a dry run) or throws,
+    /// nothing is written. For changes that must be decided and made in one
+    /// step (cptoken import-cpanel). Throws what `change` throws, and
+    /// StoreError as the other writes do.
+    void batch(const std::function<bool(TokenBatch &batch)> &change);
+
     /// Checks the data file this store has open against what LMDB made of
     /// it: not shorter than its newest snapshot needs, and that snapshot not
     /// older than at the last call. Forgets every cached record if the file
@@ -236,6 +249,37 @@ public:
 
 private:
     std::unique_ptr<Impl> impl_;
+};
+
+/// The write transaction TokenStore::batch() gives its callback, valid only
+/// inside it. Reads see the writes made before them in the same batch.
+class TokenBatch {
+public:
+    /// As TokenStore::find, in this transaction.
+    std::optional<TokenRecord> find(const Digest &digest) const;
+    /// As TokenStore::find_by_name, in this transaction.
+    std::optional<StoredToken> find_by_name(std::string_view user, std::string_view name) const;
+    /// As TokenStore::list, in this transaction.
+    std::vector<StoredToken> list(std::string_view user = {}) const;
+
+    /// Writes current tokens (rotated_at 0) under their digests, replacing
+    /// any record stored there, and points each one's user and name at it; a
+    /// name that one of them had before and no longer has is freed. Tokens of
+    /// the set may trade names (a and b swapping theirs). Throws StoreError:
+    /// duplicate (a name held by a live token outside `tokens`, or given
+    /// twice in it; nothing is written then); std::invalid_argument for a
+    /// rotated record.
+    void put_many(const std::vector<StoredToken> &tokens);
+
+    /// As TokenStore::revoke (the token and its rotated tokens); returns how
+    /// many tokens that was. Throws StoreError: not_found.
+    std::size_t revoke(std::string_view user, std::string_view name);
+
+private:
+    friend class TokenStore;
+    TokenBatch(TokenStore::Impl &impl, lmdb::Txn &txn) : impl_(impl), txn_(txn) {}
+    TokenStore::Impl &impl_;
+    lmdb::Txn &txn_;
 };
 
 }  // namespace cptoken
