@@ -1,0 +1,153 @@
+// Importing cPanel's API token files (cptoken import-cpanel): reading them,
+// and making the store follow them in one transaction.
+//
+// cPanel keeps each user's tokens in /var/cpanel/authn/api_tokens_v2/
+// SERVICE/USER.json (SERVICE: cpanel or whostmgr), as
+//   {"tokens": {"<sha512 hex of the token>": {"name": ..., "create_time": EPOCH,
+//    "expires_at": EPOCH|0|null, "whitelist_ips": [...], "has_full_access": ...,
+//    "features": [...], "acls": [...] or {"acl": 0|1}, "readonly": 0|1}}}
+// The digest is what this store keys tokens by, so clients keep their tokens.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "network.hpp"
+#include "record.hpp"
+#include "store.hpp"
+#include "timeutil.hpp"
+#include "token.hpp"
+
+namespace cptoken {
+
+/// A cPanel token file that cannot be imported, or a PATH that names none.
+/// The message names the file and the entry (by name, or a 16-hex digest
+/// prefix, never a whole digest) and what is wrong.
+struct ImportError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// The most bytes read from one cPanel token file.
+inline constexpr std::size_t max_cpanel_file_bytes = std::size_t{16} << 20;
+
+/// One token of a cPanel file, mapped to what a record here keeps.
+struct CpanelEntry {
+    Digest digest{};
+    std::string name;
+    Seconds created = 0;
+    Seconds expires = 0;               ///< 0: never (expires_at 0, null or absent)
+    std::vector<Network> allowed_ips;  ///< empty: any address; host bits cleared
+    /// One line per network whose host bits were set in the file and are
+    /// cleared here: "10.0.0.5/24 normalised to 10.0.0.0/24".
+    std::vector<std::string> notes;
+    /// Limited in cPanel (a cpanel token without full access, a whm token
+    /// with acls, a read-only token): here it would reach more.
+    bool limited = false;
+    bool read_only = false;  ///< cPanel's "readonly": limited too (not this module's --read-only)
+    /// What limits it in cPanel: its features (cpanel) or granted acls
+    /// (whm), then "readonly" for a read-only token. Empty if not limited.
+    std::vector<std::string> limits;
+};
+
+/// A cPanel token file, read and checked whole.
+struct CpanelFile {
+    std::string path;  ///< absolute, as imported_from records it
+    std::string user;  ///< the file's name without .json
+    Service service = Service::cpanel;
+    std::vector<CpanelEntry> entries;  ///< in the file's order
+};
+
+/// The service a file's directory names: "cpanel" is cpanel, "whostmgr"
+/// is whm; nullopt for any other directory.
+std::optional<Service> service_of_path(std::string_view path);
+
+/// The user a cPanel file belongs to: its name without ".json". Throws
+/// ImportError if the name is not USER.json with a valid user name.
+std::string user_of_path(std::string_view path);
+
+/// Maps the text of the cPanel file at `path` (for messages) to its entries,
+/// in the file's order. Throws ImportError for text that is not JSON, a
+/// shape other than {"tokens": {DIGEST: {...}}}, a key that is not 128
+/// lowercase hex digits, a missing or invalid name, a create_time or
+/// expires_at that is not an epoch time, whitelist_ips that is not a list
+/// of at most max_allowed_networks addresses or networks, a flag that is
+/// not a boolean or 0/1, features or acls that are not lists (acls: or an
+/// object of flags) of at most max_limits valid names.
+std::vector<CpanelEntry> parse_cpanel_tokens(std::string_view text, std::string_view path, Service service);
+
+/// Reads and maps the cPanel file at `path` (absolute): its user from its
+/// name, its service from its directory unless `service` is given. Throws
+/// ImportError as parse_cpanel_tokens, and if the file cannot be read, is
+/// larger than max_cpanel_file_bytes, or its service cannot be told.
+CpanelFile read_cpanel_file(const std::string &path, std::optional<Service> service);
+
+/// What the PATH arguments of import-cpanel name.
+struct ImportSources {
+    /// Token files, absolute, each once, in the order given (a directory's
+    /// sorted by name).
+    std::vector<std::string> files;
+    /// The directories whose files were listed (absolute): a token imported
+    /// from a file directly in one of them that is no longer there was
+    /// revoked in cPanel with its file.
+    std::vector<std::string> directories;
+};
+
+/// Expands PATH arguments: a file is itself; a directory named cpanel or
+/// whostmgr (or any directory without such subdirectories) gives its
+/// *.json regular files; api_tokens_v2 (or any directory with a cpanel or
+/// whostmgr subdirectory) gives those of both subdirectories. Hidden files,
+/// symlinks, other names and subdirectories are ignored. Throws ImportError
+/// for a PATH that does not exist or is neither a file nor a directory.
+ImportSources expand_import_paths(const std::vector<std::string> &paths);
+
+/// What import_cpanel did (or, in a dry run, would do) with an entry or token.
+enum class ImportAction {
+    added,      ///< a new token
+    unchanged,  ///< already here as in the file
+    updated,    ///< --sync: name, expiry, allowlist... changed as in the file
+    differs,    ///< differs from the file; left as it is without --sync
+    skipped,    ///< expired, or limited without --with-limited: not imported
+    conflict,   ///< left out: its name or digest belongs to another token
+    revoked,    ///< --sync: no longer in its file (or now skipped), or its file is gone
+    note,       ///< something changed on the way in (a network normalised)
+};
+inline constexpr ImportAction all_import_actions[] = {
+    ImportAction::added,   ImportAction::unchanged, ImportAction::updated, ImportAction::differs,
+    ImportAction::skipped, ImportAction::conflict,  ImportAction::revoked, ImportAction::note};
+
+/// "added", "unchanged", ... as printed and in JSON.
+const char *import_action_name(ImportAction action) noexcept;
+
+/// One line of the report.
+struct ImportStep {
+    ImportAction action;
+    std::string file;  ///< the cPanel file (absolute)
+    std::string user, name;
+    Service service = Service::cpanel;
+    std::string detail;  ///< why, or what changed; may be empty
+};
+
+struct ImportOptions {
+    bool sync = false;          ///< follow the files: apply changes, revoke what is gone
+    bool with_limited = false;  ///< import limited tokens too (keeping their limits)
+    bool dry_run = false;       ///< decide and report, write nothing
+    Seconds now = 0;            ///< what "expired" is measured against
+};
+
+/// Makes the store follow `files` (read_cpanel_file) in one write
+/// transaction (TokenStore::batch), deciding from what the store holds
+/// inside it. Tokens made here (imported_from empty), other users' tokens and
+/// tokens replaced by rotate are never touched; a name held by another token
+/// is never taken. With `sync`, tokens imported from one of `files` whose
+/// entry is gone (or is now skipped), and tokens imported from a file
+/// directly in one of `directories` that is not among `files`, are revoked.
+/// Returns the steps: each file's entries in order (notes after their
+/// entry), then revocations. Throws StoreError as TokenStore writes do;
+/// nothing is written then, nor in a dry run.
+std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<CpanelFile> &files,
+                                      const std::vector<std::string> &directories, const ImportOptions &options);
+
+}  // namespace cptoken
