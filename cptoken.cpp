@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "cpanel_import.hpp"
 #include "names.hpp"
 #include "network.hpp"
 #include "record.hpp"
@@ -305,6 +306,27 @@ struct PruneOptions {
 struct BackupOptions {
     std::string file;
     void define(CLI::App *sub) { sub->add_option("FILE", file)->required(); }
+};
+
+struct ImportCpanelOptions {
+    std::vector<std::string> paths;
+    std::optional<std::string> service;
+    bool dry_run = false, sync = false, with_limited = false, json = false;
+    void define(CLI::App *sub) {
+        sub->add_option("PATH", paths,
+                        "cPanel token file (api_tokens_v2/cpanel/USER.json, .../whostmgr/USER.json) or a directory "
+                        "of them (api_tokens_v2: both)")
+            ->required();
+        sub->add_option("--service", service, "cpanel or whm for every file (default: from its directory)");
+        sub->add_flag("--dry-run", dry_run, "print what would happen, change nothing");
+        sub->add_flag("--sync", sync,
+                      "follow the files: apply changed names, expiry and allowlists; revoke tokens imported from them "
+                      "that are gone");
+        sub->add_flag("--with-limited", with_limited,
+                      "import limited tokens (cPanel features, WHM acls, read-only) too; safe only where the backend "
+                      "enforces them");
+        json_flag(sub, json);
+    }
 };
 
 int cmd_init(const std::string &db, const InitOptions &o) {
@@ -640,6 +662,69 @@ int cmd_backup(const std::string &db, const BackupOptions &o) {
     return 0;
 }
 
+// One line per step: "added alice/deploy (cpanel) from FILE", "revoked alice/deploy (cpanel) (no longer in
+// FILE)", "note: alice/deploy: 10.0.0.5/24 normalised to 10.0.0.0/24".
+std::string import_step_text(const ImportStep &step) {
+    const std::string who = step.user + "/" + step.name;
+    if (step.action == ImportAction::note) return "note: " + who + ": " + step.detail;
+    std::string line = std::string(import_action_name(step.action)) + " " + who + " (" + service_name(step.service) + ")";
+    if (step.action != ImportAction::revoked) line += " from " + step.file;
+    if (!step.detail.empty()) line += " (" + step.detail + ")";
+    return line;
+}
+
+// Exit 0 when the run applied (or would apply) whole, 1 if an entry was left
+// out for a conflict, 2 for bad arguments or files (then nothing is written).
+int cmd_import_cpanel(const std::string &db, const ImportCpanelOptions &o) {
+    std::optional<Service> service;
+    if (o.service) {
+        service = parse_service(*o.service);
+        if (!service) throw UsageError("invalid --service '" + *o.service + "': cpanel or whm");
+    }
+    ImportSources sources;
+    std::vector<CpanelFile> files;
+    try {  // every file is read and checked before the store is opened
+        sources = expand_import_paths(o.paths);
+        for (const std::string &file : sources.files) files.push_back(read_cpanel_file(file, service));
+    } catch (const ImportError &e) {
+        throw UsageError(e.what());
+    }
+    TokenStore store(db, Access::read_write);
+    say_when_waiting(store);
+    const std::vector<ImportStep> steps =
+        import_cpanel(store, files, sources.directories, {o.sync, o.with_limited, o.dry_run, now_seconds()});
+
+    json counts = json::object();
+    for (ImportAction action : all_import_actions) counts[import_action_name(action)] = 0;
+    for (const ImportStep &step : steps) counts[import_action_name(step.action)] = counts[import_action_name(step.action)].get<int>() + 1;
+    const bool conflicts = counts["conflict"].get<int>() > 0;
+    if (o.json) {
+        json out;
+        out["dry_run"] = o.dry_run;
+        out["files"] = sources.files;
+        out["actions"] = json::array();
+        for (const ImportStep &step : steps)
+            out["actions"].push_back({{"file", step.file},
+                                      {"user", step.user},
+                                      {"name", step.name},
+                                      {"service", service_name(step.service)},
+                                      {"action", import_action_name(step.action)},
+                                      {"detail", step.detail.empty() ? json(nullptr) : json(step.detail)}});
+        out["counts"] = counts;
+        print_json(out);
+        return conflicts ? 1 : 0;
+    }
+    std::string text;
+    for (const ImportStep &step : steps) text += printable(import_step_text(step)) + "\n";
+    text += std::to_string(files.size()) + " file" + (files.size() == 1 ? "" : "s") + ":";
+    for (const auto &[action, count] : counts.items())
+        text += " " + std::to_string(count.get<int>()) + " " + action + ",";
+    text.back() = '\n';
+    if (o.dry_run) text += "dry run: nothing was changed\n";
+    std::cout << text;
+    return conflicts ? 1 : 0;
+}
+
 int run(int argc, char **argv) {
     const char *env_db = std::getenv("CPTOKEN_DB");
     std::string db = env_db && *env_db ? env_db : default_store_dir;
@@ -682,6 +767,9 @@ int run(int argc, char **argv) {
     command("check", "tell whether the token on stdin is accepted, and why not", check, cmd_check);
     PruneOptions prune;
     command("prune", "delete expired tokens and old tombstones", prune, cmd_prune);
+    ImportCpanelOptions importer;
+    command("import-cpanel", "import cPanel's API token files (the tokens keep working), once or with --sync from cron",
+            importer, cmd_import_cpanel);
     BackupOptions backup;
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);
 
