@@ -343,7 +343,7 @@ std::string skip_reason(const CpanelEntry &entry, Service service, const ImportO
 // The fields import-cpanel keeps in step with the file that differ, for the report.
 std::vector<std::string> differences(const TokenRecord &stored, const TokenRecord &wanted) {
     std::vector<std::string> changed;
-    if (stored.name != wanted.name) changed.push_back("name (was " + stored.name + ")");
+    if (stored.name != wanted.name) changed.push_back("name was " + stored.name);
     if (stored.created != wanted.created) changed.push_back("created");
     if (stored.expires != wanted.expires) changed.push_back("expiry");
     if (stored.allowed_ips != wanted.allowed_ips) changed.push_back("allowlist");

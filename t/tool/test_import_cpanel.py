@@ -1,0 +1,377 @@
+"""cptoken import-cpanel: cPanel token files written here, with the digests
+of tokens the test knows, imported, then checked with `cptoken check` as a
+client's request would be."""
+
+import hashlib
+import json
+import random
+import time
+
+import pytest
+
+from conftest import TOKEN_ALPHABET, assert_accepted, assert_refused, iso_to_epoch
+
+HOUR = 3600
+
+
+def new_token():
+    return "".join(random.SystemRandom().choice(TOKEN_ALPHABET) for _ in range(32))
+
+
+def digest(token):
+    return hashlib.sha512(token.encode()).hexdigest()
+
+
+def entry(name, expires=None, ips=None, full=True, created=1700000000, **extra):
+    value = {"name": name, "create_time": created, "expires_at": expires, "has_full_access": 1 if full else 0}
+    if ips is not None:
+        value["whitelist_ips"] = ips
+    value.update(extra)
+    return value
+
+
+def write_tokens(path, tokens):
+    """Writes a cPanel token file: `tokens` maps token text -> entry()."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tokens": {digest(t): e for t, e in tokens.items()}}))
+    return path
+
+
+@pytest.fixture
+def v2(tmp_path):
+    """An api_tokens_v2 directory with its two service directories."""
+    top = tmp_path / "api_tokens_v2"
+    (top / "cpanel").mkdir(parents=True)
+    (top / "whostmgr").mkdir()
+    return top
+
+
+def imp(store, *args):
+    return store.run("import-cpanel", *[str(a) for a in args])
+
+
+def imp_json(store, *args):
+    r = imp(store, *args, "--json")
+    assert r.rc in (0, 1), r
+    return r.rc, json.loads(r.out)
+
+
+def actions(report):
+    return sorted((a["user"], a["name"], a["action"]) for a in report["actions"])
+
+
+def listing(store):
+    return sorted((t["user"], t["name"], t["expires"], json.dumps(t["allowed_ips"]), t["created"])
+                  for t in store.list_json())
+
+
+def test_import_once_tokens_work_with_their_allowlists(store, v2):
+    deploy, backup = new_token(), new_token()
+    expires = int(time.time()) + 30 * 86400
+    f = write_tokens(v2 / "cpanel" / "alice.json", {
+        deploy: entry("deploy", expires=expires, ips=["127.0.0.1", "10.0.0.5/24"]),
+        backup: entry("backup", expires=0, created=1600000000),
+    })
+    r = imp(store, f)
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    assert f"added alice/deploy (cpanel) from {f}" in lines
+    assert f"added alice/backup (cpanel) from {f}" in lines
+    assert "note: alice/deploy: 10.0.0.5/24 normalised to 10.0.0.0/24" in lines
+    assert "2 added" in lines[-1]
+
+    assert_accepted(store.check("alice", deploy, ip="127.0.0.1"))
+    assert_accepted(store.check("alice", deploy, ip="10.0.0.77"))
+    assert_refused(store.check("alice", deploy, ip="192.0.2.1"), "not allowed")
+    assert_refused(store.check("bob", deploy, ip="127.0.0.1"), "another user")
+    assert_accepted(store.check("alice", backup, ip="192.0.2.1"))
+    shown = store.show_json("alice", "deploy")
+    assert iso_to_epoch(shown["expires"]) == expires
+    assert iso_to_epoch(shown["created"]) == 1700000000
+    assert shown["allowed_ips"] == ["127.0.0.1", "10.0.0.0/24"]
+    assert store.show_json("alice", "backup")["expires"] is None
+
+
+def test_import_twice_is_harmless(store, v2):
+    token = new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {token: entry("deploy", ips=["127.0.0.1"])})
+    assert imp(store, f).rc == 0
+    before = listing(store)
+    r = imp(store, f)
+    assert r.rc == 0, r
+    assert f"unchanged alice/deploy (cpanel) from {f}" in r.out.splitlines()
+    assert listing(store) == before
+    assert_accepted(store.check("alice", token, ip="127.0.0.1"))
+
+
+def test_dry_run_changes_nothing(store, v2):
+    keep = store.create("alice", "manual")
+    token = new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {token: entry("deploy")})
+    before = store.list_json()
+    r = imp(store, f, "--dry-run")
+    assert r.rc == 0, r
+    assert f"added alice/deploy (cpanel) from {f}" in r.out
+    assert "dry run" in r.out
+    assert store.list_json() == before
+    assert_refused(store.check("alice", token), "unknown")
+
+    assert imp(store, f).rc == 0
+    f.write_text(json.dumps({"tokens": {}}))
+    before = store.list_json()
+    r = imp(store, v2, "--sync", "--dry-run")
+    assert r.rc == 0, r
+    assert "revoked alice/deploy (cpanel)" in r.out
+    assert store.list_json() == before
+    assert_accepted(store.check("alice", token))
+    assert_accepted(store.check("alice", keep))
+
+
+def test_sync_follows_the_file(store, v2):
+    made_here = store.create("alice", "manual")
+    removed, renamed, changed = new_token(), new_token(), new_token()
+    f = v2 / "cpanel" / "alice.json"
+    write_tokens(f, {removed: entry("gone"), renamed: entry("old-name"),
+                     changed: entry("changed", ips=["127.0.0.1"])})
+    assert imp(store, f).rc == 0
+    later = int(time.time()) + 7 * 86400
+    write_tokens(f, {renamed: entry("new-name"), changed: entry("changed", expires=later, ips=["192.0.2.0/24"])})
+
+    # Without --sync the differences are only reported; the removed token stays.
+    r = imp(store, f)
+    assert r.rc == 0, r
+    assert any(line.startswith("differs alice/new-name (cpanel)") and "name was old-name" in line
+               for line in r.out.splitlines()), r.out
+    assert "revoked alice" not in r.out
+    assert_accepted(store.check("alice", removed))
+
+    r = imp(store, f, "--sync")
+    assert r.rc == 0, r
+    assert f"revoked alice/gone (cpanel) (no longer in {f})" in r.out.splitlines()
+    assert any(line.startswith("updated alice/changed") and "expiry" in line and "allowlist" in line
+               for line in r.out.splitlines()), r.out
+    assert_refused(store.check("alice", removed), "unknown")
+    assert_accepted(store.check("alice", renamed))
+    assert store.show_json("alice", "new-name")
+    assert [t["name"] for t in store.list_json("alice")] == ["changed", "manual", "new-name"]
+    shown = store.show_json("alice", "changed")
+    assert iso_to_epoch(shown["expires"]) == later and shown["allowed_ips"] == ["192.0.2.0/24"]
+    assert_refused(store.check("alice", changed, ip="127.0.0.1"), "not allowed")
+    assert_accepted(store.check("alice", changed, ip="192.0.2.9"))
+    assert_accepted(store.check("alice", made_here))  # never touched
+
+    # Everything gone from the file: only the imported tokens go.
+    f.write_text(json.dumps({"tokens": {}}))
+    assert imp(store, f, "--sync").rc == 0
+    assert [t["name"] for t in store.list_json("alice")] == ["manual"]
+
+
+def test_sync_swaps_names(store, v2):
+    a, b = new_token(), new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {a: entry("first"), b: entry("second")})
+    assert imp(store, f).rc == 0
+    write_tokens(f, {a: entry("second"), b: entry("first")})
+    r = imp(store, f, "--sync")
+    assert r.rc == 0, r
+    assert sum(line.startswith("updated alice/") for line in r.out.splitlines()) == 2, r.out
+    assert store.run("check", "alice", input=a + "\n").out.startswith("accepted: token 'second'")
+    assert store.run("check", "alice", input=b + "\n").out.startswith("accepted: token 'first'")
+
+
+def test_sync_revokes_tokens_of_a_vanished_file_under_a_directory(store, v2):
+    alice, bob = new_token(), new_token()
+    write_tokens(v2 / "cpanel" / "alice.json", {alice: entry("deploy")})
+    bob_file = write_tokens(v2 / "cpanel" / "bob.json", {bob: entry("deploy")})
+    bob_manual = store.create("bob", "manual")
+    assert imp(store, v2).rc == 0
+    bob_file.unlink()
+    r = imp(store, v2, "--sync")
+    assert r.rc == 0, r
+    assert f"revoked bob/deploy (cpanel) ({bob_file} is gone)" in r.out.splitlines()
+    assert_refused(store.check("bob", bob), "unknown")
+    assert_accepted(store.check("bob", bob_manual))
+    assert_accepted(store.check("alice", alice))
+
+
+def test_sync_revokes_an_entry_that_is_now_skipped(store, v2):
+    token = new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {token: entry("deploy")})
+    assert imp(store, f).rc == 0
+    write_tokens(f, {token: entry("deploy", full=False, features=["email"])})
+    r = imp(store, f, "--sync")
+    assert r.rc == 0, r
+    assert "skipped alice/deploy" in r.out and "revoked alice/deploy (cpanel) (now skipped: limited" in r.out
+    assert_refused(store.check("alice", token), "unknown")
+
+
+def test_expired_and_limited_entries_are_skipped_and_reported(store, v2):
+    expired, limited, readonly, whm_limited, whm_full = (new_token() for _ in range(5))
+    f = write_tokens(v2 / "cpanel" / "alice.json", {
+        expired: entry("old", expires=1700000001),
+        limited: entry("mail", full=False, features=["email", "ftp"]),
+        readonly: entry("reader", readonly=1),
+    })
+    w = write_tokens(v2 / "whostmgr" / "root.json", {
+        whm_limited: entry("acl", acls=["list-accts", "create-acct"]),
+        whm_full: entry("full"),
+    })
+    r = imp(store, v2)
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    assert f"skipped alice/old (cpanel) from {f} (expired 2023-11-14T22:13:21Z)" in lines
+    assert f"skipped alice/mail (cpanel) from {f} (limited: features email, ftp; use --with-limited)" in lines
+    assert f"skipped alice/reader (cpanel) from {f} (limited: read-only; no features; use --with-limited)" in lines
+    assert f"skipped root/acl (whm) from {w} (limited: acls list-accts, create-acct; use --with-limited)" in lines
+    assert f"added root/full (whm) from {w}" in lines
+    for user, token in (("alice", expired), ("alice", limited), ("alice", readonly), ("root", whm_limited)):
+        assert_refused(store.check(user, token), "unknown")
+
+    rc, report = imp_json(store, v2, "--with-limited")
+    assert rc == 0
+    assert ("alice", "mail", "added") in actions(report) and ("root", "acl", "added") in actions(report)
+    assert ("alice", "old", "skipped") in actions(report)
+    assert_accepted(store.check("alice", limited))
+    assert_accepted(store.check("root", whm_limited))
+    assert_accepted(store.check("alice", readonly))
+
+
+def test_conflicts_are_reported_never_overwritten(store, v2):
+    taken = store.create("alice", "deploy")
+    mine, other, fine = new_token(), new_token(), new_token()
+    bob_token = new_token()
+    write_tokens(v2 / "cpanel" / "bob.json", {bob_token: entry("ci")})
+    assert imp(store, v2 / "cpanel" / "bob.json").rc == 0
+    f = write_tokens(v2 / "cpanel" / "alice.json",
+                     {mine: entry("deploy"), bob_token: entry("stolen"), fine: entry("fine")})
+    before = {t["name"]: t for t in store.list_json("alice")}
+    r = imp(store, f)
+    assert r.rc == 1, r
+    lines = r.out.splitlines()
+    assert f"conflict alice/deploy (cpanel) from {f} (name taken by another token)" in lines
+    assert f"conflict alice/stolen (cpanel) from {f} (the same digest is a token of another user)" in lines
+    assert f"added alice/fine (cpanel) from {f}" in lines  # the rest still applied
+    assert_accepted(store.check("alice", taken))
+    assert_refused(store.check("alice", mine), "unknown")
+    assert_accepted(store.check("bob", bob_token))
+    assert_accepted(store.check("alice", fine))
+    assert store.list_json("alice")[0] == before["deploy"]
+    # --sync never touches what cptoken create made either.
+    r = imp(store, f, "--sync")
+    assert r.rc == 1 and "conflict alice/deploy" in r.out
+    assert_accepted(store.check("alice", taken))
+
+
+def test_a_rotated_token_is_no_longer_followed(store, v2):
+    token = new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {token: entry("deploy")})
+    assert imp(store, f).rc == 0
+    new = store.run("rotate", "alice", "deploy", "--grace", "1h").out.strip()
+    write_tokens(f, {})
+    r = imp(store, f, "--sync")
+    assert r.rc == 0, r
+    assert "revoked alice" not in r.out
+    assert_accepted(store.check("alice", token))  # in its grace
+    assert_accepted(store.check("alice", new))
+
+
+def test_service_from_the_path_or_the_option(store, tmp_path):
+    token = new_token()
+    f = write_tokens(tmp_path / "elsewhere" / "alice.json", {token: entry("deploy")})
+    r = imp(store, f)
+    assert r.rc == 2 and "--service" in r.err and str(f) in r.err, r
+    assert store.list_json() == []
+    rc, report = imp_json(store, f, "--service", "whm")
+    assert rc == 0
+    assert [(a["service"], a["action"]) for a in report["actions"]] == [("whm", "added")]
+    r = imp(store, f, "--service", "whostmgr")
+    assert r.rc == 2 and "--service" in r.err
+
+    cp = tmp_path / "cpanel" / "carol.json"
+    write_tokens(cp, {new_token(): entry("x")})
+    rc, report = imp_json(store, cp, "--service", "whm")
+    assert report["actions"][0]["service"] == "whm"
+
+
+def test_json_shape(store, v2):
+    token = new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {token: entry("deploy", ips=["10.1.2.3/8"])})
+    rc, report = imp_json(store, v2)
+    assert rc == 0
+    assert set(report) == {"dry_run", "files", "actions", "counts"}
+    assert report["files"] == [str(f)]
+    assert report["dry_run"] is False
+    assert report["actions"] == [
+        {"file": str(f), "user": "alice", "name": "deploy", "service": "cpanel", "action": "added", "detail": None},
+        {"file": str(f), "user": "alice", "name": "deploy", "service": "cpanel", "action": "note",
+         "detail": "10.1.2.3/8 normalised to 10.0.0.0/8"},
+    ]
+    assert report["counts"] == {"added": 1, "unchanged": 0, "updated": 0, "differs": 0, "skipped": 0,
+                                "conflict": 0, "revoked": 0, "note": 1}
+    assert digest(token) not in json.dumps(report) and digest(token)[:16] not in json.dumps(report)
+
+
+def test_directory_argument_reads_both_services_and_ignores_other_files(store, v2):
+    a, w = new_token(), new_token()
+    write_tokens(v2 / "cpanel" / "alice.json", {a: entry("deploy")})
+    write_tokens(v2 / "whostmgr" / "root.json", {w: entry("deploy")})
+    (v2 / "cpanel" / "README").write_text("not a token file")
+    (v2 / "cpanel" / "alice.json.tmp").write_text("{")
+    (v2 / "cpanel" / ".bob.json").write_text("{")
+    (v2 / "cpanel" / "sub").mkdir()
+    (v2 / "cpanel" / "link.json").symlink_to(v2 / "cpanel" / "alice.json")
+    rc, report = imp_json(store, v2)
+    assert rc == 0
+    assert report["files"] == [str(v2 / "cpanel" / "alice.json"), str(v2 / "whostmgr" / "root.json")]
+    assert actions(report) == [("alice", "deploy", "added"), ("root", "deploy", "added")]
+    # A service directory alone.
+    rc, report = imp_json(store, v2 / "whostmgr")
+    assert actions(report) == [("root", "deploy", "unchanged")]
+
+
+BAD_FILES = [
+    ("not-json", "alice.json", "{tokens", "not JSON"),
+    ("wrong-shape", "alice.json", json.dumps({"tokens": []}), "expected an object"),
+    ("no-tokens", "alice.json", json.dumps({"token": {}}), "expected an object"),
+    ("bad-digest", "alice.json", json.dumps({"tokens": {"abc": entry("deploy")}}), 'entry 1 ("deploy")'),
+    ("bad-address", "alice.json", json.dumps({"tokens": {"ab" * 64: entry("deploy", ips=["10.0.0.300"])}}),
+     'token abababababababab ("deploy"): whitelist_ips: "10.0.0.300"'),
+    ("bad-name", "alice.json", json.dumps({"tokens": {"ab" * 64: entry("de ploy")}}),
+     "token abababababababab: the name"),
+    ("bad-user", "Alice!.json", json.dumps({"tokens": {}}), "USER.json"),
+    ("too-many-networks", "alice.json",
+     json.dumps({"tokens": {"ab" * 64: entry("deploy", ips=[f"10.0.{i}.1" for i in range(101)])}}),
+     'token abababababababab ("deploy"): whitelist_ips: 101 entries'),
+    ("bad-expiry", "alice.json", json.dumps({"tokens": {"ab" * 64: entry("deploy", expires="soon")}}),
+     "expires_at"),
+    ("bad-features", "alice.json",
+     json.dumps({"tokens": {"ab" * 64: entry("deploy", full=False, features="email")}}), "features"),
+]
+
+
+@pytest.mark.parametrize("name,file_name,text,message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_bad_files_exit_2_and_change_nothing(store, v2, name, file_name, text, message):
+    good = new_token()
+    write_tokens(v2 / "cpanel" / "bob.json", {good: entry("fine")})
+    existing = new_token()
+    write_tokens(v2 / "cpanel" / "carol.json", {existing: entry("kept")})
+    assert imp(store, v2 / "cpanel" / "carol.json").rc == 0
+    (v2 / "cpanel" / "carol.json").write_text(json.dumps({"tokens": {}}))  # a --sync would revoke it
+    bad = v2 / "cpanel" / file_name
+    bad.write_text(text)
+    before = store.list_json()
+    for args in ((v2,), (v2, "--sync"), (v2 / "cpanel" / "bob.json", bad)):
+        r = imp(store, *args)
+        assert r.rc == 2, r
+        assert r.out == ""
+        assert r.err.startswith("cptoken: ") and str(bad) in r.err and message in r.err, r.err
+        assert "ab" * 64 not in r.err
+        assert store.list_json() == before
+    assert_refused(store.check("bob", good), "unknown")
+    assert_accepted(store.check("carol", existing))
+
+
+def test_missing_path_and_bad_service_are_usage_errors(store, tmp_path):
+    r = imp(store, tmp_path / "nothing.json")
+    assert r.rc == 2 and "nothing.json" in r.err
+    r = imp(store)
+    assert r.rc == 2
