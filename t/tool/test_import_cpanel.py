@@ -89,6 +89,7 @@ def test_import_once_tokens_work_with_their_allowlists(store, v2):
     assert iso_to_epoch(shown["expires"]) == expires
     assert iso_to_epoch(shown["created"]) == 1700000000
     assert shown["allowed_ips"] == ["127.0.0.1", "10.0.0.0/24"]
+    assert shown["service"] == "cpanel" and shown["imported_from"] == str(f) and shown["limits"] is None
     assert store.show_json("alice", "backup")["expires"] is None
 
 
@@ -134,6 +135,8 @@ def test_sync_follows_the_file(store, v2):
     write_tokens(f, {removed: entry("gone"), renamed: entry("old-name"),
                      changed: entry("changed", ips=["127.0.0.1"])})
     assert imp(store, f).rc == 0
+    r = store.run("edit", "alice", "changed", "--scope", "/execute/", "--read-only")
+    assert r.rc == 0, r
     later = int(time.time()) + 7 * 86400
     write_tokens(f, {renamed: entry("new-name"), changed: entry("changed", expires=later, ips=["192.0.2.0/24"])})
 
@@ -156,6 +159,7 @@ def test_sync_follows_the_file(store, v2):
     assert [t["name"] for t in store.list_json("alice")] == ["changed", "manual", "new-name"]
     shown = store.show_json("alice", "changed")
     assert iso_to_epoch(shown["expires"]) == later and shown["allowed_ips"] == ["192.0.2.0/24"]
+    assert shown["scopes"] == ["/execute/"] and shown["read_only"] is True  # set here, kept
     assert_refused(store.check("alice", changed, ip="127.0.0.1"), "not allowed")
     assert_accepted(store.check("alice", changed, ip="192.0.2.9"))
     assert_accepted(store.check("alice", made_here))  # never touched
@@ -233,6 +237,10 @@ def test_expired_and_limited_entries_are_skipped_and_reported(store, v2):
     assert_accepted(store.check("alice", limited))
     assert_accepted(store.check("root", whm_limited))
     assert_accepted(store.check("alice", readonly))
+    assert store.show_json("alice", "mail")["limits"] == ["email", "ftp"]
+    assert store.show_json("alice", "reader")["limits"] == ["readonly"]
+    acl = store.show_json("root", "acl")
+    assert acl["limits"] == ["list-accts", "create-acct"] and acl["service"] == "whm"
 
 
 def test_conflicts_are_reported_never_overwritten(store, v2):
@@ -283,6 +291,7 @@ def test_service_from_the_path_or_the_option(store, tmp_path):
     rc, report = imp_json(store, f, "--service", "whm")
     assert rc == 0
     assert [(a["service"], a["action"]) for a in report["actions"]] == [("whm", "added")]
+    assert store.show_json("alice", "deploy")["service"] == "whm"
     r = imp(store, f, "--service", "whostmgr")
     assert r.rc == 2 and "--service" in r.err
 
