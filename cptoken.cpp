@@ -783,11 +783,7 @@ std::string import_step_text(const ImportStep &step) {
 // Exit 0 when the run applied (or would apply) whole, 1 if an entry was left
 // out for a conflict, 2 for bad arguments or files (then nothing is written).
 int cmd_import_cpanel(const std::string &db, const ImportCpanelOptions &o) {
-    std::optional<Service> service;
-    if (o.service) {
-        service = parse_service(*o.service);
-        if (!service) throw UsageError("invalid --service '" + *o.service + "': cpanel or whm");
-    }
+    const std::optional<Service> service = o.service ? std::optional(parse_service_option(*o.service)) : std::nullopt;
     ImportSources sources;
     std::vector<CpanelFile> files;
     try {  // every file is read and checked before the store is opened
