@@ -414,8 +414,10 @@ int check_authz(request_rec *r) {
 
 // AuthBasicProvider cptoken. A credential that is not one of our tokens lets
 // the next provider try; one of our tokens refused stops the chain. A token
-// of the other service is refused like an unknown one (it is not a token of
-// this location), but logged at error level with its own reason.
+// of the other service too: the client gets the same 401 as for an unknown
+// token, the log its own reason at error, and mod_auth_basic then logs
+// AH01617, which fail2ban does not count, rather than AH01618, which it
+// would count a second time beside our CPT0100.
 authn_status check_password(request_rec *r, const char *user, const char *password) {
     const Verdict verdict = verify(r, user, password, scheme_basic);
     switch (verdict.reason) {
@@ -426,9 +428,6 @@ authn_status check_password(request_rec *r, const char *user, const char *passwo
         case Reason::mistyped:
         case Reason::unknown:
             log_refusal(r, APLOG_INFO, describe(verdict.reason), user, nullptr);
-            return AUTH_USER_NOT_FOUND;
-        case Reason::wrong_service:
-            log_refusal(r, APLOG_ERR, describe(verdict.reason), user, &*verdict.record);
             return AUTH_USER_NOT_FOUND;
         default:
             log_refusal(r, APLOG_ERR, describe(verdict.reason), user, verdict.record ? &*verdict.record : nullptr);

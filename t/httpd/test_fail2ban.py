@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Store, api_location, b64, basic
+from conftest import CPANEL_AUTH, Store, api_location, b64, basic
 from test_providers import basic_location
 
 FILTER = Path(__file__).resolve().parents[2] / "conf" / "fail2ban-cptoken.conf"
@@ -67,7 +67,11 @@ def test_each_refused_request_counts_once_for_its_own_address(srv, loglevel):
     pinned = srv.store.create("alice", "pinned", "--allow-ip", "192.0.2.1")
     unknown = Store(srv.dir / "other").init().create("alice", "elsewhere")
     bas = basic_location("cptoken").replace('"/api"', '"/bas"')
-    srv.start(api_location() + bas, loglevel=loglevel)
+    # WHM locations: the tokens above are cpanel tokens, of the other service there.
+    whm = api_location("/wapi", auth=CPANEL_AUTH, more="    CPTokenSchemes whm basic")
+    wbas = basic_location("cptoken").replace('"/api"', '"/wbas"').replace(
+        "</Location>", "    CPTokenSchemes whm basic\n</Location>")
+    srv.start(api_location() + bas + whm + wbas, loglevel=loglevel)
     req = Requests(srv)
     referer = "Referer: https://example.com/from?a=1"
 
@@ -88,6 +92,10 @@ def test_each_refused_request_counts_once_for_its_own_address(srv, loglevel):
     req.refused("basic unknown token over ::1 with a Referer", "/bas/x", v6=True, user=f"alice:{unknown}",
                 headers=[referer])
     req.refused("basic password not a token", "/bas/x", user="alice:secret")
+    # A token of the other service: once, like any refused token of ours.
+    req.refused("whm scheme, cpanel token", "/wapi/x", auth=f"whm alice:{ok}")
+    req.refused("Basic at AuthType cpanel, whm location, cpanel token", "/wapi/x", user=f"alice:{ok}")
+    req.refused("basic provider, whm location, cpanel token", "/wbas/x", user=f"alice:{ok}")
 
     # Hostile: text that looks like a refusal of another address.
     req.refused("cpanel forged CPT0100 in the Referer", auth=f"cpanel alice:{unknown}", headers=[FORGED_REFERER])
