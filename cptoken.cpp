@@ -25,6 +25,7 @@
 #include "names.hpp"
 #include "network.hpp"
 #include "record.hpp"
+#include "scope.hpp"
 #include "store.hpp"
 #include "timeutil.hpp"
 #include "token.hpp"
@@ -80,6 +81,22 @@ std::vector<Network> parse_allowlist(const std::vector<std::string> &texts) {
     return networks;
 }
 
+Service parse_service_option(const std::string &text) {
+    const auto service = parse_service(text);
+    if (!service) throw UsageError("invalid --service '" + text + "': expected cpanel or whm");
+    return *service;
+}
+
+std::vector<std::string> parse_scopes(const std::vector<std::string> &texts) {
+    if (texts.size() > max_scopes) throw UsageError("too many --scope: at most " + std::to_string(max_scopes));
+    for (const std::string &text : texts)
+        if (!is_valid_scope(text))
+            throw UsageError("invalid --scope '" + text +
+                             "': expected a URL path starting with / (such as /execute/Email/), without ?, #, %, "
+                             "\\, . or .. segments or //");
+    return texts;
+}
+
 // The group named `name`; none if `name` is empty (init then keeps or picks one).
 std::optional<gid_t> group_id(const std::string &name) {
     if (name.empty()) return std::nullopt;
@@ -112,6 +129,18 @@ std::string allowlist_text(const std::vector<Network> &networks) {
     return text;
 }
 
+std::string scopes_text(const TokenRecord &record) {
+    std::string text;
+    for (const std::string &scope : record.scopes) text += (text.empty() ? "" : ", ") + scope;
+    return text.empty() ? "any" : text;
+}
+
+std::string list_text(const std::vector<std::string> &items) {
+    std::string text;
+    for (const std::string &item : items) text += (text.empty() ? "" : ", ") + item;
+    return text;
+}
+
 std::string expiry_text(const TokenRecord &record) {
     return record.never_expires() ? "never" : format_iso8601(record.expires);
 }
@@ -136,6 +165,11 @@ json token_json(const TokenRecord &record, const std::optional<Usage> &usage) {
         out["allowed_ips"] = json::array();
         for (const Network &network : record.allowed_ips) out["allowed_ips"].push_back(to_string(network));
     }
+    out["service"] = service_name(record.service);
+    out["scopes"] = record.scopes.empty() ? json(nullptr) : json(record.scopes);
+    out["read_only"] = record.read_only;
+    out["limits"] = record.limits.empty() ? json(nullptr) : json(record.limits);
+    out["imported_from"] = record.imported_from.empty() ? json(nullptr) : json(record.imported_from);
     out["rotated"] = record.rotated();
     // A rotated token's expiry is the end of its grace.
     out["grace_ends"] = record.rotated() && !record.never_expires() ? json(format_iso8601(record.expires)) : json(nullptr);
@@ -194,6 +228,28 @@ void allow_ip_option(CLI::App *sub, std::vector<std::string> &allow_ips) {
 
 void json_flag(CLI::App *sub, bool &json) { sub->add_flag("--json", json, "print JSON"); }
 
+void scope_option(CLI::App *sub, std::vector<std::string> &scopes) {
+    sub->add_option("--scope", scopes, "reach only this URL-path prefix, such as /execute/Email/ (repeatable)")
+        ->allow_extra_args(false);
+}
+
+// What a new token may reach: create and bulk-create.
+struct RestrictionOptions {
+    std::string service = "cpanel";
+    std::vector<std::string> scopes;
+    bool read_only = false;
+    void define(CLI::App *sub) {
+        sub->add_option("--service", service, "cpanel (the default: Authorization: cpanel) or whm (Authorization: whm)");
+        scope_option(sub, scopes);
+        sub->add_flag("--read-only", read_only, "GET, HEAD and OPTIONS only");
+    }
+    void apply(TokenRecord &record) const {
+        record.service = parse_service_option(service);
+        record.scopes = parse_scopes(scopes);
+        record.read_only = read_only;
+    }
+};
+
 // The USER NAME arguments of a command on one token.
 struct TokenArguments {
     std::string user, name;
@@ -214,11 +270,13 @@ struct InitOptions {
 struct CreateOptions : TokenArguments {
     std::optional<std::string> expires;
     std::vector<std::string> allow_ips;
+    RestrictionOptions restrictions;
     bool json = false;
     void define(CLI::App *sub) {
         TokenArguments::define(sub);
         sub->add_option("--expires", expires, "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or +N[smhdw]");
         allow_ip_option(sub, allow_ips);
+        restrictions.define(sub);
         json_flag(sub, json);
     }
 };
@@ -226,10 +284,12 @@ struct CreateOptions : TokenArguments {
 struct BulkCreateOptions {
     std::string file;
     std::vector<std::string> allow_ips;
+    RestrictionOptions restrictions;
     bool json = false;
     void define(CLI::App *sub) {
         sub->add_option("FILE", file, "input file, or - for stdin (default)");
         allow_ip_option(sub, allow_ips);
+        restrictions.define(sub);
         json_flag(sub, json);
     }
 };
@@ -246,10 +306,11 @@ struct RotateOptions : TokenArguments {
 
 struct ListOptions {
     std::string user;
-    std::optional<std::string> unused_for;
+    std::optional<std::string> unused_for, service;
     bool json = false;
     void define(CLI::App *sub) {
         sub->add_option("USER", user);
+        sub->add_option("--service", service, "only tokens of this service: cpanel or whm");
         sub->add_option("--unused-for", unused_for,
                         "only tokens not used for DURATION (90s, 10m, 12h, 30d, 2w), or never used and created that "
                         "long ago");
@@ -267,14 +328,18 @@ struct ShowOptions : TokenArguments {
 
 struct EditOptions : TokenArguments {
     std::optional<std::string> new_name, expires;
-    std::vector<std::string> allow_ips;
-    bool any_ip = false, json = false;
+    std::vector<std::string> allow_ips, scopes;
+    bool any_ip = false, any_scope = false, read_only = false, read_write = false, json = false;
     void define(CLI::App *sub) {
         TokenArguments::define(sub);
         sub->add_option("--name", new_name, "new name");
         sub->add_option("--expires", expires, "new expiry, or never");
         allow_ip_option(sub, allow_ips);
         sub->add_flag("--any-ip", any_ip, "allow any address")->excludes(sub->get_option("--allow-ip"));
+        scope_option(sub, scopes);
+        sub->add_flag("--any-scope", any_scope, "reach any path the location allows")->excludes(sub->get_option("--scope"));
+        sub->add_flag("--read-only", read_only, "GET, HEAD and OPTIONS only");
+        sub->add_flag("--read-write", read_write, "any method")->excludes(sub->get_option("--read-only"));
         json_flag(sub, json);
     }
 };
@@ -291,10 +356,15 @@ struct RevokeOptions {
 
 struct CheckOptions {
     std::string user;
-    std::optional<std::string> ip;
+    std::optional<std::string> ip, service, path;
+    std::string method = "GET";
     void define(CLI::App *sub) {
         sub->add_option("USER", user)->required();
         sub->add_option("--ip", ip, "client address to check against the allowlist");
+        sub->add_option("--service", service, "check as the cpanel or the whm scheme would (default: either)");
+        sub->add_option("--path", path, "URL path to check against the token's scopes");
+        sub->add_option("--method", method, "HTTP method to check with --path against --read-only (default GET)")
+            ->needs(sub->get_option("--path"));
     }
 };
 
@@ -330,7 +400,7 @@ json created_json(const TokenRecord &record, const std::string &token) {
     out["name"] = record.name;
     out["token"] = token;
     const json fields = token_json(record, std::nullopt);
-    for (const char *key : {"created", "expires", "allowed_ips"}) out[key] = fields[key];
+    for (const char *key : {"created", "expires", "allowed_ips", "service", "scopes", "read_only"}) out[key] = fields[key];
     return out;
 }
 
@@ -340,6 +410,7 @@ int cmd_create(const std::string &db, const CreateOptions &o) {
     const Seconds now = now_seconds();
     TokenRecord record{o.user, o.name, now, o.expires ? parse_expiry(*o.expires, now) : 0,
                        parse_allowlist(o.allow_ips)};
+    o.restrictions.apply(record);
     TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const std::string token = generate_token();
@@ -388,7 +459,9 @@ int cmd_bulk_create(const std::string &db, const BulkCreateOptions &o) {
     }
     std::istream &in = from_stdin ? std::cin : file;
     const Seconds now = now_seconds();
-    const std::vector<Network> allowed = parse_allowlist(o.allow_ips);
+    TokenRecord common;  // allowlist and restrictions, the same for every token
+    common.allowed_ips = parse_allowlist(o.allow_ips);
+    o.restrictions.apply(common);
     std::vector<StoredToken> tokens;
     std::vector<std::string> plaintexts;
     std::string line;
@@ -402,7 +475,9 @@ int cmd_bulk_create(const std::string &db, const BulkCreateOptions &o) {
         try {
             require_user(user);
             require_token_name(name);
-            TokenRecord record{user, name, now, when.empty() ? 0 : parse_expiry(when, now), allowed};
+            TokenRecord record = common;
+            record.user = user, record.name = name, record.created = now;
+            record.expires = when.empty() ? 0 : parse_expiry(when, now);
             plaintexts.push_back(generate_token());
             tokens.push_back({token_digest(plaintexts.back()), std::move(record)});
         } catch (const UsageError &e) {
@@ -440,11 +515,13 @@ int cmd_list(const std::string &db, const ListOptions &o) {
             throw UsageError(std::string("--unused-for: ") + e.what());
         }
     }
+    const std::optional<Service> service = o.service ? std::optional(parse_service_option(*o.service)) : std::nullopt;
     const TokenStore store(db, Access::read_only);
     const auto usage = open_usage(db);
     std::vector<std::pair<const StoredToken *, std::optional<Usage>>> shown;
     const auto tokens = store.list(o.user);
     for (const StoredToken &token : tokens) {
+        if (service && token.record.service != *service) continue;
         auto used = usage_of(usage, token.digest);
         if (!cutoff || unused_since(token.record, used, *cutoff)) shown.emplace_back(&token, std::move(used));
     }
@@ -455,9 +532,10 @@ int cmd_list(const std::string &db, const ListOptions &o) {
         return 0;
     }
     std::vector<std::vector<std::string>> rows{
-        {"USER", "NAME", "CREATED", "EXPIRES", "LAST USED", "USES", "ALLOWED IPS"}};
+        {"USER", "NAME", "SERVICE", "CREATED", "EXPIRES", "LAST USED", "USES", "ALLOWED IPS"}};
     for (const auto &[token, used] : shown) {
-        rows.push_back({token->record.user, name_text(token->record), format_iso8601(token->record.created),
+        rows.push_back({token->record.user, name_text(token->record), service_name(token->record.service),
+                        format_iso8601(token->record.created),
                         expiry_text(token->record), last_used_text(used), std::to_string(used ? used->uses : 0),
                         allowlist_text(token->record.allowed_ips)});
     }
@@ -465,15 +543,23 @@ int cmd_list(const std::string &db, const ListOptions &o) {
     return 0;
 }
 
+// Limits and the source file only for imported tokens, which alone have them.
 void print_details(const TokenRecord &record, const std::optional<Usage> &used) {
-    print_table({{"user:", record.user},
-                 {"name:", name_text(record)},
-                 {"created:", format_iso8601(record.created)},
-                 {"expires:", expiry_text(record)},
-                 {"last used:", used ? format_iso8601(used->last_used) : "never"},
-                 {"last used ip:", used && !used->last_used_ip.empty() ? used->last_used_ip : "-"},
-                 {"uses:", std::to_string(used ? used->uses : 0)},
-                 {"allowed ips:", allowlist_text(record.allowed_ips)}});
+    std::vector<std::vector<std::string>> rows{{"user:", record.user},
+                                               {"name:", name_text(record)},
+                                               {"service:", service_name(record.service)},
+                                               {"created:", format_iso8601(record.created)},
+                                               {"expires:", expiry_text(record)},
+                                               {"last used:", used ? format_iso8601(used->last_used) : "never"},
+                                               {"last used ip:", used && !used->last_used_ip.empty() ? used->last_used_ip : "-"},
+                                               {"uses:", std::to_string(used ? used->uses : 0)},
+                                               {"allowed ips:", allowlist_text(record.allowed_ips)},
+                                               {"scopes:", scopes_text(record)},
+                                               {"read only:", record.read_only ? "yes" : "no"}};
+    if (!record.limits.empty())
+        rows.push_back({record.service == Service::whm ? "acls:" : "features:", list_text(record.limits)});
+    if (!record.imported_from.empty()) rows.push_back({"imported from:", record.imported_from});
+    print_table(rows);
 }
 
 int cmd_show(const std::string &db, const ShowOptions &o) {
@@ -516,8 +602,13 @@ int cmd_edit(const std::string &db, const EditOptions &o) {
     if (o.expires) changes.expires = *o.expires == "never" ? 0 : parse_expiry(*o.expires, now_seconds());
     if (!o.allow_ips.empty()) changes.allowed_ips = parse_allowlist(o.allow_ips);
     if (o.any_ip) changes.allowed_ips = std::vector<Network>{};
-    if (!changes.name && !changes.expires && !changes.allowed_ips)
-        throw UsageError("nothing to change: give --name, --expires, --allow-ip or --any-ip");
+    if (!o.scopes.empty()) changes.scopes = parse_scopes(o.scopes);
+    if (o.any_scope) changes.scopes = std::vector<std::string>{};
+    if (o.read_only || o.read_write) changes.read_only = o.read_only;
+    if (!changes.name && !changes.expires && !changes.allowed_ips && !changes.scopes && !changes.read_only)
+        throw UsageError(
+            "nothing to change: give --name, --expires, --allow-ip, --any-ip, --scope, --any-scope, --read-only or "
+            "--read-write");
     TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const TokenRecord record = store.edit(o.user, o.name, changes);
@@ -559,16 +650,31 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
         client = parse_address(*o.ip);
         if (!client) throw UsageError("invalid --ip '" + *o.ip + "': expected an IPv4 or IPv6 address");
     }
+    const unsigned services = o.service ? service_bit(parse_service_option(*o.service)) : all_services;
+    if (o.path && (o.path->empty() || o.path->front() != '/'))
+        throw UsageError("invalid --path '" + *o.path + "': expected a URL path starting with /");
     const TokenStore store(db, Access::read_only);
     const Seconds now = now_seconds();
-    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now, all_services);
+    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now, services);
     const std::string who = verdict.record ? "token '" + name_text(*verdict.record) + "' of " + verdict.record->user : "";
     switch (verdict.reason) {
-        case Reason::accepted:
-            std::cout << "accepted: " << who << (client ? " from " + to_string(*client) : "")
-                      << ", expires " << expiry_text(*verdict.record) << ", allowed from "
-                      << allowlist_text(verdict.record->allowed_ips) << "\n";
+        case Reason::accepted: {
+            const TokenRecord &record = *verdict.record;
+            if (o.path) {
+                const ScopeVerdict scope = check_scope(record, o.method, *o.path);
+                if (scope != ScopeVerdict::allowed) {
+                    std::cout << "forbidden: " << who << " is valid, but " << describe(scope) << " (" << o.method << " "
+                              << printable(*o.path) << "; scopes: " << scopes_text(record)
+                              << (record.read_only ? ", read-only" : "") << ")\n";
+                    return 1;
+                }
+            }
+            std::cout << "accepted: " << who << (client ? " from " + to_string(*client) : "") << ", expires "
+                      << expiry_text(record) << ", allowed from " << allowlist_text(record.allowed_ips) << ", service "
+                      << service_name(record.service) << ", scopes " << scopes_text(record)
+                      << (record.read_only ? ", read-only" : "") << "\n";
             return 0;
+        }
         case Reason::malformed:
             std::cout << "refused: malformed token: expected 32 characters of A-Z and 0-9\n";
             break;
@@ -589,8 +695,9 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
                       << "; allowed: " << allowlist_text(verdict.record->allowed_ips) << "\n";
             break;
         case Reason::wrong_service:
-            std::cout << "refused: " << who << " is a " << service_name(verdict.record->service)
-                      << " token, not accepted for this service\n";
+            std::cout << "refused: " << who << " is a " << service_name(verdict.record->service) << " token, not a "
+                      << service_name(verdict.record->service == Service::whm ? Service::cpanel : Service::whm)
+                      << " one\n";
             break;
         case Reason::unknown_restriction: {
             char tag[8];

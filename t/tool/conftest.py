@@ -23,10 +23,10 @@ TOKEN_RE = re.compile(r"^[A-Z0-9]{32}$")
 ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
-LIST_KEYS = {"user", "name", "created", "expires", "last_used", "last_used_ip", "uses", "allowed_ips", "rotated",
-             "grace_ends"}
+LIST_KEYS = {"user", "name", "created", "expires", "last_used", "last_used_ip", "uses", "allowed_ips", "service",
+             "scopes", "read_only", "limits", "imported_from", "rotated", "grace_ends"}
 SHOW_KEYS = LIST_KEYS | {"rotated_tokens"}
-CREATE_KEYS = {"user", "name", "token", "created", "expires", "allowed_ips"}
+CREATE_KEYS = {"user", "name", "token", "created", "expires", "allowed_ips", "service", "scopes", "read_only"}
 ROTATE_KEYS = CREATE_KEYS | {"grace_ends"}
 
 Result = namedtuple("Result", "rc out err")

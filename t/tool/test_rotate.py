@@ -24,7 +24,7 @@ def table_rows(out):
     """(user, name column, expires column) of each row of a list table."""
     lines = out.splitlines()
     header = lines[0]
-    starts = [header.index(col) for col in ("USER", "NAME", "CREATED", "EXPIRES", "LAST USED")]
+    starts = [header.index(col) for col in ("USER", "NAME", "SERVICE", "EXPIRES", "LAST USED")]
     return [(line[starts[0]:starts[1]].strip(), line[starts[1]:starts[2]].strip(), line[starts[3]:starts[4]].strip())
             for line in lines[1:]]
 

@@ -42,10 +42,11 @@ def test_uses_are_shown(tokens):
     assert entries["fresh"]["uses"] == 42 and entries["stale"]["uses"] == 3
     assert entries["new"]["uses"] == 0 and entries["new"]["last_used"] is None
     lines = tokens.run("list").out.splitlines()
-    assert lines[0].split() == ["USER", "NAME", "CREATED", "EXPIRES", "LAST", "USED", "USES", "ALLOWED", "IPS"]
+    assert lines[0].split() == ["USER", "NAME", "SERVICE", "CREATED", "EXPIRES", "LAST", "USED", "USES", "ALLOWED",
+                                "IPS"]
     rows = {l.split()[1]: l.split() for l in lines[1:]}
-    assert rows["fresh"][-2] == "42" and rows["fresh"][4:7] == [rows["fresh"][4], "from", "192.0.2.8"]
-    assert rows["new"][-2] == "0" and rows["new"][4] == "never"
+    assert rows["fresh"][-2] == "42" and rows["fresh"][5:8] == [rows["fresh"][5], "from", "192.0.2.8"]
+    assert rows["new"][-2] == "0" and rows["new"][5] == "never"
     details = dict(l.split(":", 1) for l in tokens.run("show", "alice", "fresh").out.splitlines())
     assert details["uses"].strip() == "42"
     assert json.loads(tokens.run("show", "alice", "new", "--json").out)["uses"] == 0

@@ -145,6 +145,11 @@ void test_new_token_takes_over_everything(void **state) {
     TokenRecord original = rec("alice", "deploy", t0 + 86400, {net("10.0.0.0/8"), net("2001:db8::/32")});
     // Fields of a later version, an informational one and a restriction: kept verbatim.
     original.later_fields = std::string("\x41\x00\x03" "abc" "\x90\x00\x01" "z", 10);
+    original.service = Service::whm;
+    original.scopes = {"/execute/Email/"};
+    original.read_only = true;
+    original.limits = {"list-accts"};
+    original.imported_from = "/var/cpanel/authn/api_tokens_v2/whostmgr/alice.json";
     create(s, original);
     const Issued fresh = rotate(s, "alice", "deploy", t0, grace);
     const auto record = s.find(fresh.digest);
@@ -155,6 +160,12 @@ void test_new_token_takes_over_everything(void **state) {
     assert_int_equal(record->expires, t0 + 86400);
     assert_true(record->allowed_ips == original.allowed_ips);
     assert_true(record->later_fields == original.later_fields);
+    assert_true(record->service == Service::whm);
+    assert_true(record->scopes == original.scopes);
+    assert_true(record->read_only);
+    assert_true(record->limits == original.limits);
+    // Made here, not in cPanel: import-cpanel --sync must leave it alone.
+    assert_true(record->imported_from.empty());
     // So the restriction a later version wrote is still enforced on the new token.
     assert_int_equal(record->unknown_restriction().value_or(0), 0x90);
 }
