@@ -434,6 +434,22 @@ int check_authz(request_rec *r) {
     return DECLINED;
 }
 
+// A path for a log field in double quotes. httpd's error log escapes control
+// characters and backslashes itself, and would double any backslash escape
+// added here (ap_escape_logitem's \" would show as \\"), so only the quote
+// is left to do: as %22, which cannot end the field.
+std::string loggable_path(std::string_view path) {
+    std::string out;
+    out.reserve(path.size());
+    for (const char c : path) {
+        if (c == '"')
+            out.append("%22");
+        else
+            out.push_back(c);
+    }
+    return out;
+}
+
 // Scopes and read-only tokens, for every URI a request reaches. A fixups hook
 // runs for each request httpd processes, internal redirects and subrequests
 // included, even those whose configuration is the same as their parent's, for
@@ -448,8 +464,8 @@ int check_uri_scope(request_rec *r) {
     const ScopeVerdict verdict = check_scope(record, r->method ? r->method : "", r->uri ? r->uri : "");
     if (verdict == ScopeVerdict::allowed) return DECLINED;
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_FORBIDDEN "forbidden: reason=\"%s\" method=%s path=\"%s\" %s",
-                  describe(verdict), ap_escape_logitem(r->pool, r->method ? r->method : "-"),
-                  ap_escape_logitem(r->pool, r->uri ? r->uri : ""), who_fields(r, record.user, &record).c_str());
+                  describe(verdict), r->method ? r->method : "-", loggable_path(r->uri ? r->uri : "").c_str(),
+                  who_fields(r, record.user, &record).c_str());
     return HTTP_FORBIDDEN;
 }
 
