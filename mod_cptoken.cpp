@@ -5,6 +5,7 @@
 //   AuthType cpanel                    check_authn hook + note_auth_failure
 //   AuthBasicProvider cptoken          authn provider "cptoken"
 //   per-token restrictions             check_authz hook (declines or denies)
+//   scopes and read-only tokens        fixups hook: every URI a request reaches (403)
 //   CPTokenExpiryHeader                insert_filter/insert_error_filter hooks + output filter
 //   last used (CPTokenLastUsed)        log_transaction hook; a thread per child writes
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
@@ -32,6 +33,7 @@
 #include "credentials.hpp"
 #include "live_store.hpp"
 #include "names.hpp"
+#include "scope.hpp"
 #include "usage_recorder.hpp"
 #include "verify.hpp"
 
@@ -47,6 +49,7 @@ using namespace cptoken;
 // Log tags: stable, for admins and fail2ban.
 #define TAG_REFUSED "CPT0100: "        // a request refused, with the reason
 #define TAG_ADMITTED "CPT0101: "       // a request admitted (info), with the token's name
+#define TAG_FORBIDDEN "CPT0102: "      // an admitted token outside its scopes or read-only: 403
 #define TAG_STORE "CPT0200: "          // the store cannot be used: 500
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
 #define TAG_READERS "CPT0202: "        // the MPM may run more threads than reader slots
@@ -248,6 +251,10 @@ struct RequestState {
     const Digest *used;   // the admitting token's digest, if its use is to be recorded (log_transaction)
     int store_index;      // where: into g_usage
     apr_int64_t last_used_interval_us;
+    // The admitting token's record, kept only if it has scopes or is
+    // read-only (check_uri_scope checks every URI the request reaches);
+    // null for a token without such restrictions. Freed with r->pool.
+    const TokenRecord *restricted;
 };
 
 const RequestState *state_of(const request_rec *r) {
@@ -263,9 +270,22 @@ RequestState &state_for(request_rec *r) {
     return *state;
 }
 
+apr_status_t delete_record(void *record) {
+    delete static_cast<TokenRecord *>(record);
+    return APR_SUCCESS;
+}
+
+// A copy of `record` that lives as long as r->pool (internal redirects share it; subrequests' pools
+// are inside it). Throws std::bad_alloc.
+const TokenRecord *pool_owned_copy(request_rec *r, const TokenRecord &record) {
+    auto copy = std::make_unique<TokenRecord>(record);
+    apr_pool_cleanup_register(r->pool, copy.get(), delete_record, apr_pool_cleanup_null);
+    return copy.release();
+}
+
 // Successful check: a CPT0101 line (at info), the user, the variables for logs, CGI and mod_headers,
-// and the header (`header`, the Authorization value the token came in) kept
-// for restore_credentials. The header is removed unless the location forwards
+// the record if check_uri_scope will need it, and the header (`header`, the Authorization value the
+// token came in) kept for restore_credentials. The header is removed unless the location forwards
 // it and, if it was restored for this re-check, the earlier request did too:
 // a redirect must not carry it to a backend the original location kept it from.
 void admit(request_rec *r, const TokenRecord &record, const Digest &digest, const char *header) {
@@ -275,6 +295,8 @@ void admit(request_rec *r, const TokenRecord &record, const Digest &digest, cons
     const char *expires = record.never_expires() ? nullptr : apr_pstrdup(r->pool, format_iso8601(record.expires).c_str());
     apr_table_setn(r->subprocess_env, "CPTOKEN_EXPIRES", expires ? expires : "");
     RequestState &state = state_for(r);
+    // Only restricted tokens pay for a copy; the others leave it null (a re-admission included).
+    state.restricted = record.read_only || !record.scopes.empty() ? pool_owned_copy(r, record) : nullptr;
     state.user = r->user;
     state.expires = expires;
     state.header = apr_pstrdup(r->pool, header);
@@ -412,10 +434,47 @@ int check_authz(request_rec *r) {
     return DECLINED;
 }
 
+// A path for a log field in double quotes. httpd's error log escapes control
+// characters and backslashes itself, and would double any backslash escape
+// added here (ap_escape_logitem's \" would show as \\"), so only the quote
+// is left to do: as %22, which cannot end the field.
+std::string loggable_path(std::string_view path) {
+    std::string out;
+    out.reserve(path.size());
+    for (const char c : path) {
+        if (c == '"')
+            out.append("%22");
+        else
+            out.push_back(c);
+    }
+    return out;
+}
+
+// Scopes and read-only tokens, for every URI a request reaches. A fixups hook
+// runs for each request httpd processes, internal redirects and subrequests
+// included, even those whose configuration is the same as their parent's, for
+// which httpd skips authentication (AP_AUTH_INTERNAL_PER_CONF) and copies
+// r->user. r->uri is the path after httpd's decoding and dot-segment removal
+// (check_scope refuses what is still ambiguous). Outside: 403, no challenge
+// (the token is valid; asking for another would not help). Inside: declines.
+int check_uri_scope(request_rec *r) {
+    const RequestState *admitted = admitted_state(r);
+    if (!admitted || !admitted->restricted) return DECLINED;
+    const TokenRecord &record = *admitted->restricted;
+    const ScopeVerdict verdict = check_scope(record, r->method ? r->method : "", r->uri ? r->uri : "");
+    if (verdict == ScopeVerdict::allowed) return DECLINED;
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_FORBIDDEN "forbidden: reason=\"%s\" method=%s path=\"%s\" %s",
+                  describe(verdict), r->method ? r->method : "-", loggable_path(r->uri ? r->uri : "").c_str(),
+                  who_fields(r, record.user, &record).c_str());
+    return HTTP_FORBIDDEN;
+}
+
 // AuthBasicProvider cptoken. A credential that is not one of our tokens lets
 // the next provider try; one of our tokens refused stops the chain. A token
-// of the other service is refused like an unknown one (it is not a token of
-// this location), but logged at error level with its own reason.
+// of the other service too: the client gets the same 401 as for an unknown
+// token, the log its own reason at error, and mod_auth_basic then logs
+// AH01617, which fail2ban does not count, rather than AH01618, which it
+// would count a second time beside our CPT0100.
 authn_status check_password(request_rec *r, const char *user, const char *password) {
     const Verdict verdict = verify(r, user, password, scheme_basic);
     switch (verdict.reason) {
@@ -426,9 +485,6 @@ authn_status check_password(request_rec *r, const char *user, const char *passwo
         case Reason::mistyped:
         case Reason::unknown:
             log_refusal(r, APLOG_INFO, describe(verdict.reason), user, nullptr);
-            return AUTH_USER_NOT_FOUND;
-        case Reason::wrong_service:
-            log_refusal(r, APLOG_ERR, describe(verdict.reason), user, &*verdict.record);
             return AUTH_USER_NOT_FOUND;
         default:
             log_refusal(r, APLOG_ERR, describe(verdict.reason), user, verdict.record ? &*verdict.record : nullptr);
@@ -592,6 +648,15 @@ static int check_authz_hook(request_rec *r) noexcept {
     }
 }
 
+static int check_uri_scope_hook(request_rec *r) noexcept {
+    try {
+        return check_uri_scope(r);
+    } catch (...) {
+        log_exception(r);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
 static int note_auth_failure_hook(request_rec *r, const char *auth_type) noexcept {
     try {
         return note_auth_failure(r, auth_type);
@@ -676,6 +741,9 @@ void register_hooks(apr_pool_t *pool) {
     ap_hook_check_authn(check_authn_hook, nullptr, nullptr, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authz(check_authz_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_note_auth_failure(note_auth_failure_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    // Not an auth hook: fixups run for every request, so the optimisation httpd applies to auth hooks
+    // stays on for every module. Really first: before mod_rewrite's per-directory rules and mod_dir.
+    ap_hook_fixups(check_uri_scope_hook, nullptr, nullptr, APR_HOOK_REALLY_FIRST);
     ap_hook_log_transaction(note_use_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_register_output_filter(expiry_filter_name, expiry_filter, nullptr, AP_FTYPE_CONTENT_SET);
     ap_hook_insert_filter(insert_expiry_filter_hook, nullptr, nullptr, APR_HOOK_MIDDLE);

@@ -145,9 +145,10 @@ class Response:
 
 
 def curl(url, *, auth=None, user=None, headers=(), interface=None, method=None, data=None,
-         timeout=15, workdir=None):
+         timeout=15, workdir=None, args=()):
     """One request with the real curl. `auth` is a raw Authorization value,
-    `user` a 'name:password' pair for curl -u (HTTP Basic)."""
+    `user` a 'name:password' pair for curl -u (HTTP Basic), `args` more
+    curl options (e.g. --path-as-is)."""
     d = tempfile.mkdtemp(dir=workdir, prefix="curl-")
     try:
         body_f, head_f = os.path.join(d, "body"), os.path.join(d, "head")
@@ -165,6 +166,7 @@ def curl(url, *, auth=None, user=None, headers=(), interface=None, method=None, 
             cmd += ["-X", method]
         if data is not None:
             cmd += ["--data-binary", data]
+        cmd += list(args)
         cmd.append(url)
         p = subprocess.run(cmd, capture_output=True, timeout=timeout + 10)
         code = p.stdout.decode().strip()

@@ -25,7 +25,7 @@ def test_realm_comes_from_authname(srv):
 
 def test_whm_only(srv):
     srv.allow("CPT0100")
-    token = srv.store.create("alice", "ci")
+    token = srv.store.create("alice", "ci", "--service", "whm")
     srv.start(schemes_body("whm"))
     assert_refused(srv.get(), ("whm",))
     assert_admitted(srv.get(auth=f"whm alice:{token}"), "alice")
@@ -56,9 +56,10 @@ def test_basic_only(srv):
 def test_all_three_schemes(srv):
     srv.allow("CPT0100")
     token = srv.store.create("alice", "ci")
+    whm = srv.store.create("alice", "whm", "--service", "whm")  # the whm scheme admits whm tokens only
     srv.start(schemes_body("cpanel whm basic"))
     assert_refused(srv.get(), ("cpanel", "whm", "basic"))
-    for auth in (f"cpanel alice:{token}", f"whm alice:{token}", basic("alice", token)):
+    for auth in (f"cpanel alice:{token}", f"whm alice:{whm}", basic("alice", token), basic("alice", whm)):
         assert_admitted(srv.get(auth=auth), "alice")
 
 

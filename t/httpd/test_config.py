@@ -47,7 +47,7 @@ def test_relative_cptokendb_is_under_serverroot(srv):
 
 def test_server_level_schemes_apply_to_locations(srv):
     srv.allow("CPT0100")
-    token = srv.store.create("alice", "ci")
+    token = srv.store.create("alice", "ci", "--service", "whm")
     srv.start("CPTokenSchemes whm\n" + DEFAULT_BODY)
     assert_refused(srv.get(), ("whm",))
     assert_admitted(srv.get(auth=f"whm alice:{token}"), "alice")
@@ -66,7 +66,7 @@ def htaccess_site(srv, text):
 
 def test_htaccess_with_auth_directives(srv):
     srv.allow("CPT0100")
-    token = srv.store.create("alice", "ci")
+    token = srv.store.create("alice", "ci", "--service", "whm")
     d = htaccess_site(srv, 'AuthType cpanel\nAuthName "ht realm"\nCPTokenSchemes whm basic\nRequire valid-user\n')
     srv.start(f'<Directory "{d}">\n    AllowOverride AuthConfig\n</Directory>\n')
     r = srv.get("/ht/hello.txt")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Store, api_location, b64, basic
+from conftest import CPANEL_AUTH, Store, api_location, b64, basic
 from test_providers import basic_location
 
 FILTER = Path(__file__).resolve().parents[2] / "conf" / "fail2ban-cptoken.conf"
@@ -62,12 +62,17 @@ def matches(log):
 @pytest.mark.parametrize("loglevel", ["warn", "warn cptoken:info"])
 def test_each_refused_request_counts_once_for_its_own_address(srv, loglevel):
     fail2ban_regex()  # fails the test, first thing, when fail2ban is not installed
-    srv.allow("CPT0100", "AH01617", "AH01618", "AH01614")
+    srv.allow("CPT0100", "AH01617", "AH01618", "AH01614", "CPT0102")
     ok = srv.store.create("alice", "ok")
+    scoped = srv.store.create("alice", "scoped", "--scope", "/api/in", "--read-only")
     pinned = srv.store.create("alice", "pinned", "--allow-ip", "192.0.2.1")
     unknown = Store(srv.dir / "other").init().create("alice", "elsewhere")
     bas = basic_location("cptoken").replace('"/api"', '"/bas"')
-    srv.start(api_location() + bas, loglevel=loglevel)
+    # WHM locations: the tokens above are cpanel tokens, of the other service there.
+    whm = api_location("/wapi", auth=CPANEL_AUTH, more="    CPTokenSchemes whm basic")
+    wbas = basic_location("cptoken").replace('"/api"', '"/wbas"').replace(
+        "</Location>", "    CPTokenSchemes whm basic\n</Location>")
+    srv.start(api_location() + bas + whm + wbas, loglevel=loglevel)
     req = Requests(srv)
     referer = "Referer: https://example.com/from?a=1"
 
@@ -88,6 +93,10 @@ def test_each_refused_request_counts_once_for_its_own_address(srv, loglevel):
     req.refused("basic unknown token over ::1 with a Referer", "/bas/x", v6=True, user=f"alice:{unknown}",
                 headers=[referer])
     req.refused("basic password not a token", "/bas/x", user="alice:secret")
+    # A token of the other service: once, like any refused token of ours.
+    req.refused("whm scheme, cpanel token", "/wapi/x", auth=f"whm alice:{ok}")
+    req.refused("Basic at AuthType cpanel, whm location, cpanel token", "/wapi/x", user=f"alice:{ok}")
+    req.refused("basic provider, whm location, cpanel token", "/wbas/x", user=f"alice:{ok}")
 
     # Hostile: text that looks like a refusal of another address.
     req.refused("cpanel forged CPT0100 in the Referer", auth=f"cpanel alice:{unknown}", headers=[FORGED_REFERER])
@@ -108,6 +117,14 @@ def test_each_refused_request_counts_once_for_its_own_address(srv, loglevel):
         req.send(f"admitted at {path}", 200, None, path, **kw)
         req.send(f"admitted at {path} over ::1 with a forged Referer", 200, None, path, v6=True,
                  headers=[FORGED_REFERER], **kw)
+    # Not counted: an authenticated token outside its scope (CPT0102, 403) is no guessing attack.
+    req.send("scoped token outside its scope", 403, None, "/api/out", auth=f"cpanel alice:{scoped}")
+    req.send("read-only token, POST", 403, None, "/api/in/x", auth=f"cpanel alice:{scoped}", method="POST",
+             data="x")
+    req.send("scoped token outside its scope, basic provider", 403, None, "/bas/x", user=f"alice:{scoped}")
+    req.send("scoped token, forged CPT0100 in the URI", 403, None, FORGED_URI.replace("/bas/", "/api/"),
+             auth=f"cpanel alice:{scoped}")
+    assert len(srv.lines(tag="CPT0102")) == 4, srv.lines(tag="CPT0102")
     req.send("cpanel no credentials", 401, None)
     req.send("basic no credentials", 401, None, "/bas/x")
     req.send("cpanel no credentials, forged Referer", 401, None, headers=[FORGED_REFERER])

@@ -63,7 +63,7 @@ def test_last_used_appears_after_a_request_with_the_address(srv):
     assert wait_until(lambda: usage(srv.store, "alice", "ci")[2] == 2, 5)
     assert usage(srv.store, "alice", "ci")[1] == "::1"
     table = srv.store.run("list").stdout.splitlines()
-    assert table[0].split()[:8] == ["USER", "NAME", "CREATED", "EXPIRES", "LAST", "USED", "USES", "ALLOWED"]
+    assert table[0].split()[:9] == ["USER", "NAME", "SERVICE", "CREATED", "EXPIRES", "LAST", "USED", "USES", "ALLOWED"]
     assert " from ::1 " in table[1] and table[1].split()[-2] == "2", table
 
 
