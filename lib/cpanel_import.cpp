@@ -240,6 +240,8 @@ std::vector<CpanelEntry> parse_cpanel_tokens(std::string_view text, std::string_
     } catch (const json::parse_error &e) {
         // Not e.what(): it quotes the text, which may hold digests.
         bad(path, "not JSON (error at byte " + std::to_string(e.byte) + ")");
+    } catch (const json::exception &) {  // out_of_range: a number no integer type holds (1e999)
+        bad(path, "not JSON this tool can read: a number out of range");
     }
     if (!document.is_object()) bad(path, "expected a JSON object {\"tokens\": {...}}");
     const auto tokens = document.find("tokens");

@@ -354,6 +354,9 @@ BAD_FILES = [
      "expires_at"),
     ("bad-features", "alice.json",
      json.dumps({"tokens": {"ab" * 64: entry("deploy", full=False, features="email")}}), "features"),
+    # A number no integer holds: the JSON parser's out_of_range, found by fuzz_cpanel (was exit 1, unnamed).
+    ("huge-number", "alice.json", '{"tokens": {"' + "ab" * 64 + '": {"name": "deploy", "create_time": 1e999}}}',
+     "a number out of range"),
 ]
 
 
