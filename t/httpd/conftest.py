@@ -298,6 +298,12 @@ CPANEL_AUTH = """    AuthType cpanel
     AuthName "@REALM@"
     Require valid-user"""
 
+# The same location's auth through mod_auth_basic and this module's provider.
+BASIC_PROVIDER_AUTH = """    AuthType Basic
+    AuthName "@REALM@"
+    AuthBasicProvider cptoken
+    Require valid-user"""
+
 
 def api_location(path="/api", auth=CPANEL_AUTH, more=""):
     return API_LOCATION.replace("@PATH@", path).replace("@AUTH@", auth).replace("@MORE@", more)

@@ -6,14 +6,10 @@ never expires, never on a 401, never with the directive Off or unset."""
 
 import json
 
-from conftest import ALL_MPMS, CPANEL_AUTH, ISO_RE, api_location, free_port
+from conftest import BASIC_PROVIDER_AUTH, ALL_MPMS, CPANEL_AUTH, ISO_RE, api_location, free_port
 
 HEADER = "CPToken-Expires"
 ON = "    CPTokenExpiryHeader On"
-BASIC_PROVIDER_AUTH = """    AuthType Basic
-    AuthName "@REALM@"
-    AuthBasicProvider cptoken
-    Require valid-user"""
 # mod_proxy when the backend's port is closed (retry=0: the worker is not disabled): connect failed, no connection.
 PROXY_DOWN_TAGS = ("AH00957", "AH01114")
 # mod_authz_core: "user alice: authorization failure" for Require user bob.

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import Store, api_location, b64, basic, wait_until
+from conftest import BASIC_PROVIDER_AUTH, Store, api_location, b64, basic, wait_until
 
 
 def exercise(srv):
@@ -53,10 +53,6 @@ def test_token_never_logged(srv, loglevel):
     assert_no_token_in_logs(srv, tokens)
 
 
-BASIC_PROVIDER = """    AuthType Basic
-    AuthName "@REALM@"
-    AuthBasicProvider cptoken
-    Require valid-user"""
 
 
 @pytest.mark.parametrize("provider", [False, True], ids=["authtype-cpanel", "basic-provider"])
@@ -65,7 +61,7 @@ def test_lowercased_token_as_user_never_logged(srv, provider):
     not show it. (Under AuthBasicProvider, mod_auth_basic's own AH01618 line
     shows the user field: httpd's line, not ours, see docs/security.md.)"""
     srv.allow("CPT0100", "AH01617", "AH01618")
-    srv.start(api_location(auth=BASIC_PROVIDER) if provider else None)
+    srv.start(api_location(auth=BASIC_PROVIDER_AUTH) if provider else None)
     token = srv.store.create("alice", "ok")
     other = Store(srv.dir / "other").init().create("alice", "elsewhere")
     attempts = [{"user": f"{t.lower()}:{password}"} for t in (token, other) for password in (token, other)]

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import CPANEL_AUTH, assert_refused
+from conftest import BASIC_PROVIDER_AUTH, CPANEL_AUTH, assert_refused
 
 MODULES = """LoadModule dir_module @MODDIR@/mod_dir.so
 LoadModule rewrite_module @MODDIR@/mod_rewrite.so"""
@@ -26,12 +26,7 @@ def site(srv):
 
 
 def body(app, *, files_section, forward="Off", provider=False):
-    auth = CPANEL_AUTH
-    if provider:
-        auth = """    AuthType Basic
-    AuthName "@REALM@"
-    AuthBasicProvider cptoken
-    Require valid-user"""
+    auth = BASIC_PROVIDER_AUTH if provider else CPANEL_AUTH
     files = """
 <FilesMatch "\\.html$">
     Header set X-Html yes

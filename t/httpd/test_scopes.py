@@ -7,7 +7,7 @@ CPT0102 line; inside, Require decides as usual."""
 
 import pytest
 
-from conftest import ALL_MPMS, CPANEL_AUTH, api_location, assert_admitted
+from conftest import BASIC_PROVIDER_AUTH, ALL_MPMS, CPANEL_AUTH, api_location, assert_admitted
 
 MODULES = """LoadModule rewrite_module @MODDIR@/mod_rewrite.so
 LoadModule include_module @MODDIR@/mod_include.so
@@ -240,12 +240,7 @@ def test_forbidden_line_and_require(srv, provider):
     never the token itself; Require still decides inside the scope; the
     Basic provider's tokens are held to their scopes too."""
     srv.allow("CPT0102", "AH01631")
-    auth = CPANEL_AUTH
-    if provider:
-        auth = """    AuthType Basic
-    AuthName "@REALM@"
-    AuthBasicProvider cptoken
-    Require valid-user"""
+    auth = BASIC_PROVIDER_AUTH if provider else CPANEL_AUTH
     srv.start(api_location(auth=auth) + api_location("/bob", auth=auth.replace("valid-user", "user bob")))
     token = srv.store.create("alice", "ci", "--scope", "/api/in", "--scope", "/bob")
     mark = srv.mark()

@@ -5,7 +5,7 @@ CPTokenSchemes (cpanel when it names neither). A token of the other service
 gets exactly the answer an unknown token gets; only the error log tells
 them apart."""
 
-from conftest import ALL_MPMS, CPANEL_AUTH, Store, api_location, assert_admitted
+from conftest import BASIC_PROVIDER_AUTH, ALL_MPMS, CPANEL_AUTH, Store, api_location, assert_admitted
 
 WRONG_SERVICE = 'reason="token belongs to the other service (cpanel/whm)"'
 
@@ -21,16 +21,12 @@ LOCATIONS = {
     "/pb": ("provider", "basic"),
 }
 
-PROVIDER_AUTH = """    AuthType Basic
-    AuthName "@REALM@"
-    AuthBasicProvider cptoken
-    Require valid-user"""
 
 
 def body():
     out = []
     for path, (kind, schemes) in LOCATIONS.items():
-        auth = CPANEL_AUTH if kind == "cpanel" else PROVIDER_AUTH
+        auth = CPANEL_AUTH if kind == "cpanel" else BASIC_PROVIDER_AUTH
         out.append(api_location(path, auth=auth, more=f"    CPTokenSchemes {schemes}"))
     return "".join(out)
 
