@@ -42,22 +42,6 @@ std::string quote_text(std::string_view text) {
     return "\"" + out + (text.size() > 60 ? "...\"" : "\"");
 }
 
-std::optional<Digest> digest_of_hex(std::string_view hex) {
-    Digest digest{};
-    if (hex.size() != 2 * digest.size()) return std::nullopt;
-    auto nibble = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        return -1;  // cPanel writes lowercase only
-    };
-    for (std::size_t i = 0; i < digest.size(); ++i) {
-        const int high = nibble(hex[2 * i]), low = nibble(hex[2 * i + 1]);
-        if (high < 0 || low < 0) return std::nullopt;
-        digest[i] = static_cast<unsigned char>(high << 4 | low);
-    }
-    return digest;
-}
-
 // An epoch time as cPanel writes it: a non-negative integer (Perl may write
 // it as a string of digits); nullopt for null.
 std::optional<Seconds> epoch_of(const json &value, const std::string &where) {
@@ -143,7 +127,7 @@ CpanelEntry entry_of(const std::string &key, const json &value, std::size_t posi
     const auto name = value.is_object() ? value.find("name") : value.end();
     const bool name_valid = value.is_object() && name != value.end() && name->is_string() &&
                             is_valid_token_name(name->get_ref<const std::string &>());
-    const auto digest = digest_of_hex(key);
+    const auto digest = digest_from_hex(key);
     if (!digest)  // the key is not echoed: it could be anything, a token pasted by mistake too
         bad(path, "entry " + std::to_string(position) +
                       (name_valid ? " (\"" + name->get<std::string>() + "\")" : std::string()) +

@@ -93,4 +93,20 @@ std::string digest_hex(const Digest &digest) {
     return out;
 }
 
+std::optional<Digest> digest_from_hex(std::string_view hex) noexcept {
+    Digest digest{};
+    if (hex.size() != 2 * digest.size()) return std::nullopt;
+    auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        return -1;  // lowercase only, as digest_hex and cPanel write it
+    };
+    for (std::size_t i = 0; i < digest.size(); ++i) {
+        const int high = nibble(hex[2 * i]), low = nibble(hex[2 * i + 1]);
+        if (high < 0 || low < 0) return std::nullopt;
+        digest[i] = static_cast<unsigned char>(high << 4 | low);
+    }
+    return digest;
+}
+
 }  // namespace cptoken

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,5 +35,9 @@ Digest token_digest(std::string_view token) noexcept;
 
 /// Lowercase hex, 128 characters (cPanel's `token_hash`).
 std::string digest_hex(const Digest &digest);
+
+/// The digest digest_hex() printed: exactly 128 lowercase hex digits;
+/// nullopt for anything else.
+std::optional<Digest> digest_from_hex(std::string_view hex) noexcept;
 
 }  // namespace cptoken

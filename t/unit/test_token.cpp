@@ -3,6 +3,7 @@
 #include <array>
 #include <cstring>
 #include <set>
+#include <cctype>
 #include <string>
 #include <string_view>
 
@@ -251,6 +252,14 @@ void test_digest_hex_format(void **) {
     std::string got = digest_hex(d);
     assert_int_equal(got.size(), 128);
     assert_string_equal(got.c_str(), expected.c_str());
+    // And back: exactly what digest_hex prints, nothing else.
+    assert_true(digest_from_hex(got) == d);
+    std::string upper = got;
+    for (char &c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (upper != got) assert_false(digest_from_hex(upper).has_value());
+    assert_false(digest_from_hex(got.substr(1)).has_value());
+    assert_false(digest_from_hex(got + "0").has_value());
+    assert_false(digest_from_hex("g" + got.substr(1)).has_value());
     Digest zero{};
     assert_string_equal(digest_hex(zero).c_str(), std::string(128, '0').c_str());
     Digest ff;
