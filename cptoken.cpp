@@ -130,17 +130,13 @@ std::string allowlist_text(const std::vector<Network> &networks) {
     return text;
 }
 
-std::string scopes_text(const TokenRecord &record) {
-    std::string text;
-    for (const std::string &scope : record.scopes) text += (text.empty() ? "" : ", ") + scope;
-    return text.empty() ? "any" : text;
-}
-
 std::string list_text(const std::vector<std::string> &items) {
     std::string text;
     for (const std::string &item : items) text += (text.empty() ? "" : ", ") + item;
     return text;
 }
+
+std::string scopes_text(const TokenRecord &record) { return record.scopes.empty() ? "any" : list_text(record.scopes); }
 
 std::string expiry_text(const TokenRecord &record) {
     return record.never_expires() ? "never" : format_iso8601(record.expires);
@@ -863,7 +859,7 @@ int run(int argc, char **argv) {
     ShowOptions show;
     command("show", "show one token", show, cmd_show);
     EditOptions edit;
-    command("edit", "change a token's name, expiry or allowlist; the token stays", edit, cmd_edit);
+    command("edit", "change a token's name, expiry, allowlist, scopes or read-only flag; the token stays", edit, cmd_edit);
     RevokeOptions revoke;
     command("revoke", "revoke a token, or all of a user's with --all", revoke, cmd_revoke);
     CheckOptions check;

@@ -19,6 +19,13 @@ bool each_segment(std::string_view path, Visit visit) noexcept {
     }
 }
 
+// No "." or ".." segment, and no empty one but the last (a trailing '/').
+bool has_plain_segments(std::string_view path) noexcept {
+    return each_segment(path, [](std::string_view segment, bool last) {
+        return !is_dot_segment(segment) && (!segment.empty() || last);
+    });
+}
+
 bool contains_encoded(std::string_view path, std::string_view code) noexcept {
     for (std::size_t at = path.find('%'); at != std::string_view::npos; at = path.find('%', at + 1)) {
         if (path.size() - at < 3) return false;
@@ -34,19 +41,14 @@ bool is_valid_scope(std::string_view scope) noexcept {
     if (scope.empty() || scope.size() > max_scope_length || scope[0] != '/') return false;
     for (const char c : scope)
         if (c < 0x21 || c > 0x7e || c == '?' || c == '#' || c == '%' || c == '\\') return false;
-    if (scope == "/") return true;
-    return each_segment(scope, [](std::string_view segment, bool last) {
-        return !is_dot_segment(segment) && (!segment.empty() || last);
-    });
+    return has_plain_segments(scope);
 }
 
 bool is_comparable_path(std::string_view path) noexcept {
     if (path.empty() || path[0] != '/') return false;
     if (path.find('\\') != std::string_view::npos || path.find('\0') != std::string_view::npos) return false;
     if (contains_encoded(path, "2e") || contains_encoded(path, "2f") || contains_encoded(path, "5c")) return false;
-    return each_segment(path, [](std::string_view segment, bool last) {
-        return !is_dot_segment(segment) && (!segment.empty() || last);
-    });
+    return has_plain_segments(path);
 }
 
 bool scope_covers(std::string_view scope, std::string_view path) noexcept {
