@@ -360,6 +360,8 @@ std::pair<std::uint64_t, std::string> read_in_child(const std::string &store, co
         try {
             if (const auto used = UsageStore(store, Access::read_only).find(digest))
                 out = std::to_string(used->uses) + " " + used->last_used_ip;
+        } catch (const std::exception &e) {
+            out = std::string("error: ") + e.what();
         } catch (...) {
             out = "error";
         }
@@ -373,7 +375,8 @@ std::pair<std::uint64_t, std::string> read_in_child(const std::string &store, co
     close(fds[0]);
     int status = 0;
     waitpid(pid, &status, 0);
-    if (out == "error" || out.find(' ') == std::string::npos) fail_msg("reading the usage store failed");
+    if (out.starts_with("error") || out.find(' ') == std::string::npos)
+        fail_msg("reading the usage store failed: %s", out.c_str());
     return {std::stoull(out.substr(0, out.find(' '))), out.substr(out.find(' ') + 1)};
 }
 
