@@ -18,7 +18,7 @@ PYTHON    ?= /usr/bin/python3
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
-                wrk libbenchmark-dev valgrind fail2ban libfaketime
+                wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers

@@ -294,12 +294,18 @@ public:
         return value->payload;
     }
 
-    // Stamped now, unless `timestamp_ns` says otherwise (the usage store
-    // stamps a value with the time of the use it records).
-    void put(Txn &txn, MDB_dbi dbi, MDB_val key, std::string_view payload, std::uint8_t flags = 0,
-             std::optional<std::uint64_t> timestamp_ns = std::nullopt) {
-        const std::string stored = ls_encode(timestamp_ns ? *timestamp_ns : now_nanoseconds(), mdb_txn_id(txn.get()),
-                                             flags, payload);
+    // Stamped now, or just after the value it replaces if that one is
+    // stamped later: where hosts share a store, the newer stamp wins a merge,
+    // so a revoke made on a host whose clock is behind must still beat the
+    // create it revokes.
+    void put(Txn &txn, MDB_dbi dbi, MDB_val key, std::string_view payload, std::uint8_t flags = 0) {
+        std::uint64_t stamp = static_cast<std::uint64_t>(now_nanoseconds());
+        MDB_val replaced;
+        if (mdb_get(txn.get(), dbi, &key, &replaced) == MDB_SUCCESS) {  // a header that does not decode: stamp now
+            const auto header = ls_decode(as_view(replaced));
+            if (header && header->timestamp_ns >= stamp) stamp = header->timestamp_ns + 1;
+        }
+        const std::string stored = ls_encode(stamp, mdb_txn_id(txn.get()), flags, payload);
         MDB_val value = as_val(stored);
         check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to ", file_);
     }

@@ -395,6 +395,52 @@ void test_prune_expired(void **state) {
     EXPECT_NAMES(s.list(), "alice/never");
 }
 
+// Where hosts share a store, the newer stamp wins a merge: a value that
+// came from a host whose clock is ahead (here: an hour) must still be beaten
+// by the next edit and by the revoke made here.
+void test_writes_stamp_after_the_value_they_replace(void **state) {
+    Fixture &f = fx(state);
+    const Digest d = new_digest();
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.add(d, rec("alice", "deploy"));
+    }
+    const std::uint64_t ahead_ns = static_cast<std::uint64_t>(now_nanoseconds()) + 3600ULL * 1000000000ULL;
+    auto stamp_of = [&](const char *db, const std::string &key) {
+        RawEnv raw(tokens_file(f));
+        std::string v;
+        assert_int_equal(raw.get(db, key, &v), MDB_SUCCESS);
+        const auto lv = ls_decode(v);
+        assert_true(lv.has_value());
+        return lv->timestamp_ns;
+    };
+    {
+        RawEnv raw(tokens_file(f), true);
+        for (const auto &[db, key] : {std::pair<const char *, std::string>{"tokens", dkey(d)},
+                                      {"names", nkey("alice", "deploy")}}) {
+            std::string v;
+            assert_int_equal(raw.get(db, key, &v), MDB_SUCCESS);
+            const auto lv = ls_decode(v);
+            assert_true(lv.has_value());
+            raw.put(db, key, ls_encode(ahead_ns, lv->txn_id, lv->flags, lv->payload));
+        }
+    }
+    {
+        TokenStore s(f.store, Access::read_write);
+        TokenChanges rename;
+        rename.name = "ci";
+        s.edit("alice", "deploy", rename);
+    }
+    assert_true(stamp_of("tokens", dkey(d)) > ahead_ns);
+    assert_true(stamp_of("names", nkey("alice", "deploy")) > ahead_ns);  // the old name's tombstone
+    const std::uint64_t edited_ns = stamp_of("tokens", dkey(d));
+    {
+        TokenStore s(f.store, Access::read_write);
+        s.revoke("alice", "ci");
+    }
+    assert_true(stamp_of("tokens", dkey(d)) > edited_ns);
+}
+
 void test_tombstones(void **state) {
     Fixture &f = fx(state);
     Digest d = new_digest(), live = new_digest();
@@ -949,6 +995,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_revoke_all, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_prune_expired, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_tombstones, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_writes_stamp_after_the_value_they_replace, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_meta_schema, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_record, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_name_key_length, setup_init, teardown),
