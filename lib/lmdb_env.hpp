@@ -243,8 +243,13 @@ public:
         const std::string changed_in_place = file_ + " was changed in place, not through LMDB: ";
         // The two meta pages come first: check them before reading them.
         if (st.st_size < 2 * page_size_) corrupt(changed_in_place + "it is shorter than its own header pages");
+        // The newest snapshot first, then the size again: a commit between
+        // the two only grows the file (its pages are written before its meta
+        // page), while the other order would take that commit's snapshot for
+        // one the file is too short for.
         MDB_envinfo info{};
         mdb_env_info(env_, &info);
+        if (::fstat(fd, &st) != 0) fail(errno, "cannot stat " + file_);
         if (st.st_size < (static_cast<off_t>(info.me_last_pgno) + 1) * page_size_)
             corrupt(changed_in_place + "it is shorter than its newest snapshot needs (truncated?)");
         return st;
