@@ -560,21 +560,40 @@ int pre_config(apr_pool_t *, apr_pool_t *, apr_pool_t *) {
 
 // Every thread of every child may hold a reader slot; old children draining
 // after a graceful restart keep scoreboard slots, so ServerLimit x ThreadLimit
-// bounds them all. Warn at start-up if the reader table could fill.
-int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *s) {
-    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) return OK;
+// bounds them all, plus room for cptoken and Lightning Stream. Read here,
+// checked against each store's real reader table when a child opens it.
+struct ReaderNeed {
     int server_limit = 0, thread_limit = 0;
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &server_limit) != APR_SUCCESS ||
-        ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &thread_limit) != APR_SUCCESS)
-        return OK;
-    const apr_int64_t threads = static_cast<apr_int64_t>(server_limit) * (thread_limit > 0 ? thread_limit : 1);
-    constexpr apr_int64_t tool_headroom = 64;
-    if (threads + tool_headroom > StoreSettings::max_readers)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     TAG_READERS "ServerLimit x ThreadLimit = %" APR_INT64_T_FMT " threads may exceed the token store's reader "
-                     "table (StoreSettings::max_readers = %u); requests beyond it will get 500",
-                     threads, StoreSettings::max_readers);
+    apr_int64_t slots() const {
+        constexpr apr_int64_t tool_headroom = 64;
+        return static_cast<apr_int64_t>(server_limit) * (thread_limit > 0 ? thread_limit : 1) + tool_headroom;
+    }
+};
+ReaderNeed g_reader_need;
+
+int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *) {
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) return OK;
+    g_reader_need = ReaderNeed{};
+    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &g_reader_need.server_limit) != APR_SUCCESS ||
+        ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &g_reader_need.thread_limit) != APR_SUCCESS)
+        g_reader_need = ReaderNeed{};
     return OK;
+}
+
+// The lock file's creator sized its reader table: another program (Lightning
+// Stream, mdb_stat) leaves LMDB's default of 126, and requests beyond it get
+// 500. Said by each child that opens such a store.
+void check_reader_table(server_rec *s, const std::string &dir, const TokenStore &store) {
+    const apr_int64_t needed = g_reader_need.slots();
+    if (g_reader_need.server_limit == 0 || store.reader_slots() >= needed) return;
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                 TAG_READERS "the reader table of %s/%s-lock has %u slots, fewer than the %" APR_INT64_T_FMT
+                 " this httpd may use (ServerLimit %d x ThreadLimit %d, and 64 for cptoken and Lightning Stream): "
+                 "requests beyond it get 500. The program that created the lock file sized it. To fix: stop httpd "
+                 "and every program that has the store open (Lightning Stream), run cptoken --db %s init --group "
+                 "GROUP (it makes the table %u slots), then start them again",
+                 dir.c_str(), token_store_file, store.reader_slots(), needed, g_reader_need.server_limit,
+                 g_reader_need.thread_limit, dir.c_str(), StoreSettings::max_readers);
 }
 
 apr_status_t close_stores(void *) {
@@ -593,7 +612,8 @@ void child_init(apr_pool_t *pchild, server_rec *s) {
         g_usage.push_back(std::make_unique<UsageWriter>(dir.path, [s](const std::string &message) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_USAGE "%s", message.c_str());
         }));
-        g_stores.push_back(std::make_unique<LiveStore>(dir.path));
+        g_stores.push_back(std::make_unique<LiveStore>(
+            dir.path, [s, path = dir.path](const TokenStore &store) { check_reader_table(s, path, store); }));
         if (!dir.configured) continue;  // the default store opens on first use
         try {
             g_stores.back()->open_now();

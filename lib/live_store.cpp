@@ -6,6 +6,9 @@ namespace cptoken {
 
 LiveStore::LiveStore(std::string dir) : dir_(std::move(dir)) {}
 
+LiveStore::LiveStore(std::string dir, std::function<void(const TokenStore &)> on_open)
+    : dir_(std::move(dir)), on_open_(std::move(on_open)) {}
+
 StoreFileIds StoreFileIds::at(const std::string &dir, const char *data_file) {
     StoreFileIds ids;
     const std::string data = dir + "/" + data_file;
@@ -67,6 +70,8 @@ void LiveStore::reopen_if_replaced() {
     ids_ = StoreFileIds::at(dir_, token_store_file);
     ids_.data_dev = data_dev, ids_.data_ino = data_ino;
     store_->recheck_file();  // the state later checks compare with
+    if (on_open_) on_open_(*store_);
+    store_->take_reader_slot();
 }
 
 std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,6 +37,11 @@ public:
     /// be opened is tried again at the next check, not on every call.
     explicit LiveStore(std::string dir);
 
+    /// As above; `on_open` is called with each store opened (the first, and
+    /// each one that replaces it), while no request can use it yet, before
+    /// it takes its reader slot (TokenStore::take_reader_slot). It must not throw.
+    LiveStore(std::string dir, std::function<void(const TokenStore &)> on_open);
+
     /// Opens the store now (in httpd's child_init). Throws StoreError.
     void open_now();
 
@@ -58,6 +64,7 @@ private:
     void reopen_if_replaced();
 
     const std::string dir_;
+    const std::function<void(const TokenStore &)> on_open_;
     std::mutex mutex_;  // guards store_ and ids_
     std::shared_ptr<const TokenStore> store_;
     StoreFileIds ids_;  // of the last store opened

@@ -615,6 +615,16 @@ void TokenStore::set_lock_wait_notice(std::function<void(const std::string &mess
 
 std::pair<dev_t, ino_t> TokenStore::data_file_id() const { return impl_->env.file_id(); }
 
+void TokenStore::take_reader_slot() const {
+    Txn txn(impl_->env.get(), false, impl_->env.file(), &impl_->readers);  // back to the pool, slot kept
+}
+
+unsigned TokenStore::reader_slots() const {
+    MDB_envinfo info{};
+    mdb_env_info(impl_->env.get(), &info);
+    return info.me_maxreaders;
+}
+
 void TokenStore::backup(const std::string &file) {
     // mdb_env_copy2 reads the snapshot the lock file names, unchecked. So the
     // copy is made while this process holds the writer lock in a verified

@@ -238,6 +238,17 @@ public:
     /// longer be the file at its path).
     std::pair<dev_t, ino_t> data_file_id() const;
 
+    /// The slots of the reader table in the store's lock file. Whoever
+    /// creates the lock file sizes it (StoreSettings::max_readers here,
+    /// LMDB's default of 126 in other programs); every later opener uses it.
+    unsigned reader_slots() const;
+
+    /// Takes a reader slot for this store and keeps it for its lookups, as
+    /// find() does on first use: a long-lived reader (an httpd child) learns
+    /// at start, not under load, that the table is full. Throws StoreError:
+    /// full (every slot is held).
+    void take_reader_slot() const;
+
     /// Writes a consistent, compacted copy of the token store to `file`,
     /// which must not exist. Holds the writer lock meanwhile (writes wait;
     /// readers do not), and keeps the copy only if it holds exactly the

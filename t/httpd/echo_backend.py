@@ -6,13 +6,16 @@
 Every GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS is answered with 200
 and a JSON body {"method": ..., "path": ..., "headers": {name: value, ...}}
 (header names exactly as received; a repeated header's values are joined
-with ", "). Used by the real-server tests (t/httpd) and by `make demo`.
+with ", "). A path under /slow/ is answered after half a second, so that
+tests can keep many requests in flight at once. Used by the real-server
+tests (t/httpd) and by `make demo`.
 Standard library only.
 """
 
 import argparse
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -33,6 +36,8 @@ class EchoHandler(BaseHTTPRequestHandler):
             headers[name] = headers[name] + ", " + value if name in headers else value
         body = json.dumps({"method": self.command, "path": self.path, "headers": headers},
                           sort_keys=True).encode() + b"\n"
+        if self.path.startswith("/slow/"):
+            time.sleep(0.5)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -50,6 +55,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # a few hundred concurrent clients, not 5
 
 
 def main(argv=None):
