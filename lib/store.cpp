@@ -590,6 +590,9 @@ std::size_t TokenBatch::revoke(std::string_view user, std::string_view name) {
     return impl_.remove_with_predecessors(txn_, impl_.must_find(txn_, user, name));
 }
 
+lmdb::Env &TokenBatch::env() const { return impl_.env; }
+lmdb::Txn &TokenBatch::txn() const { return txn_; }
+
 void TokenStore::recheck_file() const {
     const struct stat st = impl_->env.check_size();
     MDB_envinfo info{};
