@@ -170,13 +170,17 @@ bool check_init_dir(const std::string &dir, int dir_fd, const struct stat &dir_s
 
 // A lock file made by a process that asked for fewer reader slots (Lightning
 // Stream, mdb_stat) caps every later opener at its size. LMDB grows it only
-// for an opener that has the environment to itself: so open FILE once (a
-// no-op when the lock file is big enough). Appends a line to `made` if it
-// grew; returns why it could not, or an empty string.
+// for an opener that has the environment to itself: so FILE is opened once
+// when its lock file is too small to hold the slots (LMDB pads each to a
+// 64-byte cache line); a big enough one is left alone, unwritten. Appends a
+// line to `made` if it grew; returns why it could not, or an empty string.
 std::string grow_reader_table(const std::string &dir, int dir_fd, const char *file, std::vector<std::string> &made) {
+    constexpr off_t reader_slot_size = 64;
     const std::string lock_name = std::string(file) + "-lock", lock = path_in(dir, lock_name.c_str());
     struct stat before{}, after{};
-    const bool existed = ::fstatat(dir_fd, lock_name.c_str(), &before, AT_SYMLINK_NOFOLLOW) == 0;
+    if (::fstatat(dir_fd, lock_name.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0 ||
+        before.st_size / reader_slot_size >= static_cast<off_t>(StoreSettings::max_readers))
+        return {};  // missing: the next opener makes it whole
     MDB_envinfo info{};
     {
         Env env(path_in(dir, file), Access::read_only, store_file_mode(file), true);
@@ -187,7 +191,7 @@ std::string grow_reader_table(const std::string &dir, int dir_fd, const char *fi
                std::to_string(StoreSettings::max_readers) +
                " needed, and cannot grow while other processes have the store open: stop every one of them (httpd, "
                "Lightning Stream; `fuser -v " + lock + "` lists them), then run init again";
-    if (existed && ::fstatat(dir_fd, lock_name.c_str(), &after, AT_SYMLINK_NOFOLLOW) == 0 && after.st_size > before.st_size)
+    if (::fstatat(dir_fd, lock_name.c_str(), &after, AT_SYMLINK_NOFOLLOW) == 0 && after.st_size > before.st_size)
         made.push_back(lock + ": reader slots -> " + std::to_string(info.me_maxreaders));
     return {};
 }
@@ -208,22 +212,18 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
     std::vector<std::string> made;
     apply_owner_mode(dir_fd.get(), dir, gid, 02750, &made);
     if (is_store) {
-        const auto set_modes = [&] {
-            for (const char *name : store_files) {
-                struct stat st{};
-                if (::fstatat(dir_fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-                    set_owner_mode(path_in(dir, name), gid, store_file_mode(name), &made);
-            }
-        };
-        set_modes();
-        std::string too_small;
+        for (const char *name : store_files) {
+            struct stat st{};
+            if (::fstatat(dir_fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                set_owner_mode(path_in(dir, name), gid, store_file_mode(name), &made);
+        }
+        std::string too_small;  // reader tables that could not grow
         for (const char *file : {token_store_file, usage_store_file}) {
             struct stat st{};
             if (::fstatat(dir_fd.get(), file, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
             const std::string problem = grow_reader_table(dir, dir_fd.get(), file, made);
             if (!problem.empty()) too_small += (too_small.empty() ? "" : "; ") + problem;
         }
-        set_modes();  // a lock file that was missing: LMDB has just made it, with our umask and group
         if (changes) changes->insert(changes->end(), made.begin(), made.end());
         if (!too_small.empty()) throw StoreError(StoreError::Kind::full, too_small);
         return made.empty() ? InitOutcome::already_present : InitOutcome::repaired;
