@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cpanel_import.hpp"
+#include "fsck.hpp"
 #include "names.hpp"
 #include "network.hpp"
 #include "record.hpp"
@@ -211,9 +212,8 @@ void print_table(const std::vector<std::vector<std::string>> &rows) {
 // ------------------------------------------------------------ commands
 
 // A write blocked on the writer lock says so rather than hanging silently.
-void say_when_waiting(TokenStore &store) {
-    store.set_lock_wait_notice([](const std::string &message) { std::cerr << "cptoken: " << message << std::endl; });
-}
+void notice_on_stderr(const std::string &message) { std::cerr << "cptoken: " << message << std::endl; }
+void say_when_waiting(TokenStore &store) { store.set_lock_wait_notice(notice_on_stderr); }
 
 // Each command has its own options, bound to its subcommand by define(),
 // and its handler cmd_NAME(db, options).
@@ -367,6 +367,14 @@ struct CheckOptions {
 
 struct PruneOptions {
     void define(CLI::App *) {}
+};
+
+struct FsckOptions {
+    bool repair = false, json = false;
+    void define(CLI::App *sub) {
+        sub->add_flag("--repair", repair, "revoke orphaned tokens and remove dangling names (in one transaction)");
+        json_flag(sub, json);
+    }
 };
 
 struct BackupOptions {
@@ -765,6 +773,56 @@ int cmd_backup(const std::string &db, const BackupOptions &o) {
     return 0;
 }
 
+// One line per finding ("orphan: alice/deploy (digest ...): ..."), then one per repair, then a summary.
+// Exit 0 for a clean store, 1 if anything was found, repaired or not.
+int cmd_fsck(const std::string &db, const FsckOptions &o) {
+    const std::vector<FsckFinding> findings = fsck_store(db, o.repair, notice_on_stderr);
+    if (o.json) {
+        json out = json::array();
+        for (const FsckFinding &f : findings) {
+            std::string kind = fsck_kind_name(f.kind);
+            std::replace(kind.begin(), kind.end(), ' ', '_');
+            const auto text_or_null = [](const std::string &text) { return text.empty() ? json(nullptr) : json(text); };
+            const bool slots = f.kind == FsckFinding::Kind::small_reader_table;
+            out.push_back({{"kind", kind},
+                           {"file", f.file},
+                           {"database", text_or_null(f.database)},
+                           {"key_prefix", text_or_null(f.key_prefix)},
+                           {"user", text_or_null(f.user)},
+                           {"name", text_or_null(f.name)},
+                           {"digest_prefix", text_or_null(f.digest_prefix)},
+                           {"reader_slots", slots ? json(f.reader_slots) : json(nullptr)},
+                           {"reader_slots_needed", slots ? json(f.reader_slots_needed) : json(nullptr)},
+                           {"repaired", f.repaired},
+                           {"message", f.message}});
+        }
+        print_json(out);
+        return findings.empty() ? 0 : 1;
+    }
+    std::string text;
+    std::size_t repaired = 0;
+    for (const FsckFinding &f : findings) text += printable(std::string(fsck_kind_name(f.kind)) + ": " + f.message) + "\n";
+    for (const FsckFinding &f : findings) {
+        if (!f.repaired) continue;
+        ++repaired;
+        const std::string who = f.user.empty() ? "key " + f.key_prefix : f.user + "/" + f.name;
+        text += printable(f.kind == FsckFinding::Kind::orphan
+                              ? "repaired: revoked the orphaned token " + who + " (digest " + f.digest_prefix + ")"
+                              : "repaired: removed the dangling name " + who) +
+                "\n";
+    }
+    if (findings.empty()) {
+        text += "fsck: " + printable(db) + ": no problems found\n";
+    } else {
+        text += "fsck: " + printable(db) + ": " + std::to_string(findings.size()) + " problem" +
+                (findings.size() == 1 ? "" : "s") + " found";
+        if (o.repair) text += ", " + std::to_string(repaired) + " repaired";
+        text += "\n";
+    }
+    std::cout << text;
+    return findings.empty() ? 0 : 1;
+}
+
 // One line per step: "added alice/deploy (cpanel) from FILE", "revoked alice/deploy (cpanel) (no longer in
 // FILE)", "note: alice/deploy: 10.0.0.5/24 normalised to 10.0.0.0/24".
 std::string import_step_text(const ImportStep &step) {
@@ -869,6 +927,11 @@ int run(int argc, char **argv) {
     ImportCpanelOptions importer;
     command("import-cpanel", "import cPanel's API token files (the tokens keep working), once or with --sync from cron",
             importer, cmd_import_cpanel);
+    FsckOptions fsck;
+    command("fsck",
+            "check the store for orphaned tokens, dangling names, values Lightning Stream cannot sync and a small "
+            "reader table; --repair fixes the first two",
+            fsck, cmd_fsck);
     BackupOptions backup;
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);
 

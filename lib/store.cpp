@@ -168,6 +168,34 @@ bool check_init_dir(const std::string &dir, int dir_fd, const struct stat &dir_s
     return is_store;
 }
 
+// A lock file made by a process that asked for fewer reader slots (Lightning
+// Stream, mdb_stat) caps every later opener at its size. LMDB grows it only
+// for an opener that has the environment to itself: so FILE is opened once
+// when its lock file is too small to hold the slots (LMDB pads each to a
+// 64-byte cache line); a big enough one is left alone, unwritten. Appends a
+// line to `made` if it grew; returns why it could not, or an empty string.
+std::string grow_reader_table(const std::string &dir, int dir_fd, const char *file, std::vector<std::string> &made) {
+    constexpr off_t reader_slot_size = 64;
+    const std::string lock_name = std::string(file) + "-lock", lock = path_in(dir, lock_name.c_str());
+    struct stat before{}, after{};
+    if (::fstatat(dir_fd, lock_name.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0 ||
+        before.st_size / reader_slot_size >= static_cast<off_t>(StoreSettings::max_readers))
+        return {};  // missing: the next opener makes it whole
+    MDB_envinfo info{};
+    {
+        Env env(path_in(dir, file), Access::read_only, store_file_mode(file), true);
+        mdb_env_info(env.get(), &info);
+    }
+    if (info.me_maxreaders < StoreSettings::max_readers)
+        return lock + " has " + std::to_string(info.me_maxreaders) + " reader slots, " +
+               std::to_string(StoreSettings::max_readers) +
+               " needed, and cannot grow while other processes have the store open: stop every one of them (httpd, "
+               "Lightning Stream; `fuser -v " + lock + "` lists them), then run init again";
+    if (::fstatat(dir_fd, lock_name.c_str(), &after, AT_SYMLINK_NOFOLLOW) == 0 && after.st_size > before.st_size)
+        made.push_back(lock + ": reader slots -> " + std::to_string(info.me_maxreaders));
+    return {};
+}
+
 }  // namespace
 
 InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::vector<std::string> *changes) {
@@ -185,12 +213,19 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
     apply_owner_mode(dir_fd.get(), dir, gid, 02750, &made);
     if (is_store) {
         for (const char *name : store_files) {
-            const std::string path = path_in(dir, name);
             struct stat st{};
             if (::fstatat(dir_fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-                set_owner_mode(path, gid, store_file_mode(name), &made);
+                set_owner_mode(path_in(dir, name), gid, store_file_mode(name), &made);
+        }
+        std::string too_small;  // reader tables that could not grow
+        for (const char *file : {token_store_file, usage_store_file}) {
+            struct stat st{};
+            if (::fstatat(dir_fd.get(), file, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+            const std::string problem = grow_reader_table(dir, dir_fd.get(), file, made);
+            if (!problem.empty()) too_small += (too_small.empty() ? "" : "; ") + problem;
         }
         if (changes) changes->insert(changes->end(), made.begin(), made.end());
+        if (!too_small.empty()) throw StoreError(StoreError::Kind::full, too_small);
         return made.empty() ? InitOutcome::already_present : InitOutcome::repaired;
     }
 
@@ -589,6 +624,9 @@ void TokenBatch::put_many(const std::vector<StoredToken> &tokens) {
 std::size_t TokenBatch::revoke(std::string_view user, std::string_view name) {
     return impl_.remove_with_predecessors(txn_, impl_.must_find(txn_, user, name));
 }
+
+lmdb::Env &TokenBatch::env() const { return impl_.env; }
+lmdb::Txn &TokenBatch::txn() const { return txn_; }
 
 void TokenStore::recheck_file() const {
     const struct stat st = impl_->env.check_size();

@@ -127,6 +127,7 @@ struct Rotation {
 };
 
 namespace lmdb {
+class Env;
 class Txn;
 }
 class TokenBatch;
@@ -285,6 +286,11 @@ public:
     /// As TokenStore::revoke (the token and its rotated tokens); returns how
     /// many tokens that was. Throws StoreError: not_found.
     std::size_t revoke(std::string_view user, std::string_view name);
+
+    /// The token store's environment and this batch's write transaction, for
+    /// lib/ code that walks its databases value by value (fsck.cpp).
+    lmdb::Env &env() const;
+    lmdb::Txn &txn() const;
 
 private:
     friend class TokenStore;
