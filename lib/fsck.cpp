@@ -23,15 +23,7 @@ namespace {
 // enough to tell them apart, never a whole digest.
 constexpr std::size_t prefix_bytes = 8;
 
-std::string hex_prefix(std::string_view bytes) {
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string out;
-    for (const unsigned char c : bytes.substr(0, prefix_bytes)) {
-        out.push_back(digits[c >> 4]);
-        out.push_back(digits[c & 0x0f]);
-    }
-    return out;
-}
+std::string hex_prefix(std::string_view bytes) { return bytes_hex(bytes.substr(0, prefix_bytes)); }
 
 std::string key_text(std::string_view key) {
     return "key " + hex_prefix(key) + (key.size() > prefix_bytes ? "..." : "");

@@ -82,15 +82,19 @@ Digest token_digest(std::string_view token) noexcept {
     return digest;
 }
 
-std::string digest_hex(const Digest &digest) {
+std::string bytes_hex(std::string_view bytes) {
     static constexpr char hex[] = "0123456789abcdef";
     std::string out;
-    out.reserve(digest.size() * 2);
-    for (unsigned char byte : digest) {
+    out.reserve(bytes.size() * 2);
+    for (unsigned char byte : bytes) {
         out.push_back(hex[byte >> 4]);
         out.push_back(hex[byte & 0x0f]);
     }
     return out;
+}
+
+std::string digest_hex(const Digest &digest) {
+    return bytes_hex({reinterpret_cast<const char *>(digest.data()), digest.size()});
 }
 
 std::optional<Digest> digest_from_hex(std::string_view hex) noexcept {

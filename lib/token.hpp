@@ -33,6 +33,9 @@ bool has_valid_checksum(std::string_view token) noexcept;
 /// SHA-512 of the token, as cPanel stores it.
 Digest token_digest(std::string_view token) noexcept;
 
+/// Lowercase hex of any bytes, two characters each.
+std::string bytes_hex(std::string_view bytes);
+
 /// Lowercase hex, 128 characters (cPanel's `token_hash`).
 std::string digest_hex(const Digest &digest);
 
