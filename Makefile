@@ -11,6 +11,7 @@ BUILD     ?= build
 PREFIX    ?= /usr/local
 SBINDIR   ?= $(PREFIX)/sbin
 PYTHON    ?= /usr/bin/python3
+VERSION   := $(shell cat VERSION)
 
 # Debian packages the build and the tests need; `make deps` installs the missing ones. The tests
 # only run fail2ban-regex: a fail2ban daemon that installing it started (Debian enables an sshd jail)
@@ -18,13 +19,13 @@ PYTHON    ?= /usr/bin/python3
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
-                wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb
+                wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb go-md2man
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
 HARDEN    := -fstack-protector-strong -D_FORTIFY_SOURCE=2
 OPT       ?= -O2 -g
-CXXFLAGS  += $(CXXSTD) $(OPT) $(WARN) $(HARDEN) -fPIC -fvisibility=hidden
+CXXFLAGS  += $(CXXSTD) $(OPT) $(WARN) $(HARDEN) -fPIC -fvisibility=hidden -DCPTOKEN_VERSION='"$(VERSION)"'
 ifdef SANITIZE
 CXXFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS   += -fsanitize=address,undefined
@@ -40,8 +41,8 @@ LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard t/unit/test_*.cpp)
 UNIT_BINS := $(UNIT_SRCS:t/unit/%.cpp=$(BUILD)/t/%)
 
-.PHONY: all deps test unit unit-asan tool-test httpd-test install clean
-all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so
+.PHONY: all deps test unit unit-asan tool-test httpd-test install clean man
+all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so man
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -71,6 +72,22 @@ $(BUILD)/mod_cptoken.so: $(BUILD)/mod_cptoken.o $(BUILD)/libcptoken.a mod_cptoke
 $(BUILD)/t/%: t/unit/%.cpp $(BUILD)/libcptoken.a
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(BUILD)/libcptoken.a $(LIBS) -lcmocka
+
+# Manual pages, from the docs they print (go-md2man): cptoken(8) from
+# docs/cptoken.md, mod_cptoken(8) from docs/directives.md. Their date is the
+# package's (SOURCE_DATE_EPOCH, as dpkg-buildpackage sets it) or today.
+MAN_DATE := $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(date +%s)} +'%B %Y')
+MAN_PAGES := $(BUILD)/man/cptoken.8 $(BUILD)/man/mod_cptoken.8
+man: $(MAN_PAGES)
+$(BUILD)/man/cptoken.8: docs/cptoken.md VERSION
+	@mkdir -p $(dir $@)
+	( echo '% CPTOKEN 8 "$(MAN_DATE)" "mod_cptoken $(VERSION)" "System Administration"'; \
+	  tail -n +2 $< ) | go-md2man > $@
+$(BUILD)/man/mod_cptoken.8: docs/directives.md VERSION
+	@mkdir -p $(dir $@)
+	( echo '% MOD_CPTOKEN 8 "$(MAN_DATE)" "mod_cptoken $(VERSION)" "System Administration"'; \
+	  printf '# NAME\n\nmod_cptoken - Apache httpd module that admits requests with cPanel-style API tokens\n\n'; \
+	  tail -n +2 $< ) | go-md2man > $@
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
