@@ -1,0 +1,89 @@
+"""The configuration files in conf/ work as shipped: each is included in a
+real httpd, changed only where its comments tell the admin to change it
+(certificate, ports, backend, store), and then answers as documented."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import curl
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SSL = "LoadModule ssl_module @MODDIR@/mod_ssl.so\nLoadModule socache_shmcb_module @MODDIR@/mod_socache_shmcb.so\n"
+# The harness also waits for [::1]; the files' own Listen line takes 127.0.0.1.
+V6_HTTPS = "Listen [::1]:@PORT@ https"
+# mod_ssl's own start-up warnings (library version, no session cache): not the files' business.
+SSL_NOISE = ("AH01882", "AH01873")
+
+
+def certificate(srv):
+    cert, key = srv.dir / "cert.pem", srv.dir / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def vhost(srv, name, listen_port):
+    """conf/NAME as an admin would adapt it: certificate, port, backend, store, log directory."""
+    cert, key = certificate(srv)
+    text = (CONF / name).read_text()
+    text = re.sub(r"^Listen \d+ https$", "Listen 127.0.0.1:@PORT@ https", text, flags=re.M)
+    text = re.sub(r"<VirtualHost \*:\d+>", "<VirtualHost *:@PORT@>", text)
+    text = re.sub(r"SSLCertificateFile\s+\S+", f"SSLCertificateFile {cert}", text)
+    text = re.sub(r"SSLCertificateKeyFile\s+\S+", f"SSLCertificateKeyFile {key}", text)
+    text = re.sub(r"http://127\.0\.0\.1:\d+/", "http://127.0.0.1:@BACKEND@/", text)
+    text = text.replace("CPTokenDB /var/lib/cptoken", "CPTokenDB @STORE@")
+    return text.replace("${APACHE_LOG_DIR}", "@DIR@")
+
+
+def get(srv, auth=None):
+    return curl(f"https://127.0.0.1:{srv.port}/x", auth=auth, args=["-k"], workdir=srv.dir / "work")
+
+
+def test_cpanel_2083_vhost(srv):
+    token = srv.store.create("alice", "deploy")
+    whm = srv.store.create("root", "reseller", "--service", "whm")
+    srv.start(vhost(srv, "cpanel-2083.conf", 2083), db=False, listen=V6_HTTPS, extra_modules=SSL)
+    srv.allow("CPT0100", *SSL_NOISE)
+    r = get(srv, f"cpanel alice:{token}")
+    assert r.status == 200
+    seen = r.backend_headers
+    assert seen.get("x-remote-user") == "alice" and "authorization" not in seen
+    assert get(srv).status == 401
+    assert get(srv, f"whm root:{whm}").status == 401  # WHM tokens belong on 2087
+    log = (srv.dir / "cpanel-2083-access.log").read_text()
+    assert 'token="deploy"' in log and token not in log
+
+
+def test_whm_2087_vhost(srv):
+    token = srv.store.create("root", "reseller", "--service", "whm")
+    cpanel = srv.store.create("alice", "deploy")
+    srv.start(vhost(srv, "whm-2087.conf", 2087), db=False, listen=V6_HTTPS, extra_modules=SSL)
+    srv.allow("CPT0100", *SSL_NOISE)
+    r = get(srv, f"whm root:{token}")
+    assert r.status == 200 and r.backend_headers.get("x-remote-user") == "root"
+    assert get(srv, f"cpanel alice:{cpanel}").status == 401
+    assert get(srv, f"whm alice:{cpanel}").status == 401
+
+
+def test_module_conf_log_format(srv):
+    """conf/cptoken.conf, as a2enmod includes it, with its LogFormat uncommented."""
+    token = srv.store.create("alice", "ci")
+    conf = (CONF / "cptoken.conf").read_text()
+    line = next(l for l in conf.splitlines() if l.strip().startswith("#LogFormat"))
+    conf = conf.replace(line, line.replace("#LogFormat", "LogFormat"))
+    body = conf + f"""
+CPTokenDB @STORE@
+CustomLog "@DIR@/tokens.log" cptoken
+<Location "/">
+    AuthType cpanel
+    AuthName "API"
+    Require valid-user
+</Location>
+"""
+    srv.start(body, db=False)
+    assert srv.get("/index.html", auth=f"cpanel alice:{token}").status in (200, 404)
+    log = (srv.dir / "tokens.log").read_text()
+    assert 'token="ci"' in log and "alice" in log and token not in log
