@@ -104,14 +104,19 @@ tool-test: $(BUILD)/cptoken
 httpd-test: all
 	$(PYTEST) t/httpd
 
+# make test prints one line per stage; a stage that fails prints the end of
+# its log (all of it in $(BUILD)/test-logs/). Builds use every core.
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+STAGE = @t/stage.sh
+TEST_LOGS = $(BUILD)/test-logs
 test: deps
-	$(MAKE) --no-print-directory all
-	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory unit-asan
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10  # 7 targets: 70 s
-	$(MAKE) --no-print-directory bench-smoke
-	$(PYTEST) t/tool
-	$(PYTEST) t/httpd
+	$(STAGE) build $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) all $(BUILD)/bench_verify
+	$(STAGE) unit $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) unit
+	$(STAGE) unit-asan $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) unit-asan
+	$(STAGE) fuzz $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) fuzz FUZZ_SECONDS=5  # 7 targets: 35 s
+	$(STAGE) bench-smoke $(TEST_LOGS) $(MAKE) --no-print-directory bench-smoke
+	$(STAGE) tool-test $(TEST_LOGS) $(PYTEST) t/tool
+	$(STAGE) httpd-test $(TEST_LOGS) $(PYTEST) t/httpd
 
 install: all
 	install -D -m 0755 $(BUILD)/cptoken $(DESTDIR)$(SBINDIR)/cptoken
