@@ -50,15 +50,18 @@ struct Refusal : std::runtime_error {
 
 // ------------------------------------------------------------ arguments
 
+// The rules of lib/names, as --help and the errors state them.
+const std::string user_rule = "1-" + std::to_string(max_user_length) +
+                              " characters of a-z 0-9 . _ -, starting with a letter or digit";
+const std::string token_name_rule =
+    "1-" + std::to_string(max_token_name_length) + " characters of A-Z a-z 0-9 _ -, unique per user";
+
 void require_user(const std::string &user) {
-    if (!is_valid_user(user))
-        throw UsageError("invalid user name '" + user +
-                         "': 1-64 characters of a-z 0-9 . _ -, starting with a letter or digit");
+    if (!is_valid_user(user)) throw UsageError("invalid user name '" + user + "': " + user_rule);
 }
 
 void require_token_name(const std::string &name) {
-    if (!is_valid_token_name(name))
-        throw UsageError("invalid token name '" + name + "': 1-50 characters of A-Z a-z 0-9 _ -");
+    if (!is_valid_token_name(name)) throw UsageError("invalid token name '" + name + "': " + token_name_rule);
 }
 
 Seconds parse_expiry(const std::string &text, Seconds now) {
@@ -75,10 +78,16 @@ std::vector<Network> parse_allowlist(const std::vector<std::string> &texts) {
     std::vector<Network> networks;
     for (const std::string &text : texts) {
         const auto network = parse_network(text);
-        if (!network)
-            throw UsageError("invalid --allow-ip '" + text +
-                             "': expected an IPv4 or IPv6 address or network (CIDR, host bits zero)");
-        networks.push_back(*network);
+        if (network) {
+            networks.push_back(*network);
+            continue;
+        }
+        // Host bits set is the likely slip: name the network that was probably meant.
+        if (const auto meant = parse_network_clearing_host_bits(text))
+            throw UsageError("invalid --allow-ip '" + text + "': it has host bits set; did you mean " +
+                             to_string(*meant) + "?");
+        throw UsageError("invalid --allow-ip '" + text +
+                         "': expected an IPv4 or IPv6 address or network (CIDR, host bits zero)");
     }
     return networks;
 }
@@ -97,6 +106,51 @@ std::vector<std::string> parse_scopes(const std::vector<std::string> &texts) {
                              "': expected a URL path starting with / (such as /execute/Email/), without ?, #, %, "
                              "\\, . or .. segments or //");
     return texts;
+}
+
+// The command on the line: the first word that is neither an option nor the value of --db (the one
+// option taking a value that may come before the command).
+std::optional<std::string> command_word(int argc, char **argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--db") {
+            ++i;
+            continue;
+        }
+        if (!arg.starts_with("-")) return std::string(arg);
+    }
+    return std::nullopt;
+}
+
+// Edits (insert, delete, change, swap two neighbours) from `a` to `b`.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+    for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+    for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i)
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+        }
+    return d[a.size()][b.size()];
+}
+
+// What `word` was probably meant to be: the only command it begins, or the closest one within a typo or two
+// (one for words of up to 3 letters, so that "ls" does not become "init"). Empty if none is close.
+std::string nearest_command(const std::string &word, const std::vector<std::string> &commands) {
+    std::vector<std::string> extended;
+    for (const std::string &command : commands)
+        if (command.starts_with(word)) extended.push_back(command);
+    if (extended.size() == 1) return extended.front();
+    const std::size_t allowed = word.size() <= 3 ? 1 : 2;
+    std::string best;
+    std::size_t best_distance = allowed + 1;
+    for (const std::string &command : commands) {
+        const std::size_t distance = edit_distance(word, command);
+        if (distance < best_distance) best = command, best_distance = distance;
+    }
+    return best;
 }
 
 // The group named `name`; none if `name` is empty (init then keeps or picks one).
@@ -251,8 +305,8 @@ struct RestrictionOptions {
 struct TokenArguments {
     std::string user, name;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
-        sub->add_option("NAME", name)->required();
+        sub->add_option("USER", user, "the account: " + user_rule)->required();
+        sub->add_option("NAME", name, "the token's name: " + token_name_rule)->required();
     }
 };
 
@@ -306,7 +360,7 @@ struct ListOptions {
     std::optional<std::string> unused_for, service;
     bool json = false;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user);
+        sub->add_option("USER", user, "only this account's tokens: " + user_rule);
         sub->add_option("--service", service, "only tokens of this service: cpanel or whm");
         sub->add_option("--unused-for", unused_for,
                         "only tokens not used for DURATION (90s, 10m, 12h, 30d, 2w), or never used and created that "
@@ -345,8 +399,8 @@ struct RevokeOptions {
     std::string user, name;
     bool all = false;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
-        sub->add_option("NAME", name);
+        sub->add_option("USER", user, "the account: " + user_rule)->required();
+        sub->add_option("NAME", name, "the token's name: " + token_name_rule);
         sub->add_flag("--all", all, "revoke every token of USER");
     }
 };
@@ -356,7 +410,7 @@ struct CheckOptions {
     std::optional<std::string> ip, service, path;
     std::string method = "GET";
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
+        sub->add_option("USER", user, "the account the token is sent for: " + user_rule)->required();
         sub->add_option("--ip", ip, "client address to check against the allowlist");
         sub->add_option("--service", service, "check as the cpanel or the whm scheme would (default: either)");
         sub->add_option("--path", path, "URL path to check against the token's scopes");
@@ -891,11 +945,14 @@ int run(int argc, char **argv) {
     app.require_subcommand(1, 1);
     app.fallthrough();
     app.add_option("--db", db, "store directory (default: $CPTOKEN_DB, else /var/lib/cptoken)");
+    app.set_version_flag("--version", "cptoken " CPTOKEN_VERSION, "print the version and exit");
 
     // The one subcommand given runs its handler once parsing is done.
     std::function<int()> chosen;
+    std::vector<std::string> commands;
     auto command = [&](const char *name, const char *help, auto &options, auto handler) {
         CLI::App *sub = app.add_subcommand(name, help);
+        commands.push_back(name);
         options.define(sub);
         sub->final_callback([&chosen, &db, &options, handler] {
             chosen = [&db, &options, handler] { return handler(db, options); };
@@ -935,9 +992,18 @@ int run(int argc, char **argv) {
     BackupOptions backup;
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);
 
+    // CLI11 would call a mistyped command a missing one.
+    if (const auto word = command_word(argc, argv);
+        word && std::find(commands.begin(), commands.end(), *word) == commands.end()) {
+        const std::string meant = nearest_command(*word, commands);
+        throw UsageError("unknown command '" + *word + "'" + (meant.empty() ? "" : "; did you mean '" + meant + "'?") +
+                         " (commands: " + list_text(commands) + ")");
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion &e) {
         return app.exit(e);
     } catch (const CLI::CallForAllHelp &e) {
         return app.exit(e);
