@@ -6,8 +6,12 @@
 // except by `create`, `bulk-create` and `rotate`, which make it.
 
 #include <grp.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -715,9 +719,38 @@ int cmd_revoke(const std::string &db, const RevokeOptions &o) {
     return 0;
 }
 
-std::string read_token_from_stdin() {
+// The terminal's settings while the token is typed without echo, so that a signal can put them back.
+termios g_terminal_before_prompt;
+
+extern "C" void restore_terminal_and_die(int signal_number) {
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &g_terminal_before_prompt);
+    ::signal(signal_number, SIG_DFL);
+    ::raise(signal_number);
+}
+
+// A terminal on stdin means someone types or pastes the token: ask for it on stderr (stdout carries the
+// verdict) and keep it off the screen, as passwd does. From a pipe, read it silently as before.
+std::string read_token_line(const std::string &user) {
     std::string token;
+    if (!::isatty(STDIN_FILENO) || ::tcgetattr(STDIN_FILENO, &g_terminal_before_prompt) != 0) {
+        std::getline(std::cin, token);
+        return token;
+    }
+    termios quiet = g_terminal_before_prompt;
+    quiet.c_lflag &= ~ECHO;
+    quiet.c_lflag |= ECHONL;  // Enter still moves to the next line
+    const int signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP};
+    for (int signal_number : signals) ::signal(signal_number, restore_terminal_and_die);
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    std::cerr << "Token for " << user << ": " << std::flush;  // once echo is off: what follows stays hidden
     std::getline(std::cin, token);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &g_terminal_before_prompt);
+    for (int signal_number : signals) ::signal(signal_number, SIG_DFL);
+    return token;
+}
+
+std::string read_token_from_stdin(const std::string &user) {
+    std::string token = read_token_line(user);
     while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
         token.pop_back();
     return token;
@@ -735,7 +768,7 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
         throw UsageError("invalid --path '" + *o.path + "': expected a URL path starting with /");
     const TokenStore store(db, Access::read_only);
     const Seconds now = now_seconds();
-    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now, services);
+    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(o.user), client, now, services);
     const std::string who = verdict.record ? "token '" + name_text(*verdict.record) + "' of " + verdict.record->user : "";
     switch (verdict.reason) {
         case Reason::accepted: {
