@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -250,20 +251,125 @@ std::optional<Usage> usage_of(const std::optional<UsageStore> &usage, const Dige
     return usage ? usage->find(digest) : std::nullopt;
 }
 
-void print_table(const std::vector<std::vector<std::string>> &rows) {
+using Table = std::vector<std::vector<std::string>>;
+
+// Terminal columns `text` takes: its characters (printable ASCII, and the marker of a cut cell).
+std::size_t columns_of(std::string_view text) {
+    return std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xc0) != 0x80; });
+}
+
+std::vector<std::size_t> column_widths(const Table &rows) {
     std::vector<std::size_t> widths;
     for (const auto &row : rows)
         for (std::size_t i = 0; i < row.size(); ++i) {
             if (widths.size() <= i) widths.push_back(0);
-            widths[i] = std::max(widths[i], row[i].size());
+            widths[i] = std::max(widths[i], columns_of(row[i]));
         }
+    return widths;
+}
+
+// Cells already made printable, in columns two spaces apart.
+void print_cells(const Table &rows) {
+    const std::vector<std::size_t> widths = column_widths(rows);
     for (const auto &row : rows) {
         std::string line;
         for (std::size_t i = 0; i < row.size(); ++i) {
-            line += printable(row[i]);
-            if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+            line += row[i];
+            if (i + 1 < row.size()) line += std::string(widths[i] - columns_of(row[i]) + 2, ' ');
         }
         std::cout << line << "\n";
+    }
+}
+
+void print_table(Table rows) {
+    for (auto &row : rows)
+        for (std::string &cell : row) cell = printable(cell);
+    print_cells(rows);
+}
+
+// ------------------------------------------------------------ list in a terminal
+
+// The columns of the terminal stdout is: $COLUMNS, else the terminal's own width. 0 when stdout is not a
+// terminal: scripts that read `list` get every character, as ever.
+std::size_t terminal_columns() {
+    if (!::isatty(STDOUT_FILENO)) return 0;
+    if (const char *columns = std::getenv("COLUMNS")) {
+        char *end = nullptr;
+        const long value = std::strtol(columns, &end, 10);
+        if (end != columns && *end == '\0' && value > 0 && value < 100000) return static_cast<std::size_t>(value);
+    }
+    winsize size{};
+    if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+    return 80;
+}
+
+// How a cut cell ends: an ellipsis where the locale says the terminal shows UTF-8, else "...".
+std::string cut_marker() {
+    for (const char *variable : {"LC_ALL", "LC_CTYPE", "LANG"}) {
+        const char *value = std::getenv(variable);
+        if (!value || !*value) continue;
+        std::string locale(value);
+        std::transform(locale.begin(), locale.end(), locale.begin(), [](unsigned char c) { return std::tolower(c); });
+        return locale.find("utf-8") != std::string::npos || locale.find("utf8") != std::string::npos ? "\u2026"
+                                                                                                       : "...";
+    }
+    return "...";
+}
+
+// `text` (printable) in at most `width` columns, ending in `marker` if it was cut.
+std::string cut_to(const std::string &text, std::size_t width, const std::string &marker) {
+    if (text.size() <= width) return text;
+    const std::size_t marker_columns = columns_of(marker);
+    if (width <= marker_columns) return text.substr(0, width);
+    return text.substr(0, width - marker_columns) + marker;
+}
+
+// The first networks that fit in `width` columns with ", +N more" after them.
+std::string allowlist_within(const std::vector<Network> &networks, std::size_t width, const std::string &marker) {
+    const std::string all = allowlist_text(networks);
+    if (all.size() <= width) return all;
+    for (std::size_t kept = networks.size() - 1; kept > 0; --kept) {
+        const std::vector<Network> first(networks.begin(), networks.begin() + static_cast<std::ptrdiff_t>(kept));
+        const std::string text = allowlist_text(first) + ", +" + std::to_string(networks.size() - kept) + " more";
+        if (text.size() <= width) return text;
+    }
+    return cut_to(std::to_string(networks.size()) + " networks", width, marker);
+}
+
+// The list table narrowed to `width` columns: the widest of USER, NAME, LAST USED and ALLOWED IPS gives up a
+// column at a time, down to a floor that keeps each readable; then their cells are cut with a marker (NAME
+// keeps "(rotated)", ALLOWED IPS drops whole networks). If the floors do not fit either, lines wrap.
+void fit_list_to(Table &rows, const std::vector<const TokenRecord *> &records, std::size_t width) {
+    enum { user_column = 0, name_column = 1, created_column = 3, last_used_column = 5, allowed_column = 7 };
+    const std::pair<std::size_t, std::size_t> floors[] = {
+        {user_column, 8}, {name_column, 16}, {last_used_column, 20}, {allowed_column, 26}};
+    std::vector<std::size_t> widths = column_widths(rows);
+    std::size_t total = 2 * (widths.size() - 1);
+    for (std::size_t w : widths) total += w;
+    while (total > width) {
+        std::size_t *widest = nullptr;
+        for (const auto &[column, floor] : floors)
+            if (widths[column] > floor && (!widest || widths[column] > *widest)) widest = &widths[column];
+        if (!widest) break;
+        --*widest, --total;
+    }
+    // Still too wide: CREATED gives up its time of day (show and --json keep it).
+    const std::size_t date_only = std::string_view("YYYY-MM-DD").size();
+    const bool created_as_date = total > width && widths[created_column] > date_only;
+    const std::string marker = cut_marker();
+    for (std::size_t i = 1; i < rows.size(); ++i) {
+        if (created_as_date) rows[i][created_column].resize(date_only);
+        const TokenRecord &record = *records[i - 1];
+        std::vector<std::string> &row = rows[i];
+        row[user_column] = cut_to(row[user_column], widths[user_column], marker);
+        row[last_used_column] = cut_to(row[last_used_column], widths[last_used_column], marker);
+        row[allowed_column] = allowlist_within(record.allowed_ips, widths[allowed_column], marker);
+        if (row[name_column].size() > widths[name_column]) {
+            const std::string rotated = record.rotated() ? " (rotated)" : "";
+            row[name_column] = widths[name_column] >= rotated.size() + 5
+                                   ? cut_to(printable(record.name), widths[name_column] - rotated.size(), marker) + rotated
+                                   : cut_to(row[name_column], widths[name_column], marker);
+        }
     }
 }
 
@@ -615,15 +721,19 @@ int cmd_list(const std::string &db, const ListOptions &o) {
         print_json(out);
         return 0;
     }
-    std::vector<std::vector<std::string>> rows{
-        {"USER", "NAME", "SERVICE", "CREATED", "EXPIRES", "LAST USED", "USES", "ALLOWED IPS"}};
+    Table rows{{"USER", "NAME", "SERVICE", "CREATED", "EXPIRES", "LAST USED", "USES", "ALLOWED IPS"}};
+    std::vector<const TokenRecord *> records;
     for (const auto &[token, used] : shown) {
         rows.push_back({token->record.user, name_text(token->record), service_name(token->record.service),
                         format_iso8601(token->record.created),
                         expiry_text(token->record), last_used_text(used), std::to_string(used ? used->uses : 0),
                         allowlist_text(token->record.allowed_ips)});
+        records.push_back(&token->record);
     }
-    print_table(rows);
+    for (auto &row : rows)
+        for (std::string &cell : row) cell = printable(cell);
+    if (const std::size_t width = terminal_columns()) fit_list_to(rows, records, width);
+    print_cells(rows);
     return 0;
 }
 
