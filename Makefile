@@ -57,6 +57,9 @@ $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -MMD -MP -Ilib -c -o $@ $<
 
+# The objects that print or log CPTOKEN_VERSION follow the VERSION file.
+$(BUILD)/cptoken.o $(BUILD)/mod_cptoken.o: VERSION
+
 $(BUILD)/libcptoken.a: $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
 

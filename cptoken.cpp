@@ -6,11 +6,16 @@
 // except by `create`, `bulk-create` and `rotate`, which make it.
 
 #include <grp.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -50,15 +55,18 @@ struct Refusal : std::runtime_error {
 
 // ------------------------------------------------------------ arguments
 
+// The rules of lib/names, as --help and the errors state them.
+const std::string user_rule = "1-" + std::to_string(max_user_length) +
+                              " characters of a-z 0-9 . _ -, starting with a letter or digit";
+const std::string token_name_rule =
+    "1-" + std::to_string(max_token_name_length) + " characters of A-Z a-z 0-9 _ -, unique per user";
+
 void require_user(const std::string &user) {
-    if (!is_valid_user(user))
-        throw UsageError("invalid user name '" + user +
-                         "': 1-64 characters of a-z 0-9 . _ -, starting with a letter or digit");
+    if (!is_valid_user(user)) throw UsageError("invalid user name '" + user + "': " + user_rule);
 }
 
 void require_token_name(const std::string &name) {
-    if (!is_valid_token_name(name))
-        throw UsageError("invalid token name '" + name + "': 1-50 characters of A-Z a-z 0-9 _ -");
+    if (!is_valid_token_name(name)) throw UsageError("invalid token name '" + name + "': " + token_name_rule);
 }
 
 Seconds parse_expiry(const std::string &text, Seconds now) {
@@ -75,10 +83,16 @@ std::vector<Network> parse_allowlist(const std::vector<std::string> &texts) {
     std::vector<Network> networks;
     for (const std::string &text : texts) {
         const auto network = parse_network(text);
-        if (!network)
-            throw UsageError("invalid --allow-ip '" + text +
-                             "': expected an IPv4 or IPv6 address or network (CIDR, host bits zero)");
-        networks.push_back(*network);
+        if (network) {
+            networks.push_back(*network);
+            continue;
+        }
+        // Host bits set is the likely slip: name the network that was probably meant.
+        if (const auto meant = parse_network_clearing_host_bits(text))
+            throw UsageError("invalid --allow-ip '" + text + "': it has host bits set; did you mean " +
+                             to_string(*meant) + "?");
+        throw UsageError("invalid --allow-ip '" + text +
+                         "': expected an IPv4 or IPv6 address or network (CIDR, host bits zero)");
     }
     return networks;
 }
@@ -97,6 +111,51 @@ std::vector<std::string> parse_scopes(const std::vector<std::string> &texts) {
                              "': expected a URL path starting with / (such as /execute/Email/), without ?, #, %, "
                              "\\, . or .. segments or //");
     return texts;
+}
+
+// The command on the line: the first word that is neither an option nor the value of --db (the one
+// option taking a value that may come before the command).
+std::optional<std::string> command_word(int argc, char **argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--db") {
+            ++i;
+            continue;
+        }
+        if (!arg.starts_with("-")) return std::string(arg);
+    }
+    return std::nullopt;
+}
+
+// Edits (insert, delete, change, swap two neighbours) from `a` to `b`.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+    for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+    for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i)
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+        }
+    return d[a.size()][b.size()];
+}
+
+// What `word` was probably meant to be: the only command it begins, or the closest one within a typo or two
+// (one for words of up to 3 letters, so that "ls" does not become "init"). Empty if none is close.
+std::string nearest_command(const std::string &word, const std::vector<std::string> &commands) {
+    std::vector<std::string> extended;
+    for (const std::string &command : commands)
+        if (command.starts_with(word)) extended.push_back(command);
+    if (extended.size() == 1) return extended.front();
+    const std::size_t allowed = word.size() <= 3 ? 1 : 2;
+    std::string best;
+    std::size_t best_distance = allowed + 1;
+    for (const std::string &command : commands) {
+        const std::size_t distance = edit_distance(word, command);
+        if (distance < best_distance) best = command, best_distance = distance;
+    }
+    return best;
 }
 
 // The group named `name`; none if `name` is empty (init then keeps or picks one).
@@ -192,20 +251,125 @@ std::optional<Usage> usage_of(const std::optional<UsageStore> &usage, const Dige
     return usage ? usage->find(digest) : std::nullopt;
 }
 
-void print_table(const std::vector<std::vector<std::string>> &rows) {
+using Table = std::vector<std::vector<std::string>>;
+
+// Terminal columns `text` takes: its characters (printable ASCII, and the marker of a cut cell).
+std::size_t columns_of(std::string_view text) {
+    return std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xc0) != 0x80; });
+}
+
+std::vector<std::size_t> column_widths(const Table &rows) {
     std::vector<std::size_t> widths;
     for (const auto &row : rows)
         for (std::size_t i = 0; i < row.size(); ++i) {
             if (widths.size() <= i) widths.push_back(0);
-            widths[i] = std::max(widths[i], row[i].size());
+            widths[i] = std::max(widths[i], columns_of(row[i]));
         }
+    return widths;
+}
+
+// Cells already made printable, in columns two spaces apart.
+void print_cells(const Table &rows) {
+    const std::vector<std::size_t> widths = column_widths(rows);
     for (const auto &row : rows) {
         std::string line;
         for (std::size_t i = 0; i < row.size(); ++i) {
-            line += printable(row[i]);
-            if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+            line += row[i];
+            if (i + 1 < row.size()) line += std::string(widths[i] - columns_of(row[i]) + 2, ' ');
         }
         std::cout << line << "\n";
+    }
+}
+
+void print_table(Table rows) {
+    for (auto &row : rows)
+        for (std::string &cell : row) cell = printable(cell);
+    print_cells(rows);
+}
+
+// ------------------------------------------------------------ list in a terminal
+
+// The columns of the terminal stdout is: $COLUMNS, else the terminal's own width. 0 when stdout is not a
+// terminal: scripts that read `list` get every character, as ever.
+std::size_t terminal_columns() {
+    if (!::isatty(STDOUT_FILENO)) return 0;
+    if (const char *columns = std::getenv("COLUMNS")) {
+        char *end = nullptr;
+        const long value = std::strtol(columns, &end, 10);
+        if (end != columns && *end == '\0' && value > 0 && value < 100000) return static_cast<std::size_t>(value);
+    }
+    winsize size{};
+    if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+    return 80;
+}
+
+// How a cut cell ends: an ellipsis where the locale says the terminal shows UTF-8, else "...".
+std::string cut_marker() {
+    for (const char *variable : {"LC_ALL", "LC_CTYPE", "LANG"}) {
+        const char *value = std::getenv(variable);
+        if (!value || !*value) continue;
+        std::string locale(value);
+        std::transform(locale.begin(), locale.end(), locale.begin(), [](unsigned char c) { return std::tolower(c); });
+        return locale.find("utf-8") != std::string::npos || locale.find("utf8") != std::string::npos ? "\u2026"
+                                                                                                       : "...";
+    }
+    return "...";
+}
+
+// `text` (printable) in at most `width` columns, ending in `marker` if it was cut.
+std::string cut_to(const std::string &text, std::size_t width, const std::string &marker) {
+    if (text.size() <= width) return text;
+    const std::size_t marker_columns = columns_of(marker);
+    if (width <= marker_columns) return text.substr(0, width);
+    return text.substr(0, width - marker_columns) + marker;
+}
+
+// The first networks that fit in `width` columns with ", +N more" after them.
+std::string allowlist_within(const std::vector<Network> &networks, std::size_t width, const std::string &marker) {
+    const std::string all = allowlist_text(networks);
+    if (all.size() <= width) return all;
+    for (std::size_t kept = networks.size() - 1; kept > 0; --kept) {
+        const std::vector<Network> first(networks.begin(), networks.begin() + static_cast<std::ptrdiff_t>(kept));
+        const std::string text = allowlist_text(first) + ", +" + std::to_string(networks.size() - kept) + " more";
+        if (text.size() <= width) return text;
+    }
+    return cut_to(std::to_string(networks.size()) + " networks", width, marker);
+}
+
+// The list table narrowed to `width` columns: the widest of USER, NAME, LAST USED and ALLOWED IPS gives up a
+// column at a time, down to a floor that keeps each readable; then their cells are cut with a marker (NAME
+// keeps "(rotated)", ALLOWED IPS drops whole networks). If the floors do not fit either, lines wrap.
+void fit_list_to(Table &rows, const std::vector<const TokenRecord *> &records, std::size_t width) {
+    enum { user_column = 0, name_column = 1, created_column = 3, last_used_column = 5, allowed_column = 7 };
+    const std::pair<std::size_t, std::size_t> floors[] = {
+        {user_column, 8}, {name_column, 16}, {last_used_column, 20}, {allowed_column, 26}};
+    std::vector<std::size_t> widths = column_widths(rows);
+    std::size_t total = 2 * (widths.size() - 1);
+    for (std::size_t w : widths) total += w;
+    while (total > width) {
+        std::size_t *widest = nullptr;
+        for (const auto &[column, floor] : floors)
+            if (widths[column] > floor && (!widest || widths[column] > *widest)) widest = &widths[column];
+        if (!widest) break;
+        --*widest, --total;
+    }
+    // Still too wide: CREATED gives up its time of day (show and --json keep it).
+    const std::size_t date_only = std::string_view("YYYY-MM-DD").size();
+    const bool created_as_date = total > width && widths[created_column] > date_only;
+    const std::string marker = cut_marker();
+    for (std::size_t i = 1; i < rows.size(); ++i) {
+        if (created_as_date) rows[i][created_column].resize(date_only);
+        const TokenRecord &record = *records[i - 1];
+        std::vector<std::string> &row = rows[i];
+        row[user_column] = cut_to(row[user_column], widths[user_column], marker);
+        row[last_used_column] = cut_to(row[last_used_column], widths[last_used_column], marker);
+        row[allowed_column] = allowlist_within(record.allowed_ips, widths[allowed_column], marker);
+        if (row[name_column].size() > widths[name_column]) {
+            const std::string rotated = record.rotated() ? " (rotated)" : "";
+            row[name_column] = widths[name_column] >= rotated.size() + 5
+                                   ? cut_to(printable(record.name), widths[name_column] - rotated.size(), marker) + rotated
+                                   : cut_to(row[name_column], widths[name_column], marker);
+        }
     }
 }
 
@@ -251,8 +415,8 @@ struct RestrictionOptions {
 struct TokenArguments {
     std::string user, name;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
-        sub->add_option("NAME", name)->required();
+        sub->add_option("USER", user, "the account: " + user_rule)->required();
+        sub->add_option("NAME", name, "the token's name: " + token_name_rule)->required();
     }
 };
 
@@ -306,7 +470,7 @@ struct ListOptions {
     std::optional<std::string> unused_for, service;
     bool json = false;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user);
+        sub->add_option("USER", user, "only this account's tokens: " + user_rule);
         sub->add_option("--service", service, "only tokens of this service: cpanel or whm");
         sub->add_option("--unused-for", unused_for,
                         "only tokens not used for DURATION (90s, 10m, 12h, 30d, 2w), or never used and created that "
@@ -345,8 +509,8 @@ struct RevokeOptions {
     std::string user, name;
     bool all = false;
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
-        sub->add_option("NAME", name);
+        sub->add_option("USER", user, "the account: " + user_rule)->required();
+        sub->add_option("NAME", name, "the token's name: " + token_name_rule);
         sub->add_flag("--all", all, "revoke every token of USER");
     }
 };
@@ -356,7 +520,7 @@ struct CheckOptions {
     std::optional<std::string> ip, service, path;
     std::string method = "GET";
     void define(CLI::App *sub) {
-        sub->add_option("USER", user)->required();
+        sub->add_option("USER", user, "the account the token is sent for: " + user_rule)->required();
         sub->add_option("--ip", ip, "client address to check against the allowlist");
         sub->add_option("--service", service, "check as the cpanel or the whm scheme would (default: either)");
         sub->add_option("--path", path, "URL path to check against the token's scopes");
@@ -557,15 +721,19 @@ int cmd_list(const std::string &db, const ListOptions &o) {
         print_json(out);
         return 0;
     }
-    std::vector<std::vector<std::string>> rows{
-        {"USER", "NAME", "SERVICE", "CREATED", "EXPIRES", "LAST USED", "USES", "ALLOWED IPS"}};
+    Table rows{{"USER", "NAME", "SERVICE", "CREATED", "EXPIRES", "LAST USED", "USES", "ALLOWED IPS"}};
+    std::vector<const TokenRecord *> records;
     for (const auto &[token, used] : shown) {
         rows.push_back({token->record.user, name_text(token->record), service_name(token->record.service),
                         format_iso8601(token->record.created),
                         expiry_text(token->record), last_used_text(used), std::to_string(used ? used->uses : 0),
                         allowlist_text(token->record.allowed_ips)});
+        records.push_back(&token->record);
     }
-    print_table(rows);
+    for (auto &row : rows)
+        for (std::string &cell : row) cell = printable(cell);
+    if (const std::size_t width = terminal_columns()) fit_list_to(rows, records, width);
+    print_cells(rows);
     return 0;
 }
 
@@ -661,9 +829,38 @@ int cmd_revoke(const std::string &db, const RevokeOptions &o) {
     return 0;
 }
 
-std::string read_token_from_stdin() {
+// The terminal's settings while the token is typed without echo, so that a signal can put them back.
+termios g_terminal_before_prompt;
+
+extern "C" void restore_terminal_and_die(int signal_number) {
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &g_terminal_before_prompt);
+    ::signal(signal_number, SIG_DFL);
+    ::raise(signal_number);
+}
+
+// A terminal on stdin means someone types or pastes the token: ask for it on stderr (stdout carries the
+// verdict) and keep it off the screen, as passwd does. From a pipe, read it silently as before.
+std::string read_token_line(const std::string &user) {
     std::string token;
+    if (!::isatty(STDIN_FILENO) || ::tcgetattr(STDIN_FILENO, &g_terminal_before_prompt) != 0) {
+        std::getline(std::cin, token);
+        return token;
+    }
+    termios quiet = g_terminal_before_prompt;
+    quiet.c_lflag &= ~ECHO;
+    quiet.c_lflag |= ECHONL;  // Enter still moves to the next line
+    const int signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP};
+    for (int signal_number : signals) ::signal(signal_number, restore_terminal_and_die);
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    std::cerr << "Token for " << user << ": " << std::flush;  // once echo is off: what follows stays hidden
     std::getline(std::cin, token);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &g_terminal_before_prompt);
+    for (int signal_number : signals) ::signal(signal_number, SIG_DFL);
+    return token;
+}
+
+std::string read_token_from_stdin(const std::string &user) {
+    std::string token = read_token_line(user);
     while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
         token.pop_back();
     return token;
@@ -681,7 +878,7 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
         throw UsageError("invalid --path '" + *o.path + "': expected a URL path starting with /");
     const TokenStore store(db, Access::read_only);
     const Seconds now = now_seconds();
-    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(), client, now, services);
+    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(o.user), client, now, services);
     const std::string who = verdict.record ? "token '" + name_text(*verdict.record) + "' of " + verdict.record->user : "";
     switch (verdict.reason) {
         case Reason::accepted: {
@@ -891,11 +1088,14 @@ int run(int argc, char **argv) {
     app.require_subcommand(1, 1);
     app.fallthrough();
     app.add_option("--db", db, "store directory (default: $CPTOKEN_DB, else /var/lib/cptoken)");
+    app.set_version_flag("--version", "cptoken " CPTOKEN_VERSION, "print the version and exit");
 
     // The one subcommand given runs its handler once parsing is done.
     std::function<int()> chosen;
+    std::vector<std::string> commands;
     auto command = [&](const char *name, const char *help, auto &options, auto handler) {
         CLI::App *sub = app.add_subcommand(name, help);
+        commands.push_back(name);
         options.define(sub);
         sub->final_callback([&chosen, &db, &options, handler] {
             chosen = [&db, &options, handler] { return handler(db, options); };
@@ -935,9 +1135,18 @@ int run(int argc, char **argv) {
     BackupOptions backup;
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);
 
+    // CLI11 would call a mistyped command a missing one.
+    if (const auto word = command_word(argc, argv);
+        word && std::find(commands.begin(), commands.end(), *word) == commands.end()) {
+        const std::string meant = nearest_command(*word, commands);
+        throw UsageError("unknown command '" + *word + "'" + (meant.empty() ? "" : "; did you mean '" + meant + "'?") +
+                         " (commands: " + list_text(commands) + ")");
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion &e) {
         return app.exit(e);
     } catch (const CLI::CallForAllHelp &e) {
         return app.exit(e);

@@ -47,6 +47,7 @@ namespace {
 using namespace cptoken;
 
 // Log tags: stable, for admins and fail2ban.
+#define TAG_LOADED "CPT0001: "         // the module's version, once per configuration load (notice)
 #define TAG_REFUSED "CPT0100: "        // a request refused, with the reason
 #define TAG_ADMITTED "CPT0101: "       // a request admitted (info), with the token's name
 #define TAG_FORBIDDEN "CPT0102: "      // an admitted token outside its scopes or read-only: 403
@@ -571,8 +572,12 @@ struct ReaderNeed {
 };
 ReaderNeed g_reader_need;
 
-int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *) {
+int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s) {
+    // Like other modules: in the Server header (ServerTokens Full) and in httpd's "resuming normal
+    // operations" line, which is what an admin greps to learn which build runs.
+    ap_add_version_component(pconf, "mod_cptoken/" CPTOKEN_VERSION);
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) return OK;
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, TAG_LOADED "mod_cptoken " CPTOKEN_VERSION " loaded");
     g_reader_need = ReaderNeed{};
     if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &g_reader_need.server_limit) != APR_SUCCESS ||
         ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &g_reader_need.thread_limit) != APR_SUCCESS)

@@ -46,13 +46,22 @@ std::string dir_of(const std::string &file) {
 [[noreturn]] void refuse(const std::string &message) { throw StoreError(StoreError::Kind::access, message); }
 
 // Permission denied opening FILE: who this process is, the store's group,
-// and the command that gives the store to this process's group.
-[[noreturn]] void permission_denied(const std::string &file) {
+// and the command that gives the store to this process's group; or, for a
+// writer of tokens that does not own the store, that root is needed.
+[[noreturn]] void permission_denied(const std::string &file, Access access) {
     const std::string dir = dir_of(file);
+    struct stat st{};
+    const bool have_dir = ::stat(dir.c_str(), &st) == 0;
+    // Tokens are root's to change (cptoken init gives the store to root): joining httpd's group, which the
+    // other message suggests, would not let this user write them, and must not.
+    if (access == Access::read_write && file.ends_with(std::string("/") + token_store_file) &&
+        !(have_dir && st.st_uid == ::geteuid()))
+        refuse("cannot change the tokens in " + dir + ": this needs root" +
+               (have_dir && st.st_uid != 0 ? " or the store's owner, " + user_name(st.st_uid) : std::string()) +
+               " (this process runs as user " + user_name(::geteuid()) + "); run cptoken as root, e.g. with sudo");
     std::string message = "cannot open " + file + ": Permission denied (this process runs as user " +
                           user_name(::geteuid()) + ", group " + group_name(::getegid());
-    struct stat st{};
-    if (::stat(dir.c_str(), &st) == 0) message += "; the store's group is " + group_name(st.st_gid);
+    if (have_dir) message += "; the store's group is " + group_name(st.st_gid);
     refuse(message + "); give the store to this group with: " + init_command(dir));
 }
 

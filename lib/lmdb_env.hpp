@@ -43,9 +43,11 @@ inline std::string path_in(const std::string &dir, const char *file) { return di
 
 /// Throw StoreError: access with `message`.
 [[noreturn]] void refuse(const std::string &message);
-/// Throw StoreError: access, naming this process's user and group, the
-/// store's group and the command that fixes it.
-[[noreturn]] void permission_denied(const std::string &file);
+/// Throw StoreError: access. Opening the token store to write (only cptoken
+/// does): root or the store's owner is needed, and this process is neither.
+/// Else: this process's user and group, the store's group and the command
+/// that gives the store to that group.
+[[noreturn]] void permission_denied(const std::string &file, Access access);
 /// Throw StoreError: missing, with the command that makes the store.
 [[noreturn]] void no_store(const std::string &dir);
 /// Throw StoreError of the kind an errno or LMDB code `rc` means.
@@ -219,7 +221,7 @@ public:
         if (rc != MDB_SUCCESS) {
             mdb_env_close(env_);
             env_ = nullptr;
-            if (rc == EACCES) permission_denied(file);
+            if (rc == EACCES) permission_denied(file, access);
             fail(rc, "cannot open " + file);
         }
         // Slots of killed processes would pin old pages and fill the table.
@@ -371,7 +373,7 @@ private:
         if (::stat(dir.c_str(), &dir_stat) != 0) {
             const int err = errno;
             if (err == ENOENT) no_store(dir);
-            if (err == EACCES) permission_denied(file);
+            if (err == EACCES) permission_denied(file, access);
             fail(err, "cannot open " + dir);
         }
         if (!S_ISDIR(dir_stat.st_mode)) refuse(dir + " is not a directory");
@@ -383,7 +385,7 @@ private:
             struct stat st{};
             if (::lstat(path.c_str(), &st) != 0) {
                 const int err = errno;
-                if (err == EACCES) permission_denied(file);
+                if (err == EACCES) permission_denied(file, access);
                 if (err != ENOENT) fail(err, "cannot open " + path);
                 if (path == file && must_exist) no_store(dir);
                 continue;  // LMDB creates it; only the directory's owner can put anything there meanwhile

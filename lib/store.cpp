@@ -201,10 +201,17 @@ std::string grow_reader_table(const std::string &dir, int dir_fd, const char *fi
 InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::vector<std::string> *changes) {
     const std::string tokens_file = path_in(dir, token_store_file), usage_file = path_in(dir, usage_store_file);
     // 0700 until the group and mode below are set: nobody else gets in meanwhile.
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) fail(errno, "cannot create " + dir);
+    // Permission denied here is a user who is not root running init: say who is needed.
+    const auto cannot = [&dir](const char *what) {
+        if (errno == EACCES)
+            refuse("cannot " + std::string(what) + " " + dir + ": Permission denied; making or repairing a store needs "
+                   "root (this process runs as user " + user_name(::geteuid()) + "); run cptoken as root, e.g. with sudo");
+        fail(errno, "cannot " + std::string(what) + " " + dir);
+    };
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) cannot("create");
     const OpenFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     struct stat dir_stat{};
-    if (dir_fd.get() < 0 || ::fstat(dir_fd.get(), &dir_stat) != 0) fail(errno, "cannot open " + dir);
+    if (dir_fd.get() < 0 || ::fstat(dir_fd.get(), &dir_stat) != 0) cannot("open");
     const bool is_store = check_init_dir(dir, dir_fd.get(), dir_stat);
 
     // An existing store keeps its group unless told otherwise.
