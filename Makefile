@@ -1,7 +1,10 @@
 # mod_cptoken: build, test, install.
 #   make            build/cptoken, build/mod_cptoken.so, build/libcptoken.a
 #   make test       install missing Debian packages, build, run every test
-#   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR
+#   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion
+#   make uninstall  removes exactly what install put
+#   make deb        the Debian package, in $(BUILD)/deb/ (docs/package.md)
+#   make deb-test   installs it into a clean Debian 12 root and tries it there
 # C++ is compiled and linked with g++: apxs cannot build C++, so it only
 # tells us where httpd's headers and modules are.
 
@@ -10,6 +13,10 @@ CXX       ?= g++
 BUILD     ?= build
 PREFIX    ?= /usr/local
 SBINDIR   ?= $(PREFIX)/sbin
+MANDIR    ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# httpd's module directory, asked of apxs only when installing.
+MODULEDIR ?= $(shell $(APXS) -q LIBEXECDIR)
 PYTHON    ?= /usr/bin/python3
 VERSION   := $(shell cat VERSION)
 
@@ -19,7 +26,8 @@ VERSION   := $(shell cat VERSION)
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
-                wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb go-md2man
+                wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb go-md2man \
+                debhelper dpkg-dev fakeroot lintian debootstrap
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -41,7 +49,7 @@ LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard t/unit/test_*.cpp)
 UNIT_BINS := $(UNIT_SRCS:t/unit/%.cpp=$(BUILD)/t/%)
 
-.PHONY: all deps test unit unit-asan tool-test httpd-test install clean man
+.PHONY: all deps test unit unit-asan tool-test httpd-test install uninstall clean man
 all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so man
 
 deps:
@@ -113,9 +121,20 @@ test: deps
 	$(PYTEST) t/tool
 	$(PYTEST) t/httpd
 
+# What install puts, and so exactly what uninstall removes. The .load and .conf
+# files for /etc/apache2 are not installed here: the package ships them as
+# conffiles, and README step 5 copies them by hand.
+INSTALLED := $(SBINDIR)/cptoken $(MODULEDIR)/mod_cptoken.so $(MANDIR)/man8/cptoken.8 \
+             $(MANDIR)/man8/mod_cptoken.8 $(BASHCOMPDIR)/cptoken
 install: all
 	install -D -m 0755 $(BUILD)/cptoken $(DESTDIR)$(SBINDIR)/cptoken
-	install -D -m 0644 $(BUILD)/mod_cptoken.so $(DESTDIR)$(shell $(APXS) -q LIBEXECDIR)/mod_cptoken.so
+	install -D -m 0644 $(BUILD)/mod_cptoken.so $(DESTDIR)$(MODULEDIR)/mod_cptoken.so
+	install -D -m 0644 $(BUILD)/man/cptoken.8 $(DESTDIR)$(MANDIR)/man8/cptoken.8
+	install -D -m 0644 $(BUILD)/man/mod_cptoken.8 $(DESTDIR)$(MANDIR)/man8/mod_cptoken.8
+	install -D -m 0644 conf/bash_completion/cptoken $(DESTDIR)$(BASHCOMPDIR)/cptoken
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 clean:
 	rm -rf $(BUILD)
