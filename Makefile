@@ -136,10 +136,43 @@ install: all
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
+# --one-file-system: should a killed deb-test have left its root's /proc
+# mounted, rm stops there with an error instead of descending into it.
 clean:
-	rm -rf $(BUILD)
+	rm -rf --one-file-system $(BUILD)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# Not the package's own build tree, nor the Debian root of deb-test.
+-include $(shell find $(BUILD) \( -path $(BUILD)/deb -o -path $(BUILD)/deb-test \) -prune -o -name '*.d' -type f -print 2>/dev/null)
+
+# The Debian package (docs/package.md). dpkg-buildpackage runs `debian/rules
+# clean`, which is `make clean`: so it builds a copy of the source (what git
+# tracks, plus new files it does not ignore) in $(DEB_DIR)/, never this
+# checkout's build/. The .deb is remade only when one of those files changed
+# (the package test in t/deb/ is not one).
+# The project's tests run in make test: the package is built with nocheck
+# (DEB_BUILD_OPTIONS= make deb runs the unit tests too).
+DEB_DIR   := $(BUILD)/deb
+DEB_BUILD_OPTIONS ?= nocheck
+DEB_FILE   = $(DEB_DIR)/libapache2-mod-cptoken_$(shell dpkg-parsechangelog -S Version)_$(shell dpkg-architecture -qDEB_HOST_ARCH).deb
+PKG_FILES  = $(filter-out t/deb/%,$(wildcard $(shell git ls-files --cached --others --exclude-standard 2>/dev/null || \
+                                find . \( -path ./$(BUILD) -o -path ./.git \) -prune -o -type f -print)))
+.PHONY: deb deb-test
+deb: $(DEB_FILE)
+$(DEB_FILE): $(PKG_FILES)
+	@rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	@tar -cf - $^ | tar -xf - -C $(DEB_DIR)/src
+	@echo "deb: dpkg-buildpackage -us -uc -b in $(DEB_DIR)/src (log: $(DEB_DIR)/build.log)"
+	@cd $(DEB_DIR)/src && DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" dpkg-buildpackage -us -uc -b \
+	  > ../build.log 2>&1 || { tail -20 ../build.log; \
+	  echo "deb: dpkg-buildpackage failed, see $(DEB_DIR)/build.log" >&2; exit 1; }
+	@echo "deb: lintian $@"
+	@lintian --fail-on error $@ > $(DEB_DIR)/lintian.log; rc=$$?; cat $(DEB_DIR)/lintian.log; exit $$rc
+	@echo "deb: $@"
+
+# Installs the package into a clean Debian 12 root under $(BUILD)/deb-test
+# and uses it there (t/deb/deb-test.sh). Needs root and deb.debian.org.
+deb-test: $(DEB_FILE)
+	@bash t/deb/deb-test.sh $(DEB_FILE) $(BUILD)/deb-test
 
 # Benchmarks (not part of make test; a small smoke run of them is).
 #   make bench        the full run: microbenchmark of one verification at
