@@ -1,7 +1,10 @@
 # mod_cptoken: build, test, install.
 #   make            build/cptoken, build/mod_cptoken.so, build/libcptoken.a
 #   make test       install missing Debian packages, build, run every test
-#   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR
+#   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion
+#   make uninstall  removes exactly what install put
+#   make deb        the Debian package, in $(BUILD)/deb/ (docs/package.md)
+#   make deb-test   installs it into a clean Debian 12 root and tries it there
 # C++ is compiled and linked with g++: apxs cannot build C++, so it only
 # tells us where httpd's headers and modules are.
 
@@ -10,6 +13,10 @@ CXX       ?= g++
 BUILD     ?= build
 PREFIX    ?= /usr/local
 SBINDIR   ?= $(PREFIX)/sbin
+MANDIR    ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# httpd's module directory, asked of apxs only when installing.
+MODULEDIR ?= $(shell $(APXS) -q LIBEXECDIR)
 PYTHON    ?= /usr/bin/python3
 VERSION   := $(shell cat VERSION)
 
@@ -19,7 +26,8 @@ VERSION   := $(shell cat VERSION)
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
-                wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb go-md2man
+                wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb go-md2man \
+                debhelper dpkg-dev fakeroot lintian debootstrap
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -41,7 +49,7 @@ LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard t/unit/test_*.cpp)
 UNIT_BINS := $(UNIT_SRCS:t/unit/%.cpp=$(BUILD)/t/%)
 
-.PHONY: all deps test unit unit-asan tool-test httpd-test install clean man
+.PHONY: all deps test unit unit-asan tool-test httpd-test install uninstall clean man
 all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so man
 
 deps:
@@ -121,14 +129,58 @@ test: deps
 	$(STAGE) tool-test $(TEST_LOGS) $(PYTEST) t/tool
 	$(STAGE) httpd-test $(TEST_LOGS) $(PYTEST) t/httpd
 
+# What install puts, and so exactly what uninstall removes. The .load and .conf
+# files for /etc/apache2 are not installed here: the package ships them as
+# conffiles, and README step 5 copies them by hand.
+INSTALLED := $(SBINDIR)/cptoken $(MODULEDIR)/mod_cptoken.so $(MANDIR)/man8/cptoken.8 \
+             $(MANDIR)/man8/mod_cptoken.8 $(BASHCOMPDIR)/cptoken
 install: all
 	install -D -m 0755 $(BUILD)/cptoken $(DESTDIR)$(SBINDIR)/cptoken
-	install -D -m 0644 $(BUILD)/mod_cptoken.so $(DESTDIR)$(shell $(APXS) -q LIBEXECDIR)/mod_cptoken.so
+	install -D -m 0644 $(BUILD)/mod_cptoken.so $(DESTDIR)$(MODULEDIR)/mod_cptoken.so
+	install -D -m 0644 $(BUILD)/man/cptoken.8 $(DESTDIR)$(MANDIR)/man8/cptoken.8
+	install -D -m 0644 $(BUILD)/man/mod_cptoken.8 $(DESTDIR)$(MANDIR)/man8/mod_cptoken.8
+	install -D -m 0644 conf/bash_completion/cptoken $(DESTDIR)$(BASHCOMPDIR)/cptoken
 
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
+# --one-file-system: should a killed deb-test have left its root's /proc
+# mounted, rm stops there with an error instead of descending into it.
 clean:
-	rm -rf $(BUILD)
+	rm -rf --one-file-system $(BUILD)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# Not the package's own build tree, nor the Debian root of deb-test.
+-include $(shell find $(BUILD) \( -path $(BUILD)/deb -o -path $(BUILD)/deb-test \) -prune -o -name '*.d' -type f -print 2>/dev/null)
+
+# The Debian package (docs/package.md). dpkg-buildpackage runs `debian/rules
+# clean`, which is `make clean`: so it builds a copy of the source (what git
+# tracks, plus new files it does not ignore) in $(DEB_DIR)/, never this
+# checkout's build/. The .deb is remade only when one of those files changed
+# (the package test in t/deb/ is not one).
+# The project's tests run in make test: the package is built with nocheck
+# (DEB_BUILD_OPTIONS= make deb runs the unit tests too).
+DEB_DIR   := $(BUILD)/deb
+DEB_BUILD_OPTIONS ?= nocheck
+DEB_FILE   = $(DEB_DIR)/libapache2-mod-cptoken_$(shell dpkg-parsechangelog -S Version)_$(shell dpkg-architecture -qDEB_HOST_ARCH).deb
+PKG_FILES  = $(filter-out t/deb/%,$(wildcard $(shell git ls-files --cached --others --exclude-standard 2>/dev/null || \
+                                find . \( -path ./$(BUILD) -o -path ./.git \) -prune -o -type f -print)))
+.PHONY: deb deb-test
+deb: $(DEB_FILE)
+$(DEB_FILE): $(PKG_FILES)
+	@rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	@tar -cf - $^ | tar -xf - -C $(DEB_DIR)/src
+	@echo "deb: dpkg-buildpackage -us -uc -b in $(DEB_DIR)/src (log: $(DEB_DIR)/build.log)"
+	@cd $(DEB_DIR)/src && DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" dpkg-buildpackage -us -uc -b \
+	  > ../build.log 2>&1 || { tail -20 ../build.log; \
+	  echo "deb: dpkg-buildpackage failed, see $(DEB_DIR)/build.log" >&2; exit 1; }
+	@echo "deb: lintian $@"
+	@lintian --fail-on error $@ > $(DEB_DIR)/lintian.log; rc=$$?; cat $(DEB_DIR)/lintian.log; exit $$rc
+	@echo "deb: $@"
+
+# Installs the package into a clean Debian 12 root under $(BUILD)/deb-test
+# and uses it there (t/deb/deb-test.sh). Needs root and deb.debian.org.
+deb-test: $(DEB_FILE)
+	@bash t/deb/deb-test.sh $(DEB_FILE) $(BUILD)/deb-test
 
 # Benchmarks (not part of make test; a small smoke run of them is).
 #   make bench        the full run: microbenchmark of one verification at
