@@ -27,7 +27,7 @@ DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-uti
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
                 wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb go-md2man \
-                debhelper dpkg-dev fakeroot lintian debootstrap
+                debhelper dpkg-dev fakeroot lintian debootstrap groff-base
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -89,16 +89,18 @@ $(BUILD)/t/%: t/unit/%.cpp $(BUILD)/libcptoken.a
 # package's (SOURCE_DATE_EPOCH, as dpkg-buildpackage sets it) or today.
 MAN_DATE := $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(date +%s)} +'%B %Y')
 MAN_PAGES := $(BUILD)/man/cptoken.8 $(BUILD)/man/mod_cptoken.8
+# A text line that starts with a dot ("...") would be read as a macro: go-md2man leaves it.
+MAN_ESCAPE_DOTS := sed 's/^\.\([^A-Za-z\\]\)/\\\&.\1/'
 man: $(MAN_PAGES)
 $(BUILD)/man/cptoken.8: docs/cptoken.md VERSION
 	@mkdir -p $(dir $@)
 	( echo '% CPTOKEN 8 "$(MAN_DATE)" "mod_cptoken $(VERSION)" "System Administration"'; \
-	  tail -n +2 $< ) | go-md2man > $@
+	  tail -n +2 $< ) | go-md2man | $(MAN_ESCAPE_DOTS) > $@
 $(BUILD)/man/mod_cptoken.8: docs/directives.md VERSION
 	@mkdir -p $(dir $@)
 	( echo '% MOD_CPTOKEN 8 "$(MAN_DATE)" "mod_cptoken $(VERSION)" "System Administration"'; \
 	  printf '# NAME\n\nmod_cptoken - Apache httpd module that admits requests with cPanel-style API tokens\n\n'; \
-	  tail -n +2 $< ) | go-md2man > $@
+	  tail -n +2 $< ) | go-md2man | $(MAN_ESCAPE_DOTS) > $@
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
