@@ -86,7 +86,7 @@ def test_create_relative_expiry(store, when, seconds):
     "2000-01-01T00:00:00Z",
     time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400)),  # yesterday
     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60)),  # a minute ago
-])
+], ids=["date", "time", "yesterday", "a-minute-ago"])  # ids that do not change with the clock (pytest -n)
 def test_create_expiry_in_the_past_is_usage_error(store, when):
     assert_usage_error(store.run("create", "alice", "ci", "--expires", when))
     assert store.list_json() == []
