@@ -9,6 +9,7 @@ import calendar
 import json
 import os
 import re
+import select
 import subprocess
 import time
 from collections import namedtuple
@@ -30,6 +31,25 @@ CREATE_KEYS = {"user", "name", "token", "created", "expires", "allowed_ips", "se
 ROTATE_KEYS = CREATE_KEYS | {"grace_ends"}
 
 Result = namedtuple("Result", "rc out err")
+
+
+def read_terminal(fd, wanted=None, timeout=10.0):
+    """What a pseudo-terminal's master `fd` shows until `wanted` appears, or
+    the timeout, or every process has closed the terminal."""
+    seen = b""
+    end = time.monotonic() + timeout
+    while (wanted is None or wanted not in seen) and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: every process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
 
 
 def base_env(extra=None):

@@ -2,30 +2,10 @@
 without echo, instead of waiting silently with the token shown as typed."""
 
 import os
-import select
 import subprocess
 import termios
-import time
 
-from conftest import CPTOKEN, base_env
-
-
-def read_until(fd, wanted, timeout=10.0):
-    """What the terminal shows until `wanted` appears (or the timeout, or the
-    other side is closed)."""
-    seen = b""
-    end = time.monotonic() + timeout
-    while wanted not in seen and time.monotonic() < end:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: every process closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-    return seen
+from conftest import CPTOKEN, base_env, read_terminal
 
 
 def check_on_a_terminal(store, user, typed):
@@ -36,10 +16,10 @@ def check_on_a_terminal(store, user, typed):
     try:
         p = subprocess.Popen([CPTOKEN, "--db", str(store.path), "check", user], stdin=slave, stderr=slave,
                              stdout=subprocess.PIPE, env=base_env(), start_new_session=True)
-        shown = read_until(master, b": ")
+        shown = read_terminal(master, b": ")
         os.write(master, typed.encode() + b"\n")
         out, _ = p.communicate(timeout=30)
-        shown += read_until(master, b"\n\n", timeout=0.5)
+        shown += read_terminal(master, b"\n\n", timeout=0.5)
         echo = bool(termios.tcgetattr(slave)[3] & termios.ECHO)
         return p.returncode, out.decode(), shown.decode(errors="replace"), echo
     finally:

@@ -5,12 +5,11 @@ file (scripts), and with --json, every character stays."""
 import fcntl
 import json
 import os
-import select
 import struct
 import subprocess
 import termios
 
-from conftest import CPTOKEN, base_env
+from conftest import CPTOKEN, base_env, read_terminal
 
 LONG_USER = "averyveryverylongusernamethatgoesonandonandon"
 LONG_NAME = "a-rather-long-token-name-for-the-deploy-job-x"
@@ -32,18 +31,7 @@ def on_terminal(store, *args, columns=None, window=None, lang="C.UTF-8"):
     p = subprocess.Popen([CPTOKEN, "--db", str(store.path), *args], stdout=slave, stderr=subprocess.PIPE,
                          stdin=subprocess.DEVNULL, env=environment)
     os.close(slave)
-    out = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 10)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the program closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_terminal(master)
     os.close(master)
     assert p.wait(timeout=30) == 0, p.stderr.read()
     return out.decode("utf-8").replace("\r\n", "\n").splitlines()
