@@ -160,25 +160,29 @@ public:
     MDB_txn *get() const { return txn_; }
 
 private:
-    // A read transaction takes its snapshot id from the lock file. Between a
-    // writer's meta page reaching the data file and the lock file learning
-    // of it, a reader legitimately sees the previous snapshot: that is the
-    // only mismatch waited out, briefly. Anything else (a lock file changed
-    // by hand, a data file overwritten in place) is refused.
+    // A read transaction takes its snapshot id from the lock file, and the
+    // newest id is read from the data file just after. Commits landing in
+    // between (a writer's meta page reaches the data file before the lock
+    // file learns of it, and a fast writer may land several) leave the
+    // snapshot legitimately behind: renewed, it then catches up with the
+    // newest seen, and is kept. A lock file that stays behind (changed by
+    // hand, rolled back) or runs ahead (the data file overwritten in place)
+    // is refused, after at most a brief wait.
     void verify_read_snapshot(MDB_env *env, const std::string &file) {
         std::size_t snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
         if (snapshot == newest) return;  // on every request: nothing more
+        const std::size_t seen = newest;
         const auto deadline = std::chrono::steady_clock::now() + StoreSettings::commit_in_flight_wait;
         auto pause = std::chrono::microseconds(50);
         for (;;) {
-            if (snapshot == newest) return;
-            if (snapshot + 1 != newest || std::chrono::steady_clock::now() >= deadline)
+            if (snapshot > newest || std::chrono::steady_clock::now() >= deadline)
                 throw StoreError(StoreError::Kind::inconsistent, stale_snapshot_message(file, snapshot, newest));
             mdb_txn_reset(txn_);
             std::this_thread::sleep_for(pause);
             pause = std::min(pause * 2, std::chrono::microseconds(10000));
             check(mdb_txn_renew(txn_), "cannot begin a transaction on ", file);
             snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
+            if (snapshot >= seen && snapshot <= newest) return;  // caught up: every commit made before is in it
         }
     }
 

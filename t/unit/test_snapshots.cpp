@@ -196,36 +196,48 @@ void test_truncated_data_file_is_refused(void **state) {
     assert_true(contains(message, "changed in place"));
 }
 
-// A commit that grows the file between the reader's look at the file's size
-// and its look at the newest snapshot once made a healthy store look cut
-// short: an httpd child then stopped recording uses, or refused the token
-// store until httpd restarted. Another process writes the usage store (fast
-// commits, without fsync, as httpd's children do) while this one opens it
-// and checks the token store, as often as it can, for a second.
-void test_file_growing_under_a_check_is_not_cut_short(void **state) {
+// Two races between a reader's checks and commits landing meanwhile, each
+// of which made a healthy store look damaged: an httpd child then stopped
+// recording uses, or refused requests (the token store until httpd
+// restarted, for the first):
+// - a commit growing the file between the reader's look at its size and at
+//   its newest snapshot made it look cut short;
+// - several commits landing between a read transaction's start and its look
+//   at the newest snapshot made the lock file look rolled back.
+// Two processes write the usage store (fast commits without fsync, as
+// httpd's children do; one in large batches that grow the file) while this
+// one opens it and reads, as often as it can, for a second: more processes
+// than cores, so that each is paused at any point.
+void test_store_written_under_checks_is_not_taken_for_damaged(void **state) {
     const std::string dir = fx(state).store;
-    const pid_t writer = fork();
-    assert_true(writer >= 0);
-    if (writer == 0) {
-        UsageStore usage(dir, Access::read_write);
-        const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-        while (std::chrono::steady_clock::now() < end) {
-            std::vector<NotedUses> noted;
-            for (int j = 0; j < 50; ++j) noted.push_back({new_digest(), 1767225600000000000, "192.0.2.1", 1});
-            usage.add(noted);
+    std::vector<pid_t> writers;
+    for (const int batch : {1, 50}) {
+        const pid_t writer = fork();
+        assert_true(writer >= 0);
+        if (writer == 0) {
+            UsageStore usage(dir, Access::read_write);
+            const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+            while (std::chrono::steady_clock::now() < end) {
+                std::vector<NotedUses> noted;
+                for (int j = 0; j < batch; ++j) noted.push_back({new_digest(), 1767225600000000000, "192.0.2.1", 1});
+                usage.add(noted);
+            }
+            _exit(0);
         }
-        _exit(0);
+        writers.push_back(writer);
     }
     std::string failure;
     int opens = 0;
-    for (int status = 0; waitpid(writer, &status, WNOHANG) == 0; ++opens) {
+    for (int status = 0; waitpid(writers.back(), &status, WNOHANG) == 0; ++opens) {
         try {
-            UsageStore(dir, Access::read_only).find(new_digest());
+            const UsageStore usage(dir, Access::read_only);  // opening checks the file's size
+            for (int k = 0; k < 50; ++k) usage.find(new_digest());  // each read checks its snapshot
         } catch (const StoreError &e) {
             failure = e.what();
         }
     }
-    print_message("%d opens of the usage store while another process wrote it\n", opens);
+    waitpid(writers.front(), nullptr, 0);
+    print_message("%d opens of the usage store, 50 reads each, while two processes wrote it\n", opens);
     assert_string_equal(failure.c_str(), "");
 }
 
@@ -281,7 +293,7 @@ int main() {
         cmocka_unit_test_setup_teardown(test_full_reader_table_says_what_is_known, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_data_file_is_refused, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_files_are_refused_at_open, setup_init, teardown),
-        cmocka_unit_test_setup_teardown(test_file_growing_under_a_check_is_not_cut_short, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_store_written_under_checks_is_not_taken_for_damaged, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_live_store_refuses_a_file_changed_in_place_until_replaced, setup_init,
                                         teardown),
     };
