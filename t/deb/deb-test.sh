@@ -3,7 +3,8 @@
 #
 #   t/deb/deb-test.sh PACKAGE.deb WORKDIR
 #
-# WORKDIR/base is debootstrap's bookworm (minbase + apache2 + curl), made once
+# WORKDIR/base is debootstrap's bookworm (minbase + apache2, curl, man-db and
+# bash-completion), made once
 # and kept while WORKDIR/base.stamp matches what it was made from. Each run
 # copies it to WORKDIR/root, installs the package there with apt-get, enables
 # the module, starts that root's httpd on a free port of 127.0.0.1 and checks
@@ -23,7 +24,7 @@ base=$work/base
 root=$work/root
 log=$work/deb-test.log
 suite=bookworm
-packages=apache2,curl
+packages=apache2,curl,man-db,bash-completion
 
 [ "$(id -u)" = 0 ] || { echo "deb-test: needs root (debootstrap, chroot)" >&2; exit 2; }
 [ -f "$deb" ] || { echo "deb-test: no package $deb" >&2; exit 2; }
@@ -146,6 +147,17 @@ check_installed() {
     [ -f "$root/var/lib/cptoken/tokens.mdb" ] || fail "no tokens.mdb in /var/lib/cptoken"
 }
 step "files, timer enabled, module not, store root:www-data 2750" check_installed
+
+check_commands() {
+    local version
+    version=$(run cptoken --version) || fail "cptoken --version failed"
+    [ "$version" = "cptoken $(dpkg-deb -f "$deb" Version | sed 's/-[^-]*$//')" ] || fail "cptoken --version says '$version'"
+    run man -P cat cptoken 2>/dev/null | grep -q "cptoken - create, list, edit and revoke" || fail "man cptoken shows no page"
+    run man -P cat mod_cptoken 2>/dev/null | grep -q "AuthType cpanel" || fail "man mod_cptoken shows no page"
+    run bash -c '. /usr/share/bash-completion/bash_completion; _completion_loader cptoken; complete -p cptoken' \
+        | grep -q _cptoken || fail "bash completion for cptoken does not load"
+}
+step "cptoken --version, man cptoken, man mod_cptoken, completion" check_commands
 
 short_created=
 short_token() { short_created=$(date +%s); run cptoken create alice short --expires +1s > /dev/null; }
