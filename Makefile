@@ -109,6 +109,15 @@ unit: $(UNIT_BINS)
 unit-asan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" unit
 
+# The tool's tests with cptoken built under AddressSanitizer: a leak
+# (LeakSanitizer) or any other report fails the test (t/tool/conftest.py). Run by .ci/run after
+# make test (about a minute: too long for make test's 8). verify_asan_link_order=0:
+# a few tests preload libfaketime.
+leak-test:
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" $(BUILD)/asan/cptoken man
+	ASAN_OPTIONS=detect_leaks=1:exitcode=23:verify_asan_link_order=0 CPTOKEN=$(abspath $(BUILD)/asan/cptoken) \
+	  $(PYTHON) -m pytest -q -n $(TEST_WORKERS) t/tool
+
 # Black-box tests with pytest: the tool as a user runs it, and a real httpd
 # (every MPM) with the built module, driven by curl.
 PYTEST = CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) $(PYTHON) -m pytest -q
