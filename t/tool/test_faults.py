@@ -148,6 +148,8 @@ def test_read_only_filesystem_reads_work_and_writes_fail_clearly(small_store, tm
     try:
         assert small_store.list_json() == before[0]
         assert_accepted(small_store.check("alice", token))
+        r = small_store.run("fsck")
+        assert r.rc == 0 and "no problems found" in r.out, r
         for args, stdin in ((("create", "alice", "new"), None), (("rotate", "alice", "ci"), None),
                             (("revoke", "alice", "ci"), None), (("bulk-create",), "alice b1\n"),
                             (("prune",), None)):
