@@ -69,18 +69,45 @@ std::string dir_of(const std::string &file) {
     throw StoreError(StoreError::Kind::missing, "no token store in " + dir + "; create it with: " + init_command(dir));
 }
 
+// What the admin can do about a failed write, for the failures that are the
+// filesystem's or the map's and not the store's. Every LMDB write lands whole
+// at commit or not at all, so each can say that nothing was written.
+static const char *remedy(int rc) {
+    switch (rc) {
+        case ENOSPC:
+            return "the filesystem holding it is full: free space there and run the command again; nothing was "
+                   "written";
+        case EDQUOT:
+            return "the disk quota of its owner on the filesystem holding it is used up: free space or raise the "
+                   "quota and run the command again; nothing was written";
+        case EROFS:
+            return "the filesystem holding it is mounted read-only: remount it read-write (mount -o remount,rw) "
+                   "and run the command again; nothing was written";
+        case MDB_MAP_FULL:
+            return "the store has reached its map size (16 GiB, StoreSettings::map_size): nothing was written. "
+                   "Make room with `cptoken prune`, or grow the map: raise StoreSettings::map_size in "
+                   "lib/store.hpp, rebuild and reinstall cptoken and mod_cptoken, and restart httpd";
+        case MDB_TXN_FULL:
+            return "the change is too large for one LMDB transaction: split it into smaller ones; nothing was "
+                   "written";
+        default: return nullptr;
+    }
+}
+
 [[noreturn]] void fail(int rc, const std::string &what) {
+    static_assert(StoreSettings::map_size == std::size_t{16} << 30, "remedy() names the map size");
     StoreError::Kind kind = StoreError::Kind::access;
     switch (rc) {
         case ENOENT: kind = StoreError::Kind::missing; break;
         case MDB_CORRUPTED: case MDB_INVALID: case MDB_VERSION_MISMATCH: case MDB_INCOMPATIBLE:
         case MDB_PAGE_NOTFOUND: case MDB_BAD_DBI: case MDB_PANIC:
             kind = StoreError::Kind::corrupt; break;
-        case MDB_READERS_FULL: case MDB_MAP_FULL: case MDB_MAP_RESIZED: case MDB_TXN_FULL:
+        case MDB_READERS_FULL: case MDB_MAP_FULL: case MDB_MAP_RESIZED: case MDB_TXN_FULL: case ENOSPC: case EDQUOT:
             kind = StoreError::Kind::full; break;
         default: break;
     }
-    throw StoreError(kind, what + ": " + mdb_strerror(rc));
+    const char *what_to_do = remedy(rc);
+    throw StoreError(kind, what + ": " + (what_to_do ? what_to_do : mdb_strerror(rc)));
 }
 
 // The refusal for a store file that is a symlink or not a regular file.

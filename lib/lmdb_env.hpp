@@ -50,7 +50,8 @@ inline std::string path_in(const std::string &dir, const char *file) { return di
 [[noreturn]] void permission_denied(const std::string &file, Access access);
 /// Throw StoreError: missing, with the command that makes the store.
 [[noreturn]] void no_store(const std::string &dir);
-/// Throw StoreError of the kind an errno or LMDB code `rc` means.
+/// Throw StoreError of the kind an errno or LMDB code `rc` means: `what`, then what to do for a full
+/// filesystem, quota, map or transaction and a read-only filesystem (the one place that says it), else the code's text.
 [[noreturn]] void fail(int rc, const std::string &what);
 /// Throw StoreError: access, for a store file that is a symlink or not a regular file.
 [[noreturn]] void refuse_odd_file(const std::string &path, mode_t mode);

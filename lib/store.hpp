@@ -77,7 +77,7 @@ public:
         corrupt,     ///< unreadable file or record, wrong schema
         not_found,   ///< no such token
         duplicate,   ///< the user already has a token of that name
-        full,        ///< reader table or map full
+        full,        ///< reader table, map, transaction or filesystem (or quota) full
         inconsistent,  ///< the lock file and the data file disagree on the newest snapshot
     };
     StoreError(Kind kind, const std::string &message)
