@@ -118,6 +118,18 @@ leak-test:
 	ASAN_OPTIONS=detect_leaks=1:exitcode=23:verify_asan_link_order=0 CPTOKEN=$(abspath $(BUILD)/asan/cptoken) \
 	  $(PYTHON) -m pytest -q -n $(TEST_WORKERS) t/tool
 
+# The real-httpd tests with the module built under AddressSanitizer and
+# UBSan, the runtime preloaded into httpd (and libstdc++, so that ASan finds
+# __cxa_throw: httpd itself is C): any report in a log fails the test
+# (t/httpd/conftest.py). Leaks are not checked here (httpd frees its pools
+# wholesale at exit). Run by .ci/run after make test.
+httpd-asan-test: all
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" $(BUILD)/asan/mod_cptoken.so
+	CPTOKEN_HTTPD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \
+	  ASAN_OPTIONS=detect_leaks=0 \
+	  CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/asan/mod_cptoken.so) \
+	  $(PYTHON) -m pytest -q -n $(TEST_WORKERS) t/httpd
+
 # Black-box tests with pytest: the tool as a user runs it, and a real httpd
 # (every MPM) with the built module, driven by curl.
 PYTEST = CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) $(PYTHON) -m pytest -q

@@ -39,6 +39,10 @@ CPTOKEN = os.environ.get("CPTOKEN") or str((HERE / ".." / ".." / "build" / "cpto
 APACHE = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
 PYTHON = "/usr/bin/python3"
+# The sanitizer runtime httpd preloads when MOD_CPTOKEN was built with
+# SANITIZE=1 (make httpd-asan-test); empty otherwise.
+SANITIZER_RUNTIME = os.environ.get("CPTOKEN_HTTPD_PRELOAD", "")
+SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
 MPMS = ("prefork", "worker", "event")
 REALM = "cptoken test"
 TOKEN_RE = re.compile(r"^[A-Z0-9]{32}$")
@@ -319,6 +323,15 @@ def module_available():
 
 # ---------------------------------------------------------------- the server
 
+def httpd_env(extra=None):
+    """The environment to run apache2 in: ours, `extra`, and the sanitizer
+    runtime first in LD_PRELOAD when the module was built with one."""
+    env = {**os.environ, **(extra or {})}
+    if SANITIZER_RUNTIME:  # make httpd-asan-test: httpd loads a sanitized module
+        env["LD_PRELOAD"] = " ".join(filter(None, [SANITIZER_RUNTIME, env.get("LD_PRELOAD")]))
+    return env
+
+
 class Httpd:
     """A private httpd in its own directory, with its own store."""
 
@@ -377,7 +390,7 @@ class Httpd:
         self.conf.write_text(self.config_text(body, loglevel, extra_modules, listen))
         self.stdout = open(self.dir / "stdout.txt", "wb")
         self.proc = subprocess.Popen([APACHE, "-f", str(self.conf), "-D", "FOREGROUND"],
-                                     env={**os.environ, **(env or {})},
+                                     env=httpd_env(env),
                                      stdin=subprocess.DEVNULL, stdout=self.stdout,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + timeout
@@ -457,6 +470,18 @@ class Httpd:
         wait_until(lambda: len(self.lines(since, tag)) >= count, timeout)
         return self.lines(since, tag)
 
+    def sanitizer_reports(self):
+        """What AddressSanitizer or UBSan printed (children's stderr is the error log)."""
+        out = ""
+        for f in (self.error_log, self.dir / "stdout.txt"):
+            try:
+                text = f.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            if SANITIZER_RE.search(text):
+                out += f"--- {f.name} ---\n{text}"
+        return out
+
     def access_lines(self):
         try:
             return self.access_log.read_text(errors="replace").splitlines()
@@ -530,6 +555,8 @@ def srv(basedir, backend, mpm):
     bad = s.unexpected_lines()
     assert not bad, "unexpected error-log lines (allowed tags: %s):\n%s" % (
         sorted(s.allowed), "\n".join(bad))
+    reports = s.sanitizer_reports()
+    assert not reports, "sanitizer reports from httpd:\n" + reports[-5000:]
 
 
 # ---------------------------------------------------------------- assertions

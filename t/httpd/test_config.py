@@ -4,7 +4,7 @@ start with, and the usual authz combinations around AuthType cpanel."""
 import os
 import subprocess
 
-from conftest import (APACHE, CPANEL_AUTH, DEFAULT_BODY, api_location, assert_admitted,
+from conftest import (APACHE, CPANEL_AUTH, httpd_env, DEFAULT_BODY, api_location, assert_admitted,
                       assert_refused)
 
 
@@ -12,7 +12,8 @@ def configtest(srv, body):
     """`apache2 -t` on a config with `body`; returns (exit code, output)."""
     srv.port = srv.port or 1
     srv.conf.write_text(srv.config_text(f'CPTokenDB "{srv.store.path}"\n' + body, "warn", ""))
-    p = subprocess.run([APACHE, "-t", "-f", str(srv.conf)], capture_output=True, text=True, timeout=30)
+    p = subprocess.run([APACHE, "-t", "-f", str(srv.conf)], capture_output=True, text=True, timeout=30,
+                       env=httpd_env())
     return p.returncode, p.stdout + p.stderr
 
 

@@ -161,6 +161,20 @@ def threads_of(pids):
     return {pid: len(os.listdir(f"/proc/{pid}/task")) for pid in pids}
 
 
+def settled_threads_of(pids):
+    """threads_of(pids) once the children have started all their threads
+    (the same in two looks 0.3 s apart): worker and event start theirs after
+    the port answers, and slowly under a sanitizer."""
+    seen = threads_of(pids)
+    for _ in range(20):
+        time.sleep(0.3)
+        now = threads_of([p for p in pids if os.path.exists(f"/proc/{p}")])
+        if now == seen:
+            break
+        seen = now
+    return seen
+
+
 @ALL_MPMS
 def test_off_writes_nothing_and_starts_no_thread(srv):
     token = srv.store.create("alice", "ci")
@@ -168,7 +182,7 @@ def test_off_writes_nothing_and_starts_no_thread(srv):
     usage_file = srv.store.path / "usage.mdb"
     before = usage_file.stat()
     pids = child_pids(srv)
-    threads = threads_of(pids)
+    threads = settled_threads_of(pids)
     for _ in range(20):
         assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
     time.sleep(0.5)
