@@ -2,7 +2,7 @@
 for t/tool/test_old_stores.py and t/httpd/test_old_stores.py.
 
 A test never opens the repository's copy: opening a store writes its lock
-file. It copies tokens.mdb into a directory of its own first."""
+file. It copies tokens.mdb into a store of its own first."""
 
 import json
 import shutil
@@ -22,12 +22,12 @@ def recorded(version):
 
 
 def copy_store(version, directory):
-    """Copies `version`'s tokens.mdb into `directory` (made, must not exist)
-    and returns it; the caller runs `cptoken init` on it."""
-    directory = Path(directory)
-    directory.mkdir()
-    shutil.copyfile(HERE / version / "tokens.mdb", directory / "tokens.mdb")
-    return directory
+    """Copies `version`'s tokens.mdb over the tokens.mdb of the store that
+    `cptoken init` made in `directory`, keeping its mode and group: the
+    restore that docs/cptoken.md gives for a backup."""
+    target = Path(directory) / "tokens.mdb"
+    assert target.is_file(), f"{directory} is not a store made by cptoken init"
+    shutil.copyfile(HERE / version / "tokens.mdb", target)
 
 
 def set_schema_version(directory, number):
