@@ -107,13 +107,16 @@ void check_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
     const auto version = env.get_live(txn, meta, as_val(schema_key));
     if (!version || version->size() != 4) corrupt(env.file() + " has no schema version: not a cptoken store");
     const auto number = static_cast<std::uint32_t>(get_be(*version, 0, 4));
+    // Both versions, and this build's release: the admin must know which side to upgrade.
     if (number > StoreSettings::schema_version)
-        corrupt(env.file() + " has schema version " + std::to_string(number) + ", newer than this software (" +
-                std::to_string(StoreSettings::schema_version) + "): upgrade mod_cptoken");
+        corrupt(env.file() + " has schema version " + std::to_string(number) + "; this mod_cptoken " CPTOKEN_VERSION
+                " reads up to schema " + std::to_string(StoreSettings::schema_version) + ": upgrade mod_cptoken");
     if (number < 1) corrupt(env.file() + " has an invalid schema version " + std::to_string(number));
 }
 
 }  // namespace
+
+void check_schema_version(Env &env, Txn &txn) { check_schema_version(env, txn, env.open_db(txn, "meta", false)); }
 
 // ---------------------------------------------------------------- init
 

@@ -299,4 +299,9 @@ private:
     lmdb::Txn &txn_;
 };
 
+/// Refuses the token store open in `env`, read in `txn`, unless this code
+/// reads its schema: throws StoreError (corrupt) if meta holds no schema
+/// version, an invalid one, or a newer one (naming both and this release).
+void check_schema_version(lmdb::Env &env, lmdb::Txn &txn);
+
 }  // namespace cptoken
