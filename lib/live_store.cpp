@@ -75,15 +75,27 @@ void LiveStore::reopen_if_replaced() {
 }
 
 std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
+    // One stat a call, outside the lock: a data file at the path that is
+    // neither the open one nor one that just failed to open is checked now,
+    // not at the next interval. Otherwise a write made in a store directory
+    // moved into place (revoke, create) would be missed for up to a second
+    // by a child still reading the old files.
+    struct stat st{};
+    const bool data_present = ::stat((dir_ + "/" + token_store_file).c_str(), &st) == 0;
     std::lock_guard<std::mutex> lock(mutex_);
-    if (now_us >= next_check_us_.load(std::memory_order_relaxed)) {
+    const bool data_replaced = data_present && !(st.st_dev == ids_.data_dev && st.st_ino == ids_.data_ino) &&
+                               !(st.st_dev == refused_data_dev_ && st.st_ino == refused_data_ino_);
+    if (data_replaced || now_us >= next_check_us_.load(std::memory_order_relaxed)) {
         next_check_us_.store(now_us + check_interval_us, std::memory_order_relaxed);
         try {
             reopen_if_replaced();
         } catch (const StoreError &e) {
             last_error_ = std::make_unique<StoreError>(e);
+            // Not tried again before the next check, unless another file appears.
+            if (data_present) refused_data_dev_ = st.st_dev, refused_data_ino_ = st.st_ino;
             throw;
         }
+        refused_data_dev_ = 0, refused_data_ino_ = 0;
     }
     // Until the next check, a store that could not be opened is not retried.
     if (!store_) throw last_error_ ? *last_error_ : StoreError(StoreError::Kind::missing, dir_ + ": not opened");

@@ -34,7 +34,8 @@ public:
     static constexpr std::int64_t check_interval_us = 1000000;
 
     /// Nothing is opened until open_now() or current(). A store that cannot
-    /// be opened is tried again at the next check, not on every call.
+    /// be opened is tried again at the next check, not on every call (or at
+    /// once when another data file appears at the path).
     explicit LiveStore(std::string dir);
 
     /// As above; `on_open` is called with each store opened (the first, and
@@ -47,11 +48,12 @@ public:
 
     /// The store to use for one request, at `now_us`, microseconds of a
     /// monotonic clock (monotonic_microseconds(): a wall clock stepped back
-    /// would pause the checks). At most once per check_interval_us it
-    /// compares the files at the path with the open ones and opens the new
-    /// files if they were replaced (the old store is closed when its last
-    /// user lets go), and checks that the open data file was not changed in
-    /// place (TokenStore::recheck_file). Throws StoreError if there is no
+    /// would pause the checks). Each call stats the data file at the path:
+    /// another file there (a store directory moved into place) is opened at
+    /// once, so that no write made in it is missed (the old store is closed
+    /// when its last user lets go). At most once per check_interval_us it
+    /// also compares the lock file, notices a store gone, and checks that
+    /// the open data file was not changed in place (TokenStore::recheck_file). Throws StoreError if there is no
     /// usable store: missing, unreadable, tokens.mdb replaced while its lock
     /// file stayed, or changed in place (unsafe with LMDB: move a whole
     /// directory into place instead); the last two are refused until the
@@ -68,6 +70,8 @@ private:
     std::mutex mutex_;  // guards store_ and ids_
     std::shared_ptr<const TokenStore> store_;
     StoreFileIds ids_;  // of the last store opened
+    dev_t refused_data_dev_ = 0;  // the data file the last failed check saw
+    ino_t refused_data_ino_ = 0;
     std::unique_ptr<StoreError> last_error_;
     std::atomic<std::int64_t> next_check_us_{0};
 };

@@ -1,8 +1,10 @@
 """Store problems fail closed (500 + CPT0200, never admit); a config without
-AuthName is a 500 with CPT0201; a store replaced underneath is picked up
-within a second, without a restart."""
+AuthName is a 500 with CPT0201; a store directory replaced underneath is
+picked up by the next request, without a restart."""
 
+import http.client
 import os
+import shutil
 import time
 
 from conftest import (ALL_MPMS, CPANEL_AUTH, Store, api_location, assert_admitted,
@@ -149,6 +151,44 @@ def test_store_replaced_twice(srv):
         for t in tokens[:-1]:
             assert_refused(srv.get(auth=f"cpanel alice:{t}"))
         assert_admitted(srv.get(auth=f"cpanel alice:{tokens[-1]}"), "alice")
+
+
+def status_on(conn, user, token):
+    conn.request("GET", "/api/x", headers={"Authorization": f"cpanel {user}:{token}"})
+    r = conn.getresponse()
+    r.read()
+    return r.status
+
+
+@ALL_MPMS
+def test_write_right_after_a_directory_swap_is_seen_by_the_next_request(srv):
+    """A backup restored by moving a directory into place, as docs/directives.md
+    says, then a revoke and a create there at once: the very next request on
+    a connection whose child read the old store a moment ago must see them."""
+    srv.allow("CPT0100", "CPT0203")
+    keep = srv.store.create("alice", "keep")
+    srv.start()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)  # one child serves it all
+    try:
+        for round in range(3):
+            victim = srv.store.create("alice", f"victim{round}")
+            backup = srv.dir / f"backup{round}.mdb"
+            srv.store.run("backup", backup)
+            restored = Store(srv.dir / f"restored{round}").init()
+            shutil.copyfile(backup, restored.path / "tokens.mdb")
+            shutil.chown(restored.path / "tokens.mdb", group="www-data")
+            os.chmod(restored.path / "tokens.mdb", 0o640)
+            for token in (keep, victim):  # the child has just used the old store
+                assert status_on(conn, "alice", token) == 200
+            os.rename(srv.store.path, srv.dir / f"store.old{round}")
+            os.rename(restored.path, srv.store.path)
+            srv.store.revoke("alice", f"victim{round}")
+            fresh = srv.store.create("alice", f"fresh{round}")
+            assert status_on(conn, "alice", victim) == 401, f"round {round}: revoked in the store now in place"
+            assert status_on(conn, "alice", fresh) == 200, f"round {round}: created in the store now in place"
+            assert status_on(conn, "alice", keep) == 200
+    finally:
+        conn.close()
 
 
 def test_store_removed_underneath_fails_closed(srv):
