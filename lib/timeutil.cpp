@@ -79,7 +79,9 @@ Seconds parse_count_and_unit(std::string_view text) {
 
 }  // namespace
 
-Seconds now_seconds() noexcept { return static_cast<Seconds>(::time(nullptr)); }
+// Not time(): on Linux it reads the coarse clock, up to a tick (about 4 ms)
+// behind, and a token would be admitted for those milliseconds past its expiry.
+Seconds now_seconds() noexcept { return static_cast<Seconds>(now_nanoseconds() / 1000000000); }
 
 std::int64_t now_nanoseconds() noexcept {
     timespec ts{};

@@ -62,10 +62,28 @@ void test_clock(void **) {
     std::int64_t ns = now_nanoseconds();
     Seconds b = static_cast<Seconds>(std::time(nullptr));
     assert_true(a > 1700000000);  // after 2023-11
-    assert_in_range(b - a, 0, 2);
+    assert_true(b - a >= -1 && b - a <= 2);  // time() may lag by a tick: test below
     assert_true(ns / 1000000000 >= a - 1 && ns / 1000000000 <= b + 1);
     std::int64_t ns2 = now_nanoseconds();
     assert_true(ns2 >= ns);
+}
+
+// An expiry is a whole second E: a token is refused from E on. time() reads
+// the kernel's coarse clock, which lags the real one by up to a tick (4 ms
+// at 250 Hz), so a request made just after E was admitted. now_seconds()
+// must never be behind the precise clock read before it.
+void test_now_seconds_is_not_behind_the_clock(void **) {
+    for (int boundary = 0; boundary < 2; ++boundary) {
+        timespec before{};
+        std::int64_t second = now_nanoseconds() / 1000000000;
+        do {  // the first moment of the next second
+            ::clock_gettime(CLOCK_REALTIME, &before);
+        } while (before.tv_sec == second);
+        const Seconds seen = now_seconds();
+        if (seen < before.tv_sec)
+            fail_msg("now_seconds() = %lld just after the clock reached %lld.%09ld", (long long)seen,
+                     (long long)before.tv_sec, before.tv_nsec);
+    }
 }
 
 void test_format_iso8601(void **) {
@@ -259,6 +277,7 @@ void test_refuse_other(void **) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clock),
+        cmocka_unit_test(test_now_seconds_is_not_behind_the_clock),
         cmocka_unit_test(test_format_iso8601),
         cmocka_unit_test(test_parse_date),
         cmocka_unit_test(test_parse_datetime),
