@@ -154,6 +154,7 @@ test: deps
 	$(STAGE) bench-smoke $(TEST_LOGS) $(MAKE) --no-print-directory bench-smoke
 	$(STAGE) tool-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/tool
 	$(STAGE) httpd-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/httpd
+	$(STAGE) stress $(TEST_LOGS) $(MAKE) --no-print-directory stress-smoke
 
 # What install puts, and so exactly what uninstall removes. The .load and .conf
 # files for /etc/apache2 are not installed here: the package ships them as
@@ -234,6 +235,30 @@ bench-smoke: all $(BUILD)/bench_verify
 	BENCH_SIZES=1000,10000 BENCH_DIR=$(BENCH_SMOKE_DIR) $(BUILD)/bench_verify --benchmark_min_time=0.05
 	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
 	  BENCH_DIR=$(BENCH_SMOKE_DIR) $(PYTHON) bench/httpd_bench.py --smoke
+
+# The soak with an oracle (t/stress/stress.py; bench/README.md, "Soak"): a
+# private httpd per MPM under load while tokens are created, edited, rotated
+# and revoked, the store directory is swapped and httpd restarts gracefully;
+# every answer is checked. `make stress` runs STRESS_SECONDS (default 300) per
+# MPM, one after the other, and prints the figures (also to STRESS_RESULTS
+# when set). `make stress-smoke`, part of make test, runs 60 s per MPM with
+# the three side by side (the oracle does not depend on speed; their figures
+# are not measurements), each MPM's output in $(TEST_LOGS)/stress-MPM.log.
+STRESS_SECONDS ?= 300
+STRESS_MPMS ?= prefork,worker,event
+STRESS_ENV = CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so)
+.PHONY: stress stress-smoke
+stress: all
+	$(STRESS_ENV) STRESS_SECONDS=$(STRESS_SECONDS) STRESS_MPMS=$(STRESS_MPMS) $(PYTHON) t/stress/stress.py
+stress-smoke: all
+	@mkdir -p $(TEST_LOGS); rc=0; pids=; \
+	for m in prefork worker event; do \
+	  $(STRESS_ENV) STRESS_SECONDS=60 STRESS_MPMS=$$m $(PYTHON) t/stress/stress.py \
+	    > $(TEST_LOGS)/stress-$$m.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	for p in $$pids; do wait $$p || rc=1; done; \
+	for m in prefork worker event; do sed -n '/^== /,/=> /p' $(TEST_LOGS)/stress-$$m.log; done; \
+	exit $$rc
 
 # The demo: a private httpd on https://127.0.0.1:2083 with the module in front
 # of an echo backend, a store and a token for alice, all in /tmp/mod_cptoken-demo
