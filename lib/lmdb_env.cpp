@@ -84,9 +84,12 @@ static const char *remedy(int rc) {
             return "the filesystem holding it is mounted read-only: remount it read-write (mount -o remount,rw) "
                    "and run the command again; nothing was written";
         case MDB_MAP_FULL:
+            // A full map has room only for small changes: a large prune copies
+            // pages to delete and can fail the same way (t/unit/test_store.cpp).
             return "the store has reached its map size (16 GiB, StoreSettings::map_size): nothing was written. "
-                   "Make room with `cptoken prune`, or grow the map: raise StoreSettings::map_size in "
-                   "lib/store.hpp, rebuild and reinstall cptoken and mod_cptoken, and restart httpd";
+                   "Grow the map: raise StoreSettings::map_size in lib/store.hpp, rebuild and reinstall cptoken "
+                   "and mod_cptoken, and restart httpd. Until then only small changes fit (single revokes, "
+                   "a `cptoken prune` with little to drop)";
         case MDB_TXN_FULL:
             return "the change is too large for one LMDB transaction: split it into smaller ones; nothing was "
                    "written";

@@ -214,11 +214,13 @@ private:
 class Env {
 public:
     /// `extra_flags`: more mdb_env_open flags (MDB_NOSYNC for the usage store).
-    Env(const std::string &file, Access access, unsigned mode_if_created, bool must_exist, unsigned extra_flags = 0)
+    /// `map_size`: the address space reserved (smaller only in tests that fill it).
+    Env(const std::string &file, Access access, unsigned mode_if_created, bool must_exist, unsigned extra_flags = 0,
+        std::size_t map_size = StoreSettings::map_size)
         : file_(file) {
         check_files(file, access, must_exist);
         check(mdb_env_create(&env_), "cannot create an LMDB environment");
-        check(mdb_env_set_mapsize(env_, StoreSettings::map_size), "cannot set the map size of ", file);
+        check(mdb_env_set_mapsize(env_, map_size), "cannot set the map size of ", file);
         check(mdb_env_set_maxreaders(env_, StoreSettings::max_readers), "cannot set max readers of ", file);
         check(mdb_env_set_maxdbs(env_, 8), "cannot set max databases of ", file);
         const unsigned flags = MDB_NOSUBDIR | MDB_NOTLS | (access == Access::read_only ? MDB_RDONLY : 0) | extra_flags;

@@ -269,8 +269,9 @@ struct TokenStore::Impl {
     MDB_dbi meta = 0, tokens = 0, names = 0;
     mutable RecordCache cache;
 
-    Impl(const std::string &dir, Access access, std::size_t cache_slots)
-        : env(path_in(dir, token_store_file), access, 0640, true), cache(cache_slots, StoreSettings::record_cache_bytes) {
+    Impl(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size)
+        : env(path_in(dir, token_store_file), access, 0640, true, 0, map_size),
+          cache(cache_slots, StoreSettings::record_cache_bytes) {
         Txn txn(env.get(), false, env.file());
         meta = env.open_db(txn, "meta", false);
         tokens = env.open_db(txn, "tokens", false);
@@ -414,8 +415,8 @@ struct TokenStore::Impl {
     mutable FileState file_state;
 };
 
-TokenStore::TokenStore(const std::string &dir, Access access, std::size_t cache_slots)
-    : impl_(std::make_unique<Impl>(dir, access, cache_slots)) {}
+TokenStore::TokenStore(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size)
+    : impl_(std::make_unique<Impl>(dir, access, cache_slots, map_size)) {}
 TokenStore::~TokenStore() = default;
 
 std::optional<TokenRecord> TokenStore::find(const Digest &digest) const {

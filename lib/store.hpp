@@ -147,14 +147,17 @@ struct PruneResult {
 class TokenStore {
 public:
     /// Opens DIR/tokens.mdb. Read-write opens clear stale reader slots.
-    /// find() caches up to `cache_slots` records (see find()).
+    /// find() caches up to `cache_slots` records (see find()). `map_size` is
+    /// the address space reserved for tokens.mdb: smaller only in tests that
+    /// fill it (the tool and the module keep StoreSettings::map_size).
     /// Throws StoreError: missing, access (also for a data or lock file that
     /// is a symlink or not a regular file, a DIR its group or others can
     /// write, and a read-only opener other than root that could write
     /// tokens.mdb or DIR without owning it), corrupt (also for a schema newer
     /// than this code), full.
     TokenStore(const std::string &dir, Access access,
-               std::size_t cache_slots = StoreSettings::record_cache_slots);
+               std::size_t cache_slots = StoreSettings::record_cache_slots,
+               std::size_t map_size = StoreSettings::map_size);
     ~TokenStore();
     TokenStore(const TokenStore &) = delete;
     TokenStore &operator=(const TokenStore &) = delete;

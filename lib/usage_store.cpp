@@ -86,6 +86,11 @@ std::optional<Usage> UsageStore::find(const Digest &digest) const {
 void UsageStore::add(const std::vector<NotedUses> &noted) {
     if (noted.empty()) return;
     Env &env = impl_->env;
+    // httpd's children keep this store open for their whole life, and httpd's
+    // group can write the file: one truncated or overwritten in place since
+    // the last write would be read past its end through the map, which kills
+    // the child (SIGBUS) with every request it is serving.
+    env.check_size();
     Txn txn(env.get(), true, env.file());
     // A write transaction's cursor is freed when the transaction ends: on an
     // exception, by the abort in ~Txn.

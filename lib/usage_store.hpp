@@ -57,7 +57,9 @@ public:
     /// its uses; its time and address become those of the newer of the stored
     /// and the noted use. Each value is stamped with that time (and always
     /// later than the value it replaces). A stored value that cannot be read
-    /// is replaced. Throws StoreError on a failed write (nothing written).
+    /// is replaced. Throws StoreError on a failed write (nothing written),
+    /// corrupt if the data file was truncated or overwritten in place since
+    /// it was opened (before anything reads it).
     void add(const std::vector<NotedUses> &noted);
 
     /// Forgets the uses of tokens that are gone: writes a tombstone over

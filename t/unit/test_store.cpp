@@ -979,6 +979,66 @@ void test_init_refuses_foreign_or_non_empty_dirs(void **state) {
 }
 }  // namespace
 
+// The map size reached. StoreSettings::map_size (16 GiB) is too big to fill
+// in a test, so the store is opened with a 1 MiB map and filled with real
+// writes through the store API; growing the map is then reopening it with 2 MiB.
+void test_map_full_writes_nothing_and_says_how_to_grow(void **state) {
+    Fixture &f = fx(state);
+    constexpr std::size_t small_map = std::size_t{1} << 20;
+    auto batch_of = [](const std::string &user, int count) {
+        std::vector<StoredToken> tokens;
+        for (int i = 0; i < count; ++i) tokens.push_back({new_digest(), rec(user, "t" + std::to_string(i))});
+        return tokens;
+    };
+    auto open = [&](std::size_t map_size) {
+        return std::make_unique<TokenStore>(f.store, Access::read_write, 16, map_size);
+    };
+    auto s = open(small_map);
+    std::vector<StoredToken> refused;
+    std::string message;
+    std::size_t stored = 0;
+    for (int b = 0; refused.empty(); ++b) {
+        assert_true(b < 1000);  // 1 MiB holds a few thousand tokens
+        auto batch = batch_of("u" + std::to_string(b), 50);
+        try {
+            s->add_many(batch);
+            stored += batch.size();
+        } catch (const StoreError &e) {
+            if (e.kind() != StoreError::Kind::full) fail_msg("kind %s: %s", kind_name(e.kind()), e.what());
+            message = e.what();
+            refused = batch;
+        }
+    }
+    assert_true(stored > 1000);
+    // What happened, that nothing was written, and how to grow the map.
+    for (const char *words : {"reached its map size", "nothing was written", "raise StoreSettings::map_size",
+                              "rebuild and reinstall cptoken and mod_cptoken", "restart httpd"})
+        if (message.find(words) == std::string::npos) fail_msg("the message should say '%s': %s", words, message.c_str());
+    // Nothing of the failed transaction, in this process or after reopening.
+    for (int pass = 0; pass < 2; ++pass) {
+        assert_int_equal(s->list().size(), stored);
+        for (const StoredToken &token : refused) assert_false(s->find(token.digest).has_value());
+        assert_false(s->find_by_name(refused.front().record.user, "t0").has_value());
+        s.reset();
+        s = open(small_map);
+    }
+    // Small changes still fit in the pages earlier writes freed (a large
+    // one, even a prune dropping many tombstones, may not: its deletes copy
+    // pages too).
+    s->add(new_digest(), rec("x", "one"));
+    for (const char *name : {"t0", "t1", "t2", "t3", "t4"}) s->revoke("u0", name);
+    stored -= 4;
+    const Seconds later = now_seconds() + StoreSettings::tombstone_retention_seconds + 86400;
+    // The map grown: the refused write and the prune go through.
+    s.reset();
+    s = open(2 * small_map);
+    assert_int_equal(s->list().size(), stored);
+    s->add_many(refused);
+    assert_int_equal(s->prune(later).tombstones_dropped, 2 * 5);  // the revoked tokens and their names
+    assert_int_equal(s->list().size(), stored + refused.size());
+    for (const StoredToken &token : refused) assert_true(s->find(token.digest).has_value());
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
@@ -1006,6 +1066,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_backup, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_backup_existing_file, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_many_tokens, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_map_full_writes_nothing_and_says_how_to_grow, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_symlinked_store_files, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_a_dir_its_group_or_others_can_write, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_reader_that_could_write_tokens_is_refused, setup_init, teardown),
