@@ -596,6 +596,19 @@ STRESS_BODY = r"""
 """
 
 
+class StressHttpd(harness.Httpd):
+    """The tests' httpd with room for the clients, the driver's probe and the
+    children a graceful restart leaves finishing their connections."""
+
+    def config_text(self, *args, **kwargs):
+        text = super().config_text(*args, **kwargs)
+        for old, new in (("    ServerLimit 10\n    MaxRequestWorkers 10", "    ServerLimit 32\n    MaxRequestWorkers 32"),
+                         ("    MaxRequestWorkers 16", "    MaxRequestWorkers 32")):
+            assert old in text, f"the tests' config changed: {old!r} not in it"
+            text = text.replace(old, new)
+        return text
+
+
 def make_template(workdir, tokens):
     """A store of `tokens` tokens (users s0000.. with 10 each), its backup file and the tokens."""
     store = harness.Store(workdir / "template")
@@ -618,7 +631,7 @@ def make_template(workdir, tokens):
 
 
 def run_mpm(mpm, seconds, clients, template, stable_tokens, base, seed):
-    srv = harness.Httpd(base, 1, mpm)  # no backend: the locations serve a file
+    srv = StressHttpd(base, 1, mpm)  # no backend: the locations serve a file
     for loc in ("api", "basic"):
         (srv.htdocs / loc).mkdir()
         (srv.htdocs / loc / "x").write_text("ok\n")
