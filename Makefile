@@ -118,17 +118,20 @@ leak-test:
 	ASAN_OPTIONS=detect_leaks=1:exitcode=23:verify_asan_link_order=0 CPTOKEN=$(abspath $(BUILD)/asan/cptoken) \
 	  $(PYTHON) -m pytest -q -n $(TEST_WORKERS) t/tool
 
-# The real-httpd tests with the module built under AddressSanitizer and
-# UBSan, the runtime preloaded into httpd (and libstdc++, so that ASan finds
-# __cxa_throw: httpd itself is C): any report in a log fails the test
-# (t/httpd/conftest.py). Leaks are not checked here (httpd frees its pools
-# wholesale at exit). Run by .ci/run after make test.
+# The real-httpd tests, then a 30-second soak of each MPM (side by side),
+# with the module built under AddressSanitizer and UBSan, the runtime
+# preloaded into httpd (and libstdc++, so that ASan finds __cxa_throw: httpd
+# itself is C): any report in a log fails (t/httpd/conftest.py). Leaks are
+# not checked here (httpd frees its pools wholesale at exit: see
+# module-leak-test). Run by .ci/run after make test.
+HTTPD_ASAN_ENV = CPTOKEN_HTTPD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \
+  ASAN_OPTIONS=detect_leaks=0
 httpd-asan-test: all
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" $(BUILD)/asan/mod_cptoken.so
-	CPTOKEN_HTTPD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \
-	  ASAN_OPTIONS=detect_leaks=0 \
-	  CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/asan/mod_cptoken.so) \
+	$(HTTPD_ASAN_ENV) CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/asan/mod_cptoken.so) \
 	  $(PYTHON) -m pytest -q -n $(TEST_WORKERS) t/httpd
+	$(HTTPD_ASAN_ENV) $(MAKE) --no-print-directory stress-smoke STRESS_SMOKE_SECONDS=30 \
+	  STRESS_MODULE=$(BUILD)/asan/mod_cptoken.so TEST_LOGS=$(BUILD)/test-logs/asan
 
 # Black-box tests with pytest: the tool as a user runs it, and a real httpd
 # (every MPM) with the built module, driven by curl.
@@ -246,14 +249,16 @@ bench-smoke: all $(BUILD)/bench_verify
 # are not measurements), each MPM's output in $(TEST_LOGS)/stress-MPM.log.
 STRESS_SECONDS ?= 300
 STRESS_MPMS ?= prefork,worker,event
-STRESS_ENV = CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so)
+STRESS_SMOKE_SECONDS ?= 60
+STRESS_MODULE ?= $(BUILD)/mod_cptoken.so
+STRESS_ENV = CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(STRESS_MODULE))
 .PHONY: stress stress-smoke
 stress: all
 	$(STRESS_ENV) STRESS_SECONDS=$(STRESS_SECONDS) STRESS_MPMS=$(STRESS_MPMS) $(PYTHON) t/stress/stress.py
 stress-smoke: all
 	@mkdir -p $(TEST_LOGS); rc=0; pids=; \
 	for m in prefork worker event; do \
-	  $(STRESS_ENV) STRESS_SECONDS=60 STRESS_MPMS=$$m $(PYTHON) t/stress/stress.py \
+	  $(STRESS_ENV) STRESS_SECONDS=$(STRESS_SMOKE_SECONDS) STRESS_MPMS=$$m $(PYTHON) t/stress/stress.py \
 	    > $(TEST_LOGS)/stress-$$m.log 2>&1 & pids="$$pids $$!"; \
 	done; \
 	for p in $$pids; do wait $$p || rc=1; done; \
