@@ -335,6 +335,10 @@ def httpd_env(extra=None):
 class Httpd:
     """A private httpd in its own directory, with its own store."""
 
+    # Seconds stop() waits after SIGTERM before SIGKILL. A subclass that runs
+    # httpd under a tool (t/leak/module_leaks.py: valgrind) gives it longer.
+    stop_timeout = 20
+
     def __init__(self, base, backend_port, mpm):
         module_available()
         self.dir = Path(tempfile.mkdtemp(dir=base, prefix="srv-"))
@@ -389,7 +393,7 @@ class Httpd:
         self.port = free_port()
         self.conf.write_text(self.config_text(body, loglevel, extra_modules, listen))
         self.stdout = open(self.dir / "stdout.txt", "wb")
-        self.proc = subprocess.Popen([APACHE, "-f", str(self.conf), "-D", "FOREGROUND"],
+        self.proc = subprocess.Popen(self.command(),
                                      env=httpd_env(env),
                                      stdin=subprocess.DEVNULL, stdout=self.stdout,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -405,6 +409,10 @@ class Httpd:
         self.stop()
         pytest.fail(f"httpd did not answer on port {self.port} within {timeout}s:\n{out}")
 
+    def command(self):
+        """The command line that runs this httpd in the foreground (a subclass may prefix a tool)."""
+        return [APACHE, "-f", str(self.conf), "-D", "FOREGROUND"]
+
     def startup_output(self):
         out = (self.dir / "stdout.txt").read_text(errors="replace")
         return f"--- stdout/stderr ---\n{out}\n--- error.log ---\n{self.log_text()}"
@@ -415,7 +423,7 @@ class Httpd:
         try:
             self.stopped_at = time.time()
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
