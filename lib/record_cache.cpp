@@ -78,8 +78,10 @@ void RecordCache::put(const Digest &digest, std::size_t txn_id, const TokenRecor
         newest_txn_id_ = txn_id;
     }
     if (tags_.empty()) {  // on first use: the tool rarely needs it
-        tags_.resize(sets_);
-        entries_.resize(sets_ * ways);
+        auto tags = MappedArray<Set>(sets_);  // both, or neither if one throws
+        auto entries = MappedArray<Entry>(sets_ * ways);
+        tags_ = std::move(tags);
+        entries_ = std::move(entries);
     }
     const std::size_t set = prefix % sets_;
     std::size_t victim = next_victim_++ % ways;

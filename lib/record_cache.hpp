@@ -3,16 +3,66 @@
 // for the very snapshot it came from.
 #pragma once
 
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <optional>
-#include <vector>
+#include <utility>
 
 #include "record.hpp"
 #include "token.hpp"
 
 namespace cptoken {
+
+// `size` default-constructed T in an anonymous mapping of their own, given
+// back to the kernel when destroyed. Not a vector: a cache's slots are a few
+// megabytes, and glibc keeps a freed block that large in the freeing
+// thread's arena (its mmap threshold grows to the largest block freed), so
+// each store an httpd child closed after a directory swap left its slots'
+// megabytes in the child for good.
+template <class T>
+class MappedArray {
+public:
+    MappedArray() = default;
+    /// Throws std::bad_alloc if the mapping fails.
+    explicit MappedArray(std::size_t size) {
+        if (size == 0) return;
+        void *p = ::mmap(nullptr, size * sizeof(T), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+        data_ = static_cast<T *>(p);
+        for (; size_ < size; ++size_) new (data_ + size_) T();  // T's constructor must not throw
+    }
+    ~MappedArray() { release(); }
+    MappedArray(const MappedArray &) = delete;
+    MappedArray &operator=(const MappedArray &) = delete;
+    MappedArray &operator=(MappedArray &&other) noexcept {
+        if (this != &other) {
+            release();
+            data_ = std::exchange(other.data_, nullptr);
+            size_ = std::exchange(other.size_, 0);
+        }
+        return *this;
+    }
+
+    T &operator[](std::size_t i) noexcept { return data_[i]; }
+    const T &operator[](std::size_t i) const noexcept { return data_[i]; }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+
+private:
+    void release() noexcept {
+        if (!data_) return;
+        for (std::size_t i = 0; i < size_; ++i) data_[i].~T();
+        ::munmap(data_, size_ * sizeof(T));
+        data_ = nullptr, size_ = 0;
+    }
+
+    T *data_ = nullptr;
+    std::size_t size_ = 0;
+};
 
 // A read transaction with the same id sees the same snapshot, so a record
 // kept with that id is exactly what the B-tree holds; any write (a revoke,
@@ -85,8 +135,8 @@ private:
     const std::size_t sets_;
     const std::size_t budget_bytes_;
     mutable std::mutex mutex_;
-    std::vector<Set> tags_;
-    std::vector<Entry> entries_;
+    MappedArray<Set> tags_;
+    MappedArray<Entry> entries_;
     std::size_t next_victim_ = 0;
     std::size_t newest_txn_id_ = 0;
     std::size_t records_bytes_ = 0;
