@@ -105,7 +105,10 @@ $(BUILD)/man/mod_cptoken.8: docs/directives.md VERSION
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-# The same unit tests under AddressSanitizer and UBSan, in their own build tree.
+# The same unit tests under AddressSanitizer and UBSan, in their own build
+# tree (shared with leak-test and httpd-asan-test). Run by .ci/run after make
+# test: building everything a second time with ASan takes about two minutes,
+# more than make test's 8 have room for.
 unit-asan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" unit
 
@@ -166,7 +169,6 @@ TEST_LOGS = $(BUILD)/test-logs
 test: deps
 	$(STAGE) build $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) all $(BUILD)/bench_verify
 	$(STAGE) unit $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) unit
-	$(STAGE) unit-asan $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) unit-asan
 	$(STAGE) fuzz $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) fuzz FUZZ_SECONDS=5  # 7 targets: 35 s
 	$(STAGE) bench-smoke $(TEST_LOGS) $(MAKE) --no-print-directory bench-smoke
 	$(STAGE) tool-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/tool
