@@ -36,6 +36,7 @@ import http.client
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -616,7 +617,10 @@ class MemoryWatch:
 
 # ---------------------------------------------------------------- one MPM
 
+# A crashed child leaves a core file in the server's cores/ directory (kept
+# with the run's files when a child crashed; see report()).
 STRESS_BODY = r"""
+CoreDumpDirectory "@DIR@/cores"
 <Location "/api">
     AuthType cpanel
     AuthName "stress"
@@ -667,6 +671,8 @@ def make_template(workdir, tokens):
 
 def run_mpm(mpm, seconds, clients, template, stable_tokens, base, seed, graceful_every):
     srv = StressHttpd(base, 1, mpm)  # no backend: the locations serve a file
+    (srv.dir / "cores").mkdir()
+    os.chmod(srv.dir / "cores", 0o1777)
     for loc in ("api", "basic"):
         (srv.htdocs / loc).mkdir()
         (srv.htdocs / loc / "x").write_text("ok\n")
@@ -717,7 +723,16 @@ def run_mpm(mpm, seconds, clients, template, stable_tokens, base, seed, graceful
 # ---------------------------------------------------------------- figures
 
 def crash_lines(srv):
-    return [l for l in srv.lines() if "exit signal" in l or "AH00052" in l or "AH00060" in l]
+    lines = [l for l in srv.lines() if "exit signal" in l or "AH00052" in l or "AH00060" in l]
+    cores = sorted((srv.dir / "cores").glob("core*"))
+    if lines or cores:
+        global KEEP_FILES
+        KEEP_FILES = True
+        lines += [f"core file (kept, with the run's files): {c}" for c in cores]
+    return lines
+
+
+KEEP_FILES = bool(os.environ.get("CPTOKEN_HTTPD_KEEP"))
 
 
 # What a deliberate fault may log, and for how long after it: a request
@@ -856,7 +871,9 @@ def main():
             figs.append(run_mpm(mpm, args.seconds, args.clients, template, toks, base, args.seed + i,
                                 args.graceful_every))
     finally:
-        if not os.environ.get("CPTOKEN_HTTPD_KEEP"):
+        if KEEP_FILES:
+            log(f"the run's files are kept in {base}")
+        else:
             shutil.rmtree(base, ignore_errors=True)
     table = markdown(figs, args)
     print("\n" + table)
@@ -867,4 +884,8 @@ def main():
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:  # httpd inherits it: a crashed child leaves a core file (where kernel.core_pattern is a plain name)
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass
     sys.exit(main())
