@@ -35,7 +35,6 @@ import base64
 import http.client
 import os
 import random
-import re
 import resource
 import shutil
 import signal
@@ -53,7 +52,6 @@ import conftest as harness  # noqa: E402  (the real-httpd tests' harness)
 
 ADMIT, REFUSE = "admit", "refuse"
 INF = float("inf")
-TOKEN_RE = re.compile(r"^[A-Z0-9]{32}$")
 # How long a token stays among the "hot" ones the clients ask for most,
 # after the driver last changed it.
 HOT_SECONDS = 10.0
@@ -74,9 +72,6 @@ class Token:
         self.segments = [[since, INF, expect]]  # [from, to, expect]; gaps: either answer is right
         self.hot_until = 0.0
         self.rotated = []  # the tokens it replaced that may be in their grace: revoke reaches them too
-
-    def state(self):
-        return self.segments[-1][2]
 
     def ends(self, t):
         """The state in force ends at t (a command on this token starts)."""
@@ -127,7 +122,7 @@ class Model:
             s.append(line)
 
     def pick(self, rnd):
-        """A request to send: (token, user to present, expect-override)."""
+        """A request to send: (token, another user to present it as, or None)."""
         r = rnd.random()
         with self.lock:
             if r < 0.45 and self.hot:
@@ -301,7 +296,7 @@ class Driver:
         user, name = f"w{self.rnd.randrange(20)}", self.next_name("c")
         _, t1, out = self.run("create", user, name)
         tok = Token(user, name, out.strip(), t1)
-        assert TOKEN_RE.match(tok.secret), out
+        assert harness.TOKEN_RE.match(tok.secret), out
         self.working.append(tok)
         self.heat(tok)
 
@@ -383,7 +378,7 @@ class Driver:
             with self.model.lock:
                 tok.then(t1, REFUSE)
         fresh = Token(tok.user, tok.name, out.strip(), t1)
-        assert TOKEN_RE.match(fresh.secret), out
+        assert harness.TOKEN_RE.match(fresh.secret), out
         fresh.rotated = ([tok] if grace else []) + tok.rotated
         self.working.append(fresh)
         self.heat(tok, fresh)
