@@ -259,7 +259,9 @@ public:
         MDB_envinfo info{};
         mdb_env_info(env_, &info);
         if (::fstat(fd, &st) != 0) fail(errno, "cannot stat " + file_);
-        if (st.st_size < (static_cast<off_t>(info.me_last_pgno) + 1) * page_size_)
+        // In pages, not bytes: a meta page written by someone else may name
+        // any page number, and the product would overflow.
+        if (info.me_last_pgno >= static_cast<std::uint64_t>(st.st_size / page_size_))
             corrupt(changed_in_place + "it is shorter than its newest snapshot needs (truncated?)");
         return st;
     }

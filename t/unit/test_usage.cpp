@@ -1,6 +1,7 @@
 // Unit tests for last used: the usage store (lib/usage_store.hpp) on real
 // LMDB files, the recorder's rules with an injected clock, and the writer
 // thread against a real store (lib/usage_recorder.hpp).
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -142,6 +143,32 @@ void test_add_replaces_an_unreadable_value(void **state) {
     assert_int_equal(u.find(broken_header)->uses, 2);
     assert_int_equal(u.find(broken_payload)->uses, 3);
     assert_int_equal(u.find(tombstone)->uses, 4);
+}
+
+// httpd's group may write anything, the usage store's header pages too,
+// while a child has it open: a newest snapshot said to be at a page number
+// far past the file (whose size in bytes overflows) is refused as changed in
+// place, before any read, and without undefined behaviour (make unit-asan).
+void test_add_refuses_a_meta_page_naming_a_huge_last_page(void **state) {
+    const std::string store = fx(state).store;
+    UsageStore u(store, Access::read_write);
+    u.add({noted(new_digest(), jan1, "192.0.2.1")});
+    // MDB_meta's mm_last_pg: after the page header (16 bytes), magic and
+    // version (8), address and map size (16) and the two MDB_db (96).
+    const std::uint64_t huge = 71887635360391267ULL;
+    const int fd = ::open((store + "/usage.mdb").c_str(), O_WRONLY);
+    assert_true(fd >= 0);
+    const long page = ::sysconf(_SC_PAGESIZE);
+    for (long meta = 0; meta < 2; ++meta)
+        assert_int_equal(::pwrite(fd, &huge, sizeof huge, meta * page + 136), (ssize_t)sizeof huge);
+    ::close(fd);
+    try {
+        u.add({noted(new_digest(), jan1, "192.0.2.2")});
+        fail_msg("a usage store whose meta pages name page %llu was written to", (unsigned long long)huge);
+    } catch (const StoreError &e) {
+        assert_int_equal(static_cast<int>(e.kind()), static_cast<int>(StoreError::Kind::corrupt));
+        if (!std::strstr(e.what(), "changed in place")) fail_msg("unclear: %s", e.what());
+    }
 }
 
 // httpd's group may write anything into the usage store: find() lets through
@@ -502,6 +529,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_add_keeps_the_newest_use_and_sums_the_count, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_add_stamps_the_time_of_use, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_add_replaces_an_unreadable_value, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_add_refuses_a_meta_page_naming_a_huge_last_page, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage_untrusted_values, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage_time_out_of_range_reads_as_never, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_prune_forgets_tokens_that_are_gone, setup_init, teardown),
