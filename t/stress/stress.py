@@ -403,7 +403,8 @@ class Driver:
         reconnected = False
         for attempt in range(2):
             try:
-                reconnected = reconnected or self.probe is None
+                # No socket: closed (a graceful restart, MaxKeepAliveRequests); http.client connects again.
+                reconnected = reconnected or self.probe is None or self.probe.sock is None
                 if self.probe is None:
                     self.probe = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=15)
                 sent = time.time()
@@ -419,7 +420,7 @@ class Driver:
         received = time.time()
         self.model.judge(tok, None, sent, received, resp.status, "/api/x (driver)")
         self.revoke_command.append(t1 - t0)
-        if reconnected:  # what that measures is httpd accepting a connection (after a graceful restart: seconds)
+        if reconnected:  # that would time httpd accepting a connection (a free prefork child, new children)
             self.revoke_untimed += 1
         else:
             self.revoke_latency.append(received - t0)
