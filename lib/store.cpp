@@ -557,12 +557,17 @@ PruneResult TokenStore::prune(Seconds now) {
     return impl_->write([&](Txn &txn) {
         PruneResult result;
         for (StoredToken &token : impl_->live_tokens(txn, {})) {
-            if (token.record.expired_at(now)) {
+            const auto rotated = impl_->predecessors_of(txn, token.record);
+            const bool in_grace = std::any_of(rotated.begin(), rotated.end(),
+                                              [&](const StoredToken &old) { return !old.record.expired_at(now); });
+            // An expired current token goes with its rotated tokens, once none
+            // is in its grace (its expiry may have been edited to come first).
+            if (token.record.expired_at(now) && !in_grace) {
                 result.expired_removed += impl_->remove_with_predecessors(txn, token);
                 continue;
             }
             std::vector<Digest> kept;
-            for (const StoredToken &old : impl_->predecessors_of(txn, token.record)) {
+            for (const StoredToken &old : rotated) {
                 if (!old.record.expired_at(now)) {
                     kept.push_back(old.digest);
                     continue;

@@ -254,6 +254,27 @@ void test_prune_expired_current_takes_rotated(void **state) {
     for (const Issued *issued : {&first, &second, &third}) assert_false(s.find(issued->digest).has_value());
 }
 
+// The current token edited to expire before its rotated token's grace ends
+// (found by the soak's oracle): prune must not take the rotated one early.
+// The expired current token stays, refused, until its rotated tokens have
+// expired too, so that they keep their name and link.
+void test_prune_keeps_a_rotated_token_in_its_grace(void **state) {
+    TokenStore s(fx(state).store, Access::read_write);
+    const Issued first = create(s, rec("alice", "deploy"));
+    const Issued second = rotate(s, "alice", "deploy", t0, 100);  // first admitted until t0 + 100
+    TokenChanges sooner;
+    sooner.expires = t0 + 50;
+    s.edit("alice", "deploy", sooner);
+    EXPECT_REASON(s, second, t0 + 60, Reason::expired);
+    assert_int_equal(s.prune(t0 + 60).expired_removed, 0);
+    EXPECT_REASON(s, first, t0 + 60, Reason::accepted);
+    EXPECT_LISTED(s, "alice/deploy", "alice/deploy (rotated)");
+    // Its grace over: both go.
+    assert_int_equal(s.prune(t0 + 100).expired_removed, 2);
+    EXPECT_LISTED(s);
+    for (const Issued *issued : {&first, &second}) assert_false(s.find(issued->digest).has_value());
+}
+
 void test_rename_follows(void **state) {
     TokenStore s(fx(state).store, Access::read_write);
     const Issued first = create(s, rec("alice", "deploy"));
@@ -377,6 +398,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_rotate_without_grace_keeps_earlier_graces, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_prune_expired_current_takes_rotated, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_keeps_a_rotated_token_in_its_grace, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_rename_follows, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_dangling_and_foreign_links, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup_init, teardown),
