@@ -32,6 +32,7 @@ as for t/httpd. See bench/README.md ("Soak").
 
 import argparse
 import base64
+import functools
 import http.client
 import os
 import random
@@ -505,7 +506,7 @@ class Driver:
             (self.graceful_every, self.graceful), (30.0, self.fault),
         ]
         frequent = [self.create, self.create, self.narrow, self.widen, self.expire, self.rename,
-                    lambda: self.rotate(0), lambda: self.rotate(3), self.revoke, self.revoke,
+                    functools.partial(self.rotate, 0), functools.partial(self.rotate, 3), self.revoke, self.revoke,
                     self.revoke_all, self.bulk_create]
         start = time.time()
         # Staggered, so that the periodic actions do not all fall together.
