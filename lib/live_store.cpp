@@ -4,10 +4,10 @@
 
 namespace cptoken {
 
-LiveStore::LiveStore(std::string dir) : dir_(std::move(dir)) {}
+LiveStore::LiveStore(std::string dir) : LiveStore(std::move(dir), nullptr) {}
 
 LiveStore::LiveStore(std::string dir, std::function<void(const TokenStore &)> on_open)
-    : dir_(std::move(dir)), on_open_(std::move(on_open)) {}
+    : dir_(std::move(dir)), data_path_(dir_ + "/" + token_store_file), on_open_(std::move(on_open)) {}
 
 StoreFileIds StoreFileIds::at(const std::string &dir, const char *data_file) {
     StoreFileIds ids;
@@ -81,7 +81,7 @@ std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
     // moved into place (revoke, create) would be missed for up to a second
     // by a child still reading the old files.
     struct stat st{};
-    const bool data_present = ::stat((dir_ + "/" + token_store_file).c_str(), &st) == 0;
+    const bool data_present = ::stat(data_path_.c_str(), &st) == 0;
     std::lock_guard<std::mutex> lock(mutex_);
     const bool data_replaced = data_present && !(st.st_dev == ids_.data_dev && st.st_ino == ids_.data_ino) &&
                                !(st.st_dev == refused_data_dev_ && st.st_ino == refused_data_ino_);

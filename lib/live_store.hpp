@@ -66,6 +66,7 @@ private:
     void reopen_if_replaced();
 
     const std::string dir_;
+    const std::string data_path_;  // dir_/tokens.mdb, stat'ed on every call
     const std::function<void(const TokenStore &)> on_open_;
     std::mutex mutex_;  // guards store_ and ids_
     std::shared_ptr<const TokenStore> store_;
