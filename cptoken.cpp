@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <sstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -239,16 +240,18 @@ void print_json(const json &value) {
 }
 
 // Usage is optional: a store without a readable usage file still lists.
-std::optional<UsageStore> open_usage(const std::string &db) {
+// Read as root through an unprivileged child (read_usage): httpd's group writes it.
+std::map<Digest, Usage> usage_in(const std::string &db) {
     try {
-        return std::optional<UsageStore>(std::in_place, db, Access::read_only);
+        return read_usage(db);
     } catch (const StoreError &) {
-        return std::nullopt;
+        return {};
     }
 }
 
-std::optional<Usage> usage_of(const std::optional<UsageStore> &usage, const Digest &digest) {
-    return usage ? usage->find(digest) : std::nullopt;
+std::optional<Usage> usage_of(const std::map<Digest, Usage> &usage, const Digest &digest) {
+    const auto found = usage.find(digest);
+    return found == usage.end() ? std::nullopt : std::optional<Usage>(found->second);
 }
 
 using Table = std::vector<std::vector<std::string>>;
@@ -706,10 +709,9 @@ int cmd_list(const std::string &db, const ListOptions &o) {
         }
     }
     const std::optional<Service> service = o.service ? std::optional(parse_service_option(*o.service)) : std::nullopt;
-    const TokenStore store(db, Access::read_only);
-    const auto usage = open_usage(db);
+    const auto usage = usage_in(db);
     std::vector<std::pair<const StoredToken *, std::optional<Usage>>> shown;
-    const auto tokens = store.list(o.user);
+    const auto tokens = TokenStore(db, access_for_reading(db)).list(o.user);
     for (const StoredToken &token : tokens) {
         if (service && token.record.service != *service) continue;
         auto used = usage_of(usage, token.digest);
@@ -759,16 +761,15 @@ void print_details(const TokenRecord &record, const std::optional<Usage> &used) 
 int cmd_show(const std::string &db, const ShowOptions &o) {
     require_user(o.user);
     require_token_name(o.name);
-    const TokenStore store(db, Access::read_only);
+    const auto usage = usage_in(db);
     // list() gives each current token followed by its rotated ones.
-    const auto tokens = store.list(o.user);
+    const auto tokens = TokenStore(db, access_for_reading(db)).list(o.user);
     const auto current = std::find_if(tokens.begin(), tokens.end(), [&](const StoredToken &token) {
         return !token.record.rotated() && token.record.name == o.name;
     });
     if (current == tokens.end()) throw Refusal("user " + o.user + " has no token named '" + o.name + "'");
     const auto rotated_end =
         std::find_if(current + 1, tokens.end(), [](const StoredToken &token) { return !token.record.rotated(); });
-    const auto usage = open_usage(db);
     if (o.json) {
         json out = token_json(current->record, usage_of(usage, current->digest));
         out["rotated_tokens"] = json::array();
@@ -876,7 +877,7 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
     const unsigned services = o.service ? service_bit(parse_service_option(*o.service)) : all_services;
     if (o.path && (o.path->empty() || o.path->front() != '/'))
         throw UsageError("invalid --path '" + *o.path + "': expected a URL path starting with /");
-    const TokenStore store(db, Access::read_only);
+    const TokenStore store(db, access_for_reading(db));
     const Seconds now = now_seconds();
     const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(o.user), client, now, services);
     const std::string who = verdict.record ? "token '" + name_text(*verdict.record) + "' of " + verdict.record->user : "";
@@ -934,24 +935,26 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
 }
 
 int cmd_prune(const std::string &db, const PruneOptions &) {
-    TokenStore store(db, Access::read_write);
-    say_when_waiting(store);
     const Seconds now = now_seconds();
-    const PruneResult result = store.prune(now);
+    PruneResult result;
+    {
+        TokenStore store(db, Access::read_write);
+        say_when_waiting(store);
+        result = store.prune(now);
+    }
     std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
               << ", dropped " << result.tombstones_dropped << " old tombstone"
               << (result.tombstones_dropped == 1 ? "" : "s") << "\n";
     // The uses of tokens that are gone (revoked, pruned, rotated out), so that
     // usage.mdb does not grow with every token ever used. A store without one
     // has nothing to forget.
-    std::optional<UsageStore> usage;
+    PruneResult forgotten;
     try {
-        usage.emplace(db, Access::read_write);
+        forgotten = prune_usage(db, now);
     } catch (const StoreError &e) {
         if (e.kind() == StoreError::Kind::missing) return 0;
         throw;
     }
-    const PruneResult forgotten = usage->prune([&](const Digest &digest) { return store.find(digest).has_value(); }, now);
     std::cout << "forgot the uses of " << forgotten.expired_removed << " token"
               << (forgotten.expired_removed == 1 ? "" : "s") << " no longer in the store, dropped "
               << forgotten.tombstones_dropped << " old usage tombstone" << (forgotten.tombstones_dropped == 1 ? "" : "s")
@@ -980,7 +983,6 @@ int cmd_fsck(const std::string &db, const FsckOptions &o) {
             std::string kind = fsck_kind_name(f.kind);
             std::replace(kind.begin(), kind.end(), ' ', '_');
             const auto text_or_null = [](const std::string &text) { return text.empty() ? json(nullptr) : json(text); };
-            const bool slots = f.kind == FsckFinding::Kind::small_reader_table;
             out.push_back({{"kind", kind},
                            {"file", f.file},
                            {"database", text_or_null(f.database)},
@@ -988,8 +990,6 @@ int cmd_fsck(const std::string &db, const FsckOptions &o) {
                            {"user", text_or_null(f.user)},
                            {"name", text_or_null(f.name)},
                            {"digest_prefix", text_or_null(f.digest_prefix)},
-                           {"reader_slots", slots ? json(f.reader_slots) : json(nullptr)},
-                           {"reader_slots_needed", slots ? json(f.reader_slots_needed) : json(nullptr)},
                            {"repaired", f.repaired},
                            {"message", f.message}});
         }
@@ -1097,8 +1097,12 @@ int run(int argc, char **argv) {
         CLI::App *sub = app.add_subcommand(name, help);
         commands.push_back(name);
         options.define(sub);
-        sub->final_callback([&chosen, &db, &options, handler] {
-            chosen = [&db, &options, handler] { return handler(db, options); };
+        sub->final_callback([&chosen, &db, &options, handler, name] {
+            chosen = [&db, &options, handler, name] {
+                // Root works on a store of another owner as that owner (init makes stores, as root).
+                if (std::string_view(name) != "init") become_store_owner(db);
+                return handler(db, options);
+            };
         });
     };
     InitOptions init;
@@ -1129,8 +1133,8 @@ int run(int argc, char **argv) {
             importer, cmd_import_cpanel);
     FsckOptions fsck;
     command("fsck",
-            "check the store for orphaned tokens, dangling names, values Lightning Stream cannot sync and a small "
-            "reader table; --repair fixes the first two",
+            "check the store for orphaned tokens, dangling names, values Lightning Stream cannot sync; "
+            "--repair fixes the first two",
             fsck, cmd_fsck);
     BackupOptions backup;
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);

@@ -53,7 +53,6 @@ using namespace cptoken;
 #define TAG_FORBIDDEN "CPT0102: "      // an admitted token outside its scopes or read-only: 403
 #define TAG_STORE "CPT0200: "          // the store cannot be used: 500
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
-#define TAG_READERS "CPT0202: "        // the MPM may run more threads than reader slots
 #define TAG_USAGE "CPT0203: "          // last-used times cannot be recorded (once per child)
 #define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
 
@@ -559,46 +558,13 @@ int pre_config(apr_pool_t *, apr_pool_t *, apr_pool_t *) {
     return OK;
 }
 
-// Every thread of every child may hold a reader slot; old children draining
-// after a graceful restart keep scoreboard slots, so ServerLimit x ThreadLimit
-// bounds them all, plus room for cptoken and Lightning Stream. Read here,
-// checked against each store's real reader table when a child opens it.
-struct ReaderNeed {
-    int server_limit = 0, thread_limit = 0;
-    apr_int64_t slots() const {
-        constexpr apr_int64_t tool_headroom = 64;
-        return static_cast<apr_int64_t>(server_limit) * (thread_limit > 0 ? thread_limit : 1) + tool_headroom;
-    }
-};
-ReaderNeed g_reader_need;
-
 int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s) {
     // Like other modules: in the Server header (ServerTokens Full) and in httpd's "resuming normal
     // operations" line, which is what an admin greps to learn which build runs.
     ap_add_version_component(pconf, "mod_cptoken/" CPTOKEN_VERSION);
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) return OK;
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, TAG_LOADED "mod_cptoken " CPTOKEN_VERSION " loaded");
-    g_reader_need = ReaderNeed{};
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &g_reader_need.server_limit) != APR_SUCCESS ||
-        ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &g_reader_need.thread_limit) != APR_SUCCESS)
-        g_reader_need = ReaderNeed{};
     return OK;
-}
-
-// The lock file's creator sized its reader table: another program (Lightning
-// Stream, mdb_stat) leaves LMDB's default of 126, and requests beyond it get
-// 500. Said by each child that opens such a store.
-void check_reader_table(server_rec *s, const std::string &dir, const TokenStore &store) {
-    const apr_int64_t needed = g_reader_need.slots();
-    if (g_reader_need.server_limit == 0 || store.reader_slots() >= needed) return;
-    ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                 TAG_READERS "the reader table of %s/%s-lock has %u slots, fewer than the %" APR_INT64_T_FMT
-                 " this httpd may use (ServerLimit %d x ThreadLimit %d, and 64 for cptoken and Lightning Stream): "
-                 "requests beyond it get 500. The program that created the lock file sized it. To fix: stop httpd "
-                 "and every program that has the store open (Lightning Stream), run cptoken --db %s init --group "
-                 "GROUP (it makes the table %u slots), then start them again",
-                 dir.c_str(), token_store_file, store.reader_slots(), needed, g_reader_need.server_limit,
-                 g_reader_need.thread_limit, dir.c_str(), StoreSettings::max_readers);
 }
 
 apr_status_t close_stores(void *) {
@@ -617,8 +583,7 @@ void child_init(apr_pool_t *pchild, server_rec *s) {
         g_usage.push_back(std::make_unique<UsageWriter>(dir.path, [s](const std::string &message) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_USAGE "%s", message.c_str());
         }));
-        g_stores.push_back(std::make_unique<LiveStore>(
-            dir.path, [s, path = dir.path](const TokenStore &store) { check_reader_table(s, path, store); }));
+        g_stores.push_back(std::make_unique<LiveStore>(dir.path));
         if (!dir.configured) continue;  // the default store opens on first use
         try {
             g_stores.back()->open_now();

@@ -1,16 +1,20 @@
 #include "fsck.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <map>
 #include <optional>
 #include <string_view>
 #include <tuple>
 
+#include "commit_record.hpp"
 #include "lmdb_env.hpp"
 #include "lsheader.hpp"
 #include "names.hpp"
 #include "record.hpp"
 #include "store.hpp"
+#include "unprivileged.hpp"
 #include "token.hpp"
 
 namespace cptoken {
@@ -58,41 +62,25 @@ void for_each_entry(const Env &env, Txn &txn, MDB_dbi dbi, Visit visit) {
     if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
 }
 
+// The finding for a value of database `name` in `file` whose header does not
+// decode, its key given by its hex prefix (and whether it is longer).
+FsckFinding bad_header(const std::string &file, const char *name, const std::string &key_prefix, bool longer) {
+    FsckFinding finding;
+    finding.kind = FsckFinding::Kind::bad_header;
+    finding.file = file;
+    finding.database = name;
+    finding.key_prefix = key_prefix;
+    finding.message = file + ", database " + name + ", key " + key_prefix + (longer ? "..." : "") +
+                      ": the value has no valid Lightning Stream header; Lightning Stream stops syncing this "
+                      "store on it; " + restore_advice;
+    return finding;
+}
+
 // Reports every value of database `name` whose header does not decode.
 void check_headers(const Env &env, Txn &txn, MDB_dbi dbi, const char *name, std::vector<FsckFinding> &out) {
     for_each_entry(env, txn, dbi, [&](std::string_view key, std::string_view value) {
-        if (ls_decode(value)) return;
-        FsckFinding finding;
-        finding.kind = FsckFinding::Kind::bad_header;
-        finding.file = env.file();
-        finding.database = name;
-        finding.key_prefix = hex_prefix(key);
-        finding.message = env.file() + ", database " + name + ", " + key_text(key) +
-                          ": the value has no valid Lightning Stream header; Lightning Stream stops syncing this "
-                          "store on it; " + restore_advice;
-        out.push_back(std::move(finding));
+        if (!ls_decode(value)) out.push_back(bad_header(env.file(), name, hex_prefix(key), key.size() > prefix_bytes));
     });
-}
-
-void check_reader_table(const Env &env, std::vector<FsckFinding> &out) {
-    MDB_envinfo info{};
-    mdb_env_info(env.get(), &info);
-    if (info.me_maxreaders >= StoreSettings::max_readers) return;
-    FsckFinding finding;
-    finding.kind = FsckFinding::Kind::small_reader_table;
-    finding.file = env.file() + "-lock";
-    finding.reader_slots = info.me_maxreaders;
-    finding.reader_slots_needed = StoreSettings::max_readers;
-    // A process with fewer slots (Lightning Stream, mdb_stat) made the lock file, and every later opener
-    // gets its size: httpd children then fail once the slots run out. Only an opener that has the store
-    // to itself can grow it.
-    finding.message = finding.file + " has " + std::to_string(finding.reader_slots) + " reader slots, " +
-                      std::to_string(finding.reader_slots_needed) +
-                      " needed: busy httpd children will find no free slot and answer 500. To fix it, stop every "
-                      "process that has the store open (httpd, Lightning Stream; `fuser -v " + finding.file +
-                      "` lists them), then run: cptoken --db " + dir_of(env.file()) +
-                      " init --group GROUP (GROUP being the group httpd runs as), which grows it";
-    out.push_back(std::move(finding));
 }
 
 // The findings of the token store open in `env`, read in `txn`; with
@@ -232,7 +220,6 @@ const char *fsck_kind_name(FsckFinding::Kind kind) noexcept {
         case FsckFinding::Kind::dangling_name: return "dangling name";
         case FsckFinding::Kind::bad_header: return "bad header";
         case FsckFinding::Kind::bad_record: return "bad record";
-        case FsckFinding::Kind::small_reader_table: return "small reader table";
     }
     return "?";
 }
@@ -245,32 +232,68 @@ std::vector<FsckFinding> fsck_store(const std::string &dir, bool repair,
         store.set_lock_wait_notice(lock_wait_notice);
         store.batch([&](TokenBatch &batch) {
             check_token_store(batch.env(), batch.txn(), true, out);
-            check_reader_table(batch.env(), out);
             return std::any_of(out.begin(), out.end(), [](const FsckFinding &f) { return f.repaired; });
         });
     } else {
         // Not through TokenStore: a broken header on the schema version is a finding, not a refusal to open.
-        Env env(path_in(dir, token_store_file), Access::read_only, 0640, true);
-        Txn txn(env.get(), false, env.file());
-        check_token_store(env, txn, false, out);
-        // What a newer schema means is not this code's to judge: refused as TokenStore refuses it, unless the
-        // schema version's own header is broken (a finding above).
-        if (std::none_of(out.begin(), out.end(), [](const FsckFinding &f) { return f.database == "meta"; }))
-            check_schema_version(env, txn);
-        check_reader_table(env, out);
+        const std::string file = path_in(dir, token_store_file);
+        Env env(file, access_for_reading(dir), 0640, true);
+        // Without the lock file, the walk is kept only if no commit was
+        // published while it ran (as TokenStore reads), else made again.
+        std::optional<CommitRecord> committed;
+        if (env.lock_free()) committed.emplace(file + commit_record_suffix, false);
+        for (int attempt = 0;; ++attempt) {
+            const std::uint64_t published = committed ? committed->load() : 0;
+            std::vector<FsckFinding> found;
+            {
+                Txn txn(env.get(), false, env.file());
+                const bool whole_so_far = !committed || txn.id() == published;
+                if (whole_so_far) {
+                    env.check_size(txn.id());
+                    check_token_store(env, txn, false, found);
+                    // What a newer schema means is not this code's to judge: refused as TokenStore refuses it,
+                    // unless the schema version's own header is broken (a finding above).
+                    if (std::none_of(found.begin(), found.end(), [](const FsckFinding &f) { return f.database == "meta"; }))
+                        check_schema_version(env, txn);
+                }
+                if (whole_so_far && (!committed || committed->still(published))) {
+                    out = std::move(found);
+                    break;
+                }
+            }
+            if (attempt == 100)
+                throw StoreError(StoreError::Kind::inconsistent,
+                                 "every walk of " + file + " overlapped a commit: run fsck as the store's owner");
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
     }
 
-    // The usage store may be missing; httpd's group writes it, so only its headers are checked.
-    std::optional<Env> usage;
+    // The usage store may be missing; httpd's group writes it, so only its
+    // headers are checked, and as root by an unprivileged child
+    // (as_store_group), which sends the key of each bad one: KEY_HEX LONGER.
+    const std::string usage_file = path_in(dir, usage_store_file);
     try {
-        usage.emplace(path_in(dir, usage_store_file), Access::read_only, 0660, true);
+        as_store_group(
+            dir,
+            [&](const std::function<void(std::string_view)> &send) {
+                Env usage(usage_file, Access::read_only, 0660, true);
+                Txn txn(usage.get(), false, usage.file());
+                for_each_entry(usage, txn, usage.open_db(txn, "usage", false), [&](std::string_view key, std::string_view value) {
+                    if (!ls_decode(value)) send(hex_prefix(key) + (key.size() > prefix_bytes ? " 1" : " 0"));
+                });
+            },
+            [&](std::string_view line) {
+                const auto space = line.find(' ');
+                const std::string_view key = line.substr(0, space), longer = line.substr(space + 1);
+                const bool hex = key.size() <= 2 * prefix_bytes && key.find_first_not_of("0123456789abcdef") ==
+                                                                       std::string_view::npos;
+                if (space == std::string_view::npos || !hex || (longer != "0" && longer != "1"))
+                    corrupt("the process checking the usage store of " + dir + " sent a bad line");
+                out.push_back(bad_header(usage_file, "usage", std::string(key), longer == "1"));
+            });
     } catch (const StoreError &e) {
-        if (e.kind() == StoreError::Kind::missing) return out;
-        throw;
+        if (e.kind() != StoreError::Kind::missing) throw;
     }
-    Txn txn(usage->get(), false, usage->file());
-    check_headers(*usage, txn, usage->open_db(txn, "usage", false), "usage", out);
-    check_reader_table(*usage, out);
     return out;
 }
 

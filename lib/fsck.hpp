@@ -1,7 +1,7 @@
 // Checking a store for what no single cptoken leaves behind but a merge of
 // two hosts' stores by Lightning Stream can (an orphaned token, a name that
 // points nowhere), and for what stops Lightning Stream itself (a value
-// without its header) or caps httpd (a lock file with too few reader slots).
+// without its header).
 #pragma once
 
 #include <functional>
@@ -18,28 +18,25 @@ struct FsckFinding {
         dangling_name,       ///< a live name whose digest has no live token of that user and name
         bad_header,          ///< a value whose Lightning Stream header does not decode
         bad_record,          ///< a live token record that does not decode
-        small_reader_table,  ///< a lock file with fewer reader slots than StoreSettings::max_readers
     };
     Kind kind = Kind::orphan;
     std::string file;           ///< the store file (DIR/tokens.mdb, DIR/usage.mdb)
-    std::string database;       ///< meta, tokens, names or usage; empty for the reader table
+    std::string database;       ///< meta, tokens, names or usage
     std::string key_prefix;     ///< hex of the key's first bytes (bad header, bad record)
     std::string user, name;     ///< the token's (orphan, dangling name, bad record when a name points to it)
     std::string digest_prefix;  ///< hex of the digest's first 8 bytes (orphan, dangling name, bad record)
-    unsigned reader_slots = 0, reader_slots_needed = 0;  ///< small reader table
     std::string message;        ///< what it is, what it breaks and what to do, for an admin
     bool repaired = false;      ///< tombstoned by this run (orphan, dangling name)
 };
 
-/// "orphan", "dangling name", "bad header", "bad record", "small reader table".
+/// "orphan", "dangling name", "bad header", "bad record".
 const char *fsck_kind_name(FsckFinding::Kind kind) noexcept;
 
 /// Checks the token store in DIR (every value of meta, tokens and names has a
 /// Lightning Stream header; every live record decodes; every live record is
 /// reached by its name or from its current token; every live name points to
 /// a live record of that user and name) and the usage store, if there is one
-/// (its headers only: httpd's group writes it), and both lock files' reader
-/// tables. Read-only unless `repair`: then, in one write transaction (as
+/// (its headers only: httpd's group writes it). Read-only unless `repair`: then, in one write transaction (as
 /// TokenStore::batch), it tombstones the orphans and the dangling names it
 /// finds there and marks them repaired; bad headers and records are only
 /// reported. `lock_wait_notice` is told if that write waits for the writer

@@ -4,17 +4,12 @@
 
 namespace cptoken {
 
-LiveStore::LiveStore(std::string dir) : LiveStore(std::move(dir), nullptr) {}
-
-LiveStore::LiveStore(std::string dir, std::function<void(const TokenStore &)> on_open)
-    : dir_(std::move(dir)), data_path_(dir_ + "/" + token_store_file), on_open_(std::move(on_open)) {}
+LiveStore::LiveStore(std::string dir) : dir_(std::move(dir)), data_path_(dir_ + "/" + token_store_file) {}
 
 StoreFileIds StoreFileIds::at(const std::string &dir, const char *data_file) {
     StoreFileIds ids;
-    const std::string data = dir + "/" + data_file;
     struct stat st{};
-    if (::stat(data.c_str(), &st) == 0) ids.data_dev = st.st_dev, ids.data_ino = st.st_ino;
-    if (::stat((data + "-lock").c_str(), &st) == 0) ids.lock_dev = st.st_dev, ids.lock_ino = st.st_ino;
+    if (::stat((dir + "/" + data_file).c_str(), &st) == 0) ids.data_dev = st.st_dev, ids.data_ino = st.st_ino;
     return ids;
 }
 
@@ -44,19 +39,6 @@ void LiveStore::reopen_if_replaced() {
         }
         return;
     }
-    // ids_ stays that of the last store opened, so this refusal lasts until
-    // the lock file is replaced too (or httpd restarts).
-    const bool same_lock = ids_.lock_ino != 0 && now.lock_dev == ids_.lock_dev && now.lock_ino == ids_.lock_ino;
-    const bool other_data = now.data_ino != 0 && !(now.data_dev == ids_.data_dev && now.data_ino == ids_.data_ino);
-    if (same_lock && other_data) {
-        // The lock file records the state of the data file it was made with;
-        // reading another data file through it could return wrong snapshots.
-        store_.reset();
-        throw StoreError(StoreError::Kind::corrupt,
-                         dir_ + "/" + token_store_file +
-                             " was replaced while its lock file stayed: move a whole store directory into place "
-                             "instead, or restart httpd");
-    }
     store_.reset();  // the old store closes when its last request lets go
     try {
         store_ = std::make_shared<const TokenStore>(dir_, Access::read_only);
@@ -64,14 +46,10 @@ void LiveStore::reopen_if_replaced() {
         ids_ = StoreFileIds{};  // the old files are closed: their inode numbers may be reused
         throw;
     }
-    // What we opened: the data file by its descriptor, and the lock file LMDB
-    // has just opened (or created, for a restored backup that had none).
+    // What we opened: the data file by its descriptor.
     const auto [data_dev, data_ino] = store_->data_file_id();
-    ids_ = StoreFileIds::at(dir_, token_store_file);
-    ids_.data_dev = data_dev, ids_.data_ino = data_ino;
+    ids_ = StoreFileIds{data_dev, data_ino};
     store_->recheck_file();  // the state later checks compare with
-    if (on_open_) on_open_(*store_);
-    store_->take_reader_slot();
 }
 
 std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {

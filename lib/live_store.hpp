@@ -17,13 +17,13 @@
 
 namespace cptoken {
 
-/// Which files a store's data and lock file at DIR are: device and inode of
-/// each (zero for a missing file). Two differ when a file was replaced.
+/// Which file a store's data file at DIR is: device and inode (zero for a
+/// missing file). Two differ when the file was replaced.
 struct StoreFileIds {
-    dev_t data_dev = 0, lock_dev = 0;
-    ino_t data_ino = 0, lock_ino = 0;
+    dev_t data_dev = 0;
+    ino_t data_ino = 0;
 
-    /// The files DIR/`data_file` and its lock file are now.
+    /// The file DIR/`data_file` is now.
     static StoreFileIds at(const std::string &dir, const char *data_file);
     bool operator==(const StoreFileIds &) const = default;
 };
@@ -38,11 +38,6 @@ public:
     /// once when another data file appears at the path).
     explicit LiveStore(std::string dir);
 
-    /// As above; `on_open` is called with each store opened (the first, and
-    /// each one that replaces it), while no request can use it yet, before
-    /// it takes its reader slot (TokenStore::take_reader_slot). It must not throw.
-    LiveStore(std::string dir, std::function<void(const TokenStore &)> on_open);
-
     /// Opens the store now (in httpd's child_init). Throws StoreError.
     void open_now();
 
@@ -52,12 +47,12 @@ public:
     /// another file there (a store directory moved into place) is opened at
     /// once, so that no write made in it is missed (the old store is closed
     /// when its last user lets go). At most once per check_interval_us it
-    /// also compares the lock file, notices a store gone, and checks that
-    /// the open data file was not changed in place (TokenStore::recheck_file). Throws StoreError if there is no
-    /// usable store: missing, unreadable, tokens.mdb replaced while its lock
-    /// file stayed, or changed in place (unsafe with LMDB: move a whole
-    /// directory into place instead); the last two are refused until the
-    /// files at the path are replaced again.
+    /// also notices a store gone, and checks that the open data file was not
+    /// changed in place (TokenStore::recheck_file). Throws StoreError if there
+    /// is no usable store: missing, unreadable, tokens.mdb replaced without
+    /// its commit record (older or newer than it), or changed in place
+    /// (unsafe with LMDB: move a whole directory into place instead); the
+    /// last is refused until the files at the path are replaced again.
     std::shared_ptr<const TokenStore> current(std::int64_t now_us);
 
     const std::string &dir() const noexcept { return dir_; }
@@ -67,7 +62,6 @@ private:
 
     const std::string dir_;
     const std::string data_path_;  // dir_/tokens.mdb, stat'ed on every call
-    const std::function<void(const TokenStore &)> on_open_;
     std::mutex mutex_;  // guards store_ and ids_
     std::shared_ptr<const TokenStore> store_;
     StoreFileIds ids_;  // of the last store opened

@@ -129,47 +129,4 @@ void check(int rc, std::string_view what, std::string_view subject) {
 [[noreturn]] void corrupt(const std::string &what) { throw StoreError(StoreError::Kind::corrupt, what); }
 
 
-// The id of the newest transaction committed to the data file, from its
-// meta pages. Readers and writers otherwise take the current snapshot from
-// the lock file, which every process of the store's group can write: this is
-// the value they cannot forge.
-std::size_t newest_committed(MDB_env *env) {
-    MDB_envinfo info{};
-    mdb_env_info(env, &info);
-    return info.me_last_txnid;
-}
-
-// Every slot of the reader table is taken: say what is known about them.
-[[noreturn]] void readers_full(MDB_env *env, const std::string &file) {
-    MDB_envinfo info{};
-    mdb_env_info(env, &info);
-    throw StoreError(StoreError::Kind::full,
-                     "no free reader slot in " + file + "-lock: all " + std::to_string(info.me_maxreaders) +
-                         " slots are held by processes that have the store open (httpd children, cptoken, "
-                         "Lightning Stream, or any process of the store's group); `mdb_stat -rr -n " + file +
-                         "` lists them");
-}
-
-
-
-// True if `dbi` in `a` and the database `name` in `b` hold the same keys and values.
-bool same_contents(MDB_txn *a, MDB_dbi dbi, MDB_txn *b, const char *name) {
-    MDB_dbi other = 0;
-    if (mdb_dbi_open(b, name, 0, &other) != MDB_SUCCESS) return false;
-    MDB_cursor *ca = nullptr, *cb = nullptr;
-    if (mdb_cursor_open(a, dbi, &ca) != MDB_SUCCESS) return false;
-    if (mdb_cursor_open(b, other, &cb) != MDB_SUCCESS) {
-        mdb_cursor_close(ca);
-        return false;
-    }
-    MDB_val ka, va, kb, vb;
-    int ra = mdb_cursor_get(ca, &ka, &va, MDB_FIRST), rb = mdb_cursor_get(cb, &kb, &vb, MDB_FIRST);
-    for (; ra == MDB_SUCCESS && rb == MDB_SUCCESS;
-         ra = mdb_cursor_get(ca, &ka, &va, MDB_NEXT), rb = mdb_cursor_get(cb, &kb, &vb, MDB_NEXT))
-        if (as_view(ka) != as_view(kb) || as_view(va) != as_view(vb)) break;
-    mdb_cursor_close(ca);
-    mdb_cursor_close(cb);
-    return ra == MDB_NOTFOUND && rb == MDB_NOTFOUND;
-}
-
 }  // namespace cptoken::lmdb

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "commit_record.hpp"
 #include "lsheader.hpp"
 #include "store.hpp"
 #include "timeutil.hpp"
@@ -66,10 +67,6 @@ inline MDB_val as_val(std::string_view bytes) { return {bytes.size(), const_cast
 inline MDB_val as_val(const Digest &digest) { return {digest.size(), const_cast<unsigned char *>(digest.data())}; }
 inline std::string_view as_view(const MDB_val &val) { return {static_cast<const char *>(val.mv_data), val.mv_size}; }
 
-/// The id of the newest transaction committed to the data file, from its
-/// meta pages (the value httpd's group cannot forge).
-std::size_t newest_committed(MDB_env *env);
-
 /// Tombstones written before this (in ns) may go: every host sharing the
 /// store through Lightning Stream has seen them
 /// (StoreSettings::tombstone_retention_seconds before `now`).
@@ -78,11 +75,6 @@ inline std::uint64_t tombstone_cutoff_ns(Seconds now) {
     return cutoff > 0 ? static_cast<std::uint64_t>(cutoff) * 1000000000u : 0;
 }
 
-/// Throw StoreError: full, saying what is known about who holds the slots.
-[[noreturn]] void readers_full(MDB_env *env, const std::string &file);
-
-/// True if `dbi` in `a` and the database `name` in `b` hold the same keys and values.
-bool same_contents(MDB_txn *a, MDB_dbi dbi, MDB_txn *b, const char *name);
 
 // Read transactions kept for reuse: renewing a reset transaction costs a
 // fraction of beginning a new one (no allocation, no reader-slot search),
@@ -121,28 +113,14 @@ private:
 };
 
 // A transaction that aborts unless committed (a read transaction from a
-// pool goes back to it instead). It never runs on a snapshot older than the
-// data file's newest: see verify_read_snapshot() and verify_write_snapshot().
+// pool goes back to it instead). Reads without the lock file are checked by
+// the caller against the commit record (TokenStore; docs/store.md).
 class Txn {
 public:
     Txn(MDB_env *env, bool write, const std::string &file, ReaderPool *pool = nullptr)
         : pool_(write ? nullptr : pool) {
         if (pool_) txn_ = pool_->take();
-        if (!txn_) {
-            const int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_);
-            if (rc == MDB_READERS_FULL) readers_full(env, file);
-            check(rc, "cannot begin a transaction on ", file);
-        }
-        try {
-            if (write)
-                verify_write_snapshot(env, file);
-            else
-                verify_read_snapshot(env, file);
-        } catch (...) {
-            mdb_txn_abort(txn_);  // never back to the pool: it may hold a forged snapshot
-            txn_ = nullptr;
-            throw;
-        }
+        if (!txn_) check(mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_), "cannot begin a transaction on ", file);
     }
     ~Txn() {
         if (!txn_) return;
@@ -159,53 +137,10 @@ public:
         check(rc, "cannot commit to ", file);
     }
     MDB_txn *get() const { return txn_; }
+    /// The snapshot's transaction id (of a write transaction: the one it will commit as).
+    std::size_t id() const { return mdb_txn_id(txn_); }
 
 private:
-    // A read transaction takes its snapshot id from the lock file, and the
-    // newest id is read from the data file just after. Commits landing in
-    // between (a writer's meta page reaches the data file before the lock
-    // file learns of it, and a fast writer may land several) leave the
-    // snapshot legitimately behind: renewed, it then catches up with the
-    // newest seen, and is kept. A lock file that stays behind (changed by
-    // hand, rolled back) or runs ahead (the data file overwritten in place)
-    // is refused, after at most a brief wait.
-    void verify_read_snapshot(MDB_env *env, const std::string &file) {
-        std::size_t snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
-        if (snapshot == newest) return;  // on every request: nothing more
-        const std::size_t seen = newest;
-        const auto deadline = std::chrono::steady_clock::now() + StoreSettings::commit_in_flight_wait;
-        auto pause = std::chrono::microseconds(50);
-        for (;;) {
-            if (snapshot > newest || std::chrono::steady_clock::now() >= deadline)
-                throw StoreError(StoreError::Kind::inconsistent, stale_snapshot_message(file, snapshot, newest));
-            mdb_txn_reset(txn_);
-            std::this_thread::sleep_for(pause);
-            pause = std::min(pause * 2, std::chrono::microseconds(10000));
-            check(mdb_txn_renew(txn_), "cannot begin a transaction on ", file);
-            snapshot = mdb_txn_id(txn_), newest = newest_committed(env);
-            if (snapshot >= seen && snapshot <= newest) return;  // caught up: every commit made before is in it
-        }
-    }
-
-    // A write transaction holds the writer lock: no commit can be in flight,
-    // so it must build on exactly the newest snapshot. Committing on an older
-    // one would silently undo every change made since (a revocation).
-    void verify_write_snapshot(MDB_env *env, const std::string &file) {
-        const std::size_t based_on = mdb_txn_id(txn_) - 1, newest = newest_committed(env);
-        if (based_on != newest)
-            throw StoreError(StoreError::Kind::inconsistent,
-                             stale_snapshot_message(file, based_on, newest) + "; nothing was written");
-    }
-
-    static std::string stale_snapshot_message(const std::string &file, std::size_t snapshot, std::size_t newest) {
-        return file + "-lock names transaction " + std::to_string(snapshot) + " as the newest, but " + file +
-               " holds transaction " + std::to_string(newest) +
-               ": the lock file was changed outside LMDB (by a process of the store's group?) or " + file +
-               " was overwritten in place; refusing to use an older snapshot. To recover, stop httpd and every "
-               "other process that has the store open (`fuser -v " + file + "-lock`), then run `cptoken list`: "
-               "the first process to open the store rebuilds the lock file from " + file;
-    }
-
     ReaderPool *pool_ = nullptr;
     MDB_txn *txn_ = nullptr;
 };
@@ -223,7 +158,13 @@ public:
         check(mdb_env_set_mapsize(env_, map_size), "cannot set the map size of ", file);
         check(mdb_env_set_maxreaders(env_, StoreSettings::max_readers), "cannot set max readers of ", file);
         check(mdb_env_set_maxdbs(env_, 8), "cannot set max databases of ", file);
-        const unsigned flags = MDB_NOSUBDIR | MDB_NOTLS | (access == Access::read_only ? MDB_RDONLY : 0) | extra_flags;
+        // A reader of the token store never opens its lock file: that is the
+        // owner's alone. The usage store's lock file is httpd's group's, and
+        // only processes of that group open it, readers too (a reader
+        // without it could read pages httpd's children are rewriting).
+        lock_free_ = access == Access::read_only && file.ends_with(std::string("/") + token_store_file);
+        const unsigned flags = MDB_NOSUBDIR | MDB_NOTLS | (access == Access::read_only ? MDB_RDONLY : 0) |
+                               (lock_free_ ? MDB_NOLOCK : 0) | extra_flags;
         const int rc = mdb_env_open(env_, file.c_str(), flags, mode_if_created);
         if (rc != MDB_SUCCESS) {
             mdb_env_close(env_);
@@ -232,26 +173,27 @@ public:
             fail(rc, "cannot open " + file);
         }
         // Slots of killed processes would pin old pages and fill the table.
-        int dead = 0;
-        mdb_reader_check(env_, &dead);
-        check_size();  // before anything reads through the map
+        if (access == Access::read_write) {
+            int dead = 0;
+            mdb_reader_check(env_, &dead);
+        }
         MDB_stat env_stat{};
         check(mdb_env_stat(env_, &env_stat), "cannot read ", file);
         page_size_ = static_cast<off_t>(env_stat.ms_psize);
     }
 
     /// The data file as it is now, after checking that it is not shorter
-    /// than its newest snapshot needs. LMDB never shrinks it, and reading
-    /// past its end through the map kills the process (SIGBUS): a file
-    /// truncated or overwritten in place is refused here, before any read.
-    /// Throws StoreError: corrupt.
-    struct stat check_size() const {
+    /// than its newest snapshot needs: the one whose id is `snapshot`, if
+    /// given (called in a read of it without the lock file, where another
+    /// meta page may be in the middle of a commit). LMDB never
+    /// shrinks it, and reading past its end through the map kills the
+    /// process (SIGBUS): a file truncated or overwritten in place is refused
+    /// here, before any read. Throws StoreError: corrupt.
+    struct stat check_size(std::optional<std::size_t> snapshot = std::nullopt) const {
+        struct stat st = check_header_pages();
         mdb_filehandle_t fd = -1;
-        struct stat st{};
-        if (mdb_env_get_fd(env_, &fd) != MDB_SUCCESS || ::fstat(fd, &st) != 0) fail(errno, "cannot stat " + file_);
+        mdb_env_get_fd(env_, &fd);
         const std::string changed_in_place = file_ + " was changed in place, not through LMDB: ";
-        // The two meta pages come first: check them before reading them.
-        if (st.st_size < 2 * page_size_) corrupt(changed_in_place + "it is shorter than its own header pages");
         // The newest snapshot first, then the size again: a commit between
         // the two only grows the file (its pages are written before its meta
         // page), while the other order would take that commit's snapshot for
@@ -259,12 +201,29 @@ public:
         MDB_envinfo info{};
         mdb_env_info(env_, &info);
         if (::fstat(fd, &st) != 0) fail(errno, "cannot stat " + file_);
+        // Read without the lock file, a meta page may be in the middle of
+        // being written: its last page is only believed from the meta page
+        // of this snapshot, which no commit is writing.
+        if (snapshot && info.me_last_txnid != *snapshot) return st;
         // In pages, not bytes: a meta page written by someone else may name
         // any page number, and the product would overflow.
         if (info.me_last_pgno >= static_cast<std::uint64_t>(st.st_size / page_size_))
             corrupt(changed_in_place + "it is shorter than its newest snapshot needs (truncated?)");
         return st;
     }
+    /// The data file as it is now, after checking that it holds its two meta
+    /// pages, which every transaction reads first (through the map: a file
+    /// cut shorter would kill the process with SIGBUS). Throws StoreError: corrupt.
+    struct stat check_header_pages() const {
+        mdb_filehandle_t fd = -1;
+        struct stat st{};
+        if (mdb_env_get_fd(env_, &fd) != MDB_SUCCESS || ::fstat(fd, &st) != 0) fail(errno, "cannot stat " + file_);
+        if (st.st_size < 2 * page_size_)
+            corrupt(file_ + " was changed in place, not through LMDB: it is shorter than its own header pages");
+        return st;
+    }
+    /// True for a reader without the lock file (Access::read_only).
+    bool lock_free() const { return lock_free_; }
     ~Env() {
         if (env_) mdb_env_close(env_);
     }
@@ -371,11 +330,12 @@ public:
 
 private:
     // LMDB opens the data file and FILE-lock by path, following symlinks, and
-    // creates and writes the lock file even for a reader: a link planted there
-    // would make root write wherever it points. So both must be regular files
-    // (or absent), in a directory no one but its owner can write, so that
-    // nobody else can swap them between this check and the open. The
-    // directory itself may be reached through a symlink.
+    // a writer creates and writes the lock file: a link planted there would
+    // make root write wherever it points. So both must be regular files (or
+    // absent), in a directory no one but its owner can write, so that nobody
+    // else can swap them between this check and the open. The directory
+    // itself may be reached through a symlink. A reader never opens the lock
+    // file (MDB_NOLOCK), so only writers look at it.
     static void check_files(const std::string &file, Access access, bool must_exist) {
         const std::string dir = dir_of(file);
         struct stat dir_stat{};
@@ -390,7 +350,11 @@ private:
             refuse(dir + " can be written by " + ((dir_stat.st_mode & S_IWOTH) ? "anyone" : "its group") +
                    " (mode " + mode_text(dir_stat.st_mode) +
                    "), who could replace the store's files; make it 02750 with: cptoken --db " + dir + " init");
-        for (const std::string &path : {file, file + "-lock"}) {
+        const bool tokens = file.ends_with(std::string("/") + token_store_file);
+        std::vector<std::string> paths{file};
+        if (tokens) paths.push_back(file + commit_record_suffix);
+        if (access == Access::read_write || !tokens) paths.push_back(file + "-lock");
+        for (const std::string &path : paths) {
             struct stat st{};
             if (::lstat(path.c_str(), &st) != 0) {
                 const int err = errno;
@@ -400,21 +364,34 @@ private:
                 continue;  // LMDB creates it; only the directory's owner can put anything there meanwhile
             }
             if (!S_ISREG(st.st_mode)) refuse_odd_file(path, st.st_mode);
+            if (tokens && path == file + "-lock") refuse_shared_lock_file(path, st);
         }
-        if (access == Access::read_only && file.ends_with(std::string("/") + token_store_file))
-            refuse_writable_tokens(file, dir, dir_stat);
+        if (access == Access::read_only && tokens) refuse_writable_tokens(file, dir);
     }
 
-    // Only root (cptoken) writes tokens: a reader (httpd's child) that could
-    // write tokens.mdb or its directory without owning them means anyone
-    // running as that user could give themselves a token. Root can write
-    // everything, so it is not asked.
-    static void refuse_writable_tokens(const std::string &file, const std::string &dir, const struct stat &dir_stat) {
+    // The token store's lock file holds LMDB's process-shared robust
+    // mutexes, whose links glibc follows and writes through on unlock: a
+    // lock file anyone but its writer can write is a write-what-where in the
+    // writer's memory. Stores made by mod_cptoken 0.11 and earlier shared it
+    // with httpd's group (their readers took slots there).
+    static void refuse_shared_lock_file(const std::string &path, const struct stat &st) {
+        if (st.st_uid == ::geteuid() && (st.st_mode & 077) == 0) return;
+        refuse(path + " is " + (st.st_uid != ::geteuid() ? "owned by " + user_name(st.st_uid) : "mode " + mode_text(st.st_mode)) +
+               ": the token store's lock file must be its writer's alone (0600), or anyone who can write it can "
+               "write into this process's memory; a store made by mod_cptoken 0.11 or earlier shares it with "
+               "httpd's group: convert the store with: cptoken --db " + dir_of(path) + " init");
+    }
+
+    // Only the store's owner writes tokens: a reader (httpd's child) that
+    // could write tokens.mdb, its commit record or its directory without
+    // owning them means anyone running as that user could change tokens.
+    // Root can write everything, so it is not asked.
+    static void refuse_writable_tokens(const std::string &file, const std::string &dir) {
         const uid_t me = ::geteuid();
         if (me == 0) return;
-        struct stat file_stat{};
-        if (::stat(file.c_str(), &file_stat) != 0) return;  // missing: mdb_env_open says so
-        for (const auto &[path, st] : {std::pair{file, file_stat}, std::pair{dir, dir_stat}}) {
+        for (const std::string &path : {file, file + commit_record_suffix, dir}) {
+            struct stat st{};
+            if (::stat(path.c_str(), &st) != 0) continue;  // missing: the open says so
             if (st.st_uid == me || ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0) continue;
             refuse(path + " can be written by user " + user_name(me) + ", group " + group_name(::getegid()) +
                    ", which only reads tokens: anyone running as that user could change tokens; fix the "
@@ -424,7 +401,8 @@ private:
 
     std::string file_;
     MDB_env *env_ = nullptr;
-    off_t page_size_ = 4096;  // LMDB's; read at open, once the file's size is known to be safe
+    off_t page_size_ = 4096;  // LMDB's
+    bool lock_free_ = false;
 };
 
 // While alive, calls `notice` once if it lives longer than
@@ -439,8 +417,8 @@ public:
             if (done_changed_.wait_for(lock, StoreSettings::lock_wait_notice_after, [this] { return done_; })) return;
             notice("still waiting for the write lock of " + file + " after " +
                    std::to_string(StoreSettings::lock_wait_notice_after.count()) +
-                   " s: another process holds it (another cptoken, Lightning Stream, or a process of the store's "
-                   "group; `fuser -v " + file + "-lock` lists who has the store open)");
+                   " s: another process holds it (another cptoken or the store's owner's; `fuser -v " + file +
+                   "-lock` lists who has it open)");
         });
     }
     ~LockWaitNotice() {

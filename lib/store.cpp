@@ -2,10 +2,16 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,7 +20,10 @@
 #include <set>
 #include <stdexcept>
 
+#include <openssl/rand.h>
+
 #include "codec.hpp"
+#include "commit_record.hpp"
 #include "lmdb_env.hpp"
 #include "lsheader.hpp"
 #include "names.hpp"
@@ -27,9 +36,22 @@ using namespace lmdb;  // the environment under both stores
 namespace {
 
 constexpr const char *schema_key = "schema_version";
+// Written by every commit (TokenStore::Impl::commit): an empty value, its header says when.
+constexpr const char *last_commit_key = "last_commit";
+// Random bytes made once per store, also in its commit record: a data file of
+// another store put in place alone does not match the record there.
+constexpr const char *store_id_key = "store_id";
+
+std::string new_store_id() {
+    std::string id(CommitRecord::store_id_size, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char *>(id.data()), static_cast<int>(id.size())) != 1)
+        throw StoreError(StoreError::Kind::access, "the random number generator failed");
+    return id;
+}
 
 // The names init may find in a directory it takes over.
-constexpr const char *store_files[] = {"tokens.mdb", "tokens.mdb-lock", "usage.mdb", "usage.mdb-lock"};
+constexpr const char *store_files[] = {"tokens.mdb", "tokens.mdb-lock", "tokens.mdb-committed", "usage.mdb",
+                                       "usage.mdb-lock"};
 
 // A digest as a stored value (a name entry, a predecessor link).
 std::string_view digest_bytes(const Digest &digest) {
@@ -118,12 +140,40 @@ void check_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
 
 void check_schema_version(Env &env, Txn &txn) { check_schema_version(env, txn, env.open_db(txn, "meta", false)); }
 
+std::optional<std::string> become_store_owner(const std::string &dir) {
+    struct stat st{};
+    if (::geteuid() != 0 || ::stat(dir.c_str(), &st) != 0 || st.st_uid == 0) return std::nullopt;
+    char buffer[4096];
+    passwd entry{}, *found = nullptr;
+    const gid_t gid = ::getpwuid_r(st.st_uid, &entry, buffer, sizeof buffer, &found) == 0 && found ? found->pw_gid
+                                                                                                  : st.st_gid;
+    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(st.st_uid) != 0 || ::setuid(0) == 0)
+        refuse("cannot become " + user_name(st.st_uid) + ", the owner of " + dir + ", to work on its store: " +
+               std::strerror(errno));
+    return user_name(st.st_uid);
+}
+
+Access access_for_reading(const std::string &dir) {
+    struct stat st{};
+    struct statvfs fs{};
+    // On a read-only filesystem no writer can be at work, and the lock file could not be opened to write.
+    if (::statvfs(dir.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY)) return Access::read_only;
+    return ::stat(path_in(dir, token_store_file).c_str(), &st) == 0 && st.st_uid == ::geteuid() ? Access::read_write
+                                                                                               : Access::read_only;
+}
+
 // ---------------------------------------------------------------- init
 
 namespace {
 
 // The mode init gives a store file.
-mode_t store_file_mode(std::string_view name) { return name == token_store_file ? 0640 : 0660; }
+// The token store's lock file is its writers' alone; httpd's group reads the
+// data file and the commit record, and writes the usage store.
+mode_t store_file_mode(std::string_view name) {
+    if (name == token_store_file || name == std::string(token_store_file) + commit_record_suffix) return 0640;
+    if (name == std::string(token_store_file) + "-lock") return 0600;
+    return 0660;
+}
 
 // Takes over DIR for a store: refuses a directory owned by anyone but the
 // caller, or one that is not a store yet and holds anything but store files,
@@ -171,32 +221,54 @@ bool check_init_dir(const std::string &dir, int dir_fd, const struct stat &dir_s
     return is_store;
 }
 
-// A lock file made by a process that asked for fewer reader slots (Lightning
-// Stream, mdb_stat) caps every later opener at its size. LMDB grows it only
-// for an opener that has the environment to itself: so FILE is opened once
-// when its lock file is too small to hold the slots (LMDB pads each to a
-// 64-byte cache line); a big enough one is left alone, unwritten. Appends a
-// line to `made` if it grew; returns why it could not, or an empty string.
-std::string grow_reader_table(const std::string &dir, int dir_fd, const char *file, std::vector<std::string> &made) {
-    constexpr off_t reader_slot_size = 64;
-    const std::string lock_name = std::string(file) + "-lock", lock = path_in(dir, lock_name.c_str());
-    struct stat before{}, after{};
-    if (::fstatat(dir_fd, lock_name.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0 ||
-        before.st_size / reader_slot_size >= static_cast<off_t>(StoreSettings::max_readers))
-        return {};  // missing: the next opener makes it whole
-    MDB_envinfo info{};
-    {
-        Env env(path_in(dir, file), Access::read_only, store_file_mode(file), true);
-        mdb_env_info(env.get(), &info);
+// Makes the token store's lock file its owner's alone and publishes the
+// newest commit in a fresh commit record (once the lock is held, so no
+// commit is in flight). A lock file that anyone else could write (left by
+// mod_cptoken 0.11, whose readers took slots there) is removed unopened:
+// LMDB trusts what it finds there. Appends a line per change to `made`.
+void convert_token_store(const std::string &dir, int dir_fd, gid_t gid, std::vector<std::string> &made) {
+    const std::string lock_name = std::string(token_store_file) + "-lock", lock = path_in(dir, lock_name.c_str());
+    struct stat st{};
+    if (::fstatat(dir_fd, lock_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)) {
+        if (::unlinkat(dir_fd, lock_name.c_str(), 0) != 0) fail(errno, "cannot remove " + lock);
+        made.push_back(lock + ": removed (httpd's group could write it); a new one is the owner's alone");
     }
-    if (info.me_maxreaders < StoreSettings::max_readers)
-        return lock + " has " + std::to_string(info.me_maxreaders) + " reader slots, " +
-               std::to_string(StoreSettings::max_readers) +
-               " needed, and cannot grow while other processes have the store open: stop every one of them (httpd, "
-               "Lightning Stream; `fuser -v " + lock + "` lists them), then run init again";
-    if (::fstatat(dir_fd, lock_name.c_str(), &after, AT_SYMLINK_NOFOLLOW) == 0 && after.st_size > before.st_size)
-        made.push_back(lock + ": reader slots -> " + std::to_string(info.me_maxreaders));
-    return {};
+    const std::string record_name = std::string(token_store_file) + commit_record_suffix;
+    const std::string record = path_in(dir, record_name.c_str());
+    const bool had_record = ::fstatat(dir_fd, record_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (had_record) {
+        try {  // readers take it as it is: nothing to do, and nothing touched
+            TokenStore(dir, Access::read_only, 0);
+            return;
+        } catch (const StoreError &) {
+        }
+    }
+    Env env(path_in(dir, token_store_file), Access::read_write, 0600, true);
+    std::optional<Txn> txn;
+    txn.emplace(env.get(), true, env.file());  // the writer lock: the newest commit is whole
+    const MDB_dbi meta = env.open_db(*txn, "meta", false);
+    const auto stored_id = env.get_live(*txn, meta, as_val(store_id_key));
+    std::string store_id = stored_id ? std::string(*stored_id) : std::string();
+    if (store_id.size() != CommitRecord::store_id_size) {  // made by 0.11 or earlier
+        store_id = new_store_id();
+        env.put(*txn, meta, as_val(store_id_key), store_id);
+        txn->commit(env.file());
+        made.push_back(env.file() + ": store id set");
+        txn.emplace(env.get(), true, env.file());  // the lock again, until the record says so
+    }
+    const std::uint64_t newest = txn->id() - 1;
+    if (!had_record) {
+        CommitRecord::create(record, newest, store_id, store_file_mode(record_name), gid);
+        made.push_back(record + ": created at transaction " + std::to_string(newest));
+        return;
+    }
+    CommitRecord committed(record, true);
+    if (committed.load() == newest && committed.store_id() == store_id) return;
+    made.push_back(record + ": transaction " + std::to_string(committed.load()) + " -> " + std::to_string(newest) +
+                   (committed.store_id() == store_id ? "" : ", store id of " + env.file()));
+    committed.reset(newest, store_id);
+    committed.persist();
 }
 
 }  // namespace
@@ -222,20 +294,13 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
     std::vector<std::string> made;
     apply_owner_mode(dir_fd.get(), dir, gid, 02750, &made);
     if (is_store) {
+        convert_token_store(dir, dir_fd.get(), gid, made);
         for (const char *name : store_files) {
             struct stat st{};
             if (::fstatat(dir_fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
                 set_owner_mode(path_in(dir, name), gid, store_file_mode(name), &made);
         }
-        std::string too_small;  // reader tables that could not grow
-        for (const char *file : {token_store_file, usage_store_file}) {
-            struct stat st{};
-            if (::fstatat(dir_fd.get(), file, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-            const std::string problem = grow_reader_table(dir, dir_fd.get(), file, made);
-            if (!problem.empty()) too_small += (too_small.empty() ? "" : "; ") + problem;
-        }
         if (changes) changes->insert(changes->end(), made.begin(), made.end());
-        if (!too_small.empty()) throw StoreError(StoreError::Kind::full, too_small);
         return made.empty() ? InitOutcome::already_present : InitOutcome::repaired;
     }
 
@@ -248,13 +313,17 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
         txn.commit(usage_file);
     }
     {
-        Env tokens(tokens_file, Access::read_write, 0640, false);
+        Env tokens(tokens_file, Access::read_write, 0600, false);
         Txn txn(tokens.get(), true, tokens_file);
         const MDB_dbi meta = tokens.open_db(txn, "meta", true);
         tokens.open_db(txn, "tokens", true);
         tokens.open_db(txn, "names", true);
         write_schema_version(tokens, txn, meta);
+        const std::string store_id = new_store_id();
+        tokens.put(txn, meta, as_val(store_id_key), store_id);
+        const std::uint64_t id = txn.id();
         txn.commit(tokens_file);
+        CommitRecord::create(tokens_file + commit_record_suffix, id, store_id, 0640, gid);
     }
     for (const char *name : store_files) set_owner_mode(path_in(dir, name), gid, store_file_mode(name));
     return InitOutcome::created;
@@ -265,31 +334,91 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
 
 struct TokenStore::Impl {
     Env env;
-    ReaderPool readers;  // after env: its transactions end before the environment closes
+    // Readers only (they do without the lock file); the owner's processes
+    // publish to it as they commit.
+    std::optional<CommitRecord> committed;
+    mutable ReaderPool readers;  // after env: its transactions end before the environment closes
     MDB_dbi meta = 0, tokens = 0, names = 0;
     mutable RecordCache cache;
+    mutable std::atomic<std::uint64_t> read_retries{0};
 
-    Impl(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size)
-        : env(path_in(dir, token_store_file), access, 0640, true, 0, map_size),
-          cache(cache_slots, StoreSettings::record_cache_bytes) {
-        Txn txn(env.get(), false, env.file());
-        meta = env.open_db(txn, "meta", false);
-        tokens = env.open_db(txn, "tokens", false);
-        names = env.open_db(txn, "names", false);
-        check_schema_version(env, txn, meta);
-        txn.commit(env.file());  // keeps the database handles for the life of the environment
+    Impl(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size);
 
-        if (access == Access::read_write) keep_lock_file_usable(dir);
+    // The data file and the commit record are opened by path, one after the
+    // other: a store directory moved into place between the two would pair
+    // one store's data with another's record.
+    void check_same_directory(const std::string &dir) const {
+        struct stat data{}, record{};
+        const auto [data_dev, data_ino] = env.file_id();
+        const auto [record_dev, record_ino] = committed->file_id();
+        if (::stat(env.file().c_str(), &data) != 0 || ::stat((env.file() + commit_record_suffix).c_str(), &record) != 0 ||
+            data.st_dev != data_dev || data.st_ino != data_ino || record.st_dev != record_dev || record.st_ino != record_ino)
+            throw StoreError(StoreError::Kind::access, "the files of " + dir + " were replaced while opening them; "
+                                                       "try again");
     }
 
-    // If the lock file was deleted, LMDB has just made it with our umask and
-    // group: give it back to the store's group so that httpd can still read.
-    void keep_lock_file_usable(const std::string &dir) {
-        struct stat dir_stat{}, lock_stat{};
-        const std::string lock = env.file() + "-lock";
-        if (::stat(dir.c_str(), &dir_stat) != 0 || ::stat(lock.c_str(), &lock_stat) != 0) return;
-        if (lock_stat.st_gid != dir_stat.st_gid || (lock_stat.st_mode & 07777) != 0660)
-            set_owner_mode(lock, dir_stat.st_gid, 0660);
+    // Runs `read` on a read transaction and returns what it returns, as of
+    // one snapshot that was the newest committed when the read began and
+    // still was when it ended. The owner's processes take a reader slot in
+    // the lock file, which keeps their snapshot whole. Readers without one
+    // (httpd's children, anyone but the owner) check the snapshot against
+    // the commit record before and after: no commit was published in
+    // between, so no writer can have reused a page of it (docs/store.md).
+    // A read that overlapped a commit, or failed while it did (a page reused
+    // under it), is made again, for at most commit_in_flight_wait.
+    // `open`: the read opens the databases (no pooled transaction; it commits).
+    template <class Read>
+    auto read(Read read, bool open = false) const {
+        // Database handles opened in a read transaction last only if it commits.
+        const auto end = [&](Txn &txn) {
+            if (open) txn.commit(env.file());
+        };
+        if (!env.lock_free()) {
+            Txn txn(env.get(), false, env.file(), open ? nullptr : &readers);
+            auto result = read(txn);
+            end(txn);
+            return result;
+        }
+        const auto deadline = std::chrono::steady_clock::now() + StoreSettings::commit_in_flight_wait;
+        for (std::uint64_t attempts = 0;; ++attempts) {
+            const std::uint64_t published = committed->load();
+            std::uint64_t snapshot = 0;
+            {
+                Txn txn(env.get(), false, env.file(), open ? nullptr : &readers);
+                snapshot = txn.id();
+                if (snapshot == published) {
+                    try {
+                        auto result = read(txn);
+                        end(txn);
+                        if (committed->still(published)) return result;
+                    } catch (const StoreError &) {
+                        if (committed->still(published)) throw;  // the snapshot was whole: a real error
+                    }
+                }
+            }
+            read_retries.fetch_add(1, std::memory_order_relaxed);
+            if (std::chrono::steady_clock::now() >= deadline)
+                throw StoreError(StoreError::Kind::inconsistent, unsettled_message(snapshot, published));
+            // A commit just landed: its record follows within microseconds.
+            if (attempts > 2) std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::uint64_t>(attempts * 20, 2000)));
+        }
+    }
+
+    std::string unsettled_message(std::uint64_t snapshot, std::uint64_t published) const {
+        const std::string record = env.file() + commit_record_suffix;
+        if (snapshot < published)
+            return env.file() + " holds transaction " + std::to_string(snapshot) + " but " + record + " names " +
+                   std::to_string(published) + ": the data file is older than its commit record (an older copy "
+                   "written over it?); refusing to read an older snapshot. Move a whole store directory into place "
+                   "to restore a backup";
+        if (snapshot > published)
+            return env.file() + " holds transaction " + std::to_string(snapshot) + " but " + record + " names only " +
+                   std::to_string(published) + " after " +
+                   std::to_string(StoreSettings::commit_in_flight_wait.count()) +
+                   " ms: a writer died between its commit and its record; any cptoken command run by the store's "
+                   "owner (e.g. cptoken list) publishes it";
+        return "every read of " + env.file() + " for " + std::to_string(StoreSettings::commit_in_flight_wait.count()) +
+               " ms overlapped a commit: writes are landing faster than a read can be made";
     }
 
     std::optional<TokenRecord> record_of(Txn &txn, const Digest &digest) const {
@@ -387,12 +516,27 @@ struct TokenStore::Impl {
         return out;
     }
 
-    // A verified write transaction in `txn`, once the writer lock is ours.
+    // A write transaction in `txn`, once the writer lock is ours. Before it
+    // writes any page, the newest commit is published: a reader checks that
+    // nothing was published since its snapshot, and this writer may reuse
+    // pages of the snapshot before the newest (docs/store.md).
     void begin_write(std::optional<Txn> &txn) {
         int dead = 0;
         mdb_reader_check(env.get(), &dead);
         LockWaitNotice notice(lock_wait_notice, env.file());
         txn.emplace(env.get(), true, env.file());
+        committed->publish(txn->id() - 1);
+    }
+
+    // Commits `txn` and publishes it, on disk too. LMDB ends a transaction
+    // that changed nothing without a commit, and publishing its id would name
+    // one that never comes: so every commit writes when it was made.
+    void commit(Txn &txn) {
+        const std::uint64_t id = txn.id();
+        env.put(txn, meta, as_val(last_commit_key), {});
+        txn.commit(env.file());
+        committed->publish(id);
+        committed->persist();
     }
 
     template <class Change>
@@ -400,7 +544,7 @@ struct TokenStore::Impl {
         std::optional<Txn> txn;
         begin_write(txn);
         auto result = change(*txn);
-        txn->commit(env.file());
+        commit(*txn);
         return result;
     }
 
@@ -409,33 +553,75 @@ struct TokenStore::Impl {
     struct FileState {
         off_t size = -1;
         timespec mtime{}, ctime{};
-        std::size_t newest = 0;
     };
     mutable std::mutex file_state_mutex;
     mutable FileState file_state;
 };
+
+TokenStore::Impl::Impl(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size)
+    : env(path_in(dir, token_store_file), access, 0600, true, 0, map_size),
+      cache(cache_slots, StoreSettings::record_cache_bytes) {
+    committed.emplace(env.file() + commit_record_suffix, access == Access::read_write);
+    if (access == Access::read_only) check_same_directory(dir);
+    env.check_header_pages();
+    read([&](Txn &txn) {
+        env.check_size(txn.id());  // before anything reads through the map
+        meta = env.open_db(txn, "meta", false);
+        tokens = env.open_db(txn, "tokens", false);
+        names = env.open_db(txn, "names", false);
+        check_schema_version(env, txn, meta);
+        const auto store_id = env.get_live(txn, meta, as_val(store_id_key));
+        if (!store_id || *store_id != committed->store_id())
+            corrupt(env.file() + " is not the store its commit record " + env.file() + commit_record_suffix +
+                    " was made for (another store's file put in place alone?). Move a whole store directory into "
+                    "place instead (mod_cptoken(8), \"Store permissions and replacement\"), or, if this is the file "
+                    "to use, adopt it with: cptoken --db " + dir + " init");
+        return 0;
+    }, true);
+    // A writer that died between its commit and publishing it left the
+    // record behind the data file: readers refuse the store until the owner
+    // publishes it. The meta page says so (read without the writer lock, it
+    // may be a commit in flight: then publishing waits for it).
+    if (access == Access::read_write) {
+        MDB_envinfo info{};
+        mdb_env_info(env.get(), &info);
+        if (info.me_last_txnid > committed->load()) {
+            std::optional<Txn> txn;
+            begin_write(txn);
+        }
+    }
+}
 
 TokenStore::TokenStore(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size)
     : impl_(std::make_unique<Impl>(dir, access, cache_slots, map_size)) {}
 TokenStore::~TokenStore() = default;
 
 std::optional<TokenRecord> TokenStore::find(const Digest &digest) const {
-    Txn txn(impl_->env.get(), false, impl_->env.file(), &impl_->readers);
-    const std::size_t snapshot = mdb_txn_id(txn.get());
-    if (auto cached = impl_->cache.get(digest, snapshot)) return cached;
-    auto record = impl_->record_of(txn, digest);
-    if (record) impl_->cache.put(digest, snapshot, *record);
-    return record;
+    // On every request: a token in use whose record was read at the
+    // snapshot still published needs no transaction at all.
+    if (impl_->env.lock_free())
+        if (auto cached = impl_->cache.get(digest, impl_->committed->load())) return cached;
+    struct Found {
+        std::optional<TokenRecord> record;
+        std::size_t snapshot;
+        bool from_tree;
+    };
+    Found found = impl_->read([&](Txn &txn) {
+        const std::size_t snapshot = txn.id();
+        if (auto cached = impl_->cache.get(digest, snapshot)) return Found{std::move(cached), snapshot, false};
+        return Found{impl_->record_of(txn, digest), snapshot, true};
+    });
+    // Kept only once the read is known whole.
+    if (found.from_tree && found.record) impl_->cache.put(digest, found.snapshot, *found.record);
+    return std::move(found.record);
 }
 
 std::optional<StoredToken> TokenStore::find_by_name(std::string_view user, std::string_view name) const {
-    Txn txn(impl_->env.get(), false, impl_->env.file());
-    return impl_->by_name(txn, user, name);
+    return impl_->read([&](Txn &txn) { return impl_->by_name(txn, user, name); });
 }
 
 std::vector<StoredToken> TokenStore::list(std::string_view user) const {
-    Txn txn(impl_->env.get(), false, impl_->env.file());
-    return impl_->tokens_with_rotated(txn, user);
+    return impl_->read([&](Txn &txn) { return impl_->tokens_with_rotated(txn, user); });
 }
 
 void TokenStore::add(const Digest &digest, const TokenRecord &record) { add_many({{digest, record}}); }
@@ -589,7 +775,7 @@ void TokenStore::batch(const std::function<bool(TokenBatch &batch)> &change) {
     std::optional<Txn> txn;
     impl_->begin_write(txn);
     TokenBatch batch(*impl_, *txn);
-    if (change(batch)) txn->commit(impl_->env.file());
+    if (change(batch)) impl_->commit(*txn);
     // otherwise the transaction ends unwritten with `txn`
 }
 
@@ -645,22 +831,16 @@ lmdb::Env &TokenBatch::env() const { return impl_.env; }
 lmdb::Txn &TokenBatch::txn() const { return txn_; }
 
 void TokenStore::recheck_file() const {
-    const struct stat st = impl_->env.check_size();
-    MDB_envinfo info{};
-    mdb_env_info(impl_->env.get(), &info);
-
+    impl_->env.check_header_pages();
+    const struct stat st = impl_->read([&](Txn &txn) { return impl_->env.check_size(txn.id()); });
     std::lock_guard<std::mutex> lock(impl_->file_state_mutex);
     auto &seen = impl_->file_state;
-    if (info.me_last_txnid < seen.newest)
-        corrupt(impl_->env.file() + " was changed in place, not through LMDB: its newest transaction went back from " +
-                std::to_string(seen.newest) + " to " + std::to_string(info.me_last_txnid) +
-                " (an older copy written over it?)");
     const auto same_time = [](const timespec &a, const timespec &b) {
         return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
     };
     if (st.st_size != seen.size || !same_time(st.st_mtim, seen.mtime) || !same_time(st.st_ctim, seen.ctime))
         impl_->cache.clear();
-    seen = {st.st_size, st.st_mtim, st.st_ctim, info.me_last_txnid};
+    seen = {st.st_size, st.st_mtim, st.st_ctim};
 }
 
 void TokenStore::set_lock_wait_notice(std::function<void(const std::string &message)> notice) {
@@ -669,45 +849,14 @@ void TokenStore::set_lock_wait_notice(std::function<void(const std::string &mess
 
 std::pair<dev_t, ino_t> TokenStore::data_file_id() const { return impl_->env.file_id(); }
 
-void TokenStore::take_reader_slot() const {
-    Txn txn(impl_->env.get(), false, impl_->env.file(), &impl_->readers);  // back to the pool, slot kept
-}
-
-unsigned TokenStore::reader_slots() const {
-    MDB_envinfo info{};
-    mdb_env_info(impl_->env.get(), &info);
-    return info.me_maxreaders;
-}
+std::uint64_t TokenStore::read_retries() const noexcept { return impl_->read_retries.load(std::memory_order_relaxed); }
 
 void TokenStore::backup(const std::string &file) {
-    // mdb_env_copy2 reads the snapshot the lock file names, unchecked. So the
-    // copy is made while this process holds the writer lock in a verified
-    // write transaction (no commit can land meanwhile), and kept only if it
-    // holds exactly what that transaction sees: a restore can never bring
-    // back what was revoked.
-    impl_->write([&](Txn &txn) {
-        check(mdb_env_copy2(impl_->env.get(), file.c_str(), MDB_CP_COMPACT), "cannot back up to ", file);
-        bool same = false;
-        MDB_env *copy = nullptr;
-        MDB_txn *copy_txn = nullptr;
-        if (mdb_env_create(&copy) == MDB_SUCCESS && mdb_env_set_maxdbs(copy, 8) == MDB_SUCCESS &&
-            mdb_env_set_mapsize(copy, StoreSettings::map_size) == MDB_SUCCESS &&
-            mdb_env_open(copy, file.c_str(), MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600) == MDB_SUCCESS &&
-            mdb_txn_begin(copy, nullptr, MDB_RDONLY, &copy_txn) == MDB_SUCCESS) {
-            same = same_contents(txn.get(), impl_->meta, copy_txn, "meta") &&
-                   same_contents(txn.get(), impl_->tokens, copy_txn, "tokens") &&
-                   same_contents(txn.get(), impl_->names, copy_txn, "names");
-            mdb_txn_abort(copy_txn);
-        }
-        if (copy) mdb_env_close(copy);
-        if (!same) {
-            ::unlink(file.c_str());
-            throw StoreError(StoreError::Kind::inconsistent,
-                             "the copy in " + file + " is not the newest snapshot of " + impl_->env.file() +
-                                 " (its lock file was changed outside LMDB?): removed it");
-        }
-        return 0;  // nothing written: the commit ends the transaction without a new snapshot
-    });
+    // Under the writer lock: the copy is the newest snapshot, and stays it
+    // until the copy is on disk.
+    std::optional<Txn> txn;
+    impl_->begin_write(txn);
+    check(mdb_env_copy2(impl_->env.get(), file.c_str(), MDB_CP_COMPACT), "cannot back up to ", file);
 }
 
 }  // namespace cptoken

@@ -2,7 +2,9 @@
 // directory. Only lib/ talks to LMDB: lmdb_env.hpp opens environments and
 // runs verified transactions, this part keeps the records.
 //
-// DIR/tokens.mdb (+ -lock)  token records; written by cptoken only
+// DIR/tokens.mdb (+ -lock)  token records; written by the store's owner only,
+//                           who alone opens the lock file
+// DIR/tokens.mdb-committed  the newest commit, for readers (commit_record.hpp)
 // DIR/usage.mdb  (+ -lock)  last used time and address; written by httpd
 //
 // Token store databases (every value starts with a Lightning Stream header,
@@ -37,8 +39,10 @@ struct StoreSettings {
     /// Address space reserved for each environment; the files grow only
     /// as data is written. 16 GiB holds tens of millions of tokens.
     static constexpr std::size_t map_size = std::size_t{16} << 30;
-    /// Reader slots: one per thread of every httpd child (and of children
-    /// still draining after a graceful restart), plus admin tools.
+    /// Reader slots of a lock file. The token store's readers take none
+    /// (they do without its lock file); the usage store's are httpd's
+    /// children (one each, for their whole life) and children still draining
+    /// after a graceful restart.
     static constexpr unsigned max_readers = 16384;
     /// The store schema this code reads and writes.
     static constexpr std::uint32_t schema_version = 1;
@@ -54,8 +58,9 @@ struct StoreSettings {
     /// ~2 KB for 100 networks, usually under 100 bytes). With the slots: at
     /// most 9.3 MiB per open store per httpd child.
     static constexpr std::size_t record_cache_bytes = std::size_t{4} << 20;
-    /// How long a reader waits out a commit in flight (the data file already
-    /// names a newer snapshot than the lock file) before refusing the store.
+    /// How long a reader of the token store without its lock file keeps
+    /// making again a read that a commit overlapped, or that found a commit
+    /// not yet published, before refusing the store.
     static constexpr std::chrono::milliseconds commit_in_flight_wait{200};
     /// A write that has waited this long for the writer lock says so
     /// (TokenStore::set_lock_wait_notice).
@@ -78,7 +83,7 @@ public:
         not_found,   ///< no such token
         duplicate,   ///< the user already has a token of that name
         full,        ///< reader table, map, transaction or filesystem (or quota) full
-        inconsistent,  ///< the lock file and the data file disagree on the newest snapshot
+        inconsistent,  ///< no read could be made whole (tokens.mdb and its commit record disagree)
     };
     StoreError(Kind kind, const std::string &message)
         : std::runtime_error(message), kind_(kind) {}
@@ -88,12 +93,22 @@ private:
     Kind kind_;
 };
 
+/// If this process is root and the store in DIR belongs to another user,
+/// becomes that user for good (its primary group, no other groups), so that
+/// root never opens a file the owner can write: a compromised owner (the
+/// manager) cannot reach root through the writers' lock file. Returns the
+/// owner's name then, else nullopt (DIR missing, or owned by root). Throws
+/// StoreError: access if it cannot.
+std::optional<std::string> become_store_owner(const std::string &dir);
+
 enum class InitOutcome { created, repaired, already_present };
 
 /// Makes DIR a token store owned by the caller, with group `group`: the
-/// directory 02750, tokens.mdb 0640, its lock file and both usage files
-/// 0660, so that the group can read tokens, take reader slots and write
-/// usage, and others get nothing. A new or empty directory gets both
+/// directory 02750, tokens.mdb and its commit record 0640, its lock file
+/// 0600, both usage files 0660, so that the group can read tokens and write
+/// usage, and others get nothing. A store made by mod_cptoken 0.11 or
+/// earlier is converted: its lock file, which the group could write, is
+/// removed unopened, and the commit record is made. A new or empty directory gets both
 /// environments (group: `group`, else the caller's) and created. An existing
 /// store is repaired instead: owner, group (`group`, else the directory's
 /// own) and modes set as above, one line per change ("PATH: group root ->
@@ -104,7 +119,16 @@ enum class InitOutcome { created, repaired, already_present };
 InitOutcome init_store(const std::string &dir, std::optional<gid_t> group,
                        std::vector<std::string> *changes = nullptr);
 
-enum class Access { read_only, read_write };
+/// How a process opens a store.
+enum class Access {
+    /// Reads only, without the lock file (MDB_NOLOCK): httpd's children and
+    /// anyone but the store's owner. Token store reads are checked against
+    /// the commit record.
+    read_only,
+    /// The store's owner (or the usage store's writers): reads and writes
+    /// through LMDB's lock file, which only they can open.
+    read_write,
+};
 
 struct StoredToken {
     Digest digest;
@@ -137,24 +161,33 @@ struct PruneResult {
     std::size_t tombstones_dropped = 0;
 };
 
+/// read_write if this process owns the store in DIR (it may use the lock
+/// file, whose reader slots keep a long read whole), else read_only.
+Access access_for_reading(const std::string &dir);
+
 /// The token store. Every call is one LMDB transaction: a write either
 /// happens whole or not at all. Thread-safe for reads.
 ///
-/// No call ever reads or writes a snapshot older than the data file's newest
-/// committed one, whatever the lock file says (the store's group can write
-/// it): every read and write throws StoreError (inconsistent) instead, with a
-/// message that says how to recover.
+/// Every read sees one whole snapshot, the newest committed when it began.
+/// A reader without the lock file (Access::read_only) checks that against
+/// the commit record, and makes a read again that a commit overlapped; it
+/// throws StoreError (inconsistent) if it cannot within
+/// StoreSettings::commit_in_flight_wait, or if tokens.mdb is older than its
+/// commit record, with a message that says how to recover.
 class TokenStore {
 public:
-    /// Opens DIR/tokens.mdb. Read-write opens clear stale reader slots.
+    /// Opens DIR/tokens.mdb and its commit record. Read-write opens (the
+    /// owner's) clear stale reader slots and publish the newest commit.
     /// find() caches up to `cache_slots` records (see find()). `map_size` is
     /// the address space reserved for tokens.mdb: smaller only in tests that
     /// fill it (the tool and the module keep StoreSettings::map_size).
-    /// Throws StoreError: missing, access (also for a data or lock file that
-    /// is a symlink or not a regular file, a DIR its group or others can
-    /// write, and a read-only opener other than root that could write
-    /// tokens.mdb or DIR without owning it), corrupt (also for a schema newer
-    /// than this code), full.
+    /// Throws StoreError: missing (also the commit record: a store made by
+    /// 0.11 or earlier), access (also for a store file that is a symlink or
+    /// not a regular file, a DIR its group or others can write, a read-only
+    /// opener other than root that could write tokens.mdb, its commit record
+    /// or DIR without owning it, and a writer whose lock file anyone else can
+    /// open), corrupt (also for a schema newer than this code), full,
+    /// inconsistent.
     TokenStore(const std::string &dir, Access access,
                std::size_t cache_slots = StoreSettings::record_cache_slots,
                std::size_t map_size = StoreSettings::map_size);
@@ -226,8 +259,8 @@ public:
     void batch(const std::function<bool(TokenBatch &batch)> &change);
 
     /// Checks the data file this store has open against what LMDB made of
-    /// it: not shorter than its newest snapshot needs, and that snapshot not
-    /// older than at the last call. Forgets every cached record if the file
+    /// it: not shorter than its newest snapshot needs (and, without the lock
+    /// file, not older than its commit record). Forgets every cached record if the file
     /// changed since the last call (a write, or an overwrite in place that
     /// kept the transaction id). For long-lived readers, once in a while.
     /// Throws StoreError (corrupt) if the file was changed outside LMDB.
@@ -235,29 +268,21 @@ public:
 
     /// Calls `notice` once, with a message for the admin, if a write waits
     /// longer than StoreSettings::lock_wait_notice_after for the writer lock
-    /// (held by another writer, or by a process of the store's group).
+    /// (held by another of the owner's processes).
     void set_lock_wait_notice(std::function<void(const std::string &message)> notice);
 
     /// Device and inode of the data file this store has open (which may no
     /// longer be the file at its path).
     std::pair<dev_t, ino_t> data_file_id() const;
 
-    /// The slots of the reader table in the store's lock file. Whoever
-    /// creates the lock file sizes it (StoreSettings::max_readers here,
-    /// LMDB's default of 126 in other programs); every later opener uses it.
-    unsigned reader_slots() const;
-
-    /// Takes a reader slot for this store and keeps it for its lookups, as
-    /// find() does on first use: a long-lived reader (an httpd child) learns
-    /// at start, not under load, that the table is full. Throws StoreError:
-    /// full (every slot is held).
-    void take_reader_slot() const;
+    /// How many reads were made again because a commit overlapped them
+    /// (readers without the lock file); for tests and benchmarks.
+    std::uint64_t read_retries() const noexcept;
 
     /// Writes a consistent, compacted copy of the token store to `file`,
-    /// which must not exist. Holds the writer lock meanwhile (writes wait;
-    /// readers do not), and keeps the copy only if it holds exactly the
-    /// newest snapshot. Throws StoreError: inconsistent (the lock file
-    /// disagrees; nothing is left at `file`), access (`file` cannot be made).
+    /// which must not exist: the newest snapshot, under the writer lock
+    /// (writes wait; readers do not). Only for the owner (read_write).
+    /// Throws StoreError: access (`file` cannot be made).
     void backup(const std::string &file);
 
     struct Impl;

@@ -1,11 +1,18 @@
 #include "usage_store.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
 #include "codec.hpp"
 #include "lmdb_env.hpp"
+#include "network.hpp"
+#include "token.hpp"
+#include "unprivileged.hpp"
 
 namespace cptoken {
 
@@ -67,6 +74,7 @@ struct UsageStore::Impl {
     Impl(const std::string &dir, Access access)
         : env(path_in(dir, usage_store_file), access, 0660, true,
               access == Access::read_write ? MDB_NOSYNC | MDB_NOMETASYNC : 0) {
+        env.check_size();  // before anything reads through the map
         Txn txn(env.get(), false, env.file());
         usage = env.open_db(txn, "usage", false);
         txn.commit(env.file());
@@ -145,6 +153,110 @@ PruneResult UsageStore::prune(const std::function<bool(const Digest &)> &is_live
     return result;
 }
 
+void UsageStore::each(const std::function<void(const Digest &, const Usage &)> &visit) const {
+    Txn txn(impl_->env.get(), false, impl_->env.file());
+    MDB_cursor *cursor = nullptr;
+    check(mdb_cursor_open(txn.get(), impl_->usage, &cursor), "cannot read ", impl_->env.file());
+    MDB_val key, value;
+    int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+    try {
+        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
+            Digest digest{};
+            if (key.mv_size != digest.size()) continue;
+            std::memcpy(digest.data(), key.mv_data, digest.size());
+            const auto decoded = ls_decode(as_view(value));
+            if (!decoded || decoded->deleted()) continue;
+            if (const auto usage = decode_usage(decoded->payload)) visit(digest, *usage);
+        }
+    } catch (...) {
+        mdb_cursor_close(cursor);
+        throw;
+    }
+    mdb_cursor_close(cursor);
+    if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl_->env.file());
+}
+
 std::pair<dev_t, ino_t> UsageStore::data_file_id() const { return impl_->env.file_id(); }
+
+namespace {
+
+// A decimal number of at most 19 digits.
+std::optional<std::uint64_t> decimal(std::string_view text) {
+    if (text.empty() || text.size() > 19) return std::nullopt;
+    std::uint64_t value = 0;
+    for (const char c : text) {
+        if (c < '0' || c > '9') return std::nullopt;
+        value = value * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return value;
+}
+
+// The fields of one line, separated by single spaces.
+std::vector<std::string_view> fields_of(std::string_view line) {
+    std::vector<std::string_view> out;
+    for (std::size_t start = 0;;) {
+        const auto space = line.find(' ', start);
+        out.push_back(line.substr(start, space == std::string_view::npos ? std::string_view::npos : space - start));
+        if (space == std::string_view::npos) return out;
+        start = space + 1;
+    }
+}
+
+[[noreturn]] void bad_line(const std::string &dir) {
+    corrupt("the process reading the usage store of " + dir + " sent a line that is not a usage value");
+}
+
+}  // namespace
+
+std::map<Digest, Usage> read_usage(const std::string &dir) {
+    std::map<Digest, Usage> out;
+    as_store_group(
+        dir,
+        [&dir](const std::function<void(std::string_view)> &send) {
+            UsageStore(dir, Access::read_only).each([&](const Digest &digest, const Usage &usage) {
+                send(digest_hex(digest) + " " + std::to_string(usage.last_used) + " " + std::to_string(usage.uses) +
+                     " " + (usage.last_used_ip.empty() ? "-" : usage.last_used_ip));
+            });
+        },
+        [&](std::string_view line) {
+            // DIGEST LAST_USED USES ADDRESS|-, each checked as find() checks a stored value.
+            const auto fields = fields_of(line);
+            if (fields.size() != 4) bad_line(dir);
+            const auto digest = digest_from_hex(fields[0]);
+            const auto when = decimal(fields[1]), uses = decimal(fields[2]);
+            if (!digest || !when || !uses || *when < 946684800 || *when > 253402300799) bad_line(dir);
+            Usage usage;
+            usage.last_used = static_cast<Seconds>(*when);
+            usage.uses = *uses;
+            if (fields[3] != "-") {
+                const auto address = parse_address(fields[3]);
+                if (!address) bad_line(dir);
+                usage.last_used_ip = to_string(*address);
+            }
+            out[*digest] = std::move(usage);
+        });
+    return out;
+}
+
+PruneResult prune_usage(const std::string &dir, Seconds now) {
+    PruneResult result;
+    as_store_group(
+        dir,
+        [&dir, now](const std::function<void(std::string_view)> &send) {
+            const TokenStore tokens(dir, Access::read_only);
+            const PruneResult pruned = UsageStore(dir, Access::read_write)
+                                           .prune([&](const Digest &digest) { return tokens.find(digest).has_value(); },
+                                                  now);
+            send(std::to_string(pruned.expired_removed) + " " + std::to_string(pruned.tombstones_dropped));
+        },
+        [&](std::string_view line) {
+            const auto fields = fields_of(line);
+            const auto removed = fields.size() == 2 ? decimal(fields[0]) : std::nullopt;
+            const auto dropped = fields.size() == 2 ? decimal(fields[1]) : std::nullopt;
+            if (!removed || !dropped) corrupt("the process pruning the usage store of " + dir + " sent a bad line");
+            result.expired_removed = *removed, result.tombstones_dropped = *dropped;
+        });
+    return result;
+}
 
 }  // namespace cptoken

@@ -1,7 +1,7 @@
 // The usage store: when, from where and how often each token was used.
 // DIR/usage.mdb (+ -lock), written by httpd children (UsageRecorder), read
-// by cptoken; kept apart from the token store so that httpd needs no write
-// access to tokens.
+// by cptoken (as root, through an unprivileged child: read_usage); kept
+// apart from the token store so that httpd needs no write access to tokens.
 //
 //   usage   SHA-512 digest (64 bytes) -> usage value (usage_store.cpp)
 //
@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,6 +70,11 @@ public:
     /// StoreError on a failed write (nothing written).
     PruneResult prune(const std::function<bool(const Digest &)> &is_live, Seconds now);
 
+    /// Calls `visit` with every token's uses, as find() returns them
+    /// (tombstones and unreadable values left out), in key order. Throws
+    /// StoreError on a failed read.
+    void each(const std::function<void(const Digest &, const Usage &)> &visit) const;
+
     /// Device and inode of the data file this store has open.
     std::pair<dev_t, ino_t> data_file_id() const;
 
@@ -77,5 +83,17 @@ public:
 private:
     std::unique_ptr<Impl> impl_;
 };
+
+/// Every token's uses in the store in DIR, by digest, as UsageStore::each
+/// gives them. Root never opens the usage store (httpd's group writes it):
+/// as root, a child process reads it after becoming user nobody in the
+/// store's group (run_unprivileged), and the values it sends are checked
+/// here byte by byte. Throws StoreError: missing if DIR has no usage store.
+std::map<Digest, Usage> read_usage(const std::string &dir);
+
+/// UsageStore::prune of the store in DIR, with the live tokens those of its
+/// token store (read without the lock file); as root, in such a child.
+/// Throws StoreError: missing if DIR has no usage store.
+PruneResult prune_usage(const std::string &dir, Seconds now);
 
 }  // namespace cptoken

@@ -18,10 +18,12 @@ BODY = api_location(more="    CPTokenSchemes cpanel whm basic")
 
 def use_old_store(srv, version, schema=None):
     """Copies `version`'s store over srv's (made by `cptoken init --group
-    www-data`), its schema version raised to `schema` if given."""
+    www-data`), its schema version raised to `schema` if given, and runs
+    init on it as an upgrade does."""
     oldstores.copy_store(version, srv.store.path)
     if schema is not None:
         oldstores.set_schema_version(srv.store.path, schema)
+    srv.store.init()  # the upgrade step (docs/store.md): adopts the old file, as the package's postinst does
 
 
 def request(srv, token, c):

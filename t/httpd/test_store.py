@@ -174,10 +174,10 @@ def test_write_right_after_a_directory_swap_is_seen_by_the_next_request(srv):
             victim = srv.store.create("alice", f"victim{round}")
             backup = srv.dir / f"backup{round}.mdb"
             srv.store.run("backup", backup)
-            restored = Store(srv.dir / f"restored{round}").init()
+            restored = Store(srv.dir / f"restored{round}")
+            restored.path.mkdir(mode=0o700)
             shutil.copyfile(backup, restored.path / "tokens.mdb")
-            shutil.chown(restored.path / "tokens.mdb", group="www-data")
-            os.chmod(restored.path / "tokens.mdb", 0o640)
+            restored.init()  # adopts the copy: modes, group, commit record
             for token in (keep, victim):  # the child has just used the old store
                 assert status_on(conn, "alice", token) == 200
             os.rename(srv.store.path, srv.dir / f"store.old{round}")
@@ -221,18 +221,36 @@ def refused_with(srv, token, reason):
     return lines
 
 
-def test_planted_lock_symlink_is_500_and_its_target_unchanged(srv):
-    srv.allow("CPT0200")
-    token = srv.store.create("alice", "ci")
+def plant_link(srv, name):
+    """`name` in the store replaced by a link to a file anyone may write;
+    returns a function that says whether that file is untouched."""
     target = srv.dir / "elsewhere"
-    target.write_bytes(b"not a lock file\n" * 64)
+    target.write_bytes(b"not a store file\n" * 64)
     os.chmod(target, 0o666)  # even a target httpd's user could write stays untouched
     before = (target.read_bytes(), os.stat(target).st_mtime_ns)
-    os.unlink(srv.store.path / "tokens.mdb-lock")
-    os.symlink(target, srv.store.path / "tokens.mdb-lock")
+    os.unlink(srv.store.path / name)
+    os.symlink(target, srv.store.path / name)
+    return lambda: (target.read_bytes(), os.stat(target).st_mtime_ns) == before
+
+
+def test_planted_lock_symlink_is_never_opened_by_httpd(srv):
+    """httpd's children read the token store without its lock file (it is
+    the writers' alone): a link planted there is not theirs to follow."""
+    token = srv.store.create("alice", "ci")
+    untouched = plant_link(srv, "tokens.mdb-lock")
     srv.start()
-    refused_with(srv, token, f"{srv.store.path}/tokens.mdb-lock is a symbolic link")
-    assert (target.read_bytes(), os.stat(target).st_mtime_ns) == before
+    for _ in range(3):
+        assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
+    assert untouched()
+
+
+def test_planted_commit_record_symlink_is_500_and_its_target_unchanged(srv):
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "ci")
+    untouched = plant_link(srv, "tokens.mdb-committed")
+    srv.start()
+    refused_with(srv, token, f"{srv.store.path}/tokens.mdb-committed is a symbolic link")
+    assert untouched()
 
 
 def test_group_writable_store_dir_is_500_with_the_reason(srv):

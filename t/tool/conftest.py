@@ -170,6 +170,17 @@ def assert_refused(r, *words):
         assert w.lower() in first, f"refusal line should mention {w!r}: {r.out!r}"
 
 
+@pytest.fixture(autouse=True)
+def store_dirs_reachable(tmp_path):
+    """As on a real system (/var/lib), the directories above a store let its
+    group in: root reads the usage store as user nobody of that group
+    (cptoken(8)), and httpd's children need the same. pytest makes them 0700."""
+    for d in [tmp_path, *tmp_path.parents]:
+        if d in (Path("/"), Path("/tmp")):
+            break
+        os.chmod(d, 0o711)
+
+
 @pytest.fixture
 def store(tmp_path):
     """A freshly initialised store in tmp_path/db."""

@@ -9,7 +9,8 @@ from conftest import Store, assert_refusal, assert_usage_error, run
 
 FILES = {
     "tokens.mdb": 0o640,
-    "tokens.mdb-lock": 0o660,
+    "tokens.mdb-committed": 0o640,
+    "tokens.mdb-lock": 0o600,  # the writers' alone: httpd's children read without it
     "usage.mdb": 0o660,
     "usage.mdb-lock": 0o660,
 }

@@ -4,12 +4,14 @@ store (t/data/stores/vN/, made by make-vN.py) gets exactly the answer
 recorded fields. A store of a newer schema than this code is refused with a
 message that names both versions."""
 
+import os
+import stat
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import Store, assert_refusal, run
+from conftest import Store, assert_accepted, assert_refusal, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data" / "stores"))
 import oldstores  # noqa: E402
@@ -20,6 +22,9 @@ def old_store(version, tmp_path):
     r = s.init()
     assert r.rc == 0, f"init failed: {r}"
     oldstores.copy_store(version, s.path)
+    # The upgrade step (docs/store.md): init adopts the old file, as the package's postinst does.
+    r = s.init()
+    assert r.rc == 0, f"init of the old store failed: {r}"
     return s
 
 
@@ -91,3 +96,33 @@ def test_a_newer_schema_is_refused_naming_both_versions(tmp_path, command):
     assert (f"has schema version {newer}; this mod_cptoken {this_version()} reads up to schema {newer - 1}: "
             "upgrade mod_cptoken") in r.err, r.err
     assert token not in r.err
+
+
+def test_a_store_laid_out_by_0_11_is_converted_by_init(store):
+    """0.11 shared tokens.mdb-lock with httpd's group (0660) and had no
+    commit record: every command refuses it and says to run init; init
+    removes that lock file unopened, makes the record and the store id, and
+    every token is kept."""
+    import lmdb  # python3-lmdb
+
+    token = store.create("alice", "ci")
+    before = store.list_json()
+    (store.path / "tokens.mdb-committed").unlink()
+    env = lmdb.open(str(store.path / "tokens.mdb"), subdir=False, max_dbs=8, lock=False)
+    with env.begin(write=True) as txn:
+        assert txn.delete(b"store_id", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    os.chmod(store.path / "tokens.mdb-lock", 0o660)
+
+    for args in (["list"], ["create", "bob", "x"]):
+        r = store.run(*args)
+        assert r.rc == 1, r
+        assert f"cptoken --db {store.path} init" in r.err, r.err
+
+    r = store.init()
+    assert r.rc == 0, r
+    assert "tokens.mdb-lock: removed" in r.out and "tokens.mdb-committed: created" in r.out, r.out
+    assert stat.S_IMODE(os.stat(store.path / "tokens.mdb-lock").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(store.path / "tokens.mdb-committed").st_mode) == 0o640
+    assert store.list_json() == before
+    assert_accepted(store.check("alice", token))

@@ -47,14 +47,13 @@ def test_prune_on_empty_store(store):
 
 
 def restore(backup_file, tmp_path, name="restored"):
-    """Init a new store and put the backup in place of its tokens.mdb."""
+    """As cptoken(8) says: the backup as tokens.mdb of a new directory, then init."""
     s = Store(tmp_path / name)
-    assert s.init().rc == 0
-    target = s.path / "tokens.mdb"
-    mode = stat.S_IMODE(os.stat(target).st_mode)
-    shutil.copyfile(backup_file, target)
-    os.chmod(target, mode)
-    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    s.path.mkdir(mode=0o700)
+    shutil.copyfile(backup_file, s.path / "tokens.mdb")
+    r = s.init()
+    assert r.rc == 0, r
+    assert stat.S_IMODE(os.stat(s.path / "tokens.mdb").st_mode) == 0o640
     return s
 
 

@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 
 #include "network.hpp"
 #include "record.hpp"
+#include "commit_record.hpp"
 #include "store.hpp"
 #include "token.hpp"
 
@@ -84,6 +86,8 @@ struct Fixture {
 inline int setup(void **state) {
     char pattern[] = "/tmp/cptoken-unit-XXXXXX";
     if (!mkdtemp(pattern)) return -1;
+    // Root reads the usage store through a child that is user nobody of the store's group: it must get in.
+    if (chmod(pattern, 0711) != 0) return -1;
     *state = new Fixture{pattern, std::string(pattern) + "/store"};
     return 0;
 }
@@ -232,9 +236,19 @@ struct RawEnv {
         MDB_val k{key.size(), const_cast<char *>(key.data())};
         MDB_val v{value.size(), const_cast<char *>(value.data())};
         if (rc == 0) rc = mdb_put(txn, dbi, &k, &v, 0);
+        const std::uint64_t id = mdb_txn_id(txn);
         if (rc == 0) rc = mdb_txn_commit(txn);
         else mdb_txn_abort(txn);
         if (rc != 0) fail_msg("raw put: %s", mdb_strerror(rc));
+        published(id);
+    }
+    // A writer of the token store publishes its commits (as cptoken does);
+    // the usage store has no commit record.
+    void published(std::uint64_t id) {
+        const char *path = nullptr;
+        mdb_env_get_path(env, &path);
+        const std::string record = std::string(path) + cptoken::commit_record_suffix;
+        if (access(record.c_str(), F_OK) == 0) cptoken::CommitRecord(record, true).publish(id);
     }
     std::size_t count(const char *db) {
         MDB_txn *txn = nullptr;

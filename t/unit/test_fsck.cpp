@@ -258,59 +258,6 @@ void test_no_orphan_revoked_while_links_are_unreadable(void **state) {
     assert_true(s.find(orphan).has_value());
 }
 
-// Another process made the lock file with LMDB's default 126 slots and keeps it open: httpd would be capped.
-void test_small_reader_table(void **state) {
-    const std::string lock = tokens_file(state) + "-lock";
-    assert_int_equal(unlink(lock.c_str()), 0);
-    int ready[2], done[2];
-    assert_int_equal(pipe(ready), 0);
-    assert_int_equal(pipe(done), 0);
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        alarm(60);
-        MDB_env *env = nullptr;
-        if (mdb_env_create(&env) != 0 || mdb_env_set_maxreaders(env, 126) != 0 ||
-            mdb_env_open(env, tokens_file(state).c_str(), MDB_NOSUBDIR | MDB_RDONLY, 0600) != 0)
-            _exit(1);
-        char c = 'r';
-        if (write(ready[1], &c, 1) != 1) _exit(1);
-        if (read(done[0], &c, 1) < 0) _exit(1);  // until the parent is done
-        mdb_env_close(env);
-        _exit(0);
-    }
-    char c = 0;
-    assert_int_equal(read(ready[0], &c, 1), 1);
-    std::vector<FsckFinding> findings;
-    std::string refused;
-    try {
-        findings = fsck_store(fx(state).store, false);
-        init_store(fx(state).store, std::nullopt);
-    } catch (const StoreError &e) {
-        refused = e.what();
-    }
-    c = 'd';
-    assert_int_equal(write(done[1], &c, 1), 1);
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-
-    const FsckFinding &small = only(findings);
-    assert_int_equal(small.kind, FsckFinding::Kind::small_reader_table);
-    assert_string_equal(small.file.c_str(), lock.c_str());
-    assert_int_equal(small.reader_slots, 126);
-    assert_int_equal(small.reader_slots_needed, StoreSettings::max_readers);
-    assert_non_null(strstr(small.message.c_str(), "init --group"));
-    // init cannot grow it while the other process has it open, and says so.
-    assert_non_null(strstr(refused.c_str(), "126 reader slots"));
-    // Alone, init grows it: the next opener gets every slot.
-    init_store(fx(state).store, std::nullopt);
-    struct stat st{};
-    assert_int_equal(stat(lock.c_str(), &st), 0);
-    assert_true(st.st_size / 64 >= StoreSettings::max_readers);
-    assert_true(fsck_store(fx(state).store, false).empty());
-}
-
 void test_missing_usage_store_is_fine(void **state) {
     assert_int_equal(unlink(usage_file(state).c_str()), 0);
     assert_true(fsck_store(fx(state).store, false).empty());
@@ -328,7 +275,6 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_bad_header_in_every_database, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_bad_record, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_no_orphan_revoked_while_links_are_unreadable, setup_init, teardown),
-        cmocka_unit_test_setup_teardown(test_small_reader_table, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_missing_usage_store_is_fine, setup_init, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);

@@ -293,9 +293,9 @@ void test_inplace_replacement_refused(void **state) {
 }
 
 // A restored backup moved into place: a directory with tokens.mdb alone
-// (TokenStore::backup() writes one file), whose lock file the LiveStore's own
-// open creates. That lock file is not a replacement: the store opened at the
-// swap stays the one in use, and the files are opened once.
+// (TokenStore::backup() writes one file) until init makes its commit record,
+// as the docs say. A copy without it is refused. The store opened at the swap
+// stays the one in use, and the files are opened once.
 void test_restored_backup(void **state) {
     Fixture &f = fx(state);
     const Digest a = new_digest(), b = new_digest();
@@ -313,6 +313,12 @@ void test_restored_backup(void **state) {
     const std::string restore = f.tmp + "/restore";
     assert_int_equal(mkdir(restore.c_str(), 0750), 0);
     fs::copy_file(backup, restore + "/" + token_store_file);
+    {
+        LiveStore unconverted(restore);
+        const std::string message = EXPECT_STORE_ERROR(missing, unconverted.open_now());
+        if (message.find("init") == std::string::npos) fail_msg("the refusal does not say to run init: %s", message.c_str());
+    }
+    init_store(restore, std::nullopt);
     rename_or_fail(f.store, f.tmp + "/store.old");
     rename_or_fail(restore, f.store);
     const FileId data = file_id(f.store + "/" + token_store_file);

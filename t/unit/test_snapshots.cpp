@@ -1,7 +1,8 @@
-// Snapshots: no read and no write on a snapshot older than the data file's
-// newest, whatever the lock file says (httpd's group can write it); a data
-// file changed in place is refused; waits and full reader tables are
-// explained. Uses real stores and, where another process is needed, fork().
+// Snapshots: readers without the lock file read one whole snapshot, the
+// newest committed, even under a writer in a tight loop; a commit never
+// published, a data file older than its record or changed in place is
+// refused; the lock file is the writers' alone; waits are explained. Uses
+// real stores and, where another process is needed, fork().
 
 #include <fcntl.h>
 #include <lmdb.h>
@@ -11,7 +12,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <thread>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -19,7 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "commit_record.hpp"
 #include "live_store.hpp"
+#include "network.hpp"
 #include "store.hpp"
 #include "usage_store.hpp"
 #include "token.hpp"
@@ -31,80 +39,188 @@ using namespace test_support;
 
 namespace {
 
-// LMDB 0.9 on x86_64: the newest transaction id in the lock file's header.
-constexpr off_t lock_txnid_offset = 48;
-
 std::string lock_file(void **state) { return fx(state).store + "/tokens.mdb-lock"; }
 std::string data_file(void **state) { return fx(state).store + "/tokens.mdb"; }
-
-// What a process of the store's group can do: rewrite the snapshot id.
-void shift_lock_txnid(const std::string &lock, std::int64_t delta) {
-    const int fd = open(lock.c_str(), O_RDWR);
-    assert_true(fd >= 0);
-    void *map = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    assert_true(map != MAP_FAILED);
-    std::uint64_t id = 0;
-    std::memcpy(&id, static_cast<char *>(map) + lock_txnid_offset, sizeof id);
-    id += delta;
-    std::memcpy(static_cast<char *>(map) + lock_txnid_offset, &id, sizeof id);
-    munmap(map, 4096);
-    close(fd);
-}
+std::string record_file(void **state) { return data_file(state) + commit_record_suffix; }
 
 bool contains(const std::string &text, const char *part) { return text.find(part) != std::string::npos; }
 
-void test_rolled_back_lock_file_refuses_reads_and_writes(void **state) {
-    TokenStore store(fx(state).store, Access::read_write);
-    const Digest revoked = new_digest(), kept = new_digest();
-    store.add(revoked, rec("alice", "revoked"));
-    store.add(kept, rec("alice", "kept"));
-    store.revoke("alice", "revoked");
-    assert_false(store.find(revoked).has_value());
-
-    shift_lock_txnid(lock_file(state), -1);  // back to the snapshot before the revocation
-    std::string message = EXPECT_STORE_ERROR(inconsistent, store.find(revoked));
-    assert_true(contains(message, "lock file was changed outside LMDB"));
-    EXPECT_STORE_ERROR(inconsistent, store.list());
-    message = EXPECT_STORE_ERROR(inconsistent, store.add(new_digest(), rec("alice", "new")));
-    assert_true(contains(message, "nothing was written"));
-
-    shift_lock_txnid(lock_file(state), +1);  // as the lock file should be
-    assert_false(store.find(revoked).has_value());
-    assert_true(store.find(kept).has_value());
-    store.add(new_digest(), rec("alice", "new"));
-    assert_int_equal(store.list("alice").size(), 2);
+// A writer committing as fast as it can, in another process, while three
+// threads here read without the lock file: every read is of one whole
+// snapshot, the newest when it began. The writer edits one token on every
+// commit (its name counts the commits, its allowlist grows and shrinks so
+// that its record moves between pages), adds another token, and never
+// brings back a revoked one; LMDB reuses the pages it freed two commits
+// before. Reads that overlap a commit are made again (read_retries).
+void test_reads_under_a_writer_in_a_tight_loop_are_whole(void **state) {
+    const std::string dir = fx(state).store;
+    const Digest live = new_digest(), revoked = new_digest();
+    {
+        TokenStore writer(dir, Access::read_write);
+        writer.add(live, rec("alice", "g000000"));
+        writer.add(revoked, rec("alice", "revoked"));
+        writer.revoke("alice", "revoked");
+    }
+    const TokenStore reader(dir, Access::read_only);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    const pid_t writer_pid = fork();
+    assert_true(writer_pid >= 0);
+    if (writer_pid == 0) {
+        alarm(60);
+        TokenStore writer(dir, Access::read_write);
+        if (write(ready[1], "x", 1) != 1) _exit(1);
+        const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+        for (int generation = 1; std::chrono::steady_clock::now() < end; ++generation) {
+            char name[16];
+            std::snprintf(name, sizeof name, "g%06d", generation);
+            const auto old = writer.list("alice");
+            TokenChanges changes;
+            changes.name = name;
+            std::vector<Network> networks;
+            for (int i = 0; i < generation % 40; ++i) networks.push_back(*parse_network("10." + std::to_string(i) + ".0.0/16"));
+            changes.allowed_ips = networks;
+            for (const StoredToken &token : old)
+                if (token.digest == live) writer.edit("alice", token.record.name, changes);
+            writer.add(new_digest(), rec("bob", "n" + std::to_string(generation)));
+        }
+        _exit(0);
+    }
+    char byte = 0;
+    assert_int_equal(read(ready[0], &byte, 1), 1);
+    std::atomic<int> wrong{0};
+    std::atomic<long> reads{0};
+    std::vector<std::thread> threads;
+    std::string first_wrong;
+    std::mutex first_wrong_mutex;
+    for (int t = 0; t < 3; ++t)
+        threads.emplace_back([&] {
+            int seen = -1;
+            const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+            while (std::chrono::steady_clock::now() < end) {
+                std::string why;
+                try {
+                    const auto found = reader.find(live);
+                    int generation = -1;
+                    if (!found || std::sscanf(found->name.c_str(), "g%d", &generation) != 1)
+                        why = "the live token was not found whole";
+                    else if (generation < seen)
+                        why = "generation " + std::to_string(generation) + " read after " + std::to_string(seen);
+                    else if (found->allowed_ips.size() != static_cast<std::size_t>(generation % 40))
+                        why = "a record of generation " + std::to_string(generation) + " with " +
+                              std::to_string(found->allowed_ips.size()) + " networks";
+                    else
+                        seen = generation;
+                    if (reader.find(revoked)) why = "the revoked token was found";
+                    if (reader.find(new_digest())) why = "an unknown token was found";
+                } catch (const std::exception &e) {
+                    why = e.what();
+                }
+                reads += 3;
+                if (why.empty()) continue;
+                if (wrong++ == 0) {
+                    std::lock_guard<std::mutex> lock(first_wrong_mutex);
+                    first_wrong = why;
+                }
+            }
+        });
+    for (std::thread &thread : threads) thread.join();
+    int status = 0;
+    assert_int_equal(waitpid(writer_pid, &status, 0), writer_pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    const auto last = reader.find(live);
+    print_message("%ld reads, %llu made again, %s at the end\n", reads.load(),
+                  static_cast<unsigned long long>(reader.read_retries()), last ? last->name.c_str() : "none");
+    if (wrong > 0) fail_msg("%d wrong reads; the first: %s", wrong.load(), first_wrong.c_str());
+    assert_true(reader.read_retries() > 0);  // the path was taken
+    close(ready[0]);
+    close(ready[1]);
 }
 
-void test_backup_of_a_rolled_back_snapshot_is_not_kept(void **state) {
-    TokenStore store(fx(state).store, Access::read_write);
-    const Digest revoked = new_digest();
-    store.add(revoked, rec("alice", "revoked"));
-    store.revoke("alice", "revoked");
-    shift_lock_txnid(lock_file(state), -1);
-    const std::string backup = fx(state).tmp + "/backup.mdb";
-    EXPECT_STORE_ERROR(inconsistent, store.backup(backup));
-    assert_false(std::filesystem::exists(backup));  // nothing that could bring the token back
-
-    shift_lock_txnid(lock_file(state), +1);
-    store.backup(backup);
-    const std::string restored = fx(state).tmp + "/restored";
-    std::filesystem::create_directory(restored);
-    std::filesystem::copy_file(backup, restored + "/tokens.mdb");
-    assert_false(TokenStore(restored, Access::read_only).find(revoked).has_value());
-}
-
-void test_lock_file_ahead_of_the_data_file_is_refused(void **state) {
-    TokenStore store(fx(state).store, Access::read_write);
+// A commit made without publishing it (a writer killed between the two):
+// readers wait for it, then refuse the store, saying what to do; the next
+// open by the owner publishes it.
+void test_commit_never_published_is_refused_until_the_owner_opens(void **state) {
+    const std::string dir = fx(state).store;
     const Digest digest = new_digest();
-    store.add(digest, rec("alice", "a"));
-    shift_lock_txnid(lock_file(state), +1);
-    const auto start = std::chrono::steady_clock::now();
-    EXPECT_STORE_ERROR(inconsistent, store.find(digest));
-    // Not the shape of a commit in flight: refused without waiting.
-    assert_true(std::chrono::steady_clock::now() - start < StoreSettings::commit_in_flight_wait);
-    EXPECT_STORE_ERROR(inconsistent, store.revoke("alice", "a"));
-    shift_lock_txnid(lock_file(state), -1);
-    assert_true(store.find(digest).has_value());
+    TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
+    {
+        MDB_env *env = nullptr;
+        MDB_txn *txn = nullptr;
+        MDB_dbi dbi = 0;
+        assert_int_equal(mdb_env_create(&env), 0);
+        mdb_env_set_maxdbs(env, 8);
+        mdb_env_set_mapsize(env, StoreSettings::map_size);
+        assert_int_equal(mdb_env_open(env, data_file(state).c_str(), MDB_NOSUBDIR, 0600), 0);
+        assert_int_equal(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+        assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+        MDB_val key{4, const_cast<char *>("test")}, value{0, nullptr};
+        assert_int_equal(mdb_put(txn, dbi, &key, &value, 0), 0);
+        assert_int_equal(mdb_txn_commit(txn), 0);
+        mdb_env_close(env);
+    }
+    const auto started = std::chrono::steady_clock::now();
+    const std::string message = EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
+    const auto waited = std::chrono::steady_clock::now() - started;
+    assert_true(waited >= StoreSettings::commit_in_flight_wait);
+    assert_true(contains(message, "died between its commit and its record"));
+    assert_true(contains(message, "cptoken list"));
+    { TokenStore owner(dir, Access::read_write); }
+    assert_true(TokenStore(dir, Access::read_only).find(digest).has_value());
+}
+
+// An older copy of tokens.mdb written over it in place (same file, an older
+// snapshot): its commit record names a newer one, so readers refuse it
+// rather than read what was revoked since.
+void test_data_file_older_than_its_record_is_refused(void **state) {
+    const std::string dir = fx(state).store;
+    const Digest digest = new_digest();
+    TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
+    const std::string before = fx(state).tmp + "/before.mdb";
+    std::filesystem::copy_file(data_file(state), before);
+    TokenStore(dir, Access::read_write).revoke("alice", "a");
+    assert_false(TokenStore(dir, Access::read_only).find(digest).has_value());
+    {
+        std::ifstream in(before, std::ios::binary);
+        std::ofstream out(data_file(state), std::ios::binary | std::ios::in | std::ios::out);
+        out << in.rdbuf();
+    }
+    const std::string message = EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
+    assert_true(contains(message, "older than its commit record"));
+}
+
+// The lock file is the writers' alone: init makes it 0600; a reader never
+// opens or creates it; a writer refuses one that anyone else can open (a
+// store of 0.11), and init converts that store.
+void test_lock_file_is_the_writers_alone(void **state) {
+    const std::string dir = fx(state).store;
+    struct stat st{};
+    assert_int_equal(stat(lock_file(state).c_str(), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(stat(record_file(state).c_str(), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+
+    assert_int_equal(unlink(lock_file(state).c_str()), 0);
+    const Digest digest = new_digest();
+    {
+        const TokenStore reader(dir, Access::read_only);
+        assert_false(reader.find(digest).has_value());
+    }
+    assert_int_equal(stat(lock_file(state).c_str(), &st), -1);  // not made by a reader
+
+    TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
+    assert_int_equal(stat(lock_file(state).c_str(), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+
+    assert_int_equal(chmod(lock_file(state).c_str(), 0660), 0);  // as 0.11 made it
+    const std::string message = EXPECT_STORE_ERROR(access, TokenStore(dir, Access::read_write));
+    assert_true(contains(message, "init"));
+    std::vector<std::string> changes;
+    assert_int_equal(static_cast<int>(init_store(dir, std::nullopt, &changes)), static_cast<int>(InitOutcome::repaired));
+    assert_int_equal(stat(lock_file(state).c_str(), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    TokenStore(dir, Access::read_write).revoke("alice", "a");
+    assert_false(TokenStore(dir, Access::read_only).find(digest).has_value());
 }
 
 // A child process that holds the writer lock of `file` for `seconds`.
@@ -145,37 +261,6 @@ void test_write_waiting_for_the_lock_says_so(void **state) {
     notices.clear();  // an uncontended write says nothing
     store.add(new_digest(), rec("alice", "b"));
     assert_int_equal(notices.size(), 0);
-    close(ready[0]);
-    close(ready[1]);
-}
-
-void test_full_reader_table_says_what_is_known(void **state) {
-    // A lock file made by another program with LMDB's default table (126
-    // slots, as mdb_stat or Lightning Stream make it), all slots held.
-    std::filesystem::remove(lock_file(state));
-    int ready[2];
-    assert_int_equal(pipe(ready), 0);
-    const pid_t holder = fork();
-    assert_true(holder >= 0);
-    if (holder == 0) {
-        MDB_env *env = nullptr;
-        if (mdb_env_create(&env) || mdb_env_set_maxreaders(env, 2) ||
-            mdb_env_open(env, data_file(state).c_str(), MDB_NOSUBDIR | MDB_RDONLY | MDB_NOTLS, 0640))
-            _exit(1);
-        MDB_txn *a = nullptr, *b = nullptr;
-        if (mdb_txn_begin(env, nullptr, MDB_RDONLY, &a) || mdb_txn_begin(env, nullptr, MDB_RDONLY, &b)) _exit(1);
-        if (write(ready[1], "x", 1) != 1) _exit(1);
-        pause();
-        _exit(0);
-    }
-    char byte = 0;
-    assert_int_equal(read(ready[0], &byte, 1), 1);
-    const std::string message = EXPECT_STORE_ERROR(full, TokenStore(fx(state).store, Access::read_only));
-    kill(holder, SIGKILL);
-    waitpid(holder, nullptr, 0);
-    assert_true(contains(message, "all 2 slots"));
-    assert_true(contains(message, "mdb_stat -rr"));
-    assert_false(contains(message, "ServerLimit"));  // nothing says httpd holds them
     close(ready[0]);
     close(ready[1]);
 }
@@ -286,11 +371,12 @@ void test_live_store_refuses_a_file_changed_in_place_until_replaced(void **state
 
 int main() {
     const CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_rolled_back_lock_file_refuses_reads_and_writes, setup_init, teardown),
-        cmocka_unit_test_setup_teardown(test_backup_of_a_rolled_back_snapshot_is_not_kept, setup_init, teardown),
-        cmocka_unit_test_setup_teardown(test_lock_file_ahead_of_the_data_file_is_refused, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_under_a_writer_in_a_tight_loop_are_whole, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_never_published_is_refused_until_the_owner_opens, setup_init,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_data_file_older_than_its_record_is_refused, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_file_is_the_writers_alone, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_write_waiting_for_the_lock_says_so, setup_init, teardown),
-        cmocka_unit_test_setup_teardown(test_full_reader_table_says_what_is_known, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_data_file_is_refused, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_files_are_refused_at_open, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_store_written_under_checks_is_not_taken_for_damaged, setup_init, teardown),

@@ -273,8 +273,10 @@ void put_raw_record(StoreFixture &f, const Digest &digest, const std::string &pa
     std::string value = ls_encode(1, 1, 0, payload);
     MDB_val k{digest.size(), const_cast<unsigned char *>(digest.data())}, v{value.size(), value.data()};
     assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    const std::uint64_t id = mdb_txn_id(txn);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
+    CommitRecord(f.store + "/tokens.mdb" + commit_record_suffix, true).publish(id);
     f.s = std::make_unique<TokenStore>(f.store, Access::read_only);
 }
 
