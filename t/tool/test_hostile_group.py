@@ -1,0 +1,127 @@
+"""httpd's group against root (issue 19): a store made by `cptoken init
+--group www-data` has no file or directory that www-data can write but the
+usage store, which root never opens; and www-data writing whatever it can
+into the store's files (the robust-mutex links of an LMDB lock file, as an
+attacker would) while root runs list, create, revoke, prune, fsck and backup
+in a loop neither crashes nor hangs root's commands, and every answer is
+right.
+
+On 0.11 (a1e9a0b) the second test fails: tokens.mdb-lock was 0660
+root:www-data and root's commands died in glibc's unlock, writing through
+the pointers www-data put there."""
+
+import os
+import subprocess
+import time
+
+from conftest import Store, run
+
+PYTHON = "/usr/bin/python3"
+
+# Writes into every store file www-data can open to write, for `seconds`:
+# the robust-list links of LMDB's two mutexes in a lock file (offsets
+# 32/40 and 88/96) and the same offsets of any other file. Prints the files
+# it could open.
+HAMMER = r"""
+import mmap, os, struct, sys, time
+d, seconds = sys.argv[1], float(sys.argv[2])
+maps = []
+for name in sorted(os.listdir(d)):
+    try:
+        fd = os.open(os.path.join(d, name), os.O_RDWR)
+    except OSError:
+        continue
+    if os.fstat(fd).st_size >= 4096:
+        maps.append((name, mmap.mmap(fd, 4096)))
+print(" ".join(name for name, _ in maps), flush=True)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    for _, m in maps:
+        for off, v in ((32, 0x4141414141414140), (40, 0x4242424242424240),
+                       (88, 0x4141414141414140), (96, 0x4242424242424240)):
+            struct.pack_into("<Q", m, off, v)
+"""
+
+# What www-data can do to the store directory and each file in it.
+PROBE = r"""
+import os, sys
+d = sys.argv[1]
+out = []
+try:
+    fd = os.open(os.path.join(d, "planted"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    out.append("dir")
+    os.close(fd)
+except OSError:
+    pass
+for name in sorted(os.listdir(d)):
+    try:
+        os.close(os.open(os.path.join(d, name), os.O_WRONLY))
+        out.append(name)
+    except OSError:
+        pass
+print(" ".join(out))
+"""
+
+
+def as_www_data(code, *args, **kw):
+    return subprocess.run(["runuser", "-u", "www-data", "--", PYTHON, "-c", code, *map(str, args)],
+                          capture_output=True, text=True, **kw)
+
+
+def test_www_data_can_write_nothing_of_the_token_store(tmp_path):
+    s = Store(tmp_path / "db")
+    assert s.init("--group", "www-data").rc == 0
+    s.create("alice", "ci")
+    p = as_www_data(PROBE, s.path, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["usage.mdb", "usage.mdb-lock"], p.stdout
+
+
+def test_root_commands_survive_www_data_writing_into_the_store(tmp_path):
+    s = Store(tmp_path / "db")
+    assert s.init("--group", "www-data").rc == 0
+    kept = s.create("alice", "kept")
+    hammer = subprocess.Popen(["runuser", "-u", "www-data", "--", PYTHON, "-c", HAMMER, str(s.path), "12"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    opened = hammer.stdout.readline().split()
+    problems = []
+    rounds = 0
+    try:
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            rounds += 1
+            name = f"t{rounds}"
+            steps = [
+                ("create", s.run("create", "bob", name, timeout=20)),
+                ("list", s.run("list", "--json", timeout=20)),
+                ("revoke", s.run("revoke", "bob", name, timeout=20)),
+                ("prune", s.run("prune", timeout=20)),
+                ("fsck", s.run("fsck", timeout=20)),
+                ("backup", s.run("backup", tmp_path / f"backup{rounds}.mdb", timeout=20)),
+            ]
+            for what, r in steps:
+                if r.rc < 0:
+                    problems.append(f"{what} killed by signal {-r.rc}: {r.err}")
+                elif what == "prune" and r.rc == 1:
+                    # The usage store is www-data's to break: the tokens were pruned, and it says so.
+                    if not r.out.startswith("pruned ") or "usage store" not in r.err:
+                        problems.append(f"prune: {r}")
+                elif what == "fsck" and r.rc == 1:
+                    # Findings in the usage store www-data overwrote are right; none in the token store.
+                    if "tokens.mdb" in r.out or "usage" not in r.out + r.err:
+                        problems.append(f"fsck: {r}")
+                elif r.rc != 0:
+                    problems.append(f"{what}: {r}")
+            listed = [(t["user"], t["name"]) for t in __import__("json").loads(steps[1][1].out or "[]")]
+            if ("alice", "kept") not in listed or ("bob", name) not in listed:
+                problems.append(f"list round {rounds}: {listed}")
+            if s.list_json("bob"):
+                problems.append(f"round {rounds}: bob's revoked token still listed")
+    finally:
+        hammer.kill()
+        hammer.wait()
+    assert opened == ["usage.mdb", "usage.mdb-lock"], f"www-data could open {opened} to write"
+    assert rounds >= 3
+    assert not problems, "\n".join(problems[:10])
+    r = s.check("alice", kept)
+    assert r.rc == 0 and r.out.startswith("accepted"), r
