@@ -449,15 +449,15 @@ class Driver:
 
     def new_store_dir(self):
         """A copy of the live store in a new directory, as docs/directives.md
-        says to restore a backup; nothing is written between the backup and
-        the swap (this driver is the only writer)."""
+        says to restore a backup (copied, then adopted by init); nothing is
+        written between the backup and the swap (this driver is the only
+        writer)."""
         copy = self.backup()
         self.generation += 1
         d = self.srv.dir / f"store{self.generation}"
-        harness.Store(d).init()
+        d.mkdir(mode=0o700)
         shutil.copyfile(copy, d / "tokens.mdb")
-        shutil.chown(d / "tokens.mdb", group="www-data")
-        os.chmod(d / "tokens.mdb", 0o640)
+        harness.Store(d).init()  # adopts it: modes, group, commit record
         return d
 
     def swap(self):
@@ -674,10 +674,9 @@ def run_mpm(mpm, seconds, clients, template, stable_tokens, base, seed, graceful
         (srv.htdocs / loc).mkdir()
         (srv.htdocs / loc / "x").write_text("ok\n")
     first = srv.dir / "store0"
-    harness.Store(first).init()
+    first.mkdir(mode=0o700)
     shutil.copyfile(template, first / "tokens.mdb")
-    shutil.chown(first / "tokens.mdb", group="www-data")
-    os.chmod(first / "tokens.mdb", 0o640)
+    harness.Store(first).init()  # adopts it: modes, group, commit record
     live = srv.dir / "live"
     os.symlink(first, live)
     # The template's tokens, with fresh timelines: admitted from the start.

@@ -217,9 +217,10 @@ void test_lock_file_is_the_writers_alone(void **state) {
     assert_true(contains(message, "init"));
     std::vector<std::string> changes;
     assert_int_equal(static_cast<int>(init_store(dir, std::nullopt, &changes)), static_cast<int>(InitOutcome::repaired));
+    assert_int_equal(stat(lock_file(state).c_str(), &st), -1);  // removed unopened; the next writer makes its own
+    TokenStore(dir, Access::read_write).revoke("alice", "a");
     assert_int_equal(stat(lock_file(state).c_str(), &st), 0);
     assert_int_equal(st.st_mode & 07777, 0600);
-    TokenStore(dir, Access::read_write).revoke("alice", "a");
     assert_false(TokenStore(dir, Access::read_only).find(digest).has_value());
 }
 
