@@ -271,6 +271,19 @@ void convert_token_store(const std::string &dir, int dir_fd, gid_t gid, std::vec
     committed.persist();
 }
 
+// Makes an empty usage store in DIR. Its files are made 0600, this
+// process's alone, until it has closed them (init sets their modes after):
+// httpd's group writes them once they are 0660, and root must not have them
+// open then. A lock file left without its data file is removed unopened.
+void make_usage_store(const std::string &dir, int dir_fd) {
+    const std::string file = path_in(dir, usage_store_file), lock_name = std::string(usage_store_file) + "-lock";
+    if (::unlinkat(dir_fd, lock_name.c_str(), 0) != 0 && errno != ENOENT) fail(errno, "cannot remove " + file + "-lock");
+    Env usage(file, Access::read_write, 0600, false);
+    Txn txn(usage.get(), true, file);
+    usage.open_db(txn, "usage", true);
+    txn.commit(file);
+}
+
 }  // namespace
 
 InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::vector<std::string> *changes) {
@@ -295,6 +308,11 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
     apply_owner_mode(dir_fd.get(), dir, gid, 02750, &made);
     if (is_store) {
         convert_token_store(dir, dir_fd.get(), gid, made);
+        struct stat usage_stat{};
+        if (::fstatat(dir_fd.get(), usage_store_file, &usage_stat, AT_SYMLINK_NOFOLLOW) != 0) {
+            make_usage_store(dir, dir_fd.get());  // a restored backup brings tokens.mdb alone
+            made.push_back(usage_file + ": created");
+        }
         for (const char *name : store_files) {
             struct stat st{};
             if (::fstatat(dir_fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
@@ -306,12 +324,7 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
 
     // The usage store first: tokens.mdb existing is what marks a store, and an
     // init cut short before the modes below is finished by the next (a repair).
-    {
-        Env usage(usage_file, Access::read_write, 0660, false);
-        Txn txn(usage.get(), true, usage_file);
-        usage.open_db(txn, "usage", true);
-        txn.commit(usage_file);
-    }
+    make_usage_store(dir, dir_fd.get());
     {
         Env tokens(tokens_file, Access::read_write, 0600, false);
         Txn txn(tokens.get(), true, tokens_file);
