@@ -51,6 +51,12 @@ uid_t nobody_uid() {
     // file open to write) would let a child compromised through what it
     // parses write where its user cannot. This process's token stores are
     // never used here.
+    // Nor root's terminal: what the child (or liblmdb failing in it) would
+    // print is not root's to show; the parent says how it ended.
+    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd < 0) ::_exit(3);
+    for (int fd = 0; fd <= 2; ++fd)
+        if (fd != out_fd && ::dup2(null_fd, fd) < 0) ::_exit(3);
     ::close_range(3, out_fd - 1, 0);
     ::close_range(out_fd + 1, ~0U, 0);
     std::vector<std::pair<std::uintptr_t, std::uintptr_t>> store_maps;
