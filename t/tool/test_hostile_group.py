@@ -125,3 +125,29 @@ def test_root_commands_survive_www_data_writing_into_the_store(tmp_path):
     assert not problems, "\n".join(problems[:10])
     r = s.check("alice", kept)
     assert r.rc == 0 and r.out.startswith("accepted"), r
+
+
+def test_root_works_on_a_store_of_another_owner_as_that_owner(tmp_path):
+    """Once the store has an owner of its own (the manager's user), root's
+    cptoken does its store work as that owner: a compromised owner must not
+    reach root through the writers' lock file either. What it writes
+    belongs to the owner, and it never opens the lock file as root."""
+    import pwd
+    owner = pwd.getpwnam("daemon")
+    s = Store(tmp_path / "db")
+    assert s.init("--group", "www-data").rc == 0
+    token = s.create("alice", "ci")
+    for p in [s.path, *s.path.iterdir()]:
+        os.chown(p, owner.pw_uid, -1)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, owner.pw_uid, -1)
+
+    fresh = s.create("bob", "deploy")
+    assert s.run("revoke", "alice", "ci").rc == 0
+    r = s.run("backup", out / "copy.mdb")
+    assert r.rc == 0, r
+    assert os.stat(out / "copy.mdb").st_uid == owner.pw_uid  # written as the owner, not as root
+    assert os.stat(s.path / "tokens.mdb-lock").st_uid == owner.pw_uid
+    assert s.check("bob", fresh).out.startswith("accepted")
+    assert s.check("alice", token).out.startswith("refused")
