@@ -145,8 +145,13 @@ check_installed() {
     [ "$(stat -c '%U:%G %a' "$root/var/lib/cptoken")" = "root:www-data 2750" ] ||
         fail "store: $(stat -c '%U:%G %a' "$root/var/lib/cptoken"), expected root:www-data 2750"
     [ -f "$root/var/lib/cptoken/tokens.mdb" ] || fail "no tokens.mdb in /var/lib/cptoken"
+    # Nothing of the token store may be written by www-data: only the usage store is its to write.
+    local writable
+    writable=$(run runuser -u www-data -- find /var/lib/cptoken -writable | sort | tr '\n' ' ')
+    [ "$writable" = "/var/lib/cptoken/usage.mdb /var/lib/cptoken/usage.mdb-lock " ] ||
+        fail "www-data can write: $writable"
 }
-step "files, timer enabled, module not, store root:www-data 2750" check_installed
+step "files, timer enabled, module not, store root:www-data 2750, nothing of the token store writable by www-data" check_installed
 
 check_commands() {
     local version
