@@ -344,6 +344,46 @@ void test_recorder_is_bounded(void **) {
     assert_int_equal(recorder.tracked(), 1);
 }
 
+// More distinct tokens within one interval than the recorder has room for
+// (the 1M-token benchmark: every use is a token's first): every token used
+// must still show as used, with every use counted (issue 23: the tokens past
+// the first max_tokens showed "never used" until the interval ended). The
+// writer takes the notes every few uses, as its thread does once a second.
+void test_recorder_loses_no_token_when_more_are_used_than_it_tracks(void **) {
+    constexpr std::size_t room = 64, used = 10 * room;
+    UsageRecorder recorder(room);
+    std::vector<Digest> digests;
+    for (std::size_t i = 0; i < used; ++i) digests.push_back(new_digest());
+    std::vector<NotedUses> written;
+    const auto take = [&](std::vector<NotedUses> due) { written.insert(written.end(), due.begin(), due.end()); };
+    std::int64_t now = minute_us;
+    for (int pass = 0; pass < 2; ++pass)  // each token used twice within the interval
+        for (std::size_t i = 0; i < used; ++i) {
+            recorder.note(digests[i], (jan1 + pass) * ns, client_a, minute_us, now);
+            now += 1000;
+            if (i % 2 == 1) take(recorder.take_due(now));
+            assert_true(recorder.tracked() <= room);
+        }
+    take(recorder.take_all());  // the end of the child
+    assert_int_equal(recorder.dropped(), 0);
+    std::size_t never_used = 0;
+    for (const Digest &digest : digests) {
+        std::uint64_t uses = 0;
+        std::int64_t last_used_ns = 0;
+        for (const NotedUses &w : written)
+            if (w.digest == digest) {
+                uses += w.uses;
+                last_used_ns = std::max(last_used_ns, w.last_used_ns);
+            }
+        if (uses == 0) ++never_used;
+        else {
+            assert_int_equal(uses, 2);
+            assert_int_equal(last_used_ns, (jan1 + 1) * ns);
+        }
+    }
+    assert_int_equal(never_used, 0);
+}
+
 void test_recorder_take_all_at_exit(void **) {
     UsageRecorder recorder;
     const Digest a = new_digest(), b = new_digest();
@@ -538,6 +578,7 @@ int main(void) {
         cmocka_unit_test(test_recorder_keeps_the_newest_use),
         cmocka_unit_test(test_recorder_uses_the_shortest_interval),
         cmocka_unit_test(test_recorder_is_bounded),
+        cmocka_unit_test(test_recorder_loses_no_token_when_more_are_used_than_it_tracks),
         cmocka_unit_test(test_recorder_take_all_at_exit),
         cmocka_unit_test_setup_teardown(test_writer_writes_from_its_own_thread, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_writer_writes_waiting_uses_late_and_at_stop, setup_init, teardown),
