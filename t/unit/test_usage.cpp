@@ -262,8 +262,7 @@ void test_recorder_writes_once_per_interval_and_counts_every_use(void **) {
     UsageRecorder recorder;
     const Digest d = new_digest();
     std::int64_t now = 5 * minute_us;
-    assert_true(recorder.note(d, jan1 * ns, client_a, minute_us, now));  // never written: due at once
-    assert_true(recorder.next_due_us().has_value() && *recorder.next_due_us() <= now);
+    assert_true(recorder.note(d, jan1 * ns, client_a, minute_us, now));  // the writer must look
     auto due = recorder.take_due(now);
     assert_int_equal(due.size(), 1);
     assert_int_equal(due[0].uses, 1);
@@ -276,6 +275,7 @@ void test_recorder_writes_once_per_interval_and_counts_every_use(void **) {
     for (int i = 1; i <= 9; ++i)
         assert_int_equal(recorder.note(d, (jan1 + i) * ns, i == 9 ? client_b : client_a, minute_us, now + i * 1000000),
                          i == 1);
+    assert_true(recorder.take_due(now + 9 * 1000000).empty());  // held back: written a minute after the last write
     assert_int_equal(*recorder.next_due_us(), now + minute_us);
     assert_true(recorder.take_due(now + minute_us - 1).empty());
     due = recorder.take_due(now + minute_us);
@@ -321,6 +321,7 @@ void test_recorder_uses_the_shortest_interval(void **) {
     recorder.take_due(0);
     recorder.note(d, jan1 * ns, client_a, minute_us, 1000000);
     assert_false(recorder.note(d, jan1 * ns, client_a, 10 * 1000000, 2000000));
+    assert_true(recorder.take_due(2000000).empty());
     assert_int_equal(*recorder.next_due_us(), 10 * 1000000);
     assert_int_equal(recorder.shortest_interval_us(minute_us), 10 * 1000000);
     assert_int_equal(recorder.shortest_interval_us(1000000), 1000000);
@@ -328,16 +329,23 @@ void test_recorder_uses_the_shortest_interval(void **) {
 }
 
 // Memory is bounded: a token is forgotten once its interval has passed with
-// nothing to write, and no more than max_tokens are tracked.
+// nothing to write, and no more than max_tokens are tracked. Between two
+// takes, the notes' table holds max_tokens / 16 distinct tokens: the writer
+// is told to take them at once when it is half full, and uses of further
+// tokens are dropped (counted) if it does not.
 void test_recorder_is_bounded(void **) {
-    UsageRecorder recorder(3);
+    UsageRecorder recorder(64);
+    assert_int_equal(recorder.notes_capacity(), 4);
     std::vector<Digest> digests;
-    for (int i = 0; i < 5; ++i) digests.push_back(new_digest());
-    for (int i = 0; i < 5; ++i) recorder.note(digests[i], jan1 * ns, client_a, minute_us, 0);
-    assert_int_equal(recorder.tracked(), 3);
+    for (int i = 0; i < 6; ++i) digests.push_back(new_digest());
+    for (int i = 0; i < 6; ++i)
+        assert_int_equal(recorder.note(digests[i], jan1 * ns, client_a, minute_us, 0), i == 0 || i == 1);
+    assert_true(recorder.crowded());
+    assert_int_equal(recorder.tracked(), 4);
     assert_int_equal(recorder.dropped(), 2);
-    assert_int_equal(recorder.take_due(0).size(), 3);
-    assert_int_equal(recorder.tracked(), 3);  // still inside their interval
+    assert_int_equal(recorder.take_due(0).size(), 4);
+    assert_false(recorder.crowded());
+    assert_int_equal(recorder.tracked(), 4);  // remembered: still inside their interval
     assert_true(recorder.take_due(minute_us).empty());
     assert_int_equal(recorder.tracked(), 0);
     assert_true(recorder.note(digests[4], jan1 * ns, client_a, minute_us, minute_us));
