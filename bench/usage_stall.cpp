@@ -15,13 +15,16 @@
 // Prints, for the request side: notes made, the time one note() took
 // (p50, p99, p99.9, max) and how many took over 1 ms (a request that waited
 // for the writer); for the truth of last used: tokens used, tokens the usage
-// store shows as never used, and uses made against uses recorded.
+// store shows as never used, and uses made against uses recorded; and the
+// CPU time of the writer's thread (what it takes from the requests on a busy
+// machine).
 //
 // Build and run (no Makefile target: it is a one-off probe of lib/):
 //   make build/libcptoken.a
 //   g++ -std=c++20 -O2 -g -Ilib bench/usage_stall.cpp build/libcptoken.a -llmdb -lcrypto -pthread -o build/usage_stall
-//   build/usage_stall [ROTATE [SECONDS [RATE [THREADS [PREFILL]]]]]
-// Defaults: 1000000 5 10000 1 0. Timings depend on what else the machine runs.
+//   build/usage_stall [ROTATE [SECONDS [RATE [THREADS [PREFILL [MAX_TOKENS]]]]]]
+// Defaults: 1000000 5 10000 1 0 16384 (MAX_TOKENS: the writer's room). Timings depend on what else the machine runs.
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,6 +79,7 @@ int main(int argc, char **argv) {
     const std::uint64_t rate = arg(3, 10000);
     const std::size_t threads = std::max<std::uint64_t>(1, arg(4, 1));
     const std::size_t prefill = arg(5, 0);
+    const std::size_t max_tokens = arg(6, UsageRecorder::default_max_tokens);
     const std::int64_t interval_us = 60 * 1000000LL;
 
     char pattern[] = "/tmp/usage_stall.XXXXXX";
@@ -104,8 +108,17 @@ int main(int argc, char **argv) {
     std::vector<std::uint64_t> made(threads, 0);
     std::vector<std::uint8_t> used(rotate, 0);  // written by one thread per index (disjoint slices)
     std::string reports;
+    std::vector<double> worker_cpu(threads, 0);
+    double process_cpu = 0;
+    const auto cpu_seconds = [](int who) {
+        rusage usage{};
+        getrusage(who, &usage);
+        return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+    };
     {
-        UsageWriter writer(dir, [&](const std::string &message) { reports += "  report: " + message + "\n"; });
+        process_cpu = -cpu_seconds(RUSAGE_SELF);
+        UsageWriter writer(dir, [&](const std::string &message) { reports += "  report: " + message + "\n"; },
+                           max_tokens);
         std::vector<std::thread> workers;
         const auto end = Clock::now() + std::chrono::seconds(seconds);
         for (std::size_t t = 0; t < threads; ++t)
@@ -131,10 +144,14 @@ int main(int argc, char **argv) {
                     ++made[t];
                     if (++next == last) next = first;
                 }
+                worker_cpu[t] = cpu_seconds(RUSAGE_THREAD);
             });
         for (auto &worker : workers) worker.join();
         if (!writer.stop(std::chrono::seconds(60))) std::printf("the writer did not finish within 60 s\n");
+        process_cpu += cpu_seconds(RUSAGE_SELF);
     }
+    double writer_cpu = process_cpu;  // the rest: the writer's thread (this one waits in join and stop)
+    for (double cpu : worker_cpu) writer_cpu -= cpu;
 
     std::vector<std::int64_t> all;
     std::uint64_t uses_made = 0;
@@ -176,6 +193,7 @@ int main(int argc, char **argv) {
                 static_cast<unsigned long long>(never_used));
     std::printf("  uses made: %llu; uses recorded: %llu\n", static_cast<unsigned long long>(uses_made),
                 static_cast<unsigned long long>(uses_recorded));
+    std::printf("  writer thread CPU: %.3f s\n", writer_cpu);
     std::fputs(reports.c_str(), stdout);
     return 0;
 }

@@ -313,9 +313,10 @@ struct UsageWriter::Shared {
             }
         }
         if (!reported_dropped && recorder.dropped() > 0 && report) {
-            report("more than " + std::to_string(UsageRecorder::default_max_tokens) +
-                   " tokens used within one last-used interval in this process: uses of further tokens are not "
-                   "counted (said once per process)");
+            report("more than " + std::to_string(recorder.notes_capacity()) +
+                   " distinct tokens used before this process's last-used writer could take them (it did not keep "
+                   "up): their uses are not recorded, and those tokens may show an older last use or none (said "
+                   "once per process)");
             reported_dropped = true;
         }
     }
