@@ -4,12 +4,12 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <bit>
 #include <atomic>
+#include <bit>
 #include <cstring>
 #include <new>
-#include <type_traits>
 #include <thread>
+#include <type_traits>
 
 #include "live_store.hpp"
 #include "timeutil.hpp"
@@ -72,9 +72,7 @@ UsageRecorder::UsageRecorder(std::size_t max_tokens)
     : notes_capacity_(notes_capacity_for(max_tokens)),
       remembered_capacity_(std::max(notes_capacity_, max_tokens - std::min(max_tokens, 2 * notes_capacity_))),
       notes_(std::make_unique<Notes>(notes_capacity_)),
-      spare_(std::make_unique<Notes>(notes_capacity_)) {
-    remembered_.reserve(remembered_capacity_);
-}
+      spare_(std::make_unique<Notes>(notes_capacity_)) {}
 
 void UsageRecorder::Uses::add(std::int64_t used_at_ns, std::string_view client_ip, std::int64_t interval) {
     interval_us = count == 0 ? interval : std::min(interval_us, interval);
@@ -122,6 +120,9 @@ NotedUses UsageRecorder::to_write(const Digest &digest, const Uses &uses) {
 
 // Constant time under the lock: the filled table for the empty spare.
 std::unique_ptr<UsageRecorder::Notes> UsageRecorder::take_notes() {
+    // None if an earlier take threw before giving its table back: note()
+    // must never be left without one.
+    if (!spare_) spare_ = std::make_unique<Notes>(notes_capacity_);
     std::unique_ptr<UsageRecorder::Notes> taken = std::move(spare_);
     std::lock_guard<std::mutex> lock(mutex_);
     notes_.swap(taken);
