@@ -133,6 +133,12 @@ def settings(argv):
     if lu not in ("", "0", "1"):
         raise SetupError(f"BENCH_LAST_USED: 0 or 1, got {lu!r}")
     s["last_used"] = lu != "0"
+    paths = os.environ.get("BENCH_PATHS", "")
+    s["paths"] = [x.strip() for x in paths.split(",") if x.strip() and x.strip() != "/open"]
+    known = ("/cptoken", "/cptoken-basic", "/file-bcrypt", "/dbm", "/socache", "/cptoken-bad")
+    for x in s["paths"]:
+        if x not in known:
+            raise SetupError(f"BENCH_PATHS: unknown location {x!r} (known: /open, {', '.join(known)})")
     only = a.only if a.only is not None else os.environ.get("BENCH_ONLY", "")
     s["only"] = [x.strip() for x in only.split(",") if x.strip()]
     for x in s["only"]:
@@ -760,41 +766,49 @@ def header_file(path, lines):
 
 def make_locations(s, fx, run_dir):
     """The locations of the side-by-side table, their header files (written to
-    run_dir/headers) and fixtures: (locations, store, socache_bytes)."""
+    run_dir/headers) and fixtures: (locations, store, socache_bytes). With
+    BENCH_PATHS, only /open and those paths, and only their fixtures are made."""
     n, k = s["tokens"], s["rotate"]
     store = fx.store(n)
     idx = sample(n, k)
     toks = read_tokens(store, idx)
-    bad = [l for l in open(fx.bad_tokens(k)).read().split()]
-    dbm = fx.dbm(n)
-    sha1 = fx.sha1_file(k)
-    bcrypt = fx.bcrypt_file(s["bcrypt"])
     hd = make_dir(run_dir / "headers")
     cpanel_h = header_file(hd / "cptoken.txt", [f"cpanel {u}:{t}" for u, _, t in toks])
-    basic_h = header_file(hd / "cptoken-basic.txt", [basic(u, t) for u, _, t in toks])
-    bad_h = header_file(hd / "cptoken-bad.txt", [f"cpanel {u}:{b}" for (u, _, _), b in zip(toks, bad)])
-    dbm_h = header_file(hd / "dbm.txt", [basic(user_name(i), password(i)) for i in idx])
-    sha1_h = header_file(hd / "socache.txt", [basic(user_name(i), password(i)) for i in range(k)])
-    bcrypt_h = header_file(hd / "file-bcrypt.txt",
-                           [basic(user_name(i), password(i)) for i in range(s["bcrypt"])])
-    locs = [
-        Location("/open", "no authentication (rotating cpanel headers, ignored)", LOC_OPEN, cpanel_h),
-        Location("/cptoken", f"AuthType cpanel, {n:,} tokens, rotating over {len(toks):,}",
-                 LOC_CPANEL, cpanel_h, challenge="cpanel"),
-        Location("/cptoken-basic", f"AuthType Basic + AuthBasicProvider cptoken, same store and tokens",
-                 LOC_CPTOKEN_BASIC, basic_h, challenge="Basic"),
-        Location("/file-bcrypt", f"mod_authn_file, htpasswd -B (cost 5), rotating over {s['bcrypt']:,} users",
-                 LOC_FILE, bcrypt_h, file=bcrypt, challenge="Basic"),
-        Location("/dbm", f"mod_authn_dbm SDBM (httxt2dbm), {{SHA}}, {n:,} users, rotating over {len(idx):,}",
-                 LOC_DBM, dbm_h, file=dbm, challenge="Basic"),
-        Location("/socache", f"mod_authn_socache (shmcb) + mod_authn_file {{SHA}}, {k:,} users, all cached",
-                 LOC_SOCACHE, sha1_h, file=sha1, challenge="Basic", prime=True),
-        Location("/cptoken-bad", f"AuthType cpanel, unknown tokens (expect 401), rotating over {len(bad):,}",
-                 LOC_CPANEL, bad_h, expect=401, challenge="cpanel"),
+
+    def bad_h():
+        bad = [l for l in open(fx.bad_tokens(k)).read().split()]
+        return header_file(hd / "cptoken-bad.txt", [f"cpanel {u}:{b}" for (u, _, _), b in zip(toks, bad)])
+
+    # (path, what the location needs, made only when the location is kept)
+    wanted = [
+        ("/cptoken", lambda: Location("/cptoken", f"AuthType cpanel, {n:,} tokens, rotating over {len(toks):,}",
+                                      LOC_CPANEL, cpanel_h, challenge="cpanel")),
+        ("/cptoken-basic", lambda: Location(
+            "/cptoken-basic", f"AuthType Basic + AuthBasicProvider cptoken, same store and tokens",
+            LOC_CPTOKEN_BASIC, header_file(hd / "cptoken-basic.txt", [basic(u, t) for u, _, t in toks]),
+            challenge="Basic")),
+        ("/file-bcrypt", lambda: Location(
+            "/file-bcrypt", f"mod_authn_file, htpasswd -B (cost 5), rotating over {s['bcrypt']:,} users",
+            LOC_FILE, header_file(hd / "file-bcrypt.txt", [basic(user_name(i), password(i))
+                                                            for i in range(s["bcrypt"])]),
+            file=fx.bcrypt_file(s["bcrypt"]), challenge="Basic")),
+        ("/dbm", lambda: Location(
+            "/dbm", f"mod_authn_dbm SDBM (httxt2dbm), {{SHA}}, {n:,} users, rotating over {len(idx):,}",
+            LOC_DBM, header_file(hd / "dbm.txt", [basic(user_name(i), password(i)) for i in idx]),
+            file=fx.dbm(n), challenge="Basic")),
+        ("/socache", lambda: Location(
+            "/socache", f"mod_authn_socache (shmcb) + mod_authn_file {{SHA}}, {k:,} users, all cached",
+            LOC_SOCACHE, header_file(hd / "socache.txt", [basic(user_name(i), password(i)) for i in range(k)]),
+            file=fx.sha1_file(k), challenge="Basic", prime=True)),
+        ("/cptoken-bad", lambda: Location(
+            "/cptoken-bad", f"AuthType cpanel, unknown tokens (expect 401), rotating over {len(toks):,}",
+            LOC_CPANEL, bad_h(), expect=401, challenge="cpanel")),
     ]
+    locs = [Location("/open", "no authentication (rotating cpanel headers, ignored)", LOC_OPEN, cpanel_h)]
+    locs += [make() for path, make in wanted if not s["paths"] or path in s["paths"]]
     # mod_authn_socache keys all start with the context, so shmcb puts them all
     # in one of its subcaches: about 32 KiB of cache per user (research notes).
-    socache_bytes = max(512000, 32768 * k)
+    socache_bytes = max(512000, 32768 * k) if any(l.path == "/socache" for l in locs) else 0
     return locs, store, socache_bytes
 
 

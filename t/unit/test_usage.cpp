@@ -262,8 +262,7 @@ void test_recorder_writes_once_per_interval_and_counts_every_use(void **) {
     UsageRecorder recorder;
     const Digest d = new_digest();
     std::int64_t now = 5 * minute_us;
-    assert_true(recorder.note(d, jan1 * ns, client_a, minute_us, now));  // never written: due at once
-    assert_true(recorder.next_due_us().has_value() && *recorder.next_due_us() <= now);
+    assert_true(recorder.note(d, jan1 * ns, client_a, minute_us, now));  // the writer must look
     auto due = recorder.take_due(now);
     assert_int_equal(due.size(), 1);
     assert_int_equal(due[0].uses, 1);
@@ -276,6 +275,7 @@ void test_recorder_writes_once_per_interval_and_counts_every_use(void **) {
     for (int i = 1; i <= 9; ++i)
         assert_int_equal(recorder.note(d, (jan1 + i) * ns, i == 9 ? client_b : client_a, minute_us, now + i * 1000000),
                          i == 1);
+    assert_true(recorder.take_due(now + 9 * 1000000).empty());  // held back: written a minute after the last write
     assert_int_equal(*recorder.next_due_us(), now + minute_us);
     assert_true(recorder.take_due(now + minute_us - 1).empty());
     due = recorder.take_due(now + minute_us);
@@ -321,6 +321,7 @@ void test_recorder_uses_the_shortest_interval(void **) {
     recorder.take_due(0);
     recorder.note(d, jan1 * ns, client_a, minute_us, 1000000);
     assert_false(recorder.note(d, jan1 * ns, client_a, 10 * 1000000, 2000000));
+    assert_true(recorder.take_due(2000000).empty());
     assert_int_equal(*recorder.next_due_us(), 10 * 1000000);
     assert_int_equal(recorder.shortest_interval_us(minute_us), 10 * 1000000);
     assert_int_equal(recorder.shortest_interval_us(1000000), 1000000);
@@ -328,20 +329,67 @@ void test_recorder_uses_the_shortest_interval(void **) {
 }
 
 // Memory is bounded: a token is forgotten once its interval has passed with
-// nothing to write, and no more than max_tokens are tracked.
+// nothing to write, and no more than max_tokens are tracked. Between two
+// takes, the notes' table holds max_tokens / 16 distinct tokens: the writer
+// is told to take them at once when it is half full, and uses of further
+// tokens are dropped (counted) if it does not.
 void test_recorder_is_bounded(void **) {
-    UsageRecorder recorder(3);
+    UsageRecorder recorder(64);
+    assert_int_equal(recorder.notes_capacity(), 4);
     std::vector<Digest> digests;
-    for (int i = 0; i < 5; ++i) digests.push_back(new_digest());
-    for (int i = 0; i < 5; ++i) recorder.note(digests[i], jan1 * ns, client_a, minute_us, 0);
-    assert_int_equal(recorder.tracked(), 3);
+    for (int i = 0; i < 6; ++i) digests.push_back(new_digest());
+    for (int i = 0; i < 6; ++i)
+        assert_int_equal(recorder.note(digests[i], jan1 * ns, client_a, minute_us, 0), i == 0 || i == 1);
+    assert_true(recorder.crowded());
+    assert_int_equal(recorder.tracked(), 4);
     assert_int_equal(recorder.dropped(), 2);
-    assert_int_equal(recorder.take_due(0).size(), 3);
-    assert_int_equal(recorder.tracked(), 3);  // still inside their interval
+    assert_int_equal(recorder.take_due(0).size(), 4);
+    assert_false(recorder.crowded());
+    assert_int_equal(recorder.tracked(), 4);  // remembered: still inside their interval
     assert_true(recorder.take_due(minute_us).empty());
     assert_int_equal(recorder.tracked(), 0);
     assert_true(recorder.note(digests[4], jan1 * ns, client_a, minute_us, minute_us));
     assert_int_equal(recorder.tracked(), 1);
+}
+
+// More distinct tokens within one interval than the recorder has room for
+// (the 1M-token benchmark: every use is a token's first): every token used
+// must still show as used, with every use counted (issue 23: the tokens past
+// the first max_tokens showed "never used" until the interval ended). The
+// writer takes the notes every few uses, as its thread does once a second.
+void test_recorder_loses_no_token_when_more_are_used_than_it_tracks(void **) {
+    constexpr std::size_t room = 64, used = 10 * room;
+    UsageRecorder recorder(room);
+    std::vector<Digest> digests;
+    for (std::size_t i = 0; i < used; ++i) digests.push_back(new_digest());
+    std::vector<NotedUses> written;
+    const auto take = [&](std::vector<NotedUses> due) { written.insert(written.end(), due.begin(), due.end()); };
+    std::int64_t now = minute_us;
+    for (int pass = 0; pass < 2; ++pass)  // each token used twice within the interval
+        for (std::size_t i = 0; i < used; ++i) {
+            recorder.note(digests[i], (jan1 + pass) * ns, client_a, minute_us, now);
+            now += 1000;
+            if (i % 2 == 1) take(recorder.take_due(now));
+            assert_true(recorder.tracked() <= room);
+        }
+    take(recorder.take_all());  // the end of the child
+    assert_int_equal(recorder.dropped(), 0);
+    std::size_t never_used = 0;
+    for (const Digest &digest : digests) {
+        std::uint64_t uses = 0;
+        std::int64_t last_used_ns = 0;
+        for (const NotedUses &w : written)
+            if (w.digest == digest) {
+                uses += w.uses;
+                last_used_ns = std::max(last_used_ns, w.last_used_ns);
+            }
+        if (uses == 0) ++never_used;
+        else {
+            assert_int_equal(uses, 2);
+            assert_int_equal(last_used_ns, (jan1 + 1) * ns);
+        }
+    }
+    assert_int_equal(never_used, 0);
 }
 
 void test_recorder_take_all_at_exit(void **) {
@@ -538,6 +586,7 @@ int main(void) {
         cmocka_unit_test(test_recorder_keeps_the_newest_use),
         cmocka_unit_test(test_recorder_uses_the_shortest_interval),
         cmocka_unit_test(test_recorder_is_bounded),
+        cmocka_unit_test(test_recorder_loses_no_token_when_more_are_used_than_it_tracks),
         cmocka_unit_test(test_recorder_take_all_at_exit),
         cmocka_unit_test_setup_teardown(test_writer_writes_from_its_own_thread, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_writer_writes_waiting_uses_late_and_at_stop, setup_init, teardown),
