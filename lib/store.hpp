@@ -121,9 +121,10 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group,
 
 /// How a process opens a store.
 enum class Access {
-    /// Reads only, without the lock file (MDB_NOLOCK): httpd's children and
-    /// anyone but the store's owner. Token store reads are checked against
-    /// the commit record.
+    /// Reads only. The token store without its lock file (MDB_NOLOCK), each
+    /// read checked against the commit record: httpd's children and anyone
+    /// but the store's owner. The usage store with its lock file, which
+    /// only httpd's group (and root's nobody child) opens.
     read_only,
     /// The store's owner (or the usage store's writers): reads and writes
     /// through LMDB's lock file, which only they can open.
