@@ -239,19 +239,25 @@ void print_json(const json &value) {
     std::cout << value.dump(2, ' ', true, json::error_handler_t::replace) << "\n";
 }
 
-// Usage is optional: a store without a readable usage file still lists.
+void notice_on_stderr(const std::string &message) { std::cerr << "cptoken: " << message << std::endl; }
+
+// Usage is optional: a store without a readable usage file still lists, and
+// says on stderr that every token shows as never used. nullopt then.
 // Read as root through an unprivileged child (read_usage): httpd's group writes it.
-std::map<Digest, Usage> usage_in(const std::string &db) {
+std::optional<std::map<Digest, Usage>> usage_in(const std::string &db) {
     try {
         return read_usage(db);
-    } catch (const StoreError &) {
-        return {};
+    } catch (const StoreError &e) {
+        notice_on_stderr(std::string("cannot read the usage store (") + e.what() +
+                         "): every token shows as never used, with 0 uses");
+        return std::nullopt;
     }
 }
 
-std::optional<Usage> usage_of(const std::map<Digest, Usage> &usage, const Digest &digest) {
-    const auto found = usage.find(digest);
-    return found == usage.end() ? std::nullopt : std::optional<Usage>(found->second);
+std::optional<Usage> usage_of(const std::optional<std::map<Digest, Usage>> &usage, const Digest &digest) {
+    if (!usage) return std::nullopt;
+    const auto found = usage->find(digest);
+    return found == usage->end() ? std::nullopt : std::optional<Usage>(found->second);
 }
 
 using Table = std::vector<std::vector<std::string>>;
@@ -379,7 +385,6 @@ void fit_list_to(Table &rows, const std::vector<const TokenRecord *> &records, s
 // ------------------------------------------------------------ commands
 
 // A write blocked on the writer lock says so rather than hanging silently.
-void notice_on_stderr(const std::string &message) { std::cerr << "cptoken: " << message << std::endl; }
 void say_when_waiting(TokenStore &store) { store.set_lock_wait_notice(notice_on_stderr); }
 
 // Each command has its own options, bound to its subcommand by define(),
@@ -710,6 +715,8 @@ int cmd_list(const std::string &db, const ListOptions &o) {
     }
     const std::optional<Service> service = o.service ? std::optional(parse_service_option(*o.service)) : std::nullopt;
     const auto usage = usage_in(db);
+    // Without the uses, every token would look unused: a list to revoke by must not be guessed.
+    if (cutoff && !usage) throw Refusal("--unused-for needs the usage store, which cannot be read (see above)");
     std::vector<std::pair<const StoredToken *, std::optional<Usage>>> shown;
     const auto tokens = TokenStore(db, access_for_reading(db)).list(o.user);
     for (const StoredToken &token : tokens) {

@@ -11,6 +11,7 @@
 #include "codec.hpp"
 #include "lmdb_env.hpp"
 #include "network.hpp"
+#include "timeutil.hpp"
 #include "token.hpp"
 #include "unprivileged.hpp"
 
@@ -40,21 +41,26 @@ struct StoredUsage {
     std::string_view address;
 };
 
+constexpr Seconds earliest_use = 946684800;  // 2000-01-01T00:00:00Z
+
+// The latest time a use read now may have: a later one is forged (or from a
+// clock far ahead), and would hide a stale token from `list --unused-for`.
+Seconds latest_use() noexcept { return now_seconds() + usage_clock_skew; }
+
 // httpd's group may write anything here: only a known format with a time in
 // range gets through.
-std::optional<StoredUsage> parse_usage(std::string_view payload) {
+std::optional<StoredUsage> parse_usage(std::string_view payload, Seconds latest) {
     if (payload.size() < usage_fixed_size || static_cast<std::uint8_t>(payload[0]) != usage_format)
         return std::nullopt;
     const std::uint64_t when = get_be(payload, 1, 8);
-    constexpr std::uint64_t earliest = 946684800;   // 2000-01-01T00:00:00Z
-    constexpr std::uint64_t latest = 253402300799;  // 9999-12-31T23:59:59Z
-    if (when < earliest || when > latest) return std::nullopt;
+    if (when < static_cast<std::uint64_t>(earliest_use) || when > static_cast<std::uint64_t>(latest))
+        return std::nullopt;
     return StoredUsage{static_cast<Seconds>(when), get_be(payload, 9, 8), payload.substr(usage_fixed_size)};
 }
 
 // What the tool prints to a root terminal: also only an address that parses.
-std::optional<Usage> decode_usage(std::string_view payload) {
-    const auto stored = parse_usage(payload);
+std::optional<Usage> decode_usage(std::string_view payload, Seconds latest) {
+    const auto stored = parse_usage(payload, latest);
     if (!stored) return std::nullopt;
     Usage usage;
     usage.last_used = stored->last_used;
@@ -88,7 +94,7 @@ std::optional<Usage> UsageStore::find(const Digest &digest) const {
     Txn txn(impl_->env.get(), false, impl_->env.file());
     const auto payload = impl_->env.get_live(txn, impl_->usage, as_val(digest));
     if (!payload) return std::nullopt;
-    return decode_usage(*payload);
+    return decode_usage(*payload, latest_use());
 }
 
 void UsageStore::add(const std::vector<NotedUses> &noted) {
@@ -104,6 +110,7 @@ void UsageStore::add(const std::vector<NotedUses> &noted) {
     // exception, by the abort in ~Txn.
     MDB_cursor *cursor = nullptr;
     check(mdb_cursor_open(txn.get(), impl_->usage, &cursor), "cannot write to ", env.file());
+    const Seconds latest = latest_use();
     for (const NotedUses &use : noted) {
         const Seconds noted_at = use.last_used_ns / nanoseconds_per_second;
         // Stamped with the time of use, so that the newest use wins a merge
@@ -112,8 +119,9 @@ void UsageStore::add(const std::vector<NotedUses> &noted) {
         env.put_merged(txn, cursor, as_val(use.digest), encode_usage(noted_at, use.uses, use.last_used_ip), used_at,
                        [&](std::string_view present) {
                            const auto stored = ls_decode(present);  // unreadable: replaced
+                           // A forged use in the future is not kept: real uses replace it.
                            const auto before =
-                               stored && !stored->deleted() ? parse_usage(stored->payload) : std::nullopt;
+                               stored && !stored->deleted() ? parse_usage(stored->payload, latest) : std::nullopt;
                            const std::uint64_t stamp =
                                stored && used_at <= stored->timestamp_ns ? stored->timestamp_ns + 1 : used_at;
                            const std::uint64_t uses = (before ? before->uses : 0) + use.uses;
@@ -158,6 +166,7 @@ void UsageStore::each(const std::function<void(const Digest &, const Usage &)> &
     MDB_cursor *cursor = nullptr;
     check(mdb_cursor_open(txn.get(), impl_->usage, &cursor), "cannot read ", impl_->env.file());
     MDB_val key, value;
+    const Seconds latest = latest_use();
     int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
     try {
         for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
@@ -166,7 +175,7 @@ void UsageStore::each(const std::function<void(const Digest &, const Usage &)> &
             std::memcpy(digest.data(), key.mv_data, digest.size());
             const auto decoded = ls_decode(as_view(value));
             if (!decoded || decoded->deleted()) continue;
-            if (const auto usage = decode_usage(decoded->payload)) visit(digest, *usage);
+            if (const auto usage = decode_usage(decoded->payload, latest)) visit(digest, *usage);
         }
     } catch (...) {
         mdb_cursor_close(cursor);
@@ -208,32 +217,43 @@ std::vector<std::string_view> fields_of(std::string_view line) {
 
 }  // namespace
 
+std::string usage_line(const Digest &digest, const Usage &usage) {
+    return digest_hex(digest) + " " + std::to_string(usage.last_used) + " " + std::to_string(usage.uses) + " " +
+           (usage.last_used_ip.empty() ? "-" : usage.last_used_ip);
+}
+
+std::optional<std::pair<Digest, Usage>> parse_usage_line(std::string_view line, Seconds latest) {
+    const auto fields = fields_of(line);
+    if (fields.size() != 4) return std::nullopt;
+    const auto digest = digest_from_hex(fields[0]);
+    const auto when = decimal(fields[1]), uses = decimal(fields[2]);
+    if (!digest || !when || !uses || *when < static_cast<std::uint64_t>(earliest_use) ||
+        *when > static_cast<std::uint64_t>(latest))
+        return std::nullopt;
+    Usage usage;
+    usage.last_used = static_cast<Seconds>(*when);
+    usage.uses = *uses;
+    if (fields[3] != "-") {
+        const auto address = parse_address(fields[3]);
+        if (!address) return std::nullopt;
+        usage.last_used_ip = to_string(*address);
+    }
+    return std::pair{*digest, std::move(usage)};
+}
+
 std::map<Digest, Usage> read_usage(const std::string &dir) {
     std::map<Digest, Usage> out;
+    const Seconds latest = latest_use();
     as_store_group(
         dir,
         [&dir](const std::function<void(std::string_view)> &send) {
-            UsageStore(dir, Access::read_only).each([&](const Digest &digest, const Usage &usage) {
-                send(digest_hex(digest) + " " + std::to_string(usage.last_used) + " " + std::to_string(usage.uses) +
-                     " " + (usage.last_used_ip.empty() ? "-" : usage.last_used_ip));
-            });
+            UsageStore(dir, Access::read_only).each(
+                [&](const Digest &digest, const Usage &usage) { send(usage_line(digest, usage)); });
         },
         [&](std::string_view line) {
-            // DIGEST LAST_USED USES ADDRESS|-, each checked as find() checks a stored value.
-            const auto fields = fields_of(line);
-            if (fields.size() != 4) bad_line(dir);
-            const auto digest = digest_from_hex(fields[0]);
-            const auto when = decimal(fields[1]), uses = decimal(fields[2]);
-            if (!digest || !when || !uses || *when < 946684800 || *when > 253402300799) bad_line(dir);
-            Usage usage;
-            usage.last_used = static_cast<Seconds>(*when);
-            usage.uses = *uses;
-            if (fields[3] != "-") {
-                const auto address = parse_address(fields[3]);
-                if (!address) bad_line(dir);
-                usage.last_used_ip = to_string(*address);
-            }
-            out[*digest] = std::move(usage);
+            auto parsed = parse_usage_line(line, latest);
+            if (!parsed) bad_line(dir);
+            out[parsed->first] = std::move(parsed->second);
         });
     return out;
 }

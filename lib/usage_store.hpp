@@ -21,6 +21,12 @@
 
 namespace cptoken {
 
+/// How far ahead of this host's clock a recorded use may be (hosts sharing a
+/// store have clocks a little apart). A later one is not a use: httpd's group
+/// can write any time there, and a forged one in the future would hide a
+/// stale token from `list --unused-for` for good.
+inline constexpr Seconds usage_clock_skew = 300;
+
 /// A token's uses, as recorded by httpd.
 struct Usage {
     Seconds last_used = 0;
@@ -48,15 +54,15 @@ public:
     UsageStore &operator=(const UsageStore &) = delete;
 
     /// The uses recorded for `digest`; nullopt if none, or if the time is
-    /// unreadable or outside 2000-01-01..9999-12-31 (httpd's group can write
-    /// this store). An address that does not parse (parse_address) is
+    /// unreadable, before 2000-01-01 or later than now + usage_clock_skew
+    /// (httpd's group can write this store). An address that does not parse (parse_address) is
     /// returned empty (unknown), any other in its canonical form. Throws
     /// StoreError on a failed read.
     std::optional<Usage> find(const Digest &digest) const;
 
     /// Adds noted uses in one write transaction: each token's count grows by
     /// its uses; its time and address become those of the newer of the stored
-    /// and the noted use. Each value is stamped with that time (and always
+    /// and the noted use (a stored time find() would not return is replaced). Each value is stamped with that time (and always
     /// later than the value it replaces). A stored value that cannot be read
     /// is replaced. Throws StoreError on a failed write (nothing written),
     /// corrupt if the data file was truncated or overwritten in place since
@@ -83,6 +89,15 @@ public:
 private:
     std::unique_ptr<Impl> impl_;
 };
+
+/// One usage value as the unprivileged reader sends it to root:
+/// "DIGEST_HEX LAST_USED USES ADDRESS|-".
+std::string usage_line(const Digest &digest, const Usage &usage);
+
+/// The usage value of one line from the unprivileged reader, each byte
+/// checked as find() checks a stored value (`latest`: the latest time of a
+/// use); nullopt if the line is not one.
+std::optional<std::pair<Digest, Usage>> parse_usage_line(std::string_view line, Seconds latest);
 
 /// Every token's uses in the store in DIR, by digest, as UsageStore::each
 /// gives them. Root never opens the usage store (httpd's group writes it):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import CPTOKEN, ISO_RE, base_env
+from conftest import CPTOKEN, ISO_RE, base_env, run
 
 USED_AT = 1767225600  # 2026-01-01T00:00:00Z
 USED_AT_TEXT = "2026-01-01T00:00:00Z"
@@ -117,3 +117,76 @@ def test_valid_record_is_shown(store):
     assert entry["last_used_ip"] == "192.0.2.7"
     details = run_raw(store, "show", "alice", "used").decode()
     assert "192.0.2.7" in details and USED_AT_TEXT in details
+
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def test_use_in_the_future_is_not_a_use(store):
+    """A forged last use of 9999-12-31 must not hide a stale token from
+    --unused-for: a time later than now (plus a few minutes of skew between
+    hosts) is not a use."""
+    r = run("--db", store.path, "create", "alice", "forged", "--json",
+            env={"LD_PRELOAD": FAKETIME, "FAKETIME": "-40d"})
+    assert r.rc == 0, r.err
+    forged = json.loads(r.out)["token"]
+    soon = store.create("alice", "soon")
+    now = int(time.time())
+    plant(store, {forged: usage_value(253402300799, b"203.0.113.77", 7),
+                  soon: usage_value(now + 3600, b"203.0.113.78", 1)})
+    for name in ("forged", "soon"):
+        entry = store.show_json("alice", name)
+        assert entry["last_used"] is None and entry["last_used_ip"] is None, entry
+        assert "203.0.113.7" not in run_raw(store, "show", "alice", name).decode()
+    assert [e["name"] for e in json.loads(run_raw(store, "list", "--json", "--unused-for", "30d"))] == ["forged"]
+
+
+def test_use_within_the_skew_is_a_use(store):
+    token = store.create("alice", "skewed")
+    plant(store, {token: usage_value(int(time.time()) + 60, b"192.0.2.7")})
+    assert store.show_json("alice", "skewed")["last_used_ip"] == "192.0.2.7"
+
+
+def break_usage_store(store):
+    """What httpd's group can do: the usage store's data file overwritten."""
+    with open(store.path / "usage.mdb", "r+b") as f:
+        f.write(bytes(8192))
+
+
+def test_unreadable_usage_store_is_said_on_stderr(store):
+    token = store.create("alice", "used")
+    plant(store, {token: usage_value(USED_AT, b"192.0.2.7")})
+    break_usage_store(store)
+    for args in (["list"], ["list", "--json"], ["show", "alice", "used"], ["show", "alice", "used", "--json"]):
+        r = store.run(*args)
+        assert r.rc == 0, r
+        assert "alice" in r.out and "used" in r.out, r
+        assert "usage store" in r.err and "never used" in r.err, (args, r.err)
+
+
+def test_unused_for_refuses_without_the_usage_store(store):
+    store.create("alice", "used")
+    break_usage_store(store)
+    r = store.run("list", "--unused-for", "1d")
+    assert r.rc == 1 and r.out == "", r
+    assert "--unused-for" in r.err and "usage store" in r.err, r.err
+
+
+def test_broken_lock_file_of_the_usage_store_is_said(store):
+    """Eight bytes in usage.mdb-lock while httpd holds it open: every token
+    would read as never used, silently."""
+    store.create("alice", "used")
+    holder = subprocess.Popen(["/usr/bin/python3", "-c", "import lmdb, sys\n"
+                               "e = lmdb.open(sys.argv[1], subdir=False, max_dbs=2)\n"
+                               "print('held', flush=True)\nsys.stdin.read()", str(store.path / "usage.mdb")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with open(store.path / "usage.mdb-lock", "r+b") as f:
+            f.write(b"\xff" * 8)
+        r = store.run("list")
+        assert r.rc == 0 and "usage store" in r.err, r
+        assert store.run("list", "--unused-for", "1d").rc == 1
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)

@@ -196,12 +196,15 @@ void test_usage_untrusted_values(void **state) {
 }
 
 // Times far from now are planted as stored (a process of httpd's group can
-// write any 8 bytes there): only 2000-01-01..9999-12-31 reads as a use.
+// write any 8 bytes there): only 2000-01-01..now + usage_clock_skew reads as a use.
 void test_usage_time_out_of_range_reads_as_never(void **state) {
     const std::string store = fx(state).store;
+    const std::int64_t now = now_seconds();
     const std::vector<std::pair<std::int64_t, bool>> times = {
-        {946684800, true},       // 2000-01-01T00:00:00Z
-        {253402300799, true},    // 9999-12-31T23:59:59Z
+        {946684800, true},                     // 2000-01-01T00:00:00Z
+        {now + usage_clock_skew - 5, true},    // another host's clock a little ahead
+        {now + usage_clock_skew + 60, false},  // forged, or a clock far ahead
+        {253402300799, false},                 // 9999-12-31T23:59:59Z
         {946684799, false}, {0, false}, {253402300800, false}, {-1, false}, {INT64_MAX, false}};
     std::vector<Digest> digests;
     {
@@ -217,6 +220,26 @@ void test_usage_time_out_of_range_reads_as_never(void **state) {
     for (std::size_t i = 0; i < times.size(); ++i)
         if (u.find(digests[i]).has_value() != times[i].second)
             fail_msg("time %lld %s", (long long)times[i].first, times[i].second ? "lost" : "shown");
+}
+
+// A forged use in the future is not kept when a real use comes: the real
+// use's time and address replace it (its count does not survive either).
+void test_add_replaces_a_use_in_the_future(void **state) {
+    const std::string store = fx(state).store;
+    const Digest d = new_digest();
+    {
+        RawEnv raw(store + "/usage.mdb", true);
+        std::string payload(1, '\x02');
+        payload += be64(253402300799) + be64(1000000) + "203.0.113.77";
+        raw.put("usage", key_of(d), ls_encode(1, 1, 0, payload));
+    }
+    UsageStore u(store, Access::read_write);
+    u.add({noted(d, jan1, "192.0.2.7", 2)});
+    const auto found = u.find(d);
+    if (!found) fail_msg("the real use was lost");
+    assert_int_equal(found->last_used, jan1);
+    assert_string_equal(found->last_used_ip.c_str(), "192.0.2.7");
+    assert_int_equal(found->uses, 2);
 }
 
 // cptoken prune forgets the uses of tokens that are gone, with tombstones
@@ -580,6 +603,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_add_refuses_a_meta_page_naming_a_huge_last_page, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage_untrusted_values, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_usage_time_out_of_range_reads_as_never, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_add_replaces_a_use_in_the_future, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_prune_forgets_tokens_that_are_gone, setup_init, teardown),
         cmocka_unit_test(test_recorder_writes_once_per_interval_and_counts_every_use),
         cmocka_unit_test(test_recorder_interval_zero_writes_every_use),
