@@ -714,11 +714,12 @@ int cmd_list(const std::string &db, const ListOptions &o) {
         }
     }
     const std::optional<Service> service = o.service ? std::optional(parse_service_option(*o.service)) : std::nullopt;
+    // The tokens first: a store refused is said once, not also as an unreadable usage store.
+    const auto tokens = TokenStore(db, access_for_reading(db)).list(o.user);
     const auto usage = usage_in(db);
     // Without the uses, every token would look unused: a list to revoke by must not be guessed.
     if (cutoff && !usage) throw Refusal("--unused-for needs the usage store, which cannot be read (see above)");
     std::vector<std::pair<const StoredToken *, std::optional<Usage>>> shown;
-    const auto tokens = TokenStore(db, access_for_reading(db)).list(o.user);
     for (const StoredToken &token : tokens) {
         if (service && token.record.service != *service) continue;
         auto used = usage_of(usage, token.digest);
@@ -768,7 +769,6 @@ void print_details(const TokenRecord &record, const std::optional<Usage> &used) 
 int cmd_show(const std::string &db, const ShowOptions &o) {
     require_user(o.user);
     require_token_name(o.name);
-    const auto usage = usage_in(db);
     // list() gives each current token followed by its rotated ones.
     const auto tokens = TokenStore(db, access_for_reading(db)).list(o.user);
     const auto current = std::find_if(tokens.begin(), tokens.end(), [&](const StoredToken &token) {
@@ -777,6 +777,7 @@ int cmd_show(const std::string &db, const ShowOptions &o) {
     if (current == tokens.end()) throw Refusal("user " + o.user + " has no token named '" + o.name + "'");
     const auto rotated_end =
         std::find_if(current + 1, tokens.end(), [](const StoredToken &token) { return !token.record.rotated(); });
+    const auto usage = usage_in(db);
     if (o.json) {
         json out = token_json(current->record, usage_of(usage, current->digest));
         out["rotated_tokens"] = json::array();

@@ -175,6 +175,20 @@ mode_t store_file_mode(std::string_view name) {
     return 0660;
 }
 
+// Whoever can write DIR's parent could point a symbolic link named DIR at a
+// directory of root's, which init would then give to httpd's group: init
+// takes only a real directory (with "dir/" the kernel would follow the link).
+void refuse_symlinked_dir(std::string dir) {
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    struct stat st{};
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return;
+    char target[4096];
+    const ssize_t length = ::readlink(dir.c_str(), target, sizeof target - 1);
+    const std::string named = length > 0 ? std::string(target, static_cast<std::size_t>(length)) : "?";
+    refuse(dir + " is a symbolic link (to " + named + "): init makes a store only in a real directory, whose "
+           "parent no one else can write; name the directory itself with --db");
+}
+
 // Takes over DIR for a store: refuses a directory owned by anyone but the
 // caller, or one that is not a store yet and holds anything but store files,
 // or that holds a store file which is a symlink or not a regular file.
@@ -297,7 +311,8 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
         fail(errno, "cannot " + std::string(what) + " " + dir);
     };
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) cannot("create");
-    const OpenFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    refuse_symlinked_dir(dir);
+    const OpenFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     struct stat dir_stat{};
     if (dir_fd.get() < 0 || ::fstat(dir_fd.get(), &dir_stat) != 0) cannot("open");
     const bool is_store = check_init_dir(dir, dir_fd.get(), dir_stat);

@@ -266,3 +266,20 @@ def test_commands_refuse_a_group_writable_store_dir_until_init_repairs_it(tmp_pa
     assert "written by its group" in r.err and f"cptoken --db {d} init" in r.err, r.err
     assert s.init().rc == 0
     assert s.run("list").rc == 0
+
+
+def test_init_refuses_a_symlinked_store_dir_and_leaves_its_target_alone(tmp_path):
+    """The audit: a user who controls the parent planted `store -> /root-only/empty-dir`; root's init
+    regrouped the target to www-data 02750 and made a store there."""
+    target = tmp_path / "root-only"
+    target.mkdir(mode=0o700)
+    link = tmp_path / "store"
+    os.symlink(target, link)
+    before = full_stat(target)
+    r = run("--db", link, "init", "--group", "www-data")
+    assert_refusal(r)
+    assert "symbolic link" in r.err and str(target) in r.err, r.err
+    assert full_stat(target) == before
+    assert os.listdir(target) == []
+    # The directory it names is fine to give.
+    assert run("--db", target, "init", "--group", "www-data").rc == 0
