@@ -23,6 +23,8 @@
 #include "util_filter.h"
 #include "apr_strings.h"
 
+#include <unistd.h>
+
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -577,6 +579,7 @@ apr_status_t close_stores(void *) {
 }
 
 void child_init(apr_pool_t *pchild, server_rec *s) {
+    set_httpd_group(::getegid());  // the group a store must have for us: what errors tell the admin to give
     g_stores.clear();
     g_usage.clear();
     for (const StoreDir &dir : g_store_dirs) {

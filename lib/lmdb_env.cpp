@@ -4,6 +4,7 @@
 #include <pwd.h>
 
 #include <cstdio>
+#include <optional>
 
 namespace cptoken::lmdb {
 
@@ -28,12 +29,15 @@ std::string mode_text(mode_t mode) {
     return text;
 }
 
-// The command that (re)makes the store in DIR for the group httpd runs as.
-// Not root: this process is httpd's child, so its group is the one to give;
-// root (the tool) cannot know it, and says what to put in.
+namespace {
+std::optional<gid_t> httpd_group;  // set once, before httpd's children start threads
+}
+
+// The command that (re)makes the store in DIR for the group httpd runs as:
+// the module knows it; the tool does not, and says what to put in.
 std::string init_command(const std::string &dir) {
     const std::string command = "cptoken --db " + dir + " init --group ";
-    if (::geteuid() != 0) return command + group_name(::getegid());
+    if (httpd_group) return command + group_name(*httpd_group);
     return command + "GROUP, GROUP being the group httpd runs as (e.g. www-data)";
 }
 
@@ -62,7 +66,11 @@ std::string dir_of(const std::string &file) {
     std::string message = "cannot open " + file + ": Permission denied (this process runs as user " +
                           user_name(::geteuid()) + ", group " + group_name(::getegid());
     if (have_dir) message += "; the store's group is " + group_name(st.st_gid);
-    refuse(message + "); give the store to this group with: " + init_command(dir));
+    // httpd: the store must be given to its group. Anyone else reads as root or as a member of the
+    // store's group (which should be httpd's): giving the store to the caller's group would lock httpd out.
+    if (httpd_group) refuse(message + "); give the store to this group with: " + init_command(dir));
+    refuse(message + "); run cptoken as root, e.g. with sudo" +
+           (have_dir && st.st_gid != 0 ? ", or as a member of group " + group_name(st.st_gid) : std::string()));
 }
 
 [[noreturn]] void no_store(const std::string &dir) {
@@ -130,3 +138,5 @@ void check(int rc, std::string_view what, std::string_view subject) {
 
 
 }  // namespace cptoken::lmdb
+
+void cptoken::set_httpd_group(gid_t gid) noexcept { lmdb::httpd_group = gid; }

@@ -35,7 +35,7 @@ std::string user_name(uid_t uid);
 std::string group_name(gid_t gid);
 /// "0640".
 std::string mode_text(mode_t mode);
-/// The command that (re)makes the store in DIR for this process's group.
+/// The command that (re)makes the store in DIR for httpd's group (set_httpd_group), or with GROUP to fill in.
 std::string init_command(const std::string &dir);
 /// The directory a store file is in.
 std::string dir_of(const std::string &file);

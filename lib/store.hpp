@@ -101,6 +101,12 @@ private:
 /// StoreError: access if it cannot.
 std::optional<std::string> become_store_owner(const std::string &dir);
 
+/// The group httpd's children run as, for the `cptoken init --group` that
+/// errors suggest: the module sets it. Unset (the tool, which cannot know
+/// httpd's group), errors never name the caller's group: giving the store to
+/// it would lock httpd out.
+void set_httpd_group(gid_t gid) noexcept;
+
 enum class InitOutcome { created, repaired, already_present };
 
 /// Makes DIR a token store owned by the caller, with group `group`: the
@@ -114,7 +120,7 @@ enum class InitOutcome { created, repaired, already_present };
 /// own) and modes set as above, one line per change ("PATH: group root ->
 /// www-data") appended to `changes`; repaired, or already_present if nothing
 /// differed. Symlinks are never followed. Throws StoreError (access) if DIR
-/// belongs to another user, holds other files and no store, or holds a store
+/// is a symbolic link or belongs to another user, holds other files and no store, or holds a store
 /// file that is a symlink or not a regular file, and on any system error.
 InitOutcome init_store(const std::string &dir, std::optional<gid_t> group,
                        std::vector<std::string> *changes = nullptr);

@@ -3,6 +3,7 @@ names the commands, a network with host bits set that names the one meant,
 the rules of USER and NAME in --help, and a write command run by a user who
 is not root that says root is needed."""
 
+import grp
 import os
 import shutil
 import subprocess
@@ -191,3 +192,16 @@ def test_init_as_non_root_says_root_is_needed(root_store):
         assert "needs root" in p.stderr and "user nobody" in p.stderr, p.stderr
         assert len(p.stderr.splitlines()) == 1
     assert not (root_store.path.parent / "new").exists()
+
+
+@pytest.mark.parametrize("args", [["list"], ["show", "alice", "ci"], ["check", "alice"]], ids=lambda a: a[0])
+def test_read_command_as_outsider_names_the_stores_group_not_the_callers(root_store, args):
+    """The audit: as nobody, `list` said to run `init --group nogroup`; root running that locks
+    httpd (www-data) out. The caller's group is never the answer: the store's group, or root."""
+    os.chown(root_store.path, -1, grp.getgrnam("www-data").gr_gid)
+    assert root_store.init().rc == 0  # the store's files follow its directory's group
+    p = run_as_nobody("--db", root_store.path, *args, input="A" * 32 + "\n")
+    assert p.returncode == 1, p
+    assert "Permission denied" in p.stderr, p.stderr
+    assert "--group nogroup" not in p.stderr, p.stderr
+    assert "www-data" in p.stderr and "root" in p.stderr, p.stderr
