@@ -361,7 +361,7 @@ class Httpd:
 
     # -- lifecycle
 
-    def config_text(self, body, loglevel, extra_modules, listen=None):
+    def config_text(self, body, loglevel, extra_modules, listen=None, module=True):
         if listen is None:
             listen = "Listen 127.0.0.1:@PORT@\nListen [::1]:@PORT@"
         subst = {
@@ -372,6 +372,8 @@ class Httpd:
             "@BACKEND@": str(self.backend_port), "@REALM@": REALM, "@STORE@": str(self.store.path),
         }
         text = CONF_TEMPLATE
+        if not module:  # as after `apt-get remove`: the module's LoadModule gone, the sites still there
+            text = text.replace('LoadModule cptoken_module "@MODULE@"\n', "")
         # Body first: it may itself hold @DIR@, @BACKEND@, @STORE@, ...
         text = text.replace("@BODY@", subst.pop("@BODY@"))
         for k, v in subst.items():
@@ -379,10 +381,11 @@ class Httpd:
         return text
 
     def start(self, body=None, *, db=True, loglevel="warn cptoken:info", extra_modules="", timeout=10,
-              listen=None, env=None):
+              listen=None, env=None, module=True):
         """Writes the config and starts httpd; `db` adds `CPTokenDB <store>`
         at server level (or a path string to use instead); `env` adds
-        variables to httpd's environment."""
+        variables to httpd's environment; `module=False` leaves mod_cptoken
+        out."""
         assert self.proc is None
         if body is None:
             body = DEFAULT_BODY
@@ -391,7 +394,7 @@ class Httpd:
         elif db:
             body = f'CPTokenDB "{db}"\n' + body
         self.port = free_port()
-        self.conf.write_text(self.config_text(body, loglevel, extra_modules, listen))
+        self.conf.write_text(self.config_text(body, loglevel, extra_modules, listen, module))
         self.stdout = open(self.dir / "stdout.txt", "wb")
         self.proc = subprocess.Popen(self.command(),
                                      env=httpd_env(env),

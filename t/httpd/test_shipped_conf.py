@@ -38,6 +38,11 @@ def vhost(srv, name, listen_port):
     return text.replace("${APACHE_LOG_DIR}", "@DIR@")
 
 
+def module_conf():
+    """conf/cptoken.conf as a2enmod includes it beside the vhosts."""
+    return (CONF / "cptoken.conf").read_text()
+
+
 def get(srv, auth=None):
     return curl(f"https://127.0.0.1:{srv.port}/x", auth=auth, args=["-k"], workdir=srv.dir / "work")
 
@@ -45,7 +50,7 @@ def get(srv, auth=None):
 def test_cpanel_2083_vhost(srv):
     token = srv.store.create("alice", "deploy")
     whm = srv.store.create("root", "reseller", "--service", "whm")
-    srv.start(vhost(srv, "cpanel-2083.conf", 2083), db=False, listen=V6_HTTPS, extra_modules=SSL)
+    srv.start(module_conf() + vhost(srv, "cpanel-2083.conf", 2083), db=False, listen=V6_HTTPS, extra_modules=SSL)
     srv.allow("CPT0100", *SSL_NOISE)
     r = get(srv, f"cpanel alice:{token}")
     assert r.status == 200
@@ -61,7 +66,7 @@ def test_cpanel_2083_vhost(srv):
 def test_whm_2087_vhost(srv):
     token = srv.store.create("root", "reseller", "--service", "whm")
     cpanel = srv.store.create("alice", "deploy")
-    srv.start(vhost(srv, "whm-2087.conf", 2087), db=False, listen=V6_HTTPS, extra_modules=SSL)
+    srv.start(module_conf() + vhost(srv, "whm-2087.conf", 2087), db=False, listen=V6_HTTPS, extra_modules=SSL)
     srv.allow("CPT0100", *SSL_NOISE)
     r = get(srv, f"whm root:{token}")
     assert r.status == 200 and r.backend_headers.get("x-remote-user") == "root"
@@ -69,13 +74,31 @@ def test_whm_2087_vhost(srv):
     assert get(srv, f"whm alice:{cpanel}").status == 401
 
 
+@pytest.mark.parametrize("name", ["cpanel-2083.conf", "whm-2087.conf"])
+def test_vhost_without_the_module_starts_and_serves_nothing(srv, name):
+    """`apt-get remove` with the vhost enabled: the module is gone, the site is not. httpd must
+    still start (before: `Invalid command 'CPTokenDB'`, and the next restart took every site down),
+    and the location must stay closed, never open."""
+    srv.start(vhost(srv, name, 0), db=False, listen=V6_HTTPS, extra_modules=SSL, module=False, loglevel="warn")
+    srv.allow(*SSL_NOISE)
+    r = get(srv)
+    assert r.status == 403 and b"<h1>Forbidden</h1>" in r.body, r  # httpd's own page, not the backend's
+    token = srv.store.create("alice", "deploy")
+    assert get(srv, f"cpanel alice:{token}").status == 403
+
+
+def test_one_log_format_ships():
+    """The vhosts log with the module's `cptoken` LogFormat (conf/cptoken.conf); none defines its own."""
+    formats = {name: re.findall(r"^\s*LogFormat .* cptoken$", (CONF / name).read_text(), flags=re.M)
+               for name in ("cptoken.conf", "cpanel-2083.conf", "whm-2087.conf")}
+    assert len(formats["cptoken.conf"]) == 1 and not formats["cpanel-2083.conf"] and not formats["whm-2087.conf"], \
+        formats
+
+
 def test_module_conf_log_format(srv):
-    """conf/cptoken.conf, as a2enmod includes it, with its LogFormat uncommented."""
+    """conf/cptoken.conf, as a2enmod includes it: its LogFormat, for any vhost's CustomLog."""
     token = srv.store.create("alice", "ci")
-    conf = (CONF / "cptoken.conf").read_text()
-    line = next(l for l in conf.splitlines() if l.strip().startswith("#LogFormat"))
-    conf = conf.replace(line, line.replace("#LogFormat", "LogFormat"))
-    body = conf + f"""
+    body = module_conf() + f"""
 CPTokenDB @STORE@
 CustomLog "@DIR@/tokens.log" cptoken
 <Location "/">
