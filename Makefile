@@ -92,15 +92,17 @@ MAN_PAGES := $(BUILD)/man/cptoken.8 $(BUILD)/man/mod_cptoken.8
 # A text line that starts with a dot ("...") would be read as a macro: go-md2man leaves it.
 MAN_ESCAPE_DOTS := sed 's/^\.\([^A-Za-z\\]\)/\\\&.\1/'
 man: $(MAN_PAGES)
-$(BUILD)/man/cptoken.8: docs/cptoken.md VERSION
+# Links become their text (or the installed path), tables definition lists: build-aux/md-for-man.py.
+MD_FOR_MAN := $(PYTHON) build-aux/md-for-man.py
+$(BUILD)/man/cptoken.8: docs/cptoken.md VERSION build-aux/md-for-man.py
 	@mkdir -p $(dir $@)
 	( echo '% CPTOKEN 8 "$(MAN_DATE)" "mod_cptoken $(VERSION)" "System Administration"'; \
-	  tail -n +2 $< ) | go-md2man | $(MAN_ESCAPE_DOTS) > $@
-$(BUILD)/man/mod_cptoken.8: docs/directives.md VERSION
+	  tail -n +2 $< ) | $(MD_FOR_MAN) | go-md2man | $(MAN_ESCAPE_DOTS) > $@
+$(BUILD)/man/mod_cptoken.8: docs/directives.md VERSION build-aux/md-for-man.py
 	@mkdir -p $(dir $@)
 	( echo '% MOD_CPTOKEN 8 "$(MAN_DATE)" "mod_cptoken $(VERSION)" "System Administration"'; \
 	  printf '# NAME\n\nmod_cptoken - Apache httpd module that admits requests with cPanel-style API tokens\n\n'; \
-	  tail -n +2 $< ) | go-md2man | $(MAN_ESCAPE_DOTS) > $@
+	  tail -n +2 $< ) | $(MD_FOR_MAN) | go-md2man | $(MAN_ESCAPE_DOTS) > $@
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

@@ -38,3 +38,16 @@ def test_cptoken_page_covers_every_command():
     text = render("cptoken.8")
     missing = [c for c in commands if f"cptoken [--db DIR] {c}" not in text]
     assert not missing, f"commands not in the SYNOPSIS of cptoken(8): {missing}"
+
+
+@pytest.mark.parametrize("page", ["cptoken.8", "mod_cptoken.8"])
+def test_page_reads_as_a_manual_not_as_rendered_markdown(page):
+    """No link targets (`⟨#authtype-cpanel⟩`, `⟨../conf/cptoken.load⟩`: headings and source paths
+    mean nothing in man), no table wider than the terminal: only code may be wider than 80 columns."""
+    text = render(page)
+    assert "⟨" not in text and "../conf/" not in text and ".md#" not in text, \
+        [l for l in text.splitlines() if "⟨" in l or "../conf/" in l or ".md#" in l][:5]
+    assert not re.search(r"[┌├└│]", text), "a table drawn by tbl"
+    # Prose is indented 7 columns; code (an example, a log line) at least 11.
+    wide = [l for l in text.splitlines() if len(l) > 80 and not l.startswith(" " * 11)]
+    assert not wide, wide[:5]
