@@ -137,10 +137,21 @@ check_installed() {
              /usr/share/doc/libapache2-mod-cptoken/README.md.gz \
              /usr/share/doc/libapache2-mod-cptoken/examples/cpanel-2083.conf \
              /lib/systemd/system/cptoken-prune.timer /lib/systemd/system/cptoken-prune.service \
-             /etc/systemd/system/timers.target.wants/cptoken-prune.timer /etc/cron.daily/cptoken; do
+             /etc/systemd/system/timers.target.wants/cptoken-prune.timer /etc/cron.daily/cptoken \
+             /usr/share/doc/libapache2-mod-cptoken/README.Debian \
+             /usr/share/doc/libapache2-mod-cptoken/changelog.gz \
+             /usr/share/doc/libapache2-mod-cptoken/copyright; do
         [ -e "$root$f" ] || [ -L "$root$f" ] || fail "missing: $f"
     done
     [ ! -e "$root/etc/fail2ban/jail.d/cptoken.conf" ] || fail "a fail2ban jail is enabled"
+    grep -q '^License: Apache-2.0$' "$root/usr/share/doc/libapache2-mod-cptoken/copyright" ||
+        fail "debian/copyright names no Apache-2.0 licence"
+    # apt must never run a prune: the postinst starts the timer, not the service.
+    local postinst=$root/var/lib/dpkg/info/libapache2-mod-cptoken.postinst
+    ! grep -E "(start|restart).*cptoken-prune\.service" "$postinst" || fail "postinst starts cptoken-prune.service"
+    grep -q "cptoken-prune.timer" "$postinst" || fail "postinst does not start the timer"
+    grep -q "^TimeoutStartSec=" "$root/lib/systemd/system/cptoken-prune.service" ||
+        fail "cptoken-prune.service has no start timeout"
     [ ! -e "$root/etc/apache2/mods-enabled/cptoken.load" ] || fail "the module is enabled by the package"
     [ "$(stat -c '%U:%G %a' "$root/var/lib/cptoken")" = "root:www-data 2750" ] ||
         fail "store: $(stat -c '%U:%G %a' "$root/var/lib/cptoken"), expected root:www-data 2750"
@@ -192,6 +203,13 @@ EOF
     run apache2ctl configtest
 }
 step "a2enmod cptoken, a vhost with AuthType cpanel on /api/" configure_httpd
+
+smoke() {
+    cp "$(dirname "$(realpath "$0")")/../../debian/tests/smoke" "$root/tmp/smoke"
+    run env CPTOKEN_SMOKE_PORT="$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" \
+        sh /tmp/smoke
+}
+step "debian/tests/smoke (the autopkgtest) in the root: 401, 200, revoked 401" smoke
 
 start_httpd() {
     run apache2ctl start
@@ -245,6 +263,26 @@ cron_prunes() {
 step "/etc/cron.daily/cptoken (no systemd here) prunes the expired token" cron_prunes
 step "httpd stopped" stop_httpd
 
+# The shipped example, as README.Debian says to enable it: certificate, port and backend put in.
+example_port=
+example_status() {  # example_status: the HTTP status of GET / on the example vhost, no token
+    curl -k -s -o /dev/null -w '%{http_code}' "https://127.0.0.1:$example_port/" || true
+}
+example_vhost() {
+    example_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+        -keyout "$root/etc/ssl/private/cpanel.example.com.key" -out "$root/etc/ssl/certs/cpanel.example.com.pem" 2>/dev/null
+    sed -e "s/^Listen 2083 https/Listen 127.0.0.1:$example_port https/" -e "s/<VirtualHost \*:2083>/<VirtualHost *:$example_port>/" \
+        "$root/usr/share/doc/libapache2-mod-cptoken/examples/cpanel-2083.conf" > "$root/etc/apache2/sites-available/cpanel-2083.conf"
+    run a2enmod -q ssl proxy proxy_http headers
+    run a2ensite -q cpanel-2083
+    run apache2ctl configtest
+    start_httpd
+    [ "$(example_status)" = 401 ] || fail "the example vhost answered $(example_status) without a token, expected 401"
+    stop_httpd
+}
+step "the example cpanel-2083.conf enabled (ssl, proxy): no token 401" example_vhost
+
 store_state() { (cd "$root/var/lib/cptoken" && stat -c '%n %U:%G %a %s %Y' . * | sort); }
 before_remove=
 removed() {
@@ -254,9 +292,29 @@ removed() {
     [ ! -e "$root/etc/apache2/mods-enabled/cptoken.load" ] || fail "the module is still enabled without its .so"
     [ -e "$root/etc/apache2/mods-available/cptoken.load" ] || fail "remove took the conffiles"
     [ "$(store_state)" = "$before_remove" ] || fail "remove changed the store"
+    # The example vhost is still enabled: httpd must start, and its location stay closed.
     run apache2ctl configtest
+    start_httpd
+    [ "$(example_status)" = 403 ] || fail "without the module, the example vhost answered $(example_status), expected 403"
+    local api
+    api=$(status "")
+    [ "$api" != 200 ] || fail "without the module, /api/ answered 200"
+    stop_httpd
 }
-step "apt-get remove: module disabled, httpd config valid, store kept" removed
+step "apt-get remove, example vhost enabled: httpd starts, its location 403, store kept" removed
+
+reinstalled_after_remove() {
+    run apt-get install -y -q "$pkg"
+    [ -e "$root/etc/apache2/mods-enabled/cptoken.load" ] || fail "the module is not enabled again"
+    start_httpd
+    expect 200 "$keep"
+    [ "$(example_status)" = 401 ] || fail "the example vhost answered $(example_status), expected 401"
+    stop_httpd
+    before_remove=$(store_state)  # the token's use was recorded
+    run apt-get remove -y -q libapache2-mod-cptoken
+    [ "$(store_state)" = "$before_remove" ] || fail "remove changed the store"
+}
+step "install again after remove: module enabled again, 200; removed again" reinstalled_after_remove
 
 purged() {
     run apt-get purge -y -q libapache2-mod-cptoken
@@ -278,6 +336,8 @@ reinstalled() {
     local list
     list=$(run cptoken list alice)
     grep -q ' keep ' <<< "$list" || fail "alice/keep is not listed"
+    # Purge forgot the module's state: a first install again, which leaves enabling to the admin.
+    [ ! -e "$root/etc/apache2/mods-enabled/cptoken.load" ] || fail "the module is enabled after purge and install"
     run a2enmod cptoken
     start_httpd
     expect 200 "$keep"
