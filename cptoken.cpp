@@ -85,9 +85,13 @@ std::vector<Network> parse_allowlist(const std::vector<std::string> &texts) {
     for (const std::string &text : texts) {
         const auto network = parse_network(text);
         if (network) {
-            networks.push_back(*network);
+            // Given twice is allowed twice: kept once, as `list` would show it.
+            if (std::find(networks.begin(), networks.end(), *network) == networks.end()) networks.push_back(*network);
             continue;
         }
+        if (text.find(',') != std::string::npos)
+            throw UsageError("invalid --allow-ip '" + text + "': one address or network each; repeat --allow-ip for "
+                             "more (--allow-ip 10.0.0.1 --allow-ip 10.0.0.2)");
         // Host bits set is the likely slip: name the network that was probably meant.
         if (const auto meant = parse_network_clearing_host_bits(text))
             throw UsageError("invalid --allow-ip '" + text + "': it has host bits set; did you mean " +
@@ -142,21 +146,44 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     return d[a.size()][b.size()];
 }
 
-// What `word` was probably meant to be: the only command it begins, or the closest one within a typo or two
-// (one for words of up to 3 letters, so that "ls" does not become "init"). Empty if none is close.
-std::string nearest_command(const std::string &word, const std::vector<std::string> &commands) {
+// What `word` was probably meant to be among `words` (commands, or a command's options): the only one it
+// begins, or the closest one within a typo or two (one for words of up to 3 letters, so that "ls" does not
+// become "init"). Empty if none is close.
+std::string nearest_word(const std::string &word, const std::vector<std::string> &words) {
     std::vector<std::string> extended;
-    for (const std::string &command : commands)
-        if (command.starts_with(word)) extended.push_back(command);
+    for (const std::string &candidate : words)
+        if (candidate.starts_with(word)) extended.push_back(candidate);
     if (extended.size() == 1) return extended.front();
-    const std::size_t allowed = word.size() <= 3 ? 1 : 2;
+    const std::size_t significant = word.size() - (word.starts_with("--") ? 2 : 0);
+    const std::size_t allowed = significant <= 3 ? 1 : 2;
     std::string best;
     std::size_t best_distance = allowed + 1;
-    for (const std::string &command : commands) {
-        const std::size_t distance = edit_distance(word, command);
-        if (distance < best_distance) best = command, best_distance = distance;
+    for (const std::string &candidate : words) {
+        const std::size_t distance = edit_distance(word, candidate);
+        if (distance < best_distance) best = candidate, best_distance = distance;
     }
     return best;
+}
+
+// CLI11 says "The following arguments were not expected: +1d --expire" for a mistyped option: name it,
+// and the option probably meant, among the command's own and the global ones.
+void refuse_unknown_options(int argc, char **argv, const CLI::App &app, const CLI::App &command) {
+    std::vector<std::string> known;
+    for (const CLI::App *scope : {&app, &command})
+        for (const CLI::Option *option : scope->get_options())
+            for (const std::string &name : option->get_lnames()) known.push_back("--" + name);
+    bool after_command = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--") return;  // what follows is not an option
+        if (arg == command.get_name()) after_command = true;
+        if (!after_command || !arg.starts_with("--")) continue;
+        const std::string name = arg.substr(0, arg.find('='));
+        if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+        const std::string meant = nearest_word(name, known);
+        throw UsageError("unknown option '" + name + "'" + (meant.empty() ? "" : "; did you mean '" + meant + "'?") +
+                         " (see cptoken " + command.get_name() + " --help)");
+    }
 }
 
 // The group named `name`; none if `name` is empty (init then keeps or picks one).
@@ -169,13 +196,40 @@ std::optional<gid_t> group_id(const std::string &name) {
 
 // ------------------------------------------------------------ output
 
-// What reaches a terminal: every byte outside printable ASCII becomes '?'.
-// The stores are validated when read; this keeps an escape sequence that got
-// past them (or into an error message) from ever reaching a root terminal.
+// What reaches a terminal: printable ASCII as it is, anything else escaped as
+// JSON would show it (\u00e9 for an e with an accent, \u001b for ESC), a byte
+// that is not UTF-8 as \xNN. The stores are validated when read; this keeps
+// an escape sequence that got past them (or into an error message) from ever
+// reaching a root terminal, and shows the admin what they typed.
 std::string printable(std::string_view text) {
-    std::string out(text);
-    for (char &c : out)
-        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+    std::string out;
+    char escape[16];
+    for (std::size_t i = 0; i < text.size();) {
+        const auto byte = static_cast<unsigned char>(text[i]);
+        if (byte >= 0x20 && byte < 0x7f) {
+            out.push_back(static_cast<char>(byte));
+            ++i;
+            continue;
+        }
+        // A UTF-8 sequence: its length from the lead byte, then continuation bytes only.
+        const std::size_t length = byte >= 0xc2 && byte <= 0xdf ? 2 : byte >= 0xe0 && byte <= 0xef ? 3
+                                   : byte >= 0xf0 && byte <= 0xf4 ? 4 : 1;
+        std::uint32_t code = length == 1 ? byte : byte & (0x7f >> length);
+        bool valid = i + length <= text.size();
+        for (std::size_t k = 1; valid && k < length; ++k) {
+            const auto next = static_cast<unsigned char>(text[i + k]);
+            valid = (next & 0xc0) == 0x80;
+            code = code << 6 | (next & 0x3f);
+        }
+        if (byte < 0x80 || (length > 1 && valid)) {
+            std::snprintf(escape, sizeof escape, "\\u%04x", static_cast<unsigned>(code));
+            i += byte < 0x80 ? 1 : length;
+        } else {
+            std::snprintf(escape, sizeof escape, "\\x%02x", static_cast<unsigned>(byte));
+            ++i;
+        }
+        out += escape;
+    }
     return out;
 }
 
@@ -662,6 +716,8 @@ int cmd_bulk_create(const std::string &db, const BulkCreateOptions &o) {
     o.restrictions.apply(common);
     std::vector<StoredToken> tokens;
     std::vector<std::string> plaintexts;
+    std::vector<std::size_t> line_of;  // each token's input line
+    std::map<std::pair<std::string, std::string>, std::size_t> first_line;
     std::string line;
     for (std::size_t number = 1; std::getline(in, line); ++number) {
         std::istringstream fields(line);
@@ -673,17 +729,26 @@ int cmd_bulk_create(const std::string &db, const BulkCreateOptions &o) {
         try {
             require_user(user);
             require_token_name(name);
+            if (const auto [seen, added] = first_line.emplace(std::pair{user, name}, number); !added)
+                throw UsageError(user + " " + name + " is on line " + std::to_string(seen->second) +
+                                 " too: a user's token names are unique");
             TokenRecord record = common;
             record.user = user, record.name = name, record.created = now;
             record.expires = when.empty() ? 0 : parse_expiry(when, now);
             plaintexts.push_back(generate_token());
             tokens.push_back({token_digest(plaintexts.back()), std::move(record)});
+            line_of.push_back(number);
         } catch (const UsageError &e) {
             throw UsageError(where + e.what());
         }
     }
     TokenStore store(db, Access::read_write);
     say_when_waiting(store);
+    // add_many refuses a name taken as well, but could not say on which line.
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+        if (store.find_by_name(tokens[i].record.user, tokens[i].record.name))
+            throw Refusal("line " + std::to_string(line_of[i]) + ": user " + tokens[i].record.user +
+                          " already has a token named '" + tokens[i].record.name + "'; nothing was created");
     store.add_many(tokens);
     if (o.json) {
         json out = json::array();
@@ -815,9 +880,10 @@ int cmd_edit(const std::string &db, const EditOptions &o) {
     TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const TokenRecord record = store.edit(o.user, o.name, changes);
-    if (o.json)
-        print_json(token_json(record, std::nullopt));
-    else
+    if (o.json) {
+        const auto edited = store.find_by_name(record.user, record.name);
+        print_json(token_json(record, edited ? usage_of(usage_in(db), edited->digest) : std::nullopt));
+    } else
         std::cout << "updated token '" << record.name << "' of " << record.user << "\n";
     return 0;
 }
@@ -887,7 +953,9 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
         throw UsageError("invalid --path '" + *o.path + "': expected a URL path starting with /");
     const TokenStore store(db, access_for_reading(db));
     const Seconds now = now_seconds();
-    const Verdict verdict = verify_token(store, o.user, read_token_from_stdin(o.user), client, now, services);
+    const std::string token = read_token_from_stdin(o.user);
+    if (token.empty()) throw UsageError("no token on stdin: check reads the token to check from stdin (one line)");
+    const Verdict verdict = verify_token(store, o.user, token, client, now, services);
     const std::string who = verdict.record ? "token '" + name_text(*verdict.record) + "' of " + verdict.record->user : "";
     switch (verdict.reason) {
         case Reason::accepted: {
@@ -1151,10 +1219,12 @@ int run(int argc, char **argv) {
     // CLI11 would call a mistyped command a missing one.
     if (const auto word = command_word(argc, argv);
         word && std::find(commands.begin(), commands.end(), *word) == commands.end()) {
-        const std::string meant = nearest_command(*word, commands);
+        const std::string meant = nearest_word(*word, commands);
         throw UsageError("unknown command '" + *word + "'" + (meant.empty() ? "" : "; did you mean '" + meant + "'?") +
                          " (commands: " + list_text(commands) + ")");
     }
+    if (const auto word = command_word(argc, argv))
+        refuse_unknown_options(argc, argv, app, *app.get_subcommand(*word));
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp &e) {

@@ -54,7 +54,8 @@ def test_a_duplicate_name_writes_nothing(store):
     assert_error(r, 1)
     assert store.list_json() == before
     r = store.run("bulk-create", input="bob twice\nbob twice\n")
-    assert_error(r, 1)
+    assert_error(r, 2)  # the input is wrong: the same name on two lines
+    assert "line 2" in r.err and "line 1" in r.err, r.err
     assert store.list_json() == before
 
 

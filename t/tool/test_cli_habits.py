@@ -4,6 +4,7 @@ the rules of USER and NAME in --help, and a write command run by a user who
 is not root that says root is needed."""
 
 import grp
+import json
 import os
 import shutil
 import subprocess
@@ -205,3 +206,73 @@ def test_read_command_as_outsider_names_the_stores_group_not_the_callers(root_st
     assert "Permission denied" in p.stderr, p.stderr
     assert "--group nogroup" not in p.stderr, p.stderr
     assert "www-data" in p.stderr and "root" in p.stderr, p.stderr
+
+
+# ---------------------------------------------------------------- rough edges (issue 21)
+
+@pytest.mark.parametrize("args,wrong,meant", [
+    (["create", "alice", "x", "--expire", "+1d"], "--expire", "--expires"),
+    (["list", "--unused", "30d"], "--unused", "--unused-for"),
+    (["edit", "alice", "x", "--allow-ips", "10.0.0.1"], "--allow-ips", "--allow-ip"),
+    (["revoke", "alice", "--al"], "--al", "--all"),
+])
+def test_mistyped_option_names_the_option_meant(store, args, wrong, meant):
+    r = store.run(*args)
+    assert_usage_error(r)
+    assert f"unknown option '{wrong}'; did you mean '{meant}'?" in r.err, r.err
+    assert "The following arguments were not expected" not in r.err
+
+
+def test_unknown_option_far_from_any_says_so(store):
+    r = store.run("create", "alice", "x", "--colour", "red")
+    assert_usage_error(r)
+    assert "unknown option '--colour'" in r.err and "did you mean" not in r.err, r.err
+
+
+def test_non_ascii_input_is_shown_escaped_with_the_rule(store):
+    r = store.run("create", "alice", "caf\u00e9")
+    assert_usage_error(r)
+    assert "'caf\\u00e9'" in r.err and NAME_RULE in r.err, r.err
+    r = store.run("create", "b\u00f6b", "x")
+    assert_usage_error(r)
+    assert "b\\u00f6b" in r.err, r.err
+
+
+def test_repeated_allow_ip_is_kept_once(store):
+    out = json.loads(store.run("create", "alice", "x", "--allow-ip", "10.0.0.0/8", "--allow-ip", "10.0.0.0/8",
+                               "--allow-ip", "192.0.2.1", "--json").out)
+    assert out["allowed_ips"] == ["10.0.0.0/8", "192.0.2.1"], out
+    assert store.show_json("alice", "x")["allowed_ips"] == ["10.0.0.0/8", "192.0.2.1"]
+
+
+def test_comma_list_of_allow_ip_says_repeat_it(store):
+    r = store.run("create", "alice", "x", "--allow-ip", "10.0.0.1,10.0.0.2")
+    assert_usage_error(r)
+    assert "repeat --allow-ip" in r.err, r.err
+
+
+def test_check_with_empty_stdin_is_a_usage_error(store):
+    store.create("alice", "x")
+    for given in ("", "\n"):
+        r = store.run("check", "alice", input=given)
+        assert_usage_error(r)
+        assert "no token" in r.err and "stdin" in r.err, r.err
+
+
+def test_bulk_create_duplicates_name_their_lines(store):
+    r = store.run("bulk-create", input="alice a\nbob b\n# note\nalice a\n")
+    assert_usage_error(r)
+    assert "line 4" in r.err and "line 1" in r.err and "alice" in r.err, r.err
+    assert store.list_json() == []
+    store.create("bob", "taken")
+    r = store.run("bulk-create", input="alice c\nbob taken\n")
+    assert r.rc == 1 and "line 2" in r.err and "taken" in r.err, r
+    assert [t["name"] for t in store.list_json()] == ["taken"]
+
+
+def test_edit_json_keeps_the_uses_of_a_used_token(store):
+    from test_usage_values import plant, usage_value
+    token = store.create("alice", "used")
+    plant(store, {token: usage_value(1767225600, b"192.0.2.7", 5)})
+    out = json.loads(store.run("edit", "alice", "used", "--expires", "+30d", "--json").out)
+    assert out["last_used"] == "2026-01-01T00:00:00Z" and out["uses"] == 5, out
