@@ -89,8 +89,9 @@ $(BUILD)/t/%: t/unit/%.cpp $(BUILD)/libcptoken.a
 # package's (SOURCE_DATE_EPOCH, as dpkg-buildpackage sets it) or today.
 MAN_DATE := $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(date +%s)} +'%B %Y')
 MAN_PAGES := $(BUILD)/man/cptoken.8 $(BUILD)/man/mod_cptoken.8
-# A text line that starts with a dot ("...") would be read as a macro: go-md2man leaves it.
-MAN_ESCAPE_DOTS := sed 's/^\.\([^A-Za-z\\]\)/\\\&.\1/'
+# A text line that starts with a dot ("...") or an apostrophe ("'--expires'?") would be read as a
+# control line: go-md2man leaves them; its own macros start with a dot and a letter.
+MAN_ESCAPE_DOTS := sed -e 's/^\.\([^A-Za-z\\]\)/\\\&.\1/' -e "s/^'/\\\\\&'/"
 man: $(MAN_PAGES)
 # Links become their text (or the installed path), tables definition lists: build-aux/md-for-man.py.
 MD_FOR_MAN := $(PYTHON) build-aux/md-for-man.py
