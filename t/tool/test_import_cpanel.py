@@ -197,6 +197,45 @@ def test_sync_revokes_tokens_of_a_vanished_file_under_a_directory(store, v2):
     assert_accepted(store.check("alice", alice))
 
 
+def test_sync_never_revokes_a_token_its_own_file_still_lists(store, v2):
+    """Issue 20, M1: alice copies root's WHM digest (which tokens.mdb's group
+    can read) into her own file. cpanel/ is read before whostmgr/, so root's
+    entry was the repeat: reported as a conflict and never recorded for
+    root.json, and --sync revoked root's token as no longer in root.json."""
+    whm = new_token()
+    root_file = write_tokens(v2 / "whostmgr" / "root.json", {whm: entry("reseller")})
+    assert imp(store, v2).rc == 0
+    alice_file = write_tokens(v2 / "cpanel" / "alice.json", {whm: entry("mine")})
+    for args in ((v2, "--sync"), (v2,), (v2, "--sync")):
+        r = imp(store, *args)
+        assert r.rc == 1, r
+        lines = r.out.splitlines()
+        assert "revoked" not in r.out.replace("0 revoked", ""), r.out
+        # The conflict is charged to alice's file, whose user does not own the token.
+        assert f"conflict alice/mine (cpanel) from {alice_file} (the same digest is a token of another user)" \
+            in lines, r.out
+        assert f"unchanged root/reseller (whm) from {root_file}" in lines, r.out
+        assert_accepted(store.check("root", whm))
+    assert [(t["user"], t["name"]) for t in store.list_json()] == [("root", "reseller")]
+
+
+def test_a_new_digest_listed_in_two_files_goes_to_neither(store, v2):
+    token = new_token()
+    alice_file = write_tokens(v2 / "cpanel" / "alice.json", {token: entry("deploy")})
+    bob_file = write_tokens(v2 / "cpanel" / "bob.json", {token: entry("deploy")})
+    r = imp(store, v2, "--sync")
+    assert r.rc == 1, r
+    lines = r.out.splitlines()
+    assert f"conflict alice/deploy (cpanel) from {alice_file} (the same digest is also listed in {bob_file})" \
+        in lines, r.out
+    assert f"conflict bob/deploy (cpanel) from {bob_file} (the same digest is also listed in {alice_file})" \
+        in lines, r.out
+    assert store.list_json() == []
+    bob_file.unlink()  # once only one file lists it, it is that file's
+    assert imp(store, v2, "--sync").rc == 0
+    assert_accepted(store.check("alice", token))
+
+
 def test_sync_revokes_an_entry_that_is_now_skipped(store, v2):
     token = new_token()
     f = write_tokens(v2 / "cpanel" / "alice.json", {token: entry("deploy")})

@@ -328,6 +328,27 @@ void test_sync_leaves_rotated_made_here_and_other_files(void **state) {
     assert_false(s.find(token_digest(token_b)).has_value());
 }
 
+// Issue 20, M1: a digest another user's file also lists stays with the file it came from.
+void test_sync_keeps_a_digest_another_file_also_lists(void **state) {
+    TokenStore s(fx(state).store, Access::read_write);
+    const std::string root_path = "/var/cpanel/authn/api_tokens_v2/whostmgr/root.json";
+    CpanelFile root_file = file_of({entry_for(token_a, "reseller")}, "root", root_path);
+    root_file.service = Service::whm;
+    run(s, {root_file});
+    // Files are read cpanel/ first: alice's copy of root's digest comes first.
+    auto steps = run(s, {file_of({entry_for(token_a, "mine")}), root_file}, true);
+    expect_step(steps, 0, ImportAction::conflict, "mine", "the same digest is a token of another user");
+    expect_step(steps, 1, ImportAction::unchanged, "reseller");
+    assert_int_equal(steps.size(), 2);
+    assert_string_equal(s.find(token_digest(token_a))->user.c_str(), "root");
+    // A new digest in two files goes to neither.
+    const std::string bob_path = "/var/cpanel/authn/api_tokens_v2/cpanel/bob.json";
+    steps = run(s, {file_of({entry_for(token_b, "x")}), file_of({entry_for(token_b, "x")}, "bob", bob_path)}, true);
+    expect_step(steps, 0, ImportAction::conflict, "x", "also listed in /var/cpanel/authn/api_tokens_v2/cpanel/bob.json");
+    expect_step(steps, 1, ImportAction::conflict, "x", "also listed in /var/cpanel/authn/api_tokens_v2/cpanel/alice.json");
+    assert_false(s.find(token_digest(token_b)).has_value());
+}
+
 void test_put_many_refuses_a_taken_name(void **state) {
     TokenStore s(fx(state).store, Access::read_write);
     s.add(token_digest(token_a), rec("alice", "deploy"));
@@ -364,6 +385,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_sync_updates_swaps_and_revokes, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_sync_takes_a_name_freed_in_the_same_run, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_sync_leaves_rotated_made_here_and_other_files, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_keeps_a_digest_another_file_also_lists, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_put_many_refuses_a_taken_name, setup_init, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
