@@ -384,23 +384,32 @@ void drop_name_conflicts(TokenBatch &batch, std::vector<Planned> &planned, const
 std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<CpanelFile> &files,
                                       const std::vector<std::string> &directories, const ImportOptions &options) {
     std::vector<ImportStep> steps;
+    // Every file's digests are recorded before any entry is decided: a digest
+    // also listed in another file is still in this one, so --sync never takes
+    // it for gone (a user listing root's digest must not revoke root's token).
+    std::map<std::string, std::map<Digest, std::string>> in_file;  // file -> digest -> why skipped ("" if not)
+    std::map<Digest, std::vector<std::string>> listed_in;           // digest -> the files listing it
+    for (const CpanelFile &file : files) {
+        auto &entries_here = in_file[file.path];
+        for (const CpanelEntry &entry : file.entries) {
+            if (entries_here.emplace(entry.digest, skip_reason(entry, file.service, options)).second)
+                listed_in[entry.digest].push_back(file.path);
+        }
+    }
     store.batch([&](TokenBatch &batch) {
         steps.clear();
         std::vector<Planned> planned;
-        std::set<Digest> listed;                                  // every digest of the files, to catch repeats
-        std::map<std::string, std::map<Digest, std::string>> in_file;  // file -> digest -> why skipped ("" if not)
+        std::set<std::pair<std::string, Digest>> decided;  // (file, digest): a repeat within a file is one entry
         for (const CpanelFile &file : files) {
-            auto &entries_here = in_file[file.path];
             for (const CpanelEntry &entry : file.entries) {
                 auto step = [&](ImportAction action, std::string detail) {
                     steps.push_back({action, file.path, file.user, entry.name, file.service, std::move(detail)});
                 };
-                if (!listed.insert(entry.digest).second) {
+                if (!decided.emplace(file.path, entry.digest).second) {
                     step(ImportAction::conflict, "the same digest is listed twice");
                     continue;
                 }
                 const std::string skipped = skip_reason(entry, file.service, options);
-                entries_here[entry.digest] = skipped;
                 if (!skipped.empty()) {
                     step(ImportAction::skipped, skipped);
                     continue;
@@ -410,7 +419,13 @@ std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<Cpane
                 wanted.limits = entry.limits;
                 wanted.imported_from = file.path;
                 const auto stored = batch.find(entry.digest);
-                if (!stored) {
+                if (!stored && listed_in[entry.digest].size() > 1) {
+                    // No token here says whose it is: it goes to none of them.
+                    std::vector<std::string> others;
+                    for (const std::string &other : listed_in[entry.digest])
+                        if (other != file.path) others.push_back(other);
+                    step(ImportAction::conflict, "the same digest is also listed in " + joined(others));
+                } else if (!stored) {
                     planned.push_back({{entry.digest, wanted}, steps.size()});
                     step(ImportAction::added, {});
                 } else if (stored->user != file.user) {

@@ -141,8 +141,10 @@ struct ImportOptions {
 /// transaction (TokenStore::batch), deciding from what the store holds
 /// inside it. Tokens made here (imported_from empty), other users' tokens and
 /// tokens replaced by rotate are never touched; a name held by another token
-/// is never taken. With `sync`, tokens imported from one of `files` whose
-/// entry is gone (or is now skipped), and tokens imported from a file
+/// is never taken. A digest several files list is a conflict in each file
+/// whose user does not own its token here, or in all of them if it is not
+/// here yet. With `sync`, tokens imported from one of `files` whose
+/// entry is gone from that file (or is now skipped), and tokens imported from a file
 /// directly in one of `directories` that is not among `files`, are revoked.
 /// Returns the steps: each file's entries in order (notes after their
 /// entry), then revocations. Throws StoreError as TokenStore writes do;
