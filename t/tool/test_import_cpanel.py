@@ -4,6 +4,7 @@ client's request would be."""
 
 import hashlib
 import json
+import os
 import random
 import time
 
@@ -46,8 +47,8 @@ def v2(tmp_path):
     return top
 
 
-def imp(store, *args):
-    return store.run("import-cpanel", *[str(a) for a in args])
+def imp(store, *args, **kw):
+    return store.run("import-cpanel", *[str(a) for a in args], **kw)
 
 
 def imp_json(store, *args):
@@ -396,29 +397,131 @@ BAD_FILES = [
     # A number no integer holds: the JSON parser's out_of_range, found by fuzz_cpanel (was exit 1, unnamed).
     ("huge-number", "alice.json", '{"tokens": {"' + "ab" * 64 + '": {"name": "deploy", "create_time": 1e999}}}',
      "a number out of range"),
+    ("too-large", "alice.json", json.dumps({"tokens": {}, "padding": "x" * (1 << 20)}), "larger than 1 MiB"),
+    ("too-deep", "alice.json", '{"tokens": {}, "x": ' + "[" * 17 + "]" * 17 + "}", "nested deeper than 16 levels"),
 ]
 
 
 @pytest.mark.parametrize("name,file_name,text,message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
-def test_bad_files_exit_2_and_change_nothing(store, v2, name, file_name, text, message):
+def test_a_bad_file_is_skipped_and_every_other_file_applies(store, v2, name, file_name, text, message):
+    """Issue 20, M2: one user's broken file (or a hostile one) must not stop
+    the revocations of everyone else's: it is skipped, named on stderr, its
+    tokens left as they are, and the run exits 3."""
+    carol, kept, before = new_token(), new_token(), new_token()
+    carol_file = write_tokens(v2 / "cpanel" / "carol.json", {carol: entry("gone"), kept: entry("kept")})
+    bad = v2 / "cpanel" / file_name
+    if file_name == "alice.json":
+        write_tokens(bad, {before: entry("before")})
+    assert imp(store, v2).rc == 0
+    write_tokens(carol_file, {kept: entry("kept")})  # revoked in cPanel: --sync revokes it here
     good = new_token()
     write_tokens(v2 / "cpanel" / "bob.json", {good: entry("fine")})
-    existing = new_token()
-    write_tokens(v2 / "cpanel" / "carol.json", {existing: entry("kept")})
-    assert imp(store, v2 / "cpanel" / "carol.json").rc == 0
-    (v2 / "cpanel" / "carol.json").write_text(json.dumps({"tokens": {}}))  # a --sync would revoke it
-    bad = v2 / "cpanel" / file_name
     bad.write_text(text)
-    before = store.list_json()
-    for args in ((v2,), (v2, "--sync"), (v2 / "cpanel" / "bob.json", bad)):
-        r = imp(store, *args)
-        assert r.rc == 2, r
-        assert r.out == ""
-        assert r.err.startswith("cptoken: ") and str(bad) in r.err and message in r.err, r.err
-        assert "ab" * 64 not in r.err
-        assert store.list_json() == before
-    assert_refused(store.check("bob", good), "unknown")
-    assert_accepted(store.check("carol", existing))
+
+    r = imp(store, v2, "--sync")
+    assert r.rc == 3, r
+    assert r.err.splitlines() == [r.err.splitlines()[0]] and r.err.startswith(f"cptoken: skipped {bad}: "), r.err
+    assert message in r.err and "ab" * 64 not in r.err, r.err
+    lines = r.out.splitlines()
+    assert f"revoked carol/gone (cpanel) (no longer in {carol_file})" in lines, r.out
+    assert f"added bob/fine (cpanel) from {v2 / 'cpanel' / 'bob.json'}" in lines, r.out
+    assert "revoked alice" not in r.out
+    assert lines[-1].startswith("2 files read, 1 skipped: "), r.out
+    assert_refused(store.check("carol", carol), "unknown")
+    assert_accepted(store.check("carol", kept))
+    assert_accepted(store.check("bob", good))
+    if file_name == "alice.json":
+        assert_accepted(store.check("alice", before))  # its file could not be read: left as it is
+
+    # Named on the command line, and in --json.
+    rc, report = imp_json(store, v2 / "cpanel" / "bob.json", bad)
+    assert rc == 3
+    [skipped] = report["skipped_files"]
+    assert skipped["file"] == str(bad) and message in skipped["reason"], report
+    assert not skipped["reason"].startswith(str(bad))
+    assert report["files"] == [str(v2 / "cpanel" / "bob.json"), str(bad)]
+
+
+def test_a_file_too_large_or_too_deep_costs_root_little_memory(store, v2, tmp_path):
+    """Issue 20, M2: a 16 MiB file of nested arrays took 640 MB of root's
+    memory. Files are bounded in size and nesting before they are parsed."""
+    import resource
+    import subprocess
+    import sys
+    nested = v2 / "cpanel" / "alice.json"
+    nested.write_text('{"tokens": {}, "x": ' + "[" * 500000 + "]" * 500000 + "}")  # under 1 MiB
+    large = v2 / "cpanel" / "bob.json"
+    large.write_text('{"tokens": {}, "x": [' + "[]," * 2000000 + "[]]}")  # 6 MiB of arrays
+    # Peak memory of the import alone: measured in a fresh process, whose children are only that run.
+    probe = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(p.stderr)")
+    from conftest import CPTOKEN, base_env
+    p = subprocess.run(["/usr/bin/python3", "-c", probe, CPTOKEN, "--db", store.path, "import-cpanel", v2],
+                       capture_output=True, text=True, env=base_env(), timeout=60)
+    rc, peak_kib = map(int, p.stdout.split("\n")[0].split())
+    err = p.stdout.split("\n", 1)[1]
+    assert rc == 3, p.stdout
+    assert f"cptoken: skipped {nested}: nested deeper than 16 levels" in err, err
+    assert f"cptoken: skipped {large}: larger than 1 MiB" in err, err
+    assert peak_kib < 64 * 1024, f"peak {peak_kib} KiB"
+
+
+def when_directory_listed(directory, action):
+    """Runs `action` in a thread as soon as `directory` has been listed
+    (opened and closed: inotify's IN_CLOSE_NOWRITE on the directory itself),
+    the moment between import-cpanel listing a directory and opening its files."""
+    import ctypes
+    import struct
+    import threading
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    assert fd >= 0
+    IN_CLOSE_NOWRITE = 0x10
+    assert libc.inotify_add_watch(fd, str(directory).encode(), IN_CLOSE_NOWRITE) >= 0
+
+    def watch():
+        try:
+            while True:
+                data = os.read(fd, 65536)
+                while data:
+                    _, mask, _, length = struct.unpack_from("iIII", data)
+                    if mask & IN_CLOSE_NOWRITE and length == 0:  # the directory itself, not a file in it
+                        action()
+                        return
+                    data = data[16 + length:]
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_fifo_swapped_in_never_hangs_root_and_the_others_apply(store, v2):
+    """Issue 20, M2: a file listed as regular and then replaced by a FIFO
+    blocked root's import in open() forever. Now it is skipped at once and
+    every other file's revocations apply."""
+    carol, kept = new_token(), new_token()
+    carol_file = write_tokens(v2 / "cpanel" / "carol.json", {carol: entry("gone"), kept: entry("kept")})
+    zed = new_token()
+    zed_file = write_tokens(v2 / "cpanel" / "zed.json", {zed: entry("zed")})
+    assert imp(store, v2).rc == 0
+    write_tokens(carol_file, {kept: entry("kept")})
+    # Many files before zed.json (read in name order), so that the swap lands before its open.
+    for i in range(300):
+        write_tokens(v2 / "cpanel" / f"u{i:03}.json", {new_token(): entry("t")})
+    fifo = v2 / "cpanel" / ".fifo"
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o644)
+    watcher = when_directory_listed(v2 / "cpanel", lambda: os.rename(fifo, zed_file))
+    r = imp(store, v2, "--sync", timeout=20)  # subprocess.TimeoutExpired when it hangs
+    watcher.join(5)
+    assert zed_file.is_fifo()
+    assert r.rc == 3, r
+    assert f"cptoken: skipped {zed_file}: not a regular file (a FIFO)" in r.err.splitlines(), r.err
+    assert f"revoked carol/gone (cpanel) (no longer in {carol_file})" in r.out.splitlines(), r.out
+    assert_refused(store.check("carol", carol), "unknown")
+    assert_accepted(store.check("zed", zed))  # its file could not be read: left as it is
 
 
 def test_missing_path_and_bad_service_are_usage_errors(store, tmp_path):
