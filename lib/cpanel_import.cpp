@@ -6,12 +6,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "names.hpp"
+#include "user_written_file.hpp"
 
 namespace cptoken {
 
@@ -186,7 +186,7 @@ std::vector<std::string> token_files_in(const std::string &dir) {
     fs::directory_iterator it(dir, error);
     if (error) {
         if (error == std::errc::no_such_file_or_directory) return files;
-        throw ImportError("cannot read " + dir + ": " + error.message());
+        throw ImportError("cannot list it: " + error.message());
     }
     for (; it != fs::directory_iterator(); it.increment(error)) {
         const std::string name = it->path().filename().string();
@@ -194,7 +194,7 @@ std::vector<std::string> token_files_in(const std::string &dir) {
         if (it->symlink_status(error).type() != fs::file_type::regular) continue;
         files.push_back(absolute_path(it->path().string()));
     }
-    if (error) throw ImportError("cannot read " + dir + ": " + error.message());
+    if (error) throw ImportError("cannot list it: " + error.message());
     std::sort(files.begin(), files.end());
     return files;
 }
@@ -218,9 +218,19 @@ std::string user_of_path(std::string_view path) {
 }
 
 std::vector<CpanelEntry> parse_cpanel_tokens(std::string_view text, std::string_view path, Service service) {
+    // Refused as the parser goes deeper, before the DOM grows: nesting costs memory by the byte.
+    struct TooDeep {};
+    const auto bound_depth = [](int depth, json::parse_event_t event, json &) {
+        if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+            depth >= max_cpanel_json_depth)
+            throw TooDeep{};
+        return true;
+    };
     json document;
     try {
-        document = json::parse(text);
+        document = json::parse(text, bound_depth);
+    } catch (const TooDeep &) {
+        bad(path, "nested deeper than " + std::to_string(max_cpanel_json_depth) + " levels: not a token file");
     } catch (const json::parse_error &e) {
         // Not e.what(): it quotes the text, which may hold digests.
         bad(path, "not JSON (error at byte " + std::to_string(e.byte) + ")");
@@ -245,16 +255,34 @@ CpanelFile read_cpanel_file(const std::string &path, std::optional<Service> serv
     if (!service)
         bad(path, "cannot tell the service from the directory (cpanel or whostmgr): give --service cpanel or whm");
     file.service = *service;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) bad(path, std::string("cannot read: ") + std::strerror(errno));
-    std::string text(max_cpanel_file_bytes + 1, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    if (in.bad()) bad(path, "cannot read");
-    text.resize(static_cast<std::size_t>(in.gcount()));
-    if (text.size() > max_cpanel_file_bytes)
-        bad(path, "larger than " + std::to_string(max_cpanel_file_bytes >> 20) + " MiB: not a token file");
+    std::string text;
+    try {
+        text = read_user_written_file(path, max_cpanel_file_bytes);
+    } catch (const FileRefused &e) {
+        bad(path, e.what());
+    }
     file.entries = parse_cpanel_tokens(text, path, file.service);
     return file;
+}
+
+CpanelFiles read_cpanel_files(const ImportSources &sources, std::optional<Service> service) {
+    // Which service a file is follows from the arguments: a usage error, found before anything is read.
+    if (!service)
+        for (const std::string &path : sources.files)
+            if (!service_of_path(path))
+                bad(path, "cannot tell the service from the directory (cpanel or whostmgr): give --service cpanel or whm");
+    CpanelFiles out;
+    out.skipped = sources.skipped;
+    for (const std::string &path : sources.files) {
+        try {
+            out.read.push_back(read_cpanel_file(path, service));
+        } catch (const ImportError &e) {
+            std::string reason = e.what();
+            if (reason.starts_with(path + ": ")) reason.erase(0, path.size() + 2);
+            out.skipped.push_back({path, std::move(reason)});
+        }
+    }
+    return out;
 }
 
 ImportSources expand_import_paths(const std::vector<std::string> &paths) {
@@ -264,9 +292,18 @@ ImportSources expand_import_paths(const std::vector<std::string> &paths) {
         if (seen.insert(file).second) sources.files.push_back(file);
     };
     auto add_directory = [&](const std::string &dir) {
-        if (std::find(sources.directories.begin(), sources.directories.end(), dir) == sources.directories.end())
-            sources.directories.push_back(dir);
-        for (const std::string &file : token_files_in(dir)) add_file(file);
+        if (std::find(sources.directories.begin(), sources.directories.end(), dir) != sources.directories.end())
+            return;
+        std::vector<std::string> listed;
+        try {
+            listed = token_files_in(dir);
+        } catch (const ImportError &e) {
+            // Not listed, so nothing in it is gone; the other PATHs go on.
+            sources.skipped.push_back({dir, e.what()});
+            return;
+        }
+        sources.directories.push_back(dir);
+        for (const std::string &file : listed) add_file(file);
     };
     for (const std::string &given : paths) {
         const std::string path = absolute_path(given);
@@ -382,7 +419,9 @@ void drop_name_conflicts(TokenBatch &batch, std::vector<Planned> &planned, const
 }  // namespace
 
 std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<CpanelFile> &files,
-                                      const std::vector<std::string> &directories, const ImportOptions &options) {
+                                      const ImportSources &sources, const ImportOptions &options) {
+    const std::set<std::string> listed_files(sources.files.begin(), sources.files.end());
+    const std::set<std::string> listed_directories(sources.directories.begin(), sources.directories.end());
     std::vector<ImportStep> steps;
     // Every file's digests are recorded before any entry is decided: a digest
     // also listed in another file is still in this one, so --sync never takes
@@ -473,9 +512,9 @@ std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<Cpane
                         why = "now skipped: " + entry->second;
                     else
                         continue;
-                } else if (std::find(directories.begin(), directories.end(),
-                                     fs::path(record.imported_from).parent_path().string()) != directories.end()) {
-                    why = record.imported_from + " is gone";
+                } else if (listed_directories.contains(fs::path(record.imported_from).parent_path().string()) &&
+                           !listed_files.contains(record.imported_from)) {
+                    why = record.imported_from + " is gone";  // a file listed but skipped is not gone
                 } else {
                     continue;
                 }

@@ -159,10 +159,19 @@ void test_bad_shapes(void **) {
     expect_contains(parse_error(tokens_json(one(token_a, R"("name": "x", "create_time": 1, "acls": 5)")), Service::whm),
                     "acls: expected a list of names or an object of flags");
     // A number too large for any integer type: nlohmann's parser throws out_of_range, not parse_error
-    // (found by fuzz_cpanel); it is a bad file like any other, named, exit 2.
+    // (found by fuzz_cpanel); it is a bad file like any other, named, and skipped.
     for (const char *number : {"1e999", "-1e999", "99999999999999999999999"})
         expect_contains(parse_error(tokens_json(one(token_a, std::string(R"("name": "x", "create_time": )") + number))),
                         std::string(file_path) + ": ");
+
+    // Nesting is bounded as it is parsed (issue 20, M2): the top object and 15 more levels are
+    // a file, 16 more are not, however deep the rest goes.
+    const auto nested = [](int levels) {
+        return "{\"tokens\": {}, \"x\": " + std::string(levels, '[') + std::string(levels, ']') + "}";
+    };
+    assert_true(parse(nested(max_cpanel_json_depth - 1)).empty());
+    for (int levels : {max_cpanel_json_depth, 100000})
+        expect_contains(parse_error(nested(levels)), std::string(file_path) + ": nested deeper than 16 levels");
 
     std::string many;
     for (int i = 0; i < 101; ++i) many += (i ? ", " : "") + std::string("\"10.0.") + std::to_string(i) + ".1\"";
@@ -203,9 +212,17 @@ CpanelFile file_of(std::vector<CpanelEntry> entries, const std::string &user = "
     return CpanelFile{path, user, Service::cpanel, std::move(entries)};
 }
 
+// The sources of `files`, as if listed from `directories`.
+ImportSources sources_of(const std::vector<CpanelFile> &files, const std::vector<std::string> &directories = {}) {
+    ImportSources sources;
+    for (const CpanelFile &file : files) sources.files.push_back(file.path);
+    sources.directories = directories;
+    return sources;
+}
+
 std::vector<ImportStep> run(TokenStore &s, const std::vector<CpanelFile> &files, bool sync = false,
                             bool dry_run = false, const std::vector<std::string> &directories = {}) {
-    return import_cpanel(s, files, directories, {sync, false, dry_run, now});
+    return import_cpanel(s, files, sources_of(files, directories), {sync, false, dry_run, now});
 }
 
 // The store's tokens, comparable.
@@ -264,7 +281,7 @@ void test_skipped_expired_and_limited(void **state) {
     expect_step(steps, 0, ImportAction::skipped, "old", "expired 2026-01-01T00:00:00Z");
     expect_step(steps, 1, ImportAction::skipped, "mail", "limited: features email; use --with-limited");
     assert_true(s.list().empty());
-    steps = import_cpanel(s, {file_of({limited})}, {}, {false, true, false, now});
+    steps = import_cpanel(s, {file_of({limited})}, sources_of({file_of({limited})}), {false, true, false, now});
     expect_step(steps, 0, ImportAction::added, "mail");
     assert_true(s.find(token_digest(token_b))->limits == std::vector<std::string>{"email"});
 }
