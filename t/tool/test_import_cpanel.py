@@ -527,6 +527,114 @@ def test_a_fifo_swapped_in_never_hangs_root_and_the_others_apply(store, v2):
     assert_accepted(store.check("zed", zed))  # its file could not be read: left as it is
 
 
+def owned_by(path, user, mode=None):
+    import pwd
+    os.chown(path, pwd.getpwnam(user).pw_uid, -1)
+    if mode is not None:
+        os.chmod(path, mode)
+
+
+# Who could have written a token file, and so chosen its tokens (issue 20, M3): (id, directory of the
+# file under api_tokens_v2, file name, what to change (v2, file), the directory or file refused, message).
+UNTRUSTED = [
+    ("directory-of-a-user", "whostmgr", "daemon.json", lambda v2, f: owned_by(v2 / "whostmgr", "daemon"),
+     "whostmgr", "the directory {v2}/whostmgr is owned by daemon"),
+    ("directory-anyone-writes", "cpanel", "daemon.json", lambda v2, f: os.chmod(v2 / "cpanel", 0o777),
+     "cpanel", "the directory {v2}/cpanel can be written by anyone (mode 0777)"),
+    ("sticky-directory", "cpanel", "daemon.json", lambda v2, f: os.chmod(v2 / "cpanel", 0o1777),
+     "cpanel", "the directory {v2}/cpanel can be written by anyone (mode 1777)"),
+    ("directory-its-group-writes", "cpanel", "daemon.json", lambda v2, f: os.chmod(v2 / "cpanel", 0o775),
+     "cpanel", "the directory {v2}/cpanel can be written by its group (mode 0775)"),
+    ("ancestor-of-a-user", "cpanel", "daemon.json", lambda v2, f: owned_by(v2, "daemon"),
+     "cpanel", "the directory {v2} is owned by daemon"),
+    ("file-of-another-user", "whostmgr", "root.json", lambda v2, f: owned_by(f, "daemon"),
+     "whostmgr/root.json", "owned by daemon, but only root or the user it names (root) may own it"),
+    ("file-of-a-user-for-a-user-not-here", "cpanel", "alice.json", lambda v2, f: owned_by(f, "daemon"),
+     "cpanel/alice.json", "owned by daemon, but only root or the user it names (alice) may own it"),
+    ("file-its-group-writes", "cpanel", "alice.json", lambda v2, f: os.chmod(f, 0o664),
+     "cpanel/alice.json", "can be written by its group (mode 0664)"),
+    ("file-anyone-writes", "cpanel", "daemon.json", lambda v2, f: owned_by(f, "daemon", 0o666),
+     "cpanel/daemon.json", "can be written by anyone (mode 0666)"),
+]
+
+
+@pytest.mark.parametrize("name,service_dir,file_name,change,refused,message", UNTRUSTED,
+                         ids=[u[0] for u in UNTRUSTED])
+def test_a_file_anyone_but_root_or_its_user_could_write_is_refused(store, v2, name, service_dir, file_name, change,
+                                                                   refused, message):
+    """Issue 20, M3: the account is the file's name and the service its
+    directory's: a user who can put a file there mints tokens of their
+    choice (WHM ones too). Such a file is skipped, and says why."""
+    token, fine = new_token(), new_token()
+    f = write_tokens(v2 / service_dir / file_name, {token: entry("mine")})
+    os.chmod(f, 0o644)
+    other_dir = "whostmgr" if service_dir == "cpanel" else "cpanel"
+    write_tokens(v2 / other_dir / "carol.json", {fine: entry("fine")})
+    change(v2, f)
+    user = file_name[:-len(".json")]
+    for args in ((v2,), (f,)):
+        r = imp(store, *args)
+        assert r.rc == 3, r
+        at_fault = v2 / refused if args == (v2,) else f
+        expected = message.format(v2=v2)
+        assert any(line.startswith(f"cptoken: skipped {at_fault}: ") and expected in line
+                   for line in r.err.splitlines()), r.err
+        assert_refused(store.check(user, token), "unknown")
+    if not (name == "ancestor-of-a-user"):
+        assert_accepted(store.check("carol", fine))  # the other files still apply
+
+
+def test_a_file_of_the_user_it_names_or_of_root_is_imported(store, v2):
+    mine, roots = new_token(), new_token()
+    f = write_tokens(v2 / "cpanel" / "daemon.json", {mine: entry("mine")})
+    owned_by(f, "daemon", 0o600)
+    g = write_tokens(v2 / "cpanel" / "alice.json", {roots: entry("deploy")})  # no such user: root's file
+    os.chmod(g, 0o600)
+    r = imp(store, v2)
+    assert r.rc == 0, r
+    assert_accepted(store.check("daemon", mine))
+    assert_accepted(store.check("alice", roots))
+
+
+def test_a_service_import_of_a_users_directory_is_refused(store, tmp_path):
+    """The issue's case: `--service whm` over a directory a user owns gave
+    that user the WHM tokens of their choice."""
+    home = tmp_path / "home" / "daemon"
+    token = new_token()
+    f = write_tokens(home / "daemon.json", {token: entry("mine")})
+    owned_by(home, "daemon", 0o755)
+    owned_by(f, "daemon", 0o600)
+    r = imp(store, home, "--service", "whm")
+    assert r.rc == 3, r
+    assert f"cptoken: skipped {home}: the directory {home} is owned by daemon" in r.err, r.err
+    assert_refused(store.check("daemon", token), "unknown")
+    assert store.list_json() == []
+
+
+def test_as_the_store_owner_root_trusts_that_user_too(tmp_path, v2):
+    """Root working on a store of another owner becomes that owner
+    (cptoken(8)): the files that user owns count as root's, the rule holds
+    for everyone else."""
+    import pwd
+    from conftest import Store
+    s = Store(tmp_path / "db")
+    assert s.init().rc == 0
+    daemon = pwd.getpwnam("daemon")
+    for p in [s.path, *s.path.iterdir()]:
+        os.chown(p, daemon.pw_uid, -1)
+    theirs, others = new_token(), new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {theirs: entry("deploy")})
+    owned_by(f, "daemon", 0o600)  # the store's owner's copy
+    g = write_tokens(v2 / "cpanel" / "carol.json", {others: entry("deploy")})
+    owned_by(g, "nobody", 0o644)
+    r = imp(s, v2)
+    assert r.rc == 3, r
+    assert f"cptoken: skipped {g}: owned by nobody, but only root or the user it names (carol) may own it" \
+        in r.err.splitlines(), r.err
+    assert_accepted(s.check("alice", theirs))
+    assert_refused(s.check("carol", others), "unknown")
+
+
 def test_missing_path_and_bad_service_are_usage_errors(store, tmp_path):
     r = imp(store, tmp_path / "nothing.json")
     assert r.rc == 2 and "nothing.json" in r.err
