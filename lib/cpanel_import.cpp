@@ -257,7 +257,7 @@ CpanelFile read_cpanel_file(const std::string &path, std::optional<Service> serv
     file.service = *service;
     std::string text;
     try {
-        text = read_user_written_file(path, max_cpanel_file_bytes);
+        text = read_user_written_file(path, file.user, max_cpanel_file_bytes);
     } catch (const FileRefused &e) {
         bad(path, e.what());
     }
@@ -296,7 +296,13 @@ ImportSources expand_import_paths(const std::vector<std::string> &paths) {
             return;
         std::vector<std::string> listed;
         try {
+            // What a directory anyone but root can change lists, or no longer lists, says nothing.
+            struct stat st{};
+            if (::stat(dir.c_str(), &st) == 0) check_directory_only_root_writes(dir);
             listed = token_files_in(dir);
+        } catch (const FileRefused &e) {
+            sources.skipped.push_back({dir, e.what()});
+            return;
         } catch (const ImportError &e) {
             // Not listed, so nothing in it is gone; the other PATHs go on.
             sources.skipped.push_back({dir, e.what()});
