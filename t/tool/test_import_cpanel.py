@@ -283,6 +283,68 @@ def test_expired_and_limited_entries_are_skipped_and_reported(store, v2):
     assert acl["limits"] == ["list-accts", "create-acct"] and acl["service"] == "whm"
 
 
+def test_whm_acls_all_is_full_access(store, v2):
+    """Issue 20 (low): cPanel calls a WHM token with `all` among its acls
+    full access; every WHM token with an acls key was skipped as limited."""
+    listed, flagged, limited = new_token(), new_token(), new_token()
+    w = write_tokens(v2 / "whostmgr" / "root.json", {
+        listed: entry("listed", acls=["all"]),
+        flagged: entry("flagged", acls={"all": 1, "list-accts": 0}),
+        limited: entry("limited", acls={"all": 0, "list-accts": 1}),
+    })
+    r = imp(store, v2)
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    assert f"added root/listed (whm) from {w}" in lines, r.out
+    assert f"added root/flagged (whm) from {w}" in lines, r.out
+    assert f"skipped root/limited (whm) from {w} (limited: acls list-accts; use --with-limited)" in lines, r.out
+    assert_accepted(store.check("root", listed))
+    assert store.show_json("root", "listed")["limits"] is None
+
+
+def test_a_plain_import_reports_tokens_gone_from_cpanel(store, v2):
+    """Issue 20 (low): without --sync, tokens revoked in cPanel keep working
+    here, and the run said nothing about them."""
+    kept, removed, bobs = new_token(), new_token(), new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {kept: entry("kept"), removed: entry("removed")})
+    bob_file = write_tokens(v2 / "cpanel" / "bob.json", {bobs: entry("ci")})
+    assert imp(store, v2).rc == 0
+    write_tokens(f, {kept: entry("kept")})
+    bob_file.unlink()
+    r = imp(store, v2)
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    assert f"gone alice/removed (cpanel) (no longer in {f}; --sync revokes it)" in lines, r.out
+    assert f"gone bob/ci (cpanel) ({bob_file} is gone; --sync revokes it)" in lines, r.out
+    assert "1 unchanged" in lines[-1] and "2 gone" in lines[-1], r.out
+    assert_accepted(store.check("alice", removed))  # reported, not revoked
+    rc, report = imp_json(store, v2)
+    assert report["counts"]["gone"] == 2 and report["counts"]["revoked"] == 0
+    assert ("alice", "removed", "gone") in actions(report)
+    r = imp(store, v2, "--sync")
+    assert r.rc == 0 and "revoked alice/removed" in r.out and "gone " not in r.out, r
+    assert_refused(store.check("alice", removed), "unknown")
+
+
+def test_sync_of_a_directory_with_no_files_takes_allow_empty(store, v2):
+    """Issue 20 (low): a directory emptied by mistake (a copy that failed, a
+    mount that is not there) would revoke every imported token."""
+    token = new_token()
+    f = write_tokens(v2 / "cpanel" / "alice.json", {token: entry("deploy")})
+    assert imp(store, v2).rc == 0
+    f.unlink()
+    for args in ((v2, "--sync"), (v2 / "cpanel", "--sync", "--dry-run")):
+        r = imp(store, *args)
+        assert r.rc == 2 and r.out == "", r
+        assert r.err.startswith(f"cptoken: {args[0]} holds no token files: --sync would revoke every token "
+                                "imported from it; give --allow-empty if that is meant"), r.err
+        assert_accepted(store.check("alice", token))
+    assert imp(store, v2).rc == 0  # without --sync nothing is revoked: no need to say it
+    r = imp(store, v2, "--sync", "--allow-empty")
+    assert r.rc == 0 and f"revoked alice/deploy (cpanel) ({f} is gone)" in r.out.splitlines(), r
+    assert_refused(store.check("alice", token), "unknown")
+
+
 def test_conflicts_are_reported_never_overwritten(store, v2):
     taken = store.create("alice", "deploy")
     mine, other, fine = new_token(), new_token(), new_token()
@@ -356,7 +418,7 @@ def test_json_shape(store, v2):
          "detail": "10.1.2.3/8 normalised to 10.0.0.0/8"},
     ]
     assert report["counts"] == {"added": 1, "unchanged": 0, "updated": 0, "differs": 0, "skipped": 0,
-                                "conflict": 0, "revoked": 0, "note": 1}
+                                "conflict": 0, "revoked": 0, "gone": 0, "note": 1}
     assert digest(token) not in json.dumps(report) and digest(token)[:16] not in json.dumps(report)
 
 
