@@ -552,7 +552,7 @@ struct BackupOptions {
 struct ImportCpanelOptions {
     std::vector<std::string> paths;
     std::optional<std::string> service;
-    bool dry_run = false, sync = false, with_limited = false, json = false;
+    bool dry_run = false, sync = false, with_limited = false, allow_empty = false, json = false;
     void define(CLI::App *sub) {
         sub->add_option("PATH", paths,
                         "cPanel token file (api_tokens_v2/cpanel/USER.json, .../whostmgr/USER.json) or a directory "
@@ -563,6 +563,9 @@ struct ImportCpanelOptions {
         sub->add_flag("--sync", sync,
                       "follow the files: apply changed names, expiry and allowlists; revoke tokens imported from them "
                       "that are gone");
+        sub->add_flag("--allow-empty", allow_empty,
+                      "with --sync, follow a directory PATH that holds no token files (revoking every token "
+                      "imported from it); refused without");
         sub->add_flag("--with-limited", with_limited,
                       "import limited tokens (cPanel features, WHM acls, read-only) too; safe only where the backend "
                       "enforces them");
@@ -1027,7 +1030,7 @@ std::string import_step_text(const ImportStep &step) {
     const std::string who = step.user + "/" + step.name;
     if (step.action == ImportAction::note) return "note: " + who + ": " + step.detail;
     std::string line = std::string(import_action_name(step.action)) + " " + who + " (" + service_name(step.service) + ")";
-    if (step.action != ImportAction::revoked) line += " from " + step.file;
+    if (step.action != ImportAction::revoked && step.action != ImportAction::gone) line += " from " + step.file;
     if (!step.detail.empty()) line += " (" + step.detail + ")";
     return line;
 }
@@ -1041,6 +1044,7 @@ int cmd_import_cpanel(const std::string &db, const ImportCpanelOptions &o) {
     CpanelFiles files;
     try {  // every file is read and checked before the store is opened
         sources = expand_import_paths(o.paths);
+        if (o.sync && !o.allow_empty) refuse_empty_directories(sources);
         files = read_cpanel_files(sources, service);
     } catch (const ImportError &e) {
         throw UsageError(e.what());

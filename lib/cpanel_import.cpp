@@ -160,9 +160,13 @@ CpanelEntry entry_of(const std::string &key, const json &value, std::size_t posi
                                                       : std::vector<std::string>{};
         if (!full_access) entry.limited = true, entry.limits = std::move(names);
     } else {
+        // cPanel: no acls, or "all" among the granted ones, is full access (what the reseller has).
         const auto acls = value.find("acls");
-        if (acls != value.end() && !acls->is_null())
-            entry.limited = true, entry.limits = limits_of(*acls, "acls", true, where);
+        if (acls != value.end() && !acls->is_null()) {
+            std::vector<std::string> granted = limits_of(*acls, "acls", true, where);
+            if (std::find(granted.begin(), granted.end(), "all") == granted.end())
+                entry.limited = true, entry.limits = std::move(granted);
+        }
     }
     if (read_only) {
         entry.limited = entry.read_only = true;
@@ -312,6 +316,11 @@ ImportSources expand_import_paths(const std::vector<std::string> &paths) {
         for (const std::string &file : listed) add_file(file);
     };
     for (const std::string &given : paths) {
+        const std::size_t files_before = sources.files.size(), skipped_before = sources.skipped.size();
+        auto note_if_empty = [&] {
+            if (sources.files.size() == files_before && sources.skipped.size() == skipped_before)
+                sources.empty.push_back(given);
+        };
         const std::string path = absolute_path(given);
         struct stat st{};
         if (::stat(path.c_str(), &st) != 0) throw ImportError("cannot read " + given + ": " + std::strerror(errno));
@@ -327,11 +336,20 @@ ImportSources expand_import_paths(const std::vector<std::string> &paths) {
                           fs::is_directory(path + "/whostmgr", error));
         if (!top) {
             add_directory(path);
+            note_if_empty();
             continue;
         }
         for (const char *service_dir : {"/cpanel", "/whostmgr"}) add_directory(path + service_dir);
+        note_if_empty();
     }
     return sources;
+}
+
+void refuse_empty_directories(const ImportSources &sources) {
+    if (!sources.empty.empty())
+        throw ImportError(sources.empty.front() +
+                          " holds no token files: --sync would revoke every token imported from it; give "
+                          "--allow-empty if that is meant");
 }
 
 const char *import_action_name(ImportAction action) noexcept {
@@ -343,6 +361,7 @@ const char *import_action_name(ImportAction action) noexcept {
         case ImportAction::skipped: return "skipped";
         case ImportAction::conflict: return "conflict";
         case ImportAction::revoked: return "revoked";
+        case ImportAction::gone: return "gone";
         case ImportAction::note: return "note";
     }
     return "?";
@@ -501,10 +520,11 @@ std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<Cpane
             }
         }
 
-        // --sync: what the files no longer hold goes. Rotated tokens and tokens made here are not followed.
+        // What the files no longer hold goes with --sync, and is reported without it (it keeps working
+        // until then). Rotated tokens and tokens made here are not followed.
         std::vector<StoredToken> to_revoke;
         std::set<Digest> revoked;
-        if (options.sync) {
+        {
             for (StoredToken &token : batch.list()) {
                 const TokenRecord &record = token.record;
                 if (record.rotated() || record.imported_from.empty()) continue;
@@ -522,6 +542,11 @@ std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<Cpane
                            !listed_files.contains(record.imported_from)) {
                     why = record.imported_from + " is gone";  // a file listed but skipped is not gone
                 } else {
+                    continue;
+                }
+                if (!options.sync) {
+                    steps.push_back({ImportAction::gone, record.imported_from, record.user, record.name,
+                                     record.service, why + "; --sync revokes it"});
                     continue;
                 }
                 steps.push_back({ImportAction::revoked, record.imported_from, record.user, record.name, record.service,

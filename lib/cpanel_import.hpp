@@ -49,7 +49,8 @@ struct CpanelEntry {
     /// cleared here: "10.0.0.5/24 normalised to 10.0.0.0/24".
     std::vector<std::string> notes;
     /// Limited in cPanel (a cpanel token without full access, a whm token
-    /// with acls, a read-only token): here it would reach more.
+    /// with acls that do not grant "all", a read-only token): here it would
+    /// reach more.
     bool limited = false;
     bool read_only = false;  ///< cPanel's "readonly": limited too (not this module's --read-only)
     /// What limits it in cPanel: its features (cpanel) or granted acls
@@ -107,16 +108,25 @@ struct ImportSources {
     std::vector<std::string> directories;
     /// Directories that could not be listed: nothing in them is gone.
     std::vector<SkippedFile> skipped;
+    /// Directory PATHs (as given) that listed no token file and skipped
+    /// nothing: with --sync, every token imported from them would go.
+    std::vector<std::string> empty;
 };
 
 /// Expands PATH arguments: a file is itself; a directory named cpanel or
 /// whostmgr (or any directory without such subdirectories) gives its
 /// *.json regular files; api_tokens_v2 (or any directory with a cpanel or
-/// whostmgr subdirectory) gives those of both subdirectories. Hidden files,
+/// whostmgr subdirectory) gives those of both subdirectories. A directory
+/// that anyone but root could change (check_directory_only_root_writes),
+/// or that cannot be listed, is skipped. Hidden files,
 /// symlinks, other names and subdirectories are ignored. Throws ImportError
-/// for a PATH that does not exist or is neither a file nor a directory; a
-/// directory that cannot be listed is skipped.
+/// for a PATH that does not exist or is neither a file nor a directory.
 ImportSources expand_import_paths(const std::vector<std::string> &paths);
+
+/// Throws ImportError naming the first of `sources.empty`: a directory that
+/// lists no file at all is more likely a failed copy or a missing mount than
+/// every user revoking every token, so --sync takes --allow-empty for it.
+void refuse_empty_directories(const ImportSources &sources);
 
 /// The files of a run: those read, and those skipped (with the directories
 /// that could not be listed).
@@ -140,11 +150,12 @@ enum class ImportAction {
     skipped,    ///< expired, or limited without --with-limited: not imported
     conflict,   ///< left out: its name or digest belongs to another token
     revoked,    ///< --sync: no longer in its file (or now skipped), or its file is gone
+    gone,       ///< what --sync would revoke, left working without it
     note,       ///< something changed on the way in (a network normalised)
 };
 inline constexpr ImportAction all_import_actions[] = {
-    ImportAction::added,   ImportAction::unchanged, ImportAction::updated, ImportAction::differs,
-    ImportAction::skipped, ImportAction::conflict,  ImportAction::revoked, ImportAction::note};
+    ImportAction::added,    ImportAction::unchanged, ImportAction::updated, ImportAction::differs, ImportAction::skipped,
+    ImportAction::conflict, ImportAction::revoked,   ImportAction::gone,    ImportAction::note};
 
 /// "added", "unchanged", ... as printed and in JSON.
 const char *import_action_name(ImportAction action) noexcept;

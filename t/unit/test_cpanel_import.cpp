@@ -108,6 +108,15 @@ void test_limited_rules(void **) {
     e = entry(R"(, "acls": {"list-accts": 1, "kill-acct": 0, "edit-dns": true})", Service::whm);
     assert_true(e.limited && e.limits == (std::vector<std::string>{"list-accts", "edit-dns"}));
     assert_false(entry(R"(, "has_full_access": 1, "acls": ["x"])", Service::cpanel).limited);
+    // "all" granted is full access, as in cPanel (issue 20); not granted, it limits nothing more.
+    for (const char *all : {R"(["all"])", R"(["list-accts", "all"])", R"({"all": 1, "kill-acct": 0})"}) {
+        e = entry(std::string(R"(, "acls": )") + all, Service::whm);
+        assert_true(!e.limited && e.limits.empty());
+    }
+    e = entry(R"(, "acls": {"all": 0, "list-accts": 1})", Service::whm);
+    assert_true(e.limited && e.limits == std::vector<std::string>{"list-accts"});
+    e = entry(R"(, "acls": ["all"], "readonly": 1)", Service::whm);
+    assert_true(e.limited && e.limits == std::vector<std::string>{"readonly"});
     // readonly: limited for either service, and said so in the limits.
     for (Service service : {Service::cpanel, Service::whm}) {
         e = entry(R"(, "has_full_access": 1, "readonly": 1)", service);
