@@ -304,11 +304,10 @@ ImportSources expand_import_paths(const std::vector<std::string> &paths) {
             struct stat st{};
             if (::stat(dir.c_str(), &st) == 0) check_directory_only_root_writes(dir);
             listed = token_files_in(dir);
-        } catch (const FileRefused &e) {
+        } catch (const FileRefused &e) {  // not listed, so nothing in it is gone; the other PATHs go on
             sources.skipped.push_back({dir, e.what()});
             return;
         } catch (const ImportError &e) {
-            // Not listed, so nothing in it is gone; the other PATHs go on.
             sources.skipped.push_back({dir, e.what()});
             return;
         }
@@ -473,7 +472,7 @@ std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<Cpane
                     step(ImportAction::conflict, "the same digest is listed twice");
                     continue;
                 }
-                const std::string skipped = skip_reason(entry, file.service, options);
+                const std::string &skipped = in_file.at(file.path).at(entry.digest);
                 if (!skipped.empty()) {
                     step(ImportAction::skipped, skipped);
                     continue;
@@ -524,36 +523,34 @@ std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<Cpane
         // until then). Rotated tokens and tokens made here are not followed.
         std::vector<StoredToken> to_revoke;
         std::set<Digest> revoked;
-        {
-            for (StoredToken &token : batch.list()) {
-                const TokenRecord &record = token.record;
-                if (record.rotated() || record.imported_from.empty()) continue;
-                std::string why;
-                const auto file = in_file.find(record.imported_from);
-                if (file != in_file.end()) {
-                    const auto entry = file->second.find(token.digest);
-                    if (entry == file->second.end())
-                        why = "no longer in " + record.imported_from;
-                    else if (!entry->second.empty())
-                        why = "now skipped: " + entry->second;
-                    else
-                        continue;
-                } else if (listed_directories.contains(fs::path(record.imported_from).parent_path().string()) &&
-                           !listed_files.contains(record.imported_from)) {
-                    why = record.imported_from + " is gone";  // a file listed but skipped is not gone
-                } else {
+        for (StoredToken &token : batch.list()) {
+            const TokenRecord &record = token.record;
+            if (record.rotated() || record.imported_from.empty()) continue;
+            std::string why;
+            const auto file = in_file.find(record.imported_from);
+            if (file != in_file.end()) {
+                const auto entry = file->second.find(token.digest);
+                if (entry == file->second.end())
+                    why = "no longer in " + record.imported_from;
+                else if (!entry->second.empty())
+                    why = "now skipped: " + entry->second;
+                else
                     continue;
-                }
-                if (!options.sync) {
-                    steps.push_back({ImportAction::gone, record.imported_from, record.user, record.name,
-                                     record.service, why + "; --sync revokes it"});
-                    continue;
-                }
-                steps.push_back({ImportAction::revoked, record.imported_from, record.user, record.name, record.service,
-                                 why});
-                revoked.insert(token.digest);
-                to_revoke.push_back(std::move(token));
+            } else if (listed_directories.contains(fs::path(record.imported_from).parent_path().string()) &&
+                       !listed_files.contains(record.imported_from)) {
+                why = record.imported_from + " is gone";  // a file listed but skipped is not gone
+            } else {
+                continue;
             }
+            if (!options.sync) {
+                steps.push_back({ImportAction::gone, record.imported_from, record.user, record.name,
+                                 record.service, why + "; --sync revokes it"});
+                continue;
+            }
+            steps.push_back({ImportAction::revoked, record.imported_from, record.user, record.name, record.service,
+                             why});
+            revoked.insert(token.digest);
+            to_revoke.push_back(std::move(token));
         }
         drop_name_conflicts(batch, planned, revoked, steps);
 

@@ -375,6 +375,26 @@ void test_sync_keeps_a_digest_another_file_also_lists(void **state) {
     assert_false(s.find(token_digest(token_b)).has_value());
 }
 
+// Issue 20, M2: a file listed but skipped (unreadable, unparsable) is neither read nor gone.
+void test_a_file_listed_but_not_read_keeps_its_tokens(void **state) {
+    TokenStore s(fx(state).store, Access::read_write);
+    const std::string dir = "/var/cpanel/authn/api_tokens_v2/cpanel";
+    const std::string bob_path = dir + "/bob.json";
+    run(s, {file_of({entry_for(token_a, "deploy")}), file_of({entry_for(token_b, "ci")}, "bob", bob_path)});
+    ImportSources sources = sources_of({file_of({})}, {dir});
+    sources.files.push_back(bob_path);  // listed, then skipped: not among the files read
+    auto steps = import_cpanel(s, {file_of({})}, sources, {true, false, false, now});
+    assert_int_equal(steps.size(), 1);
+    expect_step(steps, 0, ImportAction::revoked, "deploy", "no longer in ");
+    assert_true(s.find(token_digest(token_b)).has_value());
+    // Without --sync, what it would revoke is reported as gone and kept.
+    run(s, {file_of({entry_for(token_a, "deploy")})});
+    steps = run(s, {file_of({})}, false, false, {dir});
+    expect_step(steps, 0, ImportAction::gone, "deploy", "no longer in ");
+    expect_step(steps, 1, ImportAction::gone, "ci", "bob.json is gone; --sync revokes it");
+    assert_int_equal(s.list().size(), 2);
+}
+
 void test_put_many_refuses_a_taken_name(void **state) {
     TokenStore s(fx(state).store, Access::read_write);
     s.add(token_digest(token_a), rec("alice", "deploy"));
@@ -412,6 +432,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_sync_takes_a_name_freed_in_the_same_run, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_sync_leaves_rotated_made_here_and_other_files, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_sync_keeps_a_digest_another_file_also_lists, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_file_listed_but_not_read_keeps_its_tokens, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_put_many_refuses_a_taken_name, setup_init, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
