@@ -611,7 +611,7 @@ struct BackupOptions {
 struct ImportCpanelOptions {
     std::vector<std::string> paths;
     std::optional<std::string> service;
-    bool dry_run = false, sync = false, with_limited = false, json = false;
+    bool dry_run = false, sync = false, with_limited = false, allow_empty = false, json = false;
     void define(CLI::App *sub) {
         sub->add_option("PATH", paths,
                         "cPanel token file (api_tokens_v2/cpanel/USER.json, .../whostmgr/USER.json) or a directory "
@@ -622,6 +622,9 @@ struct ImportCpanelOptions {
         sub->add_flag("--sync", sync,
                       "follow the files: apply changed names, expiry and allowlists; revoke tokens imported from them "
                       "that are gone");
+        sub->add_flag("--allow-empty", allow_empty,
+                      "with --sync, follow a directory PATH that holds no token files (revoking every token "
+                      "imported from it); refused without");
         sub->add_flag("--with-limited", with_limited,
                       "import limited tokens (cPanel features, WHM acls, read-only) too; safe only where the backend "
                       "enforces them");
@@ -1103,32 +1106,39 @@ std::string import_step_text(const ImportStep &step) {
     const std::string who = step.user + "/" + step.name;
     if (step.action == ImportAction::note) return "note: " + who + ": " + step.detail;
     std::string line = std::string(import_action_name(step.action)) + " " + who + " (" + service_name(step.service) + ")";
-    if (step.action != ImportAction::revoked) line += " from " + step.file;
+    if (step.action != ImportAction::revoked && step.action != ImportAction::gone) line += " from " + step.file;
     if (!step.detail.empty()) line += " (" + step.detail + ")";
     return line;
 }
 
 // Exit 0 when the run applied (or would apply) whole, 1 if an entry was left
-// out for a conflict, 2 for bad arguments or files (then nothing is written).
+// out for a conflict, 3 if a file was skipped (the others still applied), 2 for
+// bad arguments (then nothing is written).
 int cmd_import_cpanel(const std::string &db, const ImportCpanelOptions &o) {
     const std::optional<Service> service = o.service ? std::optional(parse_service_option(*o.service)) : std::nullopt;
     ImportSources sources;
-    std::vector<CpanelFile> files;
+    CpanelFiles files;
     try {  // every file is read and checked before the store is opened
         sources = expand_import_paths(o.paths);
-        for (const std::string &file : sources.files) files.push_back(read_cpanel_file(file, service));
+        if (o.sync && !o.allow_empty) refuse_empty_directories(sources);
+        files = read_cpanel_files(sources, service);
     } catch (const ImportError &e) {
         throw UsageError(e.what());
     }
     TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const std::vector<ImportStep> steps =
-        import_cpanel(store, files, sources.directories, {o.sync, o.with_limited, o.dry_run, now_seconds()});
+        import_cpanel(store, files.read, sources, {o.sync, o.with_limited, o.dry_run, now_seconds()});
 
+    // Each skipped file on stderr, where cron's mail and the journal's errors look.
+    std::string errors;
+    for (const SkippedFile &skipped : files.skipped)
+        errors += "cptoken: " + printable("skipped " + skipped.path + ": " + skipped.reason) + "\n";
+    std::cerr << errors;
     json counts = json::object();
     for (ImportAction action : all_import_actions) counts[import_action_name(action)] = 0;
     for (const ImportStep &step : steps) counts[import_action_name(step.action)] = counts[import_action_name(step.action)].get<int>() + 1;
-    const bool conflicts = counts["conflict"].get<int>() > 0;
+    const int status = !files.skipped.empty() ? 3 : counts["conflict"].get<int>() > 0 ? 1 : 0;
     if (o.json) {
         json out;
         out["dry_run"] = o.dry_run;
@@ -1142,18 +1152,24 @@ int cmd_import_cpanel(const std::string &db, const ImportCpanelOptions &o) {
                                       {"action", import_action_name(step.action)},
                                       {"detail", step.detail.empty() ? json(nullptr) : json(step.detail)}});
         out["counts"] = counts;
+        out["skipped_files"] = json::array();
+        for (const SkippedFile &skipped : files.skipped)
+            out["skipped_files"].push_back({{"file", skipped.path}, {"reason", skipped.reason}});
         print_json(out);
-        return conflicts ? 1 : 0;
+        return status;
     }
     std::string text;
     for (const ImportStep &step : steps) text += printable(import_step_text(step)) + "\n";
-    text += std::to_string(files.size()) + " file" + (files.size() == 1 ? "" : "s") + ":";
+    const std::size_t read = files.read.size();
+    text += std::to_string(read) + " file" + (read == 1 ? "" : "s");
+    if (!files.skipped.empty()) text += " read, " + std::to_string(files.skipped.size()) + " skipped";
+    text += ":";
     for (const auto &[action, count] : counts.items())
         text += " " + std::to_string(count.get<int>()) + " " + action + ",";
     text.back() = '\n';
     if (o.dry_run) text += "dry run: nothing was changed\n";
     std::cout << text;
-    return conflicts ? 1 : 0;
+    return status;
 }
 
 int run(int argc, char **argv) {

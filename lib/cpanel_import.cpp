@@ -6,12 +6,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "names.hpp"
+#include "user_written_file.hpp"
 
 namespace cptoken {
 
@@ -160,9 +160,13 @@ CpanelEntry entry_of(const std::string &key, const json &value, std::size_t posi
                                                       : std::vector<std::string>{};
         if (!full_access) entry.limited = true, entry.limits = std::move(names);
     } else {
+        // cPanel: no acls, or "all" among the granted ones, is full access (what the reseller has).
         const auto acls = value.find("acls");
-        if (acls != value.end() && !acls->is_null())
-            entry.limited = true, entry.limits = limits_of(*acls, "acls", true, where);
+        if (acls != value.end() && !acls->is_null()) {
+            std::vector<std::string> granted = limits_of(*acls, "acls", true, where);
+            if (std::find(granted.begin(), granted.end(), "all") == granted.end())
+                entry.limited = true, entry.limits = std::move(granted);
+        }
     }
     if (read_only) {
         entry.limited = entry.read_only = true;
@@ -186,7 +190,7 @@ std::vector<std::string> token_files_in(const std::string &dir) {
     fs::directory_iterator it(dir, error);
     if (error) {
         if (error == std::errc::no_such_file_or_directory) return files;
-        throw ImportError("cannot read " + dir + ": " + error.message());
+        throw ImportError("cannot list it: " + error.message());
     }
     for (; it != fs::directory_iterator(); it.increment(error)) {
         const std::string name = it->path().filename().string();
@@ -194,7 +198,7 @@ std::vector<std::string> token_files_in(const std::string &dir) {
         if (it->symlink_status(error).type() != fs::file_type::regular) continue;
         files.push_back(absolute_path(it->path().string()));
     }
-    if (error) throw ImportError("cannot read " + dir + ": " + error.message());
+    if (error) throw ImportError("cannot list it: " + error.message());
     std::sort(files.begin(), files.end());
     return files;
 }
@@ -218,9 +222,19 @@ std::string user_of_path(std::string_view path) {
 }
 
 std::vector<CpanelEntry> parse_cpanel_tokens(std::string_view text, std::string_view path, Service service) {
+    // Refused as the parser goes deeper, before the DOM grows: nesting costs memory by the byte.
+    struct TooDeep {};
+    const auto bound_depth = [](int depth, json::parse_event_t event, json &) {
+        if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+            depth >= max_cpanel_json_depth)
+            throw TooDeep{};
+        return true;
+    };
     json document;
     try {
-        document = json::parse(text);
+        document = json::parse(text, bound_depth);
+    } catch (const TooDeep &) {
+        bad(path, "nested deeper than " + std::to_string(max_cpanel_json_depth) + " levels: not a token file");
     } catch (const json::parse_error &e) {
         // Not e.what(): it quotes the text, which may hold digests.
         bad(path, "not JSON (error at byte " + std::to_string(e.byte) + ")");
@@ -245,16 +259,34 @@ CpanelFile read_cpanel_file(const std::string &path, std::optional<Service> serv
     if (!service)
         bad(path, "cannot tell the service from the directory (cpanel or whostmgr): give --service cpanel or whm");
     file.service = *service;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) bad(path, std::string("cannot read: ") + std::strerror(errno));
-    std::string text(max_cpanel_file_bytes + 1, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    if (in.bad()) bad(path, "cannot read");
-    text.resize(static_cast<std::size_t>(in.gcount()));
-    if (text.size() > max_cpanel_file_bytes)
-        bad(path, "larger than " + std::to_string(max_cpanel_file_bytes >> 20) + " MiB: not a token file");
+    std::string text;
+    try {
+        text = read_user_written_file(path, file.user, max_cpanel_file_bytes);
+    } catch (const FileRefused &e) {
+        bad(path, e.what());
+    }
     file.entries = parse_cpanel_tokens(text, path, file.service);
     return file;
+}
+
+CpanelFiles read_cpanel_files(const ImportSources &sources, std::optional<Service> service) {
+    // Which service a file is follows from the arguments: a usage error, found before anything is read.
+    if (!service)
+        for (const std::string &path : sources.files)
+            if (!service_of_path(path))
+                bad(path, "cannot tell the service from the directory (cpanel or whostmgr): give --service cpanel or whm");
+    CpanelFiles out;
+    out.skipped = sources.skipped;
+    for (const std::string &path : sources.files) {
+        try {
+            out.read.push_back(read_cpanel_file(path, service));
+        } catch (const ImportError &e) {
+            std::string reason = e.what();
+            if (reason.starts_with(path + ": ")) reason.erase(0, path.size() + 2);
+            out.skipped.push_back({path, std::move(reason)});
+        }
+    }
+    return out;
 }
 
 ImportSources expand_import_paths(const std::vector<std::string> &paths) {
@@ -264,11 +296,30 @@ ImportSources expand_import_paths(const std::vector<std::string> &paths) {
         if (seen.insert(file).second) sources.files.push_back(file);
     };
     auto add_directory = [&](const std::string &dir) {
-        if (std::find(sources.directories.begin(), sources.directories.end(), dir) == sources.directories.end())
-            sources.directories.push_back(dir);
-        for (const std::string &file : token_files_in(dir)) add_file(file);
+        if (std::find(sources.directories.begin(), sources.directories.end(), dir) != sources.directories.end())
+            return;
+        std::vector<std::string> listed;
+        try {
+            // What a directory anyone but root can change lists, or no longer lists, says nothing.
+            struct stat st{};
+            if (::stat(dir.c_str(), &st) == 0) check_directory_only_root_writes(dir);
+            listed = token_files_in(dir);
+        } catch (const FileRefused &e) {  // not listed, so nothing in it is gone; the other PATHs go on
+            sources.skipped.push_back({dir, e.what()});
+            return;
+        } catch (const ImportError &e) {
+            sources.skipped.push_back({dir, e.what()});
+            return;
+        }
+        sources.directories.push_back(dir);
+        for (const std::string &file : listed) add_file(file);
     };
     for (const std::string &given : paths) {
+        const std::size_t files_before = sources.files.size(), skipped_before = sources.skipped.size();
+        auto note_if_empty = [&] {
+            if (sources.files.size() == files_before && sources.skipped.size() == skipped_before)
+                sources.empty.push_back(given);
+        };
         const std::string path = absolute_path(given);
         struct stat st{};
         if (::stat(path.c_str(), &st) != 0) throw ImportError("cannot read " + given + ": " + std::strerror(errno));
@@ -284,11 +335,20 @@ ImportSources expand_import_paths(const std::vector<std::string> &paths) {
                           fs::is_directory(path + "/whostmgr", error));
         if (!top) {
             add_directory(path);
+            note_if_empty();
             continue;
         }
         for (const char *service_dir : {"/cpanel", "/whostmgr"}) add_directory(path + service_dir);
+        note_if_empty();
     }
     return sources;
+}
+
+void refuse_empty_directories(const ImportSources &sources) {
+    if (!sources.empty.empty())
+        throw ImportError(sources.empty.front() +
+                          " holds no token files: --sync would revoke every token imported from it; give "
+                          "--allow-empty if that is meant");
 }
 
 const char *import_action_name(ImportAction action) noexcept {
@@ -300,6 +360,7 @@ const char *import_action_name(ImportAction action) noexcept {
         case ImportAction::skipped: return "skipped";
         case ImportAction::conflict: return "conflict";
         case ImportAction::revoked: return "revoked";
+        case ImportAction::gone: return "gone";
         case ImportAction::note: return "note";
     }
     return "?";
@@ -382,25 +443,36 @@ void drop_name_conflicts(TokenBatch &batch, std::vector<Planned> &planned, const
 }  // namespace
 
 std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<CpanelFile> &files,
-                                      const std::vector<std::string> &directories, const ImportOptions &options) {
+                                      const ImportSources &sources, const ImportOptions &options) {
+    const std::set<std::string> listed_files(sources.files.begin(), sources.files.end());
+    const std::set<std::string> listed_directories(sources.directories.begin(), sources.directories.end());
     std::vector<ImportStep> steps;
+    // Every file's digests are recorded before any entry is decided: a digest
+    // also listed in another file is still in this one, so --sync never takes
+    // it for gone (a user listing root's digest must not revoke root's token).
+    std::map<std::string, std::map<Digest, std::string>> in_file;  // file -> digest -> why skipped ("" if not)
+    std::map<Digest, std::vector<std::string>> listed_in;           // digest -> the files listing it
+    for (const CpanelFile &file : files) {
+        auto &entries_here = in_file[file.path];
+        for (const CpanelEntry &entry : file.entries) {
+            if (entries_here.emplace(entry.digest, skip_reason(entry, file.service, options)).second)
+                listed_in[entry.digest].push_back(file.path);
+        }
+    }
     store.batch([&](TokenBatch &batch) {
         steps.clear();
         std::vector<Planned> planned;
-        std::set<Digest> listed;                                  // every digest of the files, to catch repeats
-        std::map<std::string, std::map<Digest, std::string>> in_file;  // file -> digest -> why skipped ("" if not)
+        std::set<std::pair<std::string, Digest>> decided;  // (file, digest): a repeat within a file is one entry
         for (const CpanelFile &file : files) {
-            auto &entries_here = in_file[file.path];
             for (const CpanelEntry &entry : file.entries) {
                 auto step = [&](ImportAction action, std::string detail) {
                     steps.push_back({action, file.path, file.user, entry.name, file.service, std::move(detail)});
                 };
-                if (!listed.insert(entry.digest).second) {
+                if (!decided.emplace(file.path, entry.digest).second) {
                     step(ImportAction::conflict, "the same digest is listed twice");
                     continue;
                 }
-                const std::string skipped = skip_reason(entry, file.service, options);
-                entries_here[entry.digest] = skipped;
+                const std::string &skipped = in_file.at(file.path).at(entry.digest);
                 if (!skipped.empty()) {
                     step(ImportAction::skipped, skipped);
                     continue;
@@ -410,7 +482,13 @@ std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<Cpane
                 wanted.limits = entry.limits;
                 wanted.imported_from = file.path;
                 const auto stored = batch.find(entry.digest);
-                if (!stored) {
+                if (!stored && listed_in[entry.digest].size() > 1) {
+                    // No token here says whose it is: it goes to none of them.
+                    std::vector<std::string> others;
+                    for (const std::string &other : listed_in[entry.digest])
+                        if (other != file.path) others.push_back(other);
+                    step(ImportAction::conflict, "the same digest is also listed in " + joined(others));
+                } else if (!stored) {
                     planned.push_back({{entry.digest, wanted}, steps.size()});
                     step(ImportAction::added, {});
                 } else if (stored->user != file.user) {
@@ -441,34 +519,38 @@ std::vector<ImportStep> import_cpanel(TokenStore &store, const std::vector<Cpane
             }
         }
 
-        // --sync: what the files no longer hold goes. Rotated tokens and tokens made here are not followed.
+        // What the files no longer hold goes with --sync, and is reported without it (it keeps working
+        // until then). Rotated tokens and tokens made here are not followed.
         std::vector<StoredToken> to_revoke;
         std::set<Digest> revoked;
-        if (options.sync) {
-            for (StoredToken &token : batch.list()) {
-                const TokenRecord &record = token.record;
-                if (record.rotated() || record.imported_from.empty()) continue;
-                std::string why;
-                const auto file = in_file.find(record.imported_from);
-                if (file != in_file.end()) {
-                    const auto entry = file->second.find(token.digest);
-                    if (entry == file->second.end())
-                        why = "no longer in " + record.imported_from;
-                    else if (!entry->second.empty())
-                        why = "now skipped: " + entry->second;
-                    else
-                        continue;
-                } else if (std::find(directories.begin(), directories.end(),
-                                     fs::path(record.imported_from).parent_path().string()) != directories.end()) {
-                    why = record.imported_from + " is gone";
-                } else {
+        for (StoredToken &token : batch.list()) {
+            const TokenRecord &record = token.record;
+            if (record.rotated() || record.imported_from.empty()) continue;
+            std::string why;
+            const auto file = in_file.find(record.imported_from);
+            if (file != in_file.end()) {
+                const auto entry = file->second.find(token.digest);
+                if (entry == file->second.end())
+                    why = "no longer in " + record.imported_from;
+                else if (!entry->second.empty())
+                    why = "now skipped: " + entry->second;
+                else
                     continue;
-                }
-                steps.push_back({ImportAction::revoked, record.imported_from, record.user, record.name, record.service,
-                                 why});
-                revoked.insert(token.digest);
-                to_revoke.push_back(std::move(token));
+            } else if (listed_directories.contains(fs::path(record.imported_from).parent_path().string()) &&
+                       !listed_files.contains(record.imported_from)) {
+                why = record.imported_from + " is gone";  // a file listed but skipped is not gone
+            } else {
+                continue;
             }
+            if (!options.sync) {
+                steps.push_back({ImportAction::gone, record.imported_from, record.user, record.name,
+                                 record.service, why + "; --sync revokes it"});
+                continue;
+            }
+            steps.push_back({ImportAction::revoked, record.imported_from, record.user, record.name, record.service,
+                             why});
+            revoked.insert(token.digest);
+            to_revoke.push_back(std::move(token));
         }
         drop_name_conflicts(batch, planned, revoked, steps);
 

@@ -65,7 +65,7 @@ def test_global_options_before_the_command():
     ("check", {"--ip", "--service", "--path", "--method"}),
     ("list", {"--service", "--unused-for", "--json"}),
     ("fsck", {"--repair", "--json"}),
-    ("import-cpanel", {"--service", "--dry-run", "--sync", "--with-limited", "--json"}),
+    ("import-cpanel", {"--service", "--dry-run", "--sync", "--allow-empty", "--with-limited", "--json"}),
 ])
 def test_each_commands_options(command, expected):
     assert set(complete(command, "--")) == expected | {"--db", "--help"}

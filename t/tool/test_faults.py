@@ -102,9 +102,13 @@ def small_store(tmpfs):
 
 
 def cpanel_file(directory, count):
-    """A cPanel token file of `count` entries for user carol outside the store."""
-    return write_tokens(Path(directory) / "api_tokens_v2" / "cpanel" / "carol.json",
-                        {new_token(): entry(f"t{i}") for i in range(count)})
+    """cPanel token files of `count` entries in all, outside the store: their
+    directory. At most 1000 entries a file (users carol0, carol1, ...), as a
+    file is read only up to 1 MiB (issue 20)."""
+    top = Path(directory) / "api_tokens_v2" / "cpanel"
+    for n, start in enumerate(range(0, count, 1000)):
+        write_tokens(top / f"carol{n}.json", {new_token(): entry(f"t{i}") for i in range(start, min(count, start + 1000))})
+    return top
 
 
 def bulk_lines(count, user="dave"):

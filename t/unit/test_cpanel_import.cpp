@@ -108,6 +108,15 @@ void test_limited_rules(void **) {
     e = entry(R"(, "acls": {"list-accts": 1, "kill-acct": 0, "edit-dns": true})", Service::whm);
     assert_true(e.limited && e.limits == (std::vector<std::string>{"list-accts", "edit-dns"}));
     assert_false(entry(R"(, "has_full_access": 1, "acls": ["x"])", Service::cpanel).limited);
+    // "all" granted is full access, as in cPanel (issue 20); not granted, it limits nothing more.
+    for (const char *all : {R"(["all"])", R"(["list-accts", "all"])", R"({"all": 1, "kill-acct": 0})"}) {
+        e = entry(std::string(R"(, "acls": )") + all, Service::whm);
+        assert_true(!e.limited && e.limits.empty());
+    }
+    e = entry(R"(, "acls": {"all": 0, "list-accts": 1})", Service::whm);
+    assert_true(e.limited && e.limits == std::vector<std::string>{"list-accts"});
+    e = entry(R"(, "acls": ["all"], "readonly": 1)", Service::whm);
+    assert_true(e.limited && e.limits == std::vector<std::string>{"readonly"});
     // readonly: limited for either service, and said so in the limits.
     for (Service service : {Service::cpanel, Service::whm}) {
         e = entry(R"(, "has_full_access": 1, "readonly": 1)", service);
@@ -159,10 +168,19 @@ void test_bad_shapes(void **) {
     expect_contains(parse_error(tokens_json(one(token_a, R"("name": "x", "create_time": 1, "acls": 5)")), Service::whm),
                     "acls: expected a list of names or an object of flags");
     // A number too large for any integer type: nlohmann's parser throws out_of_range, not parse_error
-    // (found by fuzz_cpanel); it is a bad file like any other, named, exit 2.
+    // (found by fuzz_cpanel); it is a bad file like any other, named, and skipped.
     for (const char *number : {"1e999", "-1e999", "99999999999999999999999"})
         expect_contains(parse_error(tokens_json(one(token_a, std::string(R"("name": "x", "create_time": )") + number))),
                         std::string(file_path) + ": ");
+
+    // Nesting is bounded as it is parsed (issue 20, M2): the top object and 15 more levels are
+    // a file, 16 more are not, however deep the rest goes.
+    const auto nested = [](int levels) {
+        return "{\"tokens\": {}, \"x\": " + std::string(levels, '[') + std::string(levels, ']') + "}";
+    };
+    assert_true(parse(nested(max_cpanel_json_depth - 1)).empty());
+    for (int levels : {max_cpanel_json_depth, 100000})
+        expect_contains(parse_error(nested(levels)), std::string(file_path) + ": nested deeper than 16 levels");
 
     std::string many;
     for (int i = 0; i < 101; ++i) many += (i ? ", " : "") + std::string("\"10.0.") + std::to_string(i) + ".1\"";
@@ -203,9 +221,17 @@ CpanelFile file_of(std::vector<CpanelEntry> entries, const std::string &user = "
     return CpanelFile{path, user, Service::cpanel, std::move(entries)};
 }
 
+// The sources of `files`, as if listed from `directories`.
+ImportSources sources_of(const std::vector<CpanelFile> &files, const std::vector<std::string> &directories = {}) {
+    ImportSources sources;
+    for (const CpanelFile &file : files) sources.files.push_back(file.path);
+    sources.directories = directories;
+    return sources;
+}
+
 std::vector<ImportStep> run(TokenStore &s, const std::vector<CpanelFile> &files, bool sync = false,
                             bool dry_run = false, const std::vector<std::string> &directories = {}) {
-    return import_cpanel(s, files, directories, {sync, false, dry_run, now});
+    return import_cpanel(s, files, sources_of(files, directories), {sync, false, dry_run, now});
 }
 
 // The store's tokens, comparable.
@@ -264,7 +290,7 @@ void test_skipped_expired_and_limited(void **state) {
     expect_step(steps, 0, ImportAction::skipped, "old", "expired 2026-01-01T00:00:00Z");
     expect_step(steps, 1, ImportAction::skipped, "mail", "limited: features email; use --with-limited");
     assert_true(s.list().empty());
-    steps = import_cpanel(s, {file_of({limited})}, {}, {false, true, false, now});
+    steps = import_cpanel(s, {file_of({limited})}, sources_of({file_of({limited})}), {false, true, false, now});
     expect_step(steps, 0, ImportAction::added, "mail");
     assert_true(s.find(token_digest(token_b))->limits == std::vector<std::string>{"email"});
 }
@@ -328,6 +354,47 @@ void test_sync_leaves_rotated_made_here_and_other_files(void **state) {
     assert_false(s.find(token_digest(token_b)).has_value());
 }
 
+// Issue 20, M1: a digest another user's file also lists stays with the file it came from.
+void test_sync_keeps_a_digest_another_file_also_lists(void **state) {
+    TokenStore s(fx(state).store, Access::read_write);
+    const std::string root_path = "/var/cpanel/authn/api_tokens_v2/whostmgr/root.json";
+    CpanelFile root_file = file_of({entry_for(token_a, "reseller")}, "root", root_path);
+    root_file.service = Service::whm;
+    run(s, {root_file});
+    // Files are read cpanel/ first: alice's copy of root's digest comes first.
+    auto steps = run(s, {file_of({entry_for(token_a, "mine")}), root_file}, true);
+    expect_step(steps, 0, ImportAction::conflict, "mine", "the same digest is a token of another user");
+    expect_step(steps, 1, ImportAction::unchanged, "reseller");
+    assert_int_equal(steps.size(), 2);
+    assert_string_equal(s.find(token_digest(token_a))->user.c_str(), "root");
+    // A new digest in two files goes to neither.
+    const std::string bob_path = "/var/cpanel/authn/api_tokens_v2/cpanel/bob.json";
+    steps = run(s, {file_of({entry_for(token_b, "x")}), file_of({entry_for(token_b, "x")}, "bob", bob_path)}, true);
+    expect_step(steps, 0, ImportAction::conflict, "x", "also listed in /var/cpanel/authn/api_tokens_v2/cpanel/bob.json");
+    expect_step(steps, 1, ImportAction::conflict, "x", "also listed in /var/cpanel/authn/api_tokens_v2/cpanel/alice.json");
+    assert_false(s.find(token_digest(token_b)).has_value());
+}
+
+// Issue 20, M2: a file listed but skipped (unreadable, unparsable) is neither read nor gone.
+void test_a_file_listed_but_not_read_keeps_its_tokens(void **state) {
+    TokenStore s(fx(state).store, Access::read_write);
+    const std::string dir = "/var/cpanel/authn/api_tokens_v2/cpanel";
+    const std::string bob_path = dir + "/bob.json";
+    run(s, {file_of({entry_for(token_a, "deploy")}), file_of({entry_for(token_b, "ci")}, "bob", bob_path)});
+    ImportSources sources = sources_of({file_of({})}, {dir});
+    sources.files.push_back(bob_path);  // listed, then skipped: not among the files read
+    auto steps = import_cpanel(s, {file_of({})}, sources, {true, false, false, now});
+    assert_int_equal(steps.size(), 1);
+    expect_step(steps, 0, ImportAction::revoked, "deploy", "no longer in ");
+    assert_true(s.find(token_digest(token_b)).has_value());
+    // Without --sync, what it would revoke is reported as gone and kept.
+    run(s, {file_of({entry_for(token_a, "deploy")})});
+    steps = run(s, {file_of({})}, false, false, {dir});
+    expect_step(steps, 0, ImportAction::gone, "deploy", "no longer in ");
+    expect_step(steps, 1, ImportAction::gone, "ci", "bob.json is gone; --sync revokes it");
+    assert_int_equal(s.list().size(), 2);
+}
+
 void test_put_many_refuses_a_taken_name(void **state) {
     TokenStore s(fx(state).store, Access::read_write);
     s.add(token_digest(token_a), rec("alice", "deploy"));
@@ -364,6 +431,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_sync_updates_swaps_and_revokes, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_sync_takes_a_name_freed_in_the_same_run, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_sync_leaves_rotated_made_here_and_other_files, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_keeps_a_digest_another_file_also_lists, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_file_listed_but_not_read_keeps_its_tokens, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_put_many_refuses_a_taken_name, setup_init, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
