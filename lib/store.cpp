@@ -25,6 +25,7 @@
 #include "codec.hpp"
 #include "commit_record.hpp"
 #include "lmdb_env.hpp"
+#include "open_fd.hpp"
 #include "lsheader.hpp"
 #include "names.hpp"
 #include "record_cache.hpp"
@@ -64,21 +65,6 @@ std::string name_key(std::string_view user, std::string_view name) {
     key.append(name);
     return key;
 }
-
-// A file descriptor, closed when it goes out of scope.
-class OpenFd {
-public:
-    explicit OpenFd(int fd) : fd_(fd) {}
-    ~OpenFd() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    OpenFd(const OpenFd &) = delete;
-    OpenFd &operator=(const OpenFd &) = delete;
-    int get() const { return fd_; }
-
-private:
-    int fd_;
-};
 
 // Gives the open file at PATH to this process's user and to `group`, with
 // `mode`, changing only what differs (LMDB creates files with the caller's

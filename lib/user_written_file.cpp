@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "lmdb_env.hpp"  // user_name, mode_text
+#include "open_fd.hpp"
 
 namespace cptoken {
 
@@ -19,25 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 using lmdb::mode_text;
 using lmdb::user_name;
-
-class Descriptor {
-public:
-    explicit Descriptor(int fd) : fd_(fd) {}
-    ~Descriptor() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    Descriptor(Descriptor &&other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
-    Descriptor &operator=(Descriptor &&other) noexcept {
-        std::swap(fd_, other.fd_);
-        return *this;
-    }
-    Descriptor(const Descriptor &) = delete;
-    Descriptor &operator=(const Descriptor &) = delete;
-    int get() const { return fd_; }
-
-private:
-    int fd_;
-};
 
 // Root, and the user this process runs as (see the header).
 bool is_root_here(uid_t uid) { return uid == 0 || uid == ::geteuid(); }
@@ -67,7 +49,7 @@ std::string size_text(std::size_t bytes) {
 
 // Whoever can change a directory's entries can put any file in it, or swap
 // one file (or directory) for another.
-void check_directory(const Descriptor &fd, const std::string &name, bool is_last) {
+void check_directory(const OpenFd &fd, const std::string &name, bool is_last) {
     struct stat st{};
     if (::fstat(fd.get(), &st) != 0)
         throw FileRefused("cannot stat the directory " + name + ": " + std::strerror(errno));
@@ -83,17 +65,17 @@ void check_directory(const Descriptor &fd, const std::string &name, bool is_last
 
 // An O_PATH descriptor of `dir`, opened from "/" one directory at a time
 // without following symlinks, each checked on the way.
-Descriptor open_checked_directory(const std::string &dir) {
+OpenFd open_checked_directory(const std::string &dir) {
     std::error_code error;
     const fs::path real = fs::canonical(dir, error);
     if (error) throw FileRefused("cannot resolve the directory " + dir + ": " + error.message());
-    Descriptor fd(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    OpenFd fd(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (fd.get() < 0) throw FileRefused(std::string("cannot open /: ") + std::strerror(errno));
     fs::path so_far = "/";
     check_directory(fd, so_far.string(), real == so_far);
     for (const fs::path &part : real.relative_path()) {
         so_far /= part;
-        Descriptor next(::openat(fd.get(), part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        OpenFd next(::openat(fd.get(), part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (next.get() < 0)
             throw FileRefused("cannot open the directory " + so_far.string() + ": " + std::strerror(errno));
         fd = std::move(next);
@@ -108,9 +90,9 @@ void check_directory_only_root_writes(const std::string &dir) { open_checked_dir
 
 std::string read_user_written_file(const std::string &path, const std::string &user, std::size_t max_bytes) {
     const fs::path file(path);
-    const Descriptor dir = open_checked_directory(file.parent_path().string());
+    const OpenFd dir = open_checked_directory(file.parent_path().string());
     // O_NONBLOCK: opening a FIFO to read would otherwise wait for a writer, forever.
-    const Descriptor fd(
+    const OpenFd fd(
         ::openat(dir.get(), file.filename().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
     if (fd.get() < 0) {
         if (errno == ELOOP) throw FileRefused("a symbolic link: not followed");
