@@ -255,6 +255,7 @@ struct RequestState {
     // read-only (check_uri_scope checks every URI the request reaches);
     // null for a token without such restrictions. Freed with r->pool.
     const TokenRecord *restricted;
+    bool forbidden;  // check_uri_scope refused this request (403): not a use of the token
 };
 
 const RequestState *state_of(const request_rec *r) {
@@ -466,6 +467,7 @@ int check_uri_scope(request_rec *r) {
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_FORBIDDEN "forbidden: reason=\"%s\" method=%s path=\"%s\" %s",
                   describe(verdict), r->method ? r->method : "-", loggable_path(r->uri ? r->uri : "").c_str(),
                   who_fields(r, record.user, &record).c_str());
+    state_for(r).forbidden = true;
     return HTTP_FORBIDDEN;
 }
 
@@ -540,10 +542,16 @@ void apply_expiry_header(request_rec *r, const char *expires) {
 
 // After the response: note the use of the token that admitted the request
 // the client got its answer from (the last of a chain of internal
-// redirects), for the child's writer thread. No store access here.
+// redirects), for the child's writer thread. A request the token's
+// restrictions refused (403) is no use, even if its ErrorDocument page was
+// served within them. No store access here.
 int note_use(request_rec *r) {
     const request_rec *served = r;
-    while (served->next) served = served->next;
+    for (;; served = served->next) {
+        const RequestState *state = state_of(served);
+        if (state && state->forbidden) return DECLINED;
+        if (!served->next) break;
+    }
     const RequestState *admitted = admitted_state(served);
     if (!admitted || !admitted->used) return DECLINED;
     if (static_cast<std::size_t>(admitted->store_index) >= g_usage.size()) return DECLINED;
