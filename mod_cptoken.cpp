@@ -5,7 +5,7 @@
 //   AuthType cpanel                    check_authn hook + note_auth_failure
 //   AuthBasicProvider cptoken          authn provider "cptoken"
 //   per-token restrictions             check_authz hook (declines or denies)
-//   scopes and read-only tokens        fixups hook: every URI a request reaches (403)
+//   scopes and safe-methods tokens     fixups hook: every URI a request reaches (403)
 //   CPTokenExpiryHeader                insert_filter/insert_error_filter hooks + output filter
 //   last used (CPTokenLastUsed)        log_transaction hook; a thread per child writes
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
@@ -27,7 +27,9 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "credentials.hpp"
@@ -50,7 +52,8 @@ using namespace cptoken;
 #define TAG_LOADED "CPT0001: "         // the module's version, once per configuration load (notice)
 #define TAG_REFUSED "CPT0100: "        // a request refused, with the reason
 #define TAG_ADMITTED "CPT0101: "       // a request admitted (info), with the token's name
-#define TAG_FORBIDDEN "CPT0102: "      // an admitted token outside its scopes or read-only: 403
+#define TAG_FORBIDDEN "CPT0102: "      // an admitted token outside its scopes or safe methods: 403
+#define TAG_OVERRIDE "CPT0103: "       // a method-override header removed for a safe-methods token (debug)
 #define TAG_STORE "CPT0200: "          // the store cannot be used: 500
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
 #define TAG_USAGE "CPT0203: "          // last-used times cannot be recorded (once per child)
@@ -251,8 +254,8 @@ struct RequestState {
     const Digest *used;   // the admitting token's digest, if its use is to be recorded (log_transaction)
     int store_index;      // where: into g_usage
     apr_int64_t last_used_interval_us;
-    // The admitting token's record, kept only if it has scopes or is
-    // read-only (check_uri_scope checks every URI the request reaches);
+    // The admitting token's record, kept only if it has scopes or safe
+    // methods only (check_uri_scope checks every URI the request reaches);
     // null for a token without such restrictions. Freed with r->pool.
     const TokenRecord *restricted;
     bool forbidden;  // check_uri_scope refused this request (403): not a use of the token
@@ -451,7 +454,24 @@ std::string loggable_path(std::string_view path) {
     return out;
 }
 
-// Scopes and read-only tokens, for every URI a request reaches. A fixups hook
+std::optional<std::string_view> header_in(const request_rec *r, const char *name) {
+    const char *value = apr_table_get(r->headers_in, name);
+    return value ? std::optional<std::string_view>(value) : std::nullopt;
+}
+
+// A safe-methods token's request goes on without the headers that would
+// make a backend take it for another method. Removed from this request's
+// headers, which its internal redirects and subrequests start from.
+void remove_method_overrides(request_rec *r) {
+    for (const char *name : method_override_headers) {
+        if (!apr_table_get(r->headers_in, name)) continue;
+        apr_table_unset(r->headers_in, name);
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, TAG_OVERRIDE "removed %s: the token allows safe methods only",
+                      name);
+    }
+}
+
+// Scopes and safe-methods tokens, for every URI a request reaches. A fixups hook
 // runs for each request httpd processes, internal redirects and subrequests
 // included, even those whose configuration is the same as their parent's, for
 // which httpd skips authentication (AP_AUTH_INTERNAL_PER_CONF) and copies
@@ -462,8 +482,13 @@ int check_uri_scope(request_rec *r) {
     const RequestState *admitted = admitted_state(r);
     if (!admitted || !admitted->restricted) return DECLINED;
     const TokenRecord &record = *admitted->restricted;
-    const ScopeVerdict verdict = check_scope(record, r->method ? r->method : "", r->uri ? r->uri : "");
-    if (verdict == ScopeVerdict::allowed) return DECLINED;
+    ScopeVerdict verdict = check_scope(record, r->method ? r->method : "", r->uri ? r->uri : "");
+    if (verdict == ScopeVerdict::allowed)
+        verdict = check_body(record, carries_body(header_in(r, "Content-Length"), header_in(r, "Transfer-Encoding")));
+    if (verdict == ScopeVerdict::allowed) {
+        if (record.read_only) remove_method_overrides(r);
+        return DECLINED;
+    }
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_FORBIDDEN "forbidden: reason=\"%s\" method=%s path=\"%s\" %s",
                   describe(verdict), r->method ? r->method : "-", loggable_path(r->uri ? r->uri : "").c_str(),
                   who_fields(r, record.user, &record).c_str());

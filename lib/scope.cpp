@@ -58,23 +58,38 @@ bool scope_covers(std::string_view scope, std::string_view path) noexcept {
     return path.size() == scope.size() || path[scope.size()] == '/';  // a whole segment
 }
 
-bool is_read_only_method(std::string_view method) noexcept {
+bool is_safe_method(std::string_view method) noexcept {
     return method == "GET" || method == "HEAD" || method == "OPTIONS";
 }
 
+bool carries_body(std::optional<std::string_view> content_length,
+                  std::optional<std::string_view> transfer_encoding) noexcept {
+    if (transfer_encoding) return true;
+    if (!content_length) return false;
+    if (content_length->empty()) return true;
+    for (const char c : *content_length)
+        if (c != '0') return true;  // a digit other than 0, or not a digit at all
+    return false;
+}
+
 ScopeVerdict check_scope(const TokenRecord &record, std::string_view method, std::string_view path) noexcept {
-    if (record.read_only && !is_read_only_method(method)) return ScopeVerdict::not_read_only;
+    if (record.read_only && !is_safe_method(method)) return ScopeVerdict::not_safe_method;
     if (record.scopes.empty()) return ScopeVerdict::allowed;
     for (const std::string &scope : record.scopes)
         if (scope_covers(scope, path)) return ScopeVerdict::allowed;
     return ScopeVerdict::outside_scope;
 }
 
+ScopeVerdict check_body(const TokenRecord &record, bool has_body) noexcept {
+    return record.read_only && has_body ? ScopeVerdict::body_not_allowed : ScopeVerdict::allowed;
+}
+
 const char *describe(ScopeVerdict verdict) noexcept {
     switch (verdict) {
         case ScopeVerdict::allowed: return "allowed";
         case ScopeVerdict::outside_scope: return "path outside the token's scopes";
-        case ScopeVerdict::not_read_only: return "method not allowed for a read-only token";
+        case ScopeVerdict::not_safe_method: return "method not allowed for a safe-methods token";
+        case ScopeVerdict::body_not_allowed: return "request body not allowed for a safe-methods token";
     }
     return "outside the token's scopes";
 }

@@ -82,13 +82,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         check(reference_unambiguous(scope));  // a valid scope is itself an unambiguous path
         check(scope_covers(scope, path) == reference_covers(scope, path));
         check(scope_covers(scope, scope));
-        // The token's verdict follows the scope, and read-only follows the method.
+        // The token's verdict follows the scope, and safe-methods follows the method.
         TokenRecord record;
         record.scopes = {scope};
         const bool covered = scope_covers(scope, path);
         check((check_scope(record, "GET", path) == ScopeVerdict::allowed) == covered);
         record.read_only = true;
-        check(check_scope(record, "POST", path) == ScopeVerdict::not_read_only);
+        check(check_scope(record, "POST", path) == ScopeVerdict::not_safe_method);
     }
     return 0;
 }

@@ -5,6 +5,8 @@ decoding and dot-segment removal), for every URI the request reaches
 token only GET, HEAD and OPTIONS. Outside: 403 without a challenge and a
 CPT0102 line; inside, Require decides as usual."""
 
+import http.client
+
 import pytest
 
 from conftest import BASIC_PROVIDER_AUTH, ALL_MPMS, CPANEL_AUTH, api_location, assert_admitted
@@ -14,7 +16,7 @@ LoadModule include_module @MODDIR@/mod_include.so
 LoadModule dir_module @MODDIR@/mod_dir.so"""
 
 OUTSIDE = 'reason="path outside the token\'s scopes"'
-NOT_READ_ONLY = 'reason="method not allowed for a read-only token"'
+NOT_SAFE = 'reason="method not allowed for a safe-methods token"'
 
 # Server-context rules: mod_rewrite does not pass them on to virtual hosts, so each host repeats them.
 SERVER_REWRITES = """    RewriteEngine On
@@ -68,6 +70,7 @@ def body(srv):
     RewriteRule ^in/to-out$ /s/out/secret.html [L]
     RewriteRule ^in/to-cfg$ /s/cfg/secret.html [L]
     RewriteRule ^out/to-in$ /s/in/page.html [L]
+    RewriteRule ^in/to-api$ /api/x [L]
     ErrorDocument 404 /s/in/notfound.html
 </Directory>
 <FilesMatch "\\.shtml$">
@@ -89,12 +92,12 @@ def body(srv):
 {vhosts}"""
 
 
-def start(srv):
+def start(srv, loglevel="warn cptoken:info"):
     # mod_include's "[include:error] ... unable to include ... subrequest setup returned 403" has no
     # AH tag; test_scope_through_httpd checks that it is the one expected.
     srv.allow("CPT0102", "[include")
     site(srv)
-    srv.start(body(srv), extra_modules=MODULES)
+    srv.start(body(srv), extra_modules=MODULES, loglevel=loglevel)
 
 
 def get(srv, path, token, host="plain.test", **kw):
@@ -226,7 +229,7 @@ def test_read_only(srv):
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             mark = srv.mark()
             r = srv.get("/api/x", auth=f"cpanel alice:{token}", method=method, data="x")
-            assert_forbidden(srv, r, mark, method, NOT_READ_ONLY)
+            assert_forbidden(srv, r, mark, method, NOT_SAFE)
             assert f"method={method} " in srv.lines(mark, "CPT0102")[0]
     # A token without restrictions is not affected.
     for method in ("GET", "POST", "PUT", "DELETE"):
@@ -255,3 +258,66 @@ def test_forbidden_line_and_require(srv, provider):
     assert_admitted(srv.get("/api/in/x", user=f"alice:{token}"))
     # Inside its scope, Require decides: alice is not bob (401 from authz).
     assert srv.get("/bob/x", user=f"alice:{token}").status == 401
+
+
+OVERRIDES = ("X-HTTP-Method-Override: DELETE", "X-HTTP-Method: PUT", "X-Method-Override: POST")
+BODY_REFUSED = 'reason="request body not allowed for a safe-methods token"'
+
+
+def raw(srv, method, path, token, body=None, headers=None, chunked=False):
+    """One request with http.client (HEAD and OPTIONS with a body, a chunked GET): (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        hdrs = {"Authorization": f"cpanel alice:{token}", **(headers or {})}
+        if chunked:
+            hdrs["Transfer-Encoding"] = "chunked"
+            conn.request(method, path, body=iter([body]), headers=hdrs, encode_chunked=True)
+        else:
+            conn.request(method, path, body=body, headers=hdrs)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+@ALL_MPMS
+def test_safe_methods_strip_overrides_and_refuse_bodies(srv):
+    """UAPI and WHM API 1 change state on GET: a safe-methods token's request
+    loses the method-override headers (a backend would take them as the
+    method), and a GET, HEAD or OPTIONS that carries a body (a backend may
+    read it as a POST's) gets 403."""
+    start(srv, loglevel="warn cptoken:debug")
+    safe = srv.store.create("alice", "safe", "--read-only")
+    plain = srv.store.create("alice", "plain")
+
+    for token, kept in ((safe, False), (plain, True)):
+        mark = srv.mark()
+        r = srv.get("/api/x", auth=f"cpanel alice:{token}", headers=OVERRIDES)
+        assert_admitted(r)
+        seen = r.backend_headers
+        for h in OVERRIDES:
+            name = h.split(":")[0].lower()
+            assert (name in seen) == kept, (token == safe, name, seen)
+        # Said at debug, once per header removed.
+        assert len(srv.lines(mark, "CPT0103")) == (0 if kept else 3), srv.lines(mark)
+    assert all("[cptoken:debug]" in line and "safe methods only" in line for line in srv.lines(0, "CPT0103"))
+    # After an internal redirect (a per-directory RewriteRule into the proxied location) too.
+    r = srv.get("/s/in/to-api", auth=f"cpanel alice:{safe}", headers=["Host: plain.test", *OVERRIDES])
+    assert_admitted(r)
+    assert not {h.split(":")[0].lower() for h in OVERRIDES} & set(r.backend_headers), r.backend_headers
+
+    # Bodies: a length, however given, or chunked; refused before the backend.
+    for method, kw in (("GET", {"body": b"email=x"}), ("GET", {"body": b"x", "chunked": True}),
+                       ("HEAD", {"body": b"x"}), ("OPTIONS", {"body": b"{}"}),
+                       ("GET", {"body": b"x", "headers": {"Content-Length": "01"}})):
+        mark = srv.mark()
+        status, body = raw(srv, method, "/api/x", safe, **kw)
+        assert status == 403, (method, kw, status, body)
+        assert b'"headers"' not in body, body
+        lines = srv.wait_lines(mark, "CPT0102")
+        assert lines and BODY_REFUSED in lines[0] and f"method={method} " in lines[0], lines
+    # An empty body is no body; a token without the flag may send one.
+    assert raw(srv, "GET", "/api/x", safe, body=b"")[0] == 200
+    assert raw(srv, "GET", "/api/x", safe, headers={"Content-Length": "0"})[0] == 200
+    assert raw(srv, "GET", "/api/x", plain, body=b"email=x")[0] == 200
+    assert raw(srv, "GET", "/api/x", plain, body=b"x", chunked=True)[0] == 200

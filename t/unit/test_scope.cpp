@@ -1,8 +1,9 @@
 // Unit tests for lib/scope.hpp: which paths and methods a scoped or
-// read-only token reaches. The paths are what httpd hands the module after
+// safe-methods token reaches. The paths are what httpd hands the module after
 // its own decoding and dot-segment removal, plus what it may leave behind
 // (AllowEncodedSlashes NoDecode, MergeSlashes Off, double encoding).
 
+#include <array>
 #include <string>
 #include <string_view>
 
@@ -93,11 +94,24 @@ void test_valid_scopes(void **) {
     assert_false(is_valid_scope("/" + std::string(max_scope_length, 'a')));
 }
 
-void test_read_only_methods(void **) {
-    for (const char *ok : {"GET", "HEAD", "OPTIONS"}) assert_true(is_read_only_method(ok));
+void test_safe_methods(void **) {
+    for (const char *ok : {"GET", "HEAD", "OPTIONS"}) assert_true(is_safe_method(ok));
     for (const char *bad : {"POST", "PUT", "PATCH", "DELETE", "PROPFIND", "MKCOL", "TRACE", "CONNECT", "get", "Get",
                             "GET ", "", "GETX"})
-        if (is_read_only_method(bad)) fail_msg("method '%s' taken as read-only", bad);
+        if (is_safe_method(bad)) fail_msg("method '%s' taken as safe", bad);
+}
+
+void test_carries_body(void **) {
+    using std::nullopt;
+    assert_false(carries_body(nullopt, nullopt));
+    assert_false(carries_body("0", nullopt));
+    assert_false(carries_body("000", nullopt));
+    for (const char *length : {"1", "01", "10", "100", "", " 0", "0 ", "+0", "-0", "0x0", "abc", "18446744073709551616"})
+        if (!carries_body(length, nullopt)) fail_msg("Content-Length '%s' taken as no body", length);
+    for (const char *encoding : {"chunked", "identity", "", "gzip, chunked"}) {
+        assert_true(carries_body(nullopt, encoding));
+        assert_true(carries_body("0", encoding));
+    }
 }
 
 void test_check_scope(void **) {
@@ -113,13 +127,31 @@ void test_check_scope(void **) {
     record.read_only = true;
     assert_true(check_scope(record, "GET", "/execute/Email/list_pops") == ScopeVerdict::allowed);
     assert_true(check_scope(record, "HEAD", "/execute/Email/list_pops") == ScopeVerdict::allowed);
-    assert_true(check_scope(record, "POST", "/execute/Email/add_pop") == ScopeVerdict::not_read_only);
-    assert_true(check_scope(record, "POST", "/execute/Ftp/x") == ScopeVerdict::not_read_only);
+    assert_true(check_scope(record, "POST", "/execute/Email/add_pop") == ScopeVerdict::not_safe_method);
+    assert_true(check_scope(record, "POST", "/execute/Ftp/x") == ScopeVerdict::not_safe_method);
     record.scopes.clear();  // read-only alone: every path
     assert_true(check_scope(record, "GET", "/execute/Ftp/list_ftp") == ScopeVerdict::allowed);
-    assert_true(check_scope(record, "PUT", "/execute/Ftp/list_ftp") == ScopeVerdict::not_read_only);
+    assert_true(check_scope(record, "PUT", "/execute/Ftp/list_ftp") == ScopeVerdict::not_safe_method);
     assert_string_equal(describe(ScopeVerdict::outside_scope), "path outside the token's scopes");
-    assert_string_equal(describe(ScopeVerdict::not_read_only), "method not allowed for a read-only token");
+    assert_string_equal(describe(ScopeVerdict::not_safe_method), "method not allowed for a safe-methods token");
+}
+
+void test_check_body(void **) {
+    TokenRecord record;
+    assert_true(check_body(record, false) == ScopeVerdict::allowed);
+    assert_true(check_body(record, true) == ScopeVerdict::allowed);
+    record.scopes = {"/execute/Email/"};  // scopes alone do not limit bodies
+    assert_true(check_body(record, true) == ScopeVerdict::allowed);
+    record.read_only = true;
+    assert_true(check_body(record, false) == ScopeVerdict::allowed);
+    assert_true(check_body(record, true) == ScopeVerdict::body_not_allowed);
+    assert_string_equal(describe(ScopeVerdict::body_not_allowed), "request body not allowed for a safe-methods token");
+}
+
+void test_method_override_headers(void **) {
+    // The names the module removes (apr tables compare names without regard to case).
+    const std::array<std::string_view, 3> want{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"};
+    for (std::size_t i = 0; i < want.size(); ++i) assert_string_equal(method_override_headers[i], want[i].data());
 }
 
 }  // namespace
@@ -129,8 +161,11 @@ int main(void) {
         cmocka_unit_test(test_whole_segments),
         cmocka_unit_test(test_path_tricks),
         cmocka_unit_test(test_valid_scopes),
-        cmocka_unit_test(test_read_only_methods),
+        cmocka_unit_test(test_safe_methods),
+        cmocka_unit_test(test_carries_body),
         cmocka_unit_test(test_check_scope),
+        cmocka_unit_test(test_check_body),
+        cmocka_unit_test(test_method_override_headers),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
