@@ -1,9 +1,10 @@
-"""Scoped and read-only tokens through a real httpd: a token with scopes
+"""Scoped and safe-methods tokens through a real httpd: a token with scopes
 reaches only the URL paths under them (whole segments, after httpd's own
 decoding and dot-segment removal), for every URI the request reaches
-(internal redirects, subrequests, ErrorDocument pages), and a read-only
-token only GET, HEAD and OPTIONS. Outside: 403 without a challenge and a
-CPT0102 line; inside, Require decides as usual."""
+(internal redirects, subrequests, ErrorDocument pages), and a safe-methods
+token only GET, HEAD and OPTIONS, without a body or method-override
+headers. Outside: 403 without a challenge and a CPT0102 line; inside,
+Require decides as usual."""
 
 import http.client
 
@@ -213,11 +214,11 @@ def test_whole_segments(srv):
 
 
 @ALL_MPMS
-def test_read_only(srv):
+def test_safe_methods(srv):
     srv.allow("CPT0102")
     srv.start(api_location())
-    ro = srv.store.create("alice", "ro", "--read-only")
-    root_ro = srv.store.create("alice", "root-ro", "--scope", "/", "--read-only")
+    ro = srv.store.create("alice", "ro", "--safe-methods")
+    root_ro = srv.store.create("alice", "root-ro", "--scope", "/", "--safe-methods")
     plain = srv.store.create("alice", "plain")
     for token in (ro, root_ro):
         for method in ("GET", "OPTIONS"):
@@ -287,7 +288,7 @@ def test_safe_methods_strip_overrides_and_refuse_bodies(srv):
     method), and a GET, HEAD or OPTIONS that carries a body (a backend may
     read it as a POST's) gets 403."""
     start(srv, loglevel="warn cptoken:debug")
-    safe = srv.store.create("alice", "safe", "--read-only")
+    safe = srv.store.create("alice", "safe", "--safe-methods")
     plain = srv.store.create("alice", "plain")
 
     for token, kept in ((safe, False), (plain, True)):
