@@ -106,11 +106,15 @@ Service parse_service_option(const std::string &text) {
 
 std::vector<std::string> parse_scopes(const std::vector<std::string> &texts) {
     if (texts.size() > max_scopes) throw UsageError("too many --scope: at most " + std::to_string(max_scopes));
-    for (const std::string &text : texts)
+    for (const std::string &text : texts) {
         if (!is_valid_scope(text))
             throw UsageError("invalid --scope '" + text +
                              "': expected a URL path starting with / (such as /execute/Email/), without ?, #, %, "
                              "\\, . or .. segments or //");
+        // A stored scope with ';' is still read (it covers nothing); a new one is refused.
+        if (!is_comparable_path(text))
+            throw UsageError("invalid --scope '" + text + "': a path with ';' is outside every scope");
+    }
     return texts;
 }
 

@@ -459,6 +459,19 @@ std::optional<std::string_view> header_in(const request_rec *r, const char *name
     return value ? std::optional<std::string_view>(value) : std::nullopt;
 }
 
+// Every value of the request header `name`, in order: a proxied backend
+// may read any of them.
+std::vector<std::string_view> headers_in(const request_rec *r, const char *name) {
+    std::vector<std::string_view> values;
+    apr_table_do(
+        [](void *out, const char *, const char *value) {
+            static_cast<std::vector<std::string_view> *>(out)->emplace_back(value);
+            return 1;
+        },
+        &values, r->headers_in, name, nullptr);
+    return values;
+}
+
 // A safe-methods token's request goes on without the headers that would
 // make a backend take it for another method. Removed from this request's
 // headers, which its internal redirects and subrequests start from.
@@ -476,8 +489,10 @@ void remove_method_overrides(request_rec *r) {
 // included, even those whose configuration is the same as their parent's, for
 // which httpd skips authentication (AP_AUTH_INTERNAL_PER_CONF) and copies
 // r->user. r->uri is the path after httpd's decoding and dot-segment removal
-// (check_scope refuses what is still ambiguous). Outside: 403, no challenge
-// (the token is valid; asking for another would not help). Inside: declines.
+// (check_scope refuses what is still ambiguous). A scoped token's Destination
+// header is held to its scopes, and a safe-methods token's request to no body.
+// Outside: 403, no challenge (the token is valid; asking for another would not
+// help). Inside: declines.
 int check_uri_scope(request_rec *r) {
     const RequestState *admitted = admitted_state(r);
     if (!admitted || !admitted->restricted) return DECLINED;
@@ -485,6 +500,8 @@ int check_uri_scope(request_rec *r) {
     ScopeVerdict verdict = check_scope(record, r->method ? r->method : "", r->uri ? r->uri : "");
     if (verdict == ScopeVerdict::allowed)
         verdict = check_body(record, carries_body(header_in(r, "Content-Length"), header_in(r, "Transfer-Encoding")));
+    if (verdict == ScopeVerdict::allowed && !record.scopes.empty())
+        verdict = check_destination(record, headers_in(r, "Destination"));  // WebDAV COPY and MOVE write there
     if (verdict == ScopeVerdict::allowed) {
         if (record.read_only) remove_method_overrides(r);
         return DECLINED;

@@ -6,6 +6,8 @@
 #include <array>
 #include <cstddef>
 #include <optional>
+#include <span>
+#include <string>
 #include <string_view>
 
 #include "record.hpp"
@@ -29,12 +31,15 @@ bool is_valid_scope(std::string_view scope) noexcept;
 bool scope_covers(std::string_view scope, std::string_view path) noexcept;
 
 /// True if `path` (a URL path as httpd decoded it and removed its dot
-/// segments) can be compared with scopes: it starts with '/' and has no
-/// "." or ".." segment, no empty segment ("//") before its last, no '\', no
-/// NUL, and no "%2e", "%2f" or "%5c" left encoded (AllowEncodedSlashes
-/// NoDecode, a double encoding): a backend that decodes once more or merges
-/// slashes could reach another path than the one compared. Such a path is
-/// outside every scope.
+/// segments) can be compared with scopes: it starts with '/'; has no "." or
+/// ".." segment and no empty segment ("//") before its last; every byte is
+/// printable ASCII (0x21-0x7e) but '\' and ';'; and nothing is left
+/// encoded that decodes to '.', '/', '\', ';' or a byte outside printable
+/// ASCII (AllowEncodedSlashes NoDecode, a double encoding such as %252e).
+/// Otherwise a backend could reach another path than the one compared: one
+/// that decodes once more or merges slashes, a servlet container that drops
+/// ";..." path parameters ("/a/..;/b" is "/b" to Tomcat), one that folds an
+/// overlong UTF-8 "%c0%ae" into '.'. Such a path is outside every scope.
 bool is_comparable_path(std::string_view path) noexcept;
 
 /// True for the methods a safe-methods token (TokenRecord::read_only) may
@@ -62,6 +67,8 @@ enum class ScopeVerdict {
     outside_scope,    ///< the path is in none of the token's scopes
     not_safe_method,  ///< a safe-methods token, and a method that is not GET, HEAD or OPTIONS
     body_not_allowed,  ///< a safe-methods token, and a request with a body
+    destination_outside_scope,  ///< a scoped token, and a Destination in none of its scopes
+    destination_malformed,      ///< a scoped token, and a Destination that cannot be read, or several
 };
 
 /// Whether a request for `path` with `method` stays within `record`'s
@@ -73,6 +80,27 @@ ScopeVerdict check_scope(const TokenRecord &record, std::string_view method, std
 /// allowed for `record`: a safe-methods token's request carries none, since
 /// a backend may act on the body of a GET as on a POST's.
 ScopeVerdict check_body(const TokenRecord &record, bool has_body) noexcept;
+
+/// The path of a WebDAV Destination header (RFC 4918: an absolute URI with
+/// an authority, such as http://host/a/b, or an absolute path), still
+/// %-encoded, without its query and fragment; "/" for a URI without a path.
+/// nullopt for anything else (a relative reference, "//host/...", a URI
+/// without "//"). The host is not looked at: a Destination on another host
+/// is judged by its path alike.
+std::optional<std::string_view> destination_path(std::string_view destination) noexcept;
+
+/// `encoded` with every %XX escape decoded once, as httpd decodes a
+/// request's path; nullopt if a '%' is not followed by two hex digits.
+std::optional<std::string> percent_decoded(std::string_view encoded);
+
+/// Whether the Destination headers of a request (`destinations`: every
+/// value, in order) stay within `record`'s scopes: WebDAV's COPY and MOVE,
+/// and whatever else a backend does with the header, write there. A token
+/// without scopes, or a request without the header, is not concerned. More
+/// than one header, or one destination_path() or percent_decoded() cannot
+/// read, is malformed. The path is compared decoded, and must be
+/// comparable both before and after decoding (is_comparable_path).
+ScopeVerdict check_destination(const TokenRecord &record, std::span<const std::string_view> destinations);
 
 /// A short, stable, lowercase phrase for logs.
 const char *describe(ScopeVerdict verdict) noexcept;

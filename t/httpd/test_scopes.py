@@ -322,3 +322,78 @@ def test_safe_methods_strip_overrides_and_refuse_bodies(srv):
     assert raw(srv, "GET", "/api/x", safe, headers={"Content-Length": "0"})[0] == 200
     assert raw(srv, "GET", "/api/x", plain, body=b"email=x")[0] == 200
     assert raw(srv, "GET", "/api/x", plain, body=b"x", chunked=True)[0] == 200
+
+
+@ALL_MPMS
+def test_semicolons_and_non_ascii_are_outside_every_scope(srv):
+    """A servlet container (Tomcat, Jetty) reads `/in/..;/out/x` as
+    `/out/x`, and a backend may fold an overlong UTF-8 `%c0%ae` into a dot:
+    a segment with ';' (raw or %3b) or a byte outside printable ASCII (raw
+    or encoded) is outside every scope, `/` included."""
+    srv.allow("CPT0102")
+    srv.start(api_location())
+    token = srv.store.create("alice", "scoped", "--scope", "/api/in")
+    whole = srv.store.create("alice", "whole", "--scope", "/")
+    plain = srv.store.create("alice", "plain")
+    for path in ("/api/in/..;/out/x", "/api/in/%2e%2e;/out/x", "/api/in/..%3b/out/x", "/api/in/..%3B/out/x",
+                 "/api/in/x;jsessionid=1", "/api/in/%253b", "/api/in/%c0%ae%c0%ae/out/x", "/api/in/%c0%ae%c0%ae",
+                 "/api/in/a%20b", "/api/in/a%09b", "/api/in/a%7fb", "/api/in/%e2%80%a8", "/api/in/%2520"):
+        for t in (token, whole):
+            mark = srv.mark()
+            r = srv.get(path, auth=f"cpanel alice:{t}", args=["--path-as-is"])
+            assert_forbidden(srv, r, mark, path)
+        # A token without scopes is not affected.
+        assert_admitted(srv.get(path, auth=f"cpanel alice:{plain}", args=["--path-as-is"]))
+    for path in ("/api/in/x", "/api/in/a-b_c.d~e!$&'()*+,=:@", "/api/in/100%25"):
+        assert_admitted(srv.get(path, auth=f"cpanel alice:{token}", args=["--path-as-is"]))
+
+
+def send(srv, method, path, token, headers):
+    """One request with http.client, `headers` a list of (name, value) pairs, repeats allowed."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putheader("Authorization", f"cpanel alice:{token}")
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+@ALL_MPMS
+def test_destination_within_scopes(srv):
+    """WebDAV's COPY and MOVE write where the Destination header says: for a
+    scoped token (any method), a Destination outside its scopes, on this
+    host or another, or one that cannot be read, gets 403."""
+    srv.allow("CPT0102")
+    srv.start(api_location())
+    token = srv.store.create("alice", "scoped", "--scope", "/api/in")
+    plain = srv.store.create("alice", "plain")
+    here = f"http://127.0.0.1:{srv.port}"
+    outside = (f"{here}/api/out/b", "/api/out/b", "http://elsewhere.example/api/out/b", f"{here}/api/in/../out/b",
+               f"{here}/api/in/%2e%2e/out/b", f"{here}/api/in/..;/out/b", f"{here}/api/in/%2F..%2Fout",
+               "https://127.0.0.1/api", f"{here}/", f"{here}")
+    malformed = ("api/in/b", "../in/b", f"{here}/api/in/%zz", "", "http:/api/in/b", "mailto:a@b")
+    for method in ("MOVE", "COPY", "GET"):
+        for destination in outside + malformed:
+            mark = srv.mark()
+            status, body = send(srv, method, "/api/in/a", token, [("Destination", destination)])
+            assert status == 403 and b'"headers"' not in body, (method, destination, status, body)
+            lines = srv.wait_lines(mark, "CPT0102")
+            assert lines and "destination" in lines[0], (destination, lines)
+        for destination in (f"{here}/api/in/b", "/api/in/b", "http://elsewhere.example/api/in/x/y?z=1",
+                            f"{here}/api/in/b%41#frag", "HTTPS://u@[::1]:8443/api/in"):
+            status, body = send(srv, method, "/api/in/a", token, [("Destination", destination)])
+            assert status == 200, (method, destination, status, body)
+    # Two Destination headers: a backend may read either.
+    mark = srv.mark()
+    status, _ = send(srv, "MOVE", "/api/in/a", token, [("Destination", "/api/in/b"), ("Destination", "/api/out/b")])
+    assert status == 403
+    assert srv.wait_lines(mark, "CPT0102")
+    # Without scopes, the Destination is the location's business.
+    for destination in outside + malformed[:1]:
+        status, _ = send(srv, "MOVE", "/api/in/a", plain, [("Destination", destination)])
+        assert status == 200, (destination, status)

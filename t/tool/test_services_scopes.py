@@ -36,7 +36,8 @@ def test_create_with_service_scopes_and_safe_methods(store):
 @pytest.mark.parametrize("args", [
     ["--service", "WHM"], ["--service", "whostmgr"], ["--service", ""],
     ["--scope", "execute/Email"], ["--scope", "/a/../b"], ["--scope", "/a//b"], ["--scope", "/a?x=1"],
-    ["--scope", "/a%2fb"], ["--scope", "/a\\b"], ["--scope", ""], ["--scope", "/./"],
+    ["--scope", "/a%2fb"], ["--scope", "/a\\b"], ["--scope", ""], ["--scope", "/./"], ["--scope", "/a;b"],
+    ["--scope", "/a/..;/b"], ["--scope", "/\u00e9"],
 ])
 def test_bad_service_or_scope_is_refused_and_nothing_made(store, args):
     assert_usage_error(store.run("create", "alice", "t", *args))

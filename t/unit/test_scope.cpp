@@ -4,8 +4,11 @@
 // (AllowEncodedSlashes NoDecode, MergeSlashes Off, double encoding).
 
 #include <array>
+#include <cstdio>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "record.hpp"
 #include "scope.hpp"
@@ -76,12 +79,46 @@ void test_path_tricks(void **) {
     const std::string with_nul("/execute/Email/a\0b", 18);
     assert_false(is_comparable_path(with_nul));
     assert_false(scope_covers(scope, with_nul));
-    // Other encodings are just characters of a segment.
+    // Other encodings of printable ASCII are just characters of a segment.
     assert_true(is_comparable_path("/execute/Email/100%25"));
-    expect_covers(scope, "/execute/Email/a%20b", true);
+    expect_covers(scope, "/execute/Email/a%41b", true);
+    expect_covers(scope, "/execute/Email/a%7eb", true);
     expect_covers(scope, "/execute/Email/...", true);   // not a dot segment
     expect_covers(scope, "/execute/Email/..a", true);
     expect_covers(scope, "/execute/Email/%2", true);    // cut short: not an encoding
+    expect_covers(scope, "/execute/Email/%zz", true);   // not hex: not an encoding
+    expect_covers(scope, "/execute/Email/a-b_c.d~e!$&'()*+,=:@", true);
+}
+
+// ';' (a path parameter: Tomcat and Jetty read "/a/..;/b" as "/b") and any
+// byte outside printable ASCII, raw or encoded (an overlong UTF-8 "%c0%ae"
+// is a '.' to some decoders), put a path outside every scope.
+void test_semicolons_and_non_ascii(void **) {
+    const char *scope = "/execute/Email/";
+    for (const std::string path : {
+             "/execute/Email/..;/Fileman/x", "/execute/Email/;/x", "/execute/Email/x;jsessionid=1",
+             "/execute/Email;/x", "/execute/Email/..%3b/Fileman/x", "/execute/Email/..%3B/Fileman/x",
+             "/execute/Email/%c0%ae%c0%ae/Fileman/x", "/execute/Email/%C0%AE", "/execute/Email/\xc0\xae",
+             "/execute/Email/a b", "/execute/Email/a%20b", "/execute/Email/a\tb", "/execute/Email/a%09b",
+             "/execute/Email/a\x7f", "/execute/Email/a%7F", "/execute/Email/a%7f", "/execute/Email/\x80",
+             "/execute/Email/%80", "/execute/Email/%ff", "/execute/Email/%FF", "/execute/Email/\xff",
+             "/execute/Email/%00", "/execute/Email/%0a", "/execute/Email/\n", "/execute/Email/\r",
+             "/execute/Email/%e2%80%a8", "/execute/Email/\xc3\xa9",
+         }) {
+        if (is_comparable_path(path)) fail_msg("path '%s' taken as comparable", path.c_str());
+        expect_covers(scope, path.c_str(), false);
+        expect_covers("/", path.c_str(), false);
+    }
+    // Every byte, raw and encoded.
+    for (int byte = 0; byte < 256; ++byte) {
+        const bool plain = byte >= 0x21 && byte <= 0x7e && byte != '\\' && byte != ';' && byte != '/';
+        const std::string raw = std::string("/a/x") + static_cast<char>(byte) + "y";
+        char encoded[16];
+        std::snprintf(encoded, sizeof encoded, "/a/x%%%02Xy", byte);
+        if (byte != '/' && scope_covers("/a", raw) != plain) fail_msg("raw byte 0x%02x", byte);
+        const bool plain_encoded = plain && byte != '.';
+        if (scope_covers("/a", encoded) != plain_encoded) fail_msg("encoded byte %%%02X", byte);
+    }
 }
 
 void test_valid_scopes(void **) {
@@ -148,6 +185,62 @@ void test_check_body(void **) {
     assert_string_equal(describe(ScopeVerdict::body_not_allowed), "request body not allowed for a safe-methods token");
 }
 
+void test_destination_path(void **) {
+    const std::pair<const char *, const char *> cases[] = {
+        {"http://example.com/a/b", "/a/b"},
+        {"https://u:p@[::1]:8443/a/b?x=1#f", "/a/b"},
+        {"HTTP://example.com", "/"},
+        {"http://example.com?x", "/"},
+        {"http://example.com#/a", "/"},
+        {"webdav+x.y-z://h/a", "/a"},
+        {"/a/b", "/a/b"},
+        {"/a/b?c/d", "/a/b"},
+        {"/a%20b", "/a%20b"},  // still encoded
+        {"/", "/"},
+    };
+    for (const auto &[destination, want] : cases) {
+        const auto got = destination_path(destination);
+        if (!got || *got != want) fail_msg("destination '%s': got '%s'", destination, got ? std::string(*got).c_str() : "(none)");
+    }
+    for (const char *bad : {"", "a/b", "../a", "//host/a", "http:/a", "http:a", "mailto:a@b", "1http://h/a",
+                            "ht tp://h/a", ":/a", "://h/a"})
+        if (destination_path(bad)) fail_msg("destination '%s' read as a path", bad);
+}
+
+void test_percent_decoded(void **) {
+    assert_string_equal(percent_decoded("/a%20b%2F%2e%41%7e")->c_str(), "/a b/.A~");
+    assert_string_equal(percent_decoded("/plain")->c_str(), "/plain");
+    assert_string_equal(percent_decoded("%2525")->c_str(), "%25");  // once
+    assert_true(*percent_decoded("%00") == std::string(1, '\0'));
+    for (const char *bad : {"%", "%2", "%zz", "/a%2", "/a%g0", "%%41"})
+        if (percent_decoded(bad)) fail_msg("'%s' decoded", bad);
+}
+
+void test_check_destination(void **) {
+    TokenRecord record;
+    const auto verdict = [&](std::initializer_list<std::string_view> values) {
+        const std::vector<std::string_view> destinations(values);
+        return check_destination(record, destinations);
+    };
+    // No scopes: not concerned, whatever the header says.
+    assert_true(verdict({"http://h/anywhere"}) == ScopeVerdict::allowed);
+    assert_true(verdict({"junk"}) == ScopeVerdict::allowed);
+    record.scopes = {"/dav/in"};
+    assert_true(verdict({}) == ScopeVerdict::allowed);
+    for (const char *in : {"http://h/dav/in/b", "/dav/in", "/dav/in/", "https://other.example:1/dav/in/x?y=../z",
+                           "/dav/in/%41b", "/dav/%69n/b", "/dav/in/%2541"})
+        if (verdict({in}) != ScopeVerdict::allowed) fail_msg("destination '%s' refused", in);
+    for (const char *out : {"http://h/dav/out/b", "/dav/inx", "/", "http://h", "/dav/in/../out", "/dav/in/%2e%2e/out",
+                            "/dav/in%2f..%2fout", "/dav/in/..;/out", "/dav/in/..%3b/out", "/dav/in/%c0%ae",
+                            "/dav/in/a b", "/dav/in/%252e%252e/out", "/dav/in//b", "/dav/in/a\\b"})
+        if (verdict({out}) != ScopeVerdict::destination_outside_scope) fail_msg("destination '%s' not outside", out);
+    for (const char *bad : {"", "dav/in/b", "//h/dav/in/b", "http:/dav/in/b", "/dav/in/%zz", "mailto:x@y"})
+        if (verdict({bad}) != ScopeVerdict::destination_malformed) fail_msg("destination '%s' not malformed", bad);
+    assert_true(verdict({"/dav/in/a", "/dav/in/b"}) == ScopeVerdict::destination_malformed);
+    assert_string_equal(describe(ScopeVerdict::destination_outside_scope), "destination outside the token's scopes");
+    assert_string_equal(describe(ScopeVerdict::destination_malformed), "destination header malformed or repeated");
+}
+
 void test_method_override_headers(void **) {
     // The names the module removes (apr tables compare names without regard to case).
     const std::array<std::string_view, 3> want{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"};
@@ -160,11 +253,15 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_segments),
         cmocka_unit_test(test_path_tricks),
+        cmocka_unit_test(test_semicolons_and_non_ascii),
         cmocka_unit_test(test_valid_scopes),
         cmocka_unit_test(test_safe_methods),
         cmocka_unit_test(test_carries_body),
         cmocka_unit_test(test_check_scope),
         cmocka_unit_test(test_check_body),
+        cmocka_unit_test(test_destination_path),
+        cmocka_unit_test(test_percent_decoded),
+        cmocka_unit_test(test_check_destination),
         cmocka_unit_test(test_method_override_headers),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
