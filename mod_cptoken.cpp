@@ -8,6 +8,8 @@
 //   scopes and safe-methods tokens     fixups hook: every URI a request reaches (403)
 //   CPTokenExpiryHeader                insert_filter/insert_error_filter hooks + output filter
 //   last used (CPTokenLastUsed)        log_transaction hook; a thread per child writes
+//   stores (CPTokenDB)                 opened in child_init (LiveStore); one httpd's user could
+//                                      change is refused unless CPTokenTrustOwnStore On
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
 // any failure refuses the request (500), never admits it.
 
@@ -82,12 +84,18 @@ struct StoreDir {
     bool configured;  // named by CPTokenDB: opened at child start
 };
 std::vector<StoreDir> g_store_dirs;
+// CPTokenTrustOwnStore On: the stores may be httpd's own user's (a non-root
+// user's private httpd). Off (the default): a store that user could change
+// is refused (refuse_store_reader_could_change). Main server config only:
+// it is about whom the children run as, the same for every store.
+bool g_trust_own_store = false;
 std::vector<std::unique_ptr<LiveStore>> g_stores;  // per child, parallel to g_store_dirs
 std::vector<std::unique_ptr<UsageWriter>> g_usage;  // per child, parallel to g_store_dirs
 
 void reset_store_dirs() {
     g_store_dirs.clear();
     g_store_dirs.push_back({default_store_dir, false});
+    g_trust_own_store = false;
 }
 
 int register_store_dir(const std::string &path) {
@@ -129,6 +137,12 @@ const char *set_store_dir(cmd_parms *cmd, void *config_v, const char *arg) {
     std::string path = ap_server_root_relative(cmd->pool, arg);
     while (path.size() > 1 && path.back() == '/') path.pop_back();
     static_cast<DirConfig *>(config_v)->store_index = register_store_dir(path);
+    return nullptr;
+}
+
+const char *set_trust_own_store(cmd_parms *cmd, void *, int on) {
+    if (const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY)) return error;
+    g_trust_own_store = on != 0;
     return nullptr;
 }
 
@@ -180,6 +194,9 @@ cmd_func as_cmd_func(Handler handler) {
 const command_rec directives[] = {
     AP_INIT_TAKE1("CPTokenDB", as_cmd_func(set_store_dir), nullptr, RSRC_CONF | ACCESS_CONF,
                   "the token store directory made by 'cptoken init' (default /var/lib/cptoken)"),
+    AP_INIT_FLAG("CPTokenTrustOwnStore", as_cmd_func(set_trust_own_store), nullptr, RSRC_CONF,
+                 "On: use a store httpd's own user owns or could replace, for an httpd that runs as the store's "
+                 "owner on purpose (default Off: refuse it, 500)"),
     AP_INIT_TAKE_ARGV("CPTokenSchemes", as_cmd_func(set_schemes), nullptr,
                       RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
                       "Authorization schemes accepted: any of cpanel, whm, basic (default: cpanel basic)"),
@@ -633,7 +650,7 @@ void child_init(apr_pool_t *pchild, server_rec *s) {
         g_usage.push_back(std::make_unique<UsageWriter>(dir.path, [s](const std::string &message) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_USAGE "%s", message.c_str());
         }));
-        g_stores.push_back(std::make_unique<LiveStore>(dir.path));
+        g_stores.push_back(std::make_unique<LiveStore>(dir.path, g_trust_own_store));
         if (!dir.configured) continue;  // the default store opens on first use
         try {
             g_stores.back()->open_now();
