@@ -224,6 +224,15 @@ def first_store_round(w, t):
     w.expect("scoped token outside", 403, "/api/out/x", auth=f"cpanel alice:{t['scoped']}")
     w.expect("safe-methods token, GET", 200, auth=f"cpanel alice:{t['ro']}")
     w.expect("safe-methods token, POST", 403, auth=f"cpanel alice:{t['ro']}", method="POST", data="x=1")
+    w.expect("safe-methods token, override headers removed", 200, auth=f"cpanel alice:{t['ro']}",
+             headers=["X-HTTP-Method-Override: DELETE", "X-Method-Override: PUT"])
+    w.expect("safe-methods token, GET with a body", 403, auth=f"cpanel alice:{t['ro']}", method="GET", data="x=1")
+    w.expect("scoped token, ';' in the path", 403, "/api/in/..;/out/x", auth=f"cpanel alice:{t['scoped']}",
+             args=["--path-as-is"])
+    w.expect("scoped token, Destination inside", 200, "/api/in/x", auth=f"cpanel alice:{t['scoped']}",
+             headers=["Destination: http://127.0.0.1/api/in/y"])
+    w.expect("scoped token, Destination outside", 403, "/api/in/x", auth=f"cpanel alice:{t['scoped']}",
+             headers=["Destination: http://127.0.0.1/api/out/y"])
     w.expect("malformed token", 401, auth="cpanel alice:SHORT")
     w.expect("malformed Basic", 401, auth="Basic !!!")
     w.expect("other scheme", 401, auth="Bearer x")
