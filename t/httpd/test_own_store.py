@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ALL_MPMS, DEFAULT_BODY, CPANEL_AUTH, api_location, assert_admitted, wait_until
+from conftest import ALL_MPMS, DEFAULT_BODY, CPANEL_AUTH, api_location, assert_admitted
 from test_config import configtest
 from test_store import assert_500, refused_with
 
