@@ -110,11 +110,15 @@ Service parse_service_option(const std::string &text) {
 
 std::vector<std::string> parse_scopes(const std::vector<std::string> &texts) {
     if (texts.size() > max_scopes) throw UsageError("too many --scope: at most " + std::to_string(max_scopes));
-    for (const std::string &text : texts)
+    for (const std::string &text : texts) {
         if (!is_valid_scope(text))
             throw UsageError("invalid --scope '" + text +
                              "': expected a URL path starting with / (such as /execute/Email/), without ?, #, %, "
                              "\\, . or .. segments or //");
+        // A stored scope with ';' is still read (it covers nothing); a new one is refused.
+        if (!is_comparable_path(text))
+            throw UsageError("invalid --scope '" + text + "': a path with ';' is outside every scope");
+    }
     return texts;
 }
 
@@ -456,20 +460,42 @@ void scope_option(CLI::App *sub, std::vector<std::string> &scopes) {
         ->allow_extra_args(false);
 }
 
+const char *const safe_methods_help =
+    "allow only GET, HEAD, OPTIONS without a body (no method-override header); this limits the method, "
+    "not GET calls that change state (cPanel UAPI, WHM API 1: use --scope for those)";
+
+// --safe-methods and --any-method were called --read-only and --read-write,
+// which promised more than a method can keep: cPanel's UAPI and WHM API 1
+// change state on GET. The old names still work, hidden from --help, and
+// say so.
+void safe_methods_flag(CLI::App *sub, bool &safe_methods, bool &old_name) {
+    sub->add_flag("--safe-methods", safe_methods, safe_methods_help);
+    sub->add_flag("--read-only", old_name, "the old name of --safe-methods")->group("");
+}
+
+// After the command's work, so that a failure stays one line on stderr.
+void say_if_old_method_flag(bool used) {
+    if (used)
+        notice_on_stderr(
+            "--read-only and --read-write are now called --safe-methods and --any-method: a safe-methods token may "
+            "use GET, HEAD and OPTIONS without a body, which does not stop GET calls that change state (cPanel's "
+            "UAPI and WHM API 1 take them); limit those with --scope");
+}
+
 // What a new token may reach: create and bulk-create.
 struct RestrictionOptions {
     std::string service = "cpanel";
     std::vector<std::string> scopes;
-    bool read_only = false;
+    bool safe_methods = false, old_safe_methods = false;
     void define(CLI::App *sub) {
         sub->add_option("--service", service, "cpanel (the default: Authorization: cpanel) or whm (Authorization: whm)");
         scope_option(sub, scopes);
-        sub->add_flag("--read-only", read_only, "GET, HEAD and OPTIONS only");
+        safe_methods_flag(sub, safe_methods, old_safe_methods);
     }
     void apply(TokenRecord &record) const {
         record.service = parse_service_option(service);
         record.scopes = parse_scopes(scopes);
-        record.read_only = read_only;
+        record.read_only = safe_methods || old_safe_methods;
     }
 };
 
@@ -552,7 +578,8 @@ struct ShowOptions : TokenArguments {
 struct EditOptions : TokenArguments {
     std::optional<std::string> new_name, expires;
     std::vector<std::string> allow_ips, scopes;
-    bool any_ip = false, any_scope = false, read_only = false, read_write = false, json = false;
+    bool any_ip = false, any_scope = false, safe_methods = false, any_method = false, json = false;
+    bool old_safe_methods = false, old_any_method = false;  // --read-only, --read-write
     void define(CLI::App *sub) {
         TokenArguments::define(sub);
         sub->add_option("--name", new_name, "new name");
@@ -561,8 +588,11 @@ struct EditOptions : TokenArguments {
         sub->add_flag("--any-ip", any_ip, "allow any address")->excludes(sub->get_option("--allow-ip"));
         scope_option(sub, scopes);
         sub->add_flag("--any-scope", any_scope, "reach any path the location allows")->excludes(sub->get_option("--scope"));
-        sub->add_flag("--read-only", read_only, "GET, HEAD and OPTIONS only");
-        sub->add_flag("--read-write", read_write, "any method")->excludes(sub->get_option("--read-only"));
+        safe_methods_flag(sub, safe_methods, old_safe_methods);
+        CLI::Option *any = sub->add_flag("--any-method", any_method, "allow every method again (undo --safe-methods)");
+        CLI::Option *old_any = sub->add_flag("--read-write", old_any_method, "the old name of --any-method")->group("");
+        for (CLI::Option *lifts : {any, old_any})
+            lifts->excludes(sub->get_option("--safe-methods"))->excludes(sub->get_option("--read-only"));
         json_flag(sub, json);
     }
 };
@@ -586,7 +616,7 @@ struct CheckOptions {
         sub->add_option("--ip", ip, "client address to check against the allowlist");
         sub->add_option("--service", service, "check as the cpanel or the whm scheme would (default: either)");
         sub->add_option("--path", path, "URL path to check against the token's scopes");
-        sub->add_option("--method", method, "HTTP method to check with --path against --read-only (default GET)")
+        sub->add_option("--method", method, "HTTP method to check with --path against --safe-methods (default GET)")
             ->needs(sub->get_option("--path"));
     }
 };
@@ -674,6 +704,7 @@ int cmd_create(const std::string &db, const CreateOptions &o) {
         print_json(created_json(record, token));
     else
         std::cout << token << "\n";
+    say_if_old_method_flag(o.restrictions.old_safe_methods);
     return 0;
 }
 
@@ -763,6 +794,7 @@ int cmd_bulk_create(const std::string &db, const BulkCreateOptions &o) {
             text += tokens[i].record.user + " " + tokens[i].record.name + " " + plaintexts[i] + "\n";
         std::cout << text;
     }
+    say_if_old_method_flag(o.restrictions.old_safe_methods);
     return 0;
 }
 
@@ -827,7 +859,7 @@ void print_details(const TokenRecord &record, const std::optional<Usage> &used) 
                                                {"uses:", std::to_string(used ? used->uses : 0)},
                                                {"allowed ips:", allowlist_text(record.allowed_ips)},
                                                {"scopes:", scopes_text(record)},
-                                               {"read only:", record.read_only ? "yes" : "no"}};
+                                               {"safe methods only:", record.read_only ? "yes" : "no"}};
     if (!record.limits.empty())
         rows.push_back({record.service == Service::whm ? "acls:" : "features:", list_text(record.limits)});
     if (!record.imported_from.empty()) rows.push_back({"imported from:", record.imported_from});
@@ -875,11 +907,12 @@ int cmd_edit(const std::string &db, const EditOptions &o) {
     if (o.any_ip) changes.allowed_ips = std::vector<Network>{};
     if (!o.scopes.empty()) changes.scopes = parse_scopes(o.scopes);
     if (o.any_scope) changes.scopes = std::vector<std::string>{};
-    if (o.read_only || o.read_write) changes.read_only = o.read_only;
+    if (o.safe_methods || o.old_safe_methods) changes.read_only = true;
+    if (o.any_method || o.old_any_method) changes.read_only = false;
     if (!changes.name && !changes.expires && !changes.allowed_ips && !changes.scopes && !changes.read_only)
         throw UsageError(
-            "nothing to change: give --name, --expires, --allow-ip, --any-ip, --scope, --any-scope, --read-only or "
-            "--read-write");
+            "nothing to change: give --name, --expires, --allow-ip, --any-ip, --scope, --any-scope, --safe-methods "
+            "or --any-method");
     TokenStore store(db, Access::read_write);
     say_when_waiting(store);
     const TokenRecord record = store.edit(o.user, o.name, changes);
@@ -888,6 +921,7 @@ int cmd_edit(const std::string &db, const EditOptions &o) {
         print_json(token_json(record, edited ? usage_of(usage_in(db), edited->digest) : std::nullopt));
     } else
         std::cout << "updated token '" << record.name << "' of " << record.user << "\n";
+    say_if_old_method_flag(o.old_safe_methods || o.old_any_method);
     return 0;
 }
 
@@ -968,14 +1002,14 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
                 if (scope != ScopeVerdict::allowed) {
                     std::cout << "forbidden: " << who << " is valid, but " << describe(scope) << " (" << o.method << " "
                               << printable(*o.path) << "; scopes: " << scopes_text(record)
-                              << (record.read_only ? ", read-only" : "") << ")\n";
+                              << (record.read_only ? ", safe methods only" : "") << ")\n";
                     return 1;
                 }
             }
             std::cout << "accepted: " << who << (client ? " from " + to_string(*client) : "") << ", expires "
                       << expiry_text(record) << ", allowed from " << allowlist_text(record.allowed_ips) << ", service "
                       << service_name(record.service) << ", scopes " << scopes_text(record)
-                      << (record.read_only ? ", read-only" : "") << "\n";
+                      << (record.read_only ? ", safe methods only" : "") << "\n";
             return 0;
         }
         case Reason::malformed:
@@ -1214,7 +1248,8 @@ int run(int argc, char **argv) {
     ShowOptions show;
     command("show", "show one token", show, cmd_show);
     EditOptions edit;
-    command("edit", "change a token's name, expiry, allowlist, scopes or read-only flag; the token stays", edit, cmd_edit);
+    command("edit", "change a token's name, expiry, allowlist, scopes or safe-methods flag; the token stays", edit,
+            cmd_edit);
     RevokeOptions revoke;
     command("revoke", "revoke a token, or all of a user's with --all", revoke, cmd_revoke);
     CheckOptions check;

@@ -5,9 +5,11 @@
 //   AuthType cpanel                    check_authn hook + note_auth_failure
 //   AuthBasicProvider cptoken          authn provider "cptoken"
 //   per-token restrictions             check_authz hook (declines or denies)
-//   scopes and read-only tokens        fixups hook: every URI a request reaches (403)
+//   scopes and safe-methods tokens     fixups hook: every URI a request reaches (403)
 //   CPTokenExpiryHeader                insert_filter/insert_error_filter hooks + output filter
 //   last used (CPTokenLastUsed)        log_transaction hook; a thread per child writes
+//   stores (CPTokenDB)                 opened in child_init (LiveStore); one httpd's user could
+//                                      change is refused unless CPTokenTrustOwnStore On
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
 // any failure refuses the request (500), never admits it.
 
@@ -29,7 +31,9 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "credentials.hpp"
@@ -52,7 +56,8 @@ using namespace cptoken;
 #define TAG_LOADED "CPT0001: "         // the module's version, once per configuration load (notice)
 #define TAG_REFUSED "CPT0100: "        // a request refused, with the reason
 #define TAG_ADMITTED "CPT0101: "       // a request admitted (info), with the token's name
-#define TAG_FORBIDDEN "CPT0102: "      // an admitted token outside its scopes or read-only: 403
+#define TAG_FORBIDDEN "CPT0102: "      // an admitted token outside its scopes or safe methods: 403
+#define TAG_OVERRIDE "CPT0103: "       // a method-override header removed for a safe-methods token (debug)
 #define TAG_STORE "CPT0200: "          // the store cannot be used: 500
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
 #define TAG_USAGE "CPT0203: "          // last-used times cannot be recorded (once per child)
@@ -81,12 +86,18 @@ struct StoreDir {
     bool configured;  // named by CPTokenDB: opened at child start
 };
 std::vector<StoreDir> g_store_dirs;
+// CPTokenTrustOwnStore On: the stores may be httpd's own user's (a non-root
+// user's private httpd). Off (the default): a store that user could change
+// is refused (refuse_store_reader_could_change). Main server config only:
+// it is about whom the children run as, the same for every store.
+bool g_trust_own_store = false;
 std::vector<std::unique_ptr<LiveStore>> g_stores;  // per child, parallel to g_store_dirs
 std::vector<std::unique_ptr<UsageWriter>> g_usage;  // per child, parallel to g_store_dirs
 
 void reset_store_dirs() {
     g_store_dirs.clear();
     g_store_dirs.push_back({default_store_dir, false});
+    g_trust_own_store = false;
 }
 
 int register_store_dir(const std::string &path) {
@@ -128,6 +139,12 @@ const char *set_store_dir(cmd_parms *cmd, void *config_v, const char *arg) {
     std::string path = ap_server_root_relative(cmd->pool, arg);
     while (path.size() > 1 && path.back() == '/') path.pop_back();
     static_cast<DirConfig *>(config_v)->store_index = register_store_dir(path);
+    return nullptr;
+}
+
+const char *set_trust_own_store(cmd_parms *cmd, void *, int on) {
+    if (const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY)) return error;
+    g_trust_own_store = on != 0;
     return nullptr;
 }
 
@@ -179,6 +196,9 @@ cmd_func as_cmd_func(Handler handler) {
 const command_rec directives[] = {
     AP_INIT_TAKE1("CPTokenDB", as_cmd_func(set_store_dir), nullptr, RSRC_CONF | ACCESS_CONF,
                   "the token store directory made by 'cptoken init' (default /var/lib/cptoken)"),
+    AP_INIT_FLAG("CPTokenTrustOwnStore", as_cmd_func(set_trust_own_store), nullptr, RSRC_CONF,
+                 "On: use a store httpd's own user owns or could replace, for an httpd that runs as the store's "
+                 "owner on purpose (default Off: refuse it, 500)"),
     AP_INIT_TAKE_ARGV("CPTokenSchemes", as_cmd_func(set_schemes), nullptr,
                       RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
                       "Authorization schemes accepted: any of cpanel, whm, basic (default: cpanel basic)"),
@@ -253,10 +273,11 @@ struct RequestState {
     const Digest *used;   // the admitting token's digest, if its use is to be recorded (log_transaction)
     int store_index;      // where: into g_usage
     apr_int64_t last_used_interval_us;
-    // The admitting token's record, kept only if it has scopes or is
-    // read-only (check_uri_scope checks every URI the request reaches);
+    // The admitting token's record, kept only if it has scopes or safe
+    // methods only (check_uri_scope checks every URI the request reaches);
     // null for a token without such restrictions. Freed with r->pool.
     const TokenRecord *restricted;
+    bool forbidden;  // check_uri_scope refused this request (403): not a use of the token
 };
 
 const RequestState *state_of(const request_rec *r) {
@@ -452,22 +473,62 @@ std::string loggable_path(std::string_view path) {
     return out;
 }
 
-// Scopes and read-only tokens, for every URI a request reaches. A fixups hook
+std::optional<std::string_view> header_in(const request_rec *r, const char *name) {
+    const char *value = apr_table_get(r->headers_in, name);
+    return value ? std::optional<std::string_view>(value) : std::nullopt;
+}
+
+// Every value of the request header `name`, in order: a proxied backend
+// may read any of them.
+std::vector<std::string_view> headers_in(const request_rec *r, const char *name) {
+    std::vector<std::string_view> values;
+    apr_table_do(
+        [](void *out, const char *, const char *value) {
+            static_cast<std::vector<std::string_view> *>(out)->emplace_back(value);
+            return 1;
+        },
+        &values, r->headers_in, name, nullptr);
+    return values;
+}
+
+// A safe-methods token's request goes on without the headers that would
+// make a backend take it for another method. Removed from this request's
+// headers, which its internal redirects and subrequests start from.
+void remove_method_overrides(request_rec *r) {
+    for (const char *name : method_override_headers) {
+        if (!apr_table_get(r->headers_in, name)) continue;
+        apr_table_unset(r->headers_in, name);
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, TAG_OVERRIDE "removed %s: the token allows safe methods only",
+                      name);
+    }
+}
+
+// Scopes and safe-methods tokens, for every URI a request reaches. A fixups hook
 // runs for each request httpd processes, internal redirects and subrequests
 // included, even those whose configuration is the same as their parent's, for
 // which httpd skips authentication (AP_AUTH_INTERNAL_PER_CONF) and copies
 // r->user. r->uri is the path after httpd's decoding and dot-segment removal
-// (check_scope refuses what is still ambiguous). Outside: 403, no challenge
-// (the token is valid; asking for another would not help). Inside: declines.
+// (check_scope refuses what is still ambiguous). A scoped token's Destination
+// header is held to its scopes, and a safe-methods token's request to no body.
+// Outside: 403, no challenge (the token is valid; asking for another would not
+// help). Inside: declines.
 int check_uri_scope(request_rec *r) {
     const RequestState *admitted = admitted_state(r);
     if (!admitted || !admitted->restricted) return DECLINED;
     const TokenRecord &record = *admitted->restricted;
-    const ScopeVerdict verdict = check_scope(record, r->method ? r->method : "", r->uri ? r->uri : "");
-    if (verdict == ScopeVerdict::allowed) return DECLINED;
+    ScopeVerdict verdict = check_scope(record, r->method ? r->method : "", r->uri ? r->uri : "");
+    if (verdict == ScopeVerdict::allowed)
+        verdict = check_body(record, carries_body(header_in(r, "Content-Length"), header_in(r, "Transfer-Encoding")));
+    if (verdict == ScopeVerdict::allowed && !record.scopes.empty())
+        verdict = check_destination(record, headers_in(r, "Destination"));  // WebDAV COPY and MOVE write there
+    if (verdict == ScopeVerdict::allowed) {
+        if (record.read_only) remove_method_overrides(r);
+        return DECLINED;
+    }
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, TAG_FORBIDDEN "forbidden: reason=\"%s\" method=%s path=\"%s\" %s",
                   describe(verdict), r->method ? r->method : "-", loggable_path(r->uri ? r->uri : "").c_str(),
                   who_fields(r, record.user, &record).c_str());
+    state_for(r).forbidden = true;
     return HTTP_FORBIDDEN;
 }
 
@@ -542,10 +603,16 @@ void apply_expiry_header(request_rec *r, const char *expires) {
 
 // After the response: note the use of the token that admitted the request
 // the client got its answer from (the last of a chain of internal
-// redirects), for the child's writer thread. No store access here.
+// redirects), for the child's writer thread. A request the token's
+// restrictions refused (403) is no use, even if its ErrorDocument page was
+// served within them. No store access here.
 int note_use(request_rec *r) {
     const request_rec *served = r;
-    while (served->next) served = served->next;
+    for (;; served = served->next) {
+        const RequestState *state = state_of(served);
+        if (state && state->forbidden) return DECLINED;
+        if (!served->next) break;
+    }
     const RequestState *admitted = admitted_state(served);
     if (!admitted || !admitted->used) return DECLINED;
     if (static_cast<std::size_t>(admitted->store_index) >= g_usage.size()) return DECLINED;
@@ -586,7 +653,7 @@ void child_init(apr_pool_t *pchild, server_rec *s) {
         g_usage.push_back(std::make_unique<UsageWriter>(dir.path, [s](const std::string &message) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_USAGE "%s", message.c_str());
         }));
-        g_stores.push_back(std::make_unique<LiveStore>(dir.path));
+        g_stores.push_back(std::make_unique<LiveStore>(dir.path, g_trust_own_store));
         if (!dir.configured) continue;  // the default store opens on first use
         try {
             g_stores.back()->open_now();

@@ -57,7 +57,11 @@ struct TokenRecord {
     /// Restriction: the service the token belongs to (absent from the
     /// record for cpanel, so that records made before services are cpanel).
     Service service = Service::cpanel;
-    /// Restriction: GET, HEAD and OPTIONS only.
+    /// Restriction: safe methods only (`cptoken --safe-methods`, formerly
+    /// --read-only; the name stays for the stored field and the JSON key):
+    /// GET, HEAD and OPTIONS, without a body or a method-override header.
+    /// Not read-only on backends that change state on GET (cPanel's UAPI,
+    /// WHM API 1).
     bool read_only = false;
     /// Restriction: URL-path prefixes the token may reach (is_valid_scope,
     /// at most max_scopes); empty: any path its location allows.

@@ -76,7 +76,9 @@ nohup "$PYTHON" "$BACKEND" "$BACKEND_PORT" --bind 127.0.0.1 \
 echo $! >"$STATE/backend.pid"
 
 # httpd, with its own configuration.
-sed -e "s|@STATE@|$STATE|g" -e "s|@MODULE@|$MODULE|g" \
+# Not root: httpd's children are this user, who owns the store; the module refuses that unless told.
+if [ "$(id -u)" = 0 ]; then TRUST_OWN_STORE=""; else TRUST_OWN_STORE="CPTokenTrustOwnStore On"; fi
+sed -e "s|@STATE@|$STATE|g" -e "s|@MODULE@|$MODULE|g" -e "s|@TRUST_OWN_STORE@|$TRUST_OWN_STORE|g" \
     -e "s|@HTTPS_PORT@|$HTTPS_PORT|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" \
     "$REPO/conf/demo/httpd.conf.in" >"$STATE/httpd.conf"
 if ! out=$("$HTTPD" -t -f "$STATE/httpd.conf" -d "$STATE" 2>&1); then

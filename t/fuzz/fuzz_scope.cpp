@@ -6,7 +6,9 @@
 // Input: a line taken as a scope, the rest as a path.
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <cctype>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "record.hpp"
@@ -41,14 +43,24 @@ std::string lowercase(std::string text) {
     return text;
 }
 
-// A path no backend could read another way: absolute, no dot or empty
-// segment but a last one, nothing encoded that decodes to '.', '/' or '\'.
+// Printable ASCII, but '\' and ';' (a path parameter to servlet containers).
+bool reference_plain(unsigned char c) { return c > ' ' && c < 0x7f && c != '\\' && c != ';'; }
+
+// A path no backend could read another way: absolute, every byte plain,
+// no dot or empty segment but a last one, nothing encoded that decodes to
+// '.', '/' or a byte that is not plain.
 bool reference_unambiguous(const std::string &path) {
     if (path.empty() || path[0] != '/') return false;
-    if (path.find('\\') != std::string::npos || path.find('\0') != std::string::npos) return false;
+    for (const char c : path)
+        if (!reference_plain(static_cast<unsigned char>(c))) return false;
     const std::string lower = lowercase(path);
-    for (const char *code : {"%2e", "%2f", "%5c"})
-        if (lower.find(code) != std::string::npos) return false;
+    for (std::size_t i = 0; i + 2 < path.size(); ++i) {
+        if (path[i] != '%' || !std::isxdigit(static_cast<unsigned char>(path[i + 1])) ||
+            !std::isxdigit(static_cast<unsigned char>(path[i + 2])))
+            continue;
+        const int byte = std::stoi(path.substr(i + 1, 2), nullptr, 16);
+        if (byte == '.' || byte == '/' || !reference_plain(static_cast<unsigned char>(byte))) return false;
+    }
     const auto parts = segments(path);
     for (std::size_t i = 0; i < parts.size(); ++i) {
         if (parts[i] == "." || parts[i] == "..") return false;
@@ -79,16 +91,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     check(is_comparable_path(path) == reference_unambiguous(path));
     if (is_valid_scope(scope)) {
         check(scope[0] == '/' && scope.find('%') == std::string::npos && scope.size() <= max_scope_length);
-        check(reference_unambiguous(scope));  // a valid scope is itself an unambiguous path
+        // A valid scope is itself an unambiguous path, unless it has a ';' (stored ones are still
+        // read; such a scope covers nothing).
+        const bool semicolon = scope.find(';') != std::string::npos;
+        check(reference_unambiguous(scope) == !semicolon);
         check(scope_covers(scope, path) == reference_covers(scope, path));
-        check(scope_covers(scope, scope));
-        // The token's verdict follows the scope, and read-only follows the method.
+        check(scope_covers(scope, scope) == !semicolon);
+        // The token's verdict follows the scope, and safe-methods follows the method.
         TokenRecord record;
         record.scopes = {scope};
         const bool covered = scope_covers(scope, path);
         check((check_scope(record, "GET", path) == ScopeVerdict::allowed) == covered);
+        // A Destination naming the path is judged as the path, once decoded.
+        const std::string_view destination[] = {path};
+        const ScopeVerdict moved = check_destination(record, destination);
+        if (moved == ScopeVerdict::allowed) {
+            const auto raw = destination_path(path);
+            check(raw && reference_unambiguous(std::string(*raw)));
+            const auto decoded = percent_decoded(*raw);
+            check(decoded && reference_covers(scope, *decoded));
+        }
         record.read_only = true;
-        check(check_scope(record, "POST", path) == ScopeVerdict::not_read_only);
+        check(check_scope(record, "POST", path) == ScopeVerdict::not_safe_method);
     }
     return 0;
 }

@@ -3,7 +3,7 @@
 
     /usr/bin/python3 echo_backend.py PORT [--bind 127.0.0.1] [--quiet]
 
-Every GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS is answered with 200
+Every GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, COPY and MOVE is answered with 200
 and a JSON body {"method": ..., "path": ..., "headers": {name: value, ...}}
 (header names exactly as received; a repeated header's values are joined
 with ", "). A path under /slow/ is answered after half a second, so that
@@ -45,7 +45,7 @@ class EchoHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _echo
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_COPY = do_MOVE = _echo
 
     def log_message(self, fmt, *args):
         if not self.quiet:

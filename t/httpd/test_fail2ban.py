@@ -64,7 +64,7 @@ def test_each_refused_request_counts_once_for_its_own_address(srv, loglevel):
     fail2ban_regex()  # fails the test, first thing, when fail2ban is not installed
     srv.allow("CPT0100", "AH01617", "AH01618", "AH01614", "CPT0102")
     ok = srv.store.create("alice", "ok")
-    scoped = srv.store.create("alice", "scoped", "--scope", "/api/in", "--read-only")
+    scoped = srv.store.create("alice", "scoped", "--scope", "/api/in", "--safe-methods")
     pinned = srv.store.create("alice", "pinned", "--allow-ip", "192.0.2.1")
     unknown = Store(srv.dir / "other").init().create("alice", "elsewhere")
     bas = basic_location("cptoken").replace('"/api"', '"/bas"')
@@ -119,7 +119,7 @@ def test_each_refused_request_counts_once_for_its_own_address(srv, loglevel):
                  headers=[FORGED_REFERER], **kw)
     # Not counted: an authenticated token outside its scope (CPT0102, 403) is no guessing attack.
     req.send("scoped token outside its scope", 403, None, "/api/out", auth=f"cpanel alice:{scoped}")
-    req.send("read-only token, POST", 403, None, "/api/in/x", auth=f"cpanel alice:{scoped}", method="POST",
+    req.send("safe-methods token, POST", 403, None, "/api/in/x", auth=f"cpanel alice:{scoped}", method="POST",
              data="x")
     req.send("scoped token outside its scope, basic provider", 403, None, "/bas/x", user=f"alice:{scoped}")
     req.send("scoped token, forged CPT0100 in the URI", 403, None, FORGED_URI.replace("/bas/", "/api/"),

@@ -95,6 +95,35 @@ def test_refused_requests_are_not_uses(srv):
 
 
 @ALL_MPMS
+def test_forbidden_requests_are_not_uses(srv):
+    """A token admitted and then refused by its scope (403, CPT0102), even
+    where the 403 page is an ErrorDocument inside the scope, was not used;
+    the same child then records another token's use, so the writer had its
+    chance to write the first."""
+    srv.allow("CPT0102")
+    scoped = srv.store.create("alice", "scoped", "--scope", "/api/in", "--scope", "/errors")
+    other = srv.store.create("alice", "other")
+    (srv.htdocs / "errors").mkdir(mode=0o755)
+    (srv.htdocs / "errors" / "403.html").write_text("not for this token\n")
+    (srv.htdocs / "errors" / "403.html").chmod(0o644)
+    srv.start(location(interval=0) + "\nErrorDocument 403 /errors/403.html\n")
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    for path in ("/api/out/x", "/api/out/y"):
+        conn.request("GET", path, headers={"Authorization": f"cpanel alice:{scoped}"})
+        r = conn.getresponse()
+        assert r.read() == b"not for this token\n" and r.status == 403, r.status
+    conn.request("GET", "/api/in/x", headers={"Authorization": f"cpanel alice:{other}"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+    conn.close()
+    assert wait_until(lambda: usage(srv.store, "alice", "other")[2] == 1, 5), usage(srv.store, "alice", "other")
+    assert usage(srv.store, "alice", "scoped") == (None, None, 0)
+    listed = {t["name"]: t for t in json.loads(srv.store.run("list", "--json").stdout)}
+    assert listed["scoped"]["last_used"] is None and listed["scoped"]["uses"] == 0, listed["scoped"]
+
+
+@ALL_MPMS
 def test_at_most_one_write_per_interval_and_every_use_counted(srv):
     token = srv.store.create("alice", "ci")
     srv.start(location(interval=3))

@@ -1,9 +1,12 @@
-"""Scoped and read-only tokens through a real httpd: a token with scopes
+"""Scoped and safe-methods tokens through a real httpd: a token with scopes
 reaches only the URL paths under them (whole segments, after httpd's own
 decoding and dot-segment removal), for every URI the request reaches
-(internal redirects, subrequests, ErrorDocument pages), and a read-only
-token only GET, HEAD and OPTIONS. Outside: 403 without a challenge and a
-CPT0102 line; inside, Require decides as usual."""
+(internal redirects, subrequests, ErrorDocument pages), and a safe-methods
+token only GET, HEAD and OPTIONS, without a body or method-override
+headers. Outside: 403 without a challenge and a CPT0102 line; inside,
+Require decides as usual."""
+
+import http.client
 
 import pytest
 
@@ -14,7 +17,7 @@ LoadModule include_module @MODDIR@/mod_include.so
 LoadModule dir_module @MODDIR@/mod_dir.so"""
 
 OUTSIDE = 'reason="path outside the token\'s scopes"'
-NOT_READ_ONLY = 'reason="method not allowed for a read-only token"'
+NOT_SAFE = 'reason="method not allowed for a safe-methods token"'
 
 # Server-context rules: mod_rewrite does not pass them on to virtual hosts, so each host repeats them.
 SERVER_REWRITES = """    RewriteEngine On
@@ -68,6 +71,7 @@ def body(srv):
     RewriteRule ^in/to-out$ /s/out/secret.html [L]
     RewriteRule ^in/to-cfg$ /s/cfg/secret.html [L]
     RewriteRule ^out/to-in$ /s/in/page.html [L]
+    RewriteRule ^in/to-api$ /api/x [L]
     ErrorDocument 404 /s/in/notfound.html
 </Directory>
 <FilesMatch "\\.shtml$">
@@ -89,12 +93,12 @@ def body(srv):
 {vhosts}"""
 
 
-def start(srv):
+def start(srv, loglevel="warn cptoken:info"):
     # mod_include's "[include:error] ... unable to include ... subrequest setup returned 403" has no
     # AH tag; test_scope_through_httpd checks that it is the one expected.
     srv.allow("CPT0102", "[include")
     site(srv)
-    srv.start(body(srv), extra_modules=MODULES)
+    srv.start(body(srv), extra_modules=MODULES, loglevel=loglevel)
 
 
 def get(srv, path, token, host="plain.test", **kw):
@@ -210,11 +214,11 @@ def test_whole_segments(srv):
 
 
 @ALL_MPMS
-def test_read_only(srv):
+def test_safe_methods(srv):
     srv.allow("CPT0102")
     srv.start(api_location())
-    ro = srv.store.create("alice", "ro", "--read-only")
-    root_ro = srv.store.create("alice", "root-ro", "--scope", "/", "--read-only")
+    ro = srv.store.create("alice", "ro", "--safe-methods")
+    root_ro = srv.store.create("alice", "root-ro", "--scope", "/", "--safe-methods")
     plain = srv.store.create("alice", "plain")
     for token in (ro, root_ro):
         for method in ("GET", "OPTIONS"):
@@ -226,7 +230,7 @@ def test_read_only(srv):
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             mark = srv.mark()
             r = srv.get("/api/x", auth=f"cpanel alice:{token}", method=method, data="x")
-            assert_forbidden(srv, r, mark, method, NOT_READ_ONLY)
+            assert_forbidden(srv, r, mark, method, NOT_SAFE)
             assert f"method={method} " in srv.lines(mark, "CPT0102")[0]
     # A token without restrictions is not affected.
     for method in ("GET", "POST", "PUT", "DELETE"):
@@ -255,3 +259,141 @@ def test_forbidden_line_and_require(srv, provider):
     assert_admitted(srv.get("/api/in/x", user=f"alice:{token}"))
     # Inside its scope, Require decides: alice is not bob (401 from authz).
     assert srv.get("/bob/x", user=f"alice:{token}").status == 401
+
+
+OVERRIDES = ("X-HTTP-Method-Override: DELETE", "X-HTTP-Method: PUT", "X-Method-Override: POST")
+BODY_REFUSED = 'reason="request body not allowed for a safe-methods token"'
+
+
+def raw(srv, method, path, token, body=None, headers=None, chunked=False):
+    """One request with http.client (HEAD and OPTIONS with a body, a chunked GET): (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        hdrs = {"Authorization": f"cpanel alice:{token}", **(headers or {})}
+        if chunked:
+            hdrs["Transfer-Encoding"] = "chunked"
+            conn.request(method, path, body=iter([body]), headers=hdrs, encode_chunked=True)
+        else:
+            conn.request(method, path, body=body, headers=hdrs)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+@ALL_MPMS
+def test_safe_methods_strip_overrides_and_refuse_bodies(srv):
+    """UAPI and WHM API 1 change state on GET: a safe-methods token's request
+    loses the method-override headers (a backend would take them as the
+    method), and a GET, HEAD or OPTIONS that carries a body (a backend may
+    read it as a POST's) gets 403."""
+    start(srv, loglevel="warn cptoken:debug")
+    safe = srv.store.create("alice", "safe", "--safe-methods")
+    plain = srv.store.create("alice", "plain")
+
+    for token, kept in ((safe, False), (plain, True)):
+        mark = srv.mark()
+        r = srv.get("/api/x", auth=f"cpanel alice:{token}", headers=OVERRIDES)
+        assert_admitted(r)
+        seen = r.backend_headers
+        for h in OVERRIDES:
+            name = h.split(":")[0].lower()
+            assert (name in seen) == kept, (token == safe, name, seen)
+        # Said at debug, once per header removed.
+        assert len(srv.lines(mark, "CPT0103")) == (0 if kept else 3), srv.lines(mark)
+    assert all("[cptoken:debug]" in line and "safe methods only" in line for line in srv.lines(0, "CPT0103"))
+    # After an internal redirect (a per-directory RewriteRule into the proxied location) too.
+    r = srv.get("/s/in/to-api", auth=f"cpanel alice:{safe}", headers=["Host: plain.test", *OVERRIDES])
+    assert_admitted(r)
+    assert not {h.split(":")[0].lower() for h in OVERRIDES} & set(r.backend_headers), r.backend_headers
+
+    # Bodies: a length, however given, or chunked; refused before the backend.
+    for method, kw in (("GET", {"body": b"email=x"}), ("GET", {"body": b"x", "chunked": True}),
+                       ("HEAD", {"body": b"x"}), ("OPTIONS", {"body": b"{}"}),
+                       ("GET", {"body": b"x", "headers": {"Content-Length": "01"}})):
+        mark = srv.mark()
+        status, body = raw(srv, method, "/api/x", safe, **kw)
+        assert status == 403, (method, kw, status, body)
+        assert b'"headers"' not in body, body
+        lines = srv.wait_lines(mark, "CPT0102")
+        assert lines and BODY_REFUSED in lines[0] and f"method={method} " in lines[0], lines
+    # An empty body is no body; a token without the flag may send one.
+    assert raw(srv, "GET", "/api/x", safe, body=b"")[0] == 200
+    assert raw(srv, "GET", "/api/x", safe, headers={"Content-Length": "0"})[0] == 200
+    assert raw(srv, "GET", "/api/x", plain, body=b"email=x")[0] == 200
+    assert raw(srv, "GET", "/api/x", plain, body=b"x", chunked=True)[0] == 200
+
+
+@ALL_MPMS
+def test_semicolons_and_non_ascii_are_outside_every_scope(srv):
+    """A servlet container (Tomcat, Jetty) reads `/in/..;/out/x` as
+    `/out/x`, and a backend may fold an overlong UTF-8 `%c0%ae` into a dot:
+    a segment with ';' (raw or %3b) or a byte outside printable ASCII (raw
+    or encoded) is outside every scope, `/` included."""
+    srv.allow("CPT0102")
+    srv.start(api_location())
+    token = srv.store.create("alice", "scoped", "--scope", "/api/in")
+    whole = srv.store.create("alice", "whole", "--scope", "/")
+    plain = srv.store.create("alice", "plain")
+    for path in ("/api/in/..;/out/x", "/api/in/%2e%2e;/out/x", "/api/in/..%3b/out/x", "/api/in/..%3B/out/x",
+                 "/api/in/x;jsessionid=1", "/api/in/%253b", "/api/in/%c0%ae%c0%ae/out/x", "/api/in/%c0%ae%c0%ae",
+                 "/api/in/a%20b", "/api/in/a%09b", "/api/in/a%7fb", "/api/in/%e2%80%a8", "/api/in/%2520"):
+        for t in (token, whole):
+            mark = srv.mark()
+            r = srv.get(path, auth=f"cpanel alice:{t}", args=["--path-as-is"])
+            assert_forbidden(srv, r, mark, path)
+        # A token without scopes is not affected.
+        assert_admitted(srv.get(path, auth=f"cpanel alice:{plain}", args=["--path-as-is"]))
+    for path in ("/api/in/x", "/api/in/a-b_c.d~e!$&'()*+,=:@", "/api/in/100%25"):
+        assert_admitted(srv.get(path, auth=f"cpanel alice:{token}", args=["--path-as-is"]))
+
+
+def send(srv, method, path, token, headers):
+    """One request with http.client, `headers` a list of (name, value) pairs, repeats allowed."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putheader("Authorization", f"cpanel alice:{token}")
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+@ALL_MPMS
+def test_destination_within_scopes(srv):
+    """WebDAV's COPY and MOVE write where the Destination header says: for a
+    scoped token (any method), a Destination outside its scopes, on this
+    host or another, or one that cannot be read, gets 403."""
+    srv.allow("CPT0102")
+    srv.start(api_location())
+    token = srv.store.create("alice", "scoped", "--scope", "/api/in")
+    plain = srv.store.create("alice", "plain")
+    here = f"http://127.0.0.1:{srv.port}"
+    outside = (f"{here}/api/out/b", "/api/out/b", "http://elsewhere.example/api/out/b", f"{here}/api/in/../out/b",
+               f"{here}/api/in/%2e%2e/out/b", f"{here}/api/in/..;/out/b", f"{here}/api/in/%2F..%2Fout",
+               "https://127.0.0.1/api", f"{here}/", f"{here}")
+    malformed = ("api/in/b", "../in/b", f"{here}/api/in/%zz", "", "http:/api/in/b", "mailto:a@b")
+    for method in ("MOVE", "COPY", "GET"):
+        for destination in outside + malformed:
+            mark = srv.mark()
+            status, body = send(srv, method, "/api/in/a", token, [("Destination", destination)])
+            assert status == 403 and b'"headers"' not in body, (method, destination, status, body)
+            lines = srv.wait_lines(mark, "CPT0102")
+            assert lines and "destination" in lines[0], (destination, lines)
+        for destination in (f"{here}/api/in/b", "/api/in/b", "http://elsewhere.example/api/in/x/y?z=1",
+                            f"{here}/api/in/b%41#frag", "HTTPS://u@[::1]:8443/api/in"):
+            status, body = send(srv, method, "/api/in/a", token, [("Destination", destination)])
+            assert status == 200, (method, destination, status, body)
+    # Two Destination headers: a backend may read either.
+    mark = srv.mark()
+    status, _ = send(srv, "MOVE", "/api/in/a", token, [("Destination", "/api/in/b"), ("Destination", "/api/out/b")])
+    assert status == 403
+    assert srv.wait_lines(mark, "CPT0102")
+    # Without scopes, the Destination is the location's business.
+    for destination in outside + malformed[:1]:
+        status, _ = send(srv, "MOVE", "/api/in/a", plain, [("Destination", destination)])
+        assert status == 200, (destination, status)

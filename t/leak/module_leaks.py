@@ -15,7 +15,7 @@ child: admitted `cpanel` and Basic tokens (AuthType cpanel, and
 AuthBasicProvider cptoken), the whm scheme and service, no credentials,
 malformed and wrong-scheme headers, unknown, mistyped, revoked, wrong user,
 wrong service, expired and allowlist-refused tokens, a rotated token in its
-grace, scoped and read-only tokens (admitted, and 403 outside), the
+grace, scoped and safe-methods tokens (admitted, and 403 outside), the
 CPToken-Expires filter, CPTokenForwardAuthorization, an internal redirect
 and an SSI subrequest into a location with another configuration (the
 header restored and checked again), last-used recording with interval 0 (the
@@ -222,8 +222,17 @@ def first_store_round(w, t):
     w.expect("its successor", 200, auth=f"cpanel alice:{t['deploy']}")
     w.expect("scoped token inside", 200, "/api/in/x", auth=f"cpanel alice:{t['scoped']}")
     w.expect("scoped token outside", 403, "/api/out/x", auth=f"cpanel alice:{t['scoped']}")
-    w.expect("read-only token, GET", 200, auth=f"cpanel alice:{t['ro']}")
-    w.expect("read-only token, POST", 403, auth=f"cpanel alice:{t['ro']}", method="POST", data="x=1")
+    w.expect("safe-methods token, GET", 200, auth=f"cpanel alice:{t['ro']}")
+    w.expect("safe-methods token, POST", 403, auth=f"cpanel alice:{t['ro']}", method="POST", data="x=1")
+    w.expect("safe-methods token, override headers removed", 200, auth=f"cpanel alice:{t['ro']}",
+             headers=["X-HTTP-Method-Override: DELETE", "X-Method-Override: PUT"])
+    w.expect("safe-methods token, GET with a body", 403, auth=f"cpanel alice:{t['ro']}", method="GET", data="x=1")
+    w.expect("scoped token, ';' in the path", 403, "/api/in/..;/out/x", auth=f"cpanel alice:{t['scoped']}",
+             args=["--path-as-is"])
+    w.expect("scoped token, Destination inside", 200, "/api/in/x", auth=f"cpanel alice:{t['scoped']}",
+             headers=["Destination: http://127.0.0.1/api/in/y"])
+    w.expect("scoped token, Destination outside", 403, "/api/in/x", auth=f"cpanel alice:{t['scoped']}",
+             headers=["Destination: http://127.0.0.1/api/out/y"])
     w.expect("malformed token", 401, auth="cpanel alice:SHORT")
     w.expect("malformed Basic", 401, auth="Basic !!!")
     w.expect("other scheme", 401, auth="Bearer x")
@@ -341,7 +350,7 @@ def main():
              "expired": s.create("alice", "expired", "--expires", "+1s"),
              "pinned": s.create("alice", "pinned", "--allow-ip", "10.0.0.0/8"),
              "deploy-old": s.create("alice", "deploy"),
-             "scoped": s.create("alice", "scoped", "--scope", "/api/in"), "ro": s.create("alice", "ro", "--read-only"),
+             "scoped": s.create("alice", "scoped", "--scope", "/api/in"), "ro": s.create("alice", "ro", "--safe-methods"),
              "unknown": harness.Store(srv.dir / "other").init().create("alice", "elsewhere")}
         s.revoke("alice", "gone")
         t["deploy"] = s.run("rotate", "alice", "deploy", "--grace", "1h").stdout.strip()

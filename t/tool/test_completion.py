@@ -58,9 +58,9 @@ def test_global_options_before_the_command():
 
 
 @pytest.mark.parametrize("command, expected", [
-    ("create", {"--expires", "--allow-ip", "--service", "--scope", "--read-only", "--json"}),
-    ("edit", {"--name", "--expires", "--allow-ip", "--any-ip", "--scope", "--any-scope", "--read-only",
-              "--read-write", "--json"}),
+    ("create", {"--expires", "--allow-ip", "--service", "--scope", "--safe-methods", "--json"}),
+    ("edit", {"--name", "--expires", "--allow-ip", "--any-ip", "--scope", "--any-scope", "--safe-methods",
+              "--any-method", "--json"}),
     ("revoke", {"--all"}),
     ("check", {"--ip", "--service", "--path", "--method"}),
     ("list", {"--service", "--unused-for", "--json"}),

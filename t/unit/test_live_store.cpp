@@ -476,6 +476,151 @@ void test_threads(void **state) {
     assert_string_equal(found_name(*last, gens[swaps]).c_str(), ("gen" + std::to_string(swaps)).c_str());
 }
 
+// ---------------------------------------------------------------- who could change the store
+
+// An httpd user and group of the test's own (no account needed: the check
+// compares numbers and only names them).
+const ReaderIdentity httpd_user{4242, {4243, 4244}};
+
+// A store-shaped directory at `dir` (the files need not be LMDB files:
+// nothing is opened), root's, mode 02750, in a `parent` made with `mode`,
+// `uid` and `gid`.
+void make_store_files(const std::string &dir) {
+    assert_int_equal(mkdir(dir.c_str(), 02750), 0);
+    for (const char *name : {"tokens.mdb", "tokens.mdb-committed"}) std::ofstream(dir + "/" + name) << "x";
+}
+
+void make_dir(const std::string &path, mode_t mode, uid_t uid = 0, gid_t gid = 0) {
+    assert_int_equal(mkdir(path.c_str(), 0700), 0);
+    assert_int_equal(chown(path.c_str(), uid, gid), 0);
+    assert_int_equal(chmod(path.c_str(), mode), 0);
+}
+
+void expect_refused(const std::string &dir, const ReaderIdentity &reader, bool trust_own, const std::string &says) {
+    try {
+        refuse_store_reader_could_change(dir, reader, trust_own);
+    } catch (const StoreError &e) {
+        assert_int_equal(e.kind(), StoreError::Kind::access);
+        if (std::string(e.what()).find(says) == std::string::npos)
+            fail_msg("%s: the refusal does not say '%s': %s", dir.c_str(), says.c_str(), e.what());
+        return;
+    }
+    fail_msg("%s: not refused (wanted: %s)", dir.c_str(), says.c_str());
+}
+
+void expect_trusted(const std::string &dir, const ReaderIdentity &reader, bool trust_own) {
+    try {
+        refuse_store_reader_could_change(dir, reader, trust_own);
+    } catch (const std::exception &e) {
+        fail_msg("%s: refused: %s", dir.c_str(), e.what());
+    }
+}
+
+bool can_chown() {
+    if (geteuid() == 0) return true;
+    print_message("skipped: needs root to give files to another user\n");
+    return false;
+}
+
+void test_store_files_of_the_reader(void **state) {
+    if (!can_chown()) skip();
+    Fixture &f = fx(state);
+    make_store_files(f.store);
+    expect_trusted(f.store, httpd_user, false);
+    expect_trusted(f.store, ReaderIdentity{0, {0}}, false);  // root is not asked
+    for (const char *name : {"", "/tokens.mdb", "/tokens.mdb-committed"}) {
+        const std::string path = f.store + name;
+        assert_int_equal(lchown(path.c_str(), 4242, -1), 0);
+        expect_refused(f.store, httpd_user, false, path + " belongs to user uid 4242, whom httpd runs as");
+        expect_refused(f.store, httpd_user, false, "CPTokenTrustOwnStore On");
+        expect_trusted(f.store, httpd_user, true);
+        expect_trusted(f.store, ReaderIdentity{4245, {4246}}, false);  // another user's store
+        assert_int_equal(lchown(path.c_str(), 0, -1), 0);
+    }
+    expect_trusted(f.store + "/missing", httpd_user, false);  // left to the open
+}
+
+void test_directories_on_the_way(void **state) {
+    if (!can_chown()) skip();
+    Fixture &f = fx(state);
+    struct Case {
+        mode_t mode;
+        uid_t uid;
+        gid_t gid;
+        const char *says;  // nullptr: trusted
+        bool even_trusting_own;
+    };
+    const Case cases[] = {
+        {0755, 0, 0, nullptr, false},
+        {0755, 4242, 0, "belongs to user uid 4242", false},
+        {0555, 4242, 0, "belongs to user uid 4242", false},  // an owner may chmod
+        {0775, 0, 4243, "can be written by group gid 4243", false},
+        {0775, 0, 4244, "can be written by group gid 4244", false},  // a supplementary group
+        {0775, 0, 4245, nullptr, false},                             // not its group
+        {01775, 0, 4243, nullptr, false},  // sticky: root's entry stays root's
+        {0777, 0, 0, "can be written by anyone", true},
+        {01777, 0, 0, nullptr, false},
+        {0757, 0, 4243, "can be written by anyone", true},
+    };
+    int n = 0;
+    for (const Case &c : cases) {
+        const std::string parent = f.tmp + "/p" + std::to_string(n++);
+        make_dir(parent, c.mode, c.uid, c.gid);
+        make_store_files(parent + "/store");
+        const std::string store = parent + "/store";
+        if (!c.says) {
+            expect_trusted(store, httpd_user, false);
+            continue;
+        }
+        expect_refused(store, httpd_user, false, parent + " " + c.says);
+        expect_refused(store, httpd_user, false, "another store in place of " + store);
+        if (c.even_trusting_own)
+            expect_refused(store, httpd_user, true, parent + " " + c.says);
+        else
+            expect_trusted(store, httpd_user, true);
+    }
+    // Sticky, but the entry is the reader's: it may rename its own.
+    const std::string sticky = f.tmp + "/sticky";
+    make_dir(sticky, 01777);
+    make_store_files(sticky + "/store");
+    assert_int_equal(lchown((sticky + "/store").c_str(), 4242, -1), 0);
+    expect_refused(sticky + "/store", httpd_user, false,
+                   sticky + "/store belongs to user uid 4242, whom httpd runs as, in " + sticky);
+    expect_trusted(sticky + "/store", httpd_user, true);
+    // Every level counts, not only the store's parent; "." and ".." are walked as the kernel does.
+    const std::string high = f.tmp + "/high";
+    make_dir(high, 0775, 0, 4243);
+    make_dir(high + "/a", 0755);
+    make_dir(high + "/a/b", 0755);
+    make_store_files(high + "/a/b/store");
+    expect_refused(high + "/a/b/store", httpd_user, false, high + " can be written by group gid 4243");
+    expect_refused(f.tmp + "/p0/./../high/a/b/store", httpd_user, false, high + " can be written by group");
+}
+
+void test_symbolic_links_followed(void **state) {
+    if (!can_chown()) skip();
+    Fixture &f = fx(state);
+    make_store_files(f.store);
+    // A link in a directory the reader owns: it could point it elsewhere.
+    make_dir(f.tmp + "/links", 0755, 4242);
+    fs::create_directory_symlink(f.store, f.tmp + "/links/db");
+    expect_refused(f.tmp + "/links/db", httpd_user, false, f.tmp + "/links belongs to user uid 4242");
+    // A sound link (absolute or relative) to a store under a directory its group can write.
+    make_dir(f.tmp + "/open", 0775, 0, 4243);
+    make_store_files(f.tmp + "/open/store");
+    make_dir(f.tmp + "/sound", 0755);
+    fs::create_directory_symlink(f.tmp + "/open/store", f.tmp + "/sound/absolute");
+    fs::create_directory_symlink("../open/store", f.tmp + "/sound/relative");
+    for (const char *link : {"/sound/absolute", "/sound/relative"})
+        expect_refused(f.tmp + link, httpd_user, false, f.tmp + "/open can be written by group gid 4243");
+    // A sound link to a sound store.
+    fs::create_directory_symlink(f.store, f.tmp + "/sound/fine");
+    expect_trusted(f.tmp + "/sound/fine", httpd_user, false);
+    // A loop ends.
+    fs::create_directory_symlink(f.tmp + "/sound/loop", f.tmp + "/sound/loop");
+    expect_refused(f.tmp + "/sound/loop", httpd_user, false, "too many levels of symbolic links");
+}
+
 }  // namespace
 
 int main(void) {
@@ -491,6 +636,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dir_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_removed_and_recreated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_files_of_the_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_directories_on_the_way, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_symbolic_links_followed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
