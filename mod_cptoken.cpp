@@ -23,6 +23,7 @@
 #include "mod_auth.h"
 #include "ap_provider.h"
 #include "util_filter.h"
+#include "unixd.h"
 #include "apr_strings.h"
 
 #include <unistd.h>
@@ -61,6 +62,7 @@ using namespace cptoken;
 #define TAG_STORE "CPT0200: "          // the store cannot be used: 500
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
 #define TAG_USAGE "CPT0203: "          // last-used times cannot be recorded (once per child)
+#define TAG_NO_STORE "CPT0204: "       // configtest: a CPTokenDB names no store (warning)
 #define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
 
 constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
@@ -636,6 +638,18 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s) {
     return OK;
 }
 
+// httpd -t (apache2ctl configtest): a CPTokenDB naming no store passes the
+// syntax check, and every request under it would get 500 after the restart.
+// A warning, not an error: the store may well be made before the restart.
+void test_config(server_rec *s) {
+    set_httpd_group(ap_unixd_config.group_id);  // the group the command must give the store
+    for (const StoreDir &dir : g_store_dirs)
+        if (dir.configured)
+            if (const auto missing = missing_store(dir.path))
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_NO_STORE "CPTokenDB %s: %s", dir.path.c_str(),
+                             missing->c_str());
+}
+
 apr_status_t close_stores(void *) {
     // Uses noted and not yet written go now; a writer blocked on the usage
     // store's lock is left behind rather than holding up the child's exit.
@@ -778,6 +792,14 @@ static int post_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     }
 }
 
+static void test_config_hook(apr_pool_t *, server_rec *s) noexcept {
+    try {
+        test_config(s);
+    } catch (const std::exception &e) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, TAG_INTERNAL "configuration test failed: %s", e.what());
+    }
+}
+
 static void child_init_hook(apr_pool_t *pchild, server_rec *s) noexcept {
     try {
         child_init(pchild, s);
@@ -796,6 +818,7 @@ void register_hooks(apr_pool_t *pool) {
     reset_store_dirs();
     ap_hook_pre_config(pre_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_test_config(test_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_check_authn(restore_credentials_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authn(check_authn_hook, nullptr, nullptr, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);

@@ -73,9 +73,11 @@ std::string dir_of(const std::string &file) {
            (have_dir && st.st_gid != 0 ? ", or as a member of group " + group_name(st.st_gid) : std::string()));
 }
 
-[[noreturn]] void no_store(const std::string &dir) {
-    throw StoreError(StoreError::Kind::missing, "no token store in " + dir + "; create it with: " + init_command(dir));
+static std::string no_store_text(const std::string &dir) {
+    return "no token store in " + dir + "; create it with: " + init_command(dir);
 }
+
+[[noreturn]] void no_store(const std::string &dir) { throw StoreError(StoreError::Kind::missing, no_store_text(dir)); }
 
 // What the admin can do about a failed write, for the failures that are the
 // filesystem's or the map's and not the store's. Every LMDB write lands whole
@@ -140,3 +142,9 @@ void check(int rc, std::string_view what, std::string_view subject) {
 }  // namespace cptoken::lmdb
 
 void cptoken::set_httpd_group(gid_t gid) noexcept { lmdb::httpd_group = gid; }
+
+std::optional<std::string> cptoken::missing_store(const std::string &dir) {
+    struct stat st{};
+    if (::stat(lmdb::path_in(dir, token_store_file).c_str(), &st) == 0) return std::nullopt;
+    return lmdb::no_store_text(dir);
+}

@@ -107,6 +107,11 @@ std::optional<std::string> become_store_owner(const std::string &dir);
 /// it would lock httpd out.
 void set_httpd_group(gid_t gid) noexcept;
 
+/// What is missing for DIR to be a store, said as opening it would say it
+/// (with the command that makes it); nullopt if DIR holds tokens.mdb. For
+/// httpd's configtest, which warns without opening anything.
+std::optional<std::string> missing_store(const std::string &dir);
+
 enum class InitOutcome { created, repaired, already_present };
 
 /// Makes DIR a token store owned by the caller, with group `group`: the

@@ -120,3 +120,21 @@ def test_unprotected_location_next_to_a_protected_one(srv):
     srv.start(DEFAULT_BODY + api_location("/open", auth="    Require all granted"))
     assert srv.get("/open/x").status == 200
     assert_refused(srv.get("/api/x"))
+
+
+def test_configtest_warns_of_a_cptokendb_without_a_store(srv, tmp_path):
+    """`CPTokenDB /nonexistent` passed configtest silently, and every request under it got 500 after
+    the restart: configtest says so (a warning: the store may be made before the restart), and names
+    the command that makes it."""
+    missing = tmp_path / "nonexistent"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, out = configtest(srv, api_location(auth=CPANEL_AUTH + f'\n    CPTokenDB "{missing}"') +
+                         f'<Location "/other/">\n    AuthType cpanel\n    AuthName x\n    CPTokenDB "{empty}"\n'
+                         '    Require valid-user\n</Location>\n')
+    assert rc == 0 and "Syntax OK" in out, out
+    for store in (missing, empty):
+        line = next((l for l in out.splitlines() if "CPT0204" in l and str(store) in l), None)
+        assert line, out
+        assert f"cptoken --db {store} init --group www-data" in line, line
+    assert str(srv.store.path) not in out, "the good store was warned of"
