@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # mod_cptoken: build, test, install.
 #   make            build/cptoken, build/mod_cptoken.so, build/libcptoken.a
 #   make test       install missing Debian packages, build, run every test

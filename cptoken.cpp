@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // cptoken: the admin tool. Argument parsing and output only; every decision
 // is made in lib/.
 //

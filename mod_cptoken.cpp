@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mod_cptoken: cPanel-style API tokens for Apache httpd 2.4.
 //
 // Glue only: this file translates between httpd and lib/, where every

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Microbenchmark: one verification in lib/ as the module runs it (parse the
 // Authorization header, digest, B-tree lookup, decision) against stores of
 // BENCH_SIZES tokens (default 1k, 100k, 1M, 10M). Stores are built once in

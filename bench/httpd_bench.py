@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """httpd side-by-side benchmark of mod_cptoken (see bench/README.md).
 
 One private httpd (event MPM, Debian's default sizes, 127.0.0.1, keep-alive)

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- wrk script of the httpd benchmark (bench/httpd_bench.py).
 --
 --   wrk -t2 -c32 -d10s -s bench/rotate.lua http://127.0.0.1:PORT/PATH HEADERS_FILE [NTHREADS]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Last used under load, without httpd: what an httpd child's request threads
 // pay in UsageWriter::note() while the child's writer thread records, and
 // whether every token used shows as used afterwards (issue 23).

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Markdown from docs/ made fit for a manual page (go-md2man reads stdout).
 
 A man page is read on an installed system, in a terminal of 80 columns:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Big-endian integers in stored values: the one encoder and decoder every
 // format here uses (Lightning Stream header, records, schema version, usage).
 #pragma once

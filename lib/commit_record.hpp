@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The commit record: DIR/tokens.mdb-committed, one page that only the
 // store's owner writes and httpd's group reads. It holds the id of the
 // newest transaction whose commit to tokens.mdb has completed, and the id of

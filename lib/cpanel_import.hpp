@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Importing cPanel's API token files (cptoken import-cpanel): reading them,
 // and making the store follow them in one transaction.
 //

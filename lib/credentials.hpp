@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading the credentials of a request: the Authorization header.
 #pragma once
 

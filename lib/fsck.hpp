@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Checking a store for what no single cptoken leaves behind but a merge of
 // two hosts' stores by Lightning Stream can (an orphaned token, a name that
 // points nowhere), and for what stops Lightning Stream itself (a value

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A token store that follows its directory: opened on first use, and
 // reopened when the files at its path are replaced (a restored backup moved
 // into place, a fresh `cptoken init`). For long-running readers (httpd

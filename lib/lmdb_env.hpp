@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The LMDB environment under both stores: opening one safely, transactions
 // that never run on a forged snapshot, and LMDB errors as StoreError. Only
 // lib/ includes this header; only lib/ talks to LMDB.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Lightning Stream's native value header: every value in our stores starts
 // with it, so that PowerDNS Lightning Stream can replicate the store between
 // hosts. Spec: lightningstream docs/schema-native.md.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // IP networks of a token's allowlist, and matching a client address.
 #pragma once
 

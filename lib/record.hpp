@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A token's record as stored under its digest, and its binary encoding.
 #pragma once
 

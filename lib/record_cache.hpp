@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The records TokenStore::find() has read, each tied to the read transaction
 // it was read in. Revocation rests on it: a record is only ever given back
 // for the very snapshot it came from.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Scopes: the URL paths and methods a token may reach (cptoken create
 // --scope PATH, --safe-methods). The module checks every URI a request
 // reaches (internal redirects and subrequests too) with check_scope().

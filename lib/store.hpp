@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The token store and the usage store: two LMDB environments in one
 // directory. Only lib/ talks to LMDB: lmdb_env.hpp opens environments and
 // runs verified transactions, this part keeps the records.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Time: the clock, ISO 8601 output, and the WHEN and DURATION arguments of the tool.
 #pragma once
 

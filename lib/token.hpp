@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tokens: generation, shape, checksum and the at-rest digest.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Work on files that httpd's group can write (the usage store), done for
 // root by a child process that first gives up every privilege but that
 // group's: no process more privileged than httpd's user maps, locks or

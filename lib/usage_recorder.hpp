@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Last used, from an httpd child: the uses of each token are noted in memory
 // after the response (UsageRecorder), and a thread of the child's own writes
 // them to the usage store (UsageWriter), at most once per token per interval.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The usage store: when, from where and how often each token was used.
 // DIR/usage.mdb (+ -lock), written by httpd children (UsageRecorder), read
 // by cptoken (as root, through an unprivileged child: read_usage); kept

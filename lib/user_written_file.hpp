@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading a file that someone other than root may have written (cPanel's
 // token files, which users' actions change): read only if nobody but root
 // and the user it belongs to could have written it, opened so that only a

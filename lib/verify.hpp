@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The one decision: would this token be accepted for this user from this
 // address, and if not, why. Used by the module on every request and by
 // `cptoken check`, so that both always agree.

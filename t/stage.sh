@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # One stage of `make test`: runs COMMAND with its output in LOGDIR/NAME.log
 # and prints one line, `NAME  ok  12 s`; on failure, the log's last lines
 # and where the whole of it is, and the command's exit status.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # make demo: a private httpd on https://127.0.0.1:2083 with mod_cptoken in
 # front of an echo backend on 127.0.0.1:2082, a token store and a token for
 # alice. Everything lives in /tmp/mod_cptoken-demo; /etc/apache2 and the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # make demo-stop: stops the demo's httpd and echo backend (by their pid
 # files) and leaves /tmp/mod_cptoken-demo for inspection.
 set -uo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # make deb-test: the package as an admin meets it, in a clean Debian 12 root.
 #
 #   t/deb/deb-test.sh PACKAGE.deb WORKDIR

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: cPanel token files are written by another system (and,
 // for cPanel users' files, partly by the users' own actions): reading one
 // must never crash, only map it or throw ImportError, and what it maps must

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the Authorization header comes straight from clients.
 // Parsing must never crash, and what it returns must be usable as is.
 #include <cstdint>

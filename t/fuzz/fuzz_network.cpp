@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: allowlist entries come from admins and other hosts'
 // records, client addresses from httpd. Parsing must never crash, what parses
 // must print and parse back to itself, and matching must agree with a plain

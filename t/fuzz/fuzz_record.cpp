@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: a stored value (Lightning Stream header + record) from
 // an untrusted file must never crash the decoder, and whatever decodes must
 // be a valid record that encodes back to an equal record (fields of a later

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: scopes come from admins and imported files, paths from
 // clients through httpd. A scope must never cover a path that another
 // reading could take elsewhere: what scope_covers() accepts is checked

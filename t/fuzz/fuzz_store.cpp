@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: a token store file with corrupt pages (a bad disk, a
 // half-copied file, another host's bug). Opening it read-only and reading
 // it as the module and the tool do (find, find_by_name, list) must fail

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: --expires WHEN comes from the admin's command line (and
 // bulk-create files). parse_when must either refuse with WhenError or return
 // a time after `now` and no later than 9999-12-31T23:59:59Z, for any `now`;

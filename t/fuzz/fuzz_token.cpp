@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the decision itself. The token shape check on any bytes,
 // and verify_token (user, token and client address from the request, any
 // time) against a small real store made once per process under /tmp. An

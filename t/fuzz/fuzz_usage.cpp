@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the usage store as httpd's group can leave it, through
 // the code path root runs (cptoken list, show, prune). httpd's group can
 // write usage.mdb, so root never opens it: a child that became nobody of the

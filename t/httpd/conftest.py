@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Harness of the real-server tests of mod_cptoken.
 
 Each test gets its own private httpd (/usr/sbin/apache2 -f CONF -D FOREGROUND,

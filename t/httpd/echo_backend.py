@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """A tiny HTTP backend that echoes each request as JSON.
 
     /usr/bin/python3 echo_backend.py PORT [--bind 127.0.0.1] [--quiet]

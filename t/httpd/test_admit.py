@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Admission with `AuthType cpanel`: both header forms, every MPM; the very
 next request after a change made by the tool sees it (no reload)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Per-token IP allowlists, checked against the client's address
 (127.0.0.0/8 is all local on Linux: curl --interface 127.0.0.2 is another client)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """WWW-Authenticate: one challenge per accepted scheme on a 401, none on
 200, 403 or 404; CPTokenSchemes chooses the schemes."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Time: expiry is judged when the token is checked, not when the request
 line arrived; the store's once-a-second checks run on a monotonic clock, so a
 wall clock stepped back does not pause them."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Concurrent clients while the tool writes to the store or the store is
 replaced: never a 500, never a wrong verdict."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Configuration: where the directives are allowed, what httpd refuses to
 start with, and the usual authz combinations around AuthType cpanel."""
 

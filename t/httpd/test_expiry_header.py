@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """CPTokenExpiryHeader On: the answer to a request admitted by a token that
 expires carries `CPToken-Expires: <expiry, RFC 3339 UTC>`, on success, on
 error answers (404, ErrorDocument, a proxied backend that is down) and on

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """conf/fail2ban-cptoken.conf, run by Debian's fail2ban-regex over the error
 log of a real httpd: every refused request with credentials counts once, for
 the address the request came from, and nothing a client writes (Referer, URI,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Faults under a running httpd: a full filesystem under the store, a usage
 store that cannot grow, a usage store overwritten with garbage. Each ends
 closed: every decision stays exactly right under concurrent requests, no

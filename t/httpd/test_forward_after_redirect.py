@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A request admitted in a location that strips the Authorization header
 (CPTokenForwardAuthorization Off, the default), then sent internally into a
 location that forwards it (a per-directory RewriteRule, an ErrorDocument):

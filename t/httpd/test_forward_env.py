@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What reaches the backend: the Authorization header only with
 CPTokenForwardAuthorization On; REMOTE_USER, CPTOKEN_NAME and CPTOKEN_EXPIRES
 for mod_headers, the access log and CGI."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tokens imported from cPanel's files (`cptoken import-cpanel`) seen by a
 real httpd under every MPM: clients keep the tokens they have, allowlists
 included, and `--sync` after an entry is removed refuses the very next request."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Several requests on one kept-alive connection (curl --next): each is
 judged on its own credentials; nothing carries over from the previous one."""
 

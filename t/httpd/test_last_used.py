@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Last used, written by the module: after a request a token admitted, the
 time, the client address and the count reach the usage store, at most once
 per CPTokenLastUsedInterval per child (every use counted), follow a store

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The token never appears in the error log or the access log, whatever
 happened to the request (admitted, refused for any reason), even with the
 module's own log level at trace8."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Stores made by earlier versions keep working in httpd: every token of the
 kept store (t/data/stores/vN/) gets the recorded status (200, 401, 403) for
 each recorded request, sent with curl as the scheme it names. A store of a

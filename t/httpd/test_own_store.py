@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A store that httpd's own user could change is refused (500, CPT0200),
 never trusted: a store (its directory, tokens.mdb or its commit record)
 owned by the user httpd's children run as, or under a directory that user

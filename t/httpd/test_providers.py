@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`Require user ...` with AuthType cpanel, and the module as an authn
 provider behind mod_auth_basic (alone and in chains with mod_authn_file)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Admitted requests that httpd re-processes internally: DirectoryIndex
 subrequests, mod_rewrite per-directory internal redirects, ErrorDocument.
 httpd re-runs authentication for them whenever their per-directory

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every refusal looks the same to the client: 401 (never 500), the same body
 bytes, the same challenges; the reason goes to the error log (one CPT0100 line
 per refusal, at level error, except 'no credentials' at info), never the token."""

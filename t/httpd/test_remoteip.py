@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The client address is r->useragent_addr: mod_remoteip (with trusted
 proxies) sets it; the module itself never reads X-Forwarded-For."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Graceful restarts (SIGUSR1) under traffic: every request is answered 200,
 and the store keeps working in the new generation of children.
 

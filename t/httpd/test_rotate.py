@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken rotate` seen by a real httpd under every MPM: the old token works
 inside its grace and not after, the new one at once, revoke during the grace
 stops both, and the CPT0101 admission line says which token was used."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Scoped and safe-methods tokens through a real httpd: a token with scopes
 reaches only the URL paths under them (whole segments, after httpd's own
 decoding and dot-segment removal), for every URI the request reaches

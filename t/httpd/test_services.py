@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """cPanel and WHM tokens kept apart: the `cpanel` scheme admits cpanel
 tokens only, `whm` whm tokens only, and Basic (under AuthType cpanel and as
 AuthBasicProvider cptoken) the services the location names in

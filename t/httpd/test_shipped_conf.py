@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The configuration files in conf/ work as shipped: each is included in a
 real httpd, changed only where its comments tell the admin to change it
 (certificate, ports, backend, store), and then answers as documented."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """No decision is made on a snapshot older than the token file's newest, and
 nothing is decided from what an overwritten file or a cache said.
 

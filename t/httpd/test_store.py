@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Store problems fail closed (500 + CPT0200, never admit); a config without
 AuthName is a 500 with CPT0201; a store directory replaced underneath is
 picked up by the next request, without a restart."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The module says which version runs, as other modules do: a CPT0001
 notice in the error log at each configuration load, mod_cptoken/VERSION in
 httpd's "resuming normal operations" line, and in the Server header when

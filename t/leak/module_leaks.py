@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """make module-leak-test: the module in a real httpd under Valgrind; no leak.
 
 What it runs: one real httpd (`/usr/sbin/apache2 -X`, prefork in a single

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """make stress: a soak of the module with an oracle for every response.
 
 For each MPM, a private httpd (t/httpd/conftest.py's Httpd, so the same

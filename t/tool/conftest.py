@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers for the black-box tests of the `cptoken` admin tool.
 
 The binary comes from $CPTOKEN (set by `make tool-test`), else

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """cptoken bulk-create: many tokens in one transaction, all or none."""
 
 import json

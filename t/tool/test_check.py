@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken check USER [--ip ADDR]`, token on stdin: the verdict and why."""
 
 import time

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken check` with a terminal on stdin asks for the token and reads it
 without echo, instead of waiting silently with the token shown as typed."""
 

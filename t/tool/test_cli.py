@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The command line as a whole: help, usage errors, --db / $CPTOKEN_DB,
 and commands on a directory that was never initialised."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command-line habits an admin expects: --version, a mistyped command that
 names the commands, a network with host bits set that names the one meant,
 the rules of USER and NAME in --help, and a write command run by a user who

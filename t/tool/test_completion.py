@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bash completion (conf/bash_completion/cptoken): bash with the script
 sourced, the completion function called as bash calls it (COMP_WORDS,
 COMP_CWORD), and COMPREPLY checked. Users and token names come from the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken create USER NAME [--expires WHEN] [--allow-ip CIDR]... [--json]`."""
 
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken edit USER NAME [--name NEW] [--expires WHEN|never]
 [--allow-ip CIDR]... [--any-ip] [--json]`."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Faults under the tool: a full disk, a read-only filesystem, SIGKILL in the
 middle of a large write, a store directory renamed away under a running
 command. Each ends closed: exit 1 with a message that says what happened

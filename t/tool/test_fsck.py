@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """cptoken fsck: what a Lightning Stream merge of two hosts' stores can leave,
 made on purpose with python3-lmdb as LS would leave it, found and repaired.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """httpd's group against root (issue 19): a store made by `cptoken init
 --group www-data` has no file or directory that www-data can write but the
 usage store, which root never opens; and www-data writing whatever it can

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """cptoken import-cpanel: cPanel token files written here, with the digests
 of tokens the test knows, imported, then checked with `cptoken check` as a
 client's request would be."""

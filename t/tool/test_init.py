@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken init [--group GROUP]`: directory, files, modes, group, idempotence."""
 
 import grp

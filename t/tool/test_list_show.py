@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken list [USER] [--json]` and `cptoken show USER NAME [--json]`."""
 
 import json

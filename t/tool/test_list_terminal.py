@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken list` on a terminal fits the terminal's width: long cells are
 cut with a marker and long allowlists end in "+N more". Into a pipe or a
 file (scripts), and with --json, every character stays."""

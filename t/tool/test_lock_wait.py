@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A write that has to wait for LMDB's writer lock says so on stderr after a
 few seconds, instead of hanging silently, and completes once the lock is
 free. The lock is held by a real LMDB writer: mdb_load (lmdb-utils) keeps

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The manual pages (`make man`, from docs/cptoken.md and docs/directives.md):
 they render without a groff warning, and cptoken(8) covers every command
 that `cptoken --help` lists."""

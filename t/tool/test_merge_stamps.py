@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Stores shared between hosts: every write must win the merge against the
 value it replaces, whatever the writing host's clock says.
 

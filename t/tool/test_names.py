@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Which user names and token names are accepted."""
 
 import pytest

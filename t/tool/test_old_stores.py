@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Stores made by earlier versions keep working: every token of the kept
 store (t/data/stores/vN/, made by make-vN.py) gets exactly the answer
 `cptoken check` gave when the store was made, and list/show show the

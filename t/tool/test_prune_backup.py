@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken prune` and `cptoken backup FILE`."""
 
 import os

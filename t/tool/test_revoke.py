@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken revoke USER NAME` and `cptoken revoke USER --all`."""
 
 import pytest

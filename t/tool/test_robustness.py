@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Failed commands change nothing; errors have one shape; parallel writers."""
 
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`cptoken rotate USER NAME [--grace DURATION] [--json]`, and how list,
 show, check, revoke and prune treat a rotated token."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Services and scopes in the tool: `create`/`bulk-create` --service,
 --scope, --safe-methods; `edit` --scope, --any-scope, --safe-methods,
 --any-method (and their old names --read-only and --read-write, which

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """USES in list/show, and `list --unused-for DURATION`: the tokens not used
 for that long, or never used and created longer ago, the ones safe to
 revoke. Uses are planted into usage.mdb as httpd writes them (see

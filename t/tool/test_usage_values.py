@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What `list` and `show` print from the usage store, which httpd's group can
 write: a planted escape sequence never reaches the terminal, a bad address
 reads as unknown, a time out of range as never used, a good record is shown.

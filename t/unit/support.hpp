@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What several unit tests share: fixtures that must not fail, a record in
 // one line, a temporary store directory, StoreError checks. Include it after
 // every C++ header: it brings cmocka, whose fail() macro would clash with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/cpanel_import.hpp: how a cPanel token file maps to
 // entries (every field, the limited rules per service, each bad shape with
 // its message), the user and service a path names, and import_cpanel's rules

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/credentials.hpp: strict base64 and the Authorization
 // header parser.
 

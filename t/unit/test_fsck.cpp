@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/fsck.hpp on real LMDB files: the states a Lightning
 // Stream merge can leave (an orphaned token, a dangling name) and values it
 // stops on (bad headers) are written raw, as LS would leave them, then

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/live_store.hpp on real LMDB files in a temporary
 // directory. LMDB forbids opening one environment twice in a process: a
 // directory that the LiveStore holds open is never opened again here (a

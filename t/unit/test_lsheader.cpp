@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/lsheader.hpp: Lightning Stream's native value header.
 // Layout (docs/schema-native.md): 8 timestamp, 8 txn id, 1 version (0),
 // 1 flags, 4 reserved (0), 2 extension count N, N * 8 extension bytes;

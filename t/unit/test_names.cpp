@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/names.hpp: user names and token names.
 
 #include <string>

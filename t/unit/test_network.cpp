@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/network.hpp: addresses, networks, matching.
 
 #include <initializer_list>

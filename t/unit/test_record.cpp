@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/record.hpp: the record encoding.
 // Bad payloads are made by editing encode_record()'s output. The header
 // documents the layout: a format byte, then fields (tag, 16-bit length,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/record_cache.hpp on its own: revocation rests on it
 // (a record is given back only for the transaction it was read in), and a
 // child's memory on its bound.

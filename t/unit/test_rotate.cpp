@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for rotation in lib/store.hpp (TokenStore::rotate and how
 // revoke, revoke_all, prune, edit and list treat rotated tokens), on real
 // LMDB files. The clock is injected: every call gets its `now`, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/scope.hpp: which paths and methods a scoped or
 // safe-methods token reaches. The paths are what httpd hands the module after
 // its own decoding and dot-segment removal, plus what it may leave behind

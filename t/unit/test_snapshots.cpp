@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Snapshots: readers without the lock file read one whole snapshot, the
 // newest committed, even under a writer in a tight loop; a commit never
 // published, a data file older than its record or changed in place is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/store.hpp on real LMDB files in a temporary directory.
 // LMDB forbids opening one environment twice in a process: every test keeps
 // at most one TokenStore on a given directory open at a time, closes it

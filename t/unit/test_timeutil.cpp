@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/timeutil.hpp: clock, ISO 8601 output, parse_when.
 
 #include <cstring>

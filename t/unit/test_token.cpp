@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/token.hpp: generation, shape, checksum, digest.
 
 #include <array>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for last used: the usage store (lib/usage_store.hpp) on real
 // LMDB files, the recorder's rules with an injected clock, and the writer
 // thread against a real store (lib/usage_recorder.hpp).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests for lib/verify.hpp: verify_token() against a real store.
 
 #include <lmdb.h>

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Makes t/data/stores/v1/: a token store of schema version 1 (mod_cptoken
 0.11.0) with known tokens, and tokens.json, what each token got then.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The stores made by earlier versions (t/data/stores/vN/, see make-v1.py),
 for t/tool/test_old_stores.py and t/httpd/test_old_stores.py.
 
