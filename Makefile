@@ -45,7 +45,7 @@ LIBS      := -llmdb -lcrypto
 HTTPD_CPPFLAGS = -I$(shell $(APXS) -q INCLUDEDIR) -I$(shell $(APXS) -q APR_INCLUDEDIR) \
                  $(shell $(APXS) -q EXTRA_CPPFLAGS)
 
-LIB_SRCS  := $(wildcard lib/*.cpp)
+LIB_SRCS  := $(wildcard lib/*/*.cpp)
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard t/unit/test_*.cpp)
 UNIT_BINS := $(UNIT_SRCS:t/unit/%.cpp=$(BUILD)/t/%)
@@ -67,7 +67,7 @@ $(BUILD)/%.o: %.cpp
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -MMD -MP -Ilib -c -o $@ $<
 
 # The objects that print or log CPTOKEN_VERSION follow the VERSION file.
-$(BUILD)/cptoken.o $(BUILD)/mod_cptoken.o $(BUILD)/lib/store.o: VERSION
+$(BUILD)/cptoken.o $(BUILD)/mod_cptoken.o $(BUILD)/lib/store/store.o: VERSION
 
 $(BUILD)/libcptoken.a: $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^

@@ -29,17 +29,17 @@
 #include <string>
 #include <vector>
 
-#include "cpanel_import.hpp"
-#include "fsck.hpp"
-#include "names.hpp"
-#include "network.hpp"
-#include "record.hpp"
-#include "scope.hpp"
-#include "store.hpp"
-#include "timeutil.hpp"
-#include "token.hpp"
-#include "usage_store.hpp"
-#include "verify.hpp"
+#include "admin/cpanel_import.hpp"
+#include "store/fsck.hpp"
+#include "token/names.hpp"
+#include "token/network.hpp"
+#include "token/record.hpp"
+#include "token/scope.hpp"
+#include "store/store.hpp"
+#include "token/timeutil.hpp"
+#include "token/token.hpp"
+#include "store/usage_store.hpp"
+#include "auth/verify.hpp"
 
 using namespace cptoken;
 using json = nlohmann::ordered_json;

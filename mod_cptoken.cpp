@@ -38,12 +38,12 @@
 #include <string_view>
 #include <vector>
 
-#include "credentials.hpp"
-#include "live_store.hpp"
-#include "names.hpp"
-#include "scope.hpp"
-#include "usage_recorder.hpp"
-#include "verify.hpp"
+#include "token/credentials.hpp"
+#include "store/live_store.hpp"
+#include "token/names.hpp"
+#include "token/scope.hpp"
+#include "store/usage_recorder.hpp"
+#include "auth/verify.hpp"
 
 extern "C" {
 extern module AP_MODULE_DECLARE_DATA cptoken_module;

@@ -31,10 +31,10 @@
 #include <string>
 #include <vector>
 
-#include "credentials.hpp"
-#include "store.hpp"
-#include "token.hpp"
-#include "verify.hpp"
+#include "token/credentials.hpp"
+#include "store/store.hpp"
+#include "token/token.hpp"
+#include "auth/verify.hpp"
 
 using namespace cptoken;
 

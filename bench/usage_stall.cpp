@@ -42,11 +42,11 @@
 #include <thread>
 #include <vector>
 
-#include "store.hpp"
-#include "timeutil.hpp"
-#include "token.hpp"
-#include "usage_recorder.hpp"
-#include "usage_store.hpp"
+#include "store/store.hpp"
+#include "token/timeutil.hpp"
+#include "token/token.hpp"
+#include "store/usage_recorder.hpp"
+#include "store/usage_store.hpp"
 
 using namespace cptoken;
 using Clock = std::chrono::steady_clock;

@@ -9,9 +9,9 @@
 
 #include <string>
 
-#include "cpanel_import.hpp"
-#include "names.hpp"
-#include "network.hpp"
+#include "admin/cpanel_import.hpp"
+#include "token/names.hpp"
+#include "token/network.hpp"
 
 using namespace cptoken;
 

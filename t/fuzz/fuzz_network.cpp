@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "network.hpp"
+#include "token/network.hpp"
 
 using namespace cptoken;
 

@@ -7,9 +7,9 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "lsheader.hpp"
-#include "names.hpp"
-#include "record.hpp"
+#include "store/lsheader.hpp"
+#include "token/names.hpp"
+#include "token/record.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     const std::string_view input(reinterpret_cast<const char *>(data), size);

@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
-#include "record.hpp"
-#include "scope.hpp"
+#include "token/record.hpp"
+#include "token/scope.hpp"
 
 using namespace cptoken;
 

@@ -25,8 +25,8 @@
 #include <string>
 #include <vector>
 
-#include "store.hpp"
-#include "token.hpp"
+#include "store/store.hpp"
+#include "token/token.hpp"
 
 using namespace cptoken;
 namespace fs = std::filesystem;

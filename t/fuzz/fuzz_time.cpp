@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string>
 
-#include "timeutil.hpp"
+#include "token/timeutil.hpp"
 
 using namespace cptoken;
 

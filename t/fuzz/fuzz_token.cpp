@@ -23,10 +23,10 @@
 #include <string>
 #include <vector>
 
-#include "names.hpp"
-#include "store.hpp"
-#include "token.hpp"
-#include "verify.hpp"
+#include "token/names.hpp"
+#include "store/store.hpp"
+#include "token/token.hpp"
+#include "auth/verify.hpp"
 
 using namespace cptoken;
 

@@ -33,11 +33,11 @@
 #include <string>
 #include <string_view>
 
-#include "store.hpp"
-#include "timeutil.hpp"
-#include "token.hpp"
-#include "unprivileged.hpp"
-#include "usage_store.hpp"
+#include "store/store.hpp"
+#include "token/timeutil.hpp"
+#include "token/token.hpp"
+#include "store/unprivileged.hpp"
+#include "store/usage_store.hpp"
 
 using namespace cptoken;
 namespace fs = std::filesystem;

@@ -20,11 +20,11 @@
 #include <utility>
 #include <vector>
 
-#include "network.hpp"
-#include "record.hpp"
-#include "commit_record.hpp"
-#include "store.hpp"
-#include "token.hpp"
+#include "token/network.hpp"
+#include "token/record.hpp"
+#include "store/commit_record.hpp"
+#include "store/store.hpp"
+#include "token/token.hpp"
 
 // cmocka needs these first.
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/cpanel_import.hpp: how a cPanel token file maps to
+// Unit tests for lib/admin/cpanel_import.hpp: how a cPanel token file maps to
 // entries (every field, the limited rules per service, each bad shape with
 // its message), the user and service a path names, and import_cpanel's rules
 // against a real store (TokenStore::batch, put_many).
@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "cpanel_import.hpp"
-#include "record.hpp"
-#include "store.hpp"
-#include "timeutil.hpp"
-#include "token.hpp"
+#include "admin/cpanel_import.hpp"
+#include "token/record.hpp"
+#include "store/store.hpp"
+#include "token/timeutil.hpp"
+#include "token/token.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

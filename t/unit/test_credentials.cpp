@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/credentials.hpp: strict base64 and the Authorization
+// Unit tests for lib/token/credentials.hpp: strict base64 and the Authorization
 // header parser.
 
 #include <cstdint>
@@ -11,8 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include "credentials.hpp"
-#include "record.hpp"
+#include "token/credentials.hpp"
+#include "token/record.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

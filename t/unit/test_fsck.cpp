@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/fsck.hpp on real LMDB files: the states a Lightning
+// Unit tests for lib/store/fsck.hpp on real LMDB files: the states a Lightning
 // Stream merge can leave (an orphaned token, a dangling name) and values it
 // stops on (bad headers) are written raw, as LS would leave them, then
 // fsck_store() must name each, and --repair must tombstone exactly the
@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "fsck.hpp"
-#include "lsheader.hpp"
-#include "record.hpp"
-#include "store.hpp"
-#include "timeutil.hpp"
-#include "token.hpp"
+#include "store/fsck.hpp"
+#include "store/lsheader.hpp"
+#include "token/record.hpp"
+#include "store/store.hpp"
+#include "token/timeutil.hpp"
+#include "token/token.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

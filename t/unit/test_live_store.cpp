@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/live_store.hpp on real LMDB files in a temporary
+// Unit tests for lib/store/live_store.hpp on real LMDB files in a temporary
 // directory. LMDB forbids opening one environment twice in a process: a
 // directory that the LiveStore holds open is never opened again here (a
 // forked child writes to it instead), and stores written here are closed
@@ -29,10 +29,10 @@
 #include <thread>
 #include <vector>
 
-#include "live_store.hpp"
-#include "record.hpp"
-#include "store.hpp"
-#include "token.hpp"
+#include "store/live_store.hpp"
+#include "token/record.hpp"
+#include "store/store.hpp"
+#include "token/token.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

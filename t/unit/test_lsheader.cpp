@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/lsheader.hpp: Lightning Stream's native value header.
+// Unit tests for lib/store/lsheader.hpp: Lightning Stream's native value header.
 // Layout (docs/schema-native.md): 8 timestamp, 8 txn id, 1 version (0),
 // 1 flags, 4 reserved (0), 2 extension count N, N * 8 extension bytes;
 // all big endian.
@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "lsheader.hpp"
+#include "store/lsheader.hpp"
 
 // cmocka last: its fail() macro would clash with std::basic_ios::fail().
 #include <stdarg.h>

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/names.hpp: user names and token names.
+// Unit tests for lib/token/names.hpp: user names and token names.
 
 #include <string>
 #include <string_view>
 
-#include "names.hpp"
-#include "token.hpp"
+#include "token/names.hpp"
+#include "token/token.hpp"
 
 // cmocka last: its fail() macro would clash with std::basic_ios::fail().
 #include <stdarg.h>

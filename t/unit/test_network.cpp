@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/network.hpp: addresses, networks, matching.
+// Unit tests for lib/token/network.hpp: addresses, networks, matching.
 
 #include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "network.hpp"
+#include "token/network.hpp"
 
 // cmocka last: its fail() macro would clash with std::basic_ios::fail().
 #include <stdarg.h>

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/record.hpp: the record encoding.
+// Unit tests for lib/token/record.hpp: the record encoding.
 // Bad payloads are made by editing encode_record()'s output. The header
 // documents the layout: a format byte, then fields (tag, 16-bit length,
-// value). Tags are taken from lib/record.cpp: 1 user, 2 name, 3 created,
+// value). Tags are taken from lib/token/record.cpp: 1 user, 2 name, 3 created,
 // 4 expires, 5 network, 6 predecessor, 7 rotated_at, 8 limit, 9
 // imported_from; tags from 0x80 up are restrictions: 0x80 service, 0x81
 // scope, 0x82 read_only (docs/store.md).
@@ -14,10 +14,10 @@
 #include <string_view>
 #include <vector>
 
-#include "names.hpp"
-#include "network.hpp"
-#include "record.hpp"
-#include "scope.hpp"
+#include "token/names.hpp"
+#include "token/network.hpp"
+#include "token/record.hpp"
+#include "token/scope.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

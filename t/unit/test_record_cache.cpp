@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/record_cache.hpp on its own: revocation rests on it
+// Unit tests for lib/store/record_cache.hpp on its own: revocation rests on it
 // (a record is given back only for the transaction it was read in), and a
 // child's memory on its bound.
 
@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
-#include "network.hpp"
-#include "record.hpp"
-#include "record_cache.hpp"
-#include "store.hpp"
-#include "token.hpp"
+#include "token/network.hpp"
+#include "token/record.hpp"
+#include "store/record_cache.hpp"
+#include "store/store.hpp"
+#include "token/token.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for rotation in lib/store.hpp (TokenStore::rotate and how
+// Unit tests for rotation in lib/store/store.hpp (TokenStore::rotate and how
 // revoke, revoke_all, prune, edit and list treat rotated tokens), on real
 // LMDB files. The clock is injected: every call gets its `now`, and
 // verify_token() is asked at the instants that matter instead of sleeping.
@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "record.hpp"
-#include "store.hpp"
-#include "timeutil.hpp"
-#include "token.hpp"
-#include "verify.hpp"
+#include "token/record.hpp"
+#include "store/store.hpp"
+#include "token/timeutil.hpp"
+#include "token/token.hpp"
+#include "auth/verify.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/scope.hpp: which paths and methods a scoped or
+// Unit tests for lib/token/scope.hpp: which paths and methods a scoped or
 // safe-methods token reaches. The paths are what httpd hands the module after
 // its own decoding and dot-segment removal, plus what it may leave behind
 // (AllowEncodedSlashes NoDecode, MergeSlashes Off, double encoding).
@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "record.hpp"
-#include "scope.hpp"
+#include "token/record.hpp"
+#include "token/scope.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

@@ -26,12 +26,12 @@
 #include <string>
 #include <vector>
 
-#include "commit_record.hpp"
-#include "live_store.hpp"
-#include "network.hpp"
-#include "store.hpp"
-#include "usage_store.hpp"
-#include "token.hpp"
+#include "store/commit_record.hpp"
+#include "store/live_store.hpp"
+#include "token/network.hpp"
+#include "store/store.hpp"
+#include "store/usage_store.hpp"
+#include "token/token.hpp"
 
 #include "support.hpp"
 

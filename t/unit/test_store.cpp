@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/store.hpp on real LMDB files in a temporary directory.
+// Unit tests for lib/store/store.hpp on real LMDB files in a temporary directory.
 // LMDB forbids opening one environment twice in a process: every test keeps
 // at most one TokenStore on a given directory open at a time, closes it
 // before looking at the files with the raw LMDB API, and uses fork() where
@@ -28,13 +28,13 @@
 #include <string>
 #include <vector>
 
-#include "lsheader.hpp"
-#include "network.hpp"
-#include "record.hpp"
-#include "store.hpp"
-#include "usage_store.hpp"
-#include "timeutil.hpp"
-#include "token.hpp"
+#include "store/lsheader.hpp"
+#include "token/network.hpp"
+#include "token/record.hpp"
+#include "store/store.hpp"
+#include "store/usage_store.hpp"
+#include "token/timeutil.hpp"
+#include "token/token.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/timeutil.hpp: clock, ISO 8601 output, parse_when.
+// Unit tests for lib/token/timeutil.hpp: clock, ISO 8601 output, parse_when.
 
 #include <cstring>
 #include <ctime>
@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "timeutil.hpp"
+#include "token/timeutil.hpp"
 
 // cmocka last: its fail() macro would clash with std::basic_ios::fail().
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/token.hpp: generation, shape, checksum, digest.
+// Unit tests for lib/token/token.hpp: generation, shape, checksum, digest.
 
 #include <array>
 #include <cstring>
@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "token.hpp"
+#include "token/token.hpp"
 
 // cmocka last: its fail() macro would clash with std::basic_ios::fail().
 #include <stdarg.h>

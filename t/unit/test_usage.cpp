@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for last used: the usage store (lib/usage_store.hpp) on real
+// Unit tests for last used: the usage store (lib/store/usage_store.hpp) on real
 // LMDB files, the recorder's rules with an injected clock, and the writer
-// thread against a real store (lib/usage_recorder.hpp).
+// thread against a real store (lib/store/usage_recorder.hpp).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,13 +18,13 @@
 #include <thread>
 #include <vector>
 
-#include "codec.hpp"
-#include "lsheader.hpp"
-#include "store.hpp"
-#include "timeutil.hpp"
-#include "token.hpp"
-#include "usage_recorder.hpp"
-#include "usage_store.hpp"
+#include "token/codec.hpp"
+#include "store/lsheader.hpp"
+#include "store/store.hpp"
+#include "token/timeutil.hpp"
+#include "token/token.hpp"
+#include "store/usage_recorder.hpp"
+#include "store/usage_store.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Unit tests for lib/verify.hpp: verify_token() against a real store.
+// Unit tests for lib/auth/verify.hpp: verify_token() against a real store.
 
 #include <lmdb.h>
 #include <openssl/rand.h>
@@ -13,12 +13,12 @@
 #include <set>
 #include <string>
 
-#include "lsheader.hpp"
-#include "network.hpp"
-#include "record.hpp"
-#include "store.hpp"
-#include "token.hpp"
-#include "verify.hpp"
+#include "store/lsheader.hpp"
+#include "token/network.hpp"
+#include "token/record.hpp"
+#include "store/store.hpp"
+#include "token/token.hpp"
+#include "auth/verify.hpp"
 
 // Last: it brings cmocka, whose fail() macro would clash with std::basic_ios::fail().
 #include "support.hpp"

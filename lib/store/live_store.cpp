@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "store/live_store.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "store/lmdb_env.hpp"
+
+namespace cptoken {
+namespace {
+
+using lmdb::group_name;
+using lmdb::mode_text;
+using lmdb::refuse;
+using lmdb::user_name;
+
+const char *const trust_own_hint =
+    ", or set CPTokenTrustOwnStore On for an httpd that runs as the store's owner on purpose";
+
+// Refuses if the reader could replace `entry` (whose lstat is `entry_stat`)
+// in the directory `parent` (`parent_stat`): the store in DIR would then be
+// whatever it put there.
+void refuse_replaceable_entry(const std::string &dir, const std::string &parent, const struct stat &parent_stat,
+                              const std::string &entry, const struct stat &entry_stat, const ReaderIdentity &reader,
+                              bool trust_own) {
+    const mode_t mode = parent_stat.st_mode;
+    const bool sticky = mode & S_ISVTX;  // then only an entry's owner (and the directory's) may rename it
+    const std::string could = ", who could put another store in place of " + dir;
+    if ((mode & S_IWOTH) && !sticky)
+        refuse(parent + " can be written by anyone (mode " + mode_text(mode) + ")" + could +
+               "; make it writable by root only (chmod o-w " + parent + ") or sticky (chmod +t " + parent + ")");
+    if (trust_own) return;
+    if (parent_stat.st_uid == reader.uid)
+        refuse(parent + " belongs to user " + user_name(reader.uid) + ", whom httpd runs as" + could +
+               "; give it to root: chown root " + parent + " && chmod go-w " + parent + trust_own_hint);
+    const bool group_member =
+        std::find(reader.groups.begin(), reader.groups.end(), parent_stat.st_gid) != reader.groups.end();
+    const bool group_writes = group_member && (mode & S_IWGRP);
+    if (!group_writes && !(mode & S_IWOTH)) return;
+    const std::string writer = group_writes ? "group " + group_name(parent_stat.st_gid) + ", whom httpd runs as"
+                                            : std::string("anyone");
+    if (!sticky)
+        refuse(parent + " can be written by " + writer + " (mode " + mode_text(mode) + ")" + could + "; chmod " +
+               (group_writes ? "g-w " : "o-w ") + parent + trust_own_hint);
+    if (entry_stat.st_uid == reader.uid)
+        refuse(entry + " belongs to user " + user_name(reader.uid) + ", whom httpd runs as, in " + parent +
+               ", which " + writer + " can write (mode " + mode_text(mode) + ")" + could + "; chown root " + entry +
+               trust_own_hint);
+}
+
+void refuse_own_file(const std::string &dir, const std::string &path, const struct stat &st,
+                     const ReaderIdentity &reader) {
+    if (st.st_uid == reader.uid)
+        refuse(path + " belongs to user " + user_name(reader.uid) +
+               ", whom httpd runs as: anything running as that user could make itself a token; give the store "
+               "back to root (chown root " + dir + ", then as root " + lmdb::init_command(dir) +
+               ", and check its tokens with cptoken list)" + trust_own_hint);
+}
+
+std::vector<std::string> components(std::string_view path) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start <= path.size()) {
+        const std::size_t slash = std::min(path.find('/', start), path.size());
+        if (slash > start) out.emplace_back(path.substr(start, slash - start));
+        start = slash + 1;
+    }
+    return out;
+}
+
+std::string parent_of(const std::string &dir) {
+    const std::size_t slash = dir.rfind('/');
+    return slash == 0 || slash == std::string::npos ? "/" : dir.substr(0, slash);
+}
+
+std::string joined(const std::string &dir, const std::string &name) { return dir == "/" ? "/" + name : dir + "/" + name; }
+
+}  // namespace
+
+ReaderIdentity ReaderIdentity::of_this_process() {
+    ReaderIdentity identity;
+    identity.uid = ::geteuid();
+    identity.groups.push_back(::getegid());
+    const int count = ::getgroups(0, nullptr);
+    if (count > 0) {
+        std::vector<gid_t> more(static_cast<std::size_t>(count));
+        const int got = ::getgroups(count, more.data());
+        if (got > 0) identity.groups.insert(identity.groups.end(), more.begin(), more.begin() + got);
+    }
+    return identity;
+}
+
+void refuse_store_reader_could_change(const std::string &dir, const ReaderIdentity &reader, bool trust_own) {
+    if (reader.uid == 0) return;  // root can change anything anyway; httpd's children never are root
+    std::string start = dir;
+    if (start.empty() || start[0] != '/') {
+        char cwd[4096];
+        if (!::getcwd(cwd, sizeof cwd)) return;  // the open says what is wrong
+        start = std::string(cwd) + "/" + dir;
+    }
+    // Walk the path as the kernel looks it up: each entry in the directory
+    // reached so far, symbolic links expanded in place.
+    std::vector<std::string> pending = components(start);
+    std::reverse(pending.begin(), pending.end());  // a stack: the next component last
+    std::string current = "/";
+    struct stat current_stat{};
+    if (::stat("/", &current_stat) != 0) return;
+    int links = 0;
+    while (!pending.empty()) {
+        const std::string name = std::move(pending.back());
+        pending.pop_back();
+        if (name == ".") continue;
+        if (name == "..") {
+            current = parent_of(current);
+            if (::stat(current.c_str(), &current_stat) != 0) return;
+            continue;
+        }
+        const std::string next = joined(current, name);
+        struct stat next_stat{};
+        if (::lstat(next.c_str(), &next_stat) != 0) return;  // missing or unreachable: the open says so
+        refuse_replaceable_entry(dir, current, current_stat, next, next_stat, reader, trust_own);
+        if (S_ISLNK(next_stat.st_mode)) {
+            if (++links > 40) refuse(dir + ": too many levels of symbolic links");
+            std::string target(4096, '\0');
+            const ssize_t length = ::readlink(next.c_str(), target.data(), target.size());
+            if (length <= 0 || static_cast<std::size_t>(length) >= target.size()) return;
+            target.resize(static_cast<std::size_t>(length));
+            if (target[0] == '/') {
+                current = "/";
+                if (::stat("/", &current_stat) != 0) return;
+            }
+            std::vector<std::string> more = components(target);
+            pending.insert(pending.end(), more.rbegin(), more.rend());
+            continue;
+        }
+        if (!S_ISDIR(next_stat.st_mode)) return;  // not a directory: the open refuses it
+        current = next;
+        current_stat = next_stat;
+    }
+    if (trust_own) return;
+    // The store itself: the directory (`current`, its real path) and the files that hold tokens.
+    refuse_own_file(dir, dir, current_stat, reader);
+    const std::string data_path = lmdb::path_in(dir, token_store_file);
+    for (const std::string &path : {data_path, data_path + commit_record_suffix}) {
+        struct stat st{};
+        if (::lstat(path.c_str(), &st) == 0) refuse_own_file(dir, path, st, reader);
+    }
+}
+
+LiveStore::LiveStore(std::string dir, bool trust_own_store)
+    : dir_(std::move(dir)), data_path_(dir_ + "/" + token_store_file), trust_own_store_(trust_own_store) {}
+
+StoreFileIds StoreFileIds::at(const std::string &dir, const char *data_file) {
+    StoreFileIds ids;
+    struct stat st{};
+    if (::stat((dir + "/" + data_file).c_str(), &st) == 0) ids.data_dev = st.st_dev, ids.data_ino = st.st_ino;
+    return ids;
+}
+
+void LiveStore::open_now() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    try {
+        reopen_if_replaced();
+    } catch (const StoreError &e) {
+        last_error_ = std::make_unique<StoreError>(e);
+        throw;
+    }
+}
+
+// Called with mutex_ held.
+void LiveStore::reopen_if_replaced() {
+    try {
+        refuse_store_reader_could_change(dir_, ReaderIdentity::of_this_process(), trust_own_store_);
+    } catch (const StoreError &) {
+        // Closed, and opened again once the check passes (ids_ then differ).
+        store_.reset();
+        ids_ = StoreFileIds{};
+        throw;
+    }
+    const StoreFileIds now = StoreFileIds::at(dir_, token_store_file);
+    if (now == ids_ && ids_.data_ino != 0) {  // still the files opened last
+        // Refused after a change in place: until the files are replaced.
+        if (!store_) throw *last_error_;
+        try {
+            store_->recheck_file();
+        } catch (const StoreError &e) {
+            store_.reset();
+            throw StoreError(e.kind(), std::string(e.what()) +
+                                           "; refusing this store until its directory is replaced (move a whole "
+                                           "store directory into place) or httpd restarts");
+        }
+        return;
+    }
+    store_.reset();  // the old store closes when its last request lets go
+    try {
+        store_ = std::make_shared<const TokenStore>(dir_, Access::read_only);
+    } catch (...) {
+        ids_ = StoreFileIds{};  // the old files are closed: their inode numbers may be reused
+        throw;
+    }
+    // What we opened: the data file by its descriptor.
+    const auto [data_dev, data_ino] = store_->data_file_id();
+    ids_ = StoreFileIds{data_dev, data_ino};
+    store_->recheck_file();  // the state later checks compare with
+}
+
+std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
+    // One stat a call, outside the lock: a data file at the path that is
+    // neither the open one nor one that just failed to open is checked now,
+    // not at the next interval. Otherwise a write made in a store directory
+    // moved into place (revoke, create) would be missed for up to a second
+    // by a child still reading the old files.
+    struct stat st{};
+    const bool data_present = ::stat(data_path_.c_str(), &st) == 0;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const bool data_replaced = data_present && !(st.st_dev == ids_.data_dev && st.st_ino == ids_.data_ino) &&
+                               !(st.st_dev == refused_data_dev_ && st.st_ino == refused_data_ino_);
+    if (data_replaced || now_us >= next_check_us_.load(std::memory_order_relaxed)) {
+        next_check_us_.store(now_us + check_interval_us, std::memory_order_relaxed);
+        try {
+            reopen_if_replaced();
+        } catch (const StoreError &e) {
+            last_error_ = std::make_unique<StoreError>(e);
+            // Not tried again before the next check, unless another file appears.
+            if (data_present) refused_data_dev_ = st.st_dev, refused_data_ino_ = st.st_ino;
+            throw;
+        }
+        refused_data_dev_ = 0, refused_data_ino_ = 0;
+    }
+    // Until the next check, a store that could not be opened is not retried.
+    if (!store_) throw last_error_ ? *last_error_ : StoreError(StoreError::Kind::missing, dir_ + ": not opened");
+    return store_;
+}
+
+}  // namespace cptoken

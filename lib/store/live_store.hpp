@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+// A token store that follows its directory: opened on first use, and
+// reopened when the files at its path are replaced (a restored backup moved
+// into place, a fresh `cptoken init`). For long-running readers (httpd
+// children); thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "store/store.hpp"
+
+namespace cptoken {
+
+/// Which file a store's data file at DIR is: device and inode (zero for a
+/// missing file). Two differ when the file was replaced.
+struct StoreFileIds {
+    dev_t data_dev = 0;
+    ino_t data_ino = 0;
+
+    /// The file DIR/`data_file` is now.
+    static StoreFileIds at(const std::string &dir, const char *data_file);
+    bool operator==(const StoreFileIds &) const = default;
+};
+
+/// Whom a reader runs as: its user and every group it has.
+struct ReaderIdentity {
+    uid_t uid = 0;
+    std::vector<gid_t> groups;  // the effective group and the supplementary ones
+    static ReaderIdentity of_this_process();
+};
+
+/// Throws StoreError (access), naming the path and what to do, if `reader`
+/// could change the store in DIR, so that anything running as its user
+/// (PHP, CGI, a compromised backend) could make itself a token: DIR,
+/// tokens.mdb or its commit record owned by the reader's user (owners need
+/// no write bit: they can chmod), or a directory on the way to DIR, symbolic
+/// links followed as the kernel does, that the reader's user owns or that
+/// one of its groups can write (it could put another store in DIR's place),
+/// unless that directory is sticky and the entry in it is not the reader's.
+/// A directory anyone can write without the sticky bit is refused whoever
+/// the reader is. With `trust_own` (CPTokenTrustOwnStore On: an httpd that
+/// runs as the store's owner on purpose), only that last is refused. Root
+/// is not asked. A path that cannot be looked at is left to the open, which
+/// says what is wrong with it. Mode bits only: ACLs are not read.
+void refuse_store_reader_could_change(const std::string &dir, const ReaderIdentity &reader, bool trust_own);
+
+class LiveStore {
+public:
+    /// Checks the files at most once per this many microseconds.
+    static constexpr std::int64_t check_interval_us = 1000000;
+
+    /// Nothing is opened until open_now() or current(). A store that cannot
+    /// be opened is tried again at the next check, not on every call (or at
+    /// once when another data file appears at the path).
+    /// `trust_own_store`: see refuse_store_reader_could_change(), which every
+    /// open and every check runs for this process first.
+    explicit LiveStore(std::string dir, bool trust_own_store = false);
+
+    /// Opens the store now (in httpd's child_init). Throws StoreError.
+    void open_now();
+
+    /// The store to use for one request, at `now_us`, microseconds of a
+    /// monotonic clock (monotonic_microseconds(): a wall clock stepped back
+    /// would pause the checks). Each call stats the data file at the path:
+    /// another file there (a store directory moved into place) is opened at
+    /// once, so that no write made in it is missed (the old store is closed
+    /// when its last user lets go). At most once per check_interval_us it
+    /// also notices a store gone, checks that the open data file was not
+    /// changed in place (TokenStore::recheck_file), and that this process
+    /// still could not change the store (a chown under a running httpd).
+    /// Throws StoreError if there is no usable store: missing, unreadable,
+    /// one this process could change (until that is no longer so),
+    /// tokens.mdb replaced without its commit record (older or newer than
+    /// it), or changed in place (unsafe with LMDB: move a whole directory
+    /// into place instead); the last is refused until the files at the path
+    /// are replaced again.
+    std::shared_ptr<const TokenStore> current(std::int64_t now_us);
+
+    const std::string &dir() const noexcept { return dir_; }
+
+private:
+    void reopen_if_replaced();
+
+    const std::string dir_;
+    const std::string data_path_;  // dir_/tokens.mdb, stat'ed on every call
+    const bool trust_own_store_;
+    std::mutex mutex_;  // guards store_ and ids_
+    std::shared_ptr<const TokenStore> store_;
+    StoreFileIds ids_;  // of the last store opened
+    dev_t refused_data_dev_ = 0;  // the data file the last failed check saw
+    ino_t refused_data_ino_ = 0;
+    std::unique_ptr<StoreError> last_error_;
+    std::atomic<std::int64_t> next_check_us_{0};
+};
+
+}  // namespace cptoken

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "store/record_cache.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace cptoken {
+namespace {
+
+// The digest's first 8 bytes: a SHA-512 digest is evenly spread.
+std::uint64_t prefix_of(const Digest &digest) noexcept {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, digest.data(), sizeof bits);
+    return bits;
+}
+
+// A malloc block holding `size` bytes, as glibc counts it.
+std::size_t malloc_block(std::size_t size) noexcept {
+    return std::max<std::size_t>(32, (size + 8 + 15) & ~std::size_t{15});
+}
+
+// A copied string's heap: none while it fits in the string itself.
+std::size_t string_heap(const std::string &text) noexcept {
+    static const std::size_t inline_capacity = std::string().capacity();
+    return text.size() <= inline_capacity ? 0 : malloc_block(text.size() + 1);
+}
+
+// A copied vector of strings: its array, and each string's own heap.
+std::size_t strings_heap(const std::vector<std::string> &texts) noexcept {
+    if (texts.empty()) return 0;
+    std::size_t bytes = malloc_block(texts.size() * sizeof(std::string));
+    for (const std::string &text : texts) bytes += string_heap(text);
+    return bytes;
+}
+
+}  // namespace
+
+// Swapped in, not assigned: an assigned string or vector may keep its old,
+// larger buffer, which heap_bytes() would not count.
+void RecordCache::replace(Entry &entry, Entry fresh) noexcept { std::swap(entry, fresh); }
+
+RecordCache::RecordCache(std::size_t slots, std::size_t budget_bytes)
+    : sets_(slots / ways), budget_bytes_(budget_bytes) {}
+
+std::size_t RecordCache::heap_bytes(const TokenRecord &record) noexcept {
+    // A copy allocates exactly what it holds, so sizes (not capacities) are
+    // what a kept copy owns, whatever the original reserved.
+    return string_heap(record.user) + string_heap(record.name) + string_heap(record.later_fields) +
+           (record.allowed_ips.empty() ? 0 : malloc_block(record.allowed_ips.size() * sizeof(Network))) +
+           (record.predecessors.empty() ? 0 : malloc_block(record.predecessors.size() * sizeof(Digest))) +
+           strings_heap(record.scopes) + strings_heap(record.limits) + string_heap(record.imported_from);
+}
+
+std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t txn_id) {
+    if (sets_ == 0 || txn_id == 0) return std::nullopt;
+    const std::uint64_t prefix = prefix_of(digest);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (tags_.empty()) return std::nullopt;
+    const std::size_t set = prefix % sets_;
+    for (std::size_t way = 0; way < ways; ++way) {
+        const Tag &tag = tags_[set].way[way];
+        if (tag.txn_id != txn_id || tag.prefix != prefix) continue;
+        const Entry &entry = entries_[set * ways + way];
+        if (entry.digest == digest) return entry.record;
+    }
+    return std::nullopt;
+}
+
+void RecordCache::put(const Digest &digest, std::size_t txn_id, const TokenRecord &record) {
+    if (sets_ == 0 || txn_id == 0) return;
+    const std::size_t cost = heap_bytes(record);
+    if (cost > budget_bytes_) return;
+    const std::uint64_t prefix = prefix_of(digest);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (txn_id < newest_txn_id_) return;  // a reader still on an older snapshot: nobody will ask for it again
+    if (txn_id > newest_txn_id_) {
+        drop_entries();  // all stale now: free their heap for this snapshot's records
+        newest_txn_id_ = txn_id;
+    }
+    if (tags_.empty()) {  // on first use: the tool rarely needs it
+        auto tags = MappedArray<Set>(sets_);  // both, or neither if one throws
+        auto entries = MappedArray<Entry>(sets_ * ways);
+        tags_ = std::move(tags);
+        entries_ = std::move(entries);
+    }
+    const std::size_t set = prefix % sets_;
+    std::size_t victim = next_victim_++ % ways;
+    for (std::size_t way = 0; way < ways; ++way)
+        if (tags_[set].way[way].txn_id == 0 || tags_[set].way[way].prefix == prefix) {
+            victim = way;  // empty, or this digest's own
+            break;
+        }
+    Entry &entry = entries_[set * ways + victim];
+    const std::size_t freed = tags_[set].way[victim].txn_id == 0 ? 0 : heap_bytes(entry.record);
+    if (records_bytes_ - freed + cost > budget_bytes_) return;  // full: keep what is there
+    replace(entry, Entry{digest, record});
+    tags_[set].way[victim] = Tag{prefix, txn_id};
+    records_bytes_ = records_bytes_ - freed + cost;
+}
+
+void RecordCache::clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    drop_entries();
+    newest_txn_id_ = 0;
+}
+
+std::size_t RecordCache::records_bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return records_bytes_;
+}
+
+void RecordCache::drop_entries() {
+    for (std::size_t set = 0; set < tags_.size(); ++set)
+        for (std::size_t way = 0; way < ways; ++way) {
+            if (tags_[set].way[way].txn_id == 0) continue;
+            tags_[set].way[way] = Tag{};
+            replace(entries_[set * ways + way], Entry{});
+        }
+    records_bytes_ = 0;
+}
+
+}  // namespace cptoken

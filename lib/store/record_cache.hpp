@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: Apache-2.0
+// The records TokenStore::find() has read, each tied to the read transaction
+// it was read in. Revocation rests on it: a record is only ever given back
+// for the very snapshot it came from.
+#pragma once
+
+#include <sys/mman.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <utility>
+
+#include "token/record.hpp"
+#include "token/token.hpp"
+
+namespace cptoken {
+
+// `size` default-constructed T in an anonymous mapping of their own, given
+// back to the kernel when destroyed. Not a vector: a cache's slots are a few
+// megabytes, and glibc keeps a freed block that large in the freeing
+// thread's arena (its mmap threshold grows to the largest block freed), so
+// each store an httpd child closed after a directory swap left its slots'
+// megabytes in the child for good.
+template <class T>
+class MappedArray {
+public:
+    MappedArray() = default;
+    /// Throws std::bad_alloc if the mapping fails.
+    explicit MappedArray(std::size_t size) {
+        if (size == 0) return;
+        void *p = ::mmap(nullptr, size * sizeof(T), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+        data_ = static_cast<T *>(p);
+        for (; size_ < size; ++size_) new (data_ + size_) T();  // T's constructor must not throw
+    }
+    ~MappedArray() { release(); }
+    MappedArray(const MappedArray &) = delete;
+    MappedArray &operator=(const MappedArray &) = delete;
+    MappedArray &operator=(MappedArray &&other) noexcept {
+        if (this != &other) {
+            release();
+            data_ = std::exchange(other.data_, nullptr);
+            size_ = std::exchange(other.size_, 0);
+        }
+        return *this;
+    }
+
+    T &operator[](std::size_t i) noexcept { return data_[i]; }
+    const T &operator[](std::size_t i) const noexcept { return data_[i]; }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+
+private:
+    void release() noexcept {
+        if (!data_) return;
+        for (std::size_t i = 0; i < size_; ++i) data_[i].~T();
+        ::munmap(data_, size_ * sizeof(T));
+        data_ = nullptr, size_ = 0;
+    }
+
+    T *data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+// A read transaction with the same id sees the same snapshot, so a record
+// kept with that id is exactly what the B-tree holds; any write (a revoke,
+// an edit, a create) gives later transactions a new id, and the entry no
+// longer matches. What this saves is the walk through the tree: with a
+// million tokens, four pages that are rarely still in the CPU's caches and
+// TLB between two requests. Sets of 4 entries chosen by the digest, random
+// replacement (LRU would miss every time on a rotation longer than a set).
+// A set's tags share one cache line, so a lookup reads one line of tags and
+// then only the entry that matches. Thread-safe.
+//
+// Memory: the slots (fixed_bytes()) are allocated on the first put(); the
+// heap the kept records own (heap_bytes()) never exceeds the byte budget,
+// since a record with 100 networks owns ~2 KB where a usual one owns none
+// or a few dozen bytes.
+class RecordCache {
+public:
+    /// A cache of `slots` entries (rounded down to a multiple of 4; fewer
+    /// than 4: off) whose records own at most `budget_bytes` of heap together.
+    RecordCache(std::size_t slots, std::size_t budget_bytes);
+    RecordCache(const RecordCache &) = delete;
+    RecordCache &operator=(const RecordCache &) = delete;
+
+    /// A copy of the record kept for `digest` read in transaction `txn_id`;
+    /// nullopt if none was kept for exactly that id. Throws std::bad_alloc.
+    std::optional<TokenRecord> get(const Digest &digest, std::size_t txn_id);
+
+    /// Keeps `record`, found under `digest` in transaction `txn_id`. Only
+    /// found records may be put: unknown tokens (an attack) must not fill it.
+    /// Not kept if it would take the records past the byte budget, or if
+    /// `txn_id` is 0 or older than one already put; a newer `txn_id` first
+    /// drops every entry, none of which can match again. Throws std::bad_alloc.
+    void put(const Digest &digest, std::size_t txn_id, const TokenRecord &record);
+
+    /// Drops every entry and forgets the newest transaction id seen (for a
+    /// store file replaced in place, whose ids start again). Keeps the slots.
+    void clear();
+
+    /// Heap bytes the kept records own now (at most the budget).
+    std::size_t records_bytes() const;
+
+    /// Heap `record` owns once copied in, as glibc's malloc counts it (an
+    /// 8-byte header, 16-byte rounding, 32 at least per block; strings of up
+    /// to 15 characters live inside the record).
+    static std::size_t heap_bytes(const TokenRecord &record) noexcept;
+
+    /// Memory of the slots of a cache of `slots` entries, allocated on its
+    /// first put(): with the budget, the most a cache ever takes.
+    static constexpr std::size_t fixed_bytes(std::size_t slots) noexcept {
+        return slots / ways * (sizeof(Set) + ways * sizeof(Entry));
+    }
+
+private:
+    static constexpr std::size_t ways = 4;
+    struct Tag {
+        std::uint64_t prefix = 0;
+        std::size_t txn_id = 0;  // 0: empty (read transactions of a store have ids from 1)
+    };
+    struct alignas(64) Set {
+        Tag way[ways];
+    };
+    struct Entry {
+        Digest digest{};
+        TokenRecord record;
+    };
+
+    static void replace(Entry &entry, Entry fresh) noexcept;
+    void drop_entries();  // with mutex_ held
+
+    const std::size_t sets_;
+    const std::size_t budget_bytes_;
+    mutable std::mutex mutex_;
+    MappedArray<Set> tags_;
+    MappedArray<Entry> entries_;
+    std::size_t next_victim_ = 0;
+    std::size_t newest_txn_id_ = 0;
+    std::size_t records_bytes_ = 0;
+};
+
+}  // namespace cptoken

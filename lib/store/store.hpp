@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: Apache-2.0
+// The token store and the usage store: two LMDB environments in one
+// directory. Only lib/ talks to LMDB: lmdb_env.hpp opens environments and
+// runs verified transactions, this part keeps the records.
+//
+// DIR/tokens.mdb (+ -lock)  token records; written by the store's owner only,
+//                           who alone opens the lock file
+// DIR/tokens.mdb-committed  the newest commit, for readers (commit_record.hpp)
+// DIR/usage.mdb  (+ -lock)  last used time and address; written by httpd
+//
+// Token store databases (every value starts with a Lightning Stream header,
+// deletes write tombstones):
+//   meta    "schema_version" -> uint32 big endian
+//   tokens  SHA-512 digest (64 bytes) -> encode_record()
+//   names   user '\0' name -> digest
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "token/record.hpp"
+#include "token/token.hpp"
+
+namespace cptoken {
+
+/// Environment settings shared by every process that opens a store. The
+/// first opener of an environment fixes its reader table, so the tool and
+/// the module must agree: keep them here only.
+struct StoreSettings {
+    /// Address space reserved for each environment; the files grow only
+    /// as data is written. 16 GiB holds tens of millions of tokens.
+    static constexpr std::size_t map_size = std::size_t{16} << 30;
+    /// Reader slots of a lock file. The token store's readers take none
+    /// (they do without its lock file); the usage store's are httpd's
+    /// children (one each, for their whole life) and children still draining
+    /// after a graceful restart.
+    static constexpr unsigned max_readers = 16384;
+    /// The store schema this code reads and writes.
+    static constexpr std::uint32_t schema_version = 1;
+    /// prune() drops tombstones older than this (long enough for every
+    /// host sharing the store through Lightning Stream to have seen them).
+    static constexpr std::int64_t tombstone_retention_seconds = 30 * 86400;
+    /// Records find() keeps per open store (per httpd child), so that tokens
+    /// in use skip the B-tree walk while the store is unchanged. 0 turns the
+    /// cache off. The slots take 5.3 MiB once the first record is kept
+    /// (RecordCache::fixed_bytes).
+    static constexpr std::size_t record_cache_slots = 16384;
+    /// The most heap the kept records may own besides (names, allowlists:
+    /// ~2 KB for 100 networks, usually under 100 bytes). With the slots: at
+    /// most 9.3 MiB per open store per httpd child.
+    static constexpr std::size_t record_cache_bytes = std::size_t{4} << 20;
+    /// How long a reader of the token store without its lock file keeps
+    /// making again a read that a commit overlapped, or that found a commit
+    /// not yet published, before refusing the store.
+    static constexpr std::chrono::milliseconds commit_in_flight_wait{200};
+    /// A write that has waited this long for the writer lock says so
+    /// (TokenStore::set_lock_wait_notice).
+    static constexpr std::chrono::seconds lock_wait_notice_after{3};
+};
+
+/// The store directory when none is configured (CPTokenDB, cptoken --db).
+inline constexpr const char *default_store_dir = "/var/lib/cptoken";
+
+inline constexpr const char *token_store_file = "tokens.mdb";
+inline constexpr const char *usage_store_file = "usage.mdb";
+
+/// Every store failure, with a message fit for an admin.
+class StoreError : public std::runtime_error {
+public:
+    enum class Kind {
+        missing,     ///< no store at that path (not initialised)
+        access,      ///< permission denied or other system error
+        corrupt,     ///< unreadable file or record, wrong schema
+        not_found,   ///< no such token
+        duplicate,   ///< the user already has a token of that name
+        full,        ///< reader table, map, transaction or filesystem (or quota) full
+        inconsistent,  ///< no read could be made whole (tokens.mdb and its commit record disagree)
+    };
+    StoreError(Kind kind, const std::string &message)
+        : std::runtime_error(message), kind_(kind) {}
+    Kind kind() const noexcept { return kind_; }
+
+private:
+    Kind kind_;
+};
+
+/// If this process is root and the store in DIR belongs to another user,
+/// becomes that user for good (its primary group, no other groups), so that
+/// root never opens a file the owner can write: a compromised owner (the
+/// manager) cannot reach root through the writers' lock file. Returns the
+/// owner's name then, else nullopt (DIR missing, or owned by root). Throws
+/// StoreError: access if it cannot.
+std::optional<std::string> become_store_owner(const std::string &dir);
+
+/// The group httpd's children run as, for the `cptoken init --group` that
+/// errors suggest: the module sets it. Unset (the tool, which cannot know
+/// httpd's group), errors never name the caller's group: giving the store to
+/// it would lock httpd out.
+void set_httpd_group(gid_t gid) noexcept;
+
+/// What is missing for DIR to be a store, said as opening it would say it
+/// (with the command that makes it); nullopt if DIR holds tokens.mdb. For
+/// httpd's configtest, which warns without opening anything.
+std::optional<std::string> missing_store(const std::string &dir);
+
+enum class InitOutcome { created, repaired, already_present };
+
+/// Makes DIR a token store owned by the caller, with group `group`: the
+/// directory 02750, tokens.mdb and its commit record 0640, its lock file
+/// 0600, both usage files 0660, so that the group can read tokens and write
+/// usage, and others get nothing. A store made by mod_cptoken 0.11 or
+/// earlier is converted: its lock file, which the group could write, is
+/// removed unopened, and the commit record is made. A new or empty directory gets both
+/// environments (group: `group`, else the caller's) and created. An existing
+/// store is repaired instead: owner, group (`group`, else the directory's
+/// own) and modes set as above, one line per change ("PATH: group root ->
+/// www-data") appended to `changes`; repaired, or already_present if nothing
+/// differed. Symlinks are never followed. Throws StoreError (access) if DIR
+/// is a symbolic link or belongs to another user, holds other files and no store, or holds a store
+/// file that is a symlink or not a regular file, and on any system error.
+InitOutcome init_store(const std::string &dir, std::optional<gid_t> group,
+                       std::vector<std::string> *changes = nullptr);
+
+/// How a process opens a store.
+enum class Access {
+    /// Reads only. The token store without its lock file (MDB_NOLOCK), each
+    /// read checked against the commit record: httpd's children and anyone
+    /// but the store's owner. The usage store with its lock file, which
+    /// only httpd's group (and root's nobody child) opens.
+    read_only,
+    /// The store's owner (or the usage store's writers): reads and writes
+    /// through LMDB's lock file, which only they can open.
+    read_write,
+};
+
+struct StoredToken {
+    Digest digest;
+    TokenRecord record;
+};
+
+/// What edit() changes; unset fields stay as they are.
+struct TokenChanges {
+    std::optional<std::string> name;
+    std::optional<Seconds> expires;  ///< 0: never
+    std::optional<std::vector<Network>> allowed_ips;
+    std::optional<std::vector<std::string>> scopes;  ///< empty: any path
+    std::optional<bool> read_only;
+};
+
+/// What rotate() did.
+struct Rotation {
+    StoredToken token;       ///< the new current token
+    Seconds grace_ends = 0;  ///< when the replaced token stops working; 0: it stopped at once
+};
+
+namespace lmdb {
+class Env;
+class Txn;
+}
+class TokenBatch;
+
+struct PruneResult {
+    std::size_t expired_removed = 0;
+    std::size_t tombstones_dropped = 0;
+};
+
+/// read_write if this process owns the store in DIR (it may use the lock
+/// file, whose reader slots keep a long read whole), else read_only.
+Access access_for_reading(const std::string &dir);
+
+/// The token store. Every call is one LMDB transaction: a write either
+/// happens whole or not at all. Thread-safe for reads.
+///
+/// Every read sees one whole snapshot, the newest committed when it began.
+/// A reader without the lock file (Access::read_only) checks that against
+/// the commit record, and makes a read again that a commit overlapped; it
+/// throws StoreError (inconsistent) if it cannot within
+/// StoreSettings::commit_in_flight_wait, or if tokens.mdb is older than its
+/// commit record, with a message that says how to recover.
+class TokenStore {
+public:
+    /// Opens DIR/tokens.mdb and its commit record. Read-write opens (the
+    /// owner's) clear stale reader slots and publish the newest commit.
+    /// find() caches up to `cache_slots` records (see find()). `map_size` is
+    /// the address space reserved for tokens.mdb: smaller only in tests that
+    /// fill it (the tool and the module keep StoreSettings::map_size).
+    /// Throws StoreError: missing (also the commit record: a store made by
+    /// 0.11 or earlier), access (also for a store file that is a symlink or
+    /// not a regular file, a DIR its group or others can write, a read-only
+    /// opener other than root that could write tokens.mdb, its commit record
+    /// or DIR without owning it, and a writer whose lock file anyone else can
+    /// open), corrupt (also for a schema newer than this code), full,
+    /// inconsistent.
+    TokenStore(const std::string &dir, Access access,
+               std::size_t cache_slots = StoreSettings::record_cache_slots,
+               std::size_t map_size = StoreSettings::map_size);
+    ~TokenStore();
+    TokenStore(const TokenStore &) = delete;
+    TokenStore &operator=(const TokenStore &) = delete;
+
+    /// The live record stored under `digest`; nullopt if none or revoked.
+    /// Always as of the latest committed write, by any process: a record
+    /// found before is reused only while the store's last transaction id is
+    /// the one it was read in. Throws StoreError (corrupt) if the stored
+    /// record cannot be decoded.
+    std::optional<TokenRecord> find(const Digest &digest) const;
+
+    /// The live token USER has under NAME (the current one, not a rotated
+    /// one); nullopt if none.
+    std::optional<StoredToken> find_by_name(std::string_view user, std::string_view name) const;
+
+    /// Live tokens of `user` (all users if empty), sorted by user, then name;
+    /// each current token is followed by its rotated tokens still live
+    /// (rotated_at set), newest first.
+    std::vector<StoredToken> list(std::string_view user = {}) const;
+
+    /// Adds a token. Throws StoreError: duplicate (name taken, or the digest
+    /// is already in use).
+    void add(const Digest &digest, const TokenRecord &record);
+
+    /// Adds many tokens in one transaction: all or none. Throws StoreError:
+    /// duplicate (as add(), also within `tokens`), full (more than one LMDB
+    /// transaction holds: about a million tokens).
+    void add_many(const std::vector<StoredToken> &tokens);
+
+    /// Changes a token in place (the digest stays). Returns the new record.
+    /// A new name is given to its rotated tokens too; expiry, allowlist,
+    /// scopes and read-only change for the current token only. Throws StoreError: not_found,
+    /// duplicate (new name taken).
+    TokenRecord edit(std::string_view user, std::string_view name, const TokenChanges &changes);
+
+    /// Replaces USER's token NAME by the token of `new_digest`, which takes
+    /// over its name, expiry, allowlist, service, scopes, read-only flag,
+    /// limits and later fields, created at `now`; not where it was imported
+    /// from (it was made here: import-cpanel --sync leaves it alone).
+    /// The old token keeps working until now + `grace` (or its own expiry if
+    /// sooner), then is refused; with `grace` 0 it is revoked at once. Throws
+    /// StoreError: not_found (no such token, or it has expired), duplicate
+    /// (the digest is in use), full (more than max_predecessors rotated
+    /// tokens would still be in their grace window).
+    Rotation rotate(std::string_view user, std::string_view name, const Digest &new_digest, Seconds now,
+                    Seconds grace);
+
+    /// Revokes one token and its rotated tokens (writes tombstones). Throws
+    /// StoreError: not_found.
+    void revoke(std::string_view user, std::string_view name);
+
+    /// Revokes every token of `user`, rotated ones included; returns how many.
+    std::size_t revoke_all(std::string_view user);
+
+    /// Revokes tokens expired at `now` (a rotated token whose grace has
+    /// ended; a current token with all its rotated ones) and drops tombstones
+    /// written before now - StoreSettings::tombstone_retention_seconds.
+    PruneResult prune(Seconds now);
+
+    /// Runs `change` on one write transaction (a TokenBatch), which sees the
+    /// store as it is once the writer lock is held, and commits it if
+    /// `change` returns true; if it returns false (a dry run) or throws,
+    /// nothing is written. For changes that must be decided and made in one
+    /// step (cptoken import-cpanel). Throws what `change` throws, and
+    /// StoreError as the other writes do.
+    void batch(const std::function<bool(TokenBatch &batch)> &change);
+
+    /// Checks the data file this store has open against what LMDB made of
+    /// it: not shorter than its newest snapshot needs (and, without the lock
+    /// file, not older than its commit record). Forgets every cached record if the file
+    /// changed since the last call (a write, or an overwrite in place that
+    /// kept the transaction id). For long-lived readers, once in a while.
+    /// Throws StoreError (corrupt) if the file was changed outside LMDB.
+    void recheck_file() const;
+
+    /// Calls `notice` once, with a message for the admin, if a write waits
+    /// longer than StoreSettings::lock_wait_notice_after for the writer lock
+    /// (held by another of the owner's processes).
+    void set_lock_wait_notice(std::function<void(const std::string &message)> notice);
+
+    /// Device and inode of the data file this store has open (which may no
+    /// longer be the file at its path).
+    std::pair<dev_t, ino_t> data_file_id() const;
+
+    /// How many reads were made again because a commit overlapped them
+    /// (readers without the lock file); for tests and benchmarks.
+    std::uint64_t read_retries() const noexcept;
+
+    /// Writes a consistent, compacted copy of the token store to `file`,
+    /// which must not exist: the newest snapshot, under the writer lock
+    /// (writes wait; readers do not). Only for the owner (read_write).
+    /// Throws StoreError: access (`file` cannot be made).
+    void backup(const std::string &file);
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+/// The write transaction TokenStore::batch() gives its callback, valid only
+/// inside it. Reads see the writes made before them in the same batch.
+class TokenBatch {
+public:
+    /// As TokenStore::find, in this transaction.
+    std::optional<TokenRecord> find(const Digest &digest) const;
+    /// As TokenStore::find_by_name, in this transaction.
+    std::optional<StoredToken> find_by_name(std::string_view user, std::string_view name) const;
+    /// As TokenStore::list, in this transaction.
+    std::vector<StoredToken> list(std::string_view user = {}) const;
+
+    /// Writes current tokens (rotated_at 0) under their digests, replacing
+    /// any record stored there, and points each one's user and name at it; a
+    /// name that one of them had before and no longer has is freed. Tokens of
+    /// the set may trade names (a and b swapping theirs). Throws StoreError:
+    /// duplicate (a name held by a live token outside `tokens`, or given
+    /// twice in it; nothing is written then); std::invalid_argument for a
+    /// rotated record.
+    void put_many(const std::vector<StoredToken> &tokens);
+
+    /// As TokenStore::revoke (the token and its rotated tokens); returns how
+    /// many tokens that was. Throws StoreError: not_found.
+    std::size_t revoke(std::string_view user, std::string_view name);
+
+    /// The token store's environment and this batch's write transaction, for
+    /// lib/ code that walks its databases value by value (fsck.cpp).
+    lmdb::Env &env() const;
+    lmdb::Txn &txn() const;
+
+private:
+    friend class TokenStore;
+    TokenBatch(TokenStore::Impl &impl, lmdb::Txn &txn) : impl_(impl), txn_(txn) {}
+    TokenStore::Impl &impl_;
+    lmdb::Txn &txn_;
+};
+
+/// Refuses the token store open in `env`, read in `txn`, unless this code
+/// reads its schema: throws StoreError (corrupt) if meta holds no schema
+/// version, an invalid one, or a newer one (naming both and this release).
+void check_schema_version(lmdb::Env &env, lmdb::Txn &txn);
+
+}  // namespace cptoken

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "store/unprivileged.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "store/lmdb_env.hpp"
+#include "store/store.hpp"
+
+namespace cptoken {
+
+namespace {
+
+// The child's answer ends with one of these lines: anything else (a child
+// killed midway) is a partial answer.
+constexpr std::string_view end_line = "\x01" "end";
+constexpr std::string_view error_prefix = "\x01" "error ";
+
+uid_t nobody_uid() {
+    char buffer[4096];
+    passwd entry{}, *found = nullptr;
+    if (::getpwnam_r("nobody", &entry, buffer, sizeof buffer, &found) == 0 && found && found->pw_uid != 0)
+        return found->pw_uid;
+    return 65534;
+}
+
+[[noreturn]] void child(int out_fd, gid_t gid,
+                        const std::function<void(const std::function<void(std::string_view)> &)> &work) {
+    std::FILE *out = ::fdopen(out_fd, "w");
+    if (!out) ::_exit(3);
+    const auto send = [out](std::string_view line) {
+        if (line.size() > unprivileged_line_max) line = line.substr(0, unprivileged_line_max);
+        std::fwrite(line.data(), 1, line.size(), out);
+        std::fputc('\n', out);
+    };
+    // Nothing of this process's but the pipe goes on: a descriptor or a
+    // shared mapping of the token store (its owner's lock file, the data
+    // file open to write) would let a child compromised through what it
+    // parses write where its user cannot. This process's token stores are
+    // never used here.
+    // Nor root's terminal: what the child (or liblmdb failing in it) would
+    // print is not root's to show; the parent says how it ended.
+    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd < 0) ::_exit(3);
+    for (int fd = 0; fd <= 2; ++fd)
+        if (fd != out_fd && ::dup2(null_fd, fd) < 0) ::_exit(3);
+    ::close_range(3, out_fd - 1, 0);
+    ::close_range(out_fd + 1, ~0U, 0);
+    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> store_maps;
+    if (std::FILE *maps = std::fopen("/proc/self/maps", "r")) {
+        char entry[4096];
+        unsigned long start = 0, end = 0;
+        while (std::fgets(entry, sizeof entry, maps))
+            if (std::strstr(entry, token_store_file) && std::sscanf(entry, "%lx-%lx", &start, &end) == 2)
+                store_maps.emplace_back(start, end);
+        std::fclose(maps);
+    }
+    for (const auto &[start, end] : store_maps) ::munmap(reinterpret_cast<void *>(start), end - start);
+    const uid_t uid = nobody_uid();
+    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0 || ::setuid(0) == 0 ||
+        ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        send(std::string(error_prefix) + "access cannot become user nobody of group " + std::to_string(gid) + ": " +
+             std::strerror(errno));
+        std::fclose(out);
+        ::_exit(1);
+    }
+    int status = 0;
+    try {
+        work(send);
+        send(end_line);
+    } catch (const StoreError &e) {
+        send(std::string(error_prefix) + std::to_string(static_cast<int>(e.kind())) + " " + e.what());
+        status = 1;
+    } catch (const std::exception &e) {
+        send(std::string(error_prefix) + std::to_string(static_cast<int>(StoreError::Kind::access)) + " " + e.what());
+        status = 1;
+    }
+    std::fclose(out);
+    ::_exit(status);
+}
+
+// What the child said, fit for a terminal.
+std::string printable(std::string_view text) {
+    std::string out;
+    for (const char c : text) out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+    return out;
+}
+
+}  // namespace
+
+void run_unprivileged(gid_t gid, const std::function<void(const std::function<void(std::string_view)> &send)> &work,
+                      const std::function<void(std::string_view line)> &receive) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw StoreError(StoreError::Kind::access, std::string("pipe: ") + std::strerror(errno));
+    std::fflush(nullptr);  // nothing buffered here is written twice
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        const int err = errno;
+        ::close(fds[0]), ::close(fds[1]);
+        throw StoreError(StoreError::Kind::access, std::string("fork: ") + std::strerror(err));
+    }
+    if (pid == 0) {
+        ::close(fds[0]);
+        child(fds[1], gid, work);
+    }
+    ::close(fds[1]);
+    std::FILE *in = ::fdopen(fds[0], "r");
+    std::string line, failure;
+    bool ended = false, too_long = false;
+    std::string error;
+    try {
+        for (int c; in && (c = std::fgetc(in)) != EOF;) {
+            if (c != '\n') {
+                if (line.size() >= unprivileged_line_max + 64) too_long = true;
+                if (!too_long) line.push_back(static_cast<char>(c));
+                continue;
+            }
+            if (too_long) break;
+            if (ended || !error.empty()) {  // nothing may follow the last line
+                failure = "said more after its last line";
+                break;
+            }
+            if (line == end_line)
+                ended = true;
+            else if (line.starts_with(error_prefix))
+                error = line.substr(error_prefix.size());
+            else
+                receive(line);
+            line.clear();
+        }
+    } catch (...) {
+        ::kill(pid, SIGKILL);
+        if (in) std::fclose(in);
+        ::waitpid(pid, nullptr, 0);
+        throw;
+    }
+    if (in) std::fclose(in); else ::close(fds[0]);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (too_long) failure = "sent a line longer than " + std::to_string(unprivileged_line_max) + " bytes";
+    if (!error.empty()) {
+        // "KIND MESSAGE" from a StoreError of the child; "access MESSAGE" if it could not drop.
+        const auto space = error.find(' ');
+        int kind = static_cast<int>(StoreError::Kind::access);
+        if (space != std::string::npos && error.substr(0, space) != "access") {
+            try {
+                kind = std::stoi(error.substr(0, space));
+            } catch (const std::exception &) {
+            }
+            if (kind < 0 || kind > static_cast<int>(StoreError::Kind::inconsistent))
+                kind = static_cast<int>(StoreError::Kind::access);
+        }
+        throw StoreError(static_cast<StoreError::Kind>(kind),
+                         printable(space == std::string::npos ? error : error.substr(space + 1)));
+    }
+    if (failure.empty() && !(ended && WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        failure = WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
+                                      : "ended without its answer";
+    if (!failure.empty())
+        throw StoreError(StoreError::Kind::access, "the unprivileged process reading the usage store " + failure);
+}
+
+void as_store_group(const std::string &dir,
+                    const std::function<void(const std::function<void(std::string_view)> &send)> &work,
+                    const std::function<void(std::string_view line)> &receive) {
+    if (::geteuid() != 0) {
+        work(receive);
+        return;
+    }
+    struct stat st{};
+    if (::stat(dir.c_str(), &st) != 0) {
+        if (errno == ENOENT) lmdb::no_store(dir);
+        lmdb::fail(errno, "cannot open " + dir);
+    }
+    const gid_t gid = st.st_gid;
+    run_unprivileged(
+        gid,
+        [&](const std::function<void(std::string_view)> &send) {
+            if (::access(dir.c_str(), X_OK) != 0)
+                lmdb::refuse("cannot reach " + dir + " as user nobody of group " + lmdb::group_name(gid) +
+                             ", as which root reads the usage store: the directories above it must let its group "
+                             "(or others) in (x), as httpd's children need too");
+            work(send);
+        },
+        receive);
+}
+
+}  // namespace cptoken
