@@ -315,7 +315,7 @@ FUZZ_LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/fuzz/%.o)
 $(BUILD)/fuzz/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	clang++ $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -Ilib -c -o $@ $<
-$(BUILD)/fuzz_%: t/fuzz/fuzz_%.cpp $(FUZZ_LIB_OBJS)
+$(BUILD)/fuzz_%: t/fuzz/fuzz_%.cpp $(wildcard t/fuzz/*.hpp) $(FUZZ_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	clang++ $(FUZZ_CXXFLAGS) -fsanitize=fuzzer,address,undefined -Ilib -o $@ $< $(FUZZ_LIB_OBJS) $(LIBS)
 fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)

@@ -5,9 +5,7 @@
 // closed: StoreError, or records as the codec decodes them; never a crash.
 //
 // A valid store is made once per process under /tmp; each input patches a
-// copy of its tokens.mdb. Input, from the front: a byte whose low bit asks
-// for truncation (then 3 bytes of the new length, modulo the file size),
-// then (3-byte offset, byte) pairs, offsets big endian and modulo the size.
+// copy of its tokens.mdb (patched_file.hpp says how).
 //
 // Not in `make fuzz`: liblmdb 0.9.24 trusts its pages and crashes on some
 // corruption (a truncated file, for one). Build it with `make fuzz-store`;
@@ -25,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "patched_file.hpp"
 #include "store/store.hpp"
 #include "token/token.hpp"
 
@@ -77,18 +76,7 @@ World &world() {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     World &w = world();
-    std::string file = w.original;
-    std::size_t pos = 0;
-    const bool truncate = size > 0 && (data[pos++] & 1);
-    if (truncate && pos + 3 <= size) {
-        const std::size_t length = (std::size_t{data[pos]} << 16 | std::size_t{data[pos + 1]} << 8 | data[pos + 2]);
-        file.resize(length % w.original.size());
-        pos += 3;
-    }
-    for (; pos + 4 <= size && !file.empty(); pos += 4) {
-        const std::size_t offset = std::size_t{data[pos]} << 16 | std::size_t{data[pos + 1]} << 8 | data[pos + 2];
-        file[offset % file.size()] = static_cast<char>(data[pos + 3]);
-    }
+    const std::string file = patched_file(w.original, data, size);
 
     const std::string store = w.dir + "/copy";
     fs::remove(store + "/" + token_store_file + "-lock");  // a fresh reader table, as after a reboot

@@ -11,10 +11,9 @@
 //
 // The first input byte chooses:
 //   even: a corrupted usage.mdb. A valid store (60 uses, tombstones) is made
-//         once per process; each input patches a copy as fuzz_store does
-//         (low bit of the next byte: truncate to a 3-byte length, modulo the
-//         size; then (3-byte offset, byte) pairs). read_usage and
-//         prune_usage then run on it, each in its unprivileged child.
+//         once per process; each input patches a copy (patched_file.hpp).
+//         read_usage and prune_usage then run on it, each in its
+//         unprivileged child.
 //   odd:  a hostile child. The rest, split at '\n', is what the child sends
 //         (it adds its own end line); root reads it with read_usage's line
 //         parser. Each line is also parsed here: one that passes must hold a
@@ -33,6 +32,7 @@
 #include <string>
 #include <string_view>
 
+#include "patched_file.hpp"
 #include "store/store.hpp"
 #include "token/timeutil.hpp"
 #include "token/token.hpp"
@@ -95,18 +95,7 @@ World &world() {
 }
 
 void corrupt_store(World &w, const std::uint8_t *data, std::size_t size) {
-    std::string file = w.original;
-    std::size_t pos = 0;
-    const bool truncate = size > 0 && (data[pos++] & 1);
-    if (truncate && pos + 3 <= size) {
-        const std::size_t length = std::size_t{data[pos]} << 16 | std::size_t{data[pos + 1]} << 8 | data[pos + 2];
-        file.resize(length % w.original.size());
-        pos += 3;
-    }
-    for (; pos + 4 <= size && !file.empty(); pos += 4) {
-        const std::size_t offset = std::size_t{data[pos]} << 16 | std::size_t{data[pos + 1]} << 8 | data[pos + 2];
-        file[offset % file.size()] = static_cast<char>(data[pos + 3]);
-    }
+    const std::string file = patched_file(w.original, data, size);
     {
         // In place: the file keeps its group and mode, which the child needs.
         std::ofstream out(w.store + "/" + usage_store_file, std::ios::binary | std::ios::trunc);
