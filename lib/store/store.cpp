@@ -347,6 +347,42 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
 // ---------------------------------------------------------------- tokens
 
 
+// LMDB reuses a page a commit freed once no reader it knows of is older:
+// two commits later, since readers without the lock file are invisible to
+// it. A writer holds two read transactions of its own in the lock file
+// (the owner's: only writers open it), taken in turn at least
+// StoreSettings::page_reuse_delay apart, so that the older is always of a
+// snapshot from before the last such delay: no page freed since is reused
+// while this process writes. Both end at the first write after twice that
+// delay of quiet, or with the store: an idle writer keeps them, and LMDB
+// reuses no page freed after them meanwhile, so a process opens a store to
+// write only while it writes (cptoken runs one command).
+class ReusePins {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    // Before a write transaction begins (the pins are read transactions:
+    // with MDB_NOTLS one thread may hold them beside its write).
+    void before_write(const Env &env) {
+        const auto now = Clock::now();
+        if (newer_ >= 0 && now - newer_at_ >= 2 * StoreSettings::page_reuse_delay) {
+            pins_[0].reset(), pins_[1].reset();  // quiet that long: the last commit's pages have had their delay
+            newer_ = -1;
+        }
+        if (newer_ >= 0 && now - newer_at_ < StoreSettings::page_reuse_delay) return;
+        // The older pin makes way for a new one, which becomes the newer.
+        const int slot = newer_ < 0 ? 0 : 1 - newer_;
+        pins_[slot].reset();
+        pins_[slot].emplace(env.get(), false, env.file());
+        newer_ = slot, newer_at_ = now;
+    }
+
+private:
+    std::optional<Txn> pins_[2];
+    int newer_ = -1;  // which of pins_ is the newer; -1: none held
+    Clock::time_point newer_at_{};
+};
+
 struct TokenStore::Impl {
     Env env;
     // Readers only (they do without the lock file); the owner's processes
@@ -356,6 +392,7 @@ struct TokenStore::Impl {
     MDB_dbi meta = 0, tokens = 0, names = 0;
     mutable RecordCache cache;
     mutable std::atomic<std::uint64_t> read_retries{0};
+    ReusePins pins;  // after env: the pins end before the environment closes
 
     Impl(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size);
 
@@ -538,6 +575,7 @@ struct TokenStore::Impl {
     void begin_write(std::optional<Txn> &txn) {
         int dead = 0;
         mdb_reader_check(env.get(), &dead);
+        pins.before_write(env);
         LockWaitNotice notice(lock_wait_notice, env.file());
         txn.emplace(env.get(), true, env.file());
         committed->publish(txn->id() - 1);

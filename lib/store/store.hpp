@@ -63,6 +63,12 @@ struct StoreSettings {
     /// making again a read that a commit overlapped, or that found a commit
     /// not yet published, before refusing the store.
     static constexpr std::chrono::milliseconds commit_in_flight_wait{200};
+    /// How long after a commit the pages it freed stay as they were, while
+    /// the process that committed keeps writing: readers without the lock
+    /// file are invisible to LMDB, which would otherwise reuse them two
+    /// commits later. A lookup paused longer than this under a writer in a
+    /// tight loop could meet a rewritten page (docs/store.md).
+    static constexpr std::chrono::milliseconds page_reuse_delay{100};
     /// A write that has waited this long for the writer lock says so
     /// (TokenStore::set_lock_wait_notice).
     static constexpr std::chrono::seconds lock_wait_notice_after{3};

@@ -1008,7 +1008,10 @@ void test_map_full_writes_nothing_and_says_how_to_grow(void **state) {
     for (int b = 0; refused.empty(); ++b) {
         assert_true(b < 1000);  // 1 MiB holds a few thousand tokens
         auto batch = batch_of("u" + std::to_string(b), 50);
+        // A store opened for each batch, as each cptoken command opens its own: a writer that stays
+        // keeps the pages it freed for StoreSettings::page_reuse_delay, and fills 1 MiB sooner.
         try {
+            s = open(small_map);
             s->add_many(batch);
             stored += batch.size();
         } catch (const StoreError &e) {
@@ -1033,8 +1036,10 @@ void test_map_full_writes_nothing_and_says_how_to_grow(void **state) {
     // Small changes still fit in the pages earlier writes freed (a large
     // one, even a prune dropping many tombstones, may not: its deletes copy
     // pages too).
-    s->add(new_digest(), rec("x", "one"));
-    for (const char *name : {"t0", "t1", "t2", "t3", "t4"}) s->revoke("u0", name);
+    // Each in a store of its own, as cptoken commands are (see above).
+    s.reset();
+    open(small_map)->add(new_digest(), rec("x", "one"));
+    for (const char *name : {"t0", "t1", "t2", "t3", "t4"}) open(small_map)->revoke("u0", name);
     stored -= 4;
     const Seconds later = now_seconds() + StoreSettings::tombstone_retention_seconds + 86400;
     // The map grown: the refused write and the prune go through.
