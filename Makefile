@@ -76,10 +76,12 @@ $(BUILD)/cptoken: $(BUILD)/cptoken.o $(BUILD)/libcptoken.a
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # The module: only cptoken_module is exported; ap_*/apr_* resolve from httpd at load time.
-$(BUILD)/mod_cptoken.o: CPPFLAGS += $(HTTPD_CPPFLAGS)
-$(BUILD)/mod_cptoken.so: $(BUILD)/mod_cptoken.o $(BUILD)/libcptoken.a mod_cptoken.map
+# mod_cptoken.cpp authenticates; mod_cptoken_manager.cpp is the manager's handler (SetHandler cptoken-manager).
+MODULE_OBJS := $(BUILD)/mod_cptoken.o $(BUILD)/mod_cptoken_manager.o
+$(MODULE_OBJS): CPPFLAGS += $(HTTPD_CPPFLAGS)
+$(BUILD)/mod_cptoken.so: $(MODULE_OBJS) $(BUILD)/libcptoken.a mod_cptoken.map
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -shared -Wl,--version-script=mod_cptoken.map \
-	  -o $@ $(BUILD)/mod_cptoken.o $(BUILD)/libcptoken.a $(LIBS)
+	  -o $@ $(MODULE_OBJS) $(BUILD)/libcptoken.a $(LIBS)
 
 $(BUILD)/t/%: t/unit/%.cpp $(BUILD)/libcptoken.a
 	@mkdir -p $(dir $@)

@@ -147,6 +147,8 @@ struct Outcome {
 
 struct Function;
 
+ManagerResponse envelope_for(Api api, const std::string &function, const Outcome *outcome, const std::string *error);
+
 class Call {
 public:
     Call(const ManagerRequest &request, TokenStore &store, const UsageSource &usage)
@@ -280,8 +282,15 @@ ManagerResponse Call::run() {
 }
 
 ManagerResponse Call::envelope(const Outcome *outcome, const std::string *error) const {
+    ManagerResponse response = envelope_for(request_.api, request_.function, outcome, error);
+    response.notice = notice_;
+    return response;
+}
+
+// The API's envelope around a function's outcome, or around its error.
+ManagerResponse envelope_for(Api api, const std::string &function, const Outcome *outcome, const std::string *error) {
     json body;
-    if (request_.api == Api::uapi) {
+    if (api == Api::uapi) {
         body["data"] = outcome ? outcome->data : json(nullptr);
         body["errors"] = error ? json::array({*error}) : json(nullptr);
         body["messages"] = nullptr;
@@ -291,7 +300,7 @@ ManagerResponse Call::envelope(const Outcome *outcome, const std::string *error)
     } else {
         if (outcome && !outcome->data_absent) body["data"] = outcome->data;
         json metadata = outcome ? outcome->metadata : json::object();
-        metadata["command"] = request_.function;
+        metadata["command"] = function;
         metadata["reason"] = error ? *error : "OK";
         metadata["result"] = outcome ? 1 : 0;
         metadata["version"] = 1;
@@ -302,7 +311,6 @@ ManagerResponse Call::envelope(const Outcome *outcome, const std::string *error)
     // Everything beyond ASCII as \u escapes; invalid UTF-8 (a name that was refused) replaced.
     response.body = body.dump(-1, ' ', true, json::error_handler_t::replace);
     if (outcome) response.audit = outcome->audit;
-    response.notice = notice_;
     return response;
 }
 
@@ -806,6 +814,34 @@ FunctionKind function_kind(Api api, std::string_view module, std::string_view fu
 
 ManagerResponse handle_call(const ManagerRequest &request, TokenStore &store, const UsageSource &usage) {
     return Call(request, store, usage).run();
+}
+
+ManagerResponse refusal(Api api, const std::string &function, const std::string &message, int http_status) {
+    ManagerResponse response = envelope_for(api, function, nullptr, &message);
+    response.http_status = http_status;
+    return response;
+}
+
+std::optional<Route> route_of(std::string_view path) {
+    std::vector<std::string_view> segments;  // "/a/b/" is "", "a", "b", ""
+    for (std::size_t start = 0;;) {
+        const auto slash = path.find('/', start);
+        segments.push_back(path.substr(start, slash - start));
+        if (slash == std::string_view::npos) break;
+        start = slash + 1;
+    }
+    const std::size_t n = segments.size();
+    const auto plain = [](std::string_view segment) { return !segment.empty(); };
+    if (n >= 3 && segments[n - 3] == "execute" && plain(segments[n - 2]) && plain(segments[n - 1]))
+        return Route{Api::uapi, std::string(segments[n - 2]), std::string(segments[n - 1])};
+    if (n >= 2 && segments[n - 2] == "json-api" && plain(segments[n - 1]))
+        return Route{Api::whm, "", std::string(segments[n - 1])};
+    return std::nullopt;
+}
+
+std::string function_label(const Route &route) {
+    if (function_kind(route.api, route.module, route.function) == FunctionKind::unknown) return "(unknown)";
+    return route.api == Api::uapi ? route.module + "::" + route.function : route.function;
 }
 
 }  // namespace cptoken::manager

@@ -91,6 +91,20 @@ enum class FunctionKind {
 /// (for the handler's same-origin rules, which only writes need).
 FunctionKind function_kind(Api api, std::string_view module, std::string_view function) noexcept;
 
+/// The function a request path names: its end is `.../execute/MODULE/FUNCTION`
+/// (UAPI) or `.../json-api/FUNCTION` (WHM API 1), whatever comes before
+/// (`/cptoken/execute/Tokens/list` for the page). nullopt for any other path.
+struct Route {
+    Api api = Api::uapi;
+    std::string module;  ///< empty for WHM API 1
+    std::string function;
+};
+std::optional<Route> route_of(std::string_view path);
+
+/// "Tokens::list" or "api_token_list" for a function that exists,
+/// "(unknown)" for any other (which a log line must not repeat).
+std::string function_label(const Route &route);
+
 /// Runs one call on `store` (opened read-write: the manager's children own
 /// it) with last used from `usage`. Every bad input, unknown function or
 /// refusal is the API's own error (HTTP 200, status 0 or result 0) and
@@ -98,5 +112,10 @@ FunctionKind function_kind(Api api, std::string_view module, std::string_view fu
 /// (missing, corrupt, full, ...), std::runtime_error if the RNG fails: the
 /// handler answers 500.
 ManagerResponse handle_call(const ManagerRequest &request, TokenStore &store, const UsageSource &usage);
+
+/// The API's error envelope for a request refused before any function ran
+/// (a body too large or unreadable, a cross-site write), with that HTTP
+/// status (200 for bad input, as cPanel answers it).
+ManagerResponse refusal(Api api, const std::string &function, const std::string &message, int http_status);
 
 }  // namespace cptoken::manager

@@ -288,6 +288,33 @@ void test_function_kinds(void **) {
     assert_true(function_kind(Api::whm, "", "list") == FunctionKind::unknown);
 }
 
+void test_routes(void **) {
+    const auto uapi_route = route_of("/execute/Tokens/list");
+    assert_true(uapi_route && uapi_route->api == Api::uapi && uapi_route->module == "Tokens" &&
+                uapi_route->function == "list");
+    const auto page = route_of("/cptoken/execute/CPTokens/session");
+    assert_true(page && page->api == Api::uapi && page->module == "CPTokens" && page->function == "session");
+    const auto whm_route = route_of("/json-api/api_token_list");
+    assert_true(whm_route && whm_route->api == Api::whm && whm_route->module.empty() &&
+                whm_route->function == "api_token_list");
+    for (const char *none : {"", "/", "/execute/Tokens", "/execute/Tokens/", "/execute//list", "/json-api/",
+                             "/json-api", "/cptoken/", "/execute/Tokens/list/", "/other/Tokens/list"})
+        if (route_of(none)) fail_msg("route_of(%s)", none);
+    assert_string_equal(function_label(*uapi_route).c_str(), "Tokens::list");
+    assert_string_equal(function_label(*whm_route).c_str(), "api_token_list");
+    assert_string_equal(function_label(*route_of("/execute/Tok\"ens/x")).c_str(), "(unknown)");
+}
+
+void test_refusal_envelopes(void **) {
+    const ManagerResponse u = refusal(Api::uapi, "list", "The request body is larger than 64 KiB.", 413);
+    assert_int_equal(u.http_status, 413);
+    assert_false(u.succeeded);
+    assert_string_equal(u.body.c_str(), R"({"data":null,"errors":["The request body is larger than 64 KiB."],)"
+                                        R"("messages":null,"metadata":{},"status":0,"warnings":null})");
+    const ManagerResponse w = refusal(Api::whm, "api_token_list", "no", 403);
+    assert_string_equal(w.body.c_str(), R"({"metadata":{"command":"api_token_list","reason":"no","result":0,"version":1}})");
+}
+
 // ------------------------------------------------------------ UAPI Tokens
 
 void test_create_full_access(void **state) {
@@ -946,6 +973,8 @@ int main(void) {
         cmocka_unit_test(test_origin_matches_host),
         cmocka_unit_test(test_function_kinds),
         cmocka_unit_test(test_usage_source_registry),
+        cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_refusal_envelopes),
         cmocka_unit_test_setup_teardown(test_create_full_access, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_create_full_access_refusals, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_tokens_per_user_limit, setup_init, teardown),
