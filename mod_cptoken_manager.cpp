@@ -273,6 +273,8 @@ int handle_manager(request_rec *r) {
     {
         std::lock_guard<std::mutex> lock(entry.mutex);
         try {
+            // Last used from the source the usage reader registers in each child (CPTokenUsageSocket);
+            // until it does, empty: the API says last used is unavailable. Never usage.mdb itself.
             response = handle_call(request, open_store(entry, dir), usage_source());
         } catch (const StoreError &) {
             entry.store.reset();  // the next call opens it again

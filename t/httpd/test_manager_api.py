@@ -737,6 +737,22 @@ def test_no_secret_in_any_log(manager):
                for l in wrote), wrote
 
 
+def test_manager_children_write_tokens_and_never_map_the_usage_store(manager):
+    """www-data writes usage.mdb: the manager's children (the store's owner) must not open it."""
+    m = manager
+    ci = first_token(m)
+    for i in range(6):  # reach every child
+        uapi_ok(m.uapi("Tokens", "create_full_access", ci, query=f"name=t{i}"))
+    children = subprocess.run(["ps", "-o", "pid=,user=", "--ppid", str(m.mgr.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    pids = children[0::2]
+    assert pids and set(children[1::2]) == {MANAGER_USER}, children
+    maps = {pid: open(f"/proc/{pid}/maps").read() for pid in pids}
+    assert any("tokens.mdb" in text for text in maps.values()), maps.keys()
+    for pid, text in maps.items():
+        assert "usage.mdb" not in text, pid
+
+
 # ---------------------------------------------------------------- failing closed
 
 def test_a_location_without_authentication_acts_for_nobody(manager):
