@@ -755,7 +755,13 @@ Outcome Call::api_token_update() {
         changes.name = *new_name;
     }
     if (const auto expires = single("expires_at")) changes.expires = expiry_from(*expires);
+    // WHM clears the list with whitelist_ip=any; any=1 (as CPTokens/set_allowed_ips) does too.
     std::vector<std::string> ips = repeated_param(request_.params, "whitelist_ip");
+    const std::string any = single("any").value_or("0");
+    if (any != "0" && any != "1" && !any.empty()) throw ApiError("The " + curly("any") + " parameter must be 0 or 1.");
+    if (any == "1" && !ips.empty())
+        throw ApiError("Provide either " + curly("whitelist_ip") + " or " + curly("any") + ", not both.");
+    if (any == "1") changes.allowed_ips = std::vector<Network>{};
     if (!ips.empty()) {
         if (ips.size() == 1 && ips.front() == "any") ips.clear();
         changes.allowed_ips = networks_from(ips);

@@ -927,6 +927,16 @@ void test_whm_update(void **state) {
     WHM_RESULT(cleared, "api_token_update", 1, "OK");
     assert_true(cleared.body["data"]["whitelist_ips"].is_null() && cleared.body["data"]["expires_at"].is_null());
     assert_true(s.find(ci.digest)->allowed_ips.empty());
+    // any=1 clears as well; not with addresses.
+    WHM_RESULT(whm(s, "api_token_update", {{"token_name", "ci2"}, {"whitelist_ip", "192.0.2.1"}}), "api_token_update",
+               1, "OK");
+    WHM_RESULT(whm(s, "api_token_update", {{"token_name", "ci2"}, {"any", "1"}, {"whitelist_ip", "192.0.2.2"}}),
+               "api_token_update", 0, "not both");
+    WHM_RESULT(whm(s, "api_token_update", {{"token_name", "ci2"}, {"any", "x"}}), "api_token_update", 0,
+               "must be 0 or 1");
+    assert_int_equal(s.find(ci.digest)->allowed_ips.size(), 1);
+    WHM_RESULT(whm(s, "api_token_update", {{"token_name", "ci2"}, {"any", "1"}}), "api_token_update", 1, "OK");
+    assert_true(s.find(ci.digest)->allowed_ips.empty());
 }
 
 void test_whm_revoke(void **state) {
