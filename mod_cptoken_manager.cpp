@@ -59,6 +59,7 @@ namespace glue = cptoken::httpd_module;
 #define TAG_MANAGER_REFUSED "CPT0104: "  // a manager request refused (403, 404, 405, 413, 415), with the reason
 #define TAG_MANAGER_WROTE "CPT0105: "    // a manager call that changed tokens (info), with what it did
 #define TAG_MANAGER_USAGE "CPT0205: "    // the manager cannot show last used (once per child)
+#define TAG_INTERNAL "CPT0299: "         // unexpected: here, no random key for page tokens (httpd does not start)
 
 const char *const handler_name = "cptoken-manager";
 const char *const csrf_header = "X-CPToken-CSRF";
@@ -315,7 +316,7 @@ static int post_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     try {
         return post_config(pconf, plog, ptemp, s);
     } catch (const std::exception &e) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, TAG_MANAGER_REFUSED "cannot start: %s", e.what());
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, TAG_INTERNAL "cannot start: %s", e.what());
         return HTTP_INTERNAL_SERVER_ERROR;  // httpd refuses to start: no page token without a key
     }
 }
