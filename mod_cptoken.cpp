@@ -11,6 +11,8 @@
 //   last used (CPTokenLastUsed)        log_transaction hook; a thread per child writes
 //   stores (CPTokenDB)                 opened in child_init (LiveStore); one httpd's user could
 //                                      change is refused unless CPTokenTrustOwnStore On
+//   SetHandler cptoken-manager         mod_cptoken_manager.cpp (the manager's API), registered
+//                                      here; it learns who was admitted through mod_cptoken.hpp
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
 // any failure refuses the request (500), never admits it.
 
@@ -44,6 +46,7 @@
 #include "token/scope.hpp"
 #include "store/usage_recorder.hpp"
 #include "auth/verify.hpp"
+#include "mod_cptoken.hpp"
 
 extern "C" {
 extern module AP_MODULE_DECLARE_DATA cptoken_module;
@@ -270,10 +273,12 @@ void log_admission(request_rec *r, const TokenRecord &record) {
 struct RequestState {
     const char *user;    // whom the token authenticated (for check_authz); null: not admitted here
     const char *header;  // the Authorization header it was admitted with (for restore_credentials)
+    Scheme scheme;       // that header's scheme: Basic is replayed by browsers (the manager's same-origin rules)
     bool forwarded;      // admission left the header for the backend
     bool restored_unforwarded;  // restore_credentials put back a header the earlier request had removed
     const char *expires;  // the admitting token's expiry, RFC 3339 UTC (for CPToken-Expires); null: never
-    const Digest *used;   // the admitting token's digest, if its use is to be recorded (log_transaction)
+    const Digest *digest;  // the admitting token's digest (the manager's handler finds its record again)
+    const Digest *used;   // the same, if its use is to be recorded (log_transaction); null otherwise
     int store_index;      // where: into g_usage
     apr_int64_t last_used_interval_us;
     // The admitting token's record, kept only if it has scopes or safe
@@ -314,7 +319,7 @@ const TokenRecord *pool_owned_copy(request_rec *r, const TokenRecord &record) {
 // token came in) kept for restore_credentials. The header is removed unless the location forwards
 // it and, if it was restored for this re-check, the earlier request did too:
 // a redirect must not carry it to a backend the original location kept it from.
-void admit(request_rec *r, const TokenRecord &record, const Digest &digest, const char *header) {
+void admit(request_rec *r, const TokenRecord &record, const Digest &digest, const char *header, Scheme scheme) {
     log_admission(r, record);
     r->user = apr_pstrmemdup(r->pool, record.user.data(), record.user.size());
     apr_table_setn(r->subprocess_env, "CPTOKEN_NAME", apr_pstrmemdup(r->pool, record.name.data(), record.name.size()));
@@ -326,12 +331,14 @@ void admit(request_rec *r, const TokenRecord &record, const Digest &digest, cons
     state.user = r->user;
     state.expires = expires;
     state.header = apr_pstrdup(r->pool, header);
+    state.scheme = scheme;
     const DirConfig &config = config_of(r);
     state.forwarded = config.forward == 1 && !state.restored_unforwarded;
     if (!state.forwarded) apr_table_unset(r->headers_in, authorization_header_name(r));
-    if (config.last_used != 0) {
-        state.used = static_cast<const Digest *>(apr_pmemdup(r->pool, digest.data(), sizeof digest));
-        state.store_index = store_index_of(r);
+    state.digest = static_cast<const Digest *>(apr_pmemdup(r->pool, digest.data(), sizeof digest));
+    state.store_index = store_index_of(r);
+    state.used = config.last_used != 0 ? state.digest : nullptr;
+    if (state.used) {
         const int interval = config.last_used_interval == -1 ? default_last_used_interval : config.last_used_interval;
         state.last_used_interval_us = apr_time_from_sec(interval);
     }
@@ -419,7 +426,7 @@ int check_authn(request_rec *r) {
     const Credentials &credentials = *parsed.credentials;
     const Verdict verdict = verify(r, credentials.user, credentials.token, credentials.scheme);
     if (verdict.accepted()) {
-        admit(r, *verdict.record, verdict.digest, header);
+        admit(r, *verdict.record, verdict.digest, header, credentials.scheme);
         return OK;
     }
     log_refusal(r, APLOG_ERR, describe(verdict.reason), credentials.user,
@@ -545,7 +552,8 @@ authn_status check_password(request_rec *r, const char *user, const char *passwo
     const Verdict verdict = verify(r, user, password, scheme_basic);
     switch (verdict.reason) {
         case Reason::accepted:
-            admit(r, *verdict.record, verdict.digest, apr_table_get(r->headers_in, authorization_header_name(r)));
+            admit(r, *verdict.record, verdict.digest, apr_table_get(r->headers_in, authorization_header_name(r)),
+                  scheme_basic);
             return AUTH_GRANTED;
         case Reason::malformed:
         case Reason::mistyped:
@@ -834,9 +842,40 @@ void register_hooks(apr_pool_t *pool) {
     ap_hook_insert_error_filter(insert_expiry_filter_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_register_auth_provider(pool, AUTHN_PROVIDER_GROUP, "cptoken", AUTHN_PROVIDER_VERSION, &basic_provider,
                               AP_AUTH_INTERNAL_PER_CONF);
+    httpd_module::register_manager_hooks(pool);  // SetHandler cptoken-manager (mod_cptoken_manager.cpp)
 }
 
 }  // namespace
+
+// ------------------------------------------------------------ for the manager's handler (mod_cptoken.hpp)
+
+namespace cptoken::httpd_module {
+
+bool admitted_by_token(const request_rec *r) { return admitted_state(r) != nullptr; }
+
+bool browser_replays_credentials(const request_rec *r) {
+    const RequestState *admitted = admitted_state(r);
+    return !admitted || admitted->scheme == scheme_basic;
+}
+
+std::optional<StoredToken> admitting_token(request_rec *r) {
+    const RequestState *admitted = admitted_state(r);
+    if (!admitted || !admitted->digest) return std::nullopt;
+    // Looked up in the store the handler will write: a token of another store manages nothing here.
+    auto record = store_for(r)->find(*admitted->digest);
+    if (!record || !r->user || record->user != r->user) return std::nullopt;
+    return StoredToken{*admitted->digest, std::move(*record)};
+}
+
+const std::string &store_dir(const request_rec *r) { return g_store_dirs[store_index_of(r)].path; }
+
+std::string who_fields(request_rec *r, std::string_view user, const TokenRecord *record) {
+    return ::who_fields(r, user, record);
+}
+
+void log_exception(request_rec *r) noexcept { ::log_exception(r); }
+
+}  // namespace cptoken::httpd_module
 
 // ------------------------------------------------------------ module record
 

@@ -239,8 +239,8 @@ PidFile "@DIR@/httpd.pid"
 DefaultRuntimeDir "@DIR@/run"
 ServerName 127.0.0.1
 @LISTEN@
-User www-data
-Group www-data
+User @USER@
+Group @GROUP@
 Timeout 20
 ErrorLog "@DIR@/error.log"
 
@@ -359,6 +359,8 @@ class Httpd:
         self.error_log = self.dir / "error.log"
         self.access_log = self.dir / "access.log"
         self.conf = self.dir / "httpd.conf"
+        # Whom the children run as (User, Group): the manager instance's run as the store's owner.
+        self.run_as = ("www-data", "www-data")
 
     # -- lifecycle
 
@@ -371,6 +373,7 @@ class Httpd:
             "@DIR@": str(self.dir), "@HTDOCS@": str(self.htdocs), "@PORT@": str(self.port),
             "@MPM@": self.mpm, "@MODDIR@": MODDIR, "@MODULE@": MOD, "@LOGLEVEL@": loglevel,
             "@BACKEND@": str(self.backend_port), "@REALM@": REALM, "@STORE@": str(self.store.path),
+            "@USER@": self.run_as[0], "@GROUP@": self.run_as[1],
         }
         text = CONF_TEMPLATE
         if not module:  # as after `apt-get remove`: the module's LoadModule gone, the sites still there

@@ -21,7 +21,12 @@ CPToken-Expires filter, CPTokenForwardAuthorization, an internal redirect
 and an SSI subrequest into a location with another configuration (the
 header restored and checked again), last-used recording with interval 0 (the
 child's writer thread), the store directory missing (500) and then a new
-store directory moved into place (LiveStore and the writer reopen). Every
+store directory moved into place (LiveStore and the writer reopen). Then a
+second httpd, a manager instance (its child runs as the store's owner,
+user cptoken, with SetHandler cptoken-manager), walks the manager's
+handler: every function with a token, the page's calls with Basic and the
+page token, each refusal (status 0, 403, 404, 405, 413, 415), and its store
+missing and back (500, then reopened). Every
 answer is checked, so that a path not walked fails the run rather than
 passing it. httpd is then stopped with SIGTERM, so that the child's pool
 cleanup closes the stores and the writer thread writes what it still held
@@ -48,9 +53,11 @@ shows mostly at start and exit; the time is printed). LEAK_ROUNDS (default
 directory with the logs (its path is printed).
 """
 
+import grp
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +66,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "httpd"))
 import conftest as harness  # noqa: E402  (the real-httpd tests' harness)
+import test_manager_api as manager_setup  # noqa: E402  (the manager instance as its tests make it)
 
 ROUNDS = int(os.environ.get("LEAK_ROUNDS", "10"))
 LATE_USES = 12  # uses on the interval-3600 location, written only when the child stops
@@ -273,6 +281,107 @@ def run_workload(w, srv, t, store_b):
     log(f"after the swap: {w.requests} requests in all")
 
 
+# ---------------------------------------------------------------- the manager's workload
+
+# Refusals the manager's workload causes: the module's 401 and 403 (CPT0100,
+# CPT0102), the handler's (CPT0104), its store missing (CPT0200).
+MANAGER_ALLOWED_TAGS = ("CPT0100", "CPT0102", "CPT0104", "CPT0200")
+PAGE = f"{manager_setup.PAGE_USER}:{manager_setup.PAGE_PASSWORD}"
+
+
+def page_token(w):
+    r = w.expect("page session", 200, "/cptoken/execute/CPTokens/session", user=PAGE, body_has='"status":1')
+    return r.json["data"]["csrf_token"] if r.status == 200 else "-"
+
+
+def manager_round(w, srv, i, t):
+    """Every path of the manager's handler once; `i` makes this round's names, `t` the tokens by name."""
+    a, wa, ro = f"cpanel alice:{t['ci']}", f"whm alice:{t['root']}", f"cpanel alice:{t['ro']}"
+    ok, failed = '"status":1', '"status":0'
+    w.expect("create", 200, f"/execute/Tokens/create_full_access?name=t{i}", auth=a, body_has=ok)
+    w.expect("list", 200, "/execute/Tokens/list", auth=a, body_has=ok)
+    w.expect("rename", 200, f"/execute/Tokens/rename?name=t{i}&new_name=r{i}", auth=a, body_has=ok)
+    w.expect("get", 200, f"/execute/CPTokens/get?name=r{i}", auth=a, body_has=ok)
+    w.expect("set_expiration", 200, f"/execute/CPTokens/set_expiration?name=r{i}&expires_at=4102444800", auth=a,
+             body_has=ok)
+    w.expect("set_allowed_ips", 200, f"/execute/CPTokens/set_allowed_ips?name=r{i}&allowed_ip=192.0.2.0/24",
+             auth=a, body_has=ok)
+    w.expect("rotate", 200, f"/execute/CPTokens/rotate?name=r{i}&grace=60", auth=a, body_has=ok)
+    w.expect("revoke_unused without last used", 200, "/execute/CPTokens/revoke_unused?days=1", auth=a,
+             body_has=failed)
+    w.expect("create by POST form", 200, "/execute/Tokens/create_full_access", auth=a, method="POST",
+             data=f"name=f{i}&readonly=1", body_has=ok)
+    w.expect("revoke several by POST JSON", 200, "/execute/CPTokens/revoke", auth=a, method="POST",
+             data=json.dumps({"name": [f"r{i}", "nope"]}), headers=["Content-Type: application/json"], body_has=ok)
+    w.expect("revoke", 200, f"/execute/Tokens/revoke?name=f{i}", auth=a, body_has='"data":1')
+    w.expect("a bad name", 200, "/execute/Tokens/create_full_access?name=a+b", auth=a, body_has=failed)
+    w.expect("unknown function", 200, "/execute/Tokens/nothing", auth=a, body_has=failed)
+    w.expect("no function", 404, "/execute/Tokens/", auth=a)
+    w.expect("PUT", 405, "/execute/Tokens/list", auth=a, method="PUT")
+    w.expect("413", 413, "/execute/Tokens/create_full_access", auth=a, method="POST", data="x" * (65 * 1024))
+    w.expect("415", 415, "/execute/Tokens/create_full_access", auth=a, method="POST", data="name=x",
+             headers=["Content-Type: text/plain"])
+    w.expect("bad JSON", 200, "/execute/Tokens/create_full_access", auth=a, method="POST", data="{",
+             headers=["Content-Type: application/json"], body_has=failed)
+    w.expect("bad query", 200, "/execute/Tokens/list?x=%zz", auth=a, body_has=failed)
+    whm = "/json-api/{}?api.version=1&{}"
+    w.expect("whm create", 200, whm.format("api_token_create", f"token_name=w{i}&whitelist_ip=192.0.2.1&acl=x"),
+             auth=wa, body_has='"result":1')
+    w.expect("whm list", 200, whm.format("api_token_list", ""), auth=wa, body_has='"result":1')
+    w.expect("whm update", 200, whm.format("api_token_update", f"token_name=w{i}&new_name=v{i}"), auth=wa,
+             body_has='"result":1')
+    w.expect("whm revoke", 200, whm.format("api_token_revoke", f"token_name=v{i}"), auth=wa, body_has='"result":1')
+    w.expect("whm unknown", 200, whm.format("api_token_get_details", "token=x"), auth=wa, body_has='"result":0')
+    csrf = page_token(w)
+    same = [f"X-CPToken-CSRF: {csrf}", "Sec-Fetch-Site: same-origin", f"Origin: http://127.0.0.1:{srv.port}"]
+    w.expect("page write", 200, "/cptoken/execute/Tokens/create_full_access", user=PAGE, method="POST",
+             data=f"name=p{i}", headers=same, body_has=ok)
+    w.expect("page write, cross-site", 403, "/cptoken/execute/Tokens/revoke", user=PAGE, method="POST",
+             data=f"name=p{i}", headers=[f"X-CPToken-CSRF: {csrf}", "Sec-Fetch-Site: cross-site"])
+    w.expect("page write, no page token", 403, "/cptoken/execute/Tokens/revoke", user=PAGE, method="POST",
+             data=f"name=p{i}")
+    w.expect("page revoke", 200, "/cptoken/execute/Tokens/revoke", user=PAGE, method="POST", data=f"name=p{i}",
+             headers=same, body_has='"data":1')
+    w.expect("token as Basic, write without the page token", 403, "/basic/execute/Tokens/revoke",
+             user=f"alice:{t['ci']}", method="POST", data="name=x")
+    w.expect("no authentication", 403, "/open/execute/Tokens/list")
+    w.expect("a safe-methods token's POST", 403, "/execute/Tokens/list", auth=ro, method="POST", data="x=1")
+    w.expect("a safe-methods token cannot write", 200, "/execute/Tokens/revoke?name=x", auth=ro, body_has="limited")
+
+
+def run_manager_workload(w, srv, t):
+    for i in range(ROUNDS):
+        manager_round(w, srv, i, t)
+    # The store gone from under the child's open store: 500, then found again once it is back.
+    aside = srv.dir / "store.aside"
+    os.rename(srv.store.path, aside)
+    w.expect("manager, store missing", 500, "/cptoken/execute/Tokens/list", user=PAGE)
+    os.rename(aside, srv.store.path)
+    w.expect("manager, store back", 200, "/cptoken/execute/Tokens/list", user=PAGE, body_has='"status":1')
+    w.expect("page revoke_all", 200, "/cptoken/execute/CPTokens/revoke_all", user=PAGE, method="POST",
+             headers=[f"X-CPToken-CSRF: {page_token(w)}"], body_has='"revoked":')
+    log(f"manager: {w.requests} requests")
+
+
+def start_manager(base):
+    """A manager instance under Valgrind, as t/httpd/test_manager_api.py makes one (its child runs as
+    the store's owner); returns it and the tokens its workload uses."""
+    owner = manager_setup.manager_user()
+    srv = ValgrindHttpd(base, 1, "prefork")
+    s = srv.store
+    t = {"ci": s.create("alice", "ci"), "root": s.create("alice", "root", "--service", "whm"),
+         "ro": s.create("alice", "ro", "--safe-methods")}
+    manager_setup.give_store_to(s.path, owner)
+    srv.run_as = (manager_setup.MANAGER_USER, grp.getgrgid(owner.pw_gid).gr_name)
+    htpasswd = srv.dir / "htpasswd"
+    subprocess.run(["htpasswd", "-cbB", str(htpasswd), manager_setup.PAGE_USER, manager_setup.PAGE_PASSWORD],
+                   check=True, capture_output=True)
+    os.chmod(htpasswd, 0o644)
+    srv.allow(*MANAGER_ALLOWED_TAGS)
+    srv.start(manager_setup.MANAGER_BODY, timeout=120)
+    return srv, t
+
+
 # ---------------------------------------------------------------- Valgrind's report
 
 def frame_of(el):
@@ -333,6 +442,30 @@ def print_record(record):
             print("    and:")
 
 
+def valgrind_failures(srv, w, label):
+    """Reads the Valgrind report of a stopped `srv`, prints what it found, and returns the failures."""
+    failures = []
+    xml = srv.dir / "valgrind.xml"
+    try:
+        ours, others_leaks, others_errors, our_bytes, other_bytes = parse_valgrind(xml)
+    except (ET.ParseError, FileNotFoundError, ValueError) as e:
+        failures.append(f"{label}: valgrind's report {xml}: {e}")
+        ours, others_leaks, others_errors, our_bytes, other_bytes = [], [], 0, 0, 0
+    if ours:
+        print(f"\nValgrind ({label}): {len(ours)} records with a frame in {MODULE_SO}:")
+        for record in ours:
+            print_record(record)
+    our_leaks = sum(1 for k, _, _ in ours if k in LEAK_KINDS)
+    if ours:
+        failures.append(f"{label}: Valgrind records with a frame of ours: {our_leaks} leaks ({our_bytes} bytes "
+                        f"lost), {len(ours) - our_leaks} other errors")
+    print(f"\nmodule-leak-test ({label}): {w.requests} requests; our leaks {our_leaks} ({our_bytes} bytes), "
+          f"our other errors {len(ours) - our_leaks}; httpd's own (no frame of ours, not failed): "
+          f"{len(others_leaks)} loss records, {other_bytes} bytes definitely/indirectly lost, "
+          f"{others_errors} other errors")
+    return failures
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -385,24 +518,24 @@ def main():
         if bad:
             failures.append("unexpected error-log lines:\n    " + "\n    ".join(bad))
 
-        xml = srv.dir / "valgrind.xml"
+        failures += valgrind_failures(srv, w, "module")
+
+        # The manager instance: its own httpd, child as the store's owner.
+        manager, mt = start_manager(base)
+        log(f"manager httpd -X up under valgrind (port {manager.port}; {manager.dir})")
+        mw = Workload(manager)
         try:
-            ours, others_leaks, others_errors, our_bytes, other_bytes = parse_valgrind(xml)
-        except (ET.ParseError, FileNotFoundError, ValueError) as e:
-            failures.append(f"valgrind's report {xml}: {e}")
-            ours, others_leaks, others_errors, our_bytes, other_bytes = [], [], 0, 0, 0
-        if ours:
-            print(f"\nValgrind: {len(ours)} records with a frame in {MODULE_SO}:")
-            for record in ours:
-                print_record(record)
-        our_leaks = sum(1 for k, _, _ in ours if k in LEAK_KINDS)
-        if ours:
-            failures.append(f"Valgrind records with a frame of ours: {our_leaks} leaks ({our_bytes} bytes lost), "
-                            f"{len(ours) - our_leaks} other errors")
-        print(f"\nmodule-leak-test: {w.requests} requests; our leaks {our_leaks} ({our_bytes} bytes), "
-              f"our other errors {len(ours) - our_leaks}; httpd's own (no frame of ours, not failed): "
-              f"{len(others_leaks)} loss records, {other_bytes} bytes definitely/indirectly lost, "
-              f"{others_errors} other errors; {time.monotonic() - t0:.0f} s")
+            run_manager_workload(mw, manager, mt)
+        except Exception as e:  # noqa: BLE001 -- reported; Valgrind's report is still read
+            failures.append(f"manager workload: {type(e).__name__}: {e}")
+        finally:
+            manager.stop()
+        failures += [f"manager: {wrong}" for wrong in mw.wrong]
+        bad = manager.unexpected_lines()
+        if bad:
+            failures.append("manager: unexpected error-log lines:\n    " + "\n    ".join(bad))
+        failures += valgrind_failures(manager, mw, "manager")
+        print(f"module-leak-test: {time.monotonic() - t0:.0f} s in all")
     except BaseException as e:  # pytest.fail() from the harness is a BaseException
         if isinstance(e, KeyboardInterrupt):
             raise
