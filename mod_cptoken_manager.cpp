@@ -29,9 +29,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -70,41 +68,11 @@ CsrfKey g_csrf_key{};
 
 // ------------------------------------------------------------ the store
 
-// The token store a child writes, per directory: opened read-write on first
-// use (never before fork: LMDB), reopened when another store is moved into
-// place. One call at a time per store in a child (calls are rare; LMDB's
-// writer lock serialises them between processes anyway).
-struct WritableStore {
-    std::mutex mutex;
-    std::unique_ptr<TokenStore> store;
-};
-std::mutex g_writable_mutex;  // guards the map, not the stores
-std::map<std::string, std::unique_ptr<WritableStore>> g_writable;
-
-WritableStore &writable_store(const std::string &dir) {
-    std::lock_guard<std::mutex> lock(g_writable_mutex);
-    auto &slot = g_writable[dir];
-    if (!slot) slot = std::make_unique<WritableStore>();
-    return *slot;
-}
-
-// The open store of `entry` (its mutex held), opened or reopened if need be. Throws StoreError.
-TokenStore &open_store(WritableStore &entry, const std::string &dir) {
-    if (entry.store) {
-        const StoreFileIds now = StoreFileIds::at(dir, token_store_file);
-        const auto [dev, ino] = entry.store->data_file_id();
-        if (now.data_dev == dev && now.data_ino == ino) return *entry.store;
-        entry.store.reset();
-    }
-    entry.store = std::make_unique<TokenStore>(dir, Access::read_write);
-    return *entry.store;
-}
-
-apr_status_t close_writable_stores(void *) {
-    std::lock_guard<std::mutex> lock(g_writable_mutex);
-    g_writable.clear();
-    return APR_SUCCESS;
-}
+// The token store is opened for each call and closed after it: a writer
+// keeps the pages it freed while it stays open (StoreSettings::page_reuse_delay:
+// the readers without a lock file get that long), so none stays open between
+// calls; and a store moved into place is simply the one the next call opens.
+// Calls are rare, and LMDB's writer lock serialises them.
 
 // ------------------------------------------------------------ the request
 
@@ -268,20 +236,10 @@ int handle_manager(request_rec *r) {
     request.client = r->useragent_ip ? r->useragent_ip : "";
     request.csrf_token = csrf_token(g_csrf_key, r->user);
 
-    const std::string &dir = glue::store_dir(r);
-    WritableStore &entry = writable_store(dir);
-    ManagerResponse response;
-    {
-        std::lock_guard<std::mutex> lock(entry.mutex);
-        try {
-            // Last used from the source the usage reader registers in each child (CPTokenUsageSocket);
-            // until it does, empty: the API says last used is unavailable. Never usage.mdb itself.
-            response = handle_call(request, open_store(entry, dir), usage_source());
-        } catch (const StoreError &) {
-            entry.store.reset();  // the next call opens it again
-            throw;
-        }
-    }
+    TokenStore store(glue::store_dir(r), Access::read_write);
+    // Last used from the source the usage reader registers in each child (CPTokenUsageSocket);
+    // until it does, empty: the API says last used is unavailable. Never usage.mdb itself.
+    const ManagerResponse response = handle_call(request, store, usage_source());
     if (!response.notice.empty()) note_usage_unavailable(r, response.notice);
     if (!response.audit.empty())
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, TAG_MANAGER_WROTE "manager: %s: %s %s",
@@ -293,10 +251,6 @@ int handle_manager(request_rec *r) {
 int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *) {
     g_csrf_key = make_csrf_key();  // a new generation of processes, a new key: old page tokens stop
     return OK;
-}
-
-void child_init(apr_pool_t *pchild, server_rec *) {
-    apr_pool_cleanup_register(pchild, nullptr, close_writable_stores, apr_pool_cleanup_null);
 }
 
 // ------------------------------------------------------------ trampolines
@@ -321,14 +275,6 @@ static int post_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     }
 }
 
-static void child_init_hook(apr_pool_t *pchild, server_rec *s) noexcept {
-    try {
-        child_init(pchild, s);
-    } catch (...) {
-        // Only the cleanup at exit is at stake: the stores then close with the process.
-    }
-}
-
 }  // extern "C"
 
 }  // namespace
@@ -337,7 +283,6 @@ namespace cptoken::httpd_module {
 
 void register_manager_hooks(apr_pool_t *) {
     ap_hook_post_config(post_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
-    ap_hook_child_init(child_init_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_handler(handle_manager_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
 
