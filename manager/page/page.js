@@ -299,7 +299,10 @@
     const body = await call('Tokens', 'list', {});
     state.tokens = Array.isArray(body.data) ? body.data : [];
     state.usage = !(body.metadata && body.metadata.cptoken_usage === 'unavailable');
+    const lost = document.activeElement && document.activeElement.closest('#token-rows');
     render();
+    // the focused row's button went with the old rows: the list's heading takes over
+    if (lost && !document.activeElement.closest('#token-rows')) $('tokens-h').focus();
   }
 
   // Runs a write; errors go to `box` (the page's or a dialog's).
@@ -388,18 +391,25 @@
     dialog.showModal();
   }
 
+  // Focus goes back to the button that opened the dialog, or, when a new
+  // list replaced that button, to the list's heading: at once when the page
+  // closes the dialog, on the close event when Escape did.
+  function restoreFocus(dialog) {
+    const back = dialog.returnTo;
+    if (back === null || back === undefined) return;
+    dialog.returnTo = null;
+    if (back.isConnected) back.focus();
+    else $('tokens-h').focus();
+  }
+
   function closeDialog(dialog) {
     dialog.close();
+    restoreFocus(dialog);
   }
 
   for (const d of document.querySelectorAll('dialog')) {
     d.querySelector('.cancel').addEventListener('click', () => closeDialog(d));
-    d.addEventListener('close', () => {
-      const back = d.returnTo;
-      d.returnTo = null;
-      if (back && back.isConnected) back.focus();
-      else $('tokens-h').focus();
-    });
+    d.addEventListener('close', () => restoreFocus(d));
   }
 
   // confirm: title, text, names listed, the OK button's text, then the action

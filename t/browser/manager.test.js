@@ -187,9 +187,6 @@ describe('the Manage API Tokens page', () => {
     const expires = Date.parse(made.expires) / 1000;
     assert.ok(Math.abs(expires - (before + 30 * DAY)) < 120, `expires ${made.expires}`);
     await shot('02-generated');
-    if (process.env.CPTOKEN_PAGE_SHOT) {
-      await page.screenshot({ path: process.env.CPTOKEN_PAGE_SHOT, fullPage: true });
-    }
   });
 
   it('a token made on the page is admitted on the next request, and its curl line works', T, async () => {
@@ -197,6 +194,7 @@ describe('the Manage API Tokens page', () => {
     const token = tokens['ci-page'];
     assert.equal(await protectedStatus(token), 200);
     assert.equal(await protectedStatus(token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A')), 401);
+    assert.equal(await protectedStatus(world.fixtures.deploy), 200); // allowlisted to 127.0.0.1
 
     const curl = await page.inputValue('#curl-line');
     const r = spawnSync('sh', ['-c', `${curl} -s --max-time 10`], { encoding: 'utf8' });
@@ -207,18 +205,25 @@ describe('the Manage API Tokens page', () => {
 
     // Last used: the time and the address, once the manager can read usage
     let used = '';
+    let deployUsed = '';
     for (let i = 0; i < 20; i += 1) {
       await refresh();
       used = await text(cell('ci-page', 3));
-      if (!world.usage || /from 127\.0\.0\.1/.test(used)) break;
+      deployUsed = await text(cell('deploy', 3));
+      if (!world.usage || (/from 127\.0\.0\.1/.test(used) && /from 127\.0\.0\.1/.test(deployUsed))) break;
       await sleep(250);
     }
     if (world.usage) {
       assert.match(used, /from 127\.0\.0\.1$/);
+      assert.match(deployUsed, /from 127\.0\.0\.1$/);
       assert.ok(Number(await text(cell('ci-page', 4))) >= 1);
     } else {
       assert.equal(used, 'unknown');
       assert.equal(await text(cell('ci-page', 4)), 'unknown');
+    }
+    await shot('03-used');
+    if (process.env.CPTOKEN_PAGE_SHOT) {
+      await page.screenshot({ path: process.env.CPTOKEN_PAGE_SHOT, fullPage: true });
     }
   });
 
@@ -263,7 +268,7 @@ describe('the Manage API Tokens page', () => {
       return { id: e.id, text: e.value.slice(e.selectionStart, e.selectionEnd) };
     });
     assert.deepEqual(sel, { id: 'token-value', text: token });
-    await shot('03-copy-fallback', p);
+    await shot('04-copy-fallback', p);
     await p.click('#saved');
     await p.close();
   });
@@ -290,8 +295,8 @@ describe('the Manage API Tokens page', () => {
     assert.deepEqual(await filtered('active'), asc.filter((n) => n !== 'expired-one').sort());
     const unused = await filtered('unused');
     if (world.usage) {
-      assert.ok(unused.includes('old-ci') && unused.includes('deploy'), unused.join(' '));
-      assert.ok(!unused.includes('ci-page'), unused.join(' '));
+      assert.ok(unused.includes('old-ci') && unused.includes('backup'), unused.join(' '));
+      assert.ok(!unused.includes('ci-page') && !unused.includes('deploy'), unused.join(' '));
     } else {
       assert.deepEqual(unused, []); // nobody can tell
     }
@@ -300,7 +305,7 @@ describe('the Manage API Tokens page', () => {
     assert.deepEqual((await rows()).sort(), ['ci-fallback', 'ci-leave', 'ci-page', 'old-ci']);
     assert.match(await page.textContent('#count'), /^4 of \d+ tokens shown\.$/);
     await page.fill('#search', '');
-    await shot('04-sorted');
+    await shot('05-sorted');
   });
 
   it('renames: the rule, the API\'s error in the dialog, then the new name; the token keeps working', T, async () => {
@@ -321,7 +326,7 @@ describe('the Manage API Tokens page', () => {
     await page.waitForSelector('#rename-errors li');
     assert.match(await page.textContent('#rename-errors'), /taken-elsewhere/);
     assert.equal(await dialog.isVisible(), true);
-    await shot('05-rename-error');
+    await shot('06-rename-error');
 
     await page.fill('#new-name', 'ci-renamed');
     await dialog.getByRole('button', { name: 'Rename' }).click();
@@ -371,7 +376,7 @@ describe('the Manage API Tokens page', () => {
     await page.getByRole('button', { name: 'Revoke ci-renamed' }).click();
     await dialog.waitFor({ state: 'visible' });
     assert.equal(await page.textContent('#confirm-h'), 'Revoke “ci-renamed”?');
-    await shot('06-confirm-revoke');
+    await shot('07-confirm-revoke');
     await dialog.getByRole('button', { name: 'Cancel' }).click();
     await dialog.waitFor({ state: 'hidden' });
     assert.ok(storeNames().includes('ci-renamed'));
@@ -428,6 +433,7 @@ describe('the Manage API Tokens page', () => {
       await page.waitForSelector('#confirm-errors li');
       assert.ok((await page.textContent('#confirm-errors')).length > 0);
       await dialog.getByRole('button', { name: 'Cancel' }).click();
+      await dialog.waitFor({ state: 'hidden' });
       assert.deepEqual(storeNames(), before);
     }
   });
@@ -454,13 +460,14 @@ describe('the Manage API Tokens page', () => {
     assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Cancel');
     await page.keyboard.press('Escape');
     await page.locator('#confirm-dialog').waitFor({ state: 'hidden' });
-    assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Revoke kbd-token');
+    await page.waitForFunction(() => document.activeElement.textContent === 'Revoke kbd-token');
     await page.keyboard.press('Enter');
     await page.keyboard.press('Tab');
     assert.equal(await page.evaluate(() => document.activeElement.id), 'confirm-ok');
     await page.keyboard.press('Enter');
     await statusMatching(/“kbd-token” revoked/);
     assert.ok(!storeNames().includes('kbd-token'));
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'tokens-h'); // its row is gone
 
     const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
       .filter((e) => !(e.labels && [...e.labels].some((l) => l.textContent.trim() !== '')))
@@ -488,7 +495,7 @@ describe('the Manage API Tokens page', () => {
     // a top-level form POST, which browsers send with credentials
     const [resp] = await Promise.all([p.waitForNavigation(), p.click('#form button')]);
     assert.equal(resp.status(), 403);
-    await shot('07-other-origin', p);
+    await shot('08-other-origin', p);
     await p.close();
 
     const after = storeNames();
@@ -505,7 +512,7 @@ describe('the Manage API Tokens page', () => {
     await page.emulateMedia({ colorScheme: 'dark' });
     const dark = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
     assert.notEqual(dark, light);
-    await shot('08-dark');
+    await shot('09-dark');
     await page.emulateMedia({ colorScheme: 'light' });
   });
 
