@@ -456,7 +456,7 @@
         const params = {};
         names.forEach((n, i) => { params[`name-${i}`] = n; });
         const body = await call('CPTokens', 'revoke', params);
-        const revoked = (body.data && body.data.revoked) || [];
+        const revoked = [...((body.data && body.data.revoked) || [])].map(String).sort();
         for (const n of names) state.selected.delete(n);
         return revoked.length ? `Revoked: ${revoked.join(', ')}.` : 'No token was revoked.';
       });
@@ -480,7 +480,7 @@
     confirmDialog($('unused-form').querySelector('button'), `Revoke tokens unused for ${days} days?`, text, likely,
       'Revoke unused tokens', async () => {
         const body = await call('CPTokens', 'revoke_unused', { days: String(days) });
-        const revoked = (body.data && body.data.revoked) || [];
+        const revoked = [...((body.data && body.data.revoked) || [])].map(String).sort();
         return revoked.length ? `Revoked: ${revoked.join(', ')}.` : `No token was unused for ${days} days.`;
       });
   }
