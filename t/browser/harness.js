@@ -160,11 +160,13 @@ DocumentRoot "@DIR@/htdocs"
 </Directory>
 `;
 
-// The manager instance (issue 22's "Manager instance", with the demo's Basic
-// auth in front of the page). The page's own static files get the manager's
-// headers from this config; the API's answers from the handler.
+// The manager instance as docs/manager.md sets it up (its children own the
+// store and never open usage.mdb), with the demo's Basic auth in front of the
+// page. The page's own static files get the manager's headers from this
+// config; the API's answers from the handler.
 const MANAGER = `
 CPTokenTrustOwnStore On
+CPTokenLastUsed Off
 @USAGE@
 Alias /cptoken/ "@PAGE@/"
 <Directory "@PAGE@">
@@ -266,6 +268,14 @@ class Httpd {
   }
 
   get url() { return `http://127.0.0.1:${this.port}`; }
+
+  // Error-log lines at warn level or above whose tag is not in `allowed`.
+  unexpectedLines(allowed) {
+    let log = '';
+    try { log = fs.readFileSync(path.join(this.dir, 'error.log'), 'utf8'); } catch (e) { return []; }
+    return log.split('\n').filter((l) => /^\[[^\]]*\] \[(?:[^\]:]*:)?(warn|error|crit|alert|emerg)\]/.test(l)
+      && !allowed.some((tag) => l.includes(`${tag}:`)));
+  }
 
   accessLog() {
     try { return fs.readFileSync(path.join(this.dir, 'access.log'), 'utf8'); } catch (e) { return ''; }

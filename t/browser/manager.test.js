@@ -519,4 +519,10 @@ describe('the Manage API Tokens page', () => {
   it('had no script error, console error or CSP violation', () => {
     assert.deepEqual(problems, []);
   });
+
+  it('left no unexpected warning in the servers\' error logs', () => {
+    // CPT0104: the other origin's tries, refused; CPT0100: wrong and revoked tokens, refused
+    assert.deepEqual(world.manager.unexpectedLines(['CPT0104']), []);
+    assert.deepEqual(world.protected.unexpectedLines(['CPT0100']), []);
+  });
 });
