@@ -2,6 +2,7 @@
 # mod_cptoken: build, test, install.
 #   make            build/cptoken, build/mod_cptoken.so, build/libcptoken.a
 #   make test       install missing Debian packages, build, run every test
+#   make browser-test  the Manage API Tokens page in Debian's chromium (t/browser/)
 #   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion
 #   make uninstall  removes exactly what install put
 #   make deb        the Debian package, in $(BUILD)/deb/ (docs/package.md)
@@ -24,11 +25,16 @@ VERSION   := $(shell cat VERSION)
 # Debian packages the build and the tests need; `make deps` installs the missing ones. The tests
 # only run fail2ban-regex: a fail2ban daemon that installing it started (Debian enables an sshd jail)
 # is stopped and disabled again, not left banning addresses on a build machine.
+# The browser tests (t/browser/) need chromium and fonts-liberation, and Node with npm: Debian's
+# nodejs and npm are installed only when no `node` or `npm` is on the PATH (a newer Node from
+# elsewhere provides npm itself, and Debian's npm package would conflict with it); then
+# `npm ci` installs playwright-core as package-lock.json pins it.
 DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-utils \
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
                 wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb python3-pytest-xdist go-md2man \
-                debhelper dpkg-dev fakeroot lintian debootstrap groff-base
+                debhelper dpkg-dev fakeroot lintian debootstrap groff-base \
+                chromium fonts-liberation
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -55,12 +61,20 @@ all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so man
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
 	  case " $$missing " in *" fail2ban "*) if [ -d /run/systemd/system ]; then \
 	    systemctl disable --now --quiet fail2ban.service || echo "could not stop fail2ban.service" >&2; fi;; esac; \
 	fi
+	@$(MAKE) --no-print-directory -s node_modules/.package-lock.json
+
+# playwright-core for t/browser/, exactly as package-lock.json pins it (npm ci
+# downloads no browser: the tests drive Debian's /usr/bin/chromium).
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
@@ -165,6 +179,22 @@ tool-test: $(BUILD)/cptoken
 httpd-test: all
 	$(PYTEST) t/httpd
 
+# The Manage API Tokens page in a real browser (t/browser/, Node's test
+# runner, playwright-core and Debian's chromium) against a real manager and a
+# protected location (private httpds with the built module). Screenshots and
+# both servers' logs go to $(BROWSER_LOGS). page-screenshot also writes the
+# README's picture of the page, docs/manager-page.png.
+BROWSER_LOGS = $(abspath $(BUILD))/test-logs/browser
+BROWSER_TEST = CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
+               BROWSER_LOGS=$(BROWSER_LOGS) node --test t/browser/manager.test.js
+.PHONY: browser-test page-screenshot
+browser-test: all node_modules/.package-lock.json
+	@rm -rf $(BROWSER_LOGS)
+	$(BROWSER_TEST)
+page-screenshot: all node_modules/.package-lock.json
+	@rm -rf $(BROWSER_LOGS)
+	CPTOKEN_PAGE_SHOT=$(abspath docs/manager-page.png) $(BROWSER_TEST)
+
 # make test prints one line per stage; a stage that fails prints the end of
 # its log (all of it in $(BUILD)/test-logs/). Builds use every core.
 NPROC := $(shell nproc 2>/dev/null || echo 1)
@@ -181,6 +211,7 @@ test: deps
 	$(STAGE) tool-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/tool
 	$(STAGE) httpd-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/httpd
 	$(STAGE) stress $(TEST_LOGS) $(MAKE) --no-print-directory stress-smoke
+	$(STAGE) browser $(TEST_LOGS) $(MAKE) --no-print-directory browser-test
 
 # What install puts, and so exactly what uninstall removes. The .load and .conf
 # files for /etc/apache2 are not installed here: the package ships them as

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The project's licence, the Apache License 2.0: LICENSE at the root, the
 package's debian/copyright in DEP-5 naming it, and an SPDX line in the first
-lines of every source file (C++, Python, shell, Lua, the Makefile)."""
+lines of every source file (C++, Python, shell, Lua, JavaScript, the page's
+HTML and CSS, the Makefile)."""
 
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ def sources():
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
         for name in names:
             path = Path(top) / name
-            if path.suffix in (".cpp", ".hpp", ".py", ".sh", ".lua", ".js") or name == "Makefile":
+            if path.suffix in (".cpp", ".hpp", ".py", ".sh", ".lua", ".js", ".html", ".css") or name == "Makefile":
                 yield path
 
 
