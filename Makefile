@@ -33,8 +33,10 @@ DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-uti
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
                 wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb python3-pytest-xdist go-md2man \
-                debhelper dpkg-dev fakeroot lintian debootstrap groff-base \
-                chromium fonts-liberation
+                debhelper dpkg-dev fakeroot lintian debootstrap groff-base
+# The browser's packages, without what Debian recommends beside them (avahi-daemon, a desktop's
+# helpers): a headless test needs none of it.
+BROWSER_PACKAGES := chromium fonts-liberation
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
@@ -68,6 +70,11 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
 	  case " $$missing " in *" fail2ban "*) if [ -d /run/systemd/system ]; then \
 	    systemctl disable --now --quiet fail2ban.service || echo "could not stop fail2ban.service" >&2; fi;; esac; \
+	fi
+	@missing=$$(for p in $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 	@$(MAKE) --no-print-directory -s node_modules/.package-lock.json
 
