@@ -3,7 +3,7 @@
 #   make            build/cptoken, build/mod_cptoken.so, build/libcptoken.a
 #   make test       install missing Debian packages, build, run every test
 #   make browser-test  the Manage API Tokens page in Debian's chromium (t/browser/)
-#   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion
+#   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion, the page
 #   make uninstall  removes exactly what install put
 #   make deb        the Debian package, in $(BUILD)/deb/ (docs/package.md)
 #   make deb-test   installs it into a clean Debian 12 root and tries it there
@@ -223,14 +223,19 @@ test: deps
 # What install puts, and so exactly what uninstall removes. The .load and .conf
 # files for /etc/apache2 are not installed here: the package ships them as
 # conffiles, and README step 5 copies them by hand.
+# The Manage API Tokens page, which the manager instance serves (conf/cptoken-manager.conf).
+PAGEDIR   ?= $(PREFIX)/share/mod_cptoken/manager
+PAGE_FILES := $(notdir $(wildcard manager/page/*))
 INSTALLED := $(SBINDIR)/cptoken $(MODULEDIR)/mod_cptoken.so $(MANDIR)/man8/cptoken.8 \
-             $(MANDIR)/man8/mod_cptoken.8 $(BASHCOMPDIR)/cptoken
+             $(MANDIR)/man8/mod_cptoken.8 $(BASHCOMPDIR)/cptoken $(addprefix $(PAGEDIR)/,$(PAGE_FILES))
 install: all
 	install -D -m 0755 $(BUILD)/cptoken $(DESTDIR)$(SBINDIR)/cptoken
 	install -D -m 0644 $(BUILD)/mod_cptoken.so $(DESTDIR)$(MODULEDIR)/mod_cptoken.so
 	install -D -m 0644 $(BUILD)/man/cptoken.8 $(DESTDIR)$(MANDIR)/man8/cptoken.8
 	install -D -m 0644 $(BUILD)/man/mod_cptoken.8 $(DESTDIR)$(MANDIR)/man8/mod_cptoken.8
 	install -D -m 0644 conf/bash_completion/cptoken $(DESTDIR)$(BASHCOMPDIR)/cptoken
+	install -d $(DESTDIR)$(PAGEDIR)
+	install -m 0644 $(addprefix manager/page/,$(PAGE_FILES)) $(DESTDIR)$(PAGEDIR)/
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
