@@ -59,8 +59,8 @@ std::size_t RecordCache::heap_bytes(const TokenRecord &record) noexcept {
            strings_heap(record.scopes) + strings_heap(record.limits) + string_heap(record.imported_from);
 }
 
-template <class Match>
-std::optional<TokenRecord> RecordCache::get_entry(std::uint64_t prefix, std::size_t txn_id, Match match) {
+std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t txn_id) {
+    const std::uint64_t prefix = prefix_of(digest.data());
     if (sets_ == 0 || txn_id == 0) return std::nullopt;
     std::lock_guard<std::mutex> lock(mutex_);
     if (tags_.empty()) return std::nullopt;
@@ -68,22 +68,29 @@ std::optional<TokenRecord> RecordCache::get_entry(std::uint64_t prefix, std::siz
     for (std::size_t way = 0; way < ways; ++way) {
         const Tag &tag = tags_[set].way[way];
         if (tag.txn_id != txn_id || tag.prefix != prefix) continue;
-        Entry &entry = entries_[set * ways + way];
-        if (match(entry)) return entry.record;
+        const Entry &entry = entries_[set * ways + way];
+        if (entry.digest == digest) return entry.record;
     }
     return std::nullopt;
 }
 
-std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t txn_id) {
-    return get_entry(prefix_of(digest.data()), txn_id, [&](const Entry &entry) { return entry.digest == digest; });
-}
-
-std::optional<TokenRecord> RecordCache::get_token(const SipTag &tag, std::size_t txn_id, Digest &digest) {
-    return get_entry(prefix_of(tag.data()), txn_id, [&](const Entry &entry) {
-        if (!same_tag(entry.key, tag)) return false;
+bool RecordCache::get_token(const SipTag &tag, std::size_t txn_id, Digest &digest,
+                            std::optional<TokenRecord> &record) {
+    const std::uint64_t prefix = prefix_of(tag.data());
+    if (sets_ == 0 || txn_id == 0) return false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (tags_.empty()) return false;
+    const std::size_t set = prefix % sets_;
+    for (std::size_t way = 0; way < ways; ++way) {
+        const Tag &t = tags_[set].way[way];
+        if (t.txn_id != txn_id || t.prefix != prefix) continue;
+        const Entry &entry = entries_[set * ways + way];
+        if (!same_tag(entry.key, tag)) continue;
+        record.emplace(entry.record);  // the one copy
         digest = entry.digest;
         return true;
-    });
+    }
+    return false;
 }
 
 void RecordCache::put(const Digest &digest, std::size_t txn_id, const TokenRecord &record) {

@@ -102,9 +102,10 @@ public:
     /// nullopt if none was kept for exactly that id. Throws std::bad_alloc.
     std::optional<TokenRecord> get(const Digest &digest, std::size_t txn_id);
 
-    /// As get(), for the record kept under a token's `tag` (put_token());
-    /// sets `digest` to the token's digest kept with it on a hit.
-    std::optional<TokenRecord> get_token(const SipTag &tag, std::size_t txn_id, Digest &digest);
+    /// As get(), for the record kept under a token's `tag` (put_token()):
+    /// on a hit, sets `record` to a copy and `digest` to the token's digest
+    /// kept with it, and returns true; on a miss changes neither.
+    bool get_token(const SipTag &tag, std::size_t txn_id, Digest &digest, std::optional<TokenRecord> &record);
 
     /// Keeps `record`, found under `digest` in transaction `txn_id`. Only
     /// found records may be put: unknown tokens (an attack) must not fill it.
@@ -150,8 +151,6 @@ private:
     };
 
     static void replace(Entry &entry, Entry fresh) noexcept;
-    template <class Match>
-    std::optional<TokenRecord> get_entry(std::uint64_t prefix, std::size_t txn_id, Match match);
     void put_entry(const SipTag &key, std::size_t txn_id, const Digest &digest, const TokenRecord &record);
     void drop_entries();  // with mutex_ held
 

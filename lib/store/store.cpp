@@ -682,20 +682,20 @@ std::optional<TokenRecord> TokenStore::find_at(const Digest &digest, std::size_t
     return std::move(found.record);
 }
 
-std::optional<TokenRecord> TokenStore::find_token(std::string_view token, Digest &digest) const {
+void TokenStore::find_token(std::string_view token, Digest &digest, std::optional<TokenRecord> &record) const {
     if (!impl_->env.lock_free() || !impl_->token_key_drawn) {
         digest = token_digest(token);
-        return find(digest);
+        record = find(digest);
+        return;
     }
     // The same rule as find(): only an entry read at the snapshot published now.
     const SipTag tag = siphash128(impl_->token_key, token);
-    if (auto cached = impl_->cache.get_token(tag, impl_->committed->load(), digest)) return cached;
+    if (impl_->cache.get_token(tag, impl_->committed->load(), digest, record)) return;
     digest = token_digest(token);
     std::size_t snapshot = 0;
     // Kept under the tag only (not also under the digest: one slot a token).
-    auto record = find_at(digest, snapshot, false);
+    record = find_at(digest, snapshot, false);
     if (record) impl_->cache.put_token(tag, snapshot, digest, *record);  // found: the read was whole
-    return record;
 }
 
 std::optional<StoredToken> TokenStore::find_by_name(std::string_view user, std::string_view name) const {

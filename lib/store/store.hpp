@@ -228,8 +228,10 @@ public:
     /// keyed 128-bit tag (SipHash-2-4, under a key this store drew at random
     /// when it was opened) and its record reused while the store's last
     /// transaction id is the one it was read in, without its SHA-512 digest
-    /// being computed again. Used on every request.
-    std::optional<TokenRecord> find_token(std::string_view token, Digest &digest) const;
+    /// being computed again. Used on every request. Sets `record` (nullopt:
+    /// none) rather than returning it: copied once, from the cache to the
+    /// caller's verdict.
+    void find_token(std::string_view token, Digest &digest, std::optional<TokenRecord> &record) const;
 
     /// The live token USER has under NAME (the current one, not a rotated
     /// one); nullopt if none.
@@ -336,8 +338,10 @@ public:
     /// keyed 128-bit tag (SipHash-2-4, under a key this store drew at random
     /// when it was opened) and its record reused while the store's last
     /// transaction id is the one it was read in, without its SHA-512 digest
-    /// being computed again. Used on every request.
-    std::optional<TokenRecord> find_token(std::string_view token, Digest &digest) const;
+    /// being computed again. Used on every request. Sets `record` (nullopt:
+    /// none) rather than returning it: copied once, from the cache to the
+    /// caller's verdict.
+    void find_token(std::string_view token, Digest &digest, std::optional<TokenRecord> &record) const;
     /// As TokenStore::find_by_name, in this transaction.
     std::optional<StoredToken> find_by_name(std::string_view user, std::string_view name) const;
     /// As TokenStore::list, in this transaction.

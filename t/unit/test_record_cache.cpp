@@ -275,16 +275,17 @@ void test_token_entries_follow_the_same_rules(void **) {
     const SipTag t = tag_of(0x77);
     const Digest d = digest_of(0x99, 3);
     Digest got{};
+    std::optional<TokenRecord> hit;
     cache.put_token(t, 5, d, r);
-    auto hit = cache.get_token(t, 5, got);
+    assert_true(cache.get_token(t, 5, got, hit));
     assert_true(hit.has_value() && *hit == r);
     assert_true(got == d);
-    assert_false(cache.get_token(t, 4, got).has_value());  // another snapshot: a revoke, an edit
-    assert_false(cache.get_token(t, 6, got).has_value());
-    assert_false(cache.get_token(t, 0, got).has_value());
+    assert_false(cache.get_token(t, 4, got, hit));  // another snapshot: a revoke, an edit
+    assert_false(cache.get_token(t, 6, got, hit));
+    assert_false(cache.get_token(t, 0, got, hit));
     // Tags are told apart by all of their bytes, not only those that choose the set.
-    assert_false(cache.get_token(tag_of(0x77, 1), 5, got).has_value());
-    assert_false(cache.get_token(tag_of(0x77, 0x100), 5, got).has_value());
+    assert_false(cache.get_token(tag_of(0x77, 1), 5, got, hit));
+    assert_false(cache.get_token(tag_of(0x77, 0x100), 5, got, hit));
     // A digest and a tag do not stand for each other.
     assert_false(cache.get(d, 5).has_value());
     Digest as_digest{};
@@ -292,23 +293,23 @@ void test_token_entries_follow_the_same_rules(void **) {
     assert_false(cache.get(as_digest, 5).has_value());
     // A newer snapshot drops it, and an older one is not kept.
     cache.put_token(tag_of(0x78), 6, d, r);
-    assert_false(cache.get_token(t, 5, got).has_value());
+    assert_false(cache.get_token(t, 5, got, hit));
     cache.put_token(t, 5, d, r);
-    assert_false(cache.get_token(t, 5, got).has_value());
+    assert_false(cache.get_token(t, 5, got, hit));
     // The same byte budget.
     const TokenRecord big = with_networks("big", max_allowed_networks);
     RecordCache small(64, RecordCache::heap_bytes(big) + 10);
     small.put_token(tag_of(1), 7, d, big);
     small.put_token(tag_of(2), 7, d, big);
-    assert_true(small.get_token(tag_of(1), 7, got).has_value());
-    assert_false(small.get_token(tag_of(2), 7, got).has_value());
+    assert_true(small.get_token(tag_of(1), 7, got, hit));
+    assert_false(small.get_token(tag_of(2), 7, got, hit));
     assert_true(small.records_bytes() <= RecordCache::heap_bytes(big) + 10);
     // The same tag put again replaces its own entry.
     cache.put_token(t, 6, d, rec("alice", "renamed"));
-    hit = cache.get_token(t, 6, got);
+    assert_true(cache.get_token(t, 6, got, hit));
     assert_true(hit.has_value() && hit->name == "renamed");
     cache.clear();
-    assert_false(cache.get_token(t, 6, got).has_value());
+    assert_false(cache.get_token(t, 6, got, hit));
 }
 
 // The documented figure (StoreSettings, docs/store.md): at most 9.3 MiB per
