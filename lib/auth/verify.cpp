@@ -11,8 +11,7 @@ Verdict verify_token(const TokenStore &store, std::string_view user, std::string
     Verdict verdict;
     if (!is_valid_user(user) || !has_token_shape(token)) return verdict;  // malformed
 
-    verdict.digest = token_digest(token);
-    verdict.record = store.find(verdict.digest);
+    store.find_token(token, verdict.digest, verdict.record);
     if (!verdict.record) {
         verdict.reason = has_valid_checksum(token) ? Reason::unknown : Reason::mistyped;
         return verdict;

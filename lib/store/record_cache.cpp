@@ -8,11 +8,18 @@
 namespace cptoken {
 namespace {
 
-// The digest's first 8 bytes: a SHA-512 digest is evenly spread.
-std::uint64_t prefix_of(const Digest &digest) noexcept {
+// A key's first 8 bytes: a SHA-512 digest and a SipHash tag are evenly spread.
+std::uint64_t prefix_of(const unsigned char *key) noexcept {
     std::uint64_t bits = 0;
-    std::memcpy(&bits, digest.data(), sizeof bits);
+    std::memcpy(&bits, key, sizeof bits);
     return bits;
+}
+
+// A digest's key: its first 16 bytes.
+SipTag key_of(const Digest &digest) noexcept {
+    SipTag key;
+    std::memcpy(key.data(), digest.data(), key.size());
+    return key;
 }
 
 // A malloc block holding `size` bytes, as glibc counts it.
@@ -53,8 +60,8 @@ std::size_t RecordCache::heap_bytes(const TokenRecord &record) noexcept {
 }
 
 std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t txn_id) {
+    const std::uint64_t prefix = prefix_of(digest.data());
     if (sets_ == 0 || txn_id == 0) return std::nullopt;
-    const std::uint64_t prefix = prefix_of(digest);
     std::lock_guard<std::mutex> lock(mutex_);
     if (tags_.empty()) return std::nullopt;
     const std::size_t set = prefix % sets_;
@@ -67,11 +74,38 @@ std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t tx
     return std::nullopt;
 }
 
+bool RecordCache::get_token(const SipTag &tag, std::size_t txn_id, Digest &digest,
+                            std::optional<TokenRecord> &record) {
+    const std::uint64_t prefix = prefix_of(tag.data());
+    if (sets_ == 0 || txn_id == 0) return false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (tags_.empty()) return false;
+    const std::size_t set = prefix % sets_;
+    for (std::size_t way = 0; way < ways; ++way) {
+        const Tag &t = tags_[set].way[way];
+        if (t.txn_id != txn_id || t.prefix != prefix) continue;
+        const Entry &entry = entries_[set * ways + way];
+        if (!same_tag(entry.key, tag)) continue;
+        record.emplace(entry.record);  // the one copy
+        digest = entry.digest;
+        return true;
+    }
+    return false;
+}
+
 void RecordCache::put(const Digest &digest, std::size_t txn_id, const TokenRecord &record) {
+    put_entry(key_of(digest), txn_id, digest, record);
+}
+
+void RecordCache::put_token(const SipTag &tag, std::size_t txn_id, const Digest &digest, const TokenRecord &record) {
+    put_entry(tag, txn_id, digest, record);
+}
+
+void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest &digest, const TokenRecord &record) {
     if (sets_ == 0 || txn_id == 0) return;
     const std::size_t cost = heap_bytes(record);
     if (cost > budget_bytes_) return;
-    const std::uint64_t prefix = prefix_of(digest);
+    const std::uint64_t prefix = prefix_of(key.data());
     std::lock_guard<std::mutex> lock(mutex_);
     if (txn_id < newest_txn_id_) return;  // a reader still on an older snapshot: nobody will ask for it again
     if (txn_id > newest_txn_id_) {
@@ -87,14 +121,15 @@ void RecordCache::put(const Digest &digest, std::size_t txn_id, const TokenRecor
     const std::size_t set = prefix % sets_;
     std::size_t victim = next_victim_++ % ways;
     for (std::size_t way = 0; way < ways; ++way)
-        if (tags_[set].way[way].txn_id == 0 || tags_[set].way[way].prefix == prefix) {
-            victim = way;  // empty, or this digest's own
+        if (tags_[set].way[way].txn_id == 0 ||
+            (tags_[set].way[way].prefix == prefix && same_tag(entries_[set * ways + way].key, key))) {
+            victim = way;  // empty, or this key's own
             break;
         }
     Entry &entry = entries_[set * ways + victim];
     const std::size_t freed = tags_[set].way[victim].txn_id == 0 ? 0 : heap_bytes(entry.record);
     if (records_bytes_ - freed + cost > budget_bytes_) return;  // full: keep what is there
-    replace(entry, Entry{digest, record});
+    replace(entry, Entry{key, digest, record});
     tags_[set].way[victim] = Tag{prefix, txn_id};
     records_bytes_ = records_bytes_ - freed + cost;
 }

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "token/record.hpp"
+#include "token/siphash.hpp"
 #include "token/token.hpp"
 
 namespace cptoken {
@@ -75,6 +76,16 @@ private:
 // A set's tags share one cache line, so a lookup reads one line of tags and
 // then only the entry that matches. Thread-safe.
 //
+//
+// Two kinds of key share the slots. find() keys a record by its digest.
+// find_token() keys it by a tag of the token itself (SipTag: a keyed PRF
+// under the store's own random key), so that a token in use is found without
+// its SHA-512 digest being computed at all; such an entry also keeps the
+// digest, which the caller needs (last used is recorded under it). Tags are
+// compared in constant time. A tag equal to a digest's first 16 bytes, or
+// two tokens with one tag, is a 2^-128 chance under a key nobody outside the
+// process knows.
+//
 // Memory: the slots (fixed_bytes()) are allocated on the first put(); the
 // heap the kept records own (heap_bytes()) never exceeds the byte budget,
 // since a record with 100 networks owns ~2 KB where a usual one owns none
@@ -91,12 +102,20 @@ public:
     /// nullopt if none was kept for exactly that id. Throws std::bad_alloc.
     std::optional<TokenRecord> get(const Digest &digest, std::size_t txn_id);
 
+    /// As get(), for the record kept under a token's `tag` (put_token()):
+    /// on a hit, sets `record` to a copy and `digest` to the token's digest
+    /// kept with it, and returns true; on a miss changes neither.
+    bool get_token(const SipTag &tag, std::size_t txn_id, Digest &digest, std::optional<TokenRecord> &record);
+
     /// Keeps `record`, found under `digest` in transaction `txn_id`. Only
     /// found records may be put: unknown tokens (an attack) must not fill it.
     /// Not kept if it would take the records past the byte budget, or if
     /// `txn_id` is 0 or older than one already put; a newer `txn_id` first
     /// drops every entry, none of which can match again. Throws std::bad_alloc.
     void put(const Digest &digest, std::size_t txn_id, const TokenRecord &record);
+
+    /// As put(), keyed by a token's `tag`, keeping its `digest` beside the record.
+    void put_token(const SipTag &tag, std::size_t txn_id, const Digest &digest, const TokenRecord &record);
 
     /// Drops every entry and forgets the newest transaction id seen (for a
     /// store file replaced in place, whose ids start again). Keeps the slots.
@@ -126,11 +145,13 @@ private:
         Tag way[ways];
     };
     struct Entry {
+        SipTag key{};  // a token's tag, or a digest's first 16 bytes
         Digest digest{};
         TokenRecord record;
     };
 
     static void replace(Entry &entry, Entry fresh) noexcept;
+    void put_entry(const SipTag &key, std::size_t txn_id, const Digest &digest, const TokenRecord &record);
     void drop_entries();  // with mutex_ held
 
     const std::size_t sets_;

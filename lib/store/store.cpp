@@ -30,6 +30,7 @@
 #include "store/lsheader.hpp"
 #include "token/names.hpp"
 #include "store/record_cache.hpp"
+#include "token/siphash.hpp"
 
 namespace cptoken {
 
@@ -391,6 +392,8 @@ struct TokenStore::Impl {
     mutable ReaderPool readers;  // after env: its transactions end before the environment closes
     MDB_dbi meta = 0, tokens = 0, names = 0;
     mutable RecordCache cache;
+    SipKey token_key{};  // find_token()'s tags; drawn at open, never leaves the process
+    bool token_key_drawn = false;
     mutable std::atomic<std::uint64_t> read_retries{0};
     ReusePins pins;  // after env: the pins end before the environment closes
 
@@ -614,6 +617,8 @@ struct TokenStore::Impl {
 TokenStore::Impl::Impl(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size)
     : env(path_in(dir, token_store_file), access, 0600, true, 0, map_size),
       cache(cache_slots, StoreSettings::record_cache_bytes) {
+    // Without a key of its own, find_token() hashes every token (as find() does).
+    token_key_drawn = RAND_bytes(token_key.data(), static_cast<int>(token_key.size())) == 1;
     committed.emplace(env.file() + commit_record_suffix, access == Access::read_write);
     if (access == Access::read_only) check_same_directory(dir);
     env.check_header_pages();
@@ -650,23 +655,47 @@ TokenStore::TokenStore(const std::string &dir, Access access, std::size_t cache_
 TokenStore::~TokenStore() = default;
 
 std::optional<TokenRecord> TokenStore::find(const Digest &digest) const {
+    std::size_t snapshot = 0;
+    return find_at(digest, snapshot, true);
+}
+
+std::optional<TokenRecord> TokenStore::find_at(const Digest &digest, std::size_t &snapshot, bool keep) const {
     // On every request: a token in use whose record was read at the
     // snapshot still published needs no transaction at all.
-    if (impl_->env.lock_free())
-        if (auto cached = impl_->cache.get(digest, impl_->committed->load())) return cached;
+    if (impl_->env.lock_free()) {
+        snapshot = impl_->committed->load();
+        if (auto cached = impl_->cache.get(digest, snapshot)) return cached;
+    }
     struct Found {
         std::optional<TokenRecord> record;
         std::size_t snapshot;
         bool from_tree;
     };
     Found found = impl_->read([&](Txn &txn) {
-        const std::size_t snapshot = txn.id();
-        if (auto cached = impl_->cache.get(digest, snapshot)) return Found{std::move(cached), snapshot, false};
-        return Found{impl_->record_of(txn, digest), snapshot, true};
+        const std::size_t id = txn.id();
+        if (auto cached = impl_->cache.get(digest, id)) return Found{std::move(cached), id, false};
+        return Found{impl_->record_of(txn, digest), id, true};
     });
     // Kept only once the read is known whole.
-    if (found.from_tree && found.record) impl_->cache.put(digest, found.snapshot, *found.record);
+    if (keep && found.from_tree && found.record) impl_->cache.put(digest, found.snapshot, *found.record);
+    snapshot = found.snapshot;
     return std::move(found.record);
+}
+
+void TokenStore::find_token(std::string_view token, Digest &digest, std::optional<TokenRecord> &record) const {
+    if (!impl_->env.lock_free() || !impl_->token_key_drawn) {
+        digest = token_digest(token);
+        record = find(digest);
+        return;
+    }
+    // The same rule as find(): only an entry read at the snapshot published now.
+    const SipTag tag = siphash128(impl_->token_key, token);
+    if (impl_->cache.get_token(tag, impl_->committed->load(), digest, record)) return;
+    digest = token_digest(token);
+    std::size_t snapshot = 0;
+    // Kept under the tag only (not also under the digest: one slot a token).
+    record = find_at(digest, snapshot, false);
+    if (record) impl_->cache.put_token(tag, snapshot, digest, *record);  // found: the read was whole
 }
 
 std::optional<StoredToken> TokenStore::find_by_name(std::string_view user, std::string_view name) const {

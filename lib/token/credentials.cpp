@@ -6,13 +6,14 @@
 namespace cptoken {
 namespace {
 
-char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool equals_ignoring_case(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (lower(a[i]) != lower(b[i])) return false;
-    return true;
+// `lower_letters`: lowercase ASCII letters only. A byte ORed with 0x20 is
+// such a letter only if it was that letter in either case.
+bool equals_ignoring_case(std::string_view text, std::string_view lower_letters) noexcept {
+    if (text.size() != lower_letters.size()) return false;
+    unsigned diff = 0;
+    for (std::size_t i = 0; i < text.size(); ++i)
+        diff |= static_cast<unsigned char>(text[i] | 0x20) ^ static_cast<unsigned char>(lower_letters[i]);
+    return diff == 0;
 }
 
 bool is_blank(char c) noexcept { return c == ' ' || c == '\t'; }
@@ -38,8 +39,12 @@ const char *scheme_name(Scheme scheme) noexcept {
 }
 
 std::optional<Scheme> parse_scheme_name(std::string_view name) noexcept {
-    for (Scheme scheme : {scheme_cpanel, scheme_whm, scheme_basic})
-        if (equals_ignoring_case(name, scheme_name(scheme))) return scheme;
+    // On every request: the length picks the one name it can be.
+    switch (name.size()) {
+        case 6: return equals_ignoring_case(name, "cpanel") ? std::optional<Scheme>(scheme_cpanel) : std::nullopt;
+        case 3: return equals_ignoring_case(name, "whm") ? std::optional<Scheme>(scheme_whm) : std::nullopt;
+        case 5: return equals_ignoring_case(name, "basic") ? std::optional<Scheme>(scheme_basic) : std::nullopt;
+    }
     return std::nullopt;
 }
 

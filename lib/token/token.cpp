@@ -17,7 +17,6 @@ constexpr char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 constexpr unsigned alphabet_size = 36;
 constexpr std::size_t random_length = token_length - token_checksum_length;
 
-bool in_alphabet(char c) noexcept { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); }
 
 // The checksum: 4 base-36 digits of SHA-256 over the random part. Any edit
 // of the token goes unnoticed with probability 36^-4 (about 6e-7).
@@ -60,9 +59,15 @@ std::string generate_token() {
 
 bool has_token_shape(std::string_view token) noexcept {
     if (token.size() != token_length) return false;
-    for (char c : token)
-        if (!in_alphabet(c)) return false;
-    return true;
+    // Every character looked at, no branch on any: a loop of fixed length
+    // the compiler turns into a few vector instructions (on every request).
+    unsigned bad = 0;
+    for (std::size_t i = 0; i < token_length; ++i) {
+        const auto c = static_cast<unsigned char>(token[i]);
+        bad |= static_cast<unsigned>(static_cast<unsigned char>(c - '0') > 9) &
+               static_cast<unsigned>(static_cast<unsigned char>(c - 'A') > 25);
+    }
+    return bad == 0;
 }
 
 bool has_valid_checksum(std::string_view token) noexcept {

@@ -302,6 +302,18 @@ void test_scheme_names(void **) {
                                  std::string_view("whm\0", 4), std::string_view("cpanel:"),
                                  std::string_view("unknown"), std::string_view("b\xc3\xa1sic")})
         if (parse_scheme_name(bad)) fail_msg("parse_scheme_name(\"%s\") accepted", show(bad).c_str());
+    // Every byte value at every position: only the letter itself, in either case.
+    for (Scheme s : {scheme_cpanel, scheme_whm, scheme_basic}) {
+        const std::string name = scheme_name(s);
+        for (std::size_t pos = 0; pos < name.size(); ++pos)
+            for (int byte = 0; byte < 256; ++byte) {
+                std::string t = name;
+                t[pos] = static_cast<char>(byte);
+                const bool same = byte == name[pos] || byte == name[pos] - 'a' + 'A';
+                if (parse_scheme_name(t).has_value() != same)
+                    fail_msg("parse_scheme_name(\"%s\"): byte %d at %zu", show(t).c_str(), byte, pos);
+            }
+    }
 }
 
 // ---------------------------------------------------------------- parse_authorization

@@ -257,6 +257,61 @@ void test_closed_cache_gives_its_slots_back(void **) {
     }
 }
 
+SipTag tag_of(std::uint64_t prefix, unsigned n = 0) {
+    SipTag t{};
+    std::memcpy(t.data(), &prefix, sizeof prefix);
+    t[8] = static_cast<unsigned char>(n);
+    t[15] = static_cast<unsigned char>(n >> 8);
+    return t;
+}
+
+// Entries kept under a token's tag (find_token()) follow the same rules as
+// those kept under a digest: only for the transaction they were read in,
+// dropped by a newer one, and within the same byte budget; a hit gives the
+// digest kept with the record.
+void test_token_entries_follow_the_same_rules(void **) {
+    RecordCache cache(64, 4096);
+    const TokenRecord r = rec("alice", "deploy");
+    const SipTag t = tag_of(0x77);
+    const Digest d = digest_of(0x99, 3);
+    Digest got{};
+    std::optional<TokenRecord> hit;
+    cache.put_token(t, 5, d, r);
+    assert_true(cache.get_token(t, 5, got, hit));
+    assert_true(hit.has_value() && *hit == r);
+    assert_true(got == d);
+    assert_false(cache.get_token(t, 4, got, hit));  // another snapshot: a revoke, an edit
+    assert_false(cache.get_token(t, 6, got, hit));
+    assert_false(cache.get_token(t, 0, got, hit));
+    // Tags are told apart by all of their bytes, not only those that choose the set.
+    assert_false(cache.get_token(tag_of(0x77, 1), 5, got, hit));
+    assert_false(cache.get_token(tag_of(0x77, 0x100), 5, got, hit));
+    // A digest and a tag do not stand for each other.
+    assert_false(cache.get(d, 5).has_value());
+    Digest as_digest{};
+    std::memcpy(as_digest.data(), t.data(), t.size());
+    assert_false(cache.get(as_digest, 5).has_value());
+    // A newer snapshot drops it, and an older one is not kept.
+    cache.put_token(tag_of(0x78), 6, d, r);
+    assert_false(cache.get_token(t, 5, got, hit));
+    cache.put_token(t, 5, d, r);
+    assert_false(cache.get_token(t, 5, got, hit));
+    // The same byte budget.
+    const TokenRecord big = with_networks("big", max_allowed_networks);
+    RecordCache small(64, RecordCache::heap_bytes(big) + 10);
+    small.put_token(tag_of(1), 7, d, big);
+    small.put_token(tag_of(2), 7, d, big);
+    assert_true(small.get_token(tag_of(1), 7, got, hit));
+    assert_false(small.get_token(tag_of(2), 7, got, hit));
+    assert_true(small.records_bytes() <= RecordCache::heap_bytes(big) + 10);
+    // The same tag put again replaces its own entry.
+    cache.put_token(t, 6, d, rec("alice", "renamed"));
+    assert_true(cache.get_token(t, 6, got, hit));
+    assert_true(hit.has_value() && hit->name == "renamed");
+    cache.clear();
+    assert_false(cache.get_token(t, 6, got, hit));
+}
+
 // The documented figure (StoreSettings, docs/store.md): at most 9.3 MiB per
 // open store per httpd child, slots and records together.
 void test_documented_worst_case(void **) {
@@ -278,6 +333,7 @@ int main(void) {
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_counted_bytes_are_real),
         cmocka_unit_test(test_documented_worst_case),
+        cmocka_unit_test(test_token_entries_follow_the_same_rules),
         cmocka_unit_test(test_closed_cache_gives_its_slots_back),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);

@@ -203,6 +203,14 @@ void test_has_token_shape(void **) {
     std::string high(32, 'A');
     high[0] = static_cast<char>(0xC1);  // 'A' | 0x80
     assert_false(has_token_shape(high));
+    // Every byte value at every position (the check has no branch per character).
+    for (std::size_t pos = 0; pos < 32; ++pos)
+        for (int byte = 0; byte < 256; ++byte) {
+            std::string t = "U7HMR63FGY292DQZ4H5BFH16JLYMO01M";
+            t[pos] = static_cast<char>(byte);
+            const bool allowed = (byte >= '0' && byte <= '9') || (byte >= 'A' && byte <= 'Z');
+            if (has_token_shape(t) != allowed) fail_msg("byte %d at %zu: %d", byte, pos, !allowed);
+        }
 }
 
 std::string hex_of(const Digest &d) {

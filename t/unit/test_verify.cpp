@@ -4,6 +4,7 @@
 #include <lmdb.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -348,6 +349,53 @@ void test_unknown_restriction_survives_edit(void **state) {
     assert_true(listed[0].record.later_fields == r.later_fields);
 }
 
+// The request path (find_token()) of a reader as httpd's children open the
+// store (read-only, without the lock file): a token admitted, and so kept
+// under its tag in the reader's cache, is refused on the very next check
+// after a revoke, and a change of its record (now another user's) is seen at
+// once; the digest given with a hit is the token's.
+void test_token_cache_sees_revoke_on_next_check(void **state) {
+    TokenStore &writer = store(state);
+    const std::string dir = static_cast<StoreFixture *>(*state)->store;
+    const std::string t = add_token(writer, rec("alice", "deploy"));
+    const std::string other = add_token(writer, rec("carol", "ci"));
+    const TokenStore reader(dir, Access::read_only);
+    for (int i = 0; i < 3; ++i) {  // the first reads the tree, the others come from the cache
+        const Verdict v = verify_token(reader, "alice", t, addr("192.0.2.7"), now, all_services);
+        EXPECT(v, accepted, true);
+        assert_true(v.digest == token_digest(t));
+        EXPECT(verify_token(reader, "carol", other, addr("192.0.2.7"), now, all_services), accepted, true);
+    }
+    writer.revoke("alice", "deploy");
+    EXPECT(verify_token(reader, "alice", t, addr("192.0.2.7"), now, all_services), unknown, false);
+    EXPECT(verify_token(reader, "alice", t, addr("192.0.2.7"), now, all_services), unknown, false);
+    EXPECT(verify_token(reader, "carol", other, addr("192.0.2.7"), now, all_services), accepted, true);
+    EXPECT(verify_token(reader, "carol", other, addr("192.0.2.7"), now, all_services), accepted, true);
+    // The same token back under another user (the same digest, another record).
+    writer.add(token_digest(t), rec("bob", "deploy"));
+    EXPECT(verify_token(reader, "alice", t, addr("192.0.2.7"), now, all_services), wrong_user, true);
+    EXPECT(verify_token(reader, "bob", t, addr("192.0.2.7"), now, all_services), accepted, true);
+    EXPECT(verify_token(reader, "bob", t, addr("192.0.2.7"), now, all_services), accepted, true);
+    // Revoked by another process: the same.
+    const pid_t pid = fork();
+    if (pid == 0) {
+        try {
+            TokenStore(dir, Access::read_write).revoke("bob", "deploy");
+        } catch (...) {
+            _exit(1);
+        }
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT(verify_token(reader, "bob", t, addr("192.0.2.7"), now, all_services), unknown, false);
+    // Unknown and mistyped tokens are refused on every check (never kept).
+    const std::string unknown = generate_token();
+    for (int i = 0; i < 2; ++i)
+        EXPECT(verify_token(reader, "alice", unknown, addr("192.0.2.7"), now, all_services), unknown, false);
+}
+
 void test_describe(void **) {
     const Reason all[] = {Reason::accepted,   Reason::malformed, Reason::mistyped,
                           Reason::unknown,    Reason::wrong_user, Reason::expired,
@@ -415,6 +463,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_unknown_restriction_refused, setup_store, teardown_store),
         cmocka_unit_test_setup_teardown(test_unknown_restriction_survives_edit, setup_store, teardown_store),
         cmocka_unit_test_setup_teardown(test_services_kept_apart, setup_store, teardown_store),
+        cmocka_unit_test_setup_teardown(test_token_cache_sees_revoke_on_next_check, setup_store, teardown_store),
         cmocka_unit_test(test_describe),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
