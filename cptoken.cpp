@@ -26,6 +26,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <variant>
 #include <string>
 #include <vector>
 
@@ -300,12 +301,45 @@ void print_json(const json &value) {
 
 void notice_on_stderr(const std::string &message) { std::cerr << "cptoken: " << message << std::endl; }
 
+// ------------------------------------------------------------ root on another owner's store
+
+// Root does a command's store work as the store's owner, when the store has
+// one (become_store_owner: for good, so that a compromised owner cannot
+// reach root through the files it writes). The usage store is httpd's
+// group's to write, so only a child that became nobody of that group opens
+// it, and only root can start one (as_store_group): what a command needs of
+// the usage store is done first, while this process is root, and kept here
+// (or the StoreError it threw) until the command asks for it.
+template <class Result>
+using Ahead = std::optional<std::variant<Result, StoreError>>;
+
+template <class Result>
+void do_ahead(Ahead<Result> &ahead, const std::function<Result()> &work) {
+    try {
+        ahead = work();
+    } catch (const StoreError &e) {
+        ahead = e;
+    }
+}
+
+// What `work` gives, as it gave it ahead if it was done ahead.
+template <class Result>
+Result done_ahead_or_now(const Ahead<Result> &ahead, const std::function<Result()> &work) {
+    if (!ahead) return work();
+    if (const auto *error = std::get_if<StoreError>(&*ahead)) throw *error;
+    return std::get<Result>(*ahead);
+}
+
+Ahead<std::map<Digest, Usage>> g_usage_ahead;        // list, show, edit --json
+Ahead<PruneResult> g_usage_pruned_ahead;             // prune: the uses of tokens gone before this run
+Ahead<std::vector<FsckFinding>> g_usage_checked_ahead;  // fsck
+
 // Usage is optional: a store without a readable usage file still lists, and
 // says on stderr that every token shows as never used. nullopt then.
 // Read as root through an unprivileged child (read_usage): httpd's group writes it.
 std::optional<std::map<Digest, Usage>> usage_in(const std::string &db) {
     try {
-        return read_usage(db);
+        return done_ahead_or_now<std::map<Digest, Usage>>(g_usage_ahead, [&db] { return read_usage(db); });
     } catch (const StoreError &e) {
         notice_on_stderr(std::string("cannot read the usage store (") + e.what() +
                          "): every token shows as never used, with 0 uses");
@@ -1064,7 +1098,7 @@ int cmd_prune(const std::string &db, const PruneOptions &) {
     // has nothing to forget.
     PruneResult forgotten;
     try {
-        forgotten = prune_usage(db, now);
+        forgotten = done_ahead_or_now<PruneResult>(g_usage_pruned_ahead, [&] { return prune_usage(db, now); });
     } catch (const StoreError &e) {
         if (e.kind() == StoreError::Kind::missing) return 0;
         // httpd's group writes that store: its damage is said apart from the tokens' prune, which is done.
@@ -1091,7 +1125,10 @@ int cmd_backup(const std::string &db, const BackupOptions &o) {
 // One line per finding ("orphan: alice/deploy (digest ...): ..."), then one per repair, then a summary.
 // Exit 0 for a clean store, 1 if anything was found, repaired or not.
 int cmd_fsck(const std::string &db, const FsckOptions &o) {
-    const std::vector<FsckFinding> findings = fsck_store(db, o.repair, notice_on_stderr);
+    std::vector<FsckFinding> findings = fsck_token_store(db, o.repair, notice_on_stderr);
+    const auto usage_findings =
+        done_ahead_or_now<std::vector<FsckFinding>>(g_usage_checked_ahead, [&db] { return fsck_usage_store(db); });
+    findings.insert(findings.end(), usage_findings.begin(), usage_findings.end());
     if (o.json) {
         json out = json::array();
         for (const FsckFinding &f : findings) {
@@ -1221,17 +1258,26 @@ int run(int argc, char **argv) {
     // The one subcommand given runs its handler once parsing is done.
     std::function<int()> chosen;
     std::vector<std::string> commands;
-    auto command = [&](const char *name, const char *help, auto &options, auto handler) {
+    // `usage_work`: what the command needs of the usage store, done ahead
+    // (while root) when root works on a store of another owner.
+    auto command = [&](const char *name, const char *help, auto &options, auto handler,
+                       std::function<void(const std::string &db)> usage_work = {}) {
         CLI::App *sub = app.add_subcommand(name, help);
         commands.push_back(name);
         options.define(sub);
-        sub->final_callback([&chosen, &db, &options, handler, name] {
-            chosen = [&db, &options, handler, name] {
+        sub->final_callback([&chosen, &db, &options, handler, name, usage_work] {
+            chosen = [&db, &options, handler, name, usage_work] {
                 // Root works on a store of another owner as that owner (init makes stores, as root).
-                if (std::string_view(name) != "init") become_store_owner(db);
+                if (std::string_view(name) != "init") {
+                    if (usage_work && store_owner_to_become(db)) usage_work(db);
+                    become_store_owner(db);
+                }
                 return handler(db, options);
             };
         });
+    };
+    const auto read_usage_ahead = [](const std::string &store) {
+        do_ahead<std::map<Digest, Usage>>(g_usage_ahead, [&store] { return read_usage(store); });
     };
     InitOptions init;
     command("init", "create the store directory and files", init, cmd_init);
@@ -1245,18 +1291,23 @@ int run(int argc, char **argv) {
     command("rotate", "replace a token by a new one and print it, once; the old one works on for --grace", rotate,
             cmd_rotate);
     ListOptions list;
-    command("list", "list tokens (of USER)", list, cmd_list);
+    command("list", "list tokens (of USER)", list, cmd_list, read_usage_ahead);
     ShowOptions show;
-    command("show", "show one token", show, cmd_show);
+    command("show", "show one token", show, cmd_show, read_usage_ahead);
     EditOptions edit;
     command("edit", "change a token's name, expiry, allowlist, scopes or safe-methods flag; the token stays", edit,
-            cmd_edit);
+            cmd_edit, [&edit, &read_usage_ahead](const std::string &store) {
+                if (edit.json) read_usage_ahead(store);
+            });
     RevokeOptions revoke;
     command("revoke", "revoke a token, or all of a user's with --all", revoke, cmd_revoke);
     CheckOptions check;
     command("check", "tell whether the token on stdin is accepted, and why not", check, cmd_check);
     PruneOptions prune;
-    command("prune", "delete expired tokens and old tombstones", prune, cmd_prune);
+    // Ahead, the usage store forgets the uses of tokens gone before this run; those pruned now, the next run's.
+    command("prune", "delete expired tokens and old tombstones", prune, cmd_prune, [](const std::string &store) {
+        do_ahead<PruneResult>(g_usage_pruned_ahead, [&store] { return prune_usage(store, now_seconds()); });
+    });
     ImportCpanelOptions importer;
     command("import-cpanel", "import cPanel's API token files (the tokens keep working), once or with --sync from cron",
             importer, cmd_import_cpanel);
@@ -1264,7 +1315,9 @@ int run(int argc, char **argv) {
     command("fsck",
             "check the store for orphaned tokens, dangling names, values Lightning Stream cannot sync; "
             "--repair fixes the first two",
-            fsck, cmd_fsck);
+            fsck, cmd_fsck, [](const std::string &store) {
+                do_ahead<std::vector<FsckFinding>>(g_usage_checked_ahead, [&store] { return fsck_usage_store(store); });
+            });
     BackupOptions backup;
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);
 

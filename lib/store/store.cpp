@@ -127,17 +127,25 @@ void check_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
 
 void check_schema_version(Env &env, Txn &txn) { check_schema_version(env, txn, env.open_db(txn, "meta", false)); }
 
-std::optional<std::string> become_store_owner(const std::string &dir) {
+std::optional<uid_t> store_owner_to_become(const std::string &dir) {
     struct stat st{};
     if (::geteuid() != 0 || ::stat(dir.c_str(), &st) != 0 || st.st_uid == 0) return std::nullopt;
+    return st.st_uid;
+}
+
+std::optional<std::string> become_store_owner(const std::string &dir) {
+    const auto owner = store_owner_to_become(dir);
+    if (!owner) return std::nullopt;
     char buffer[4096];
     passwd entry{}, *found = nullptr;
-    const gid_t gid = ::getpwuid_r(st.st_uid, &entry, buffer, sizeof buffer, &found) == 0 && found ? found->pw_gid
-                                                                                                  : st.st_gid;
-    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(st.st_uid) != 0 || ::setuid(0) == 0)
-        refuse("cannot become " + user_name(st.st_uid) + ", the owner of " + dir + ", to work on its store: " +
+    struct stat st{};
+    const gid_t gid = ::getpwuid_r(*owner, &entry, buffer, sizeof buffer, &found) == 0 && found ? found->pw_gid
+                      : ::stat(dir.c_str(), &st) == 0                                          ? st.st_gid
+                                                                                               : 65534;
+    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(*owner) != 0 || ::setuid(0) == 0)
+        refuse("cannot become " + user_name(*owner) + ", the owner of " + dir + ", to work on its store: " +
                std::strerror(errno));
-    return user_name(st.st_uid);
+    return user_name(*owner);
 }
 
 Access access_for_reading(const std::string &dir) {

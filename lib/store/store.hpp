@@ -102,6 +102,12 @@ private:
 /// StoreError: access if it cannot.
 std::optional<std::string> become_store_owner(const std::string &dir);
 
+/// The user become_store_owner() would become: the owner of DIR if this
+/// process is root and DIR belongs to another user; else nullopt. What root
+/// must do as root (start the nobody child that reads the usage store), it
+/// does before.
+std::optional<uid_t> store_owner_to_become(const std::string &dir);
+
 /// The group httpd's children run as, for the `cptoken init --group` that
 /// errors suggest: the module sets it. Unset (the tool, which cannot know
 /// httpd's group), errors never name the caller's group: giving the store to

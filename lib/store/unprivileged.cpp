@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -59,6 +60,14 @@ constexpr std::string_view error_prefix = "\x01" "error ";
     }
     std::fclose(out);
     ::_exit(status);
+}
+
+bool in_group(gid_t gid) {
+    if (::getegid() == gid) return true;
+    const int count = ::getgroups(0, nullptr);
+    std::vector<gid_t> groups(count > 0 ? static_cast<std::size_t>(count) : 0);
+    if (count > 0 && ::getgroups(count, groups.data()) != count) return false;
+    return std::find(groups.begin(), groups.end(), gid) != groups.end();
 }
 
 // What the child said, fit for a terminal.
@@ -152,16 +161,26 @@ void run_unprivileged(gid_t gid, const std::function<void(const std::function<vo
 void as_store_group(const std::string &dir,
                     const std::function<void(const std::function<void(std::string_view)> &send)> &work,
                     const std::function<void(std::string_view line)> &receive) {
-    if (::geteuid() != 0) {
-        work(receive);
-        return;
-    }
     struct stat st{};
     if (::stat(dir.c_str(), &st) != 0) {
         if (errno == ENOENT) lmdb::no_store(dir);
         lmdb::fail(errno, "cannot open " + dir);
     }
     const gid_t gid = st.st_gid;
+    if (::geteuid() != 0) {
+        // The store's owner writes tokens: more privileged than httpd's
+        // group, it must not map what that group writes. Anyone else here is
+        // in that group (or cannot open the files anyway).
+        struct stat usage_st{};
+        const bool has_usage = ::lstat(lmdb::path_in(dir, usage_store_file).c_str(), &usage_st) == 0 || errno != ENOENT;
+        if (st.st_uid == ::geteuid() && !in_group(gid) && has_usage)
+            lmdb::refuse("user " + lmdb::user_name(st.st_uid) + " owns the store in " + dir +
+                         " and is not in its group " + lmdb::group_name(gid) +
+                         ", which writes the usage store: the store's owner never opens that store; root's cptoken "
+                         "reads it, as user nobody of group " + lmdb::group_name(gid));
+        work(receive);
+        return;
+    }
     run_unprivileged(
         gid,
         [&](const std::function<void(std::string_view)> &send) {

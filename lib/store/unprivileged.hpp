@@ -38,7 +38,9 @@ void run_as_user(uid_t uid, gid_t gid, std::string_view what,
 
 /// run_unprivileged() with the group of the store directory DIR, if this
 /// process is root; anyone else runs `work` here, its lines going straight to
-/// `receive`. Throws StoreError as run_unprivileged, and missing if DIR is.
+/// `receive`, but the store's owner outside that group, who writes tokens and
+/// never opens what httpd's group writes: then StoreError (access). Throws
+/// StoreError as run_unprivileged, and missing if DIR is.
 void as_store_group(const std::string &dir,
                     const std::function<void(const std::function<void(std::string_view)> &send)> &work,
                     const std::function<void(std::string_view line)> &receive);
