@@ -7,6 +7,7 @@
 // except by `create`, `bulk-create` and `rotate`, which make it.
 
 #include <grp.h>
+#include <pwd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -193,6 +194,13 @@ void refuse_unknown_options(int argc, char **argv, const CLI::App &app, const CL
 }
 
 // The group named `name`; none if `name` is empty (init then keeps or picks one).
+std::optional<uid_t> user_id(const std::string &name) {
+    if (name.empty()) return std::nullopt;
+    const passwd *found = ::getpwnam(name.c_str());
+    if (!found) throw UsageError("unknown user '" + name + "'");
+    return found->pw_uid;
+}
+
 std::optional<gid_t> group_id(const std::string &name) {
     if (name.empty()) return std::nullopt;
     const group *found = ::getgrnam(name.c_str());
@@ -545,9 +553,12 @@ struct TokenArguments {
 
 // Options given with an empty value (--expires "") are kept as such, and refused.
 struct InitOptions {
-    std::string group;
+    std::string group, owner;
     void define(CLI::App *sub) {
         sub->add_option("--group", group, "group that httpd runs as (it may read tokens, write usage)");
+        sub->add_option("--owner", owner,
+                        "user that owns the store and writes tokens, e.g. the manager's (default: root; an "
+                        "existing store keeps its owner)");
     }
 };
 
@@ -699,7 +710,7 @@ struct ImportCpanelOptions {
 
 int cmd_init(const std::string &db, const InitOptions &o) {
     std::vector<std::string> changes;
-    const InitOutcome outcome = init_store(db, group_id(o.group), &changes);
+    const InitOutcome outcome = init_store(db, group_id(o.group), user_id(o.owner), &changes);
     if (outcome == InitOutcome::already_present) {
         std::cout << "token store in " << db
                   << " already exists with the right owner, group and modes; nothing changed\n";
@@ -708,8 +719,13 @@ int cmd_init(const std::string &db, const InitOptions &o) {
     } else {
         struct stat st{};
         const group *g = ::stat(db.c_str(), &st) == 0 ? ::getgrgid(st.st_gid) : nullptr;
+        const passwd *owner = st.st_uid != ::geteuid() ? ::getpwuid(st.st_uid) : nullptr;
         std::cout << "created token store in " << db << " for group "
-                  << (g ? std::string(g->gr_name) : std::to_string(st.st_gid)) << "\n";
+                  << (g ? std::string(g->gr_name) : std::to_string(st.st_gid))
+                  << (st.st_uid == ::geteuid() ? std::string()
+                                               : ", owned by " + (owner ? std::string(owner->pw_name)
+                                                                        : std::to_string(st.st_uid)))
+                  << "\n";
     }
     return 0;
 }
