@@ -267,6 +267,10 @@ void default_signals() {
         write_all(ready, line + "\n", Clock::now() + start_timeout);
     };
     try {
+        // A session of its own: what httpd's parent signals to its process
+        // group (prefork: SIGTERM to stop, SIGUSR1 for a graceful restart)
+        // is for its children; the reader goes with the parent (below).
+        ::setsid();
         default_signals();
         const int listener = listen_at(socket, client_uid);
         if (!shed_inherited_state({listener, ready}))
@@ -379,8 +383,10 @@ pid_t start_usage_reader(const std::string &dir, const std::string &socket, uid_
     };
     try {
         LineReader lines(from_reader.get(), unprivileged_line_max);
-        const auto line = lines.next(Clock::now() + start_timeout, "the usage reader");
-        if (line && *line == ready_line) return pid;
+        const auto deadline = Clock::now() + start_timeout;
+        const auto line = lines.next(deadline, "the usage reader");
+        // Ready once it has closed the pipe too: it then holds nothing of this process's.
+        if (line && *line == ready_line && !lines.next(deadline, "the usage reader")) return pid;
         if (line && line->starts_with(error_prefix)) throw error_of(*line, "the usage reader for " + dir);
         throw StoreError(StoreError::Kind::access, "the usage reader for " + dir + " ended before it was ready");
     } catch (...) {
