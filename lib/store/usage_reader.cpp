@@ -187,6 +187,8 @@ int listen_at(const std::string &path, uid_t client_uid) {
     if (::lchown(path.c_str(), client_uid, static_cast<gid_t>(-1)) != 0 || ::chmod(path.c_str(), 0600) != 0)
         lmdb::fail(errno, "cannot give the usage reader's socket " + path + " to user " + lmdb::user_name(client_uid));
     if (::listen(fd, 16) != 0) lmdb::fail(errno, "cannot listen on " + path);
+    // A usage lock file its children may have to make must stay the group's to write (httpd's children).
+    ::umask(0007);
     return fd;
 }
 
