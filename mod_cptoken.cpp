@@ -710,6 +710,7 @@ void usage_reader_ended(int reason, apr_wait_t status) {
         return;
     }
     const long pid = g_reader.proc.pid;
+    if (reason == APR_OC_REASON_LOST && pid > 0) ::kill(static_cast<pid_t>(pid), SIGKILL);  // never two readers
     const std::string how = reason == APR_OC_REASON_LOST ? "was lost"
                             : WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
                                                   : "ended with status " + std::to_string(WEXITSTATUS(status));
