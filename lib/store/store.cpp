@@ -406,6 +406,17 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
     if (owner_wanted && *owner_wanted != me && me != 0)
         refuse("making a store for user " + user_name(*owner_wanted) + " needs root (this process runs as user " +
                user_name(me) + "); run cptoken as root, e.g. with sudo");
+    // The owner writes tokens; the group reads them. An owner in the group
+    // would make httpd's children (and whatever runs as their user) writers.
+    const auto refuse_reader_as_owner = [&dir, me](uid_t owner, gid_t gid) {
+        if (owner != me && owner != 0 && user_in_group(owner, gid))
+            refuse("user " + user_name(owner) + " is in group " + group_name(gid) + ", which reads the store in " +
+                   dir + ": the store's owner writes tokens and must not be one of its readers; give the store to "
+                   "root (cptoken --db " + dir + " init --owner root) or to a user of its own");
+    };
+    struct stat before{};
+    if (owner_wanted && ::lstat(dir.c_str(), &before) != 0 && errno == ENOENT)  // refused before anything is made
+        refuse_reader_as_owner(*owner_wanted, group ? *group : ::getegid());
     // 0700 until the group and mode below are set: nobody else gets in meanwhile.
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) cannot("create");
     refuse_symlinked_dir(dir);
@@ -427,12 +438,7 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
                " who runs init: its owner could replace the store's files; give it to " + user_name(me) +
                " (chown " + user_name(me) + " " + dir + ") or name a new directory");
     const gid_t gid = group ? *group : is_store ? dir_stat.st_gid : ::getegid();
-    // The owner writes tokens; the group reads them. An owner in the group
-    // would make httpd's children (and whatever runs as their user) writers.
-    if (owner != me && owner != 0 && user_in_group(owner, gid))
-        refuse("user " + user_name(owner) + " is in group " + group_name(gid) + ", which reads the store in " + dir +
-               ": the store's owner writes tokens and must not be one of its readers; give the store to root "
-               "(cptoken --db " + dir + " init --owner root) or to a user of its own");
+    refuse_reader_as_owner(owner, gid);
 
     std::vector<std::string> made;
     // The directory first: once it is the owner's, no one else can add,

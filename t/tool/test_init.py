@@ -355,7 +355,13 @@ def test_init_owner_in_the_stores_group_is_refused(tmp_path):
     r = run("--db", d, "init", "--group", "www-data", "--owner", "www-data")
     assert_refusal(r)
     assert "www-data" in r.err and "group" in r.err, r.err
-    assert not d.exists() or os.listdir(d) == []
+    assert not d.exists()
+    # Nor is an existing store given to it.
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    before = snapshot(d)
+    assert_refusal(s.init("--owner", "www-data"))
+    assert snapshot(d) == before and os.stat(d).st_uid == 0
 
 
 def test_init_keeps_the_owner_of_an_existing_store_and_repairs_it_for_that_owner(tmp_path):
