@@ -7,6 +7,7 @@
 // except by `create`, `bulk-create` and `rotate`, which make it.
 
 #include <grp.h>
+#include <pwd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -26,6 +27,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <variant>
 #include <string>
 #include <vector>
 
@@ -192,6 +194,13 @@ void refuse_unknown_options(int argc, char **argv, const CLI::App &app, const CL
 }
 
 // The group named `name`; none if `name` is empty (init then keeps or picks one).
+std::optional<uid_t> user_id(const std::string &name) {
+    if (name.empty()) return std::nullopt;
+    const passwd *found = ::getpwnam(name.c_str());
+    if (!found) throw UsageError("unknown user '" + name + "'");
+    return found->pw_uid;
+}
+
 std::optional<gid_t> group_id(const std::string &name) {
     if (name.empty()) return std::nullopt;
     const group *found = ::getgrnam(name.c_str());
@@ -300,12 +309,45 @@ void print_json(const json &value) {
 
 void notice_on_stderr(const std::string &message) { std::cerr << "cptoken: " << message << std::endl; }
 
+// ------------------------------------------------------------ root on another owner's store
+
+// Root does a command's store work as the store's owner, when the store has
+// one (become_store_owner: for good, so that a compromised owner cannot
+// reach root through the files it writes). The usage store is httpd's
+// group's to write, so only a child that became nobody of that group opens
+// it, and only root can start one (as_store_group): what a command needs of
+// the usage store is done first, while this process is root, and kept here
+// (or the StoreError it threw) until the command asks for it.
+template <class Result>
+using Ahead = std::optional<std::variant<Result, StoreError>>;
+
+template <class Result>
+void do_ahead(Ahead<Result> &ahead, const std::function<Result()> &work) {
+    try {
+        ahead = work();
+    } catch (const StoreError &e) {
+        ahead = e;
+    }
+}
+
+// What `work` gives, as it gave it ahead if it was done ahead.
+template <class Result>
+Result done_ahead_or_now(const Ahead<Result> &ahead, const std::function<Result()> &work) {
+    if (!ahead) return work();
+    if (const auto *error = std::get_if<StoreError>(&*ahead)) throw *error;
+    return std::get<Result>(*ahead);
+}
+
+Ahead<std::map<Digest, Usage>> g_usage_ahead;        // list, show, edit --json
+Ahead<PruneResult> g_usage_pruned_ahead;             // prune: the uses of tokens gone before this run
+Ahead<std::vector<FsckFinding>> g_usage_checked_ahead;  // fsck
+
 // Usage is optional: a store without a readable usage file still lists, and
 // says on stderr that every token shows as never used. nullopt then.
 // Read as root through an unprivileged child (read_usage): httpd's group writes it.
 std::optional<std::map<Digest, Usage>> usage_in(const std::string &db) {
     try {
-        return read_usage(db);
+        return done_ahead_or_now<std::map<Digest, Usage>>(g_usage_ahead, [&db] { return read_usage(db); });
     } catch (const StoreError &e) {
         notice_on_stderr(std::string("cannot read the usage store (") + e.what() +
                          "): every token shows as never used, with 0 uses");
@@ -511,9 +553,12 @@ struct TokenArguments {
 
 // Options given with an empty value (--expires "") are kept as such, and refused.
 struct InitOptions {
-    std::string group;
+    std::string group, owner;
     void define(CLI::App *sub) {
         sub->add_option("--group", group, "group that httpd runs as (it may read tokens, write usage)");
+        sub->add_option("--owner", owner,
+                        "user that owns the store and writes tokens, e.g. the manager's (default: root; an "
+                        "existing store keeps its owner)");
     }
 };
 
@@ -665,7 +710,7 @@ struct ImportCpanelOptions {
 
 int cmd_init(const std::string &db, const InitOptions &o) {
     std::vector<std::string> changes;
-    const InitOutcome outcome = init_store(db, group_id(o.group), &changes);
+    const InitOutcome outcome = init_store(db, group_id(o.group), user_id(o.owner), &changes);
     if (outcome == InitOutcome::already_present) {
         std::cout << "token store in " << db
                   << " already exists with the right owner, group and modes; nothing changed\n";
@@ -674,8 +719,13 @@ int cmd_init(const std::string &db, const InitOptions &o) {
     } else {
         struct stat st{};
         const group *g = ::stat(db.c_str(), &st) == 0 ? ::getgrgid(st.st_gid) : nullptr;
+        const passwd *owner = st.st_uid != ::geteuid() ? ::getpwuid(st.st_uid) : nullptr;
         std::cout << "created token store in " << db << " for group "
-                  << (g ? std::string(g->gr_name) : std::to_string(st.st_gid)) << "\n";
+                  << (g ? std::string(g->gr_name) : std::to_string(st.st_gid))
+                  << (st.st_uid == ::geteuid() ? std::string()
+                                               : ", owned by " + (owner ? std::string(owner->pw_name)
+                                                                        : std::to_string(st.st_uid)))
+                  << "\n";
     }
     return 0;
 }
@@ -1064,7 +1114,7 @@ int cmd_prune(const std::string &db, const PruneOptions &) {
     // has nothing to forget.
     PruneResult forgotten;
     try {
-        forgotten = prune_usage(db, now);
+        forgotten = done_ahead_or_now<PruneResult>(g_usage_pruned_ahead, [&] { return prune_usage(db, now); });
     } catch (const StoreError &e) {
         if (e.kind() == StoreError::Kind::missing) return 0;
         // httpd's group writes that store: its damage is said apart from the tokens' prune, which is done.
@@ -1091,7 +1141,10 @@ int cmd_backup(const std::string &db, const BackupOptions &o) {
 // One line per finding ("orphan: alice/deploy (digest ...): ..."), then one per repair, then a summary.
 // Exit 0 for a clean store, 1 if anything was found, repaired or not.
 int cmd_fsck(const std::string &db, const FsckOptions &o) {
-    const std::vector<FsckFinding> findings = fsck_store(db, o.repair, notice_on_stderr);
+    std::vector<FsckFinding> findings = fsck_token_store(db, o.repair, notice_on_stderr);
+    const auto usage_findings =
+        done_ahead_or_now<std::vector<FsckFinding>>(g_usage_checked_ahead, [&db] { return fsck_usage_store(db); });
+    findings.insert(findings.end(), usage_findings.begin(), usage_findings.end());
     if (o.json) {
         json out = json::array();
         for (const FsckFinding &f : findings) {
@@ -1221,17 +1274,26 @@ int run(int argc, char **argv) {
     // The one subcommand given runs its handler once parsing is done.
     std::function<int()> chosen;
     std::vector<std::string> commands;
-    auto command = [&](const char *name, const char *help, auto &options, auto handler) {
+    // `usage_work`: what the command needs of the usage store, done ahead
+    // (while root) when root works on a store of another owner.
+    auto command = [&](const char *name, const char *help, auto &options, auto handler,
+                       std::function<void(const std::string &db)> usage_work = {}) {
         CLI::App *sub = app.add_subcommand(name, help);
         commands.push_back(name);
         options.define(sub);
-        sub->final_callback([&chosen, &db, &options, handler, name] {
-            chosen = [&db, &options, handler, name] {
+        sub->final_callback([&chosen, &db, &options, handler, name, usage_work] {
+            chosen = [&db, &options, handler, name, usage_work] {
                 // Root works on a store of another owner as that owner (init makes stores, as root).
-                if (std::string_view(name) != "init") become_store_owner(db);
+                if (std::string_view(name) != "init") {
+                    if (usage_work && store_owner_to_become(db)) usage_work(db);
+                    become_store_owner(db);
+                }
                 return handler(db, options);
             };
         });
+    };
+    const auto read_usage_ahead = [](const std::string &store) {
+        do_ahead<std::map<Digest, Usage>>(g_usage_ahead, [&store] { return read_usage(store); });
     };
     InitOptions init;
     command("init", "create the store directory and files", init, cmd_init);
@@ -1245,18 +1307,23 @@ int run(int argc, char **argv) {
     command("rotate", "replace a token by a new one and print it, once; the old one works on for --grace", rotate,
             cmd_rotate);
     ListOptions list;
-    command("list", "list tokens (of USER)", list, cmd_list);
+    command("list", "list tokens (of USER)", list, cmd_list, read_usage_ahead);
     ShowOptions show;
-    command("show", "show one token", show, cmd_show);
+    command("show", "show one token", show, cmd_show, read_usage_ahead);
     EditOptions edit;
     command("edit", "change a token's name, expiry, allowlist, scopes or safe-methods flag; the token stays", edit,
-            cmd_edit);
+            cmd_edit, [&edit, &read_usage_ahead](const std::string &store) {
+                if (edit.json) read_usage_ahead(store);
+            });
     RevokeOptions revoke;
     command("revoke", "revoke a token, or all of a user's with --all", revoke, cmd_revoke);
     CheckOptions check;
     command("check", "tell whether the token on stdin is accepted, and why not", check, cmd_check);
     PruneOptions prune;
-    command("prune", "delete expired tokens and old tombstones", prune, cmd_prune);
+    // Ahead, the usage store forgets the uses of tokens gone before this run; those pruned now, the next run's.
+    command("prune", "delete expired tokens and old tombstones", prune, cmd_prune, [](const std::string &store) {
+        do_ahead<PruneResult>(g_usage_pruned_ahead, [&store] { return prune_usage(store, now_seconds()); });
+    });
     ImportCpanelOptions importer;
     command("import-cpanel", "import cPanel's API token files (the tokens keep working), once or with --sync from cron",
             importer, cmd_import_cpanel);
@@ -1264,7 +1331,9 @@ int run(int argc, char **argv) {
     command("fsck",
             "check the store for orphaned tokens, dangling names, values Lightning Stream cannot sync; "
             "--repair fixes the first two",
-            fsck, cmd_fsck);
+            fsck, cmd_fsck, [](const std::string &store) {
+                do_ahead<std::vector<FsckFinding>>(g_usage_checked_ahead, [&store] { return fsck_usage_store(store); });
+            });
     BackupOptions backup;
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);
 

@@ -13,8 +13,12 @@
 //                                      change is refused unless CPTokenTrustOwnStore On
 //   SetHandler cptoken-manager         mod_cptoken_manager.cpp (the manager's API), registered
 //                                      here; it learns who was admitted through mod_cptoken.hpp
+//   usage reader (CPTokenUsageSocket)  started by the parent at post_config, for the manager's
+//                                      children (configured_usage_socket(): mod_cptoken_usage.hpp)
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
 // any failure refuses the request (500), never admits it.
+
+#include "mod_cptoken_usage.hpp"
 
 #include "httpd.h"
 #include "http_config.h"
@@ -28,7 +32,11 @@
 #include "util_filter.h"
 #include "unixd.h"
 #include "apr_strings.h"
+#include "apr_thread_proc.h"
 
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -44,6 +52,7 @@
 #include "store/live_store.hpp"
 #include "token/names.hpp"
 #include "token/scope.hpp"
+#include "store/usage_reader.hpp"
 #include "store/usage_recorder.hpp"
 #include "auth/verify.hpp"
 #include "mod_cptoken.hpp"
@@ -67,6 +76,7 @@ using namespace cptoken;
 #define TAG_CONFIG "CPT0201: "         // configuration error: 500
 #define TAG_USAGE "CPT0203: "          // last-used times cannot be recorded (once per child)
 #define TAG_NO_STORE "CPT0204: "       // configtest: a CPTokenDB names no store (warning)
+#define TAG_USAGE_READER "CPT0205: "   // the usage reader (CPTokenUsageSocket): started, ended, cannot start
 #define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
 
 constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
@@ -99,14 +109,22 @@ std::vector<StoreDir> g_store_dirs;
 bool g_trust_own_store = false;
 std::vector<std::unique_ptr<LiveStore>> g_stores;  // per child, parallel to g_store_dirs
 std::vector<std::unique_ptr<UsageWriter>> g_usage;  // per child, parallel to g_store_dirs
+// The first store a CPTokenDB names: the one the usage reader serves.
+std::string g_first_store_dir;
+// CPTokenUsageSocket (main server config only): where the usage reader of
+// the manager instance listens; empty: none.
+std::string g_usage_socket;
 
 void reset_store_dirs() {
     g_store_dirs.clear();
     g_store_dirs.push_back({default_store_dir, false});
     g_trust_own_store = false;
+    g_first_store_dir.clear();
+    g_usage_socket.clear();
 }
 
 int register_store_dir(const std::string &path) {
+    if (g_first_store_dir.empty()) g_first_store_dir = path;
     for (std::size_t i = 0; i < g_store_dirs.size(); ++i) {
         if (g_store_dirs[i].path == path) {
             g_store_dirs[i].configured = true;
@@ -151,6 +169,12 @@ const char *set_store_dir(cmd_parms *cmd, void *config_v, const char *arg) {
 const char *set_trust_own_store(cmd_parms *cmd, void *, int on) {
     if (const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY)) return error;
     g_trust_own_store = on != 0;
+    return nullptr;
+}
+
+const char *set_usage_socket(cmd_parms *cmd, void *, const char *arg) {
+    if (const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY)) return error;
+    g_usage_socket = ap_server_root_relative(cmd->pool, arg);
     return nullptr;
 }
 
@@ -205,6 +229,9 @@ const command_rec directives[] = {
     AP_INIT_FLAG("CPTokenTrustOwnStore", as_cmd_func(set_trust_own_store), nullptr, RSRC_CONF,
                  "On: use a store httpd's own user owns or could replace, for an httpd that runs as the store's "
                  "owner on purpose (default Off: refuse it, 500)"),
+    AP_INIT_TAKE1("CPTokenUsageSocket", as_cmd_func(set_usage_socket), nullptr, RSRC_CONF,
+                  "unix socket of the usage reader that httpd's parent starts for the first CPTokenDB store, "
+                  "which gives the manager's children last used without their opening the usage store"),
     AP_INIT_TAKE_ARGV("CPTokenSchemes", as_cmd_func(set_schemes), nullptr,
                       RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
                       "Authorization schemes accepted: any of cpanel, whm, basic (default: cpanel basic)"),
@@ -633,6 +660,112 @@ int note_use(request_rec *r) {
     return DECLINED;
 }
 
+// ------------------------------------------------------------ usage reader
+
+// The manager instance's children run as the store's owner and must not
+// open the usage store, which httpd's group writes (usage_reader.hpp): with
+// CPTokenUsageSocket, httpd's parent (root) starts a reader for them that
+// becomes user nobody of the store's group. It serves the first store a
+// CPTokenDB names (the manager serves one store), else the default one. It
+// lives as long as this configuration: a restart or a stop kills it (pconf's
+// cleanup); if it ends meanwhile, httpd tells us (an "other child") and it
+// is started again at once. Each question is answered by a child of the
+// reader, so a usage store that crashes liblmdb costs that answer only.
+struct UsageReader {
+    std::string store, socket;
+    uid_t client = 0;
+    pid_t parent = 0;  // httpd's parent, which alone stops it: children run pconf's cleanups at exit too
+    apr_proc_t proc{};
+    apr_pool_t *pool = nullptr;
+    server_rec *server = nullptr;
+};
+UsageReader g_reader;
+// Whether the reader was started; children inherit it from the parent.
+bool g_reader_started = false;
+
+extern "C" void usage_reader_event(int reason, void *data, apr_wait_t status) noexcept;
+
+void start_reader() {
+    g_reader.proc.pid = start_usage_reader(g_reader.store, g_reader.socket, g_reader.client);
+    g_reader_started = true;
+    apr_proc_other_child_register(&g_reader.proc, usage_reader_event, &g_reader, nullptr, g_reader.pool);
+    struct stat st{};
+    const gid_t gid = ::stat(g_reader.store.c_str(), &st) == 0 ? st.st_gid : 0;
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, g_reader.server,
+                 TAG_USAGE_READER "usage reader for the store in %s (%s) started as user nobody of group %ld, "
+                 "pid %ld, on %s for uid %ld",
+                 g_reader.store.c_str(), g_first_store_dir.empty() ? "the default store" : "the first CPTokenDB",
+                 static_cast<long>(gid), static_cast<long>(g_reader.proc.pid), g_reader.socket.c_str(),
+                 static_cast<long>(g_reader.client));
+}
+
+void log_cannot_start(const std::exception &e) {
+    g_reader_started = false;
+    g_reader.proc.pid = -1;
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, g_reader.server,
+                 TAG_USAGE_READER "CPTokenUsageSocket %s: the usage reader for %s cannot start: %s; the manager "
+                 "shows last used as unavailable until httpd is restarted",
+                 g_reader.socket.c_str(), g_reader.store.c_str(), e.what());
+}
+
+// httpd's parent reaped the reader (or lost it): once more.
+void usage_reader_ended(int reason, apr_wait_t status) {
+    if (reason != APR_OC_REASON_DEATH && reason != APR_OC_REASON_LOST) return;  // a restart: the cleanup stops it
+    apr_proc_other_child_unregister(&g_reader);
+    int mpm_state = AP_MPMQ_RUNNING;
+    if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) == APR_SUCCESS && mpm_state == AP_MPMQ_STOPPING) {
+        g_reader.proc.pid = -1;  // httpd stops or restarts: the next configuration starts its own
+        return;
+    }
+    const long pid = g_reader.proc.pid;
+    if (reason == APR_OC_REASON_LOST && pid > 0) ::kill(static_cast<pid_t>(pid), SIGKILL);  // never two readers
+    const std::string how = reason == APR_OC_REASON_LOST ? "was lost"
+                            : WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
+                                                  : "ended with status " + std::to_string(WEXITSTATUS(status));
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, g_reader.server,
+                 TAG_USAGE_READER "the usage reader (pid %ld) %s: starting it again", pid, how.c_str());
+    try {
+        start_reader();
+    } catch (const std::exception &e) {
+        log_cannot_start(e);
+    }
+}
+
+apr_status_t stop_reader(void *) {
+    if (::getpid() != g_reader.parent || g_reader.proc.pid <= 0) return APR_SUCCESS;
+    ::kill(g_reader.proc.pid, SIGKILL);
+    while (::waitpid(g_reader.proc.pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    g_reader.proc.pid = -1;
+    g_reader_started = false;
+    struct stat st{};
+    if (::lstat(g_reader.socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(g_reader.socket.c_str());
+    return APR_SUCCESS;
+}
+
+// post_config, before any other module's: the reader is a fork of this
+// process, and must not hold a copy of what they load (keys, the manager's
+// secrets). Not in the first pass (httpd reads its configuration twice).
+int start_usage_reader_at_post_config(apr_pool_t *pconf, server_rec *s) {
+    g_reader_started = false;
+    if (g_usage_socket.empty() || ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) return OK;
+    g_reader.store = g_first_store_dir.empty() ? default_store_dir : g_first_store_dir;
+    g_reader.socket = g_usage_socket;
+    g_reader.client = ap_unixd_config.user_id;
+    g_reader.parent = ::getpid();
+    g_reader.pool = pconf;
+    g_reader.server = s;
+    g_reader.proc = apr_proc_t{};
+    g_reader.proc.pid = -1;
+    apr_pool_cleanup_register(pconf, nullptr, stop_reader, apr_pool_cleanup_null);
+    try {
+        start_reader();
+    } catch (const std::exception &e) {
+        log_cannot_start(e);
+    }
+    return OK;
+}
+
 int pre_config(apr_pool_t *, apr_pool_t *, apr_pool_t *) {
     reset_store_dirs();
     return OK;
@@ -793,6 +926,22 @@ static int pre_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     }
 }
 
+void usage_reader_event(int reason, void *, apr_wait_t status) noexcept {
+    try {
+        usage_reader_ended(reason, status);
+    } catch (...) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, g_reader.server, TAG_INTERNAL "usage reader: internal error");
+    }
+}
+
+static int start_usage_reader_hook(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *s) noexcept {
+    try {
+        return start_usage_reader_at_post_config(pconf, s);
+    } catch (...) {
+        return OK;  // logged where it can be; last used is then unavailable, nothing else
+    }
+}
+
 static int post_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s) noexcept {
     try {
         return post_config(pconf, plog, ptemp, s);
@@ -827,6 +976,7 @@ void register_hooks(apr_pool_t *pool) {
     reset_store_dirs();
     ap_hook_pre_config(pre_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_post_config(start_usage_reader_hook, nullptr, nullptr, APR_HOOK_REALLY_FIRST);
     ap_hook_test_config(test_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_check_authn(restore_credentials_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
@@ -876,6 +1026,8 @@ std::string who_fields(request_rec *r, std::string_view user, const TokenRecord 
 void log_exception(request_rec *r) noexcept { ::log_exception(r); }
 
 }  // namespace cptoken::httpd_module
+
+std::string configured_usage_socket() { return g_reader_started ? g_usage_socket : std::string(); }
 
 // ------------------------------------------------------------ module record
 

@@ -39,8 +39,10 @@
 #include "manager/params.hpp"
 #include "store/live_store.hpp"
 #include "store/store.hpp"
+#include "store/usage_reader.hpp"
 #include "token/timeutil.hpp"
 #include "mod_cptoken.hpp"
+#include "mod_cptoken_usage.hpp"
 
 extern "C" {
 extern module AP_MODULE_DECLARE_DATA cptoken_module;
@@ -56,7 +58,7 @@ namespace glue = cptoken::httpd_module;
 // Log tags: stable, for admins and fail2ban (docs/directives.md).
 #define TAG_MANAGER_REFUSED "CPT0104: "  // a manager request refused (403, 404, 405, 413, 415), with the reason
 #define TAG_MANAGER_WROTE "CPT0105: "    // a manager call that changed tokens (info), with what it did
-#define TAG_MANAGER_USAGE "CPT0205: "    // the manager cannot show last used (once per child)
+#define TAG_MANAGER_USAGE "CPT0206: "    // the manager cannot show last used (once per child)
 #define TAG_INTERNAL "CPT0299: "         // unexpected: here, no random key for page tokens (httpd does not start)
 
 const char *const handler_name = "cptoken-manager";
@@ -237,8 +239,7 @@ int handle_manager(request_rec *r) {
     request.csrf_token = csrf_token(g_csrf_key, r->user);
 
     TokenStore store(glue::store_dir(r), Access::read_write);
-    // Last used from the source the usage reader registers in each child (CPTokenUsageSocket);
-    // until it does, empty: the API says last used is unavailable. Never usage.mdb itself.
+    // Last used from the usage reader (child_init); without one the API says it is unavailable.
     const ManagerResponse response = handle_call(request, store, usage_source());
     if (!response.notice.empty()) note_usage_unavailable(r, response.notice);
     if (!response.audit.empty())
@@ -251,6 +252,14 @@ int handle_manager(request_rec *r) {
 int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *) {
     g_csrf_key = make_csrf_key();  // a new generation of processes, a new key: old page tokens stop
     return OK;
+}
+
+// Last used for this child's answers: from the usage reader httpd's parent
+// started (CPTokenUsageSocket), never from usage.mdb, which www-data writes.
+void child_init(apr_pool_t *, server_rec *) {
+    const std::string socket = configured_usage_socket();
+    if (socket.empty()) return;
+    set_usage_source([socket](const std::vector<Digest> &digests) { return query_usage(socket, digests); });
 }
 
 // ------------------------------------------------------------ trampolines
@@ -275,6 +284,14 @@ static int post_config_hook(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     }
 }
 
+static void child_init_hook(apr_pool_t *pchild, server_rec *s) noexcept {
+    try {
+        child_init(pchild, s);
+    } catch (const std::exception &e) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, TAG_INTERNAL "child init failed: %s", e.what());
+    }
+}
+
 }  // extern "C"
 
 }  // namespace
@@ -283,6 +300,7 @@ namespace cptoken::httpd_module {
 
 void register_manager_hooks(apr_pool_t *) {
     ap_hook_post_config(post_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_child_init(child_init_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_handler(handle_manager_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
 

@@ -225,8 +225,8 @@ const char *fsck_kind_name(FsckFinding::Kind kind) noexcept {
     return "?";
 }
 
-std::vector<FsckFinding> fsck_store(const std::string &dir, bool repair,
-                                    const std::function<void(const std::string &)> &lock_wait_notice) {
+std::vector<FsckFinding> fsck_token_store(const std::string &dir, bool repair,
+                                          const std::function<void(const std::string &)> &lock_wait_notice) {
     std::vector<FsckFinding> out;
     if (repair) {
         TokenStore store(dir, Access::read_write);
@@ -268,7 +268,11 @@ std::vector<FsckFinding> fsck_store(const std::string &dir, bool repair,
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
     }
+    return out;
+}
 
+std::vector<FsckFinding> fsck_usage_store(const std::string &dir) {
+    std::vector<FsckFinding> out;
     // The usage store may be missing; httpd's group writes it, so only its
     // headers are checked, and as root by an unprivileged child
     // (as_store_group), which sends the key of each bad one: KEY_HEX LONGER.
@@ -295,6 +299,14 @@ std::vector<FsckFinding> fsck_store(const std::string &dir, bool repair,
     } catch (const StoreError &e) {
         if (e.kind() != StoreError::Kind::missing) throw;
     }
+    return out;
+}
+
+std::vector<FsckFinding> fsck_store(const std::string &dir, bool repair,
+                                    const std::function<void(const std::string &)> &lock_wait_notice) {
+    std::vector<FsckFinding> out = fsck_token_store(dir, repair, lock_wait_notice);
+    const std::vector<FsckFinding> usage = fsck_usage_store(dir);
+    out.insert(out.end(), usage.begin(), usage.end());
     return out;
 }
 

@@ -46,4 +46,13 @@ const char *fsck_kind_name(FsckFinding::Kind kind) noexcept;
 std::vector<FsckFinding> fsck_store(const std::string &dir, bool repair,
                                     const std::function<void(const std::string &)> &lock_wait_notice = {});
 
+/// fsck_store() of the token store alone.
+std::vector<FsckFinding> fsck_token_store(const std::string &dir, bool repair,
+                                          const std::function<void(const std::string &)> &lock_wait_notice = {});
+
+/// fsck_store() of the usage store alone (as root, through an unprivileged
+/// child: as_store_group); none if there is no usage store. Throws
+/// StoreError if it cannot be read.
+std::vector<FsckFinding> fsck_usage_store(const std::string &dir);
+
 }  // namespace cptoken

@@ -31,6 +31,7 @@
 #include "token/names.hpp"
 #include "store/record_cache.hpp"
 #include "token/siphash.hpp"
+#include "store/unprivileged.hpp"
 
 namespace cptoken {
 
@@ -68,22 +69,22 @@ std::string name_key(std::string_view user, std::string_view name) {
     return key;
 }
 
-// Gives the open file at PATH to this process's user and to `group`, with
-// `mode`, changing only what differs (LMDB creates files with the caller's
-// umask and group). Appends one line per change to `changes`, if given.
-void apply_owner_mode(int fd, const std::string &path, gid_t group, mode_t mode, std::vector<std::string> *changes) {
+// Gives the open file at PATH to `owner` and `group`, with `mode`, changing
+// only what differs (LMDB creates files with the caller's umask and group).
+// Appends one line per change to `changes`, if given.
+void apply_owner_mode(int fd, const std::string &path, uid_t owner, gid_t group, mode_t mode,
+                      std::vector<std::string> *changes) {
     struct stat st{};
     if (::fstat(fd, &st) != 0) fail(errno, "cannot stat " + path);
-    const uid_t me = ::geteuid();
-    if (st.st_uid != me || st.st_gid != group) {
-        if (::fchown(fd, st.st_uid != me ? me : static_cast<uid_t>(-1), group) != 0)
+    if (st.st_uid != owner || st.st_gid != group) {
+        if (::fchown(fd, st.st_uid != owner ? owner : static_cast<uid_t>(-1), group) != 0)
             fail(errno, "cannot change the owner of " + path);
-        if (changes && st.st_uid != me)
-            changes->push_back(path + ": owner " + user_name(st.st_uid) + " -> " + user_name(me));
+        if (changes && st.st_uid != owner)
+            changes->push_back(path + ": owner " + user_name(st.st_uid) + " -> " + user_name(owner));
         if (changes && st.st_gid != group)
             changes->push_back(path + ": group " + group_name(st.st_gid) + " -> " + group_name(group));
     }
-    const bool chowned = st.st_uid != me || st.st_gid != group;
+    const bool chowned = st.st_uid != owner || st.st_gid != group;
     if ((st.st_mode & 07777) == mode && !chowned) return;
     // Also after any chown, which may clear the setgid bit.
     if (::fchmod(fd, mode) != 0) fail(errno, "cannot change the mode of " + path);
@@ -92,8 +93,11 @@ void apply_owner_mode(int fd, const std::string &path, gid_t group, mode_t mode,
 }
 
 // apply_owner_mode() on the store file at PATH, opened without following a
-// symlink: a symlink, or anything but a regular file, is refused.
-void set_owner_mode(const std::string &path, gid_t group, mode_t mode, std::vector<std::string> *changes = nullptr) {
+// symlink: a symlink, anything but a regular file, or a file with another
+// link (the store's owner can write the directory, and could link a file of
+// root's there for init to give away) is refused.
+void set_owner_mode(const std::string &path, uid_t owner, gid_t group, mode_t mode,
+                    std::vector<std::string> *changes = nullptr) {
     const OpenFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
     if (fd.get() < 0) {
         const int err = errno;
@@ -104,7 +108,10 @@ void set_owner_mode(const std::string &path, gid_t group, mode_t mode, std::vect
     struct stat st{};
     if (::fstat(fd.get(), &st) != 0) fail(errno, "cannot stat " + path);
     if (!S_ISREG(st.st_mode)) refuse_odd_file(path, st.st_mode);
-    apply_owner_mode(fd.get(), path, group, mode, changes);
+    if (st.st_nlink != 1)
+        refuse(path + " has " + std::to_string(st.st_nlink) + " hard links: it may be another file too, which init "
+               "must not give to the store's owner and group; remove it (a lock file) or put a copy in its place");
+    apply_owner_mode(fd.get(), path, owner, group, mode, changes);
 }
 
 void write_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
@@ -128,17 +135,25 @@ void check_schema_version(Env &env, Txn &txn, MDB_dbi meta) {
 
 void check_schema_version(Env &env, Txn &txn) { check_schema_version(env, txn, env.open_db(txn, "meta", false)); }
 
-std::optional<std::string> become_store_owner(const std::string &dir) {
+std::optional<uid_t> store_owner_to_become(const std::string &dir) {
     struct stat st{};
     if (::geteuid() != 0 || ::stat(dir.c_str(), &st) != 0 || st.st_uid == 0) return std::nullopt;
+    return st.st_uid;
+}
+
+std::optional<std::string> become_store_owner(const std::string &dir) {
+    const auto owner = store_owner_to_become(dir);
+    if (!owner) return std::nullopt;
     char buffer[4096];
     passwd entry{}, *found = nullptr;
-    const gid_t gid = ::getpwuid_r(st.st_uid, &entry, buffer, sizeof buffer, &found) == 0 && found ? found->pw_gid
-                                                                                                  : st.st_gid;
-    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(st.st_uid) != 0 || ::setuid(0) == 0)
-        refuse("cannot become " + user_name(st.st_uid) + ", the owner of " + dir + ", to work on its store: " +
+    struct stat st{};
+    const gid_t gid = ::getpwuid_r(*owner, &entry, buffer, sizeof buffer, &found) == 0 && found ? found->pw_gid
+                      : ::stat(dir.c_str(), &st) == 0                                          ? st.st_gid
+                                                                                               : 65534;
+    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(*owner) != 0 || ::setuid(0) == 0)
+        refuse("cannot become " + user_name(*owner) + ", the owner of " + dir + ", to work on its store: " +
                std::strerror(errno));
-    return user_name(st.st_uid);
+    return user_name(*owner);
 }
 
 Access access_for_reading(const std::string &dir) {
@@ -177,16 +192,11 @@ void refuse_symlinked_dir(std::string dir) {
            "parent no one else can write; name the directory itself with --db");
 }
 
-// Takes over DIR for a store: refuses a directory owned by anyone but the
-// caller, or one that is not a store yet and holds anything but store files,
-// or that holds a store file which is a symlink or not a regular file.
-// Returns whether it holds a store already (tokens.mdb).
-bool check_init_dir(const std::string &dir, int dir_fd, const struct stat &dir_stat) {
-    const uid_t me = ::geteuid();
-    if (dir_stat.st_uid != me)
-        refuse(dir + " belongs to user " + user_name(dir_stat.st_uid) + ", not to " + user_name(me) +
-               " who runs init: its owner could replace the store's files; give it to " + user_name(me) +
-               " (chown " + user_name(me) + " " + dir + ") or name a new directory");
+// The store files in DIR, checked: refuses a directory that is not a store
+// yet and holds anything but store files, or that holds a store file which
+// is a symlink or not a regular file. Returns whether it holds a store
+// already (tokens.mdb).
+bool check_init_dir(const std::string &dir, int dir_fd) {
     const int list_fd = ::dup(dir_fd);
     DIR *listing = list_fd < 0 ? nullptr : ::fdopendir(list_fd);
     if (!listing) {
@@ -223,21 +233,57 @@ bool check_init_dir(const std::string &dir, int dir_fd, const struct stat &dir_s
     return is_store;
 }
 
-// Makes the token store's lock file its owner's alone and publishes the
-// newest commit in a fresh commit record (once the lock is held, so no
-// commit is in flight). A lock file that anyone else could write (left by
-// mod_cptoken 0.11, whose readers took slots there) is removed unopened:
-// LMDB trusts what it finds there. Appends a line per change to `made`.
-void convert_token_store(const std::string &dir, int dir_fd, gid_t gid, std::vector<std::string> &made) {
+// Whether user `uid` is a member of group `gid` (its primary group or
+// /etc/group).
+bool user_in_group(uid_t uid, gid_t gid) {
+    char buffer[4096];
+    passwd entry{}, *found = nullptr;
+    if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) != 0 || !found) return false;
+    if (found->pw_gid == gid) return true;
+    int count = 64;
+    std::vector<gid_t> groups(static_cast<std::size_t>(count));
+    if (::getgrouplist(found->pw_name, found->pw_gid, groups.data(), &count) < 0) {
+        groups.resize(static_cast<std::size_t>(count));
+        if (::getgrouplist(found->pw_name, found->pw_gid, groups.data(), &count) < 0) return true;  // fail closed
+    }
+    groups.resize(static_cast<std::size_t>(count));
+    return std::find(groups.begin(), groups.end(), gid) != groups.end();
+}
+
+gid_t primary_group(uid_t uid) {
+    char buffer[4096];
+    passwd entry{}, *found = nullptr;
+    if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) != 0 || !found)
+        refuse("user " + user_name(uid) + " has no entry in the user database");
+    return found->pw_gid;
+}
+
+// The token store's lock file belongs to its writers alone, LMDB trusting
+// what it finds there: one of another user than the store's owner (left by
+// mod_cptoken 0.11, whose readers took slots there, or by the store's former
+// owner) or one that anyone else can open is removed unopened, never handed
+// over. Appends a line if so.
+void remove_foreign_token_lock(const std::string &dir, int dir_fd, uid_t owner, std::vector<std::string> &made) {
     const std::string lock_name = std::string(token_store_file) + "-lock", lock = path_in(dir, lock_name.c_str());
     struct stat st{};
-    if (::fstatat(dir_fd, lock_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)) {
-        if (::unlinkat(dir_fd, lock_name.c_str(), 0) != 0) fail(errno, "cannot remove " + lock);
-        made.push_back(lock + ": removed (httpd's group could write it); a new one is the owner's alone");
-    }
+    if (::fstatat(dir_fd, lock_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        (st.st_uid == owner && (st.st_mode & 077) == 0 && st.st_nlink == 1))
+        return;
+    if (::unlinkat(dir_fd, lock_name.c_str(), 0) != 0) fail(errno, "cannot remove " + lock);
+    made.push_back(lock + ": removed (" +
+                   (st.st_uid != owner ? "it was " + user_name(st.st_uid) + "'s" : std::string("others could open it")) +
+                   "); a new one is " + user_name(owner) + "'s alone");
+}
+
+// Publishes the newest commit of the token store in a fresh commit record
+// (once the lock is held, so no commit is in flight), if it has none or an
+// old one. Run as the store's owner, after remove_foreign_token_lock (a
+// removed lock file is made by the next writer). Appends a line per change
+// to `made`.
+void convert_token_store(const std::string &dir, int dir_fd, gid_t gid, std::vector<std::string> &made) {
     const std::string record_name = std::string(token_store_file) + commit_record_suffix;
     const std::string record = path_in(dir, record_name.c_str());
+    struct stat st{};
     const bool had_record = ::fstatat(dir_fd, record_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
     if (had_record) {
         try {  // readers take it as it is: nothing to do, and nothing touched
@@ -275,8 +321,9 @@ void convert_token_store(const std::string &dir, int dir_fd, gid_t gid, std::vec
 
 // Makes an empty usage store in DIR. Its files are made 0600, this
 // process's alone, until it has closed them (init sets their modes after):
-// httpd's group writes them once they are 0660, and root must not have them
-// open then. A lock file left without its data file is removed unopened.
+// httpd's group writes them once they are 0660, and neither root nor the
+// store's owner may have them open then. A lock file left without its data
+// file is removed unopened.
 void make_usage_store(const std::string &dir, int dir_fd) {
     const std::string file = path_in(dir, usage_store_file), lock_name = std::string(usage_store_file) + "-lock";
     if (::unlinkat(dir_fd, lock_name.c_str(), 0) != 0 && errno != ENOENT) fail(errno, "cannot remove " + file + "-lock");
@@ -286,11 +333,70 @@ void make_usage_store(const std::string &dir, int dir_fd) {
     txn.commit(file);
 }
 
+// A new token store in DIR, with its commit record.
+void make_token_store(const std::string &dir, gid_t gid) {
+    const std::string tokens_file = path_in(dir, token_store_file);
+    Env tokens(tokens_file, Access::read_write, 0600, false);
+    Txn txn(tokens.get(), true, tokens_file);
+    const MDB_dbi meta = tokens.open_db(txn, "meta", true);
+    tokens.open_db(txn, "tokens", true);
+    tokens.open_db(txn, "names", true);
+    write_schema_version(tokens, txn, meta);
+    const std::string store_id = new_store_id();
+    tokens.put(txn, meta, as_val(store_id_key), store_id);
+    const std::uint64_t id = txn.id();
+    txn.commit(tokens_file);
+    CommitRecord::create(tokens_file + commit_record_suffix, id, store_id, 0640, gid);
+}
+
+// The LMDB part of init, done as the store's owner: `work` gets the store
+// directory open (the one init checked, `dir_id`) and reports changes with
+// `note`. In this process if it is the owner; else (root for another user)
+// in a child that became the owner for good (run_as_user), so that root
+// never opens with LMDB a file the owner could have written, nor makes one
+// it would then hand over.
+void as_owner(const std::string &dir, uid_t owner, const struct stat &dir_id,
+              const std::function<void(int dir_fd, const std::function<void(std::string)> &note)> &work,
+              std::vector<std::string> &made) {
+    if (owner == ::geteuid()) {
+        const OpenFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (dir_fd.get() < 0) fail(errno, "cannot open " + dir);
+        work(dir_fd.get(), [&made](std::string line) { made.push_back(std::move(line)); });
+        return;
+    }
+    run_as_user(
+        owner, primary_group(owner), "making the store in " + dir + " as user " + user_name(owner),
+        [&](const std::function<void(std::string_view)> &send) {
+            const OpenFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            struct stat st{};
+            if (dir_fd.get() < 0 || ::fstat(dir_fd.get(), &st) != 0) {
+                if (errno == EACCES)
+                    refuse("cannot reach " + dir + " as user " + user_name(owner) + ", its owner: the directories "
+                           "above it must let that user in (x), as the owner's processes (the manager) need too");
+                fail(errno, "cannot open " + dir);
+            }
+            if (st.st_dev != dir_id.st_dev || st.st_ino != dir_id.st_ino)
+                refuse(dir + " was replaced while init worked on it");
+            work(dir_fd.get(), [&send](const std::string &line) { send(line); });
+        },
+        [&made](std::string_view line) {
+            // Shown to root as they are: printable ASCII only.
+            std::string text(line);
+            for (char &c : text)
+                if (c < 0x20 || c > 0x7e) c = '?';
+            made.push_back(std::move(text));
+        });
+}
+
 }  // namespace
 
 InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::vector<std::string> *changes) {
-    const std::string tokens_file = path_in(dir, token_store_file), usage_file = path_in(dir, usage_store_file);
-    // 0700 until the group and mode below are set: nobody else gets in meanwhile.
+    return init_store(dir, group, std::nullopt, changes);
+}
+
+InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::optional<uid_t> owner_wanted,
+                       std::vector<std::string> *changes) {
+    const uid_t me = ::geteuid();
     // Permission denied here is a user who is not root running init: say who is needed.
     const auto cannot = [&dir](const char *what) {
         if (errno == EACCES)
@@ -298,51 +404,80 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
                    "root (this process runs as user " + user_name(::geteuid()) + "); run cptoken as root, e.g. with sudo");
         fail(errno, "cannot " + std::string(what) + " " + dir);
     };
+    if (owner_wanted && *owner_wanted != me && me != 0)
+        refuse("making a store for user " + user_name(*owner_wanted) + " needs root (this process runs as user " +
+               user_name(me) + "); run cptoken as root, e.g. with sudo");
+    // The owner writes tokens; the group reads them. An owner in the group
+    // would make httpd's children (and whatever runs as their user) writers.
+    const auto refuse_reader_as_owner = [&dir, me](uid_t owner, gid_t gid) {
+        if (owner != me && owner != 0 && user_in_group(owner, gid))
+            refuse("user " + user_name(owner) + " is in group " + group_name(gid) + ", which reads the store in " +
+                   dir + ": the store's owner writes tokens and must not be one of its readers; give the store to "
+                   "root (cptoken --db " + dir + " init --owner root) or to a user of its own");
+    };
+    struct stat before{};
+    if (owner_wanted && ::lstat(dir.c_str(), &before) != 0 && errno == ENOENT)  // refused before anything is made
+        refuse_reader_as_owner(*owner_wanted, group ? *group : ::getegid());
+    // 0700 until the group and mode below are set: nobody else gets in meanwhile.
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) cannot("create");
     refuse_symlinked_dir(dir);
     const OpenFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     struct stat dir_stat{};
     if (dir_fd.get() < 0 || ::fstat(dir_fd.get(), &dir_stat) != 0) cannot("open");
-    const bool is_store = check_init_dir(dir, dir_fd.get(), dir_stat);
+    const bool is_store = check_init_dir(dir, dir_fd.get());
 
-    // An existing store keeps its group unless told otherwise.
+    // An existing store keeps its owner and its group unless told otherwise.
+    const uid_t owner = owner_wanted ? *owner_wanted : is_store ? dir_stat.st_uid : me;
+    if (owner != me && me != 0)
+        refuse("the store in " + dir + " belongs to user " + user_name(owner) + ": repairing it needs root or " +
+               user_name(owner) + " (this process runs as user " + user_name(me) + ")");
+    // A directory that is not a store yet is taken only from the caller or
+    // the new owner: anyone else could replace the store's files meanwhile.
+    // An existing store changes owner only when told (--owner).
+    if (!is_store && dir_stat.st_uid != me && dir_stat.st_uid != owner)
+        refuse(dir + " belongs to user " + user_name(dir_stat.st_uid) + ", not to " + user_name(me) +
+               " who runs init: its owner could replace the store's files; give it to " + user_name(me) +
+               " (chown " + user_name(me) + " " + dir + ") or name a new directory");
     const gid_t gid = group ? *group : is_store ? dir_stat.st_gid : ::getegid();
+    refuse_reader_as_owner(owner, gid);
+
     std::vector<std::string> made;
-    apply_owner_mode(dir_fd.get(), dir, gid, 02750, &made);
+    // The directory first: once it is the owner's, no one else can add,
+    // remove or replace a file in it.
+    apply_owner_mode(dir_fd.get(), dir, owner, gid, 02750, &made);
     if (is_store) {
-        convert_token_store(dir, dir_fd.get(), gid, made);
-        struct stat usage_stat{};
-        if (::fstatat(dir_fd.get(), usage_store_file, &usage_stat, AT_SYMLINK_NOFOLLOW) != 0) {
-            make_usage_store(dir, dir_fd.get());  // a restored backup brings tokens.mdb alone
-            made.push_back(usage_file + ": created");
-        }
+        remove_foreign_token_lock(dir, dir_fd.get(), owner, made);
         for (const char *name : store_files) {
             struct stat st{};
             if (::fstatat(dir_fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-                set_owner_mode(path_in(dir, name), gid, store_file_mode(name), &made);
+                set_owner_mode(path_in(dir, name), owner, gid, store_file_mode(name), &made);
         }
-        if (changes) changes->insert(changes->end(), made.begin(), made.end());
-        return made.empty() ? InitOutcome::already_present : InitOutcome::repaired;
     }
-
-    // The usage store first: tokens.mdb existing is what marks a store, and an
-    // init cut short before the modes below is finished by the next (a repair).
-    make_usage_store(dir, dir_fd.get());
-    {
-        Env tokens(tokens_file, Access::read_write, 0600, false);
-        Txn txn(tokens.get(), true, tokens_file);
-        const MDB_dbi meta = tokens.open_db(txn, "meta", true);
-        tokens.open_db(txn, "tokens", true);
-        tokens.open_db(txn, "names", true);
-        write_schema_version(tokens, txn, meta);
-        const std::string store_id = new_store_id();
-        tokens.put(txn, meta, as_val(store_id_key), store_id);
-        const std::uint64_t id = txn.id();
-        txn.commit(tokens_file);
-        CommitRecord::create(tokens_file + commit_record_suffix, id, store_id, 0640, gid);
+    as_owner(dir, owner, dir_stat, [&](int fd, const std::function<void(std::string)> &note) {
+        std::vector<std::string> done;
+        if (is_store) {
+            convert_token_store(dir, fd, gid, done);
+            struct stat usage_stat{};
+            if (::fstatat(fd, usage_store_file, &usage_stat, AT_SYMLINK_NOFOLLOW) != 0) {
+                make_usage_store(dir, fd);  // a restored backup brings tokens.mdb alone
+                done.push_back(path_in(dir, usage_store_file) + ": created");
+            }
+        } else {
+            // The usage store first: tokens.mdb existing is what marks a store, and an
+            // init cut short before the modes below is finished by the next (a repair).
+            make_usage_store(dir, fd);
+            make_token_store(dir, gid);
+        }
+        for (std::string &line : done) note(std::move(line));
+    }, made);
+    for (const char *name : store_files) {
+        struct stat st{};
+        if (::fstatat(dir_fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            set_owner_mode(path_in(dir, name), owner, gid, store_file_mode(name), is_store ? &made : nullptr);
     }
-    for (const char *name : store_files) set_owner_mode(path_in(dir, name), gid, store_file_mode(name));
-    return InitOutcome::created;
+    if (!is_store) return InitOutcome::created;
+    if (changes) changes->insert(changes->end(), made.begin(), made.end());
+    return made.empty() ? InitOutcome::already_present : InitOutcome::repaired;
 }
 
 // ---------------------------------------------------------------- tokens

@@ -110,6 +110,12 @@ private:
 /// StoreError: access if it cannot.
 std::optional<std::string> become_store_owner(const std::string &dir);
 
+/// The user become_store_owner() would become: the owner of DIR if this
+/// process is root and DIR belongs to another user; else nullopt. What root
+/// must do as root (start the nobody child that reads the usage store), it
+/// does before.
+std::optional<uid_t> store_owner_to_become(const std::string &dir);
+
 /// The group httpd's children run as, for the `cptoken init --group` that
 /// errors suggest: the module sets it. Unset (the tool, which cannot know
 /// httpd's group), errors never name the caller's group: giving the store to
@@ -123,19 +129,29 @@ std::optional<std::string> missing_store(const std::string &dir);
 
 enum class InitOutcome { created, repaired, already_present };
 
-/// Makes DIR a token store owned by the caller, with group `group`: the
-/// directory 02750, tokens.mdb and its commit record 0640, its lock file
-/// 0600, both usage files 0660, so that the group can read tokens and write
-/// usage, and others get nothing. A store made by mod_cptoken 0.11 or
-/// earlier is converted: its lock file, which the group could write, is
-/// removed unopened, and the commit record is made. A new or empty directory gets both
-/// environments (group: `group`, else the caller's) and created. An existing
-/// store is repaired instead: owner, group (`group`, else the directory's
-/// own) and modes set as above, one line per change ("PATH: group root ->
-/// www-data") appended to `changes`; repaired, or already_present if nothing
-/// differed. Symlinks are never followed. Throws StoreError (access) if DIR
-/// is a symbolic link or belongs to another user, holds other files and no store, or holds a store
-/// file that is a symlink or not a regular file, and on any system error.
+/// Makes DIR a token store owned by `owner` (else the caller), with group
+/// `group`: the directory 02750, tokens.mdb and its commit record 0640, its
+/// lock file 0600, both usage files 0660, every one the owner's, so that the
+/// group can read tokens and write usage, and others get nothing. A new or
+/// empty directory gets both environments (group: `group`, else the
+/// caller's) and created. An existing store is repaired instead: owner (the
+/// directory's own unless `owner` is given), group (`group`, else the
+/// directory's own) and modes set as above, one line per change ("PATH:
+/// group root -> www-data") appended to `changes`; repaired, or
+/// already_present if nothing differed. A store made by mod_cptoken 0.11 or
+/// earlier is converted (its commit record made); a token store lock file
+/// that is not the owner's alone is removed unopened, never handed over.
+/// Root making or repairing a store for another user does the LMDB work in
+/// a child that became that user (run_as_user), and only changes owners and
+/// modes itself. Symlinks are never followed. Throws StoreError (access) if
+/// DIR is a symbolic link, is not a store and belongs to another user than
+/// the caller and the owner, holds other files and no store, or holds a
+/// store file that is a symlink, not a regular file or hard-linked; if the
+/// owner is not the caller and either the caller is not root or the owner
+/// (not root) is in the group; and on any system error.
+InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::optional<uid_t> owner,
+                       std::vector<std::string> *changes = nullptr);
+/// init_store() for the caller, or the existing store's owner.
 InitOutcome init_store(const std::string &dir, std::optional<gid_t> group,
                        std::vector<std::string> *changes = nullptr);
 

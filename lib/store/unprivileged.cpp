@@ -2,15 +2,12 @@
 #include "store/unprivileged.hpp"
 
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "store/drop_privileges.hpp"
 #include "store/lmdb_env.hpp"
 #include "store/store.hpp"
 
@@ -30,15 +28,7 @@ namespace {
 constexpr std::string_view end_line = "\x01" "end";
 constexpr std::string_view error_prefix = "\x01" "error ";
 
-uid_t nobody_uid() {
-    char buffer[4096];
-    passwd entry{}, *found = nullptr;
-    if (::getpwnam_r("nobody", &entry, buffer, sizeof buffer, &found) == 0 && found && found->pw_uid != 0)
-        return found->pw_uid;
-    return 65534;
-}
-
-[[noreturn]] void child(int out_fd, gid_t gid,
+[[noreturn]] void child(int out_fd, uid_t uid, gid_t gid,
                         const std::function<void(const std::function<void(std::string_view)> &)> &work) {
     std::FILE *out = ::fdopen(out_fd, "w");
     if (!out) ::_exit(3);
@@ -48,33 +38,12 @@ uid_t nobody_uid() {
         std::fputc('\n', out);
     };
     // Nothing of this process's but the pipe goes on: a descriptor or a
-    // shared mapping of the token store (its owner's lock file, the data
-    // file open to write) would let a child compromised through what it
-    // parses write where its user cannot. This process's token stores are
-    // never used here.
-    // Nor root's terminal: what the child (or liblmdb failing in it) would
-    // print is not root's to show; the parent says how it ended.
-    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null_fd < 0) ::_exit(3);
-    for (int fd = 0; fd <= 2; ++fd)
-        if (fd != out_fd && ::dup2(null_fd, fd) < 0) ::_exit(3);
-    ::close_range(3, out_fd - 1, 0);
-    ::close_range(out_fd + 1, ~0U, 0);
-    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> store_maps;
-    if (std::FILE *maps = std::fopen("/proc/self/maps", "r")) {
-        char entry[4096];
-        unsigned long start = 0, end = 0;
-        while (std::fgets(entry, sizeof entry, maps))
-            if (std::strstr(entry, token_store_file) && std::sscanf(entry, "%lx-%lx", &start, &end) == 2)
-                store_maps.emplace_back(start, end);
-        std::fclose(maps);
-    }
-    for (const auto &[start, end] : store_maps) ::munmap(reinterpret_cast<void *>(start), end - start);
-    const uid_t uid = nobody_uid();
-    if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0 || ::setuid(0) == 0 ||
-        ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-        send(std::string(error_prefix) + "access cannot become user nobody of group " + std::to_string(gid) + ": " +
-             std::strerror(errno));
+    // shared mapping of the token store would let a child compromised
+    // through what it parses write where its user cannot.
+    if (!shed_inherited_state({out_fd})) ::_exit(3);
+    if (!become_for_good(uid, gid)) {
+        send(std::string(error_prefix) + "access cannot become user " + lmdb::user_name(uid) + " of group " +
+             lmdb::group_name(gid) + ": " + std::strerror(errno));
         std::fclose(out);
         ::_exit(1);
     }
@@ -93,6 +62,14 @@ uid_t nobody_uid() {
     ::_exit(status);
 }
 
+bool in_group(gid_t gid) {
+    if (::getegid() == gid) return true;
+    const int count = ::getgroups(0, nullptr);
+    std::vector<gid_t> groups(count > 0 ? static_cast<std::size_t>(count) : 0);
+    if (count > 0 && ::getgroups(count, groups.data()) != count) return false;
+    return std::find(groups.begin(), groups.end(), gid) != groups.end();
+}
+
 // What the child said, fit for a terminal.
 std::string printable(std::string_view text) {
     std::string out;
@@ -102,8 +79,9 @@ std::string printable(std::string_view text) {
 
 }  // namespace
 
-void run_unprivileged(gid_t gid, const std::function<void(const std::function<void(std::string_view)> &send)> &work,
-                      const std::function<void(std::string_view line)> &receive) {
+void run_as_user(uid_t uid, gid_t gid, std::string_view what,
+                 const std::function<void(const std::function<void(std::string_view)> &send)> &work,
+                 const std::function<void(std::string_view line)> &receive) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw StoreError(StoreError::Kind::access, std::string("pipe: ") + std::strerror(errno));
     std::fflush(nullptr);  // nothing buffered here is written twice
@@ -115,7 +93,7 @@ void run_unprivileged(gid_t gid, const std::function<void(const std::function<vo
     }
     if (pid == 0) {
         ::close(fds[0]);
-        child(fds[1], gid, work);
+        child(fds[1], uid, gid, work);
     }
     ::close(fds[1]);
     std::FILE *in = ::fdopen(fds[0], "r");
@@ -172,22 +150,37 @@ void run_unprivileged(gid_t gid, const std::function<void(const std::function<vo
         failure = WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
                                       : "ended without its answer";
     if (!failure.empty())
-        throw StoreError(StoreError::Kind::access, "the unprivileged process reading the usage store " + failure);
+        throw StoreError(StoreError::Kind::access, "the process " + std::string(what) + " " + failure);
+}
+
+void run_unprivileged(gid_t gid, const std::function<void(const std::function<void(std::string_view)> &send)> &work,
+                      const std::function<void(std::string_view line)> &receive) {
+    run_as_user(nobody_uid(), gid, "reading the usage store as user nobody", work, receive);
 }
 
 void as_store_group(const std::string &dir,
                     const std::function<void(const std::function<void(std::string_view)> &send)> &work,
                     const std::function<void(std::string_view line)> &receive) {
-    if (::geteuid() != 0) {
-        work(receive);
-        return;
-    }
     struct stat st{};
     if (::stat(dir.c_str(), &st) != 0) {
         if (errno == ENOENT) lmdb::no_store(dir);
         lmdb::fail(errno, "cannot open " + dir);
     }
     const gid_t gid = st.st_gid;
+    if (::geteuid() != 0) {
+        // The store's owner writes tokens: more privileged than httpd's
+        // group, it must not map what that group writes. Anyone else here is
+        // in that group (or cannot open the files anyway).
+        struct stat usage_st{};
+        const bool has_usage = ::lstat(lmdb::path_in(dir, usage_store_file).c_str(), &usage_st) == 0 || errno != ENOENT;
+        if (st.st_uid == ::geteuid() && !in_group(gid) && has_usage)
+            lmdb::refuse("user " + lmdb::user_name(st.st_uid) + " owns the store in " + dir +
+                         " and is not in its group " + lmdb::group_name(gid) +
+                         ", which writes the usage store: the store's owner never opens that store; root's cptoken "
+                         "reads it, as user nobody of group " + lmdb::group_name(gid));
+        work(receive);
+        return;
+    }
     run_unprivileged(
         gid,
         [&](const std::function<void(std::string_view)> &send) {

@@ -29,9 +29,18 @@ inline constexpr std::size_t unprivileged_line_max = 1024;
 void run_unprivileged(gid_t gid, const std::function<void(const std::function<void(std::string_view)> &send)> &work,
                       const std::function<void(std::string_view line)> &receive);
 
+/// run_unprivileged() as user `uid` with group `gid` alone instead of
+/// nobody: for work root does as a store's owner (init). `what` says what the
+/// child does in errors ("making the store as user cptoken").
+void run_as_user(uid_t uid, gid_t gid, std::string_view what,
+                 const std::function<void(const std::function<void(std::string_view)> &send)> &work,
+                 const std::function<void(std::string_view line)> &receive);
+
 /// run_unprivileged() with the group of the store directory DIR, if this
 /// process is root; anyone else runs `work` here, its lines going straight to
-/// `receive`. Throws StoreError as run_unprivileged, and missing if DIR is.
+/// `receive`, but the store's owner outside that group, who writes tokens and
+/// never opens what httpd's group writes: then StoreError (access). Throws
+/// StoreError as run_unprivileged, and missing if DIR is.
 void as_store_group(const std::string &dir,
                     const std::function<void(const std::function<void(std::string_view)> &send)> &work,
                     const std::function<void(std::string_view line)> &receive);

@@ -164,3 +164,24 @@ def test_directive_is_on_or_off_in_the_main_server_only(srv):
     assert rc != 0 and "CPTokenTrustOwnStore" in out, out
     rc, out = configtest(srv, DEFAULT_BODY + "\n<VirtualHost 127.0.0.1:1>\n    CPTokenTrustOwnStore On\n</VirtualHost>\n")
     assert rc != 0 and "CPTokenTrustOwnStore" in out, out
+
+
+@ALL_MPMS
+def test_store_of_the_managers_user_is_read_by_httpds_children(srv):
+    """`cptoken init --owner daemon` (the manager's user, not httpd's):
+    httpd's children admit its tokens, also one the owner wrote itself, and
+    see a revocation by root's cptoken (as the owner) at once."""
+    import subprocess
+    from conftest import CPTOKEN
+    srv.store.run("init", "--group", "www-data", "--owner", "daemon")
+    assert srv.store.path.stat().st_uid == pwd.getpwnam("daemon").pw_uid
+    token = srv.store.create("alice", "ci")
+    p = subprocess.run(["runuser", "-u", "daemon", "--", CPTOKEN, "--db", str(srv.store.path), "create", "alice",
+                        "manager"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p
+    srv.start()
+    assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
+    assert_admitted(srv.get(auth=f"cpanel alice:{p.stdout.strip()}"))
+    srv.store.revoke("alice", "ci")
+    assert srv.get(auth=f"cpanel alice:{token}").status == 401
+    srv.allow("CPT0100")

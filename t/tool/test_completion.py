@@ -79,6 +79,14 @@ def test_options_completed_are_those_of_each_commands_help():
         assert set(complete(command, "--")) == in_help | {"--db"}, command
 
 
+def test_init_owner_completes_users_and_group_groups():
+    assert set(complete("init", "--")) == {"--group", "--owner", "--db", "--help"}
+    assert "daemon" in complete("init", "--owner", "dae")
+    assert "www-data" in complete("init", "--owner", "daemon", "--group", "www")
+    # --owner's value is not taken for an argument: the option after it still completes.
+    assert complete("init", "--owner", "daemon", "--gr") == ["--group"]
+
+
 def test_service_and_method_values():
     assert complete("create", "alice", "ci", "--service", "") == ["cpanel", "whm"]
     assert complete("list", "--service", "w") == ["whm"]

@@ -11,11 +11,12 @@ On 0.11 (a1e9a0b) the second test fails: tokens.mdb-lock was 0660
 root:www-data and root's commands died in glibc's unlock, writing through
 the pointers www-data put there."""
 
+import json
 import os
 import subprocess
 import time
 
-from conftest import Store, run
+from conftest import CPTOKEN, Store, run
 
 PYTHON = "/usr/bin/python3"
 
@@ -113,7 +114,7 @@ def test_root_commands_survive_www_data_writing_into_the_store(tmp_path):
                         problems.append(f"fsck: {r}")
                 elif r.rc != 0:
                     problems.append(f"{what}: {r}")
-            listed = [(t["user"], t["name"]) for t in __import__("json").loads(steps[1][1].out or "[]")]
+            listed = [(t["user"], t["name"]) for t in json.loads(steps[1][1].out or "[]")]
             if ("alice", "kept") not in listed or ("bob", name) not in listed:
                 problems.append(f"list round {rounds}: {listed}")
             if s.list_json("bob"):
@@ -152,3 +153,66 @@ def test_root_works_on_a_store_of_another_owner_as_that_owner(tmp_path):
     assert os.stat(s.path / "tokens.mdb-lock").st_uid == owner.pw_uid
     assert s.check("bob", fresh).out.startswith("accepted")
     assert s.check("alice", token).out.startswith("refused")
+
+
+USED_AT_TEXT = "2026-01-01T00:00:00Z"
+
+
+def owned_by_daemon_with_used_tokens(tmp_path):
+    """A www-data store whose owner is daemon (the manager's user), with a
+    recorded use of `used` and a revoked token `gone` that was used too.
+    Returns (store, daemon's passwd entry)."""
+    import pwd
+    from test_usage_values import USED_AT, plant, usage_value
+    owner = pwd.getpwnam("daemon")
+    s = Store(tmp_path / "db")
+    assert s.init("--group", "www-data").rc == 0
+    used, gone = s.create("alice", "used"), s.create("alice", "gone")
+    plant(s, {used: usage_value(USED_AT, b"192.0.2.7"), gone: usage_value(USED_AT, b"192.0.2.8")})
+    assert s.run("revoke", "alice", "gone").rc == 0
+    for p in [s.path, *s.path.iterdir()]:
+        os.chown(p, owner.pw_uid, -1)
+    return s, owner
+
+
+def test_root_reads_the_usage_of_another_owners_store_as_nobody_not_as_the_owner(tmp_path):
+    """Root's cptoken becomes the store's owner (daemon) for its store work;
+    the usage store, which www-data writes, must still be read and pruned as
+    nobody of www-data, never by the owner, who is more privileged than
+    www-data (it writes tokens). The usage files here are root's, 0660
+    www-data: nobody of www-data opens them, daemon cannot. Before: list
+    showed every token as never used (daemon opened them itself: Permission
+    denied), and with daemon's own usage files it mapped them."""
+    s, _ = owned_by_daemon_with_used_tokens(tmp_path)
+    for name in ("usage.mdb", "usage.mdb-lock"):
+        os.chown(s.path / name, 0, -1)
+    r = s.run("list", "--json")
+    assert r.rc == 0 and r.err == "", r
+    entry, = json.loads(r.out)
+    assert (entry["last_used"], entry["last_used_ip"]) == (USED_AT_TEXT, "192.0.2.7"), entry
+    shown = s.show_json("alice", "used")
+    assert shown["last_used"] == USED_AT_TEXT, shown
+    r = s.run("fsck")
+    assert r.rc == 0, r
+    r = s.run("prune")
+    assert r.rc == 0, r
+    assert "forgot the uses of 1 token no longer in the store" in r.out, r.out
+    assert s.show_json("alice", "used")["last_used"] == USED_AT_TEXT
+
+
+def test_the_store_owner_never_opens_the_usage_store(tmp_path):
+    """The owner running cptoken itself (as the manager's user would) cannot
+    start a nobody child: it says the usage store is not its to read and
+    shows no uses, rather than map a file www-data writes. Before: it read
+    usage.mdb, its own file, with LMDB."""
+    s, _ = owned_by_daemon_with_used_tokens(tmp_path)
+    p = subprocess.run(["runuser", "-u", "daemon", "--", CPTOKEN,
+                        "--db", str(s.path), "list", "--json"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p
+    entry, = json.loads(p.stdout)
+    assert entry["last_used"] is None and entry["uses"] == 0, entry
+    assert "cannot read the usage store" in p.stderr and "owns the store" in p.stderr, p.stderr
+    p = subprocess.run(["runuser", "-u", "daemon", "--", CPTOKEN, "--db", str(s.path), "prune"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and p.stdout.startswith("pruned "), p
+    assert "usage store" in p.stderr and "owns the store" in p.stderr, p.stderr

@@ -284,3 +284,168 @@ def test_init_refuses_a_symlinked_store_dir_and_leaves_its_target_alone(tmp_path
     assert os.listdir(target) == []
     # The directory it names is fine to give.
     assert run("--db", target, "init", "--group", "www-data").rc == 0
+
+
+# ---- init --owner: a store that the manager's user owns and writes (issue 22)
+
+DAEMON = pwd.getpwnam("daemon")  # stands in for the manager's user (cptoken): not in www-data
+
+
+def owners(d):
+    """{name: (uid, gid, mode)} of the directory (".") and every file in it."""
+    out = {".": (os.stat(d).st_uid, os.stat(d).st_gid, mode(d))}
+    for name in sorted(os.listdir(d)):
+        st = os.lstat(d / name)
+        out[name] = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    return out
+
+
+def owned_layout(uid):
+    return {".": (uid, WWW, 0o2750), **{name: (uid, WWW, want) for name, want in FILES.items()}}
+
+
+def as_daemon(*args, **kw):
+    """cptoken ARGS as user daemon."""
+    import subprocess
+    from conftest import CPTOKEN, base_env
+    p = subprocess.run(["runuser", "-u", "daemon", "--", CPTOKEN, *map(str, args)], capture_output=True, text=True,
+                       env=base_env(), timeout=30, **kw)
+    return p
+
+
+def test_init_owner_makes_a_store_that_user_owns_and_writes(tmp_path):
+    d = tmp_path / "db"
+    r = run("--db", d, "init", "--group", "www-data", "--owner", "daemon")
+    assert r.rc == 0, r
+    assert r.out == f"created token store in {d} for group www-data, owned by daemon\n", r.out
+    assert owners(d) == owned_layout(DAEMON.pw_uid)
+    # The owner writes tokens itself (the manager's children) ...
+    p = as_daemon("--db", d, "create", "alice", "from-owner")
+    assert p.returncode == 0, p
+    # ... and root's commands work on its store, as the owner.
+    s = Store(d)
+    token = s.create("alice", "from-root")
+    assert s.check("alice", token).rc == 0
+    assert s.check("alice", p.stdout.strip()).rc == 0
+    assert [e["name"] for e in s.list_json("alice")] == ["from-owner", "from-root"]
+    assert s.show_json("alice", "from-root")["last_used"] is None
+    for args in (["prune"], ["fsck"], ["revoke", "alice", "from-owner"]):
+        r = s.run(*args)
+        assert r.rc == 0 and r.err == "", (args, r)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, DAEMON.pw_uid, -1)
+    assert s.run("backup", out / "copy.mdb").rc == 0
+    assert os.stat(out / "copy.mdb").st_uid == DAEMON.pw_uid
+    assert owners(d) == owned_layout(DAEMON.pw_uid)
+
+
+def test_init_owner_unknown_user_is_usage_error_and_creates_nothing(tmp_path):
+    d = tmp_path / "db"
+    r = run("--db", d, "init", "--group", "www-data", "--owner", "no-such-user-cptoken")
+    assert_usage_error(r)
+    assert "no-such-user-cptoken" in r.err, r.err
+    assert not d.exists()
+
+
+def test_init_owner_in_the_stores_group_is_refused(tmp_path):
+    """www-data owning a www-data store would let httpd's children (and PHP
+    running as www-data) write tokens: the owner must not be a reader."""
+    d = tmp_path / "db"
+    r = run("--db", d, "init", "--group", "www-data", "--owner", "www-data")
+    assert_refusal(r)
+    assert "www-data" in r.err and "group" in r.err, r.err
+    assert not d.exists()
+    # Nor is an existing store given to it.
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    before = snapshot(d)
+    assert_refusal(s.init("--owner", "www-data"))
+    assert snapshot(d) == before and os.stat(d).st_uid == 0
+
+
+def test_init_keeps_the_owner_of_an_existing_store_and_repairs_it_for_that_owner(tmp_path):
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data", "--owner", "daemon").rc == 0
+    token = s.create("alice", "ci")
+    before = snapshot(d)
+    r = s.init()
+    assert r.rc == 0 and "nothing changed" in r.out, r
+    assert snapshot(d) == before
+    os.chmod(d / "tokens.mdb", 0o666)
+    os.chown(d / "usage.mdb", 0, -1)
+    r = s.init("--group", "www-data")
+    assert r.rc == 0, r
+    assert sorted(r.out.splitlines()) == sorted([
+        f"{d / 'tokens.mdb'}: mode 0666 -> 0640",
+        f"{d / 'usage.mdb'}: owner root -> daemon",
+    ]), r.out
+    assert owners(d) == owned_layout(DAEMON.pw_uid)
+    assert s.check("alice", token).rc == 0
+
+
+def test_init_owner_gives_a_root_store_to_that_user_and_back(tmp_path):
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data").rc == 0
+    token = s.create("alice", "ci")
+    r = s.init("--owner", "daemon")
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    assert f"{d}: owner root -> daemon" in lines, r.out
+    for name in ("tokens.mdb", "tokens.mdb-committed", "usage.mdb", "usage.mdb-lock"):
+        assert f"{d / name}: owner root -> daemon" in lines, r.out
+    # The old owner's lock file is not handed over: the next writer makes its own, the new owner's alone.
+    assert f"{d / 'tokens.mdb-lock'}: removed (it was root's); a new one is daemon's alone" in lines, r.out
+    assert not (d / "tokens.mdb-lock").exists()
+    assert s.check("alice", token).rc == 0
+    assert as_daemon("--db", d, "revoke", "alice", "ci").returncode == 0
+    assert s.check("alice", token).rc == 1
+    assert owners(d) == owned_layout(DAEMON.pw_uid)
+
+    r = s.init("--owner", "root")
+    assert r.rc == 0, r
+    assert f"{d}: owner daemon -> root" in r.out.splitlines(), r.out
+    assert s.create("bob", "back")
+    assert owners(d) == owned_layout(0)
+
+
+def test_init_owner_refuses_a_dir_of_a_third_user(tmp_path):
+    d = tmp_path / "db"
+    d.mkdir()
+    os.chown(d, WWW_UID, -1)
+    before = full_stat(d)
+    r = run("--db", d, "init", "--group", "www-data", "--owner", "daemon")
+    assert_refusal(r)
+    assert "www-data" in r.err, r.err
+    assert full_stat(d) == before and os.listdir(d) == []
+
+
+def test_init_owner_never_gives_away_a_file_linked_from_elsewhere(tmp_path):
+    """The owner can write the store directory: a hard link to another file
+    planted there as a store file must not have root's init give that file
+    to the owner."""
+    d = tmp_path / "db"
+    s = Store(d)
+    assert s.init("--group", "www-data", "--owner", "daemon").rc == 0
+    target = tmp_path / "root-only"
+    target.write_bytes(b"root's, not a lock file\n")
+    os.chmod(target, 0o600)
+    os.unlink(d / "usage.mdb-lock")
+    os.link(target, d / "usage.mdb-lock")
+    before = full_stat(target)
+    r = s.init("--group", "www-data")
+    assert_refusal(r)
+    assert "link" in r.err, r.err
+    assert full_stat(target) == before
+
+
+def test_init_owner_needs_root(tmp_path):
+    d = tmp_path / "db"
+    d.mkdir()
+    os.chown(d, DAEMON.pw_uid, DAEMON.pw_gid)
+    p = as_daemon("--db", d, "init", "--owner", "nobody")
+    assert p.returncode == 1 and p.stdout == "", p
+    assert "root" in p.stderr, p.stderr
+    assert os.listdir(d) == []
