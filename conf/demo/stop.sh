@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# make demo-stop: stops the demo's httpd and echo backend (by their pid
+# make demo-stop: stops the demo's httpd, its manager and echo backend (by their pid
 # files) and leaves /tmp/mod_cptoken-demo for inspection.
 set -uo pipefail
 
@@ -34,5 +34,6 @@ stop() {
 }
 
 stop httpd "$STATE/httpd.pid" "$STATE/httpd.conf"
+stop manager "$STATE/manager.pid" "$STATE/manager.conf"
 stop "echo backend" "$STATE/backend.pid" "echo_backend"
 say "state left in $STATE (logs in $STATE/logs)"
