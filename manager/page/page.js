@@ -167,7 +167,7 @@
     const parts = [];
     if (t.has_full_access === 0 && t.features && t.features.length) parts.push(`features: ${t.features.join(', ')}`);
     if (t.scopes && t.scopes.length) parts.push(t.scopes.join(' '));
-    if (t.readonly) parts.push('read-only');
+    if (t.readonly) parts.push('safe methods only');
     return parts.length ? parts.join('; ') : 'full access';
   }
 

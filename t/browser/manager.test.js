@@ -137,7 +137,7 @@ describe('the Manage API Tokens page', () => {
     assert.equal(await text(cell('deploy', 5)), '127.0.0.1 192.0.2.0/24');
     assert.equal(await text(cell('old-ci', 5)), 'any');
     assert.match(await text(cell('backup', 6)), /\/protected\//);
-    assert.match(await text(cell('backup', 6)), /read-only/);
+    assert.match(await text(cell('backup', 6)), /safe methods only/);
     assert.equal(await text(cell('deploy', 6)), 'full access');
     assert.equal(await text(cell('old-ci', 3)), world.usage ? 'never' : 'unknown');
 

@@ -141,7 +141,9 @@ check_installed() {
              /etc/systemd/system/timers.target.wants/cptoken-prune.timer /etc/cron.daily/cptoken \
              /usr/share/doc/libapache2-mod-cptoken/README.Debian \
              /usr/share/doc/libapache2-mod-cptoken/changelog.gz \
-             /usr/share/doc/libapache2-mod-cptoken/copyright; do
+             /usr/share/doc/libapache2-mod-cptoken/copyright \
+             /etc/cptoken/manager.conf /lib/systemd/system/cptoken-manager.service \
+             /usr/share/mod_cptoken/manager/index.html /usr/share/mod_cptoken/manager/page.js; do
         [ -e "$root$f" ] || [ -L "$root$f" ] || fail "missing: $f"
     done
     [ ! -e "$root/etc/fail2ban/jail.d/cptoken.conf" ] || fail "a fail2ban jail is enabled"
@@ -153,6 +155,12 @@ check_installed() {
     grep -q "cptoken-prune.timer" "$postinst" || fail "postinst does not start the timer"
     grep -q "^TimeoutStartSec=" "$root/lib/systemd/system/cptoken-prune.service" ||
         fail "cptoken-prune.service has no start timeout"
+    # The manager: shipped, its user made, not enabled; its configuration as shipped passes configtest.
+    run getent passwd cptoken > /dev/null || fail "no user cptoken"
+    [ ! -e "$root/etc/systemd/system/multi-user.target.wants/cptoken-manager.service" ] ||
+        fail "cptoken-manager.service is enabled by the package"
+    ! grep -E "(start|restart).*cptoken-manager" "$postinst" || fail "postinst starts the manager"
+    run apache2 -t -f /etc/cptoken/manager.conf
     [ ! -e "$root/etc/apache2/mods-enabled/cptoken.load" ] || fail "the module is enabled by the package"
     [ "$(stat -c '%U:%G %a' "$root/var/lib/cptoken")" = "root:www-data 2750" ] ||
         fail "store: $(stat -c '%U:%G %a' "$root/var/lib/cptoken"), expected root:www-data 2750"
@@ -163,7 +171,7 @@ check_installed() {
     [ "$writable" = "/var/lib/cptoken/usage.mdb /var/lib/cptoken/usage.mdb-lock " ] ||
         fail "www-data can write: $writable"
 }
-step "files, timer enabled, module not, store root:www-data 2750, nothing of the token store writable by www-data" check_installed
+step "files, timer enabled, module and manager not, store root:www-data 2750, nothing of the token store writable by www-data" check_installed
 
 check_commands() {
     local version
