@@ -36,7 +36,7 @@ DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-uti
                 debhelper dpkg-dev fakeroot lintian debootstrap groff-base
 # The browser's packages, without what Debian recommends beside them (avahi-daemon, a desktop's
 # helpers): a headless test needs none of it.
-BROWSER_PACKAGES := chromium fonts-liberation
+BROWSER_PACKAGES := chromium fonts-liberation media-types
 
 CXXSTD    := -std=c++20
 WARN      := -Wall -Wextra -Wshadow -Wno-missing-field-initializers
