@@ -849,11 +849,6 @@ int cmd_bulk_create(const std::string &db, const BulkCreateOptions &o) {
     return 0;
 }
 
-// --unused-for: not used since `cutoff`, or never used and created by then.
-bool unused_since(const TokenRecord &record, const std::optional<Usage> &used, Seconds cutoff) {
-    return used ? used->last_used <= cutoff : record.created <= cutoff;
-}
-
 int cmd_list(const std::string &db, const ListOptions &o) {
     if (!o.user.empty()) require_user(o.user);
     std::optional<Seconds> cutoff;

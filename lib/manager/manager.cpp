@@ -651,8 +651,9 @@ Outcome Call::revoke_unused() {
     const Seconds cutoff = request_.now - static_cast<Seconds>(*days) * 86400;
     const auto used_since_cutoff = [&](const StoredToken &token) {
         const auto found = usage.uses.find(token.digest);
-        if (found != usage.uses.end()) return found->second.last_used > cutoff;
-        return !token.record.rotated() && token.record.created > cutoff;
+        const bool used = found != usage.uses.end();
+        if (!used && token.record.rotated()) return false;  // a replaced token never used keeps nothing
+        return !unused_since(token.record, used ? std::optional<Usage>(found->second) : std::nullopt, cutoff);
     };
     std::vector<std::string> revoked;
     store_.batch([&](TokenBatch &batch) {

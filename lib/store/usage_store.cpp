@@ -218,6 +218,10 @@ std::vector<std::string_view> fields_of(std::string_view line) {
 
 }  // namespace
 
+bool unused_since(const TokenRecord &record, const std::optional<Usage> &used, Seconds cutoff) {
+    return used ? used->last_used <= cutoff : record.created <= cutoff;
+}
+
 std::string usage_line(const Digest &digest, const Usage &usage) {
     return digest_hex(digest) + " " + std::to_string(usage.last_used) + " " + std::to_string(usage.uses) + " " +
            (usage.last_used_ip.empty() ? "-" : usage.last_used_ip);

@@ -91,6 +91,11 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+/// Whether a token was not used since `cutoff`: its last use is at or before
+/// it, or, never used, it was created by then. The rule of `cptoken list
+/// --unused-for` and of the manager's revoke_unused.
+bool unused_since(const TokenRecord &record, const std::optional<Usage> &used, Seconds cutoff);
+
 /// One usage value as the unprivileged reader sends it to root:
 /// "DIGEST_HEX LAST_USED USES ADDRESS|-".
 std::string usage_line(const Digest &digest, const Usage &usage);
