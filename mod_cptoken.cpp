@@ -801,14 +801,25 @@ apr_status_t close_stores(void *) {
     return APR_SUCCESS;
 }
 
+// A child of an MPM without threads (prefork, and its kin) is ended by its
+// SIGTERM or SIGHUP handler, which destroys the child's pool, and so runs
+// close_stores(), on the thread it interrupted: perhaps inside note(),
+// holding a lock the writer needs (the child hung until httpd killed it).
+bool child_ends_in_signal_handler() {
+    int threaded = 0;
+    return ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS && threaded == AP_MPMQ_NOT_SUPPORTED;
+}
+
 void child_init(apr_pool_t *pchild, server_rec *s) {
     set_httpd_group(::getegid());  // the group a store must have for us: what errors tell the admin to give
     g_stores.clear();
     g_usage.clear();
+    const bool ends_in_signal_handler = child_ends_in_signal_handler();
     for (const StoreDir &dir : g_store_dirs) {
         g_usage.push_back(std::make_unique<UsageWriter>(dir.path, [s](const std::string &message) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_USAGE "%s", message.c_str());
         }));
+        if (ends_in_signal_handler) g_usage.back()->stop_from_signals({SIGTERM, SIGHUP});
         g_stores.push_back(std::make_unique<LiveStore>(dir.path, g_trust_own_store));
         if (!dir.configured) continue;  // the default store opens on first use
         try {
@@ -986,7 +997,9 @@ void register_hooks(apr_pool_t *pool) {
     // Not an auth hook: fixups run for every request, so the optimisation httpd applies to auth hooks
     // stays on for every module. Really first: before mod_rewrite's per-directory rules and mod_dir.
     ap_hook_fixups(check_uri_scope_hook, nullptr, nullptr, APR_HOOK_REALLY_FIRST);
-    ap_hook_log_transaction(note_use_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
+    // Before the access log: its line for a request says the use is noted.
+    static const char *const log_after_us[] = {"mod_log_config.c", nullptr};
+    ap_hook_log_transaction(note_use_hook, nullptr, log_after_us, APR_HOOK_MIDDLE);
     ap_register_output_filter(expiry_filter_name, expiry_filter, nullptr, AP_FTYPE_CONTENT_SET);
     ap_hook_insert_filter(insert_expiry_filter_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_insert_error_filter(insert_expiry_filter_hook, nullptr, nullptr, APR_HOOK_MIDDLE);

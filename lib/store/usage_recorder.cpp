@@ -282,6 +282,10 @@ struct UsageWriter::Shared {
     std::thread thread;
     std::atomic<bool> started{false};  // the thread was started: read by note() without the lock
 
+    // Held back by note() (stop_from_signals); set before the first note.
+    sigset_t held_signals{};
+    bool holds_signals = false;
+
     // The writer thread's own.
     std::unique_ptr<UsageStore> store;
     StoreFileIds store_ids;
@@ -363,6 +367,25 @@ struct UsageWriter::Shared {
     }
 };
 
+namespace {
+// Holds back `signals` (none if null) on this thread for its lifetime.
+class SignalsHeld {
+public:
+    explicit SignalsHeld(const sigset_t *signals) : active_(signals != nullptr) {
+        if (active_) pthread_sigmask(SIG_BLOCK, signals, &before_);
+    }
+    ~SignalsHeld() {
+        if (active_) pthread_sigmask(SIG_SETMASK, &before_, nullptr);
+    }
+    SignalsHeld(const SignalsHeld &) = delete;
+    SignalsHeld &operator=(const SignalsHeld &) = delete;
+
+private:
+    bool active_;
+    sigset_t before_;
+};
+}  // namespace
+
 UsageWriter::UsageWriter(std::string dir, Report report, std::size_t max_tokens)
     : shared_(std::make_shared<Shared>(std::move(dir), std::move(report), max_tokens)) {}
 
@@ -370,6 +393,7 @@ UsageWriter::~UsageWriter() { stop(std::chrono::seconds(1)); }
 
 void UsageWriter::note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip,
                        std::int64_t interval_us, std::int64_t now_us) {
+    const SignalsHeld held(shared_->holds_signals ? &shared_->held_signals : nullptr);
     const bool look_again = shared_->recorder.note(digest, used_at_ns, client_ip, interval_us, now_us);
     // Most notes end here: the thread runs and already knows of waiting notes.
     if (!look_again && shared_->started.load(std::memory_order_acquire)) return;
@@ -396,6 +420,12 @@ void UsageWriter::note(const Digest &digest, std::int64_t used_at_ns, std::strin
         shared_->wake = true;
         shared_->changed.notify_all();
     }
+}
+
+void UsageWriter::stop_from_signals(std::initializer_list<int> signals) {
+    sigemptyset(&shared_->held_signals);
+    for (const int signal : signals) sigaddset(&shared_->held_signals, signal);
+    shared_->holds_signals = signals.size() > 0;
 }
 
 bool UsageWriter::stop(std::chrono::milliseconds wait) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -201,6 +202,13 @@ public:
     /// Throws std::system_error if the thread cannot be started.
     void note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip, std::int64_t interval_us,
               std::int64_t now_us);
+
+    /// Makes note() hold back `signals` on its thread while it runs. For a
+    /// process that calls stop() from those signals' handlers (prefork ends
+    /// a child from its SIGTERM handler): stop() must never interrupt note()
+    /// holding the locks it needs, and a use noted is a use written. Call
+    /// before the first note(); costs note() two system calls.
+    void stop_from_signals(std::initializer_list<int> signals);
 
     /// Writes every use noted and stops the thread, waiting at most `wait`
     /// for it (a write blocked on the store's writer lock, held by another

@@ -151,6 +151,10 @@ def test_uses_waiting_at_shutdown_are_written(srv):
     assert wait_until(lambda: usage(srv.store, "alice", "ci")[2] == 1, 5)
     client.send(3)
     client.close()
+    # A stop (SIGTERM) ends the requests in progress, with their uses, as it
+    # ends their access-log lines: stop once the last request is logged,
+    # which the module's note of the use comes before.
+    assert wait_until(lambda: sum('"GET /api/x ' in line for line in srv.access_lines()) == 4, 5)
     srv.stop()
     assert usage(srv.store, "alice", "ci")[2] == 4
 

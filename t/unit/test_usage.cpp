@@ -3,6 +3,7 @@
 // LMDB files, the recorder's rules with an injected clock, and the writer
 // thread against a real store (lib/store/usage_recorder.hpp).
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -587,6 +588,74 @@ void test_writer_writes_at_most_once_a_second(void **state) {
     assert_true(writer.stop(std::chrono::seconds(5)));
 }
 
+// prefork ends a child from its SIGTERM handler, which stops the writer on
+// the thread it interrupted, perhaps inside note(): the writer must still
+// finish at once and write every use noted (CI saw an httpd child hang until
+// SIGKILL, and a use lost, before note() held the signal back).
+UsageWriter *signalled_writer = nullptr;
+std::atomic<std::uint64_t> notes_made{0};
+int report_fd = -1;
+
+void stop_writer_and_exit(int) {
+    const bool finished = signalled_writer->stop(std::chrono::seconds(1));
+    const std::uint64_t made = notes_made.load();
+    (void)!write(report_fd, &made, sizeof made);
+    _exit(finished ? 0 : 1);
+}
+
+void test_writer_stopped_from_a_signal_handler_loses_no_use(void **state) {
+    const std::string store = fx(state).store;
+    for (int round = 0; round < 20; ++round) {
+        std::vector<Digest> digests;
+        for (int i = 0; i < 8; ++i) digests.push_back(new_digest());
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        const pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            report_fd = fds[1];
+            UsageWriter writer(store, nullptr);
+            writer.stop_from_signals({SIGTERM});
+            signalled_writer = &writer;
+            signal(SIGTERM, stop_writer_and_exit);
+            for (std::uint64_t i = 0;; ++i) {
+                writer.note(digests[i % digests.size()], now_nanoseconds(), client_a, 3600LL * 1000000,
+                            monotonic_microseconds());
+                notes_made.store(i + 1);
+                if (i == 0) (void)!write(report_fd, "r", 1);
+            }
+        }
+        close(fds[1]);
+        char ready = 0;
+        assert_int_equal(read(fds[0], &ready, 1), 1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5 + 4 * round));
+        kill(pid, SIGTERM);
+        int status = 0;
+        bool ended = false;
+        for (int i = 0; i < 500 && !ended; ++i) {
+            ended = waitpid(pid, &status, WNOHANG) == pid;
+            if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (!ended) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            fail_msg("round %d: the writer, stopped from a signal handler, hung", round);
+        }
+        std::uint64_t made = 0;
+        assert_int_equal(read(fds[0], &made, sizeof made), sizeof made);
+        close(fds[0]);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fail_msg("round %d: the writer, stopped from a signal handler, did not finish (status %d)", round, status);
+        std::uint64_t written = 0;
+        for (const Digest &d : digests) written += uses_in(store, d);
+        // The signal may come between note() and the count of it.
+        if (written != made && written != made + 1)
+            fail_msg("round %d: %llu uses noted, %llu written", round, static_cast<unsigned long long>(made),
+                     static_cast<unsigned long long>(written));
+    }
+}
+
 // A writer that never saw a use starts no thread and stops at once.
 void test_writer_without_uses_has_no_thread(void **state) {
     UsageWriter writer(fx(state).store, nullptr);
@@ -619,6 +688,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_writer_reports_a_failure_once, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_writer_writes_at_most_once_a_second, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_writer_without_uses_has_no_thread, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_stopped_from_a_signal_handler_loses_no_use, setup_init, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
