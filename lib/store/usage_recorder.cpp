@@ -96,18 +96,21 @@ void UsageRecorder::Uses::add(const Uses &more) {
     }
 }
 
-bool UsageRecorder::note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip,
-                         std::int64_t interval_us, std::int64_t /*now_us*/) {
+UsageRecorder::Noted UsageRecorder::note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip,
+                                         std::int64_t interval_us, std::int64_t /*now_us*/) {
     std::lock_guard<std::mutex> lock(mutex_);
     bool added = false;
     Uses *uses = notes_->find_or_add(digest, added);
-    if (!uses) {
-        ++dropped_;
-        return false;
-    }
+    if (!uses) return Noted::full;
     uses->add(used_at_ns, client_ip, interval_us);
     notes_shortest_interval_us_ = std::min(notes_shortest_interval_us_, interval_us);
-    return added && (notes_->size() == 1 || notes_->size() == (notes_capacity_ + 1) / 2);
+    return added && (notes_->size() == 1 || notes_->size() == (notes_capacity_ + 1) / 2) ? Noted::look
+                                                                                           : Noted::quietly;
+}
+
+void UsageRecorder::count_dropped() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++dropped_;
 }
 
 NotedUses UsageRecorder::to_write(const Digest &digest, const Uses &uses) {
@@ -128,6 +131,7 @@ std::unique_ptr<UsageRecorder::Notes> UsageRecorder::take_notes() {
     std::lock_guard<std::mutex> lock(mutex_);
     notes_.swap(taken);
     notes_shortest_interval_us_ = INT64_MAX;
+    takes_.fetch_add(1, std::memory_order_release);
     return taken;
 }
 
@@ -320,9 +324,10 @@ struct UsageWriter::Shared {
         }
         if (!reported_dropped && recorder.dropped() > 0 && report) {
             report("more than " + std::to_string(recorder.notes_capacity()) +
-                   " distinct tokens used before this process's last-used writer could take them (it did not keep "
-                   "up): their uses are not recorded, and those tokens may show an older last use or none (said "
-                   "once per process)");
+                   " distinct tokens used before this process's last-used writer could take them, which it did not "
+                   "within " + std::to_string(UsageWriter::longest_note_wait.count()) +
+                   " ms (it did not keep up): their uses are not recorded, and those tokens may show an older last "
+                   "use or none (said once per process)");
             reported_dropped = true;
         }
     }
@@ -358,6 +363,7 @@ struct UsageWriter::Shared {
             write(due);
             lock.lock();
             last_take = now;
+            changed.notify_all();  // note()s waiting for room (the table was full)
         }
         lock.unlock();
         write(recorder.take_all());
@@ -394,11 +400,16 @@ UsageWriter::~UsageWriter() { stop(std::chrono::seconds(1)); }
 void UsageWriter::note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip,
                        std::int64_t interval_us, std::int64_t now_us) {
     const SignalsHeld held(shared_->holds_signals ? &shared_->held_signals : nullptr);
-    const bool look_again = shared_->recorder.note(digest, used_at_ns, client_ip, interval_us, now_us);
+    UsageRecorder &recorder = shared_->recorder;
+    const auto note_it = [&] { return recorder.note(digest, used_at_ns, client_ip, interval_us, now_us); };
+    UsageRecorder::Noted noted = note_it();
     // Most notes end here: the thread runs and already knows of waiting notes.
-    if (!look_again && shared_->started.load(std::memory_order_acquire)) return;
-    std::lock_guard<std::mutex> lock(shared_->mutex);
-    if (shared_->stopping) return;
+    if (noted == UsageRecorder::Noted::quietly && shared_->started.load(std::memory_order_acquire)) return;
+    std::unique_lock<std::mutex> lock(shared_->mutex);
+    if (shared_->stopping) {
+        if (noted == UsageRecorder::Noted::full) recorder.count_dropped();
+        return;
+    }
     if (!shared_->thread.joinable()) {
         // The thread starts with every signal blocked (it inherits the mask):
         // signals sent to an httpd child are for the child's own threads, and
@@ -416,7 +427,31 @@ void UsageWriter::note(const Digest &digest, std::int64_t used_at_ns, std::strin
         pthread_sigmask(SIG_SETMASK, &before, nullptr);
         shared_->started.store(true, std::memory_order_release);
     }
-    if (look_again) {  // at most twice per take: the first note, and the notes' table half full
+    if (noted == UsageRecorder::Noted::full) {
+        // The thread did not take the notes in time: on a machine too busy to
+        // give it the CPU (issue 23: uses lost at full load). This thread
+        // waits for the next take rather than lose the use, which also leaves
+        // the CPU to the writer; the client has its answer already.
+        // Other threads may fill each new table first: try after every take.
+        const auto give_up_at = std::chrono::steady_clock::now() + UsageWriter::longest_note_wait;
+        while (noted == UsageRecorder::Noted::full && !shared_->stopping) {
+            const std::uint64_t seen = recorder.takes();
+            lock.unlock();
+            noted = note_it();  // a take since the last try may have made room
+            lock.lock();
+            if (noted != UsageRecorder::Noted::full) break;
+            shared_->wake = true;
+            shared_->changed.notify_all();
+            if (!shared_->changed.wait_until(lock, give_up_at,
+                                             [&] { return shared_->stopping || recorder.takes() != seen; }))
+                break;
+        }
+        if (noted == UsageRecorder::Noted::full) {
+            recorder.count_dropped();
+            return;
+        }
+    }
+    if (noted == UsageRecorder::Noted::look) {  // at most twice per take: the first note, and the table half full
         shared_->wake = true;
         shared_->changed.notify_all();
     }

@@ -48,25 +48,37 @@ namespace cptoken {
 /// merged), the rest for the tokens written within their interval. When more
 /// tokens are used within an interval than it remembers, the least recently
 /// written are forgotten (their waiting uses written early): a token may then
-/// be written more than once per interval, but no use is lost. Uses are
-/// dropped (and counted, dropped()) only when more distinct tokens are noted
-/// between two takes than the notes' table holds; the writer takes them as
-/// soon as it is half full.
+/// be written more than once per interval, but no use is lost. The writer
+/// takes the notes as soon as the table is half full; a note() that finds it
+/// full says so (Noted::full) and the caller waits for a take (UsageWriter).
 class UsageRecorder {
 public:
     static constexpr std::size_t default_max_tokens = 16384;
 
     explicit UsageRecorder(std::size_t max_tokens = default_max_tokens);
 
+    /// What note() did with a use.
+    enum class Noted {
+        quietly,  ///< noted; the writer knows there are notes to take
+        look,     ///< noted; the writer should look: the first note since it last took them, or the table
+                  ///< just became half full (take them now)
+        full,     ///< not noted: the notes' table is full until the writer takes it (count_dropped() if given up)
+    };
+
     /// Notes one use of `digest`, made at `used_at_ns` (wall clock) from
     /// `client_ip` (text as httpd has it; empty or longer than an IPv6
     /// address: unknown), by a location whose writes are `interval_us` apart.
-    /// Any thread; one hash-table operation under the notes' lock. Returns
-    /// true if the writer should look: the first note since it last took them,
-    /// or the notes' table just became half full (take them now). `now_us`
+    /// Any thread; one hash-table operation under the notes' lock. `now_us`
     /// (monotonic) is not needed: the writer reads its own clock.
-    bool note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip, std::int64_t interval_us,
-              std::int64_t now_us);
+    Noted note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip, std::int64_t interval_us,
+               std::int64_t now_us);
+
+    /// How many times the writer took the notes: a note() that found the
+    /// table full may succeed once this changed. Any thread.
+    std::uint64_t takes() const { return takes_.load(std::memory_order_acquire); }
+
+    /// Counts a use given up after note() found the table full.
+    void count_dropped();
 
     /// The writer's thread: takes the notes and returns the uses due at
     /// `now_us`, which then count as written at `now_us`. Forgets the tokens
@@ -90,7 +102,7 @@ public:
 
     /// Tokens in memory now: notes not taken yet, and tokens remembered.
     std::size_t tracked() const;
-    /// Uses not noted because the notes' table was full.
+    /// Uses given up because the notes' table was full (count_dropped()).
     std::uint64_t dropped() const;
     /// Distinct tokens noted between two takes at most.
     std::size_t notes_capacity() const { return notes_capacity_; }
@@ -162,6 +174,7 @@ private:
     std::unique_ptr<Notes> notes_;
     std::int64_t notes_shortest_interval_us_ = INT64_MAX;
     std::uint64_t dropped_ = 0;
+    std::atomic<std::uint64_t> takes_{0};  // changed under mutex_, read by any thread
     std::atomic<std::size_t> remembered_count_{0};  // for tracked(), from any thread
 
     // The writer's own: never touched by note().
@@ -190,6 +203,10 @@ public:
     /// instead of costing one each.
     static constexpr std::int64_t longest_write_gap_us = 1000000;
 
+    /// How long note() waits for the thread to take the notes when their
+    /// table is full before it gives the use up (counted, reported once).
+    static constexpr std::chrono::milliseconds longest_note_wait{100};
+
     UsageWriter(std::string dir, Report report, std::size_t max_tokens = UsageRecorder::default_max_tokens);
     /// stop(std::chrono::seconds(1)).
     ~UsageWriter();
@@ -198,7 +215,9 @@ public:
 
     /// UsageRecorder::note(), waking the thread when it should look. Takes a
     /// lock for one hash-table operation, and the thread's lock at most twice
-    /// per take; never waits for the thread's work, never touches the store.
+    /// per take; never touches the store. Waits for the thread only when the
+    /// notes' table is full (a machine too busy to give the thread the CPU),
+    /// at most longest_note_wait, then gives the use up.
     /// Throws std::system_error if the thread cannot be started.
     void note(const Digest &digest, std::int64_t used_at_ns, std::string_view client_ip, std::int64_t interval_us,
               std::int64_t now_us);
