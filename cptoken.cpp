@@ -338,16 +338,16 @@ Result done_ahead_or_now(const Ahead<Result> &ahead, const std::function<Result(
     return std::get<Result>(*ahead);
 }
 
-Ahead<std::map<Digest, Usage>> g_usage_ahead;        // list, show, edit --json
-Ahead<PruneResult> g_usage_pruned_ahead;             // prune: the uses of tokens gone before this run
+Ahead<UsageByKey> g_usage_ahead;                     // list, show, edit --json
+Ahead<UsageRebuild> g_usage_rebuilt_ahead;           // prune: the usage table made again
 Ahead<std::vector<FsckFinding>> g_usage_checked_ahead;  // fsck
 
 // Usage is optional: a store without a readable usage file still lists, and
 // says on stderr that every token shows as never used. nullopt then.
 // Read as root through an unprivileged child (read_usage): httpd's group writes it.
-std::optional<std::map<Digest, Usage>> usage_in(const std::string &db) {
+std::optional<UsageByKey> usage_in(const std::string &db) {
     try {
-        return done_ahead_or_now<std::map<Digest, Usage>>(g_usage_ahead, [&db] { return read_usage(db); });
+        return done_ahead_or_now<UsageByKey>(g_usage_ahead, [&db] { return read_usage(db); });
     } catch (const StoreError &e) {
         notice_on_stderr(std::string("cannot read the usage store (") + e.what() +
                          "): every token shows as never used, with 0 uses");
@@ -355,10 +355,8 @@ std::optional<std::map<Digest, Usage>> usage_in(const std::string &db) {
     }
 }
 
-std::optional<Usage> usage_of(const std::optional<std::map<Digest, Usage>> &usage, const Digest &digest) {
-    if (!usage) return std::nullopt;
-    const auto found = usage->find(digest);
-    return found == usage->end() ? std::nullopt : std::optional<Usage>(found->second);
+std::optional<Usage> usage_of(const std::optional<UsageByKey> &usage, const Digest &digest) {
+    return usage ? cptoken::usage_of(*usage, digest) : std::nullopt;
 }
 
 using Table = std::vector<std::vector<std::string>>;
@@ -1104,21 +1102,17 @@ int cmd_prune(const std::string &db, const PruneOptions &) {
     std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
               << ", dropped " << result.tombstones_dropped << " old tombstone"
               << (result.tombstones_dropped == 1 ? "" : "s") << "\n";
-    // The uses of tokens that are gone (revoked, pruned, rotated out), so that
-    // usage.mdb does not grow with every token ever used. A store without one
-    // has nothing to forget.
-    PruneResult forgotten;
+    // The usage table made again: without the uses of tokens that are gone
+    // (revoked, pruned, rotated out), with room for the store's tokens.
+    UsageRebuild rebuilt;
     try {
-        forgotten = done_ahead_or_now<PruneResult>(g_usage_pruned_ahead, [&] { return prune_usage(db, now); });
+        rebuilt = done_ahead_or_now<UsageRebuild>(g_usage_rebuilt_ahead, [&] { return rebuild_usage(db); });
     } catch (const StoreError &e) {
-        if (e.kind() == StoreError::Kind::missing) return 0;
         // httpd's group writes that store: its damage is said apart from the tokens' prune, which is done.
         throw StoreError(e.kind(), std::string("the tokens are pruned, but not the usage store: ") + e.what());
     }
-    std::cout << "forgot the uses of " << forgotten.expired_removed << " token"
-              << (forgotten.expired_removed == 1 ? "" : "s") << " no longer in the store, dropped "
-              << forgotten.tombstones_dropped << " old usage tombstone" << (forgotten.tombstones_dropped == 1 ? "" : "s")
-              << "\n";
+    std::cout << "forgot the uses of " << rebuilt.dropped << " token" << (rebuilt.dropped == 1 ? "" : "s")
+              << " no longer in the store; the usage table has room for " << rebuilt.room << " tokens\n";
     return 0;
 }
 
@@ -1288,7 +1282,7 @@ int run(int argc, char **argv) {
         });
     };
     const auto read_usage_ahead = [](const std::string &store) {
-        do_ahead<std::map<Digest, Usage>>(g_usage_ahead, [&store] { return read_usage(store); });
+        do_ahead<UsageByKey>(g_usage_ahead, [&store] { return read_usage(store); });
     };
     InitOptions init;
     command("init", "create the store directory and files", init, cmd_init);
@@ -1315,9 +1309,10 @@ int run(int argc, char **argv) {
     CheckOptions check;
     command("check", "tell whether the token on stdin is accepted, and why not", check, cmd_check);
     PruneOptions prune;
-    // Ahead, the usage store forgets the uses of tokens gone before this run; those pruned now, the next run's.
+    // Ahead, the usage table is made again without the uses of tokens gone before this run; those pruned now
+    // go at the next run.
     command("prune", "delete expired tokens and old tombstones", prune, cmd_prune, [](const std::string &store) {
-        do_ahead<PruneResult>(g_usage_pruned_ahead, [&store] { return prune_usage(store, now_seconds()); });
+        do_ahead<UsageRebuild>(g_usage_rebuilt_ahead, [&store] { return rebuild_usage(store); });
     });
     ImportCpanelOptions importer;
     command("import-cpanel", "import cPanel's API token files (the tokens keep working), once or with --sync from cron",

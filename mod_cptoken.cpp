@@ -80,7 +80,6 @@ using namespace cptoken;
 #define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
 
 constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
-constexpr int default_last_used_interval = 60;       // seconds
 constexpr unsigned max_last_used_interval = 86400;
 
 // ------------------------------------------------------------ config
@@ -91,7 +90,6 @@ struct DirConfig {
     int forward;        // CPTokenForwardAuthorization: -1 unset, 0 off, 1 on
     int expiry_header;  // CPTokenExpiryHeader: -1 unset, 0 off, 1 on
     int last_used;      // CPTokenLastUsed: -1 unset (on), 0 off, 1 on
-    int last_used_interval;  // CPTokenLastUsedInterval, seconds; -1 unset (default_last_used_interval)
 };
 
 // The store directories named in the configuration, in order; index 0 is the
@@ -108,7 +106,7 @@ std::vector<StoreDir> g_store_dirs;
 // it is about whom the children run as, the same for every store.
 bool g_trust_own_store = false;
 std::vector<std::unique_ptr<LiveStore>> g_stores;  // per child, parallel to g_store_dirs
-std::vector<std::unique_ptr<UsageWriter>> g_usage;  // per child, parallel to g_store_dirs
+std::vector<std::unique_ptr<UsageRecorder>> g_usage;  // per child, parallel to g_store_dirs
 // The first store a CPTokenDB names: the one the usage reader serves.
 std::string g_first_store_dir;
 // CPTokenUsageSocket (main server config only): where the usage reader of
@@ -142,7 +140,6 @@ void *create_dir_config(apr_pool_t *pool, char *) {
     config->forward = -1;
     config->expiry_header = -1;
     config->last_used = -1;
-    config->last_used_interval = -1;
     return config;
 }
 
@@ -155,7 +152,6 @@ void *merge_dir_config(apr_pool_t *pool, void *base_v, void *add_v) {
     merged->forward = add->forward != -1 ? add->forward : base->forward;
     merged->expiry_header = add->expiry_header != -1 ? add->expiry_header : base->expiry_header;
     merged->last_used = add->last_used != -1 ? add->last_used : base->last_used;
-    merged->last_used_interval = add->last_used_interval != -1 ? add->last_used_interval : base->last_used_interval;
     return merged;
 }
 
@@ -206,14 +202,15 @@ const char *set_last_used(cmd_parms *, void *config_v, int on) {
     return nullptr;
 }
 
-const char *set_last_used_interval(cmd_parms *cmd, void *config_v, const char *arg) {
+// Checked as before 0.14, when it set how often a child wrote a token's last
+// use; every use is recorded at once now, so a valid value changes nothing.
+const char *set_last_used_interval(cmd_parms *cmd, void *, const char *arg) {
     const char *const arg_end = arg + std::strlen(arg);
     unsigned seconds = 0;  // from_chars: digits only, no sign or space
     const auto [end, error] = std::from_chars(arg, arg_end, seconds);
     if (error != std::errc() || end != arg_end || end == arg || seconds > max_last_used_interval)
         return apr_psprintf(cmd->pool, "CPTokenLastUsedInterval: '%s' is not a number of seconds from 0 to %u", arg,
                             max_last_used_interval);
-    static_cast<DirConfig *>(config_v)->last_used_interval = static_cast<int>(seconds);
     return nullptr;
 }
 
@@ -244,7 +241,7 @@ const command_rec directives[] = {
                  "Off: do not record when and from where tokens are used here (default On)"),
     AP_INIT_TAKE1("CPTokenLastUsedInterval", as_cmd_func(set_last_used_interval), nullptr,
                   RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
-                  "seconds between two writes of one token's last use by one httpd child (default 60; 0: every use)"),
+                  "accepted for configurations written before 0.14, without effect: every use is recorded at once"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -307,7 +304,6 @@ struct RequestState {
     const Digest *digest;  // the admitting token's digest (the manager's handler finds its record again)
     const Digest *used;   // the same, if its use is to be recorded (log_transaction); null otherwise
     int store_index;      // where: into g_usage
-    apr_int64_t last_used_interval_us;
     // The admitting token's record, kept only if it has scopes or safe
     // methods only (check_uri_scope checks every URI the request reaches);
     // null for a token without such restrictions. Freed with r->pool.
@@ -365,10 +361,6 @@ void admit(request_rec *r, const TokenRecord &record, const Digest &digest, cons
     state.digest = static_cast<const Digest *>(apr_pmemdup(r->pool, digest.data(), sizeof digest));
     state.store_index = store_index_of(r);
     state.used = config.last_used != 0 ? state.digest : nullptr;
-    if (state.used) {
-        const int interval = config.last_used_interval == -1 ? default_last_used_interval : config.last_used_interval;
-        state.last_used_interval_us = apr_time_from_sec(interval);
-    }
 }
 
 // The client address (mod_remoteip's, behind trusted proxies) as lib/ wants it.
@@ -639,11 +631,11 @@ void apply_expiry_header(request_rec *r, const char *expires) {
 
 // ------------------------------------------------------------ last used
 
-// After the response: note the use of the token that admitted the request
+// After the response: record the use of the token that admitted the request
 // the client got its answer from (the last of a chain of internal
-// redirects), for the child's writer thread. A request the token's
-// restrictions refused (403) is no use, even if its ErrorDocument page was
-// served within them. No store access here.
+// redirects), in the usage table, at once and in constant time. A request
+// the token's restrictions refused (403) is no use, even if its
+// ErrorDocument page was served within them.
 int note_use(request_rec *r) {
     const request_rec *served = r;
     for (;; served = served->next) {
@@ -654,9 +646,8 @@ int note_use(request_rec *r) {
     const RequestState *admitted = admitted_state(served);
     if (!admitted || !admitted->used) return DECLINED;
     if (static_cast<std::size_t>(admitted->store_index) >= g_usage.size()) return DECLINED;
-    g_usage[admitted->store_index]->note(*admitted->used, static_cast<std::int64_t>(r->request_time) * 1000,
-                                         r->useragent_ip ? r->useragent_ip : "", admitted->last_used_interval_us,
-                                         monotonic_microseconds());
+    g_usage[admitted->store_index]->record(*admitted->used, static_cast<Seconds>(apr_time_sec(r->request_time)),
+                                           r->useragent_ip ? r->useragent_ip : "");
     return DECLINED;
 }
 
@@ -793,33 +784,19 @@ void test_config(server_rec *s) {
 }
 
 apr_status_t close_stores(void *) {
-    // Uses noted and not yet written go now; a writer blocked on the usage
-    // store's lock is left behind rather than holding up the child's exit.
-    for (auto &writer : g_usage) writer->stop(std::chrono::seconds(1));
     g_usage.clear();
     g_stores.clear();
     return APR_SUCCESS;
-}
-
-// A child of an MPM without threads (prefork, and its kin) is ended by its
-// SIGTERM or SIGHUP handler, which destroys the child's pool, and so runs
-// close_stores(), on the thread it interrupted: perhaps inside note(),
-// holding a lock the writer needs (the child hung until httpd killed it).
-bool child_ends_in_signal_handler() {
-    int threaded = 0;
-    return ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS && threaded == AP_MPMQ_NOT_SUPPORTED;
 }
 
 void child_init(apr_pool_t *pchild, server_rec *s) {
     set_httpd_group(::getegid());  // the group a store must have for us: what errors tell the admin to give
     g_stores.clear();
     g_usage.clear();
-    const bool ends_in_signal_handler = child_ends_in_signal_handler();
     for (const StoreDir &dir : g_store_dirs) {
-        g_usage.push_back(std::make_unique<UsageWriter>(dir.path, [s](const std::string &message) {
+        g_usage.push_back(std::make_unique<UsageRecorder>(dir.path, [s](const std::string &message) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_USAGE "%s", message.c_str());
         }));
-        if (ends_in_signal_handler) g_usage.back()->stop_from_signals({SIGTERM, SIGHUP});
         g_stores.push_back(std::make_unique<LiveStore>(dir.path, g_trust_own_store));
         if (!dir.configured) continue;  // the default store opens on first use
         try {

@@ -2,6 +2,7 @@
 #include "store/fsck.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <thread>
 #include <map>
@@ -16,6 +17,7 @@
 #include "token/record.hpp"
 #include "store/store.hpp"
 #include "store/unprivileged.hpp"
+#include "store/usage_store.hpp"
 #include "token/token.hpp"
 
 namespace cptoken {
@@ -221,6 +223,7 @@ const char *fsck_kind_name(FsckFinding::Kind kind) noexcept {
         case FsckFinding::Kind::dangling_name: return "dangling name";
         case FsckFinding::Kind::bad_header: return "bad header";
         case FsckFinding::Kind::bad_record: return "bad record";
+        case FsckFinding::Kind::usage_table: return "usage table";
     }
     return "?";
 }
@@ -273,31 +276,39 @@ std::vector<FsckFinding> fsck_token_store(const std::string &dir, bool repair,
 
 std::vector<FsckFinding> fsck_usage_store(const std::string &dir) {
     std::vector<FsckFinding> out;
-    // The usage store may be missing; httpd's group writes it, so only its
-    // headers are checked, and as root by an unprivileged child
-    // (as_store_group), which sends the key of each bad one: KEY_HEX LONGER.
+    // The usage table may be missing (init makes it). httpd's group writes
+    // it, so it is opened, as root, by an unprivileged child (as_store_group),
+    // which sends one line: how many uses it lost for want of room.
     const std::string usage_file = path_in(dir, usage_store_file);
+    const auto finding = [&](const std::string &message) {
+        FsckFinding f;
+        f.kind = FsckFinding::Kind::usage_table;
+        f.file = usage_file;
+        f.message = usage_file + ": " + message;
+        out.push_back(f);
+    };
     try {
+        std::optional<std::uint64_t> lost;
         as_store_group(
             dir,
             [&](const std::function<void(std::string_view)> &send) {
-                Env usage(usage_file, Access::read_only, 0660, true);
-                Txn txn(usage.get(), false, usage.file());
-                for_each_entry(usage, txn, usage.open_db(txn, "usage", false), [&](std::string_view key, std::string_view value) {
-                    if (!ls_decode(value)) send(hex_prefix(key) + (key.size() > prefix_bytes ? " 1" : " 0"));
-                });
+                send(std::to_string(UsageStore(dir, Access::read_only).lost()));
             },
             [&](std::string_view line) {
-                const auto space = line.find(' ');
-                const std::string_view key = line.substr(0, space), longer = line.substr(space + 1);
-                const bool hex = key.size() <= 2 * prefix_bytes && key.find_first_not_of("0123456789abcdef") ==
-                                                                       std::string_view::npos;
-                if (space == std::string_view::npos || !hex || (longer != "0" && longer != "1"))
+                std::uint64_t value = 0;
+                const auto [end, error] = std::from_chars(line.data(), line.data() + line.size(), value);
+                if (error != std::errc() || end != line.data() + line.size() || line.empty() || lost)
                     corrupt("the process checking the usage store of " + dir + " sent a bad line");
-                out.push_back(bad_header(usage_file, "usage", std::string(key), longer == "1"));
+                lost = value;
             });
+        if (lost && *lost > 0)
+            finding(std::to_string(*lost) + " uses were not recorded for want of room (those tokens may show LAST "
+                    "USED never or older); cptoken prune makes the table again with room for the store's tokens");
     } catch (const StoreError &e) {
-        if (e.kind() != StoreError::Kind::missing) throw;
+        if (e.kind() == StoreError::Kind::missing) return out;
+        if (e.kind() != StoreError::Kind::corrupt) throw;
+        finding(std::string("not a usable usage table (") + e.what() + "); last uses are not recorded; "
+                "cptoken prune makes a new one (the last uses it held are lost)");
     }
     return out;
 }

@@ -19,9 +19,10 @@ struct FsckFinding {
         dangling_name,       ///< a live name whose digest has no live token of that user and name
         bad_header,          ///< a value whose Lightning Stream header does not decode
         bad_record,          ///< a live token record that does not decode
+        usage_table,         ///< the usage table is not one, or lost uses for want of room
     };
     Kind kind = Kind::orphan;
-    std::string file;           ///< the store file (DIR/tokens.mdb, DIR/usage.mdb)
+    std::string file;           ///< the store file (DIR/tokens.mdb, DIR/usage.slots)
     std::string database;       ///< meta, tokens, names or usage
     std::string key_prefix;     ///< hex of the key's first bytes (bad header, bad record)
     std::string user, name;     ///< the token's (orphan, dangling name, bad record when a name points to it)

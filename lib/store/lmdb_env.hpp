@@ -146,6 +146,26 @@ private:
     MDB_txn *txn_ = nullptr;
 };
 
+// The directory of a store file (`file`, opened for `access`): it must be a
+// directory no one but its owner can write, so that nobody else can swap
+// the store's files between a check and an open. Throws StoreError:
+// missing, access.
+inline void check_store_dir(const std::string &file, Access access) {
+    const std::string dir = dir_of(file);
+    struct stat dir_stat{};
+    if (::stat(dir.c_str(), &dir_stat) != 0) {
+        const int err = errno;
+        if (err == ENOENT) no_store(dir);
+        if (err == EACCES) permission_denied(file, access);
+        fail(err, "cannot open " + dir);
+    }
+    if (!S_ISDIR(dir_stat.st_mode)) refuse(dir + " is not a directory");
+    if (dir_stat.st_mode & (S_IWGRP | S_IWOTH))
+        refuse(dir + " can be written by " + ((dir_stat.st_mode & S_IWOTH) ? "anyone" : "its group") + " (mode " +
+               mode_text(dir_stat.st_mode) +
+               "), who could replace the store's files; make it 02750 with: cptoken --db " + dir + " init");
+}
+
 // One LMDB environment (one .mdb file with its -lock file) and its databases.
 class Env {
 public:
@@ -339,18 +359,7 @@ private:
     // file (MDB_NOLOCK), so only writers look at it.
     static void check_files(const std::string &file, Access access, bool must_exist) {
         const std::string dir = dir_of(file);
-        struct stat dir_stat{};
-        if (::stat(dir.c_str(), &dir_stat) != 0) {
-            const int err = errno;
-            if (err == ENOENT) no_store(dir);
-            if (err == EACCES) permission_denied(file, access);
-            fail(err, "cannot open " + dir);
-        }
-        if (!S_ISDIR(dir_stat.st_mode)) refuse(dir + " is not a directory");
-        if (dir_stat.st_mode & (S_IWGRP | S_IWOTH))
-            refuse(dir + " can be written by " + ((dir_stat.st_mode & S_IWOTH) ? "anyone" : "its group") +
-                   " (mode " + mode_text(dir_stat.st_mode) +
-                   "), who could replace the store's files; make it 02750 with: cptoken --db " + dir + " init");
+        check_store_dir(file, access);
         const bool tokens = file.ends_with(std::string("/") + token_store_file);
         std::vector<std::string> paths{file};
         if (tokens) paths.push_back(file + commit_record_suffix);

@@ -23,6 +23,8 @@ public:
     OpenFd(const OpenFd &) = delete;
     OpenFd &operator=(const OpenFd &) = delete;
     int get() const noexcept { return fd_; }
+    /// Gives the descriptor up: the caller closes it.
+    int release() noexcept { return std::exchange(fd_, -1); }
 
 private:
     int fd_;

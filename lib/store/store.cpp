@@ -32,6 +32,8 @@
 #include "store/record_cache.hpp"
 #include "token/siphash.hpp"
 #include "store/unprivileged.hpp"
+#include "store/usage_store.hpp"
+#include "store/usage_table.hpp"
 
 namespace cptoken {
 
@@ -54,8 +56,11 @@ std::string new_store_id() {
 }
 
 // The names init may find in a directory it takes over.
-constexpr const char *store_files[] = {"tokens.mdb", "tokens.mdb-lock", "tokens.mdb-committed", "usage.mdb",
-                                       "usage.mdb-lock"};
+// With the usage store of 0.13 and before (imported, then removed, by init)
+// and the names a rebuild of the usage table leaves if it is cut short.
+constexpr const char *store_files[] = {"tokens.mdb",      "tokens.mdb-committed", "tokens.mdb-lock",
+                                       "usage.slots",     "usage.slots.new",      "usage.slots.old",
+                                       "usage.mdb",       "usage.mdb-lock"};
 
 // A digest as a stored value (a name entry, a predecessor link).
 std::string_view digest_bytes(const Digest &digest) {
@@ -319,18 +324,12 @@ void convert_token_store(const std::string &dir, int dir_fd, gid_t gid, std::vec
     committed.persist();
 }
 
-// Makes an empty usage store in DIR. Its files are made 0600, this
-// process's alone, until it has closed them (init sets their modes after):
-// httpd's group writes them once they are 0660, and neither root nor the
-// store's owner may have them open then. A lock file left without its data
-// file is removed unopened.
+// Makes an empty usage table in DIR, 0600, this process's alone, until init
+// sets its mode after: httpd's group writes it once it is 0660. Room for the
+// first tokens; rebuild_usage() makes room for more.
 void make_usage_store(const std::string &dir, int dir_fd) {
-    const std::string file = path_in(dir, usage_store_file), lock_name = std::string(usage_store_file) + "-lock";
-    if (::unlinkat(dir_fd, lock_name.c_str(), 0) != 0 && errno != ENOENT) fail(errno, "cannot remove " + file + "-lock");
-    Env usage(file, Access::read_write, 0600, false);
-    Txn txn(usage.get(), true, file);
-    usage.open_db(txn, "usage", true);
-    txn.commit(file);
+    UsageTable::create(dir_fd, usage_store_file, path_in(dir, usage_store_file), UsageTable::slot_count_for(0), 0600,
+                       static_cast<gid_t>(-1));
 }
 
 // A new token store in DIR, with its commit record.
@@ -348,6 +347,8 @@ void make_token_store(const std::string &dir, gid_t gid) {
     txn.commit(tokens_file);
     CommitRecord::create(tokens_file + commit_record_suffix, id, store_id, 0640, gid);
 }
+
+}  // namespace
 
 // The LMDB part of init, done as the store's owner: `work` gets the store
 // directory open (the one init checked, `dir_id`) and reports changes with
@@ -387,8 +388,6 @@ void as_owner(const std::string &dir, uid_t owner, const struct stat &dir_id,
             made.push_back(std::move(text));
         });
 }
-
-}  // namespace
 
 InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::vector<std::string> *changes) {
     return init_store(dir, group, std::nullopt, changes);
@@ -476,6 +475,12 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
             set_owner_mode(path_in(dir, name), owner, gid, store_file_mode(name), is_store ? &made : nullptr);
     }
     if (!is_store) return InitOutcome::created;
+    struct stat old_usage{};
+    if (::fstatat(dir_fd.get(), old_usage_store_file, &old_usage, AT_SYMLINK_NOFOLLOW) == 0) {
+        rebuild_usage(dir);
+        made.push_back(path_in(dir, old_usage_store_file) + ": last uses imported into " + usage_store_file +
+                       ", removed");
+    }
     if (changes) changes->insert(changes->end(), made.begin(), made.end());
     return made.empty() ? InitOutcome::already_present : InitOutcome::repaired;
 }

@@ -15,6 +15,8 @@
 //   names   user '\0' name -> digest
 #pragma once
 
+#include <sys/stat.h>
+
 #include <sys/types.h>
 
 #include <chrono>
@@ -80,7 +82,10 @@ struct StoreSettings {
 inline constexpr const char *default_store_dir = "/var/lib/cptoken";
 
 inline constexpr const char *token_store_file = "tokens.mdb";
-inline constexpr const char *usage_store_file = "usage.mdb";
+inline constexpr const char *usage_store_file = "usage.slots";
+/// The usage store of 0.13 and before (LMDB), with its lock file: imported
+/// into usage.slots by rebuild_usage() (init, prune), then removed.
+inline constexpr const char *old_usage_store_file = "usage.mdb";
 
 /// Every store failure, with a message fit for an admin.
 class StoreError : public std::runtime_error {
@@ -109,6 +114,17 @@ private:
 /// owner's name then, else nullopt (DIR missing, or owned by root). Throws
 /// StoreError: access if it cannot.
 std::optional<std::string> become_store_owner(const std::string &dir);
+
+/// Runs `work` as the owner of the store directory DIR (`owner`; `dir_id`:
+/// DIR as the caller found it), with DIR open, in this process if it is the
+/// owner, else (root for another user) in a child that became the owner for
+/// good, so that root never opens a file the owner could have written, nor
+/// makes one it would then hand over. `work` reports what it changed with
+/// `note`, which adds to `made`. Throws StoreError (access: DIR replaced
+/// meanwhile, or cannot be reached as the owner), and what `work` throws.
+void as_owner(const std::string &dir, uid_t owner, const struct stat &dir_id,
+              const std::function<void(int dir_fd, const std::function<void(std::string)> &note)> &work,
+              std::vector<std::string> &made);
 
 /// The user become_store_owner() would become: the owner of DIR if this
 /// process is root and DIR belongs to another user; else nullopt. What root

@@ -225,7 +225,7 @@ void default_signals() {
         }
         const UsageStore store(dir, Access::read_only);
         for (const Digest &digest : asked)
-            if (const auto usage = store.find(digest)) reply += usage_line(digest, *usage) + "\n";
+            if (const auto usage = store.find(digest)) reply += usage_line(usage_key(digest), *usage) + "\n";
         reply += std::string(end_line) + "\n";
     } catch (const StoreError &e) {
         reply = error_line(e) + "\n";
@@ -329,7 +329,8 @@ void ask(const std::string &socket, const std::vector<Digest> &digests, std::map
     if (!write_all(connection.get(), question, deadline))
         throw StoreError(StoreError::Kind::access, from + ": cannot send the question: " + std::strerror(errno));
 
-    const std::set<Digest> asked(digests.begin(), digests.end());
+    std::map<UsageKey, const Digest *> asked;  // the answer's lines name the key alone
+    for (const Digest &digest : digests) asked.emplace(usage_key(digest), &digest);
     std::map<Digest, Usage> answer;
     const Seconds latest = now_seconds() + usage_clock_skew;
     LineReader lines(connection.get(), unprivileged_line_max);
@@ -339,9 +340,10 @@ void ask(const std::string &socket, const std::vector<Digest> &digests, std::map
         if (*line == end_line) break;
         if (line->starts_with(error_prefix)) throw error_of(*line, from);
         auto parsed = parse_usage_line(*line, latest);
-        if (!parsed || !asked.contains(parsed->first) || answer.contains(parsed->first))
+        const auto digest = parsed ? asked.find(parsed->first) : asked.end();
+        if (digest == asked.end() || answer.contains(*digest->second))
             throw StoreError(StoreError::Kind::corrupt, from + " sent a bad line; none of its answer is used");
-        answer.emplace(parsed->first, std::move(parsed->second));
+        answer.emplace(*digest->second, std::move(parsed->second));
     }
     // Nothing may follow the last line.
     if (lines.next(deadline, from))

@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "store/usage_store.hpp"
 
+#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <set>
+#include <thread>
 #include <utility>
 
 #include "token/codec.hpp"
@@ -22,18 +26,12 @@ using namespace lmdb;
 
 namespace {
 
+// ---- usage.mdb, the usage store of 0.13 and before: read once, to import it.
+
 // A usage value's payload: this format byte, the time of the last use
 // (8 bytes, seconds), the count of uses (8 bytes), the client address as text.
 constexpr std::uint8_t usage_format = 2;
 constexpr std::size_t usage_fixed_size = 1 + 8 + 8;
-
-std::string encode_usage(Seconds last_used, std::uint64_t uses, std::string_view address) {
-    std::string payload(1, static_cast<char>(usage_format));
-    put_be(payload, static_cast<std::uint64_t>(last_used), 8);
-    put_be(payload, uses, 8);
-    payload.append(address);
-    return payload;
-}
 
 // A stored payload as it is, address unchecked: what the writer needs.
 struct StoredUsage {
@@ -70,102 +68,14 @@ std::optional<Usage> decode_usage(std::string_view payload, Seconds latest) {
     return usage;
 }
 
-constexpr std::int64_t nanoseconds_per_second = 1000000000;
-
-}  // namespace
-
-struct UsageStore::Impl {
-    Env env;
-    MDB_dbi usage = 0;
-
-    Impl(const std::string &dir, Access access)
-        : env(path_in(dir, usage_store_file), access, 0660, true,
-              access == Access::read_write ? MDB_NOSYNC | MDB_NOMETASYNC : 0) {
-        env.check_size();  // before anything reads through the map
-        Txn txn(env.get(), false, env.file());
-        usage = env.open_db(txn, "usage", false);
-        txn.commit(env.file());
-    }
-};
-
-UsageStore::UsageStore(const std::string &dir, Access access) : impl_(std::make_unique<Impl>(dir, access)) {}
-UsageStore::~UsageStore() = default;
-
-std::optional<Usage> UsageStore::find(const Digest &digest) const {
-    Txn txn(impl_->env.get(), false, impl_->env.file());
-    const auto payload = impl_->env.get_live(txn, impl_->usage, as_val(digest));
-    if (!payload) return std::nullopt;
-    return decode_usage(*payload, latest_use());
-}
-
-void UsageStore::add(const std::vector<NotedUses> &noted) {
-    if (noted.empty()) return;
-    Env &env = impl_->env;
-    // httpd's children keep this store open for their whole life, and httpd's
-    // group can write the file: one truncated or overwritten in place since
-    // the last write would be read past its end through the map, which kills
-    // the child (SIGBUS) with every request it is serving.
+// Every value of DIR/usage.mdb that find() would have returned.
+void each_old_usage(const std::string &dir, const std::function<void(const Digest &, const Usage &)> &visit) {
+    Env env(path_in(dir, old_usage_store_file), Access::read_only, 0660, true);
     env.check_size();
-    Txn txn(env.get(), true, env.file());
-    // A write transaction's cursor is freed when the transaction ends: on an
-    // exception, by the abort in ~Txn.
+    Txn txn(env.get(), false, env.file());
+    const MDB_dbi usage = env.open_db(txn, "usage", false);
     MDB_cursor *cursor = nullptr;
-    check(mdb_cursor_open(txn.get(), impl_->usage, &cursor), "cannot write to ", env.file());
-    const Seconds latest = latest_use();
-    for (const NotedUses &use : noted) {
-        const Seconds noted_at = use.last_used_ns / nanoseconds_per_second;
-        // Stamped with the time of use, so that the newest use wins a merge
-        // between hosts; never at or before the value it replaces.
-        const std::uint64_t used_at = static_cast<std::uint64_t>(std::max<std::int64_t>(use.last_used_ns, 0));
-        env.put_merged(txn, cursor, as_val(use.digest), encode_usage(noted_at, use.uses, use.last_used_ip), used_at,
-                       [&](std::string_view present) {
-                           const auto stored = ls_decode(present);  // unreadable: replaced
-                           // A forged use in the future is not kept: real uses replace it.
-                           const auto before =
-                               stored && !stored->deleted() ? parse_usage(stored->payload, latest) : std::nullopt;
-                           const std::uint64_t stamp =
-                               stored && used_at <= stored->timestamp_ns ? stored->timestamp_ns + 1 : used_at;
-                           const std::uint64_t uses = (before ? before->uses : 0) + use.uses;
-                           return std::pair{!before || noted_at >= before->last_used
-                                                ? encode_usage(noted_at, uses, use.last_used_ip)
-                                                : encode_usage(before->last_used, uses, before->address),
-                                            stamp};
-                       });
-    }
-    mdb_cursor_close(cursor);
-    txn.commit(env.file());
-}
-
-PruneResult UsageStore::prune(const std::function<bool(const Digest &)> &is_live, Seconds now) {
-    Env &env = impl_->env;
-    Txn txn(env.get(), true, env.file());
-    std::vector<std::string> gone;
-    MDB_cursor *cursor = nullptr;
-    check(mdb_cursor_open(txn.get(), impl_->usage, &cursor), "cannot read ", env.file());
-    MDB_val key, value;
-    int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-    for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
-        const auto decoded = ls_decode(as_view(value));
-        if (decoded && decoded->deleted()) continue;
-        Digest digest{};
-        const bool is_digest = key.mv_size == digest.size();
-        if (is_digest) std::memcpy(digest.data(), key.mv_data, digest.size());
-        if (!is_digest || !is_live(digest)) gone.emplace_back(as_view(key));
-    }
-    mdb_cursor_close(cursor);
-    if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
-    PruneResult result;
-    for (const std::string &stale : gone) env.put_tombstone(txn, impl_->usage, as_val(stale));
-    result.expired_removed = gone.size();
-    result.tombstones_dropped = env.drop_tombstones(txn, impl_->usage, tombstone_cutoff_ns(now));
-    txn.commit(env.file());
-    return result;
-}
-
-void UsageStore::each(const std::function<void(const Digest &, const Usage &)> &visit) const {
-    Txn txn(impl_->env.get(), false, impl_->env.file());
-    MDB_cursor *cursor = nullptr;
-    check(mdb_cursor_open(txn.get(), impl_->usage, &cursor), "cannot read ", impl_->env.file());
+    check(mdb_cursor_open(txn.get(), usage, &cursor), "cannot read ", env.file());
     MDB_val key, value;
     const Seconds latest = latest_use();
     int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
@@ -176,17 +86,61 @@ void UsageStore::each(const std::function<void(const Digest &, const Usage &)> &
             std::memcpy(digest.data(), key.mv_data, digest.size());
             const auto decoded = ls_decode(as_view(value));
             if (!decoded || decoded->deleted()) continue;
-            if (const auto usage = decode_usage(decoded->payload, latest)) visit(digest, *usage);
+            if (const auto used = decode_usage(decoded->payload, latest)) visit(digest, *used);
         }
     } catch (...) {
         mdb_cursor_close(cursor);
         throw;
     }
     mdb_cursor_close(cursor);
-    if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl_->env.file());
+    if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
 }
 
-std::pair<dev_t, ino_t> UsageStore::data_file_id() const { return impl_->env.file_id(); }
+// ---- usage.slots
+
+// A slot's uses as find() returns them: a time in range, the address as text.
+std::optional<Usage> checked(const SlotUsage &slot, Seconds latest) {
+    if (slot.last_used < earliest_use || slot.last_used > latest) return std::nullopt;
+    Usage usage;
+    usage.last_used = slot.last_used;
+    usage.uses = slot.uses;
+    if (slot.address) usage.last_used_ip = to_string(*slot.address);
+    return usage;
+}
+
+}  // namespace
+
+UsageStore::UsageStore(const std::string &dir, Access access) {
+    const std::string path = path_in(dir, usage_store_file);
+    check_store_dir(path, access);
+    table_ = std::make_unique<UsageTable>(path, access == Access::read_write);
+}
+UsageStore::~UsageStore() = default;
+
+std::optional<Usage> UsageStore::find(const Digest &digest) const {
+    const auto slot = table_->find(usage_key(digest));
+    return slot ? checked(*slot, latest_use()) : std::nullopt;
+}
+
+bool UsageStore::record(const Digest &digest, Seconds when, const std::optional<Address> &address) {
+    return table_->record(usage_key(digest), when, address);
+}
+
+bool UsageStore::merge(const UsageKey &key, const Usage &usage) {
+    return table_->record(key, usage.last_used, parse_address(usage.last_used_ip), usage.uses);
+}
+
+void UsageStore::each(const std::function<void(const UsageKey &, const Usage &)> &visit) const {
+    const Seconds latest = latest_use();
+    table_->each([&](const SlotUsage &slot) {
+        if (const auto usage = checked(slot, latest)) visit(slot.key, *usage);
+    });
+}
+
+std::uint64_t UsageStore::lost() const { return table_->lost(); }
+std::uint64_t UsageStore::room() const { return table_->slot_count() / 2; }
+bool UsageStore::intact() const { return table_->intact(); }
+std::pair<dev_t, ino_t> UsageStore::data_file_id() const { return table_->file_id(); }
 
 namespace {
 
@@ -218,21 +172,44 @@ std::vector<std::string_view> fields_of(std::string_view line) {
 
 }  // namespace
 
+static std::string key_hex(const UsageKey &key) {
+    return bytes_hex(std::string_view(reinterpret_cast<const char *>(key.data()), key.size()));
+}
+
+static std::optional<UsageKey> key_from_hex(std::string_view hex) {
+    UsageKey key{};
+    if (hex.size() != 2 * key.size()) return std::nullopt;
+    const auto nibble = [](char c) -> int {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    for (std::size_t i = 0; i < key.size(); ++i) {
+        const int high = nibble(hex[2 * i]), low = nibble(hex[2 * i + 1]);
+        if (high < 0 || low < 0) return std::nullopt;
+        key[i] = static_cast<std::uint8_t>(high << 4 | low);
+    }
+    return key;
+}
+
+std::optional<Usage> usage_of(const UsageByKey &usage, const Digest &digest) {
+    const auto found = usage.find(usage_key(digest));
+    return found == usage.end() ? std::nullopt : std::optional<Usage>(found->second);
+}
+
 bool unused_since(const TokenRecord &record, const std::optional<Usage> &used, Seconds cutoff) {
     return used ? used->last_used <= cutoff : record.created <= cutoff;
 }
 
-std::string usage_line(const Digest &digest, const Usage &usage) {
-    return digest_hex(digest) + " " + std::to_string(usage.last_used) + " " + std::to_string(usage.uses) + " " +
+std::string usage_line(const UsageKey &key, const Usage &usage) {
+    return key_hex(key) + " " + std::to_string(usage.last_used) + " " + std::to_string(usage.uses) + " " +
            (usage.last_used_ip.empty() ? "-" : usage.last_used_ip);
 }
 
-std::optional<std::pair<Digest, Usage>> parse_usage_line(std::string_view line, Seconds latest) {
+std::optional<std::pair<UsageKey, Usage>> parse_usage_line(std::string_view line, Seconds latest) {
     const auto fields = fields_of(line);
     if (fields.size() != 4) return std::nullopt;
-    const auto digest = digest_from_hex(fields[0]);
+    const auto key = key_from_hex(fields[0]);
     const auto when = decimal(fields[1]), uses = decimal(fields[2]);
-    if (!digest || !when || !uses || *when < static_cast<std::uint64_t>(earliest_use) ||
+    if (!key || !when || !uses || *when < static_cast<std::uint64_t>(earliest_use) ||
         *when > static_cast<std::uint64_t>(latest))
         return std::nullopt;
     Usage usage;
@@ -243,17 +220,17 @@ std::optional<std::pair<Digest, Usage>> parse_usage_line(std::string_view line, 
         if (!address) return std::nullopt;
         usage.last_used_ip = to_string(*address);
     }
-    return std::pair{*digest, std::move(usage)};
+    return std::pair{*key, std::move(usage)};
 }
 
-std::map<Digest, Usage> read_usage(const std::string &dir) {
-    std::map<Digest, Usage> out;
+UsageByKey read_usage(const std::string &dir) {
+    UsageByKey out;
     const Seconds latest = latest_use();
     as_store_group(
         dir,
         [&dir](const std::function<void(std::string_view)> &send) {
             UsageStore(dir, Access::read_only).each(
-                [&](const Digest &digest, const Usage &usage) { send(usage_line(digest, usage)); });
+                [&](const UsageKey &key, const Usage &usage) { send(usage_line(key, usage)); });
         },
         [&](std::string_view line) {
             auto parsed = parse_usage_line(line, latest);
@@ -263,24 +240,101 @@ std::map<Digest, Usage> read_usage(const std::string &dir) {
     return out;
 }
 
-PruneResult prune_usage(const std::string &dir, Seconds now) {
-    PruneResult result;
+bool usage_needs_room(const std::string &dir, std::size_t tokens) {
+    struct stat st{};
+    if (::lstat(path_in(dir, usage_store_file).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    const std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
+    const std::uint64_t slots = size > UsageTable::header_size ? (size - UsageTable::header_size) / UsageTable::slot_size : 0;
+    return tokens > slots / 2;
+}
+
+namespace {
+constexpr const char *new_table_name = "usage.slots.new", *old_table_name = "usage.slots.old";
+
+// Removes `name` in the directory `dir_fd`, if it is there.
+void remove_if_there(int dir_fd, const char *name, const std::string &dir) {
+    if (::unlinkat(dir_fd, name, 0) != 0 && errno != ENOENT) fail(errno, "cannot remove " + path_in(dir, name));
+}
+}  // namespace
+
+UsageRebuild rebuild_usage(const std::string &dir) {
+    struct stat dir_st{};
+    if (::lstat(dir.c_str(), &dir_st) != 0 || !S_ISDIR(dir_st.st_mode)) no_store(dir);
+    // 1. As the owner: a new table, with room for the store's tokens, takes
+    // the old one's name; the old one stays reachable under another.
+    bool had_table = false, had_old_store = false;
+    std::vector<std::string> made;
+    as_owner(dir, dir_st.st_uid, dir_st, [&](int dir_fd, const std::function<void(std::string)> &) {
+        const std::size_t tokens = TokenStore(dir, Access::read_only).list().size();
+        remove_if_there(dir_fd, new_table_name, dir);
+        remove_if_there(dir_fd, old_table_name, dir);
+        UsageTable::create(dir_fd, new_table_name, path_in(dir, new_table_name), UsageTable::slot_count_for(tokens),
+                           0660, dir_st.st_gid);
+        // One atomic exchange: httpd's children never find the path empty.
+        if (::renameat2(dir_fd, new_table_name, dir_fd, usage_store_file, RENAME_EXCHANGE) == 0) {
+            if (::renameat(dir_fd, new_table_name, dir_fd, old_table_name) != 0)
+                fail(errno, "cannot rename " + path_in(dir, new_table_name));
+        } else if (errno != ENOENT || ::renameat(dir_fd, new_table_name, dir_fd, usage_store_file) != 0) {
+            fail(errno, "cannot put " + path_in(dir, new_table_name) + " in place");
+        }
+    }, made);
+    // Seen from here: the work above may have run in a child (as_owner).
+    struct stat st{};
+    had_table = ::lstat(path_in(dir, old_table_name).c_str(), &st) == 0;
+    had_old_store = ::lstat(path_in(dir, old_usage_store_file).c_str(), &st) == 0;
+    // httpd's children look at the table's path at least once a second: after
+    // that, none writes to the old table any more, and all it holds is copied.
+    if (had_table) std::this_thread::sleep_for(usage_follow_interval + std::chrono::milliseconds(100));
+    // 2. As httpd's group (nobody of it, for root): the live tokens' uses into the new table.
+    UsageRebuild result;
     as_store_group(
         dir,
-        [&dir, now](const std::function<void(std::string_view)> &send) {
-            const TokenStore tokens(dir, Access::read_only);
-            const PruneResult pruned = UsageStore(dir, Access::read_write)
-                                           .prune([&](const Digest &digest) { return tokens.find(digest).has_value(); },
-                                                  now);
-            send(std::to_string(pruned.expired_removed) + " " + std::to_string(pruned.tombstones_dropped));
+        [&](const std::function<void(std::string_view)> &send) {
+            std::set<UsageKey> live;
+            for (const StoredToken &token : TokenStore(dir, Access::read_only).list()) live.insert(usage_key(token.digest));
+            UsageStore table(dir, Access::read_write);
+            std::uint64_t kept = 0, dropped = 0;
+            const auto copy = [&](const UsageKey &key, const Usage &usage) {
+                if (!live.count(key)) {
+                    ++dropped;
+                    return;
+                }
+                ++kept;
+                table.merge(key, usage);
+            };
+            if (had_table) {
+                std::unique_ptr<UsageTable> old;
+                try {
+                    old = std::make_unique<UsageTable>(path_in(dir, old_table_name), false);
+                } catch (const StoreError &e) {
+                    if (e.kind() != StoreError::Kind::corrupt) throw;  // not a table: nothing in it to keep
+                }
+                const Seconds latest = latest_use();
+                if (old)
+                    old->each([&](const SlotUsage &slot) {
+                        if (const auto usage = checked(slot, latest)) copy(slot.key, *usage);
+                    });
+            }
+            if (had_old_store)
+                each_old_usage(dir, [&](const Digest &digest, const Usage &usage) { copy(usage_key(digest), usage); });
+            send(std::to_string(kept) + " " + std::to_string(dropped) + " " + std::to_string(table.room()));
         },
         [&](std::string_view line) {
             const auto fields = fields_of(line);
-            const auto removed = fields.size() == 2 ? decimal(fields[0]) : std::nullopt;
-            const auto dropped = fields.size() == 2 ? decimal(fields[1]) : std::nullopt;
-            if (!removed || !dropped) corrupt("the process pruning the usage store of " + dir + " sent a bad line");
-            result.expired_removed = *removed, result.tombstones_dropped = *dropped;
+            const auto kept = fields.size() == 3 ? decimal(fields[0]) : std::nullopt;
+            const auto dropped = fields.size() == 3 ? decimal(fields[1]) : std::nullopt;
+            const auto room = fields.size() == 3 ? decimal(fields[2]) : std::nullopt;
+            if (!kept || !dropped || !room) corrupt("the process copying the usage store of " + dir + " sent a bad line");
+            result = UsageRebuild{*kept, *dropped, *room};
         });
+    // 3. As the owner: what was copied goes.
+    as_owner(dir, dir_st.st_uid, dir_st, [&](int dir_fd, const std::function<void(std::string)> &) {
+        remove_if_there(dir_fd, old_table_name, dir);
+        if (had_old_store) {
+            remove_if_there(dir_fd, old_usage_store_file, dir);
+            remove_if_there(dir_fd, (std::string(old_usage_store_file) + "-lock").c_str(), dir);
+        }
+    }, made);
     return result;
 }
 

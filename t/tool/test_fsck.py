@@ -130,8 +130,7 @@ def test_clean_store_exits_0(store):
 
 
 def test_missing_usage_store_is_fine(store):
-    (store.path / "usage.mdb").unlink()
-    (store.path / "usage.mdb-lock").unlink()
+    (store.path / "usage.slots").unlink()
     assert fsck(store).rc == 0
 
 

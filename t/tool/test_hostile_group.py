@@ -76,7 +76,7 @@ def test_www_data_can_write_nothing_of_the_token_store(tmp_path):
     s.create("alice", "ci")
     p = as_www_data(PROBE, s.path, timeout=30)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["usage.mdb", "usage.mdb-lock"], p.stdout
+    assert p.stdout.split() == ["usage.slots"], p.stdout
 
 
 def test_root_commands_survive_www_data_writing_into_the_store(tmp_path):
@@ -122,7 +122,7 @@ def test_root_commands_survive_www_data_writing_into_the_store(tmp_path):
     finally:
         hammer.kill()
         hammer.wait()
-    assert opened == ["usage.mdb", "usage.mdb-lock"], f"www-data could open {opened} to write"
+    assert opened == ["usage.slots"], f"www-data could open {opened} to write"
     assert rounds >= 3
     assert not problems, "\n".join(problems[:10])
     r = s.check("alice", kept)
@@ -184,8 +184,7 @@ def test_root_reads_the_usage_of_another_owners_store_as_nobody_not_as_the_owner
     showed every token as never used (daemon opened them itself: Permission
     denied), and with daemon's own usage files it mapped them."""
     s, _ = owned_by_daemon_with_used_tokens(tmp_path)
-    for name in ("usage.mdb", "usage.mdb-lock"):
-        os.chown(s.path / name, 0, -1)
+    os.chown(s.path / "usage.slots", 0, -1)
     r = s.run("list", "--json")
     assert r.rc == 0 and r.err == "", r
     entry, = json.loads(r.out)
@@ -204,7 +203,7 @@ def test_the_store_owner_never_opens_the_usage_store(tmp_path):
     """The owner running cptoken itself (as the manager's user would) cannot
     start a nobody child: it says the usage store is not its to read and
     shows no uses, rather than map a file www-data writes. Before: it read
-    usage.mdb, its own file, with LMDB."""
+    usage.mdb, its own file, with LMDB (the usage store of 0.13)."""
     s, _ = owned_by_daemon_with_used_tokens(tmp_path)
     p = subprocess.run(["runuser", "-u", "daemon", "--", CPTOKEN,
                         "--db", str(s.path), "list", "--json"], capture_output=True, text=True, timeout=30)

@@ -12,8 +12,7 @@ FILES = {
     "tokens.mdb": 0o640,
     "tokens.mdb-committed": 0o640,
     "tokens.mdb-lock": 0o600,  # the writers' alone: httpd's children read without it
-    "usage.mdb": 0o660,
-    "usage.mdb-lock": 0o660,
+    "usage.slots": 0o660,
 }
 
 
@@ -191,14 +190,14 @@ def test_init_repairs_owner_and_modes_of_a_store_and_keeps_its_group(tmp_path):
     os.chmod(d, 0o2770)
     os.chown(d / "tokens.mdb", WWW_UID, -1)
     os.chmod(d / "tokens.mdb", 0o666)
-    os.chmod(d / "usage.mdb-lock", 0o600)
+    os.chmod(d / "usage.slots", 0o600)
     r = s.init()
     assert r.rc == 0, r
     assert sorted(r.out.splitlines()) == sorted([
         f"{d}: mode 2770 -> 2750",
         f"{d / 'tokens.mdb'}: owner www-data -> root",
         f"{d / 'tokens.mdb'}: mode 0666 -> 0640",
-        f"{d / 'usage.mdb-lock'}: mode 0600 -> 0660",
+        f"{d / 'usage.slots'}: mode 0600 -> 0660",
     ]), r.out
     assert mode(d) == 0o2750 and os.stat(d).st_gid == WWW
     for name, want in FILES.items():
@@ -233,12 +232,12 @@ def test_list_refuses_a_planted_lock_symlink_and_leaves_its_target_alone(tmp_pat
     assert full_stat(target) == before
 
 
-def test_list_does_not_write_through_a_planted_usage_lock_symlink(tmp_path):
+def test_list_does_not_write_through_a_planted_usage_table_symlink(tmp_path):
     d = tmp_path / "db"
     s = Store(d)
     assert s.init("--group", "www-data").rc == 0
     s.create("alice", "ci")
-    target = plant_symlink(d, "usage.mdb-lock", tmp_path)
+    target = plant_symlink(d, "usage.slots", tmp_path)
     before, content = full_stat(target), target.read_bytes()
     s.run("list")
     assert target.read_bytes() == content
@@ -374,12 +373,12 @@ def test_init_keeps_the_owner_of_an_existing_store_and_repairs_it_for_that_owner
     assert r.rc == 0 and "nothing changed" in r.out, r
     assert snapshot(d) == before
     os.chmod(d / "tokens.mdb", 0o666)
-    os.chown(d / "usage.mdb", 0, -1)
+    os.chown(d / "usage.slots", 0, -1)
     r = s.init("--group", "www-data")
     assert r.rc == 0, r
     assert sorted(r.out.splitlines()) == sorted([
         f"{d / 'tokens.mdb'}: mode 0666 -> 0640",
-        f"{d / 'usage.mdb'}: owner root -> daemon",
+        f"{d / 'usage.slots'}: owner root -> daemon",
     ]), r.out
     assert owners(d) == owned_layout(DAEMON.pw_uid)
     assert s.check("alice", token).rc == 0
@@ -394,7 +393,7 @@ def test_init_owner_gives_a_root_store_to_that_user_and_back(tmp_path):
     assert r.rc == 0, r
     lines = r.out.splitlines()
     assert f"{d}: owner root -> daemon" in lines, r.out
-    for name in ("tokens.mdb", "tokens.mdb-committed", "usage.mdb", "usage.mdb-lock"):
+    for name in ("tokens.mdb", "tokens.mdb-committed", "usage.slots"):
         assert f"{d / name}: owner root -> daemon" in lines, r.out
     # The old owner's lock file is not handed over: the next writer makes its own, the new owner's alone.
     assert f"{d / 'tokens.mdb-lock'}: removed (it was root's); a new one is daemon's alone" in lines, r.out
@@ -432,8 +431,8 @@ def test_init_owner_never_gives_away_a_file_linked_from_elsewhere(tmp_path):
     target = tmp_path / "root-only"
     target.write_bytes(b"root's, not a lock file\n")
     os.chmod(target, 0o600)
-    os.unlink(d / "usage.mdb-lock")
-    os.link(target, d / "usage.mdb-lock")
+    os.unlink(d / "usage.slots")
+    os.link(target, d / "usage.slots")
     before = full_stat(target)
     r = s.init("--group", "www-data")
     assert_refusal(r)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "store/lsheader.hpp"
 #include "token/record.hpp"
 #include "store/store.hpp"
+#include "store/usage_store.hpp"
 #include "token/timeutil.hpp"
 #include "token/token.hpp"
 
@@ -31,7 +33,7 @@ namespace {
 constexpr Seconds t0 = 1767225600 + 1000;
 
 std::string tokens_file(void **state) { return fx(state).store + "/tokens.mdb"; }
-std::string usage_file(void **state) { return fx(state).store + "/usage.mdb"; }
+std::string usage_file(void **state) { return fx(state).store + "/usage.slots"; }
 
 std::string bytes(const Digest &digest) { return {reinterpret_cast<const char *>(digest.data()), digest.size()}; }
 std::string name_key(const std::string &user, const std::string &name) { return user + '\0' + name; }
@@ -190,21 +192,16 @@ void test_bad_header_in_every_database(void **state) {
         raw.put("tokens", bytes(new_digest()), "short");
         raw.put("names", name_key("alice", "raw"), bytes(digest));  // a digest without its header
     }
-    {
-        RawEnv raw(usage_file(state), true);
-        raw.put("usage", bytes(digest), std::string(30, '\x01'));  // header version 1: unknown
-    }
     const auto findings = fsck_store(fx(state).store, false);
-    EXPECT_FINDINGS(findings, "bad header in meta", "bad header in tokens", "bad header in names",
-                    "bad header in usage");
+    EXPECT_FINDINGS(findings, "bad header in meta", "bad header in tokens", "bad header in names");
     for (const FsckFinding &f : findings) {
         assert_non_null(strstr(f.message.c_str(), "Lightning Stream"));
-        assert_non_null(strstr(f.message.c_str(), f.database == "usage" ? "usage.mdb" : "tokens.mdb"));
+        assert_non_null(strstr(f.message.c_str(), "tokens.mdb"));
         assert_true(!f.key_prefix.empty() && f.key_prefix.size() <= 16);
     }
     // Only reported: nothing is repaired, the values stay.
     EXPECT_FINDINGS(fsck_store(fx(state).store, true), "bad header in meta", "bad header in tokens",
-                    "bad header in names", "bad header in usage");
+                    "bad header in names");
     RawEnv raw(tokens_file(state));
     std::string value;
     assert_int_equal(raw.get("names", name_key("alice", "raw"), &value), MDB_SUCCESS);
@@ -264,6 +261,23 @@ void test_missing_usage_store_is_fine(void **state) {
     assert_true(fsck_store(fx(state).store, false).empty());
 }
 
+// Uses lost for want of room, and a file that is not a usage table, are
+// said, with what to do.
+void test_usage_table_findings(void **state) {
+    {
+        UsageStore usage(fx(state).store, Access::read_write);
+        for (int i = 0; i < 1500; ++i) usage.record(new_digest(), 1767225600, std::nullopt);
+    }
+    auto findings = fsck_store(fx(state).store, false);
+    EXPECT_FINDINGS(findings, "usage table");
+    assert_non_null(strstr(findings[0].message.c_str(), "for want of room"));
+    assert_non_null(strstr(findings[0].message.c_str(), "cptoken prune"));
+    std::filesystem::resize_file(usage_file(state), 5000);
+    findings = fsck_store(fx(state).store, false);
+    EXPECT_FINDINGS(findings, "usage table");
+    assert_non_null(strstr(findings[0].message.c_str(), "not a usable usage table"));
+}
+
 }  // namespace
 
 int main(void) {
@@ -277,6 +291,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_bad_record, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_no_orphan_revoked_while_links_are_unreadable, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_missing_usage_store_is_fine, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_table_findings, setup_init, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -291,10 +291,11 @@ void test_truncated_data_file_is_refused(void **state) {
 //   its newest snapshot made it look cut short;
 // - several commits landing between a read transaction's start and its look
 //   at the newest snapshot made the lock file look rolled back.
-// Two processes write the usage store (fast commits without fsync, as
-// httpd's children do; one in large batches that grow the file) while this
-// one opens it and reads, as often as it can, for a second: more processes
-// than cores, so that each is paused at any point.
+// Two processes write the token store (one token a commit, and batches of
+// 50 that grow the file) while this one opens it and reads, as often as it
+// can, for a second: more processes than cores, so that each is paused at
+// any point. (The usage store was the LMDB file written fastest, by httpd's
+// children, until it became a usage table.)
 void test_store_written_under_checks_is_not_taken_for_damaged(void **state) {
     const std::string dir = fx(state).store;
     std::vector<pid_t> writers;
@@ -302,12 +303,17 @@ void test_store_written_under_checks_is_not_taken_for_damaged(void **state) {
         const pid_t writer = fork();
         assert_true(writer >= 0);
         if (writer == 0) {
-            UsageStore usage(dir, Access::read_write);
+            TokenStore tokens(dir, Access::read_write);
             const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-            while (std::chrono::steady_clock::now() < end) {
-                std::vector<NotedUses> noted;
-                for (int j = 0; j < batch; ++j) noted.push_back({new_digest(), 1767225600000000000, "192.0.2.1", 1});
-                usage.add(noted);
+            for (int round = 0; std::chrono::steady_clock::now() < end; ++round) {
+                std::vector<StoredToken> more;
+                for (int j = 0; j < batch; ++j) {
+                    StoredToken token;
+                    token.digest = new_digest();
+                    token.record = rec("u" + std::to_string(batch), "t" + std::to_string(round) + "-" + std::to_string(j));
+                    more.push_back(token);
+                }
+                tokens.add_many(more);
             }
             _exit(0);
         }
@@ -317,14 +323,14 @@ void test_store_written_under_checks_is_not_taken_for_damaged(void **state) {
     int opens = 0;
     for (int status = 0; waitpid(writers.back(), &status, WNOHANG) == 0; ++opens) {
         try {
-            const UsageStore usage(dir, Access::read_only);  // opening checks the file's size
-            for (int k = 0; k < 50; ++k) usage.find(new_digest());  // each read checks its snapshot
+            const TokenStore tokens(dir, Access::read_only);  // opening checks the file's size
+            for (int k = 0; k < 50; ++k) tokens.find(new_digest());  // each read checks its snapshot
         } catch (const StoreError &e) {
             failure = e.what();
         }
     }
     waitpid(writers.front(), nullptr, 0);
-    print_message("%d opens of the usage store, 50 reads each, while two processes wrote it\n", opens);
+    print_message("%d opens of the token store, 50 reads each, while two processes wrote it\n", opens);
     assert_string_equal(failure.c_str(), "");
 }
 
@@ -333,16 +339,16 @@ void test_truncated_files_are_refused_at_open(void **state) {
     {
         TokenStore writer(dir, Access::read_write);
         for (int i = 0; i < 200; ++i) writer.add(new_digest(), rec("alice", "t" + std::to_string(i)));
-        UsageStore(dir, Access::read_write).add({NotedUses{new_digest(), 1767225600000000000, "192.0.2.1", 1}});
+        UsageStore(dir, Access::read_write).record(new_digest(), 1767225600, parse_address("192.0.2.1"));
     }
     const auto size = std::filesystem::file_size(data_file(state));
     for (const auto cut : {size - 4096, size / 2, std::uintmax_t{2 * 4096 + 100}}) {
         std::filesystem::resize_file(data_file(state), cut);
         expect_corrupt_in_child([&] { TokenStore(dir, Access::read_only).list(); }, "token store cut short");
     }
-    const std::string usage = dir + "/usage.mdb";
+    const std::string usage = dir + "/usage.slots";
     std::filesystem::resize_file(usage, std::filesystem::file_size(usage) - 4096);
-    expect_corrupt_in_child([&] { UsageStore(dir, Access::read_only).find(new_digest()); }, "usage store cut short");
+    expect_corrupt_in_child([&] { UsageStore(dir, Access::read_only).find(new_digest()); }, "usage table cut short");
 }
 
 void test_live_store_refuses_a_file_changed_in_place_until_replaced(void **state) {

@@ -95,9 +95,8 @@ void check_modes(const std::string &dir) {
     assert_int_equal(mode_of(dir + "/tokens.mdb") & 07777, 0640);
     assert_int_equal(mode_of(dir + "/tokens.mdb-lock") & 07777, 0600);  // the writers' alone
     assert_int_equal(mode_of(dir + "/tokens.mdb-committed") & 07777, 0640);
-    assert_int_equal(mode_of(dir + "/usage.mdb") & 07777, 0660);
-    assert_int_equal(mode_of(dir + "/usage.mdb-lock") & 07777, 0660);
-    for (const char *f : {"", "/tokens.mdb", "/tokens.mdb-lock", "/tokens.mdb-committed", "/usage.mdb", "/usage.mdb-lock"})
+    assert_int_equal(mode_of(dir + "/usage.slots") & 07777, 0660);
+    for (const char *f : {"", "/tokens.mdb", "/tokens.mdb-lock", "/tokens.mdb-committed", "/usage.slots"})
         assert_int_equal(gid_of(dir + f), getgid());
 }
 
@@ -114,8 +113,7 @@ void test_init(void **state) {
     std::vector<std::string> entries;
     for (const auto &e : fs::directory_iterator(f.store)) entries.push_back(e.path().filename());
     std::sort(entries.begin(), entries.end());
-    std::vector<std::string> expected = {"tokens.mdb", "tokens.mdb-committed", "tokens.mdb-lock", "usage.mdb",
-                                         "usage.mdb-lock"};
+    std::vector<std::string> expected = {"tokens.mdb", "tokens.mdb-committed", "tokens.mdb-lock", "usage.slots"};
     assert_true(entries == expected);
     // Opens.
     TokenStore s(f.store, Access::read_write);
@@ -884,7 +882,7 @@ void test_open_refuses_symlinked_store_files(void **state) {
     std::ofstream(target) << std::string(100, 'x');
     chmod(target.c_str(), 0600);
     const auto before = content_and_mtime(target);
-    for (const char *name : {"tokens.mdb-lock", "usage.mdb-lock", "tokens.mdb", "tokens.mdb-committed"}) {
+    for (const char *name : {"tokens.mdb-lock", "usage.slots", "tokens.mdb", "tokens.mdb-committed"}) {
         const std::string path = f.store + "/" + name, saved = path + ".saved";
         assert_int_equal(rename(path.c_str(), saved.c_str()), 0);
         assert_int_equal(symlink(target.c_str(), path.c_str()), 0);
@@ -953,17 +951,16 @@ void test_reader_that_could_write_tokens_is_refused(void **state) {
 void test_init_repairs_a_store_and_says_what_changed(void **state) {
     Fixture &f = fx(state);
     const gid_t www = getgrnam("www-data")->gr_gid;
-    chmod((f.store + "/usage.mdb").c_str(), 0600);
+    chmod((f.store + "/usage.slots").c_str(), 0600);
     std::vector<std::string> changes;
     assert_true(init_store(f.store, www, &changes) == InitOutcome::repaired);
-    for (const char *file : {"", "/tokens.mdb", "/tokens.mdb-lock", "/tokens.mdb-committed", "/usage.mdb",
-                             "/usage.mdb-lock"}) {
+    for (const char *file : {"", "/tokens.mdb", "/tokens.mdb-lock", "/tokens.mdb-committed", "/usage.slots"}) {
         assert_int_equal(gid_of(f.store + file), www);
         const std::string line = f.store + file + ": group root -> www-data";
         assert_true(std::find(changes.begin(), changes.end(), line) != changes.end());
     }
-    assert_true(std::find(changes.begin(), changes.end(), f.store + "/usage.mdb: mode 0600 -> 0660") != changes.end());
-    assert_int_equal(changes.size(), 7);
+    assert_true(std::find(changes.begin(), changes.end(), f.store + "/usage.slots: mode 0600 -> 0660") != changes.end());
+    assert_int_equal(changes.size(), 6);
     // Without a group, the store keeps the one it has.
     changes.clear();
     assert_true(init_store(f.store, std::nullopt, &changes) == InitOutcome::already_present);
