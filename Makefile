@@ -167,7 +167,7 @@ httpd-asan-test: all
 # docstring says how): one httpd process (apache2 -X, prefork) with the
 # normally built module walks every path the module has per request and per
 # child (admissions and each refusal, scopes, redirects and subrequests,
-# the last-used writer thread, a store directory swapped under it), then a
+# last-used recording, a store directory swapped under it), then a
 # manager instance walks the manager's handler likewise; each is
 # stopped with SIGTERM, and any definitely or indirectly lost block, or any
 # other Valgrind error, with a frame in mod_cptoken.so fails; leaks of

@@ -359,6 +359,38 @@ std::optional<Usage> usage_of(const std::optional<UsageByKey> &usage, const Dige
     return usage ? cptoken::usage_of(*usage, digest) : std::nullopt;
 }
 
+// After a command that added tokens: a store grown past its usage table's
+// room gets a new table at once if this process is root (which starts the
+// nobody child that copies the uses); else that is said, and the daily
+// prune (root's) makes the room.
+void make_usage_room(const std::string &db) {
+    try {
+        const std::size_t stored = TokenStore(db, access_for_reading(db)).stored_count();
+        if (!usage_needs_room(db, stored)) return;
+        if (::geteuid() != 0) {
+            notice_on_stderr("the usage table of " + db + " has no room for more tokens: the uses of the new ones "
+                             "are not recorded until `cptoken prune` runs as root (daily) and makes room");
+            return;
+        }
+        const UsageRebuild rebuilt = rebuild_usage(db);
+        notice_on_stderr("the usage table now has room for " + std::to_string(rebuilt.room) + " tokens");
+    } catch (const StoreError &e) {
+        notice_on_stderr(std::string("cannot make room in the usage table (") + e.what() +
+                         "); `cptoken prune` as root does it");
+    }
+}
+
+// `handler`, then make_usage_room() if it did its work (exit 0, or 3: some
+// files skipped by import-cpanel).
+template <class Options>
+auto adding_tokens(int (*handler)(const std::string &, const Options &)) {
+    return [handler](const std::string &db, const Options &options) {
+        const int rc = handler(db, options);
+        if (rc == 0 || rc == 3) make_usage_room(db);
+        return rc;
+    };
+}
+
 using Table = std::vector<std::vector<std::string>>;
 
 // Terminal columns `text` takes: its characters (printable ASCII, and the marker of a cut cell).
@@ -1287,14 +1319,14 @@ int run(int argc, char **argv) {
     InitOptions init;
     command("init", "create the store directory and files", init, cmd_init);
     CreateOptions create;
-    command("create", "create a token and print it, once", create, cmd_create);
+    command("create", "create a token and print it, once", create, adding_tokens(cmd_create));
     BulkCreateOptions bulk;
     command("bulk-create",
             "create many tokens in one transaction from lines 'USER NAME [WHEN]'; prints 'USER NAME TOKEN'", bulk,
-            cmd_bulk_create);
+            adding_tokens(cmd_bulk_create));
     RotateOptions rotate;
     command("rotate", "replace a token by a new one and print it, once; the old one works on for --grace", rotate,
-            cmd_rotate);
+            adding_tokens(cmd_rotate));
     ListOptions list;
     command("list", "list tokens (of USER)", list, cmd_list, read_usage_ahead);
     ShowOptions show;
@@ -1316,7 +1348,7 @@ int run(int argc, char **argv) {
     });
     ImportCpanelOptions importer;
     command("import-cpanel", "import cPanel's API token files (the tokens keep working), once or with --sync from cron",
-            importer, cmd_import_cpanel);
+            importer, adding_tokens(cmd_import_cpanel));
     FsckOptions fsck;
     command("fsck",
             "check the store for orphaned tokens, dangling names, values Lightning Stream cannot sync; "

@@ -255,7 +255,7 @@ int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *) {
 }
 
 // Last used for this child's answers: from the usage reader httpd's parent
-// started (CPTokenUsageSocket), never from usage.mdb, which www-data writes.
+// started (CPTokenUsageSocket), never from usage.slots, which www-data writes.
 void child_init(apr_pool_t *, server_rec *) {
     const std::string socket = configured_usage_socket();
     if (socket.empty()) return;

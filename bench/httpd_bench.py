@@ -1326,7 +1326,7 @@ def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, fail
       + ("" if s["callgrind"] else " BENCH_CALLGRIND=0")
       + ("" if s["last_used"] else " BENCH_LAST_USED=0")
       + (f" BENCH_ONLY={','.join(s['only'])}" if s["only"] else ""))
-    w("- last used: " + ("on, the module's default (CPTokenLastUsedInterval 60)" if s["last_used"]
+    w("- last used: " + ("on, the module's default (every use recorded in the usage table)" if s["last_used"]
                          else "off (CPTokenLastUsed Off at server level)"))
     w(f"- client: wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s -s bench/rotate.lua, "
       f"the same script on every location; a fresh httpd each round, warmed up by "

@@ -846,6 +846,14 @@ std::vector<StoredToken> TokenStore::list(std::string_view user) const {
     return impl_->read([&](Txn &txn) { return impl_->tokens_with_rotated(txn, user); });
 }
 
+std::size_t TokenStore::stored_count() const {
+    return impl_->read([&](Txn &txn) {
+        MDB_stat st{};
+        check(mdb_stat(txn.get(), impl_->tokens, &st), "cannot read ", impl_->env.file());
+        return static_cast<std::size_t>(st.ms_entries);
+    });
+}
+
 void TokenStore::add(const Digest &digest, const TokenRecord &record) { add_many({{digest, record}}); }
 
 void TokenStore::add_many(const std::vector<StoredToken> &tokens) {

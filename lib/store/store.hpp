@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// The token store and the usage store: two LMDB environments in one
+// The token store (LMDB) and the usage store (a usage table) in one
 // directory. Only lib/ talks to LMDB: lmdb_env.hpp opens environments and
 // runs verified transactions, this part keeps the records.
 //
 // DIR/tokens.mdb (+ -lock)  token records; written by the store's owner only,
 //                           who alone opens the lock file
 // DIR/tokens.mdb-committed  the newest commit, for readers (commit_record.hpp)
-// DIR/usage.mdb  (+ -lock)  last used time and address; written by httpd
+// DIR/usage.slots           last use, its address and the count of uses;
+//                           written by httpd (usage_table.hpp)
 //
 // Token store databases (every value starts with a Lightning Stream header,
 // deletes write tombstones):
@@ -16,7 +17,6 @@
 #pragma once
 
 #include <sys/stat.h>
-
 #include <sys/types.h>
 
 #include <chrono>
@@ -273,6 +273,10 @@ public:
     /// each current token is followed by its rotated tokens still live
     /// (rotated_at set), newest first.
     std::vector<StoredToken> list(std::string_view user = {}) const;
+
+    /// How many records the tokens database holds: the live tokens, and the
+    /// tombstones prune has not dropped yet. Constant time (for sizing).
+    std::size_t stored_count() const;
 
     /// Adds a token. Throws StoreError: duplicate (name taken, or the digest
     /// is already in use).

@@ -10,12 +10,12 @@
 //
 // Protocol, one question per connection:
 //   asker:  DIGEST_HEX\n ... \n          (at most usage_reader_max_digests, then an empty line)
-//   reader: usage_line()\n ...           (the digests it has uses of)
+//   reader: usage_line()\n ...           (the digests it has uses of, by key: their first 16 bytes)
 //           end\n | error KIND MESSAGE\n (KIND: StoreError::Kind as a number)
 // The reader never opens the usage store itself: each question is answered
 // by a child of its own (alarm-bounded) that opens it read-only, so a
-// usage store crafted to crash liblmdb kills that child and the one answer,
-// never the reader or httpd.
+// usage table that kills its reader (cut short under its map) kills that
+// child and the one answer, never the reader or httpd.
 #pragma once
 
 #include <sys/types.h>

@@ -265,7 +265,7 @@ UsageRebuild rebuild_usage(const std::string &dir) {
     bool had_table = false, had_old_store = false;
     std::vector<std::string> made;
     as_owner(dir, dir_st.st_uid, dir_st, [&](int dir_fd, const std::function<void(std::string)> &) {
-        const std::size_t tokens = TokenStore(dir, Access::read_only).list().size();
+        const std::size_t tokens = TokenStore(dir, Access::read_only).stored_count();
         remove_if_there(dir_fd, new_table_name, dir);
         remove_if_there(dir_fd, old_table_name, dir);
         UsageTable::create(dir_fd, new_table_name, path_in(dir, new_table_name), UsageTable::slot_count_for(tokens),

@@ -161,7 +161,7 @@ DocumentRoot "@DIR@/htdocs"
 `;
 
 // The manager instance as docs/manager.md sets it up (its children own the
-// store and never open usage.mdb), with the demo's Basic auth in front of the
+// store and never open usage.slots), with the demo's Basic auth in front of the
 // page. The page's own static files get the manager's headers from this
 // config; the API's answers from the handler.
 const MANAGER = `

@@ -168,7 +168,7 @@ check_installed() {
     # Nothing of the token store may be written by www-data: only the usage store is its to write.
     local writable
     writable=$(run runuser -u www-data -- find /var/lib/cptoken -writable | sort | tr '\n' ' ')
-    [ "$writable" = "/var/lib/cptoken/usage.mdb /var/lib/cptoken/usage.mdb-lock " ] ||
+    [ "$writable" = "/var/lib/cptoken/usage.slots " ] ||
         fail "www-data can write: $writable"
 }
 step "files, timer enabled, module and manager not, store root:www-data 2750, nothing of the token store writable by www-data" check_installed

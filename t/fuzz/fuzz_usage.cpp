@@ -1,19 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the usage store as httpd's group can leave it, through
-// the code path root runs (cptoken list, show, prune). httpd's group can
-// write usage.mdb, so root never opens it: a child that became nobody of the
-// store's group reads or prunes it and sends lines, which root checks. Root
+// the code path root runs (cptoken list, show, fsck). httpd's group can
+// write usage.slots, so root never opens it: a child that became nobody of
+// the store's group reads or checks it and sends lines, which root checks. Root
 // must end with usage values that pass every check, or a StoreError; never a
 // crash, whatever the file holds or the child sends.
 //
 // Run as root (the code path is root's: as anyone else the work is done in
-// process, where liblmdb would crash on a corrupt page, as fuzz_store says).
+// process).
 //
 // The first input byte chooses:
-//   even: a corrupted usage.mdb. A valid store (60 uses, tombstones) is made
+//   even: a corrupted usage.slots. A valid store (60 tokens' uses) is made
 //         once per process; each input patches a copy (patched_file.hpp).
-//         read_usage and prune_usage then run on it, each in its
-//         unprivileged child.
+//         read_usage and fsck's check of the usage table then run on it,
+//         each in its unprivileged child. (prune's rebuild reads the old
+//         table the same way, after waiting for httpd's children.)
 //   odd:  a hostile child. The rest, split at '\n', is what the child sends
 //         (it adds its own end line); root reads it with read_usage's line
 //         parser. Each line is also parsed here: one that passes must hold a
@@ -33,6 +34,7 @@
 #include <string_view>
 
 #include "patched_file.hpp"
+#include "store/fsck.hpp"
 #include "store/store.hpp"
 #include "token/timeutil.hpp"
 #include "token/token.hpp"
@@ -49,7 +51,7 @@ constexpr Seconds jan1 = 1767225600;  // 2026-01-01T00:00:00Z
 struct World {
     std::string dir;      // holds the store; nobody of its group may enter
     std::string store;    // the store
-    std::string original; // its valid usage.mdb
+    std::string original; // its valid usage.slots
     gid_t gid = 0;
 
     World() {
@@ -67,19 +69,15 @@ struct World {
         ::chmod(dir.c_str(), 0711);
         store = dir + "/store";
         init_store(store, gid);
-        // Fixed digests, so that a crash input replays. Half the tokens are
-        // live, so that prune has both kinds; a few are revoked (tombstones).
+        // Fixed digests, so that a crash input replays; half the tokens are live.
         TokenStore tokens(store, Access::read_write);
         UsageStore usage(store, Access::read_write);
-        std::vector<NotedUses> noted;
         for (int i = 0; i < 60; ++i) {
             const Digest digest = token_digest("TOKEN" + std::to_string(i));
             if (i % 2) tokens.add(digest, TokenRecord{"alice", "token-" + std::to_string(i), jan1, 0, {}});
-            noted.push_back({digest, (jan1 + i) * 1000000000LL, i % 3 ? "192.0.2.7" : "2001:db8::1",
-                             static_cast<std::uint64_t>(i + 1)});
+            usage.merge(usage_key(digest),
+                        Usage{jan1 + i, i % 3 ? "192.0.2.7" : "2001:db8::1", static_cast<std::uint64_t>(i + 1)});
         }
-        usage.add(noted);
-        usage.prune([](const Digest &digest) { return digest != token_digest("TOKEN0"); }, jan1);
         std::ifstream in(store + "/" + usage_store_file, std::ios::binary);
         original.assign(std::istreambuf_iterator<char>(in), {});
     }
@@ -108,7 +106,7 @@ void corrupt_store(World &w, const std::uint8_t *data, std::size_t size) {
     } catch (const StoreError &) {
     }
     try {
-        prune_usage(w.store, jan1);
+        fsck_usage_store(w.store);
     } catch (const StoreError &) {
     }
 }

@@ -56,7 +56,7 @@ def give_store_to(path, owner):
     for p in [path, *path.iterdir()]:
         os.lchown(p, owner.pw_uid, -1)
     modes = {path: 0o2750, path / "tokens.mdb": 0o640, path / "tokens.mdb-committed": 0o640,
-             path / "tokens.mdb-lock": 0o600, path / "usage.mdb": 0o660, path / "usage.mdb-lock": 0o660}
+             path / "tokens.mdb-lock": 0o600, path / "usage.slots": 0o660}
     for p, mode in modes.items():
         if p.exists():
             assert os.lstat(p).st_mode & 0o7777 == mode, f"{p}: mode {oct(os.lstat(p).st_mode & 0o7777)}"
@@ -65,7 +65,7 @@ def give_store_to(path, owner):
 
 MANAGER_BODY = r"""
 CPTokenTrustOwnStore On
-# The manager's children own the store and never open usage.mdb (www-data writes it).
+# The manager's children own the store and never open usage.slots (www-data writes it).
 CPTokenLastUsed Off
 <Location "/execute/">
     SetHandler cptoken-manager
@@ -738,7 +738,7 @@ def test_no_secret_in_any_log(manager):
 
 
 def test_manager_children_write_tokens_and_never_map_the_usage_store(manager):
-    """www-data writes usage.mdb: the manager's children (the store's owner) must not open it."""
+    """www-data writes usage.slots: the manager's children (the store's owner) must not open it."""
     m = manager
     ci = first_token(m)
     for i in range(6):  # reach every child
@@ -750,7 +750,7 @@ def test_manager_children_write_tokens_and_never_map_the_usage_store(manager):
     maps = {pid: open(f"/proc/{pid}/maps").read() for pid in pids}
     assert any("tokens.mdb" in text for text in maps.values()), maps.keys()
     for pid, text in maps.items():
-        assert "usage.mdb" not in text, pid
+        assert "usage.slots" not in text, pid
 
 
 # ---------------------------------------------------------------- failing closed

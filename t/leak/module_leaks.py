@@ -19,9 +19,10 @@ wrong service, expired and allowlist-refused tokens, a rotated token in its
 grace, scoped and safe-methods tokens (admitted, and 403 outside), the
 CPToken-Expires filter, CPTokenForwardAuthorization, an internal redirect
 and an SSI subrequest into a location with another configuration (the
-header restored and checked again), last-used recording with interval 0 (the
-child's writer thread), the store directory missing (500) and then a new
-store directory moved into place (LiveStore and the writer reopen). Then a
+header restored and checked again), last-used recording (in the usage
+table, from the request's thread), the store directory missing (500) and
+then a new store directory moved into place (LiveStore and the recorder
+reopen). Then a
 second httpd, a manager instance (its child runs as the store's owner,
 user cptoken, with SetHandler cptoken-manager), walks the manager's
 handler: every function with a token, the page's calls with Basic and the
@@ -29,9 +30,9 @@ page token, each refusal (status 0, 403, 404, 405, 413, 415), and its store
 missing and back (500, then reopened). Every
 answer is checked, so that a path not walked fails the run rather than
 passing it. httpd is then stopped with SIGTERM, so that the child's pool
-cleanup closes the stores and the writer thread writes what it still held
-(checked: a location with interval 3600 finds every use in the store after
-the stop), and Valgrind does its leak check at exit.
+cleanup closes the stores (a location with interval 3600, which no longer
+holds uses back, finds every use in the store after the stop), and
+Valgrind does its leak check at exit.
 
 What fails: a "definitely lost" or "indirectly lost" loss record, or any
 other Valgrind error (invalid read or write, uninitialised value, bad free),
@@ -260,7 +261,7 @@ def second_store_round(w, t):
 def run_workload(w, srv, t, store_b):
     for _ in range(ROUNDS):
         first_store_round(w, t)
-    # The writer thread has written the uses of the interval-0 locations.
+    # Every use is in the usage table once answered.
     want = 3 * ROUNDS  # cpanel, Basic under cpanel, and the provider; redirects count where they ended
     if not harness.wait_until(lambda: uses(srv.store, "alice", "ci") >= want, 30, 0.5):
         w.wrong.append(f"last used: alice/ci has {uses(srv.store, 'alice', 'ci')} uses written, expected >= {want}")

@@ -734,14 +734,12 @@ KEEP_FILES = bool(os.environ.get("CPTOKEN_HTTPD_KEEP"))
 
 # What a deliberate fault may log, and for how long after it: a request
 # refused for want of a store (CPT0200: logged after the answer, a moment
-# after the window closed on a loaded machine), and the usage writer, which
-# runs once a second, finding no store to write uses to (CPT0203).
+# after the window closed on a loaded machine), and a child finding no usage
+# table to record uses in (CPT0203; it looks at its path once a second).
 FAULT_LOG_TAGS = {"CPT0200": 0.5, "CPT0203": 2.0}
-# What this load may log at any time: a child whose last-used writer thread
-# got too little CPU to take the notes of 1,024 distinct tokens before more
-# came (random picks among 100k tokens on two busy cores may; documented in
-# docs/directives.md, CPTokenLastUsed). Decisions are never affected.
-LOAD_LOG_LINES = ("writer could take them (it did not keep up)",)
+# What this load may log at any time: nothing (until 0.13, a child whose
+# last-used writer thread fell behind said so; uses are recorded in place now).
+LOAD_LOG_LINES = ()
 
 
 def unexpected_log_lines(srv, model):

@@ -10,7 +10,7 @@ Run once, with the cptoken of that version, and commit the result:
 It works in /tmp/cptoken-make-v1 (removed first; fixed, so that the path an
 imported token records is always the same) and writes v1/tokens.mdb (a
 compacted `cptoken backup` of the store: a few pages, no lock file) and
-v1/tokens.json. No usage.mdb: `cptoken init` makes an empty one.
+v1/tokens.json. No usage store: `cptoken init` makes an empty one.
 
 tokens.json holds, per token: user, name, token (the plaintext: test data,
 never used anywhere else), what it is, and its checks: the request (user,
