@@ -9,7 +9,24 @@
 
 namespace cptoken {
 
-UsageRecorder::UsageRecorder(std::string dir, Report report) : dir_(std::move(dir)), report_(std::move(report)) {}
+namespace {
+// Generations of every recorder's table come from one counter, so that a
+// thread never takes another recorder's (or a dead one's) for its own.
+std::atomic<std::uint64_t> next_generation{1};
+
+// The table each thread last used, and its generation: most uses read two
+// atomics and take no lock (a lock per use made the threads of an event
+// child queue on it). It keeps a replaced table mapped until this thread's
+// next use.
+struct ThreadView {
+    std::uint64_t generation = 0;
+    std::shared_ptr<UsageStore> store;
+};
+thread_local ThreadView t_view;
+}  // namespace
+
+UsageRecorder::UsageRecorder(std::string dir, Report report)
+    : dir_(std::move(dir)), report_(std::move(report)), generation_(next_generation.fetch_add(1)) {}
 
 void UsageRecorder::report_once(std::atomic<bool> &said, const std::string &message) noexcept {
     if (said.exchange(true) || !report_) return;
@@ -19,15 +36,15 @@ void UsageRecorder::report_once(std::atomic<bool> &said, const std::string &mess
     }
 }
 
-std::shared_ptr<UsageStore> UsageRecorder::current() noexcept {
-    const std::int64_t now = monotonic_microseconds();
+void UsageRecorder::look(std::int64_t now_us) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (now < next_look_us_) return store_;
-    next_look_us_ = now + std::chrono::duration_cast<std::chrono::microseconds>(usage_follow_interval).count();
+    if (now_us < next_look_us_.load(std::memory_order_relaxed)) return;  // another thread just looked
+    next_look_us_.store(now_us + std::chrono::duration_cast<std::chrono::microseconds>(usage_follow_interval).count(),
+                        std::memory_order_relaxed);
     const std::string path = lmdb::path_in(dir_, usage_store_file);
     struct stat st{};
     const bool there = ::stat(path.c_str(), &st) == 0;
-    if (store_ && there && std::pair{st.st_dev, st.st_ino} == ids_) return store_;
+    if (store_ && there && std::pair{st.st_dev, st.st_ino} == ids_) return;
     store_.reset();
     try {
         store_ = std::make_shared<UsageStore>(dir_, Access::read_write);
@@ -37,17 +54,33 @@ std::shared_ptr<UsageStore> UsageRecorder::current() noexcept {
                                        "; uses are not recorded until it works again (requests are not "
                                        "affected; said once per process)");
     }
-    return store_;
+    generation_.store(next_generation.fetch_add(1), std::memory_order_release);
+}
+
+void UsageRecorder::drop(const UsageStore *broken) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (store_.get() != broken) return;
+    store_.reset();  // opened again at the next look, if it is a table again
+    generation_.store(next_generation.fetch_add(1), std::memory_order_release);
+}
+
+UsageStore *UsageRecorder::current() noexcept {
+    const std::int64_t now = monotonic_microseconds();
+    if (now >= next_look_us_.load(std::memory_order_relaxed)) look(now);
+    const std::uint64_t generation = generation_.load(std::memory_order_acquire);
+    if (t_view.generation != generation) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        t_view.generation = generation_.load(std::memory_order_relaxed);
+        t_view.store = store_;
+    }
+    return t_view.store.get();
 }
 
 void UsageRecorder::record(const Digest &digest, Seconds when, std::string_view client_ip) noexcept {
-    const std::shared_ptr<UsageStore> store = current();
+    UsageStore *const store = current();
     if (!store) return;
     if (!store->intact()) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (store_ == store) store_.reset();  // opened again at the next look, if it is a table again
-        }
+        drop(store);
         report_once(said_changed_, "cannot record last-used times in " + lmdb::path_in(dir_, usage_store_file) +
                                        ": the file was changed in place (truncated or overwritten); uses are not "
                                        "recorded until a usage table is in place again (cptoken init makes one; "

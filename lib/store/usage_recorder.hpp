@@ -37,16 +37,23 @@ public:
     void record(const Digest &digest, Seconds when, std::string_view client_ip) noexcept;
 
 private:
-    // The table to write to now, opened again when due; null if none works.
-    std::shared_ptr<UsageStore> current() noexcept;
+    // The table to write to now (null if none works), as this thread last
+    // saw it: a lock only when another thread replaced it.
+    UsageStore *current() noexcept;
+    // Looks at the table's path (at most once per usage_follow_interval)
+    // and opens it again if it was replaced or is not open.
+    void look(std::int64_t now_us) noexcept;
+    // Drops `broken` if it is still the table in use.
+    void drop(const UsageStore *broken) noexcept;
     void report_once(std::atomic<bool> &said, const std::string &message) noexcept;
 
     const std::string dir_;
     const Report report_;
-    std::mutex mutex_;  // guards store_, ids_ and next_look_us_
+    std::mutex mutex_;  // guards store_ and ids_, and changes to generation_
     std::shared_ptr<UsageStore> store_;
     std::pair<dev_t, ino_t> ids_{};
-    std::int64_t next_look_us_ = 0;
+    std::atomic<std::uint64_t> generation_;  // changes with store_: unique among all recorders
+    std::atomic<std::int64_t> next_look_us_{0};
     std::atomic<bool> said_failure_{false}, said_changed_{false}, said_full_{false};
 };
 
