@@ -33,7 +33,8 @@ DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-uti
                 libssl-dev libcmocka-dev nlohmann-json3-dev libcli11-dev \
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
                 wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb python3-pytest-xdist go-md2man \
-                debhelper dpkg-dev fakeroot lintian debootstrap groff-base
+                debhelper dpkg-dev fakeroot lintian debootstrap groff-base \
+                etcd-server etcd-client libcurl4-openssl-dev
 # The browser's packages, without what Debian recommends beside them (avahi-daemon, a desktop's
 # helpers): a headless test needs none of it.
 BROWSER_PACKAGES := chromium fonts-liberation media-types
