@@ -172,16 +172,19 @@ class EtcdCluster:
         if wait:
             self.wait_healthy([i])
 
-    def stop_all(self):
+    def stop_all(self, graceful=False):
+        """Stops every member: SIGKILL by default (a test cluster's data is
+        thrown away; SIGTERM makes each leader try to hand over to members
+        that are stopping too, about 7 s), SIGTERM with GRACEFUL."""
         for m in self.members:
             if m.proc is not None and m.proc.poll() is None:
                 m.proc.send_signal(signal.SIGCONT)  # a stopped member ignores SIGTERM until continued
-                m.proc.terminate()
+                m.proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
         for m in self.members:
             if m.proc is None:
                 continue
             try:
-                m.proc.wait(timeout=10)
+                m.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 m.proc.kill()
                 m.proc.wait()

@@ -4,7 +4,7 @@
 // check what a user of the client sees. One JSON object per output line.
 //
 //   etcd_probe --endpoints URL[,URL..] [--user U --password-file F] [--in-order] COMMAND ...
-//     put KEY VALUE | get KEY | status
+//     put KEY VALUE | get KEY [--rev N] | status
 //     race PREFIX ROUNDS            two clients on two members race create-if-absent per round
 //     read PREFIX PAGE [--pause]    paginated read at one revision (--pause: wait for a stdin line after page 1)
 //     watch PREFIX START WATCHDOG_MS [--follow] [--until N]
@@ -224,7 +224,7 @@ int run(const Args &args) {
         return 0;
     }
     if (command == "get" && rest.size() >= 2) {
-        const RangeResponse r = client.range(RangeRequest{rest[1], {}, 0, 0, false, false, false});
+        const RangeResponse r = client.range(RangeRequest{rest[1], {}, 0, std::stoll(flag_value(rest, "--rev", "0")), false, false, false});
         json line = {{"kind", "get"}, {"revision", r.header.revision}, {"count", r.count}};
         if (!r.kvs.empty()) line["v"] = r.kvs[0].value;
         emit(line);
