@@ -132,7 +132,7 @@ $(BUILD)/t/etcd_probe: t/cluster/etcd_probe.cpp $(BUILD)/libcptoken_cluster.a $(
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(CLUSTER_LIBS) $(BUILD)/libcptoken.a $(LIBS) -lpthread
 cluster-test: $(BUILD)/t/etcd_probe
-	ETCD_PROBE=$(abspath $(BUILD)/t/etcd_probe) $(PYTHON) -m pytest -q t/cluster
+	ETCD_PROBE=$(abspath $(BUILD)/t/etcd_probe) $(PYTHON) -m pytest -q -s --durations=5 t/cluster
 
 # Manual pages, from the docs they print (go-md2man): cptoken(8) from
 # docs/cptoken.md, mod_cptoken(8) from docs/directives.md. Their date is the

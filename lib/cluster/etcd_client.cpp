@@ -432,6 +432,16 @@ Watch Client::watch(const WatchRequest &request, std::chrono::milliseconds watch
         stream->watchdog = watchdog;
         stream->open(state.options, state.token, request);
         WatchResponse first = stream->next();
+        // etcd 3.4's gateway refuses a watch with an expired token not with a 401 but
+        // with a 200 stream whose first answer is created + canceled, the reason in text.
+        const bool token_refused = first.kind == WatchResponse::Kind::canceled &&
+                                   (first.cancel_reason.find("code = Unauthenticated") != std::string::npos ||
+                                    first.cancel_reason.find("invalid auth token") != std::string::npos);
+        if (token_refused && !state.options.user.empty() && !logged_in_again) {
+            logged_in_again = true;
+            state.token.clear();
+            continue;
+        }
         switch (first.kind) {
         case WatchResponse::Kind::created:
         case WatchResponse::Kind::canceled:

@@ -92,7 +92,8 @@ public:
     /// nothing within `watchdog`; the first answer (created, or canceled) is
     /// already read and is what the first Watch::next() returns. Throws
     /// EtcdError once every member failed, or on a non-200 answer other than
-    /// 503 (re-authenticating once on 401).
+    /// 503. An expired token (a 401, or on 3.4 a stream canceled as
+    /// Unauthenticated) logs in again and retries once.
     Watch watch(const WatchRequest &request, std::chrono::milliseconds watchdog);
 
     /// Logs in now (POST /v3/auth/authenticate); calls do it themselves when

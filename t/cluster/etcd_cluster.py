@@ -136,6 +136,27 @@ class EtcdCluster:
                     raise TimeoutError(f"etcd {m.name} not healthy; see {m.log_path}")
                 time.sleep(0.05)
 
+    def wait_for_leader(self, members, timeout=15.0):
+        """Waits until MEMBERS (indexes) agree on a leader among themselves
+        and a linearizable read through them succeeds: after the leader was
+        killed or stopped, a write sent before the new election times out
+        ("request timed out, possibly due to previous leader failure")."""
+        endpoints = [self.members[i].client_url for i in members]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = json.loads(self.etcdctl("endpoint", "status", "--write-out=json", endpoints=endpoints))
+                ids = {s["Status"]["header"]["member_id"] for s in status}
+                leaders = {s["Status"]["leader"] for s in status}
+                if len(leaders) == 1 and leaders <= ids:
+                    self.etcdctl("get", "--keys-only", "/", endpoints=endpoints)
+                    return
+            except (RuntimeError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"members {members} elected no leader within {timeout} s")
+            time.sleep(0.1)
+
     def healthy(self, i):
         try:
             with urllib.request.urlopen(self.members[i].client_url + "/health", timeout=1) as r:

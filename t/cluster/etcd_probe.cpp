@@ -8,7 +8,7 @@
 //     race PREFIX ROUNDS            two clients on two members race create-if-absent per round
 //     read PREFIX PAGE [--pause]    paginated read at one revision (--pause: wait for a stdin line after page 1)
 //     watch PREFIX START WATCHDOG_MS [--follow] [--until N]
-//     reauth KEY SLEEP_S            read, sleep, read again (the token expires meanwhile)
+//     reauth KEY SLEEP_S [--watch]  read, sleep, read again or watch (the token expires meanwhile)
 //     latency PREFIX N              put N keys, time until the watch delivers each
 #include <unistd.h>
 
@@ -245,6 +245,14 @@ int run(const Args &args) {
         const RangeRequest get{rest[1], {}, 0, 0, false, false, false};
         client.range(get);
         std::this_thread::sleep_for(std::chrono::seconds(std::stoi(rest[2])));
+        if (has_flag(rest, "--watch")) {  // the first call after the sleep opens a watch instead
+            Watch stream = client.watch(WatchRequest{rest[1], {}, 1, false, false}, std::chrono::seconds(5));
+            const WatchResponse first = stream.next();
+            const WatchResponse second = stream.next();
+            emit({{"kind", "reauth"}, {"first", kind_name(first.kind)}, {"second", kind_name(second.kind)},
+                  {"count", second.events.size()}, {"reason", first.cancel_reason}, {"authentications", client.authentications()}});
+            return 0;
+        }
         const RangeResponse r = client.range(get);
         emit({{"kind", "reauth"}, {"count", r.count}, {"authentications", client.authentications()}});
         return 0;

@@ -116,6 +116,7 @@ def test_kill_9_of_the_watched_member_fails_over_without_losing_events(cluster):
     cluster.etcdctl("put", f"{P}before", "1", endpoints=others)
     probe.wait_for(lambda l: l.get("k") == f"{P}before")
     cluster.kill(0, signal.SIGKILL)
+    cluster.wait_for_leader([1, 2])  # member 0 may have led: no write goes through before a new election
     for i in range(5):
         cluster.etcdctl("put", f"{P}after{i}", str(i), endpoints=others)
     probe.wait_for(lambda l: l.get("k") == f"{P}after4")
@@ -144,6 +145,7 @@ def test_sigstop_of_the_watched_member_fires_the_watchdog(cluster):
         reopened = probe.wait_for(lambda l: l["kind"] == "reopened")
         assert reopened["endpoint"] in others
         # The member may have been the leader: the others elect a new one, then take the write.
+        cluster.wait_for_leader([1, 2])
         cluster.etcdctl("put", f"{P}while-stopped", "1", endpoints=others)
         probe.wait_for(lambda l: l.get("k") == f"{P}while-stopped")
     finally:
@@ -189,9 +191,14 @@ def test_an_expired_auth_token_is_renewed_transparently(auth_cluster):
     c = auth_cluster
     c.etcdctl("put", f"{P}tokens/x", "record")
     reader = Probe(c.endpoints(), user="agent", password_file=c.password_dir / "agent")
-    out = reader.run("reauth", f"{P}tokens/x", 8)[-1]  # --auth-token-ttl 5: the token dies while it sleeps
-    assert out["count"] == 1
-    assert out["authentications"] == 2
+    # --auth-token-ttl 5: each probe's token dies while it sleeps. Then a read, and a watch:
+    # 3.4 refuses the watch not with a 401 but with a 200 stream canceled as Unauthenticated.
+    read = reader.start("reauth", f"{P}tokens/x", 8)
+    watch = reader.start("reauth", f"{P}tokens/x", 8, "--watch")
+    read_out, watch_out = read.finish()[-1], watch.finish()[-1]
+    assert read_out["count"] == 1 and read_out["authentications"] == 2
+    assert (watch_out["first"], watch_out["second"], watch_out["count"]) == ("created", "events", 1)
+    assert watch_out["authentications"] == 2
 
 
 def test_snapshot_restore_moves_the_revision_back_and_changes_the_cluster(cluster, tmp_path):
