@@ -3,6 +3,7 @@
 #   make            build/cptoken, build/mod_cptoken.so, build/libcptoken.a
 #   make test       install missing Debian packages, build, run every test
 #   make browser-test  the Manage API Tokens page in Debian's chromium (t/browser/)
+#   make cluster-test  the etcd client against a real 3-member etcd (t/cluster/)
 #   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion, the page
 #   make uninstall  removes exactly what install put
 #   make deb        the Debian package, in $(BUILD)/deb/ (docs/package.md)
@@ -124,9 +125,11 @@ $(BUILD)/t/test_etcd_%: t/unit/test_etcd_%.cpp $(BUILD)/libcptoken_cluster.a $(B
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(CLUSTER_LIBS) $(BUILD)/libcptoken.a $(LIBS) -lcmocka
 
-# The cluster tests (t/cluster/): a real 3-member etcd (Debian's etcd-server 3.4.23,
-# t/cluster/etcd_cluster.py) and the etcd client driven through etcd_probe.
-# About a minute.
+# The cluster tests (t/cluster/): a real 3-member etcd per test (Debian's etcd-server
+# 3.4.23, t/cluster/etcd_cluster.py) and the etcd client driven through etcd_probe.
+# About 25 s on 2 cores, so a stage of make test. Serial: the tests kill and stop
+# members and time watchdogs, which a loaded machine would blur. Lines starting with
+# "etcd-client:" are measurements (-s shows them).
 .PHONY: cluster-test
 $(BUILD)/t/etcd_probe: t/cluster/etcd_probe.cpp $(BUILD)/libcptoken_cluster.a $(BUILD)/libcptoken.a
 	@mkdir -p $(dir $@)
@@ -243,6 +246,7 @@ test: deps
 	$(STAGE) bench-smoke $(TEST_LOGS) $(MAKE) --no-print-directory bench-smoke
 	$(STAGE) tool-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/tool
 	$(STAGE) httpd-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/httpd
+	$(STAGE) cluster-test $(TEST_LOGS) $(MAKE) --no-print-directory cluster-test
 	$(STAGE) stress $(TEST_LOGS) $(MAKE) --no-print-directory stress-smoke
 	$(STAGE) browser $(TEST_LOGS) $(MAKE) --no-print-directory browser-test
 
