@@ -36,8 +36,11 @@ def cluster():
 class Probe:
     """Runs etcd_probe against a cluster; output is one JSON object a line."""
 
-    def __init__(self, endpoints, user=None, password_file=None, in_order=False):
+    def __init__(self, endpoints, user=None, password_file=None, in_order=False, tls=None):
         self.args = [PROBE, "--endpoints", ",".join(endpoints)]
+        for flag, name in (("--cacert", "ca.crt"), ("--cert", "client.crt"), ("--key", "client.key")):
+            if tls and tls.get(name):
+                self.args += [flag, tls[name]]
         if user:
             self.args += ["--user", user, "--password-file", str(password_file)]
         if in_order:

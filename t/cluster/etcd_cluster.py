@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -50,6 +51,32 @@ def free_ports(count):
             s.close()
 
 
+def make_certificates(directory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate
+    WITHOUT a common name (etcd's gateway refuses a client certificate with a
+    CN once auth is on: it would not use it). Returns their paths."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    paths = {name: str(d / name) for name in ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key")}
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", "/CN=cptoken test CA", "-keyout", paths["ca.key"], "-out", paths["ca.crt"])
+    for name, subject, extensions in (
+            ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+            ("client", "/O=cptoken front-end", "extendedKeyUsage=clientAuth")):
+        csr = str(d / f"{name}.csr")
+        ext = d / f"{name}.ext"
+        ext.write_text(extensions + "\n")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
+                "-keyout", paths[f"{name}.key"], "-out", csr)
+        openssl("x509", "-req", "-in", csr, "-CA", paths["ca.crt"], "-CAkey", paths["ca.key"], "-CAcreateserial",
+                "-days", "2", "-extfile", str(ext), "-out", paths[f"{name}.crt"])
+    return paths
+
+
 def prefix_range_end(prefix):
     """etcd's end of a prefix range: the prefix with its last byte + 1."""
     data = bytearray(prefix.encode())
@@ -58,10 +85,10 @@ def prefix_range_end(prefix):
 
 
 class Member:
-    def __init__(self, index, client_port, peer_port, base):
+    def __init__(self, index, client_port, peer_port, base, scheme="http"):
         self.index = index
         self.name = f"m{index}"
-        self.client_url = f"http://127.0.0.1:{client_port}"
+        self.client_url = f"{scheme}://127.0.0.1:{client_port}"
         self.peer_url = f"http://127.0.0.1:{peer_port}"
         self.data_dir = base / self.name
         self.log_path = base / f"{self.name}.log"
@@ -70,15 +97,19 @@ class Member:
 
 class EtcdCluster:
     def __init__(self, size=3, progress_notify_interval=None, auth_token_ttl=None,
-                 extra_args=(), base_dir=None, start_timeout=30.0):
+                 extra_args=(), base_dir=None, start_timeout=30.0, tls=False):
         self.size = size
         self.progress_notify_interval = progress_notify_interval
         self.auth_token_ttl = auth_token_ttl
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="etcd-cluster-"))
+        # tls: clients need https and a certificate from self.certs["ca.crt"]'s CA
+        # (client.crt has no CN); the peers stay on plain http on loopback.
+        self.certs = make_certificates(self.base / "tls") if tls else None
         ports = free_ports(2 * size)
-        self.members = [Member(i, ports[2 * i], ports[2 * i + 1], self.base) for i in range(size)]
+        self.members = [Member(i, ports[2 * i], ports[2 * i + 1], self.base, "https" if tls else "http")
+                        for i in range(size)]
         # A new token per cluster: a member from another test run can never join this one.
         self.cluster_token = "cptoken-test-" + uuid.uuid4().hex[:8]
         self.root_password = None
@@ -107,6 +138,9 @@ class EtcdCluster:
             cmd += ["--experimental-watch-progress-notify-interval", self.progress_notify_interval]
         if self.auth_token_ttl:
             cmd += ["--auth-token-ttl", str(self.auth_token_ttl)]
+        if self.certs:
+            cmd += ["--cert-file", self.certs["server.crt"], "--key-file", self.certs["server.key"],
+                    "--trusted-ca-file", self.certs["ca.crt"], "--client-cert-auth"]
         return cmd + self.extra_args
 
     def _spawn(self, i, state):
@@ -158,8 +192,12 @@ class EtcdCluster:
             time.sleep(0.1)
 
     def healthy(self, i):
+        context = None
+        if self.certs:
+            context = ssl.create_default_context(cafile=self.certs["ca.crt"])
+            context.load_cert_chain(self.certs["client.crt"], self.certs["client.key"])
         try:
-            with urllib.request.urlopen(self.members[i].client_url + "/health", timeout=1) as r:
+            with urllib.request.urlopen(self.members[i].client_url + "/health", timeout=1, context=context) as r:
                 return json.load(r).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -220,6 +258,8 @@ class EtcdCluster:
             user = f"root:{self.root_password}"
         if user:
             cmd += ["--user", user]
+        if self.certs:
+            cmd += ["--cacert", self.certs["ca.crt"], "--cert", self.certs["client.crt"], "--key", self.certs["client.key"]]
         r = subprocess.run(cmd + list(args), capture_output=True, text=True, input=input,
                            env=dict(os.environ, ETCDCTL_API="3"))
         if check and r.returncode != 0:

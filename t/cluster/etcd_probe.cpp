@@ -3,7 +3,8 @@
 // that t/cluster/test_etcd_client.py can drive it against a real cluster and
 // check what a user of the client sees. One JSON object per output line.
 //
-//   etcd_probe --endpoints URL[,URL..] [--user U --password-file F] [--in-order] COMMAND ...
+//   etcd_probe --endpoints URL[,URL..] [--user U --password-file F] [--cacert F --cert F --key F]
+//              [--in-order] COMMAND ...
 //     put KEY VALUE | get KEY [--rev N] | status
 //     race PREFIX ROUNDS            two clients on two members race create-if-absent per round
 //     read PREFIX PAGE [--pause]    paginated read at one revision (--pause: wait for a stdin line after page 1)
@@ -82,6 +83,12 @@ Args parse_args(int argc, char **argv) {
         } else if (a == "--password-file" && i + 1 < argc) {
             std::ifstream in(argv[++i]);
             std::getline(in, args.options.password);
+        } else if (a == "--cacert" && i + 1 < argc) {
+            args.options.cacert = argv[++i];
+        } else if (a == "--cert" && i + 1 < argc) {
+            args.options.cert = argv[++i];
+        } else if (a == "--key" && i + 1 < argc) {
+            args.options.key = argv[++i];
         } else if (a == "--in-order") {
             args.options.shuffle = false;
         } else {

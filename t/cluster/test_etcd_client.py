@@ -201,6 +201,28 @@ def test_an_expired_auth_token_is_renewed_transparently(auth_cluster):
     assert watch_out["authentications"] == 2
 
 
+def test_tls_with_a_cn_less_client_certificate_and_a_user(tmp_path):
+    from etcd_cluster import EtcdCluster, READER_ROLE
+    with EtcdCluster(size=3, tls=True, base_dir=tmp_path / "etcd") as c:
+        c.enable_auth()
+        c.add_user("agent", "agent-pw", READER_ROLE)
+        (tmp_path / "pw").write_text("agent-pw\n")
+        c.etcdctl("put", f"{P}tokens/x", "record")
+        assert all(e.startswith("https://") for e in c.endpoints())
+        reader = Probe(c.endpoints(), user="agent", password_file=tmp_path / "pw", tls=c.certs)
+        assert reader.run("get", f"{P}tokens/x")[-1]["v"] == "record"
+        lines = reader.run("watch", P, 1, 5000, "--until", 1)
+        assert [k for k, _, _ in events_of(lines)] == [f"{P}tokens/x"]
+        # Without a client certificate the members refuse the handshake, on every member.
+        no_cert = Probe(c.endpoints(), user="agent", password_file=tmp_path / "pw", tls={"ca.crt": c.certs["ca.crt"]})
+        refused = no_cert.run("get", f"{P}tokens/x", check=False)[-1]
+        assert refused["kind"] == "error" and refused["http"] == 0
+        # Without the CA, the members' certificate is not trusted.
+        untrusted = Probe(c.endpoints(), user="agent", password_file=tmp_path / "pw",
+                          tls={"client.crt": c.certs["client.crt"], "client.key": c.certs["client.key"]})
+        assert untrusted.run("get", f"{P}tokens/x", check=False)[-1]["http"] == 0
+
+
 def test_snapshot_restore_moves_the_revision_back_and_changes_the_cluster(cluster, tmp_path):
     probe = Probe(cluster.endpoints())
     probe.run("put", f"{P}a", "1")
