@@ -4,7 +4,9 @@
 // cptoken (the writers, the mirror agent) and the tests link it, never the
 // module. The wire format and its pure parts are in etcd_wire.hpp.
 //
-// A Client is not thread-safe: give each thread its own. Every call throws
+// A Client is not thread-safe: give each thread its own, and use a Watch in
+// the thread of the Client that opened it (a failing stream tells its Client
+// to move on to the next member). Every call throws
 // EtcdError (etcd_wire.hpp) on failure; nothing here logs, and no error
 // message carries the password or the auth token.
 #pragma once

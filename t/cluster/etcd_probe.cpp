@@ -7,7 +7,8 @@
 //              [--in-order] COMMAND ...
 //     put KEY VALUE | get KEY [--rev N] | status
 //     race PREFIX ROUNDS            two clients on two members race create-if-absent per round
-//     read PREFIX PAGE [--pause]    paginated read at one revision (--pause: wait for a stdin line after page 1)
+//     read PREFIX PAGE [--pause] [--quiet]  paginated read at one revision (--pause: wait for a stdin
+//                                   line after page 1; --quiet: only the summary, for timing)
 //     watch PREFIX START WATCHDOG_MS [--follow] [--until N]
 //     reauth KEY SLEEP_S [--watch]  read, sleep, read again or watch (the token expires meanwhile)
 //     latency PREFIX N              put N keys, time until the watch delivers each
@@ -137,12 +138,13 @@ int race(const ClientOptions &options, const std::string &prefix, int rounds) {
     return 0;
 }
 
-int read(Client &client, const std::string &prefix, std::int64_t page, bool pause) {
+int read(Client &client, const std::string &prefix, std::int64_t page, bool pause, bool quiet) {
     const auto start = Clock::now();
     std::size_t pages = 0, count = 0;
     const std::int64_t revision = client.read_prefix(prefix, page, [&](std::vector<KeyValue> &&kvs) {
         ++pages;
-        for (const auto &kv : kvs) emit({{"k", kv.key}, {"v", kv.value}, {"mod", kv.mod_revision}});
+        if (!quiet)
+            for (const auto &kv : kvs) emit({{"k", kv.key}, {"v", kv.value}, {"mod", kv.mod_revision}});
         count += kvs.size();
         if (pause && pages == 1) {
             emit({{"kind", "first-page"}});
@@ -244,7 +246,7 @@ int run(const Args &args) {
         return 0;
     }
     if (command == "race" && rest.size() >= 3) return race(args.options, rest[1], std::stoi(rest[2]));
-    if (command == "read" && rest.size() >= 3) return read(client, rest[1], std::stoll(rest[2]), has_flag(rest, "--pause"));
+    if (command == "read" && rest.size() >= 3) return read(client, rest[1], std::stoll(rest[2]), has_flag(rest, "--pause"), has_flag(rest, "--quiet"));
     if (command == "watch" && rest.size() >= 4)
         return watch(client, rest[1], std::stoll(rest[2]), std::stoi(rest[3]), has_flag(rest, "--follow"),
                      std::stol(flag_value(rest, "--until", "0")));
