@@ -5,7 +5,8 @@
 //
 //   etcd_probe --endpoints URL[,URL..] [--user U --password-file F] [--cacert F --cert F --key F]
 //              [--in-order] COMMAND ...
-//     put KEY VALUE | get KEY [--rev N] | status
+//     put KEY VALUE | status | compact REV | del KEY [--prefix] | cas KEY MOD VALUE
+//     get KEY [--prefix] [--rev N] [--limit N] [--count-only] [--keys-only] [--serializable]
 //     race PREFIX ROUNDS            two clients on two members race create-if-absent per round
 //     read PREFIX PAGE [--pause] [--quiet]  paginated read at one revision (--pause: wait for a stdin
 //                                   line after page 1; --quiet: only the summary, for timing)
@@ -233,9 +234,35 @@ int run(const Args &args) {
         return 0;
     }
     if (command == "get" && rest.size() >= 2) {
-        const RangeResponse r = client.range(RangeRequest{rest[1], {}, 0, std::stoll(flag_value(rest, "--rev", "0")), false, false, false});
-        json line = {{"kind", "get"}, {"revision", r.header.revision}, {"count", r.count}};
+        RangeRequest request{rest[1], {}, std::stoll(flag_value(rest, "--limit", "0")), std::stoll(flag_value(rest, "--rev", "0")),
+                             has_flag(rest, "--serializable"), has_flag(rest, "--keys-only"), has_flag(rest, "--count-only")};
+        if (has_flag(rest, "--prefix")) request.range_end = prefix_range_end(rest[1]);
+        const RangeResponse r = client.range(request);
+        json line = {{"kind", "get"}, {"revision", r.header.revision}, {"count", r.count}, {"more", r.more}, {"kvs", json::array()}};
+        for (const auto &kv : r.kvs) line["kvs"].push_back({{"k", kv.key}, {"v", kv.value}, {"mod", kv.mod_revision}, {"version", kv.version}});
         if (!r.kvs.empty()) line["v"] = r.kvs[0].value;
+        emit(line);
+        return 0;
+    }
+    if (command == "del" && rest.size() >= 2) {
+        const std::int64_t deleted = client.delete_range(rest[1], has_flag(rest, "--prefix") ? prefix_range_end(rest[1]) : "");
+        emit({{"kind", "del"}, {"deleted", deleted}});
+        return 0;
+    }
+    if (command == "compact" && rest.size() >= 2) {
+        client.compact(std::stoll(rest[1]));
+        emit({{"kind", "compact"}});
+        return 0;
+    }
+    if (command == "cas" && rest.size() >= 4) {  // KEY MOD VALUE: put VALUE if KEY was last written at MOD
+        TxnRequest txn;
+        txn.compare.push_back(Compare::modified_at(rest[1], std::stoll(rest[2])));
+        txn.success.push_back(RequestOp::put(rest[1], rest[3]));
+        txn.failure.push_back(RequestOp::get(RangeRequest{rest[1], {}, 0, 0, false, false, false}));
+        const TxnResponse r = client.txn(txn);
+        json line = {{"kind", "cas"}, {"succeeded", r.succeeded}, {"revision", r.header.revision}};
+        if (!r.succeeded && !r.responses.empty() && !r.responses[0].range.kvs.empty())
+            line["current_mod"] = r.responses[0].range.kvs[0].mod_revision;
         emit(line);
         return 0;
     }

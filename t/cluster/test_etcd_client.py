@@ -108,6 +108,41 @@ def test_compaction_cancels_a_watch_and_the_stream_is_closed(cluster):
     assert events_of(lines) == [(f"{P}k4", "4", compacted_at)]
 
 
+def test_range_flags_compare_and_swap_delete_and_compact(cluster):
+    probe = Probe(cluster.endpoints())
+    for i in range(5):
+        probe.run("put", f"{P}k{i}", f"value{i}")
+    probe.run("put", "/cptoken/v10", "outside")  # just past the prefix range
+
+    counted = probe.run("get", P, "--prefix", "--count-only")[-1]
+    assert (counted["count"], counted["kvs"]) == (5, [])
+    keys = probe.run("get", P, "--prefix", "--keys-only")[-1]
+    assert [kv["k"] for kv in keys["kvs"]] == [f"{P}k{i}" for i in range(5)]
+    assert {kv["v"] for kv in keys["kvs"]} == {""}
+    page = probe.run("get", P, "--prefix", "--limit", 2, "--serializable")[-1]
+    assert (len(page["kvs"]), page["more"], page["count"]) == (2, True, 5)
+
+    mod = probe.run("get", f"{P}k0")[-1]["kvs"][0]["mod"]
+    won = probe.run("cas", f"{P}k0", mod, "changed")[-1]
+    assert won["succeeded"]
+    lost = probe.run("cas", f"{P}k0", mod, "again")[-1]  # the same expected revision: stale now
+    assert not lost["succeeded"] and lost["current_mod"] == won["revision"]
+    assert probe.run("get", f"{P}k0")[-1]["v"] == "changed"
+
+    before_delete = cluster.revision()
+    assert probe.run("del", P, "--prefix")[-1]["deleted"] == 5
+    assert cluster.etcdctl("get", "--print-value-only", "/cptoken/v10").strip() == "outside"
+    lines = Probe(cluster.endpoints()).run("watch", P, before_delete + 1, 5000, "--until", 5)
+    deletes = [l for l in lines if l["kind"] == "event"]
+    assert {l["type"] for l in deletes} == {"DELETE"} and len(deletes) == 5
+
+    probe.run("compact", before_delete)
+    old = probe.run("get", f"{P}k1", "--rev", before_delete - 1, check=False)[-1]
+    assert (old["kind"], old["grpc"]) == ("error", 11)
+    again = probe.run("compact", before_delete, check=False)[-1]
+    assert (again["kind"], again["grpc"]) == ("error", 11)
+
+
 def test_kill_9_of_the_watched_member_fails_over_without_losing_events(cluster):
     others = cluster.endpoints()[1:]
     start = cluster.revision() + 1
