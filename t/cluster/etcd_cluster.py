@@ -104,6 +104,7 @@ class EtcdCluster:
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="etcd-cluster-"))
+        self.base.mkdir(parents=True, exist_ok=True)
         # tls: clients need https and a certificate from self.certs["ca.crt"]'s CA
         # (client.crt has no CN); the peers stay on plain http on loopback.
         self.certs = make_certificates(self.base / "tls") if tls else None
