@@ -131,9 +131,10 @@ struct Client::State {
         std::optional<EtcdError> last;
         bool logged_in_again = false;
         for (std::size_t tried = 0; tried < endpoints.size();) {
+            // Logging in tries every member itself: its failure is final here.
+            if (!options.user.empty() && token.empty()) authenticate();
             const std::size_t member = current;
             try {
-                if (!options.user.empty() && token.empty()) authenticate();
                 auto [status, answer] = post(path, body, true);
                 if (status == 200) {
                     json parsed = json::parse(answer, nullptr, false);
