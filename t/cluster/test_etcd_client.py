@@ -165,6 +165,24 @@ def test_kill_9_of_the_watched_member_fails_over_without_losing_events(cluster):
     print(f"\netcd-client: kill -9: watch reopened on another member in {reopened['ms']:.1f} ms")
 
 
+def test_a_watch_on_a_member_without_quorum_ends_with_no_leader(cluster):
+    # Grpc-Metadata-hasleader: the member ends the stream a few election timeouts after
+    # it lost its leader, with an unterminated {"error":{..}} line after a 200, instead
+    # of sending progress notifications with a frozen revision.
+    probe = Probe(cluster.endpoints(), in_order=True).start("watch", P, cluster.revision() + 1, 15000)
+    probe.wait_for(lambda l: l["kind"] == "created")
+    t0 = time.monotonic()
+    cluster.kill(1, signal.SIGKILL)
+    cluster.kill(2, signal.SIGKILL)
+    lines = probe.finish(timeout=30)
+    took = time.monotonic() - t0
+    last = lines[-1]
+    assert last["kind"] == "stream_error", lines[-3:]
+    assert last["grpc"] == 14 and last["http"] == 503 and "no leader" in last["message"]
+    assert {l["header_rev"] for l in lines if l["kind"] == "progress"} <= {lines[0]["header_rev"]}
+    print(f"\netcd-client: quorum lost: the watch ended with 'no leader' after {took:.1f} s")
+
+
 def test_sigstop_of_the_watched_member_fires_the_watchdog(cluster):
     others = cluster.endpoints()[1:]
     start = cluster.revision() + 1
