@@ -127,7 +127,7 @@ $(BUILD)/t/test_etcd_%: t/unit/test_etcd_%.cpp $(BUILD)/libcptoken_cluster.a $(B
 
 # The cluster tests (t/cluster/): a real 3-member etcd per test (Debian's etcd-server
 # 3.4.23, t/cluster/etcd_cluster.py) and the etcd client driven through etcd_probe.
-# About 25 s on 2 cores, so a stage of make test. Serial: the tests kill and stop
+# Under a minute on 2 cores (14 tests, a fresh cluster each), so a stage of make test. Serial: the tests kill and stop
 # members and time watchdogs, which a loaded machine would blur. Lines starting with
 # "etcd-client:" are measurements (-s shows them).
 .PHONY: cluster-test
