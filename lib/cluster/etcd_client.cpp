@@ -422,7 +422,7 @@ bool Watch::done() const noexcept { return stream_->last.has_value() && !stream_
 
 Watch Client::watch(const WatchRequest &request, std::chrono::milliseconds watchdog) {
     State &state = *state_;
-    std::string last_message = "no member tried";
+    std::string failures;  // every member's reason, for the one error
     bool logged_in_again = false;
     for (std::size_t tried = 0; tried < state.endpoints.size();) {
         if (!state.options.user.empty() && state.token.empty()) state.authenticate();
@@ -464,10 +464,12 @@ Watch Client::watch(const WatchRequest &request, std::chrono::milliseconds watch
         case WatchResponse::Kind::timeout:
             break;
         }
-        last_message = first.message;
+        failures += (failures.empty() ? "" : "; ") + first.message;
         ++tried;  // next() has moved the client on to the next member
     }
-    throw EtcdError(0, grpc::none, "etcd: no member opened the watch; last: " + last_message);
+    // During an election every member refuses a watch that requires a leader (503 "no
+    // leader"): the caller backs off and tries again.
+    throw EtcdError(503, grpc::unavailable, "etcd: no member opened the watch: " + failures);
 }
 
 }  // namespace cptoken::etcd

@@ -93,7 +93,9 @@ public:
     /// moving on to the next when the member cannot be reached or says
     /// nothing within `watchdog`; the first answer (created, or canceled) is
     /// already read and is what the first Watch::next() returns. Throws
-    /// EtcdError once every member failed, or on a non-200 answer other than
+    /// EtcdError (503, gRPC 14, every member's reason) once every member
+    /// failed, e.g. during an election, when each refuses with "no leader":
+    /// back off and call again. Throws at once on a non-200 answer other than
     /// 503. An expired token (a 401, or on 3.4 a stream canceled as
     /// Unauthenticated) logs in again and retries once.
     Watch watch(const WatchRequest &request, std::chrono::milliseconds watchdog);

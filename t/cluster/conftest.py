@@ -25,6 +25,16 @@ sys.path.insert(0, str(HERE))
 from etcd_cluster import EtcdCluster  # noqa: E402
 
 PROBE = os.environ.get("ETCD_PROBE") or str((HERE / ".." / ".." / "build" / "t" / "etcd_probe").resolve())
+# Measurements ("etcd-client: ..." lines) go here as well as to stdout: pytest-xdist's
+# workers swallow stdout, and make cluster-test prints this file at the end.
+MEASUREMENTS = os.environ.get("ETCD_MEASUREMENTS")
+
+
+def measure(line):
+    print("\netcd-client: " + line)
+    if MEASUREMENTS:
+        with open(MEASUREMENTS, "a") as f:
+            f.write("etcd-client: " + line + "\n")
 
 
 @pytest.fixture

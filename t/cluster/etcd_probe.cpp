@@ -190,7 +190,17 @@ int watch(Client &client, const std::string &prefix, std::int64_t start, int wat
             if (!follow) return 0;
             request.start_revision = applied + 1;
             const auto t0 = Clock::now();
-            stream = client.watch(request, std::chrono::milliseconds(watchdog_ms));
+            // As the agent will: when no member takes the watch (an election), back off and try again.
+            for (int attempt = 1;; ++attempt) {
+                try {
+                    stream = client.watch(request, std::chrono::milliseconds(watchdog_ms));
+                    break;
+                } catch (const EtcdError &e) {
+                    if (attempt == 50) throw;
+                    emit({{"kind", "reopen-failed"}, {"message", e.what()}});
+                    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                }
+            }
             emit({{"kind", "reopened"}, {"endpoint", stream.endpoint()}, {"from", request.start_revision}, {"ms", ms_since(t0)}});
         }
     }
