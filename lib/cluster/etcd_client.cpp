@@ -242,7 +242,7 @@ TxnResponse Client::txn(const TxnRequest &request) {
 
 ResponseHeader Client::put(const std::string &key, const std::string &value) {
     const json request = {{"key", base64_encode(key)}, {"value", base64_encode(value)}};
-    return header_from_json(state_->call("/v3/kv/put", request, false).value("header", json::object()));
+    return header_from_json(object_field(state_->call("/v3/kv/put", request, false), "header"));
 }
 
 std::int64_t Client::delete_range(const std::string &key, const std::string &range_end) {

@@ -128,11 +128,11 @@ OpResponse op_response_from_json(const json &object) {
         out.header = out.range.header;
     } else if (const auto del = object.find("response_delete_range"); del != object.end()) {
         out.kind = RequestOp::Kind::delete_range;
-        out.header = header_from_json(del->value("header", json::object()));
+        out.header = header_from_json(object_field(*del, "header"));
         out.deleted = int64_field(*del, "deleted");
     } else if (const auto put = object.find("response_put"); put != object.end()) {
         out.kind = RequestOp::Kind::put;
-        out.header = header_from_json(put->value("header", json::object()));
+        out.header = header_from_json(object_field(*put, "header"));
     } else {
         bad_shape("a txn answer of unknown kind");
     }
@@ -140,12 +140,13 @@ OpResponse op_response_from_json(const json &object) {
 }
 
 WatchEvent event_from_json(const json &object) {
+    if (!object.is_object()) bad_shape("an event that is not an object");
     WatchEvent event;
     const std::string type = string_field(object, "type");
     if (type == "DELETE") event.type = WatchEvent::Type::del;
     else if (type.empty() || type == "PUT") event.type = WatchEvent::Type::put;
     else bad_shape("event type " + cut(type, 40));
-    event.kv = key_value_from_json(object.value("kv", json::object()));
+    event.kv = key_value_from_json(object_field(object, "kv"));
     if (const auto it = object.find("prev_kv"); it != object.end() && it->is_object()) event.prev_kv = key_value_from_json(*it);
     return event;
 }
@@ -198,6 +199,13 @@ std::string prefix_range_end(std::string_view prefix) {
         }
     }
     return std::string(1, '\0');  // every byte 0xff: to the end of the keyspace
+}
+
+const json &object_field(const json &object, const char *name) {
+    static const json empty = json::object();
+    if (!object.is_object()) return empty;
+    const auto it = object.find(name);
+    return it != object.end() && it->is_object() ? *it : empty;
 }
 
 std::int64_t int64_field(const json &object, const char *name) { return number_field<std::int64_t>(object, name); }
@@ -289,7 +297,7 @@ KeyValue key_value_from_json(const json &object) {
 RangeResponse range_response_from_json(const json &object) {
     RangeResponse r;
     if (!object.is_object()) bad_shape("a range answer that is not an object");
-    r.header = header_from_json(object.value("header", json::object()));
+    r.header = header_from_json(object_field(object, "header"));
     if (const auto it = object.find("kvs"); it != object.end() && it->is_array()) {
         r.kvs.reserve(it->size());
         for (const auto &kv : *it) r.kvs.push_back(key_value_from_json(kv));
@@ -302,7 +310,7 @@ RangeResponse range_response_from_json(const json &object) {
 TxnResponse txn_response_from_json(const json &object) {
     TxnResponse t;
     if (!object.is_object()) bad_shape("a txn answer that is not an object");
-    t.header = header_from_json(object.value("header", json::object()));
+    t.header = header_from_json(object_field(object, "header"));
     t.succeeded = bool_field(object, "succeeded");
     if (const auto it = object.find("responses"); it != object.end() && it->is_array())
         for (const auto &r : *it) t.responses.push_back(op_response_from_json(r));
@@ -312,7 +320,7 @@ TxnResponse txn_response_from_json(const json &object) {
 Status status_from_json(const json &object) {
     Status s;
     if (!object.is_object()) bad_shape("a status answer that is not an object");
-    s.header = header_from_json(object.value("header", json::object()));
+    s.header = header_from_json(object_field(object, "header"));
     s.version = string_field(object, "version");
     s.leader = uint64_field(object, "leader");
     s.db_size = int64_field(object, "dbSize");
@@ -332,7 +340,7 @@ WatchResponse parse_watch_line(std::string_view line) {
     WatchResponse out;
     if (const auto result = parsed.find("result"); result != parsed.end() && result->is_object()) {
         const json &r = *result;
-        out.header = header_from_json(r.value("header", json::object()));
+        out.header = header_from_json(object_field(r, "header"));
         out.watch_id = int64_field(r, "watch_id");
         if (const auto it = r.find("events"); it != r.end() && it->is_array())
             for (const auto &e : *it) out.events.push_back(event_from_json(e));

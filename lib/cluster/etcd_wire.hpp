@@ -81,6 +81,10 @@ std::string base64_decode(std::string_view text);
 /// byte. Throws std::invalid_argument for an empty prefix.
 std::string prefix_range_end(std::string_view prefix);
 
+/// A nested object of `object`, or an empty one when either is not an
+/// object (nlohmann's value() would throw its own type_error). Never throws.
+const nlohmann::json &object_field(const nlohmann::json &object, const char *name);
+
 /// An int64 or uint64 field of a JSON object: absent or null means 0 (proto3
 /// default); a string of digits or a JSON number. Throws EtcdError on
 /// anything else.

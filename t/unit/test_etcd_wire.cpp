@@ -172,6 +172,15 @@ void malformed_answers_throw(void **) {
     expect_etcd_error([] { parse_watch_line("not json"); }, grpc::none);
     expect_etcd_error([] { parse_watch_line(R"({"neither":1})"); }, grpc::none);
     expect_etcd_error([] { header_from_json(json::parse(R"({"cluster_id":-1})")); }, grpc::none);
+    expect_etcd_error([] { parse_watch_line(R"({"result":{"events":[5]}})"); }, grpc::none);
+    // Found by fuzz_etcd: an answer of the wrong type where an object belongs is read
+    // as an absent one, never as nlohmann's own exception escaping to the caller.
+    const TxnResponse odd = txn_response_from_json(json::parse(
+        R"({"header":7,"responses":[{"response_delete_range":5},{"response_put":"x"}]})"));
+    assert_int_equal(odd.responses.size(), 2);
+    assert_int_equal(odd.responses[0].deleted, 0);
+    assert_int_equal(odd.header.revision, 0);
+    expect_etcd_error([] { txn_response_from_json(json::parse(R"({"responses":[{"response_range":[]}]})")); }, grpc::none);
 }
 
 void base64_round_trips_and_matches_etcd(void **) {
