@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "cluster/etcd_wire.hpp"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <charconv>
+#include <limits>
+
+#include "token/credentials.hpp"
+
+namespace cptoken::etcd {
+
+using nlohmann::json;
+
+namespace {
+
+[[noreturn]] void bad_shape(const std::string &what) {
+    throw EtcdError(0, grpc::none, "etcd answer not understood: " + what);
+}
+
+std::string cut(std::string_view text, std::size_t limit = 300) {
+    std::string out(text.substr(0, limit));
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r' || out.back() == ' ')) out.pop_back();
+    if (text.size() > limit) out += "...";
+    return out;
+}
+
+template <typename Int>
+Int number_field(const json &object, const char *name) {
+    if (!object.is_object()) return 0;
+    const auto it = object.find(name);
+    if (it == object.end() || it->is_null()) return 0;
+    if (it->is_number_integer()) {
+        // A negative JSON number in a uint64 field, or one that does not fit, is a shape we cannot read.
+        if (it->is_number_unsigned()) {
+            const auto v = it->get<std::uint64_t>();
+            if (v > static_cast<std::uint64_t>(std::numeric_limits<Int>::max())) bad_shape(std::string(name) + " too large");
+            return static_cast<Int>(v);
+        }
+        const auto v = it->get<std::int64_t>();
+        if (v < 0 && !std::numeric_limits<Int>::is_signed) bad_shape(std::string(name) + " negative");
+        return static_cast<Int>(v);
+    }
+    if (it->is_string()) {
+        const auto &text = it->get_ref<const std::string &>();
+        Int value = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+            bad_shape(std::string(name) + " is not a number");
+        return value;
+    }
+    bad_shape(std::string(name) + " is not a number");
+}
+
+bool bool_field(const json &object, const char *name) {
+    const auto it = object.find(name);
+    return it != object.end() && it->is_boolean() && it->get<bool>();
+}
+
+std::string string_field(const json &object, const char *name) {
+    const auto it = object.find(name);
+    return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::string bytes_field(const json &object, const char *name) {
+    const auto it = object.find(name);
+    if (it == object.end() || it->is_null()) return {};
+    if (!it->is_string()) bad_shape(std::string(name) + " is not base64");
+    return base64_decode(it->get_ref<const std::string &>());
+}
+
+const char *target_name(Compare::Target target) {
+    switch (target) {
+    case Compare::Target::version: return "VERSION";
+    case Compare::Target::create: return "CREATE";
+    case Compare::Target::mod: return "MOD";
+    case Compare::Target::value: return "VALUE";
+    }
+    return "VERSION";
+}
+
+const char *result_name(Compare::Result result) {
+    switch (result) {
+    case Compare::Result::equal: return "EQUAL";
+    case Compare::Result::greater: return "GREATER";
+    case Compare::Result::less: return "LESS";
+    case Compare::Result::not_equal: return "NOT_EQUAL";
+    }
+    return "EQUAL";
+}
+
+json to_json(const Compare &c) {
+    json out = {{"key", base64_encode(c.key)}, {"target", target_name(c.target)}, {"result", result_name(c.result)}};
+    switch (c.target) {
+    case Compare::Target::version: out["version"] = std::to_string(c.number); break;
+    case Compare::Target::create: out["create_revision"] = std::to_string(c.number); break;
+    case Compare::Target::mod: out["mod_revision"] = std::to_string(c.number); break;
+    case Compare::Target::value: out["value"] = base64_encode(c.value); break;
+    }
+    return out;
+}
+
+json to_json(const RequestOp &op) {
+    switch (op.kind) {
+    case RequestOp::Kind::put:
+        return {{"request_put", {{"key", base64_encode(op.key)}, {"value", base64_encode(op.value)}}}};
+    case RequestOp::Kind::delete_range: {
+        json del = {{"key", base64_encode(op.key)}};
+        if (!op.range_end.empty()) del["range_end"] = base64_encode(op.range_end);
+        return {{"request_delete_range", del}};
+    }
+    case RequestOp::Kind::range: {
+        RangeRequest r = op.range;
+        r.key = op.key;
+        r.range_end = op.range_end;
+        return {{"request_range", to_json(r)}};
+    }
+    }
+    return {};
+}
+
+OpResponse op_response_from_json(const json &object) {
+    OpResponse out;
+    if (const auto it = object.find("response_range"); it != object.end()) {
+        out.kind = RequestOp::Kind::range;
+        out.range = range_response_from_json(*it);
+        out.header = out.range.header;
+    } else if (const auto del = object.find("response_delete_range"); del != object.end()) {
+        out.kind = RequestOp::Kind::delete_range;
+        out.header = header_from_json(object_field(*del, "header"));
+        out.deleted = int64_field(*del, "deleted");
+    } else if (const auto put = object.find("response_put"); put != object.end()) {
+        out.kind = RequestOp::Kind::put;
+        out.header = header_from_json(object_field(*put, "header"));
+    } else {
+        bad_shape("a txn answer of unknown kind");
+    }
+    return out;
+}
+
+WatchEvent event_from_json(const json &object) {
+    if (!object.is_object()) bad_shape("an event that is not an object");
+    WatchEvent event;
+    const std::string type = string_field(object, "type");
+    if (type == "DELETE") event.type = WatchEvent::Type::del;
+    else if (type.empty() || type == "PUT") event.type = WatchEvent::Type::put;
+    else bad_shape("event type " + cut(type, 40));
+    event.kv = key_value_from_json(object_field(object, "kv"));
+    if (const auto it = object.find("prev_kv"); it != object.end() && it->is_object()) event.prev_kv = key_value_from_json(*it);
+    return event;
+}
+
+}  // namespace
+
+EtcdError::EtcdError(long http_status, int grpc_code, const std::string &message, bool reached_server)
+    : std::runtime_error(message), http_status_(http_status), grpc_code_(grpc_code), reached_server_(reached_server) {}
+
+EtcdError error_from_response(long http_status, std::string_view body) noexcept {
+    try {
+        const json parsed = json::parse(body.begin(), body.end(), nullptr, false);
+        if (parsed.is_object()) {
+            int code = grpc::none;
+            if (const auto it = parsed.find("code"); it != parsed.end() && it->is_number_integer()) code = it->get<int>();
+            std::string message = string_field(parsed, "message");
+            if (message.empty()) message = string_field(parsed, "error");
+            if (!message.empty() || code != grpc::none)
+                return EtcdError(http_status, code, "etcd: " + cut(message) + " (HTTP " + std::to_string(http_status) + ")");
+        }
+        return EtcdError(http_status, grpc::none, "etcd: HTTP " + std::to_string(http_status) + ": " + cut(body));
+    } catch (...) {
+        return EtcdError(http_status, grpc::none, "etcd: HTTP error");
+    }
+}
+
+std::string base64_encode(std::string_view bytes) {
+    std::string out(4 * ((bytes.size() + 2) / 3), '\0');
+    if (bytes.empty()) return out;
+    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()),
+                                  reinterpret_cast<const unsigned char *>(bytes.data()), static_cast<int>(bytes.size()));
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+}
+
+std::string base64_decode(std::string_view text) {
+    auto bytes = base64_decode_strict(text);
+    if (!bytes) bad_shape("bad base64");
+    return std::move(*bytes);
+}
+
+std::string prefix_range_end(std::string_view prefix) {
+    if (prefix.empty()) throw std::invalid_argument("prefix_range_end: empty prefix");
+    std::string end(prefix);
+    for (std::size_t i = end.size(); i-- > 0;) {
+        if (static_cast<unsigned char>(end[i]) < 0xff) {
+            end[i] = static_cast<char>(static_cast<unsigned char>(end[i]) + 1);
+            end.resize(i + 1);
+            return end;
+        }
+    }
+    return std::string(1, '\0');  // every byte 0xff: to the end of the keyspace
+}
+
+const json &object_field(const json &object, const char *name) {
+    static const json empty = json::object();
+    if (!object.is_object()) return empty;
+    const auto it = object.find(name);
+    return it != object.end() && it->is_object() ? *it : empty;
+}
+
+std::int64_t int64_field(const json &object, const char *name) { return number_field<std::int64_t>(object, name); }
+std::uint64_t uint64_field(const json &object, const char *name) { return number_field<std::uint64_t>(object, name); }
+
+Compare Compare::absent(std::string key) {
+    return Compare{std::move(key), Target::create, Result::equal, 0, {}};
+}
+
+Compare Compare::modified_at(std::string key, std::int64_t revision) {
+    return Compare{std::move(key), Target::mod, Result::equal, revision, {}};
+}
+
+RequestOp RequestOp::put(std::string key, std::string value) {
+    RequestOp op;
+    op.kind = Kind::put;
+    op.key = std::move(key);
+    op.value = std::move(value);
+    return op;
+}
+
+RequestOp RequestOp::delete_range(std::string key, std::string range_end) {
+    RequestOp op;
+    op.kind = Kind::delete_range;
+    op.key = std::move(key);
+    op.range_end = std::move(range_end);
+    return op;
+}
+
+RequestOp RequestOp::get(RangeRequest request) {
+    RequestOp op;
+    op.kind = Kind::range;
+    op.key = request.key;
+    op.range_end = request.range_end;
+    op.range = std::move(request);
+    return op;
+}
+
+json to_json(const RangeRequest &r) {
+    json out = {{"key", base64_encode(r.key)}};
+    if (!r.range_end.empty()) out["range_end"] = base64_encode(r.range_end);
+    if (r.limit) out["limit"] = std::to_string(r.limit);
+    if (r.revision) out["revision"] = std::to_string(r.revision);
+    if (r.serializable) out["serializable"] = true;
+    if (r.keys_only) out["keys_only"] = true;
+    if (r.count_only) out["count_only"] = true;
+    return out;
+}
+
+json to_json(const TxnRequest &t) {
+    json out = {{"compare", json::array()}, {"success", json::array()}, {"failure", json::array()}};
+    for (const auto &c : t.compare) out["compare"].push_back(to_json(c));
+    for (const auto &op : t.success) out["success"].push_back(to_json(op));
+    for (const auto &op : t.failure) out["failure"].push_back(to_json(op));
+    return out;
+}
+
+json to_json(const WatchRequest &w) {
+    json create = {{"key", base64_encode(w.key)}};
+    if (!w.range_end.empty()) create["range_end"] = base64_encode(w.range_end);
+    if (w.start_revision) create["start_revision"] = std::to_string(w.start_revision);
+    if (w.progress_notify) create["progress_notify"] = true;
+    if (w.prev_kv) create["prev_kv"] = true;
+    return {{"create_request", create}};
+}
+
+ResponseHeader header_from_json(const json &object) {
+    ResponseHeader h;
+    if (!object.is_object()) return h;
+    h.cluster_id = uint64_field(object, "cluster_id");
+    h.member_id = uint64_field(object, "member_id");
+    h.revision = int64_field(object, "revision");
+    h.raft_term = uint64_field(object, "raft_term");
+    return h;
+}
+
+KeyValue key_value_from_json(const json &object) {
+    KeyValue kv;
+    if (!object.is_object()) bad_shape("a key-value that is not an object");
+    kv.key = bytes_field(object, "key");
+    kv.value = bytes_field(object, "value");
+    kv.create_revision = int64_field(object, "create_revision");
+    kv.mod_revision = int64_field(object, "mod_revision");
+    kv.version = int64_field(object, "version");
+    kv.lease = int64_field(object, "lease");
+    return kv;
+}
+
+RangeResponse range_response_from_json(const json &object) {
+    RangeResponse r;
+    if (!object.is_object()) bad_shape("a range answer that is not an object");
+    r.header = header_from_json(object_field(object, "header"));
+    if (const auto it = object.find("kvs"); it != object.end() && it->is_array()) {
+        r.kvs.reserve(it->size());
+        for (const auto &kv : *it) r.kvs.push_back(key_value_from_json(kv));
+    }
+    r.more = bool_field(object, "more");
+    r.count = int64_field(object, "count");
+    return r;
+}
+
+TxnResponse txn_response_from_json(const json &object) {
+    TxnResponse t;
+    if (!object.is_object()) bad_shape("a txn answer that is not an object");
+    t.header = header_from_json(object_field(object, "header"));
+    t.succeeded = bool_field(object, "succeeded");
+    if (const auto it = object.find("responses"); it != object.end() && it->is_array())
+        for (const auto &r : *it) t.responses.push_back(op_response_from_json(r));
+    return t;
+}
+
+Status status_from_json(const json &object) {
+    Status s;
+    if (!object.is_object()) bad_shape("a status answer that is not an object");
+    s.header = header_from_json(object_field(object, "header"));
+    s.version = string_field(object, "version");
+    s.leader = uint64_field(object, "leader");
+    s.db_size = int64_field(object, "dbSize");
+    s.raft_index = int64_field(object, "raftIndex");
+    return s;
+}
+
+std::int64_t WatchResponse::max_mod_revision() const noexcept {
+    std::int64_t highest = 0;
+    for (const auto &e : events) highest = std::max(highest, e.kv.mod_revision);
+    return highest;
+}
+
+WatchResponse parse_watch_line(std::string_view line) {
+    const json parsed = json::parse(line.begin(), line.end(), nullptr, false);
+    if (!parsed.is_object()) bad_shape("a watch line that is not a JSON object: " + cut(line, 80));
+    WatchResponse out;
+    if (const auto result = parsed.find("result"); result != parsed.end() && result->is_object()) {
+        const json &r = *result;
+        out.header = header_from_json(object_field(r, "header"));
+        out.watch_id = int64_field(r, "watch_id");
+        if (const auto it = r.find("events"); it != r.end() && it->is_array())
+            for (const auto &e : *it) out.events.push_back(event_from_json(e));
+        if (bool_field(r, "canceled")) {
+            out.kind = WatchResponse::Kind::canceled;
+            out.compact_revision = int64_field(r, "compact_revision");
+            out.cancel_reason = string_field(r, "cancel_reason");
+        } else if (bool_field(r, "created")) {
+            out.kind = WatchResponse::Kind::created;
+        } else if (!out.events.empty()) {
+            out.kind = WatchResponse::Kind::events;
+        } else {
+            out.kind = WatchResponse::Kind::progress;
+        }
+        return out;
+    }
+    if (const auto error = parsed.find("error"); error != parsed.end()) {
+        out.kind = WatchResponse::Kind::stream_error;
+        if (error->is_object()) {  // {"error":{"grpc_code":14,"http_code":503,"message":..,"http_status":..}}
+            out.grpc_code = error->contains("grpc_code") ? static_cast<int>(int64_field(*error, "grpc_code")) : grpc::none;
+            out.http_status = static_cast<long>(int64_field(*error, "http_code"));
+            out.message = string_field(*error, "message");
+        } else {  // a unary-style body: {"error":"..","message":"..","code":N}
+            out.grpc_code = parsed.contains("code") ? static_cast<int>(int64_field(parsed, "code")) : grpc::none;
+            out.message = string_field(parsed, "message");
+            if (out.message.empty()) out.message = string_field(parsed, "error");
+        }
+        return out;
+    }
+    bad_shape("a watch line with neither result nor error: " + cut(line, 80));
+}
+
+void LineSplitter::push(std::string line) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t\r") == std::string::npos) return;
+    lines_.push_back(std::move(line));
+}
+
+void LineSplitter::feed(std::string_view chunk) {
+    while (!chunk.empty()) {
+        const auto newline = chunk.find('\n');
+        const auto take = newline == std::string_view::npos ? chunk.size() : newline;
+        if (partial_.size() + take > max_line_bytes_)
+            throw EtcdError(0, grpc::none, "etcd watch: a line longer than " + std::to_string(max_line_bytes_) + " bytes");
+        partial_.append(chunk.substr(0, take));
+        if (newline == std::string_view::npos) return;
+        push(std::move(partial_));
+        partial_.clear();
+        chunk.remove_prefix(newline + 1);
+    }
+}
+
+void LineSplitter::finish() {
+    if (!partial_.empty()) push(std::move(partial_));
+    partial_.clear();
+}
+
+std::optional<std::string> LineSplitter::next_line() {
+    if (lines_.empty()) return std::nullopt;
+    std::string line = std::move(lines_.front());
+    lines_.pop_front();
+    return line;
+}
+
+}  // namespace cptoken::etcd
