@@ -25,7 +25,8 @@ VERSION   := $(shell cat VERSION)
 
 # Debian packages the build and the tests need; `make deps` installs the missing ones. The tests
 # only run fail2ban-regex: a fail2ban daemon that installing it started (Debian enables an sshd jail)
-# is stopped and disabled again, not left banning addresses on a build machine.
+# is stopped and disabled again, not left banning addresses on a build machine. Likewise the etcd
+# that installing etcd-server starts: the cluster tests run private members on ports of their own.
 # The browser tests (t/browser/) need chromium and fonts-liberation, and Node with npm: Debian's
 # nodejs and npm are installed only when no `node` or `npm` is on the PATH (a newer Node from
 # elsewhere provides npm itself, and Debian's npm package would conflict with it); then
@@ -79,6 +80,10 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
 	  case " $$missing " in *" fail2ban "*) if [ -d /run/systemd/system ]; then \
 	    systemctl disable --now --quiet fail2ban.service || echo "could not stop fail2ban.service" >&2; fi;; esac; \
+	  case " $$missing " in *" etcd-server "*) if [ -d /run/systemd/system ]; then \
+	    systemctl disable --now --quiet etcd.service || echo "could not stop etcd.service" >&2; \
+	  elif [ -x /etc/init.d/etcd ]; then \
+	    /etc/init.d/etcd stop >/dev/null 2>&1; update-rc.d etcd disable >/dev/null 2>&1 || true; fi;; esac; \
 	fi
 	@missing=$$(for p in $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
