@@ -325,11 +325,11 @@ void convert_token_store(const std::string &dir, int dir_fd, gid_t gid, std::vec
 }
 
 // Makes an empty usage table in DIR, 0600, this process's alone, until init
-// sets its mode after: httpd's group writes it once it is 0660. Room for the
-// first tokens; rebuild_usage() makes room for more.
-void make_usage_store(const std::string &dir, int dir_fd) {
-    UsageTable::create(dir_fd, usage_store_file, path_in(dir, usage_store_file), UsageTable::slot_count_for(0), 0600,
-                       static_cast<gid_t>(-1));
+// sets its mode after: httpd's group writes it once it is 0660. Room for
+// `tokens` (a restored backup's); rebuild_usage() makes room for more.
+void make_usage_store(const std::string &dir, int dir_fd, std::size_t tokens) {
+    UsageTable::create(dir_fd, usage_store_file, path_in(dir, usage_store_file), UsageTable::slot_count_for(tokens),
+                       0600, static_cast<gid_t>(-1));
 }
 
 // A new token store in DIR, with its commit record.
@@ -458,13 +458,14 @@ InitOutcome init_store(const std::string &dir, std::optional<gid_t> group, std::
             convert_token_store(dir, fd, gid, done);
             struct stat usage_stat{};
             if (::fstatat(fd, usage_store_file, &usage_stat, AT_SYMLINK_NOFOLLOW) != 0) {
-                make_usage_store(dir, fd);  // a restored backup brings tokens.mdb alone
+                // A restored backup brings tokens.mdb alone: room for its tokens.
+                make_usage_store(dir, fd, TokenStore(dir, Access::read_only).stored_count());
                 done.push_back(path_in(dir, usage_store_file) + ": created");
             }
         } else {
             // The usage store first: tokens.mdb existing is what marks a store, and an
             // init cut short before the modes below is finished by the next (a repair).
-            make_usage_store(dir, fd);
+            make_usage_store(dir, fd, 0);
             make_token_store(dir, gid);
         }
         for (std::string &line : done) note(std::move(line));

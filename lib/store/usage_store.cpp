@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -257,9 +258,14 @@ void remove_if_there(int dir_fd, const char *name, const std::string &dir) {
 }
 }  // namespace
 
-UsageRebuild rebuild_usage(const std::string &dir) {
+UsageRebuild rebuild_usage(const std::string &named_dir) {
+    // The store DIR names now, once: DIR may be a symbolic link that a restored
+    // store is swapped in through while this runs.
+    char resolved[PATH_MAX];
+    if (!::realpath(named_dir.c_str(), resolved)) no_store(named_dir);
+    const std::string dir = resolved;
     struct stat dir_st{};
-    if (::lstat(dir.c_str(), &dir_st) != 0 || !S_ISDIR(dir_st.st_mode)) no_store(dir);
+    if (::lstat(dir.c_str(), &dir_st) != 0 || !S_ISDIR(dir_st.st_mode)) no_store(named_dir);
     // 1. As the owner: a new table, with room for the store's tokens, takes
     // the old one's name; the old one stays reachable under another.
     bool had_table = false, had_old_store = false;

@@ -58,6 +58,21 @@ def restore(backup_file, tmp_path, name="restored"):
     return s
 
 
+def test_prune_through_a_symlinked_store_dir_rebuilds_the_store_it_names(store, tmp_path):
+    """CPTokenDB is often a symbolic link a restored store is swapped in
+    through: prune makes the usage table of the store the link names (it
+    refused one before: 'no token store')."""
+    from test_usage_values import USED_AT, plant, usage_value
+    token = store.create("alice", "used")
+    plant(store, {token: usage_value(USED_AT, b"192.0.2.7", 3)})
+    link = tmp_path / "live"
+    os.symlink(store.path, link)
+    r = Store(link).run("prune")
+    assert r.rc == 0 and "room for" in r.out, r
+    assert store.show_json("alice", "used")["uses"] == 3
+    assert not os.path.islink(store.path / "usage.slots") and (store.path / "usage.slots").is_file()
+
+
 def test_backup_restores_to_the_same_tokens(store, tmp_path):
     t1 = store.create("alice", "ci", "--expires", "2099-01-02", "--allow-ip", "10.0.0.0/8")
     t2 = store.create("bob", "deploy")
