@@ -647,7 +647,7 @@ int note_use(request_rec *r) {
     if (!admitted || !admitted->used) return DECLINED;
     if (static_cast<std::size_t>(admitted->store_index) >= g_usage.size()) return DECLINED;
     g_usage[admitted->store_index]->record(*admitted->used, static_cast<Seconds>(apr_time_sec(r->request_time)),
-                                           r->useragent_ip ? r->useragent_ip : "");
+                                           client_address(r));
     return DECLINED;
 }
 

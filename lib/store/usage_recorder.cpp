@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 
 #include "store/lmdb_env.hpp"
-#include "token/network.hpp"
 #include "token/timeutil.hpp"
 
 namespace cptoken {
@@ -76,7 +75,7 @@ UsageStore *UsageRecorder::current() noexcept {
     return t_view.store.get();
 }
 
-void UsageRecorder::record(const Digest &digest, Seconds when, std::string_view client_ip) noexcept {
+void UsageRecorder::record(const Digest &digest, Seconds when, const std::optional<Address> &client) noexcept {
     UsageStore *const store = current();
     if (!store) return;
     if (!store->intact()) {
@@ -87,7 +86,7 @@ void UsageRecorder::record(const Digest &digest, Seconds when, std::string_view 
                                        "requests are not affected; said once per process)");
         return;
     }
-    if (!store->record(digest, when, parse_address(client_ip)))
+    if (!store->record(digest, when, client))
         report_once(said_full_, "the usage table " + lmdb::path_in(dir_, usage_store_file) + " has no room for "
                                 "more tokens: the uses of tokens new to it are not recorded (they show LAST USED "
                                 "never or older) until `cptoken prune` (run daily) makes it again with room for "

@@ -11,10 +11,12 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "store/usage_store.hpp"
+#include "token/network.hpp"
 #include "token/token.hpp"
 
 namespace cptoken {
@@ -32,9 +34,8 @@ public:
     UsageRecorder(std::string dir, Report report);
 
     /// Records one use of `digest` at `when` (wall clock, seconds) from
-    /// `client_ip` (text as httpd has it; unknown if it does not parse).
-    /// Never throws.
-    void record(const Digest &digest, Seconds when, std::string_view client_ip) noexcept;
+    /// `client` (none: unknown). Never throws.
+    void record(const Digest &digest, Seconds when, const std::optional<Address> &client) noexcept;
 
 private:
     // The table to write to now (null if none works), as this thread last

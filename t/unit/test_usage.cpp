@@ -359,9 +359,9 @@ void test_recorder_records_at_once(void **state) {
     Reports reports;
     UsageRecorder recorder(store, reports.sink());
     const Digest d = new_digest();
-    recorder.record(d, jan1, "192.0.2.7");
+    recorder.record(d, jan1, ip("192.0.2.7"));
     assert_int_equal(uses_of(store, d), 1);
-    recorder.record(d, jan1 + 1, "not an address");
+    recorder.record(d, jan1 + 1, std::nullopt);
     const auto found = UsageStore(store, Access::read_only).find(d);
     assert_int_equal(found->uses, 2);
     assert_string_equal(found->last_used_ip.c_str(), "");
@@ -375,13 +375,13 @@ void test_recorder_follows_a_replaced_directory(void **state) {
     Fixture &f = fx(state);
     UsageRecorder recorder(f.store, nullptr);
     const Digest d = new_digest();
-    recorder.record(d, jan1, "192.0.2.7");
+    recorder.record(d, jan1, ip("192.0.2.7"));
     const std::string fresh = f.tmp + "/fresh", old = f.tmp + "/old";
     init_store(fresh, getgid());
     std::filesystem::rename(f.store, old);
     std::filesystem::rename(fresh, f.store);
     std::this_thread::sleep_for(usage_follow_interval + std::chrono::milliseconds(50));
-    recorder.record(d, jan1 + 1, "192.0.2.7");
+    recorder.record(d, jan1 + 1, ip("192.0.2.7"));
     assert_int_equal(uses_of(f.store, d), 1);
     assert_int_equal(uses_of(old, d), 1);
 }
@@ -393,13 +393,13 @@ void test_recorder_reports_a_missing_table_once(void **state) {
     Reports reports;
     UsageRecorder recorder(f.tmp + "/nowhere", reports.sink());
     const Digest d = new_digest();
-    recorder.record(d, jan1, "192.0.2.7");
-    recorder.record(d, jan1, "192.0.2.7");
+    recorder.record(d, jan1, ip("192.0.2.7"));
+    recorder.record(d, jan1, ip("192.0.2.7"));
     assert_int_equal(reports.count(), 1);
     assert_non_null(strstr(reports.said[0].c_str(), "last-used"));
     std::filesystem::rename(f.store, f.tmp + "/nowhere");
     std::this_thread::sleep_for(usage_follow_interval + std::chrono::milliseconds(50));
-    recorder.record(d, jan1, "192.0.2.7");
+    recorder.record(d, jan1, ip("192.0.2.7"));
     assert_int_equal(uses_of(f.tmp + "/nowhere", d), 1);
     assert_int_equal(reports.count(), 1);
 }
@@ -411,9 +411,9 @@ void test_recorder_leaves_a_table_changed_in_place(void **state) {
     Reports reports;
     UsageRecorder recorder(store, reports.sink());
     const Digest d = new_digest();
-    recorder.record(d, jan1, "192.0.2.7");
+    recorder.record(d, jan1, ip("192.0.2.7"));
     std::filesystem::resize_file(table_path(store), 4096);
-    for (int i = 0; i < 3; ++i) recorder.record(d, jan1, "192.0.2.7");  // would be SIGBUS through the map
+    for (int i = 0; i < 3; ++i) recorder.record(d, jan1, ip("192.0.2.7"));  // would be SIGBUS through the map
     assert_true(reports.count() >= 1);
     assert_non_null(strstr(reports.said[0].c_str(), "changed in place"));
 }
@@ -422,7 +422,7 @@ void test_recorder_leaves_a_table_changed_in_place(void **state) {
 void test_recorder_reports_no_room_once(void **state) {
     Reports reports;
     UsageRecorder recorder(fx(state).store, reports.sink());
-    for (int i = 0; i < 1500; ++i) recorder.record(new_digest(), jan1, "192.0.2.7");
+    for (int i = 0; i < 1500; ++i) recorder.record(new_digest(), jan1, ip("192.0.2.7"));
     assert_int_equal(reports.count(), 1);
     assert_non_null(strstr(reports.said[0].c_str(), "cptoken prune"));
 }
