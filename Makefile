@@ -110,8 +110,8 @@ $(BUILD)/libcptoken.a: $(LIB_OBJS)
 $(BUILD)/libcptoken_cluster.a: $(CLUSTER_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/cptoken: $(BUILD)/cptoken.o $(BUILD)/libcptoken.a
-	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+$(BUILD)/cptoken: $(BUILD)/cptoken.o $(BUILD)/libcptoken_cluster.a $(BUILD)/libcptoken.a
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ -lcurl $(LIBS)
 
 # The module: only cptoken_module is exported; ap_*/apr_* resolve from httpd at load time.
 # mod_cptoken.cpp authenticates; mod_cptoken_manager.cpp is the manager's handler (SetHandler cptoken-manager).

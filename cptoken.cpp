@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "admin/cpanel_import.hpp"
+#include "cluster/cluster_config.hpp"
 #include "store/fsck.hpp"
 #include "token/names.hpp"
 #include "token/network.hpp"
@@ -518,6 +519,24 @@ void fit_list_to(Table &rows, const std::vector<const TokenRecord *> &records, s
 // A write blocked on the writer lock says so rather than hanging silently.
 void say_when_waiting(TokenStore &store) { store.set_lock_wait_notice(notice_on_stderr); }
 
+// Cluster mode (issue 24): --etcd and its options, for every command.
+etcd::ClusterFlags g_cluster;
+
+// The settings of cluster mode; nullopt on a single host (no --etcd).
+std::optional<etcd::ClusterConfig> cluster_mode() {
+    if (g_cluster.endpoints.empty()) return std::nullopt;
+    try {
+        return etcd::cluster_config(g_cluster);
+    } catch (const std::invalid_argument &e) {
+        throw UsageError(e.what());
+    }
+}
+
+// A writing command's store: its writes go to etcd in cluster mode.
+void prepare_writes(TokenStore &store) {
+    say_when_waiting(store);
+}
+
 // Each command has its own options, bound to its subcommand by define(),
 // and its handler cmd_NAME(db, options).
 
@@ -778,7 +797,7 @@ int cmd_create(const std::string &db, const CreateOptions &o) {
                        parse_allowlist(o.allow_ips)};
     o.restrictions.apply(record);
     TokenStore store(db, Access::read_write);
-    say_when_waiting(store);
+    prepare_writes(store);
     const std::string token = generate_token();
     store.add(token_digest(token), record);
     if (o.json)
@@ -802,7 +821,7 @@ int cmd_rotate(const std::string &db, const RotateOptions &o) {
         }
     }
     TokenStore store(db, Access::read_write);
-    say_when_waiting(store);
+    prepare_writes(store);
     const std::string token = generate_token();
     const Rotation rotation = store.rotate(o.user, o.name, token_digest(token), now, grace);
     if (o.json) {
@@ -858,7 +877,7 @@ int cmd_bulk_create(const std::string &db, const BulkCreateOptions &o) {
         }
     }
     TokenStore store(db, Access::read_write);
-    say_when_waiting(store);
+    prepare_writes(store);
     // add_many refuses a name taken as well, but could not say on which line.
     for (std::size_t i = 0; i < tokens.size(); ++i)
         if (store.find_by_name(tokens[i].record.user, tokens[i].record.name))
@@ -990,7 +1009,7 @@ int cmd_edit(const std::string &db, const EditOptions &o) {
             "nothing to change: give --name, --expires, --allow-ip, --any-ip, --scope, --any-scope, --safe-methods "
             "or --any-method");
     TokenStore store(db, Access::read_write);
-    say_when_waiting(store);
+    prepare_writes(store);
     const TokenRecord record = store.edit(o.user, o.name, changes);
     if (o.json) {
         const auto edited = store.find_by_name(record.user, record.name);
@@ -1005,7 +1024,7 @@ int cmd_revoke(const std::string &db, const RevokeOptions &o) {
     require_user(o.user);
     if (o.all == !o.name.empty()) throw UsageError("revoke takes either a token NAME or --all");
     TokenStore store(db, Access::read_write);
-    say_when_waiting(store);
+    prepare_writes(store);
     if (o.all) {
         const std::size_t count = store.revoke_all(o.user);
         std::cout << "revoked " << count << " token" << (count == 1 ? "" : "s") << " of " << o.user << "\n";
@@ -1128,7 +1147,7 @@ int cmd_prune(const std::string &db, const PruneOptions &) {
     PruneResult result;
     {
         TokenStore store(db, Access::read_write);
-        say_when_waiting(store);
+        prepare_writes(store);
         result = store.prune(now);
     }
     std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
@@ -1235,7 +1254,7 @@ int cmd_import_cpanel(const std::string &db, const ImportCpanelOptions &o) {
         throw UsageError(e.what());
     }
     TokenStore store(db, Access::read_write);
-    say_when_waiting(store);
+    prepare_writes(store);
     const std::vector<ImportStep> steps =
         import_cpanel(store, files.read, sources, {o.sync, o.with_limited, o.dry_run, now_seconds()});
 
@@ -1290,6 +1309,19 @@ int run(int argc, char **argv) {
     app.require_subcommand(1, 1);
     app.fallthrough();
     app.add_option("--db", db, "store directory (default: $CPTOKEN_DB, else /var/lib/cptoken)");
+    if (const char *endpoints = std::getenv("CPTOKEN_ETCD_ENDPOINTS")) g_cluster.endpoints = endpoints;
+    app.add_option("--etcd", g_cluster.endpoints,
+                   "cluster mode: etcd's endpoints, URL[,URL...] (default: $CPTOKEN_ETCD_ENDPOINTS); writes go to "
+                   "etcd, this store mirrors it (docs/scale-out.md)")
+        ->group("Cluster mode");
+    app.add_option("--etcd-prefix", g_cluster.prefix, "where the token set is in etcd (default: /cptoken/v1/)")
+        ->group("Cluster mode");
+    app.add_option("--etcd-cacert", g_cluster.cacert, "CA bundle that verifies etcd's members")->group("Cluster mode");
+    app.add_option("--etcd-cert", g_cluster.cert, "client certificate (without a CN)")->group("Cluster mode");
+    app.add_option("--etcd-key", g_cluster.key, "its private key")->group("Cluster mode");
+    app.add_option("--etcd-user", g_cluster.user, "etcd user to log in as")->group("Cluster mode");
+    app.add_option("--etcd-password-file", g_cluster.password_file, "file whose first line is that user's password")
+        ->group("Cluster mode");
     app.set_version_flag("--version", "cptoken " CPTOKEN_VERSION, "print the version and exit");
 
     // The one subcommand given runs its handler once parsing is done.

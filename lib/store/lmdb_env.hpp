@@ -304,6 +304,7 @@ public:
         const std::string stored = ls_encode(stamp, mdb_txn_id(txn.get()), flags, payload);
         MDB_val value = as_val(stored);
         check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to ", file_);
+        if (on_write) on_write(dbi, as_view(key), stored);
     }
 
     // Writes under `key` with `cursor` (of `dbi`, in `txn`): `payload`
@@ -342,9 +343,15 @@ public:
         for (const std::string &stale : keys) {
             MDB_val k = as_val(stale);
             check(mdb_del(txn.get(), dbi, &k, nullptr), "cannot delete from ", file_);
+            if (on_write) on_write(dbi, stale, std::nullopt);
         }
         return keys.size();
     }
+
+    /// When set, told every key put() and drop_tombstones() write (the value
+    /// stored, or nullopt for a delete): a store in cluster mode sends them
+    /// to etcd instead of committing them.
+    std::function<void(MDB_dbi dbi, std::string_view key, std::optional<std::string_view> value)> on_write;
 
     // Deletes are tombstones, so that replication can carry them to other hosts.
     void put_tombstone(Txn &txn, MDB_dbi dbi, MDB_val key) { put(txn, dbi, key, {}, ls_flag_deleted); }

@@ -11,14 +11,16 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <thread>
 #include <cerrno>
+#include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <stdexcept>
 
 #include <openssl/rand.h>
@@ -47,6 +49,10 @@ constexpr const char *last_commit_key = "last_commit";
 // Random bytes made once per store, also in its commit record: a data file of
 // another store put in place alone does not match the record there.
 constexpr const char *store_id_key = "store_id";
+// Where a mirror of etcd stands (MirrorPoint), written with the data it describes.
+constexpr const char *mirror_applied_key = "mirror_applied_revision";
+constexpr const char *mirror_gen_key = "mirror_gen_revision";
+constexpr const char *mirror_cluster_key = "mirror_cluster_id";
 
 std::string new_store_id() {
     std::string id(CommitRecord::store_id_size, '\0');
@@ -738,12 +744,86 @@ struct TokenStore::Impl {
 
     template <class Change>
     auto write(Change change) {
-        std::optional<Txn> txn;
-        begin_write(txn);
-        auto result = change(*txn);
-        commit(*txn);
-        return result;
+        return write_if(change, [](const auto &) { return true; });
     }
+
+    // Runs `change` on a write transaction, and commits what it wrote if
+    // `keep(its result)` (batch(): false is a dry run): here, or in cluster
+    // mode through `remote`, after the transaction ended unwritten (the
+    // writer lock is never held while etcd is asked).
+    template <class Change, class Keep>
+    auto write_if(Change change, Keep keep) {
+        if (!remote) {
+            std::optional<Txn> txn;
+            begin_write(txn);
+            auto result = change(*txn);
+            if (keep(result)) commit(*txn);
+            return result;
+        }
+        for (unsigned conflicts = 0;; ++conflicts) {
+            std::vector<StoreWrite> writes;
+            std::optional<MirrorPoint> base;
+            auto result = [&] {
+                std::optional<Txn> txn;
+                begin_write(txn);
+                record_writes_into(writes);
+                struct Stop {
+                    Env &env;
+                    ~Stop() { env.on_write = nullptr; }
+                } stop{env};
+                base = mirror_point_in(*txn);
+                if (!base)
+                    refuse(dir_of(env.file()) + " is not a mirror of etcd yet: writes go to etcd and reach this "
+                           "store through its agent; start it (cptoken --db " + dir_of(env.file()) + " sync) and "
+                           "wait for its first full read");
+                return change(*txn);
+            }();
+            if (!keep(result) || writes.empty()) return result;
+            if (remote->publish(writes, *base) == RemoteWriter::Outcome::committed) return result;
+            if (conflicts >= max_conflicts)
+                throw StoreError(StoreError::Kind::inconsistent,
+                                 "other writes to etcd came first " + std::to_string(conflicts + 1) +
+                                 " times in a row; nothing was written: try again");
+        }
+    }
+
+    // Has `env` note every key a write transaction puts or deletes in
+    // `writes`, once per key (the last value wins: etcd refuses a key twice
+    // in one transaction). Meta keys stay local.
+    void record_writes_into(std::vector<StoreWrite> &writes) {
+        auto seen = std::make_shared<std::map<std::pair<StoreWrite::Database, std::string>, std::size_t>>();
+        env.on_write = [this, &writes, seen](MDB_dbi dbi, std::string_view key, std::optional<std::string_view> value) {
+            if (dbi != tokens && dbi != names) return;
+            const auto database = dbi == tokens ? StoreWrite::Database::tokens : StoreWrite::Database::names;
+            std::optional<std::string> stored;
+            if (value) stored.emplace(*value);
+            const auto [at, added] = seen->try_emplace({database, std::string(key)}, writes.size());
+            if (added)
+                writes.push_back({database, std::string(key), std::move(stored)});
+            else
+                writes[at->second].value = std::move(stored);
+        };
+    }
+
+    // A signed number kept in meta as decimal text; 0 if absent.
+    std::int64_t meta_number(Txn &txn, const char *key) const {
+        const auto text = env.get_live(txn, meta, as_val(std::string_view(key)));
+        if (!text) return 0;
+        std::int64_t number = 0;
+        const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), number);
+        if (ec != std::errc() || end != text->data() + text->size() || number < 0)
+            corrupt("the meta value " + std::string(key) + " in " + env.file() + " is not a revision");
+        return number;
+    }
+
+    std::optional<MirrorPoint> mirror_point_in(Txn &txn) const {
+        const auto cluster = env.get_live(txn, meta, as_val(std::string_view(mirror_cluster_key)));
+        if (!cluster) return std::nullopt;
+        return MirrorPoint{meta_number(txn, mirror_applied_key), meta_number(txn, mirror_gen_key), std::string(*cluster)};
+    }
+
+    std::shared_ptr<RemoteWriter> remote;
+    unsigned max_conflicts = 0;
 
     std::function<void(const std::string &)> lock_wait_notice;
     // recheck_file(): what the data file looked like at the last call.
@@ -1003,11 +1083,120 @@ PruneResult TokenStore::prune(Seconds now) {
 }
 
 void TokenStore::batch(const std::function<bool(TokenBatch &batch)> &change) {
-    std::optional<Txn> txn;
-    impl_->begin_write(txn);
-    TokenBatch batch(*impl_, *txn);
-    if (change(batch)) impl_->commit(*txn);
-    // otherwise the transaction ends unwritten with `txn`
+    impl_->write_if(
+        [&](Txn &txn) {
+            TokenBatch batch(*impl_, txn);
+            return change(batch);
+        },
+        [](bool keep) { return keep; });
+}
+
+void TokenStore::write_through(std::shared_ptr<RemoteWriter> writer, unsigned max_conflicts) {
+    impl_->remote = std::move(writer);
+    impl_->max_conflicts = max_conflicts;
+}
+
+std::optional<MirrorPoint> TokenStore::mirror_point() const {
+    return impl_->read([&](Txn &txn) { return impl_->mirror_point_in(txn); });
+}
+
+namespace {
+
+// Whether `write` holds what the store itself would write under its key.
+bool is_store_value(const StoreWrite &write) {
+    if (!write.value) return true;
+    const auto decoded = ls_decode(*write.value);
+    if (!decoded) return false;
+    if (write.database == StoreWrite::Database::tokens) {
+        if (write.key.size() != Digest().size()) return false;
+        return decoded->deleted() || decode_record(decoded->payload).has_value();
+    }
+    const auto nul = write.key.find('\0');
+    if (nul == std::string::npos || nul == 0 || nul + 1 == write.key.size()) return false;
+    return decoded->deleted() || decoded->payload.size() == Digest().size();
+}
+
+}  // namespace
+
+MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, const MirrorPoint &point, bool whole) {
+    Impl &impl = *impl_;
+    return impl.write([&](Txn &txn) {
+        MirrorApplied applied;
+        const auto dbi_of = [&](StoreWrite::Database database) {
+            return database == StoreWrite::Database::tokens ? impl.tokens : impl.names;
+        };
+        const auto remove = [&](MDB_dbi dbi, std::string_view key) {
+            MDB_val k = as_val(key);
+            const int rc = mdb_del(txn.get(), dbi, &k, nullptr);
+            if (rc == MDB_SUCCESS) ++applied.changed;
+            else if (rc != MDB_NOTFOUND) fail(rc, "cannot delete from " + impl.env.file());
+        };
+        if (whole) {  // what etcd no longer holds goes
+            std::set<std::pair<StoreWrite::Database, std::string_view>> kept;
+            for (const StoreWrite &write : writes) kept.emplace(write.database, write.key);
+            for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
+                std::vector<std::string> gone;
+                MDB_cursor *cursor = nullptr;
+                check(mdb_cursor_open(txn.get(), dbi_of(database), &cursor), "cannot read ", impl.env.file());
+                MDB_val key, value;
+                int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+                for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT))
+                    if (!kept.count({database, as_view(key)})) gone.emplace_back(as_view(key));
+                mdb_cursor_close(cursor);
+                if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl.env.file());
+                for (const std::string &gone_key : gone) remove(dbi_of(database), gone_key);
+            }
+        }
+        for (const StoreWrite &write : writes) {
+            const MDB_dbi dbi = dbi_of(write.database);
+            if (write.key.empty() || write.key.size() > 511) {  // LMDB's limit: not a key this store makes
+                ++applied.refused;
+                continue;
+            }
+            if (!is_store_value(write)) {
+                ++applied.refused;
+                remove(dbi, write.key);
+                continue;
+            }
+            if (!write.value) {
+                remove(dbi, write.key);
+                continue;
+            }
+            MDB_val key = as_val(write.key), stored;
+            const int rc = mdb_get(txn.get(), dbi, &key, &stored);
+            if (rc == MDB_SUCCESS && as_view(stored) == *write.value) continue;
+            if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl.env.file());
+            MDB_val value = as_val(*write.value);
+            check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to ", impl.env.file());
+            ++applied.changed;
+        }
+        const auto put_meta = [&](const char *key, const std::string &value) {
+            const auto stored = impl.env.get_live(txn, impl.meta, as_val(std::string_view(key)));
+            if (!stored || *stored != value) impl.env.put(txn, impl.meta, as_val(std::string_view(key)), value);
+        };
+        put_meta(mirror_applied_key, std::to_string(point.applied_revision));
+        put_meta(mirror_gen_key, std::to_string(point.gen_revision));
+        put_meta(mirror_cluster_key, point.cluster_id);
+        return applied;
+    });
+}
+
+std::vector<StoreWrite> TokenStore::all_writes() const {
+    return impl_->read([&](Txn &txn) {
+        std::vector<StoreWrite> out;
+        for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
+            MDB_cursor *cursor = nullptr;
+            const MDB_dbi dbi = database == StoreWrite::Database::tokens ? impl_->tokens : impl_->names;
+            check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", impl_->env.file());
+            MDB_val key, value;
+            int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+            for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT))
+                out.push_back({database, std::string(as_view(key)), std::string(as_view(value))});
+            mdb_cursor_close(cursor);
+            if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl_->env.file());
+        }
+        return out;
+    });
 }
 
 std::optional<TokenRecord> TokenBatch::find(const Digest &digest) const { return impl_.record_of(txn_, digest); }

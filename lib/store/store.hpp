@@ -209,6 +209,45 @@ class Txn;
 }
 class TokenBatch;
 
+/// One change to the token store's data, as it crosses hosts (issue 24: a
+/// store that mirrors etcd). Values are carried as LMDB holds them, header
+/// and all, so that every mirror holds the same bytes.
+struct StoreWrite {
+    enum class Database : std::uint8_t { tokens, names };
+    Database database = Database::tokens;
+    std::string key;                   ///< tokens: the 64-byte digest; names: user '\0' name
+    std::optional<std::string> value;  ///< the stored value (Lightning Stream header, payload); nullopt: key deleted
+};
+
+/// Where a store that mirrors etcd stands: written by the mirror agent in
+/// the same transaction as the data it describes (meta database).
+struct MirrorPoint {
+    std::int64_t applied_revision = 0;  ///< the highest etcd mod_revision applied
+    std::int64_t gen_revision = 0;      ///< mod_revision of the generation key, which every admin write puts
+    std::string cluster_id;             ///< etcd's cluster id (decimal)
+};
+
+/// What apply_mirror() did.
+struct MirrorApplied {
+    std::size_t changed = 0;  ///< keys whose stored value changed (added, replaced, deleted)
+    std::size_t refused = 0;  ///< values that were not a store's (bad key, header or record): their keys were deleted
+};
+
+/// Where a store in cluster mode sends its writes (etcd): TokenStore makes
+/// each change in a write transaction it never commits, and hands what the
+/// change wrote to publish(). tokens.mdb is then written by the mirror
+/// agent alone.
+class RemoteWriter {
+public:
+    virtual ~RemoteWriter() = default;
+    enum class Outcome { committed, conflict };
+    /// Makes `writes` happen elsewhere, all or none, as a change made on the
+    /// store as of `base`, and waits until this store's mirror holds it.
+    /// Returns conflict if another change came first (once the mirror holds
+    /// that one: the change is then made again). Throws StoreError.
+    virtual Outcome publish(const std::vector<StoreWrite> &writes, const MirrorPoint &base) = 0;
+};
+
 struct PruneResult {
     std::size_t expired_removed = 0;
     std::size_t tombstones_dropped = 0;
@@ -324,6 +363,31 @@ public:
     /// step (cptoken import-cpanel). Throws what `change` throws, and
     /// StoreError as the other writes do.
     void batch(const std::function<bool(TokenBatch &batch)> &change);
+
+    /// From now on, every write (add, edit, rotate, revoke, prune, batch...)
+    /// goes to `writer` instead of tokens.mdb (cluster mode): made on this
+    /// store, never committed here, and made again on a conflict, up to
+    /// `max_conflicts` times. Throws from a write: StoreError (access) if the
+    /// store is no mirror yet (mirror_point() is empty), (inconsistent) if
+    /// every attempt met a conflict, and what `writer` throws.
+    void write_through(std::shared_ptr<RemoteWriter> writer, unsigned max_conflicts = 20);
+
+    /// Where this store's mirror of etcd stands; nullopt if it is no mirror.
+    /// Throws StoreError (corrupt) for a broken meta value.
+    std::optional<MirrorPoint> mirror_point() const;
+
+    /// The mirror agent's write: `writes` as they are, and `point`, in one
+    /// transaction. With `whole` (a full read of etcd), every key of the
+    /// tokens and names databases not in `writes` is deleted too. Only what
+    /// differs is written (ten full reads leave the file the size one did).
+    /// A value that is not a store's is not stored: its key is deleted
+    /// (a token etcd holds badly is refused, never kept as it was). Throws
+    /// StoreError as the other writes do.
+    MirrorApplied apply_mirror(const std::vector<StoreWrite> &writes, const MirrorPoint &point, bool whole);
+
+    /// Every key and value of the tokens and names databases, as StoreWrite
+    /// puts (tombstones too), for copying the store to etcd (cptoken push).
+    std::vector<StoreWrite> all_writes() const;
 
     /// Checks the data file this store has open against what LMDB made of
     /// it: not shorter than its newest snapshot needs (and, without the lock
