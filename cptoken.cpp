@@ -33,6 +33,7 @@
 
 #include "admin/cpanel_import.hpp"
 #include "cluster/cluster_config.hpp"
+#include "cluster/etcd_writer.hpp"
 #include "store/fsck.hpp"
 #include "token/names.hpp"
 #include "token/network.hpp"
@@ -535,6 +536,8 @@ std::optional<etcd::ClusterConfig> cluster_mode() {
 // A writing command's store: its writes go to etcd in cluster mode.
 void prepare_writes(TokenStore &store) {
     say_when_waiting(store);
+    if (const auto cluster = cluster_mode())
+        store.write_through(std::make_shared<etcd::EtcdWriter>(*cluster, store, notice_on_stderr));
 }
 
 // Each command has its own options, bound to its subcommand by define(),
@@ -731,6 +734,10 @@ struct FsckOptions {
 struct BackupOptions {
     std::string file;
     void define(CLI::App *sub) { sub->add_option("FILE", file)->required(); }
+};
+
+struct PushOptions {
+    void define(CLI::App *) {}
 };
 
 struct ImportCpanelOptions {
@@ -1178,6 +1185,24 @@ int cmd_backup(const std::string &db, const BackupOptions &o) {
     return 0;
 }
 
+// Moving from one host to many: the store's tokens and names, as they are
+// (digests, tombstones), into an empty prefix; then each front-end's agent
+// mirrors them (docs/scale-out.md).
+int cmd_push(const std::string &db, const PushOptions &) {
+    const auto cluster = cluster_mode();
+    if (!cluster) throw UsageError("push copies the store to etcd: give --etcd URL[,URL...]");
+    const TokenStore store(db, access_for_reading(db));
+    const std::vector<StoreWrite> writes = store.all_writes();
+    etcd::EtcdWriter writer(*cluster, store, notice_on_stderr);
+    const std::int64_t revision = writer.push(writes);
+    std::size_t tokens = 0;
+    for (const StoreWrite &write : writes) tokens += write.database == StoreWrite::Database::tokens;
+    std::cout << "copied " << tokens << " token record(s) and " << writes.size() - tokens << " name(s) of " << db
+              << " to etcd under " << cluster->prefix << " at revision " << revision
+              << "; start `cptoken sync` on every front-end\n";
+    return 0;
+}
+
 // One line per finding ("orphan: alice/deploy (digest ...): ..."), then one per repair, then a summary.
 // Exit 0 for a clean store, 1 if anything was found, repaired or not.
 int cmd_fsck(const std::string &db, const FsckOptions &o) {
@@ -1390,6 +1415,8 @@ int run(int argc, char **argv) {
             });
     BackupOptions backup;
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);
+    PushOptions push;
+    command("push", "copy the store into an empty etcd prefix (moving to cluster mode; needs --etcd)", push, cmd_push);
 
     // CLI11 would call a mistyped command a missing one.
     if (const auto word = command_word(argc, argv);

@@ -753,13 +753,7 @@ struct TokenStore::Impl {
     // writer lock is never held while etcd is asked).
     template <class Change, class Keep>
     auto write_if(Change change, Keep keep) {
-        if (!remote) {
-            std::optional<Txn> txn;
-            begin_write(txn);
-            auto result = change(*txn);
-            if (keep(result)) commit(*txn);
-            return result;
-        }
+        if (!remote) return write_here(change, keep);
         for (unsigned conflicts = 0;; ++conflicts) {
             std::vector<StoreWrite> writes;
             std::optional<MirrorPoint> base;
@@ -785,6 +779,16 @@ struct TokenStore::Impl {
                                  "other writes to etcd came first " + std::to_string(conflicts + 1) +
                                  " times in a row; nothing was written: try again");
         }
+    }
+
+    // write_if() on tokens.mdb, also in cluster mode (the mirror agent's own writes).
+    template <class Change, class Keep>
+    auto write_here(Change change, Keep keep) {
+        std::optional<Txn> txn;
+        begin_write(txn);
+        auto result = change(*txn);
+        if (keep(result)) commit(*txn);
+        return result;
     }
 
     // Has `env` note every key a write transaction puts or deletes in
@@ -1120,7 +1124,7 @@ bool is_store_value(const StoreWrite &write) {
 
 MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, const MirrorPoint &point, bool whole) {
     Impl &impl = *impl_;
-    return impl.write([&](Txn &txn) {
+    return impl.write_here([&](Txn &txn) {
         MirrorApplied applied;
         const auto dbi_of = [&](StoreWrite::Database database) {
             return database == StoreWrite::Database::tokens ? impl.tokens : impl.names;
@@ -1178,7 +1182,7 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
         put_meta(mirror_gen_key, std::to_string(point.gen_revision));
         put_meta(mirror_cluster_key, point.cluster_id);
         return applied;
-    });
+    }, [](const MirrorApplied &) { return true; });
 }
 
 std::vector<StoreWrite> TokenStore::all_writes() const {

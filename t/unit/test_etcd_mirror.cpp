@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: Apache-2.0
+// Unit tests for cluster mode's store side (issue 24) on real LMDB files:
+// TokenStore::write_through (a change made on the mirror, never committed
+// there, made again on a conflict), apply_mirror (what the agent writes) and
+// the layout in etcd (lib/cluster/mirror_keys.hpp). etcd itself is in
+// t/cluster; here a RemoteWriter plays it, one revision per commit, and
+// hands its writes to the mirror as the agent would.
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cluster/mirror_keys.hpp"
+#include "store/lsheader.hpp"
+#include "store/store.hpp"
+#include "token/token.hpp"
+
+#include "support.hpp"
+using namespace test_support;
+
+using namespace cptoken;
+
+namespace {
+
+const MirrorPoint first_point{10, 7, "42"};
+
+// etcd as the store sees it: a revision counter and P gen's revision; a
+// commit is applied to the mirror at once, as a live agent would.
+struct PlayedEtcd : RemoteWriter {
+    TokenStore &mirror;
+    std::int64_t revision = first_point.applied_revision, gen = first_point.gen_revision;
+    std::vector<std::vector<StoreWrite>> commits;
+    // Runs before the next publish's compare, as another host's write would.
+    std::function<void()> before_next;
+
+    explicit PlayedEtcd(TokenStore &store) : mirror(store) {}
+
+    Outcome publish(const std::vector<StoreWrite> &writes, const MirrorPoint &base) override {
+        if (auto other = std::exchange(before_next, nullptr)) other();
+        if (base.gen_revision != gen) return Outcome::conflict;  // the mirror already holds the other write
+        commit(writes);
+        return Outcome::committed;
+    }
+    void commit(const std::vector<StoreWrite> &writes) {
+        gen = ++revision;
+        commits.push_back(writes);
+        mirror.apply_mirror(writes, MirrorPoint{revision, gen, first_point.cluster_id}, false);
+    }
+};
+
+std::string digest_key(const Digest &d) { return std::string(reinterpret_cast<const char *>(d.data()), d.size()); }
+
+void test_a_store_that_is_no_mirror_refuses_cluster_writes(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    store.write_through(std::make_shared<PlayedEtcd>(store));
+    const std::string message = EXPECT_STORE_ERROR(access, store.add(new_digest(), rec("alice", "t1")));
+    assert_non_null(strstr(message.c_str(), "not a mirror of etcd yet"));
+    assert_int_equal(store.stored_count(), 0);
+}
+
+void test_a_write_reaches_the_store_only_through_etcd(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    store.apply_mirror({}, first_point, true);
+    auto etcd = std::make_shared<PlayedEtcd>(store);
+    store.write_through(etcd);
+    const Digest digest = new_digest();
+    store.add(digest, rec("alice", "t1"));
+    assert_int_equal(etcd->commits.size(), 1);
+    const auto &writes = etcd->commits[0];
+    assert_int_equal(writes.size(), 2);  // the record and its name; meta stays here
+    assert_true(writes[0].database == StoreWrite::Database::tokens && writes[0].key == digest_key(digest));
+    assert_true(writes[1].database == StoreWrite::Database::names && writes[1].key == std::string("alice\0t1", 8));
+    assert_true(store.find(digest).has_value());
+    assert_int_equal(store.mirror_point()->applied_revision, first_point.applied_revision + 1);
+
+    // A write etcd never takes leaves nothing here.
+    struct Refusing : RemoteWriter {
+        Outcome publish(const std::vector<StoreWrite> &, const MirrorPoint &) override {
+            throw StoreError(StoreError::Kind::access, "etcd: unreachable");
+        }
+    };
+    store.write_through(std::make_shared<Refusing>());
+    EXPECT_STORE_ERROR(access, store.revoke("alice", "t1"));
+    assert_true(store.find(digest).has_value());
+}
+
+void test_a_name_raced_for_goes_to_one_writer(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    store.apply_mirror({}, first_point, true);
+    auto etcd = std::make_shared<PlayedEtcd>(store);
+    store.write_through(etcd);
+    // Another host creates alice/t1 between this change and its commit.
+    const Digest theirs = new_digest(), ours = new_digest();
+    etcd->before_next = [&] {
+        std::vector<StoreWrite> writes;
+        const std::string value = ls_encode(1, 1, 0, encode_record(rec("alice", "t1")));
+        writes.push_back({StoreWrite::Database::tokens, digest_key(theirs), value});
+        writes.push_back({StoreWrite::Database::names, std::string("alice\0t1", 8), ls_encode(1, 1, 0, digest_key(theirs))});
+        etcd->commit(writes);  // reaches this mirror before the compare, as the agent would apply it
+    };
+    EXPECT_STORE_ERROR(duplicate, store.add(ours, rec("alice", "t1")));
+    assert_true(store.find(theirs).has_value());
+    assert_false(store.find(ours).has_value());
+    assert_int_equal(etcd->commits.size(), 1);  // theirs only
+}
+
+void test_a_conflict_makes_the_change_again_on_the_newer_mirror(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    store.apply_mirror({}, first_point, true);
+    auto etcd = std::make_shared<PlayedEtcd>(store);
+    store.write_through(etcd);
+    store.add(new_digest(), rec("alice", "t1"));
+    etcd->before_next = [&] {  // another host adds bob/b1 meanwhile
+        const Digest digest = new_digest();
+        etcd->commit({{StoreWrite::Database::tokens, digest_key(digest), ls_encode(1, 1, 0, encode_record(rec("bob", "b1")))},
+                      {StoreWrite::Database::names, std::string("bob\0b1", 6), ls_encode(1, 1, 0, digest_key(digest))}});
+    };
+    store.edit("alice", "t1", TokenChanges{.name = std::string("t2")});
+    assert_int_equal(etcd->commits.size(), 3);
+    assert_true(store.find_by_name("alice", "t2").has_value());
+    assert_true(store.find_by_name("bob", "b1").has_value());
+    assert_false(store.find_by_name("alice", "t1").has_value());
+}
+
+void test_a_dry_run_batch_sends_nothing(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    store.apply_mirror({}, first_point, true);
+    auto etcd = std::make_shared<PlayedEtcd>(store);
+    store.write_through(etcd);
+    store.batch([&](TokenBatch &batch) {
+        batch.put_many({{new_digest(), rec("alice", "t1")}});
+        return false;
+    });
+    assert_int_equal(etcd->commits.size(), 0);
+    assert_int_equal(store.stored_count(), 0);
+}
+
+void test_a_full_read_removes_what_etcd_lost_and_refuses_what_is_not_a_store_value(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    const Digest kept = new_digest(), gone = new_digest(), bad = new_digest();
+    const std::string kept_value = ls_encode(5, 1, 0, encode_record(rec("alice", "kept")));
+    std::vector<StoreWrite> first{
+        {StoreWrite::Database::tokens, digest_key(kept), kept_value},
+        {StoreWrite::Database::tokens, digest_key(gone), ls_encode(5, 1, 0, encode_record(rec("alice", "gone")))},
+    };
+    MirrorApplied applied = store.apply_mirror(first, first_point, true);
+    assert_int_equal(applied.changed, 2);
+    assert_true(store.find(gone).has_value());
+
+    std::vector<StoreWrite> second{
+        {StoreWrite::Database::tokens, digest_key(kept), kept_value},
+        {StoreWrite::Database::tokens, digest_key(bad), std::string("not a record")},
+    };
+    applied = store.apply_mirror(second, MirrorPoint{20, 20, "42"}, true);
+    assert_int_equal(applied.changed, 1);  // gone went; bad was never stored
+    assert_int_equal(applied.refused, 1);
+    assert_true(store.find(kept).has_value());
+    assert_false(store.find(gone).has_value());
+    assert_false(store.find(bad).has_value());
+    assert_int_equal(store.mirror_point()->applied_revision, 20);
+
+    // The same read again changes nothing.
+    applied = store.apply_mirror({second[0]}, MirrorPoint{21, 20, "42"}, true);
+    assert_int_equal(applied.changed, 0);
+}
+
+void test_a_bad_value_for_a_live_token_revokes_it(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    const Digest digest = new_digest();
+    store.apply_mirror({{StoreWrite::Database::tokens, digest_key(digest), ls_encode(5, 1, 0, encode_record(rec("alice", "t")))}},
+                       first_point, true);
+    assert_true(store.find(digest).has_value());
+    const MirrorApplied applied =
+        store.apply_mirror({{StoreWrite::Database::tokens, digest_key(digest), std::string("garbage")}}, first_point, false);
+    assert_int_equal(applied.refused, 1);
+    assert_false(store.find(digest).has_value());  // fail closed: never kept as it was
+}
+
+void test_etcd_keys_round_trip(void **) {
+    const std::string prefix = etcd::default_prefix;
+    const Digest digest = new_digest();
+    const StoreWrite token{StoreWrite::Database::tokens, digest_key(digest), std::string("v")};
+    const std::string key = etcd::etcd_key(prefix, token);
+    assert_string_equal(key.c_str(), (prefix + "tokens/" + digest_hex(digest)).c_str());
+    auto back = etcd::store_write(prefix, key, "v");
+    assert_true(back && back->database == StoreWrite::Database::tokens && back->key == token.key && *back->value == "v");
+
+    const StoreWrite name{StoreWrite::Database::names, std::string("alice\0deploy-1", 14), std::nullopt};
+    const std::string name_key = etcd::etcd_key(prefix, name);
+    assert_string_equal(name_key.c_str(), (prefix + "names/alice/deploy-1").c_str());
+    back = etcd::store_write(prefix, name_key, "", true);
+    assert_true(back && back->database == StoreWrite::Database::names && back->key == name.key && !back->value);
+
+    assert_false(etcd::store_write(prefix, etcd::gen_key(prefix), "x").has_value());
+    assert_false(etcd::store_write(prefix, etcd::schema_key(prefix), "1").has_value());
+    assert_false(etcd::store_write(prefix, "/other/tokens/aa", "x").has_value());
+    // Under P but no key of ours: kept empty, so that apply_mirror refuses it.
+    back = etcd::store_write(prefix, prefix + "tokens/zz", "x");
+    assert_true(back && back->key.empty());
+    back = etcd::store_write(prefix, prefix + "names/Bad User/x", "x");
+    assert_true(back && back->key.empty());
+
+    bool threw = false;
+    try {
+        etcd::etcd_key(prefix, StoreWrite{StoreWrite::Database::names, std::string("a/b\0c", 5), std::nullopt});
+    } catch (const std::invalid_argument &) {
+        threw = true;
+    }
+    assert_true(threw);
+    assert_string_equal(etcd::usage_prefix(prefix).c_str(), "/cptoken/v1-usage/");
+}
+
+}  // namespace
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_store_that_is_no_mirror_refuses_cluster_writes, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_write_reaches_the_store_only_through_etcd, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_name_raced_for_goes_to_one_writer, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_conflict_makes_the_change_again_on_the_newer_mirror, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_dry_run_batch_sends_nothing, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_full_read_removes_what_etcd_lost_and_refuses_what_is_not_a_store_value,
+                                        setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_bad_value_for_a_live_token_revokes_it, setup_init, teardown),
+        cmocka_unit_test(test_etcd_keys_round_trip),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}
