@@ -132,7 +132,11 @@ std::vector<std::string> parse_scopes(const std::vector<std::string> &texts) {
 std::optional<std::string> command_word(int argc, char **argv) {
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
-        if (arg == "--db") {
+        // The global options that take a value (cluster mode's too).
+        static constexpr std::string_view with_value[] = {"--db",       "--etcd",     "--etcd-prefix",
+                                                          "--etcd-cacert", "--etcd-cert", "--etcd-key",
+                                                          "--etcd-user", "--etcd-password-file"};
+        if (std::find(std::begin(with_value), std::end(with_value), arg) != std::end(with_value)) {
             ++i;
             continue;
         }

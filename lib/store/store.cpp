@@ -768,7 +768,7 @@ struct TokenStore::Impl {
                 base = mirror_point_in(*txn);
                 if (!base)
                     refuse(dir_of(env.file()) + " is not a mirror of etcd yet: writes go to etcd and reach this "
-                           "store through its agent; start it (cptoken --db " + dir_of(env.file()) + " sync) and "
+                           "store through its agent; start it (cptoken --db " + dir_of(env.file()) + " --etcd URL[,URL...] sync) and "
                            "wait for its first full read");
                 return change(*txn);
             }();

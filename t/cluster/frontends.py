@@ -1,0 +1,230 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Front-ends of a token cluster (issue 24), for the cluster tests: each one
+a store directory, its mirror agent (`cptoken sync`) and an httpd with the
+built module, all on loopback, against an EtcdCluster.
+
+    with Frontend(cluster.endpoints(), max_staleness=3) as a:
+        token = a.cptoken("create", "alice", "t1").stdout.strip()
+        assert a.status_of(token) == 200
+"""
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = (HERE / ".." / "..").resolve()
+CPTOKEN = os.environ.get("CPTOKEN") or str(ROOT / "build" / "cptoken")
+MOD = os.environ.get("MOD_CPTOKEN") or str(ROOT / "build" / "mod_cptoken.so")
+APACHE = "/usr/sbin/apache2"
+MODDIR = "/usr/lib/apache2/modules"
+
+CONF = r"""
+ServerRoot "@DIR@"
+PidFile "@DIR@/httpd.pid"
+DefaultRuntimeDir "@DIR@/run"
+ServerName 127.0.0.1
+Listen 127.0.0.1:@PORT@
+User www-data
+Group www-data
+ErrorLog "@DIR@/error.log"
+LogLevel warn cptoken:info
+LoadModule mpm_event_module @MODDIR@/mod_mpm_event.so
+LoadModule authn_core_module @MODDIR@/mod_authn_core.so
+LoadModule authz_core_module @MODDIR@/mod_authz_core.so
+LoadModule authz_user_module @MODDIR@/mod_authz_user.so
+LoadModule alias_module @MODDIR@/mod_alias.so
+LoadModule cptoken_module "@MODULE@"
+StartServers 1
+ThreadsPerChild 8
+MaxRequestWorkers 16
+DocumentRoot "@DIR@/htdocs"
+<Directory "@DIR@/htdocs">
+    Require all granted
+</Directory>
+CPTokenDB "@STORE@"
+@STALENESS@
+<Location "/api">
+    AuthType cpanel
+    AuthName "cluster"
+    Require valid-user
+</Location>
+<Location "/cptoken-status">
+    SetHandler cptoken-status
+</Location>
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Frontend:
+    """One front-end: DIR/store (mirror), its agent and its httpd."""
+
+    def __init__(self, endpoints, *, name="fe", max_staleness=None, agent_args=(), base=None):
+        self.endpoints = list(endpoints)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"cptoken-{name}-", dir=base))
+        os.chmod(self.dir, 0o755)
+        self.store = self.dir / "store"
+        self.max_staleness = max_staleness
+        self.agent_args = list(agent_args)
+        self.agent = None
+        self.httpd = None
+        self.port = None
+        self._conn = None
+
+    def __enter__(self):
+        self.init()
+        self.start_agent()
+        self.wait_mirrored()
+        self.start_httpd()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.stop_httpd()
+        self.stop_agent()
+        if not os.environ.get("KEEP_FRONTENDS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- the tool
+
+    def cptoken(self, *args, check=True, timeout=60, input=None, etcd=True):
+        """Runs cptoken on this front-end's store (in cluster mode unless etcd=False)."""
+        cmd = [CPTOKEN, "--db", str(self.store)]
+        if etcd:
+            cmd += ["--etcd", ",".join(self.endpoints)]
+        r = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                           input=input)
+        if check and r.returncode != 0:
+            raise AssertionError(f"cptoken {' '.join(map(str, args))} exited {r.returncode}: {r.stderr}")
+        return r
+
+    def init(self):
+        self.cptoken("init", "--group", "www-data", etcd=False)
+        (self.dir / "htdocs" / "api").mkdir(parents=True)
+        (self.dir / "htdocs" / "api" / "ok.txt").write_text("ok\n")
+        os.chmod(self.dir / "htdocs", 0o755)
+        os.chmod(self.dir / "htdocs" / "api", 0o755)
+        os.chmod(self.dir / "htdocs" / "api" / "ok.txt", 0o644)
+
+    # -- the agent
+
+    def start_agent(self):
+        assert self.agent is None
+        self.agent_log = open(self.dir / "agent.log", "ab")
+        self.agent = subprocess.Popen(
+            [CPTOKEN, "--db", str(self.store), "--etcd", ",".join(self.endpoints), "sync"] + self.agent_args,
+            stdout=self.agent_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def stop_agent(self, sig=signal.SIGTERM):
+        if self.agent is None:
+            return
+        if self.agent.poll() is None:
+            self.agent.send_signal(sig)
+            try:
+                self.agent.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait(timeout=10)
+        self.agent = None
+        self.agent_log.close()
+
+    def agent_text(self):
+        return (self.dir / "agent.log").read_text(errors="replace")
+
+    def mirror_state(self):
+        try:
+            return dict(f.split("=", 1) for f in (self.store / "mirror.state").read_text().split()[2:])
+        except FileNotFoundError:
+            return {}
+
+    def wait_mirrored(self, timeout=30):
+        """Until the agent's first full read is in the store (mirror.state says live)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.mirror_state().get("state") == "live":
+                return
+            if self.agent is not None and self.agent.poll() is not None:
+                raise AssertionError(f"the agent exited {self.agent.returncode}:\n{self.agent_text()}")
+            time.sleep(0.02)
+        raise AssertionError(f"no full read within {timeout} s:\n{self.agent_text()}")
+
+    # -- httpd
+
+    def start_httpd(self):
+        self.port = free_port()
+        staleness = f"CPTokenMaxStaleness {self.max_staleness}" if self.max_staleness else ""
+        (self.dir / "run").mkdir(exist_ok=True)
+        text = CONF
+        for k, v in {"@DIR@": str(self.dir), "@PORT@": str(self.port), "@MODDIR@": MODDIR, "@MODULE@": MOD,
+                     "@STORE@": str(self.store), "@STALENESS@": staleness}.items():
+            text = text.replace(k, v)
+        (self.dir / "httpd.conf").write_text(text)
+        self.httpd_out = open(self.dir / "httpd.out", "ab")
+        self.httpd = subprocess.Popen([APACHE, "-f", str(self.dir / "httpd.conf"), "-D", "FOREGROUND"],
+                                      stdout=self.httpd_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.httpd.poll() is not None:
+                raise AssertionError(f"httpd exited:\n{(self.dir / 'httpd.out').read_text()}\n"
+                                     f"{self.error_log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("httpd did not start")
+
+    def stop_httpd(self):
+        if self.httpd is None:
+            return
+        self.httpd.send_signal(signal.SIGTERM)
+        try:
+            self.httpd.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.httpd.pid, signal.SIGKILL)
+            self.httpd.wait(timeout=10)
+        self.httpd = None
+        self.httpd_out.close()
+
+    def error_log(self):
+        try:
+            return (self.dir / "error.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def request(self, path, headers=None):
+        """(status, headers, body) over one kept-alive connection."""
+        for attempt in range(2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                self._conn.request("GET", path, headers=headers or {})
+                r = self._conn.getresponse()
+                body = r.read()
+                if r.getheader("Connection", "").lower() == "close":
+                    self._conn.close()
+                    self._conn = None
+                return r.status, dict(r.getheaders()), body
+            except (http.client.HTTPException, OSError):
+                self._conn.close()
+                self._conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def status_of(self, token, user="alice"):
+        return self.request("/api/ok.txt", {"Authorization": f"cpanel {user}:{token}"})[0]

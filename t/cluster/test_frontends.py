@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Many front-ends, one token set (issue 24): real etcd (3 members), and per
+front-end a store, its agent (`cptoken sync`) and an httpd with the module.
+The writers are `cptoken --etcd ...` on any front-end. Lines starting with
+"propagation:" are the measured times from a command's return to the first
+request that gets the new answer on every front-end."""
+
+import os
+import statistics
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import MEASUREMENTS
+from etcd_cluster import EtcdCluster
+from frontends import CPTOKEN, Frontend
+
+
+def report(line):
+    print("\n" + line)
+    if MEASUREMENTS:
+        with open(MEASUREMENTS, "a") as f:
+            f.write(line + "\n")
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def until_everywhere(frontends, token, status, timeout=10.0):
+    """Seconds until every front-end answers `status` for `token` (polled
+    over kept-alive connections, each front-end until it does)."""
+    start = time.monotonic()
+    for fe in frontends:
+        while fe.status_of(token) != status:
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"{fe.dir.name} still not {status} after {timeout} s")
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def two(cluster):
+    with Frontend(cluster.endpoints(), name="a") as a, Frontend(cluster.endpoints(), name="b") as b:
+        yield a, b
+
+
+def test_create_and_revoke_reach_every_frontend(two):
+    a, b = two
+    rounds = int(os.environ.get("PROPAGATION_ROUNDS", "100"))
+    created, revoked = [], []
+    for i in range(rounds):
+        writer = (a, b)[i % 2]  # made anywhere
+        token = writer.cptoken("create", "alice", f"t{i}").stdout.strip()
+        created.append(until_everywhere(two, token, 200))
+        writer.cptoken("revoke", "alice", f"t{i}")
+        revoked.append(until_everywhere(two, token, 401))
+    for what, times in (("create", created), ("revoke", revoked)):
+        report(f"propagation: {what} p50 {statistics.median(times) * 1000:.1f} ms p99 "
+               f"{percentile(times, 99) * 1000:.1f} ms max {max(times) * 1000:.1f} ms "
+               f"({len(times)} operations, 2 front-ends, Debian etcd 3.4.23)")
+    # Read your writes: the writer's own front-end had it when the command returned.
+    token = a.cptoken("create", "alice", "mine").stdout.strip()
+    assert a.status_of(token) == 200
+
+
+def test_a_name_raced_for_from_two_hosts_has_one_winner(two):
+    a, b = two
+    rounds = int(os.environ.get("RACE_ROUNDS", "200"))
+    losses = {"a": 0, "b": 0}
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(rounds):
+            results = list(pool.map(lambda fe: fe.cptoken("create", "bob", f"race{i}", check=False), (a, b)))
+            winners = [r for r in results if r.returncode == 0]
+            losers = [r for r in results if r.returncode != 0]
+            assert len(winners) == 1, [(r.returncode, r.stderr) for r in results]
+            assert "already has a token named 'race" in losers[0].stderr, losers[0].stderr
+            losses["a" if results[0].returncode else "b"] += 1
+            token = winners[0].stdout.strip()
+            assert a.status_of(token, "bob") == 200 or until_everywhere((a,), token, 200, 5) >= 0
+    report(f"propagation: name race, {rounds} rounds from 2 hosts: one winner each, lost by a {losses['a']}, "
+           f"b {losses['b']}")
+    listed = a.cptoken("list", "bob", etcd=False).stdout
+    assert sum(1 for line in listed.splitlines() if "race" in line) == rounds
+
+
+def test_a_bulk_create_bigger_than_one_etcd_transaction(two):
+    a, b = two
+    count = 300  # 600 keys: 5 transactions of etcd's default 128 operations
+    lines = "".join(f"carol c{i}\n" for i in range(count))
+    out = a.cptoken("bulk-create", "-", input=lines).stdout.split()
+    tokens = out[2::3]
+    assert len(tokens) == count
+    for token in (tokens[0], tokens[count // 2], tokens[-1]):
+        until_everywhere((a, b), token, 200)
+    assert all(b.status_of(t, "carol") == 200 for t in tokens)
+    assert len(b.cptoken("list", "carol", etcd=False).stdout.splitlines()) >= count
+
+
+def test_push_moves_a_single_host_store_into_the_cluster(cluster, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    single = tmp_path / "single"
+
+    def run(*args, etcd=False, check=True, input=None):
+        cmd = [CPTOKEN, "--db", str(single)] + (["--etcd", ",".join(cluster.endpoints())] if etcd else [])
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, check=check, input=input)
+
+    run("init", "--group", "www-data")
+    kept = run("create", "erin", "kept").stdout.strip()
+    gone = run("create", "erin", "gone").stdout.strip()
+    run("revoke", "erin", "gone")
+    pushed = run("push", etcd=True)
+    assert "copied 2 token record(s) and 2 name(s)" in pushed.stdout, pushed.stdout
+    with Frontend(cluster.endpoints(), name="b") as b:
+        assert b.status_of(kept, "erin") == 200
+        assert b.status_of(gone, "erin") == 401
+        listed = b.cptoken("list", "erin", etcd=False).stdout
+        assert "kept" in listed and "gone" not in listed
+        fresh = b.cptoken("create", "erin", "gone").stdout.strip()  # the revoked one's name is free again
+        assert b.status_of(fresh, "erin") == 200
+    again = run("push", etcd=True, check=False)
+    assert again.returncode == 1 and "already holds a token set" in again.stderr, again.stderr
+
+
+def test_revoke_still_works_when_etcd_is_out_of_space():
+    with EtcdCluster(size=3, progress_notify_interval="1s",
+                     extra_args=["--quota-backend-bytes", str(8 << 20)]) as cluster:
+        with Frontend(cluster.endpoints(), name="a") as a, Frontend(cluster.endpoints(), name="b") as b:
+            token = a.cptoken("create", "dave", "keep").stdout.strip()
+            until_everywhere((a, b), token, 200)
+            # Fill etcd outside the token prefix until it refuses puts.
+            filler = os.urandom(512 * 1024).hex()[: 1000 * 1000]
+            for i in range(200):
+                r = cluster.etcdctl("put", f"/filler/{i}", filler, check=False)
+                if r.returncode != 0:
+                    assert "space exceeded" in (r.stderr + r.stdout)
+                    break
+            else:
+                pytest.fail("etcd never ran out of space")
+            refused = a.cptoken("create", "dave", "more", check=False)
+            assert refused.returncode == 1 and "out of space" in refused.stderr, refused.stderr
+            revoked = b.cptoken("revoke", "dave", "keep")
+            assert "out of space" in revoked.stderr
+            until_everywhere((a, b), token, 401)
