@@ -33,6 +33,7 @@
 
 #include "admin/cpanel_import.hpp"
 #include "cluster/cluster_config.hpp"
+#include "cluster/cluster_usage.hpp"
 #include "cluster/etcd_writer.hpp"
 #include "store/fsck.hpp"
 #include "token/names.hpp"
@@ -315,6 +316,19 @@ void print_json(const json &value) {
 
 void notice_on_stderr(const std::string &message) { std::cerr << "cptoken: " << message << std::endl; }
 
+// Cluster mode (issue 24): --etcd and its options, for every command.
+etcd::ClusterFlags g_cluster;
+
+// The settings of cluster mode; nullopt on a single host (no --etcd).
+std::optional<etcd::ClusterConfig> cluster_mode() {
+    if (g_cluster.endpoints.empty()) return std::nullopt;
+    try {
+        return etcd::cluster_config(g_cluster);
+    } catch (const std::invalid_argument &e) {
+        throw UsageError(e.what());
+    }
+}
+
 // ------------------------------------------------------------ root on another owner's store
 
 // Root does a command's store work as the store's owner, when the store has
@@ -351,7 +365,26 @@ Ahead<std::vector<FsckFinding>> g_usage_checked_ahead;  // fsck
 // Usage is optional: a store without a readable usage file still lists, and
 // says on stderr that every token shows as never used. nullopt then.
 // Read as root through an unprivileged child (read_usage): httpd's group writes it.
+// In cluster mode, the uses are every front-end's as their agents last
+// published them (this host's too), added up; this host's alone if etcd
+// cannot be read.
 std::optional<UsageByKey> usage_in(const std::string &db) {
+    const auto cluster = cluster_mode();
+    if (cluster) {
+        try {
+            etcd::Client client(cluster->client);
+            UsageByKey usage;
+            const std::size_t skipped =
+                etcd::add_cluster_usage(client, cluster->prefix, {}, now_seconds() + usage_clock_skew, usage);
+            if (skipped)
+                notice_on_stderr("skipped " + std::to_string(skipped) + " line(s) of hosts' usage in etcd that are "
+                                 "not usage lines");
+            return usage;
+        } catch (const std::exception &e) {
+            notice_on_stderr(std::string("cannot read the front-ends' usage from etcd (") + e.what() +
+                             "): the uses shown are this host's alone");
+        }
+    }
     try {
         return done_ahead_or_now<UsageByKey>(g_usage_ahead, [&db] { return read_usage(db); });
     } catch (const StoreError &e) {
@@ -523,19 +556,6 @@ void fit_list_to(Table &rows, const std::vector<const TokenRecord *> &records, s
 
 // A write blocked on the writer lock says so rather than hanging silently.
 void say_when_waiting(TokenStore &store) { store.set_lock_wait_notice(notice_on_stderr); }
-
-// Cluster mode (issue 24): --etcd and its options, for every command.
-etcd::ClusterFlags g_cluster;
-
-// The settings of cluster mode; nullopt on a single host (no --etcd).
-std::optional<etcd::ClusterConfig> cluster_mode() {
-    if (g_cluster.endpoints.empty()) return std::nullopt;
-    try {
-        return etcd::cluster_config(g_cluster);
-    } catch (const std::invalid_argument &e) {
-        throw UsageError(e.what());
-    }
-}
 
 // A writing command's store: its writes go to etcd in cluster mode.
 void prepare_writes(TokenStore &store) {
