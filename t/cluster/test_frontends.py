@@ -5,6 +5,7 @@ The writers are `cptoken --etcd ...` on any front-end. Lines starting with
 "propagation:" are the measured times from a command's return to the first
 request that gets the new answer on every front-end."""
 
+import json
 import os
 import statistics
 import subprocess
@@ -143,3 +144,59 @@ def test_revoke_still_works_when_etcd_is_out_of_space():
             revoked = b.cptoken("revoke", "dave", "keep")
             assert "out of space" in revoked.stderr
             until_everywhere((a, b), token, 401)
+
+
+def test_quorum_lost_turns_into_503_after_the_limit_and_back_by_itself(cluster):
+    limit = 3
+    with Frontend(cluster.endpoints(), name="a", max_staleness=limit) as a, \
+            Frontend(cluster.endpoints(), name="b", max_staleness=limit) as b:
+        token = a.cptoken("create", "alice", "quorum").stdout.strip()
+        until_everywhere((a, b), token, 200)
+        assert a.request("/cptoken-status")[0] == 200
+        cluster.kill(1)
+        cluster.kill(2)
+        lost = time.monotonic()
+        for fe in (a, b):
+            while fe.status_of(token) != 503:
+                assert time.monotonic() - lost < limit + 10, fe.error_log()[-2000:]
+                time.sleep(0.05)
+        # Not before the limit: the last proof was at most a second before the loss.
+        assert time.monotonic() - lost >= limit - 1.5
+        status, headers, body = a.request("/api/ok.txt", {"Authorization": f"cpanel alice:{token}"})
+        assert status == 503 and int(headers["Retry-After"]) > 0
+        status, _, body = a.request("/cptoken-status")
+        assert status == 503 and b'"stale"' in body
+        assert token not in a.error_log()
+        cluster.restart(1)
+        cluster.restart(2)
+        back = time.monotonic()
+        until_everywhere((a, b), token, 200, timeout=60)
+        report(f"propagation: quorum back: every front-end accepts again after "
+               f"{time.monotonic() - back:.1f} s (agents and httpd never restarted)")
+        assert a.agent.poll() is None and b.agent.poll() is None
+        assert a.request("/cptoken-status")[0] == 200
+
+
+def test_list_adds_up_the_uses_of_every_frontend(cluster):
+    args = ["--usage-every", "1s"]
+    with Frontend(cluster.endpoints(), name="a", agent_args=args + ["--host-name", "fe-a"]) as a, \
+            Frontend(cluster.endpoints(), name="b", agent_args=args + ["--host-name", "fe-b"]) as b:
+        token = a.cptoken("create", "alice", "used").stdout.strip()
+        until_everywhere((a, b), token, 200)
+        for _ in range(2):
+            assert a.status_of(token) == 200
+        for _ in range(3):
+            assert b.status_of(token) == 200
+        # until_everywhere made uses too: count what each host's table says, through the agents' publishing.
+        deadline = time.monotonic() + 20
+        while True:
+            listed = json.loads(a.cptoken("list", "alice", "--json").stdout)
+            row = next(t for t in listed if t["name"] == "used")
+            local_a = json.loads(a.cptoken("list", "alice", "--json", etcd=False).stdout)
+            local_b = json.loads(b.cptoken("list", "alice", "--json", etcd=False).stdout)
+            uses = [next(t for t in rows if t["name"] == "used")["uses"] for rows in (local_a, local_b)]
+            if row["uses"] == sum(uses) and min(uses) > 0:
+                break
+            assert time.monotonic() < deadline, (row, uses)
+            time.sleep(0.2)
+        assert row["uses"] >= 5
