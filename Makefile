@@ -4,6 +4,7 @@
 #   make test       install missing Debian packages, build, run every test
 #   make browser-test  the Manage API Tokens page in Debian's chromium (t/browser/)
 #   make cluster-test  the etcd client against a real 3-member etcd (t/cluster/)
+#   make cluster-test-current  the same tests against etcd 3.7.3 built with Go (t/cluster/etcd-current/)
 #   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion, the page
 #   make uninstall  removes exactly what install put
 #   make deb        the Debian package, in $(BUILD)/deb/ (docs/package.md)
@@ -146,6 +147,37 @@ cluster-test: $(BUILD)/t/etcd_probe
 	ETCD_PROBE=$(abspath $(BUILD)/t/etcd_probe) ETCD_MEASUREMENTS=$(CLUSTER_MEASUREMENTS) \
 	  $(PYTHON) -m pytest -q $(if $(filter-out 0,$(CLUSTER_WORKERS)),-n $(CLUSTER_WORKERS)) t/cluster
 	@sort $(CLUSTER_MEASUREMENTS)
+
+# The same tests against a current etcd: Debian 12's 3.4.23 is end of life, front-ends
+# in the field run 3.6 or newer. t/cluster/etcd-current/ pins etcd, etcdctl and etcdutl
+# (3.7.3) in go.mod and go.sum; they are built only when missing or when one of those
+# files changed. go fetches the modules from the Go module proxy into the default module
+# cache (go env GOMODCACHE, ~300 MB; about a minute the first time) and compiles into the
+# default build cache, both outside $(BUILD), so make clean and a fresh clone on a machine
+# that built it once cost only the link. The binaries go to $(ETCD_CURRENT) and are picked
+# by t/cluster/etcd_cluster.py through CPTOKEN_TEST_ETCD (etcdctl and etcdutl beside it).
+# GO_BUILD_FLAGS: e.g. -p=1 on a busy machine.
+GO ?= go
+GO_BUILD_FLAGS ?=
+ETCD_CURRENT_SRC := t/cluster/etcd-current
+ETCD_CURRENT := $(BUILD)/etcd-current
+ETCD_CURRENT_BINS := $(ETCD_CURRENT)/etcd $(ETCD_CURRENT)/etcdctl $(ETCD_CURRENT)/etcdutl
+.PHONY: etcd-current cluster-test-current
+etcd-current: $(ETCD_CURRENT_BINS)
+# GOWORK=off: a go.work above the checkout must not change what is built; -trimpath keeps
+# the checkout's path out of the binaries. touch: go leaves an up-to-date binary as it was.
+$(ETCD_CURRENT_BINS) &: $(ETCD_CURRENT_SRC)/main.go $(ETCD_CURRENT_SRC)/go.mod $(ETCD_CURRENT_SRC)/go.sum
+	@mkdir -p $(ETCD_CURRENT)
+	cd $(ETCD_CURRENT_SRC) && GOWORK=off $(GO) build -trimpath $(GO_BUILD_FLAGS) -o $(abspath $(ETCD_CURRENT))/etcd . \
+	  && GOWORK=off $(GO) build -trimpath $(GO_BUILD_FLAGS) -o $(abspath $(ETCD_CURRENT))/ \
+	       go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3
+	@touch $(ETCD_CURRENT_BINS)
+# Its measurements go to a file of their own, beside make cluster-test's.
+cluster-test-current: $(BUILD)/t/etcd_probe $(ETCD_CURRENT_BINS)
+	@echo "cluster-test-current: $$($(ETCD_CURRENT)/etcd --version | head -1), $$($(ETCD_CURRENT)/etcdctl version | head -1)"
+	CPTOKEN_TEST_ETCD=$(abspath $(ETCD_CURRENT)/etcd) $(MAKE) --no-print-directory cluster-test \
+	  CLUSTER_MEASUREMENTS=$(abspath $(BUILD))/test-logs/etcd-client-current.txt
+	@echo "cluster-test-current: ran against $$($(ETCD_CURRENT)/etcd --version | head -1)"
 
 # Manual pages, from the docs they print (go-md2man): cptoken(8) from
 # docs/cptoken.md, mod_cptoken(8) from docs/directives.md. Their date is the

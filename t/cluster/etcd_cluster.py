@@ -1,11 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """A private etcd cluster on 127.0.0.1 for the cluster tests (issue 24).
 
-Debian 12's etcd-server (3.4.23, /usr/bin/etcd) runs SIZE members, each with
-its own client and peer port (free ports picked at run time) and its own data
-directory under one temporary base directory. Administration goes through
-Debian's etcdctl (etcd-client), the reference client, so that the tests never
-check our C++ client with itself.
+Debian 12's etcd-server (3.4.23, /usr/bin/etcd) by default, or the etcd that
+CPTOKEN_TEST_ETCD names (make cluster-test-current: 3.7.3, built from
+t/cluster/etcd-current/), runs SIZE members, each with its own client and peer
+port (free ports picked at run time) and its own data directory under one
+temporary base directory. Administration goes through etcdctl, the reference
+client, so that the tests never check our C++ client with itself: Debian's
+(etcd-client), or CPTOKEN_TEST_ETCDCTL, or the etcdctl beside
+CPTOKEN_TEST_ETCD; snapshots are restored by etcdutl from 3.5 on (likewise
+CPTOKEN_TEST_ETCDUTL). The server's version is asked once (etcd --version)
+and picks the flags that version knows.
 
     with EtcdCluster(size=3, progress_notify_interval="1s") as cluster:
         cluster.endpoints()          # ["http://127.0.0.1:PORT", ...]
@@ -29,8 +34,35 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-ETCD = "/usr/bin/etcd"
-ETCDCTL = "/usr/bin/etcdctl"
+
+
+def _tool(variable, name, default):
+    """The binary VARIABLE names, else NAME beside a CPTOKEN_TEST_ETCD (the
+    server and its own release's tools go together), else DEFAULT."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    beside = Path(os.environ.get("CPTOKEN_TEST_ETCD") or "/nonexistent").with_name(name)
+    return str(beside) if beside.is_file() else default
+
+
+ETCD = os.environ.get("CPTOKEN_TEST_ETCD") or "/usr/bin/etcd"
+ETCDCTL = _tool("CPTOKEN_TEST_ETCDCTL", "etcdctl", "/usr/bin/etcdctl")
+ETCDUTL = _tool("CPTOKEN_TEST_ETCDUTL", "etcdutl", "/usr/bin/etcdutl")
+
+
+def _server_version():
+    """(major, minor, patch) of ETCD, from the first line of `etcd --version`
+    ("etcd Version: 3.4.23"). Asked once, at import: every member of every
+    test runs the same binary."""
+    out = subprocess.run([ETCD, "--version"], capture_output=True, text=True, check=True).stdout
+    words = out.split()
+    if len(words) < 3 or words[:2] != ["etcd", "Version:"]:
+        raise RuntimeError(f"{ETCD} --version: unexpected answer {out!r}")
+    return tuple(int(part) for part in words[2].split("-")[0].split("."))
+
+
+ETCD_VERSION = _server_version()
+ETCD_VERSION_TEXT = ".".join(map(str, ETCD_VERSION))
 PREFIX = "/cptoken/v1/"
 READER_ROLE = "cptoken-reader"
 WRITER_ROLE = "cptoken-writer"
@@ -136,7 +168,10 @@ class EtcdCluster:
                "--initial-cluster", self.initial_cluster(), "--initial-cluster-state", state,
                "--initial-cluster-token", self.cluster_token, "--logger", "zap", "--log-outputs", "stderr"]
         if self.progress_notify_interval:
-            cmd += ["--experimental-watch-progress-notify-interval", self.progress_notify_interval]
+            # 3.6 dropped the experimental- prefix (deprecating the old name); 3.7 knows only the new one.
+            flag = "--watch-progress-notify-interval" if ETCD_VERSION >= (3, 6) \
+                else "--experimental-watch-progress-notify-interval"
+            cmd += [flag, self.progress_notify_interval]
         if self.auth_token_ttl:
             cmd += ["--auth-token-ttl", str(self.auth_token_ttl)]
         if self.certs:
@@ -285,9 +320,11 @@ class EtcdCluster:
         anything written after the save."""
         self.stop_all()
         self.cluster_token = "cptoken-test-" + uuid.uuid4().hex[:8]
+        # etcdutl took over the offline restore in 3.5 (etcdctl's was deprecated; 3.7's etcdctl has none).
+        restore = [ETCDUTL] if ETCD_VERSION >= (3, 5) else [ETCDCTL]
         for m in self.members:
             shutil.rmtree(m.data_dir)
-            subprocess.run([ETCDCTL, "snapshot", "restore", str(path), "--name", m.name,
+            subprocess.run(restore + ["snapshot", "restore", str(path), "--name", m.name,
                             "--data-dir", str(m.data_dir), "--initial-cluster", self.initial_cluster(),
                             "--initial-cluster-token", self.cluster_token,
                             "--initial-advertise-peer-urls", m.peer_url],
