@@ -10,7 +10,6 @@ import time
 
 import pytest
 from conftest import Probe, measure
-from etcd_cluster import ETCD_VERSION, ETCD_VERSION_TEXT
 
 P = "/cptoken/v1/"
 
@@ -167,13 +166,6 @@ def test_kill_9_of_the_watched_member_fails_over_without_losing_events(cluster):
     measure(f"kill -9: watch reopened on another member in {reopened['ms']:.1f} ms")
 
 
-# A known bug of the client, not a 3.4-only behaviour: from 3.5 on the JSON gateway
-# (grpc-gateway v2) ends the stream with {"error":{"code":14,"message":"etcdserver: no
-# leader"}}, without 3.4's grpc_code and http_code, which lib/cluster/etcd_wire.cpp reads:
-# the client sees grpc -1, http 0, so it takes the member for sound and does not move to
-# another. strict: once the client reads "code", this test passes and the mark must go.
-@pytest.mark.xfail(ETCD_VERSION >= (3, 5), strict=True, reason=f"etcd {ETCD_VERSION_TEXT}: the client misreads "
-                   "the gateway v2 stream error (no grpc_code/http_code)")
 def test_a_watch_on_a_member_without_quorum_ends_with_no_leader(cluster):
     # Grpc-Metadata-hasleader: the member ends the stream a few election timeouts after
     # it lost its leader, with an unterminated {"error":{..}} line after a 200, instead
