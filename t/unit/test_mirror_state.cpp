@@ -3,10 +3,13 @@
 // freshness rule CPTokenMaxStaleness and the cptoken-status handler apply.
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <string>
+#include <thread>
 
+#include "store/mirror_proof.hpp"
 #include "store/mirror_state.hpp"
 #include "support.hpp"
 
@@ -90,6 +93,46 @@ void test_fresh_enough(void **) {
     assert_false(fresh_enough(30s + 1ns, 30s));
 }
 
+
+void test_cache_missing_and_corrupt(void **state) {
+    const std::string dir = fx(state).tmp;
+    MirrorProofCache cache(dir);
+    MirrorFreshness judged = cache.judge(30s);
+    assert_false(judged.fresh);
+    assert_false(judged.age.has_value());
+    assert_non_null(std::strstr(judged.why_unverified.c_str(), "no mirror.state"));
+    write_text(dir + "/" + mirror_state_file, "garbage\n");
+    std::this_thread::sleep_for(MirrorProofCache::reread_interval + 50ms);
+    judged = cache.judge(30s);
+    assert_false(judged.fresh);
+    assert_non_null(std::strstr(judged.why_unverified.c_str(), "not a mirror state"));
+}
+
+void test_cache_notices_a_proof(void **state) {
+    const std::string dir = fx(state).tmp;
+    MirrorProofCache cache(dir);
+    assert_false(cache.judge(30s).fresh);
+    write_mirror_state(dir, live_state(boottime_nanoseconds()));
+    std::this_thread::sleep_for(MirrorProofCache::reread_interval + 50ms);
+    const MirrorFreshness judged = cache.judge(30s);
+    assert_true(judged.fresh);
+    assert_true(judged.age.has_value());
+    assert_true(judged.why_unverified.empty());
+}
+
+// Keeping the proof never makes a store look fresher than it is: the age is
+// judged at each call, between two reads of the file too.
+void test_cache_ages_between_reads(void **state) {
+    const std::string dir = fx(state).tmp;
+    MirrorProofCache cache(dir);
+    write_mirror_state(dir, live_state(boottime_nanoseconds() - 900'000'000));
+    assert_true(cache.judge(1s).fresh);
+    std::this_thread::sleep_for(150ms);  // within reread_interval: the file is not read again
+    const MirrorFreshness judged = cache.judge(1s);
+    assert_false(judged.fresh);
+    assert_true(*judged.age > 1s);
+}
+
 }  // namespace
 
 int main() {
@@ -100,6 +143,9 @@ int main() {
         cmocka_unit_test(test_this_boot_only),
         cmocka_unit_test(test_proof_age),
         cmocka_unit_test(test_fresh_enough),
+        cmocka_unit_test_setup_teardown(test_cache_missing_and_corrupt, test_support::setup, test_support::teardown),
+        cmocka_unit_test_setup_teardown(test_cache_notices_a_proof, test_support::setup, test_support::teardown),
+        cmocka_unit_test_setup_teardown(test_cache_ages_between_reads, test_support::setup, test_support::teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
