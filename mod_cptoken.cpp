@@ -92,10 +92,6 @@ constexpr unsigned max_last_used_interval = 86400;
 // CPTokenMaxStaleness: a day. A mirror not proven fresh for longer is no
 // bound on revocations worth the name; 0 (off) is the single host's case.
 constexpr unsigned max_max_staleness = 86400;
-// Retry-After of a 503 for a stale store: the agent proves freshness once a
-// second and a child notices within 250 ms, so a client that comes back
-// after 5 s finds a recovered mirror without hammering one that is not.
-const char *const stale_retry_after_seconds = "5";
 
 // ------------------------------------------------------------ config
 
@@ -440,7 +436,7 @@ bool would_check_token(request_rec *r) {
 int refuse_stale_store(request_rec *r) {
     if (max_staleness_of(r).count() == 0 || !would_check_token(r)) return DECLINED;
     if (store_fresh_enough(r)) return DECLINED;
-    apr_table_setn(r->err_headers_out, "Retry-After", stale_retry_after_seconds);
+    apr_table_setn(r->err_headers_out, "Retry-After", httpd_module::stale_retry_after_seconds);
     return HTTP_SERVICE_UNAVAILABLE;
 }
 

@@ -44,6 +44,12 @@ const std::string &store_dir(const request_rec *r);
 /// CPTokenMaxStaleness of r's location (0: off).
 std::chrono::seconds max_staleness(const request_rec *r);
 
+/// Retry-After of every 503 for a stale store (requests and the status
+/// handler): the agent proves freshness once a second and a child notices
+/// within 250 ms, so a client that comes back after 5 s finds a recovered
+/// mirror without hammering one that is not.
+inline constexpr const char *stale_retry_after_seconds = "5";
+
 /// The fields every log line about a request ends with:
 /// user="..." client=... token="..." (a token-shaped user never shown).
 std::string who_fields(request_rec *r, std::string_view user, const TokenRecord *record);

@@ -44,9 +44,6 @@ using json = nlohmann::json;
 namespace glue = cptoken::httpd_module;
 
 const char *const handler_name = "cptoken-status";
-// As a refused request's (mod_cptoken.cpp): a load balancer that honours it
-// comes back when a recovered mirror has been noticed.
-const char *const stale_retry_after_seconds = "5";
 
 // ------------------------------------------------------------ helpers
 
@@ -89,7 +86,7 @@ int handle_status(request_rec *r) {
     bool fresh = false;
     const std::string body = status_of(glue::store_dir(r), glue::max_staleness(r), fresh).dump() + "\n";
     r->status = fresh ? HTTP_OK : HTTP_SERVICE_UNAVAILABLE;
-    if (!fresh) apr_table_setn(r->err_headers_out, "Retry-After", stale_retry_after_seconds);
+    if (!fresh) apr_table_setn(r->err_headers_out, "Retry-After", glue::stale_retry_after_seconds);
     ap_set_content_type(r, "application/json");
     ap_set_content_length(r, static_cast<apr_off_t>(body.size()));
     if (!r->header_only) ap_rwrite(body.data(), static_cast<int>(body.size()), r);
