@@ -398,16 +398,17 @@ bool store_fresh_enough(request_rec *r) {
     StoreFreshness &store = *g_freshness[index];
     const MirrorFreshness freshness = store.proof.judge(limit);
     if (freshness.fresh) return true;
+    constexpr std::int64_t one_second_ns = 1000000000;
     const std::int64_t now = boottime_nanoseconds();
     std::int64_t next_log = store.next_log_ns.load(std::memory_order_relaxed);
-    if (now >= next_log && store.next_log_ns.compare_exchange_strong(next_log, now + 1000000000)) {
+    if (now >= next_log && store.next_log_ns.compare_exchange_strong(next_log, now + one_second_ns)) {
         const char *how_old =
             freshness.age ? apr_psprintf(r->pool, "not verified for %.1f s",
                                          std::chrono::duration<double>(*freshness.age).count())
                           : apr_pstrcat(r->pool, "no proof of freshness (", freshness.why_unverified.c_str(), ")", nullptr);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                      TAG_STALE "token store %s not known to be fresh: %s, CPTokenMaxStaleness %ld s; answering 503 "
-                      "(said at most once a second per process)",
+                      TAG_STALE "token store %s not known to be fresh: %s, CPTokenMaxStaleness %ld s; refusing tokens until it "
+                      "is proven fresh (said at most once a second per process)",
                       g_store_dirs[index].path.c_str(), how_old, static_cast<long>(limit.count()));
     }
     return false;

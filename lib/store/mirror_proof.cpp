@@ -9,7 +9,7 @@
 namespace cptoken {
 
 std::string why_unverified(const std::optional<MirrorState> &state) {
-    if (!state) return std::string("no ") + mirror_state_file + " (no mirror agent has proven this store)";
+    if (!state) return std::string("no ") + mirror_state_file + ": no mirror agent has proven this store";
     if (verified_this_boot(*state)) return {};
     if (state->verified_ns > 0 && !state->boot_id.empty() && state->boot_id != this_boot_id())
         return "verified before this host's last boot, not since";
