@@ -7,9 +7,12 @@ handler answers 503 too, for the load balancer. The tests write mirror.state
 themselves, as the agent (`cptoken sync`) does: one line, replaced by a
 rename, owned like the store's other files, on this boot's CLOCK_BOOTTIME."""
 
+import http.client
 import os
 import re
+import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -215,6 +218,64 @@ def test_recovery_without_restart(srv):
     time.sleep(1.5)
     for _ in range(4):
         assert_unavailable(srv.get(auth=f"cpanel alice:{token}"))
+
+
+@ALL_MPMS
+def test_concurrent_requests_while_the_proof_comes_and_goes(srv):
+    """Threads of every child judge the kept proof while the agent's file
+    comes, ages and goes: a valid token only ever gets 200 or 503, never 401
+    (the client would drop it) nor 500, and a stale store never admits."""
+    token = srv.store.create("alice", "ci")
+    write_state(srv.store)
+    start(srv)
+    statuses = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        while not stop.is_set():
+            try:
+                conn.request("GET", "/api/x", headers={"Authorization": f"cpanel alice:{token}"})
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except (http.client.HTTPException, ConnectionError):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+                continue
+            with lock:
+                statuses[status] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        for phase in range(12):
+            if phase % 3 == 0:
+                write_state(srv.store)
+            elif phase % 3 == 1:
+                write_state(srv.store, age=LIMIT + 5)
+            else:
+                (srv.store.path / "mirror.state").unlink()
+            time.sleep(0.3)
+        # Stale for good: once every child has read it again, nothing is admitted.
+        write_state(srv.store, age=LIMIT + 5)
+        time.sleep(0.5)
+        with lock:
+            flipping = Counter(statuses)
+            statuses.clear()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert set(flipping) == {200, 503}, f"while the proof came and went: {dict(flipping)}"
+    assert set(statuses) == {503}, f"while stale: {dict(statuses)}"
+    assert srv.lines(tag="CPT0100") == [] and srv.lines(tag="CPT0200") == [], srv.log_text()
+    assert all("[cptoken:error]" in line for line in srv.lines(tag="CPT0207"))
+    assert_no_token_in_log(srv, token)
 
 
 # ---------------------------------------------------------------- the status handler

@@ -8,6 +8,9 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
+#include <atomic>
+#include <filesystem>
 
 #include "store/mirror_proof.hpp"
 #include "store/mirror_state.hpp"
@@ -133,6 +136,31 @@ void test_cache_ages_between_reads(void **state) {
     assert_true(*judged.age > 1s);
 }
 
+// Worker and event MPMs: many threads judge while the agent rewrites the
+// file. A store whose every proof is too old is never judged fresh.
+void test_cache_threads_never_see_a_stale_store_fresh(void **state) {
+    const std::string dir = fx(state).tmp;
+    MirrorProofCache cache(dir);
+    std::atomic<bool> done{false}, fresh_seen{false};
+    std::vector<std::thread> readers;
+    for (int i = 0; i < 4; ++i)
+        readers.emplace_back([&] {
+            while (!done.load())
+                if (cache.judge(5s).fresh) fresh_seen = true;
+        });
+    const auto end = std::chrono::steady_clock::now() + 1200ms;
+    for (int round = 0; std::chrono::steady_clock::now() < end; ++round) {
+        if (round % 3 == 2)
+            std::filesystem::remove(dir + "/" + mirror_state_file);
+        else
+            write_mirror_state(dir, live_state(boottime_nanoseconds() - 6'000'000'000));
+        std::this_thread::sleep_for(20ms);
+    }
+    done = true;
+    for (auto &reader : readers) reader.join();
+    assert_false(fresh_seen.load());
+}
+
 }  // namespace
 
 int main() {
@@ -146,6 +174,8 @@ int main() {
         cmocka_unit_test_setup_teardown(test_cache_missing_and_corrupt, test_support::setup, test_support::teardown),
         cmocka_unit_test_setup_teardown(test_cache_notices_a_proof, test_support::setup, test_support::teardown),
         cmocka_unit_test_setup_teardown(test_cache_ages_between_reads, test_support::setup, test_support::teardown),
+        cmocka_unit_test_setup_teardown(test_cache_threads_never_see_a_stale_store_fresh, test_support::setup,
+                                        test_support::teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
