@@ -84,7 +84,7 @@ using namespace cptoken;
 #define TAG_USAGE "CPT0203: "          // last-used times cannot be recorded (once per child)
 #define TAG_NO_STORE "CPT0204: "       // configtest: a CPTokenDB names no store (warning)
 #define TAG_USAGE_READER "CPT0205: "   // the usage reader (CPTokenUsageSocket): started, ended, cannot start
-#define TAG_STALE "CPT0207: "         // the store is not known to be fresh (CPTokenMaxStaleness): 503
+#define TAG_STALE "CPT0207: "          // the store is not known to be fresh (CPTokenMaxStaleness): 503
 #define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
 
 constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
@@ -402,13 +402,13 @@ bool store_fresh_enough(request_rec *r) {
     const std::int64_t now = boottime_nanoseconds();
     std::int64_t next_log = store.next_log_ns.load(std::memory_order_relaxed);
     if (now >= next_log && store.next_log_ns.compare_exchange_strong(next_log, now + one_second_ns)) {
-        const char *how_old =
-            freshness.age ? apr_psprintf(r->pool, "not verified for %.1f s",
-                                         std::chrono::duration<double>(*freshness.age).count())
-                          : apr_pstrcat(r->pool, "no proof of freshness (", freshness.why_unverified.c_str(), ")", nullptr);
+        const double age_seconds = freshness.age ? std::chrono::duration<double>(*freshness.age).count() : 0;
+        const char *how_old = freshness.age ? apr_psprintf(r->pool, "not verified for %.1f s", age_seconds)
+                                            : apr_pstrcat(r->pool, "no proof of freshness (",
+                                                          freshness.why_unverified.c_str(), ")", nullptr);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                      TAG_STALE "token store %s not known to be fresh: %s, CPTokenMaxStaleness %ld s; refusing tokens until it "
-                      "is proven fresh (said at most once a second per process)",
+                      TAG_STALE "token store %s not known to be fresh: %s, CPTokenMaxStaleness %ld s; refusing "
+                      "tokens until it is proven fresh (said at most once a second per process)",
                       g_store_dirs[index].path.c_str(), how_old, static_cast<long>(limit.count()));
     }
     return false;
