@@ -115,8 +115,9 @@ $(BUILD)/cptoken: $(BUILD)/cptoken.o $(BUILD)/libcptoken_cluster.a $(BUILD)/libc
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ -lcurl $(LIBS)
 
 # The module: only cptoken_module is exported; ap_*/apr_* resolve from httpd at load time.
-# mod_cptoken.cpp authenticates; mod_cptoken_manager.cpp is the manager's handler (SetHandler cptoken-manager).
-MODULE_OBJS := $(BUILD)/mod_cptoken.o $(BUILD)/mod_cptoken_manager.o
+# mod_cptoken.cpp authenticates; mod_cptoken_manager.cpp is the manager's handler (SetHandler cptoken-manager),
+# mod_cptoken_status.cpp the health check of a mirror of etcd (SetHandler cptoken-status).
+MODULE_OBJS := $(BUILD)/mod_cptoken.o $(BUILD)/mod_cptoken_manager.o $(BUILD)/mod_cptoken_status.o
 $(MODULE_OBJS): CPPFLAGS += $(HTTPD_CPPFLAGS)
 $(BUILD)/mod_cptoken.so: $(MODULE_OBJS) $(BUILD)/libcptoken.a mod_cptoken.map
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -shared -Wl,--version-script=mod_cptoken.map \

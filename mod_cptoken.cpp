@@ -11,6 +11,9 @@
 //   last used (CPTokenLastUsed)        log_transaction hook; a thread per child writes
 //   stores (CPTokenDB)                 opened in child_init (LiveStore); one httpd's user could
 //                                      change is refused unless CPTokenTrustOwnStore On
+//   CPTokenMaxStaleness                check_authn hook, first: 503 while a mirror of etcd is not
+//                                      known to be fresh (mirror.state, kept per child: MirrorProofCache)
+//   SetHandler cptoken-status          mod_cptoken_status.cpp (a load balancer's health check)
 //   SetHandler cptoken-manager         mod_cptoken_manager.cpp (the manager's API), registered
 //                                      here; it learns who was admitted through mod_cptoken.hpp
 //   usage reader (CPTokenUsageSocket)  started by the parent at post_config, for the manager's
@@ -39,6 +42,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -50,8 +55,10 @@
 
 #include "token/credentials.hpp"
 #include "store/live_store.hpp"
+#include "store/mirror_proof.hpp"
 #include "token/names.hpp"
 #include "token/scope.hpp"
+#include "token/token.hpp"
 #include "store/usage_reader.hpp"
 #include "store/usage_recorder.hpp"
 #include "auth/verify.hpp"
@@ -77,10 +84,14 @@ using namespace cptoken;
 #define TAG_USAGE "CPT0203: "          // last-used times cannot be recorded (once per child)
 #define TAG_NO_STORE "CPT0204: "       // configtest: a CPTokenDB names no store (warning)
 #define TAG_USAGE_READER "CPT0205: "   // the usage reader (CPTokenUsageSocket): started, ended, cannot start
+#define TAG_STALE "CPT0207: "          // the store is not known to be fresh (CPTokenMaxStaleness): 503
 #define TAG_INTERNAL "CPT0299: "       // unexpected exception: 500
 
 constexpr unsigned default_schemes = scheme_cpanel | scheme_basic;
 constexpr unsigned max_last_used_interval = 86400;
+// CPTokenMaxStaleness: a day. A mirror not proven fresh for longer is no
+// bound on revocations worth the name; 0 (off) is the single host's case.
+constexpr unsigned max_max_staleness = 86400;
 
 // ------------------------------------------------------------ config
 
@@ -90,6 +101,7 @@ struct DirConfig {
     int forward;        // CPTokenForwardAuthorization: -1 unset, 0 off, 1 on
     int expiry_header;  // CPTokenExpiryHeader: -1 unset, 0 off, 1 on
     int last_used;      // CPTokenLastUsed: -1 unset (on), 0 off, 1 on
+    int max_staleness;  // CPTokenMaxStaleness, seconds: -1 unset (0: off)
 };
 
 // The store directories named in the configuration, in order; index 0 is the
@@ -107,6 +119,14 @@ std::vector<StoreDir> g_store_dirs;
 bool g_trust_own_store = false;
 std::vector<std::unique_ptr<LiveStore>> g_stores;  // per child, parallel to g_store_dirs
 std::vector<std::unique_ptr<UsageRecorder>> g_usage;  // per child, parallel to g_store_dirs
+// CPTokenMaxStaleness: per child, parallel to g_store_dirs. Nothing is read
+// until a location with a limit asks.
+struct StoreFreshness {
+    explicit StoreFreshness(const std::string &dir) : proof(dir) {}
+    MirrorProofCache proof;
+    std::atomic<std::int64_t> next_log_ns{0};  // boot clock: CPT0207 at most once a second
+};
+std::vector<std::unique_ptr<StoreFreshness>> g_freshness;
 // The first store a CPTokenDB names: the one the usage reader serves.
 std::string g_first_store_dir;
 // CPTokenUsageSocket (main server config only): where the usage reader of
@@ -140,6 +160,7 @@ void *create_dir_config(apr_pool_t *pool, char *) {
     config->forward = -1;
     config->expiry_header = -1;
     config->last_used = -1;
+    config->max_staleness = -1;
     return config;
 }
 
@@ -152,6 +173,7 @@ void *merge_dir_config(apr_pool_t *pool, void *base_v, void *add_v) {
     merged->forward = add->forward != -1 ? add->forward : base->forward;
     merged->expiry_header = add->expiry_header != -1 ? add->expiry_header : base->expiry_header;
     merged->last_used = add->last_used != -1 ? add->last_used : base->last_used;
+    merged->max_staleness = add->max_staleness != -1 ? add->max_staleness : base->max_staleness;
     return merged;
 }
 
@@ -202,15 +224,31 @@ const char *set_last_used(cmd_parms *, void *config_v, int on) {
     return nullptr;
 }
 
-// Checked as before 0.14, when it set how often a child wrote a token's last
-// use; every use is recorded at once now, so a valid value changes nothing.
-const char *set_last_used_interval(cmd_parms *cmd, void *, const char *arg) {
+// A directive's number of seconds, 0 to `max`; nullopt for anything else.
+std::optional<unsigned> parse_seconds(const char *arg, unsigned max) {
     const char *const arg_end = arg + std::strlen(arg);
     unsigned seconds = 0;  // from_chars: digits only, no sign or space
     const auto [end, error] = std::from_chars(arg, arg_end, seconds);
-    if (error != std::errc() || end != arg_end || end == arg || seconds > max_last_used_interval)
+    if (error != std::errc() || end != arg_end || end == arg || seconds > max) return std::nullopt;
+    return seconds;
+}
+
+// Checked as before 0.14, when it set how often a child wrote a token's last
+// use; every use is recorded at once now, so a valid value changes nothing.
+const char *set_last_used_interval(cmd_parms *cmd, void *, const char *arg) {
+    if (!parse_seconds(arg, max_last_used_interval))
         return apr_psprintf(cmd->pool, "CPTokenLastUsedInterval: '%s' is not a number of seconds from 0 to %u", arg,
                             max_last_used_interval);
+    return nullptr;
+}
+
+const char *set_max_staleness(cmd_parms *cmd, void *config_v, const char *arg) {
+    const auto seconds = parse_seconds(arg, max_max_staleness);
+    if (!seconds)
+        return apr_psprintf(cmd->pool,
+                            "CPTokenMaxStaleness: '%s' is not a number of seconds from 0 (off) to %u", arg,
+                            max_max_staleness);
+    static_cast<DirConfig *>(config_v)->max_staleness = static_cast<int>(*seconds);
     return nullptr;
 }
 
@@ -223,6 +261,9 @@ cmd_func as_cmd_func(Handler handler) {
 const command_rec directives[] = {
     AP_INIT_TAKE1("CPTokenDB", as_cmd_func(set_store_dir), nullptr, RSRC_CONF | ACCESS_CONF,
                   "the token store directory made by 'cptoken init' (default /var/lib/cptoken)"),
+    AP_INIT_TAKE1("CPTokenMaxStaleness", as_cmd_func(set_max_staleness), nullptr, RSRC_CONF | ACCESS_CONF,
+                  "seconds: answer 503 while the store, a mirror of etcd, was last proven fresh longer ago "
+                  "(mirror.state; default 0: off, for a single host)"),
     AP_INIT_FLAG("CPTokenTrustOwnStore", as_cmd_func(set_trust_own_store), nullptr, RSRC_CONF,
                  "On: use a store httpd's own user owns or could replace, for an httpd that runs as the store's "
                  "owner on purpose (default Off: refuse it, 500)"),
@@ -254,6 +295,10 @@ const DirConfig &config_of(const request_rec *r) {
 unsigned schemes_of(const DirConfig &config) { return config.schemes ? config.schemes : default_schemes; }
 
 int store_index_of(const request_rec *r) { return config_of(r).store_index == -1 ? 0 : config_of(r).store_index; }
+
+std::chrono::seconds max_staleness_of(const request_rec *r) {
+    return std::chrono::seconds(std::max(config_of(r).max_staleness, 0));
+}
 
 // The store of this request's location. Throws StoreError.
 std::shared_ptr<const TokenStore> store_for(request_rec *r) {
@@ -335,6 +380,65 @@ const TokenRecord *pool_owned_copy(request_rec *r, const TokenRecord &record) {
     auto copy = std::make_unique<TokenRecord>(record);
     apr_pool_cleanup_register(r->pool, copy.get(), delete_record, apr_pool_cleanup_null);
     return copy.release();
+}
+
+// ------------------------------------------------------------ CPTokenMaxStaleness
+
+// Whether the store of r's location, a mirror of etcd, may decide on tokens
+// now (always, without reading anything, when the location sets no limit).
+// If not: a CPT0207 line, at most once a second per process and store (an
+// outage would otherwise write one per request), with the age and the
+// limit; never a token.
+bool store_fresh_enough(request_rec *r) {
+    const std::chrono::seconds limit = max_staleness_of(r);
+    if (limit.count() == 0) return true;
+    const int index = store_index_of(r);
+    if (static_cast<std::size_t>(index) >= g_freshness.size())
+        throw StoreError(StoreError::Kind::missing, "token store not set up in this process");
+    StoreFreshness &store = *g_freshness[index];
+    const MirrorFreshness freshness = store.proof.judge(limit);
+    if (freshness.fresh) return true;
+    constexpr std::int64_t one_second_ns = 1000000000;
+    const std::int64_t now = boottime_nanoseconds();
+    std::int64_t next_log = store.next_log_ns.load(std::memory_order_relaxed);
+    if (now >= next_log && store.next_log_ns.compare_exchange_strong(next_log, now + one_second_ns)) {
+        const double age_seconds = freshness.age ? std::chrono::duration<double>(*freshness.age).count() : 0;
+        const char *how_old = freshness.age ? apr_psprintf(r->pool, "not verified for %.1f s", age_seconds)
+                                            : apr_pstrcat(r->pool, "no proof of freshness (",
+                                                          freshness.why_unverified.c_str(), ")", nullptr);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      TAG_STALE "token store %s not known to be fresh: %s, CPTokenMaxStaleness %ld s; refusing "
+                      "tokens until it is proven fresh (said at most once a second per process)",
+                      g_store_dirs[index].path.c_str(), how_old, static_cast<long>(limit.count()));
+    }
+    return false;
+}
+
+// A request this module would check a token for: any at an AuthType cpanel
+// location; at an AuthType Basic one, those whose password has a token's
+// shape (AuthBasicProvider cptoken looks up no other, and htpasswd users of
+// the same location keep working).
+bool would_check_token(request_rec *r) {
+    const char *type = ap_auth_type(r);
+    if (!type) return false;
+    if (strcasecmp(type, "cpanel") == 0) return true;
+    if (strcasecmp(type, "basic") != 0) return false;
+    const char *header = apr_table_get(r->headers_in, authorization_header_name(r));
+    if (!header) return false;
+    const ParsedCredentials parsed = parse_authorization(header, scheme_basic);
+    return parsed.credentials && has_token_shape(parsed.credentials->token);
+}
+
+// CPTokenMaxStaleness: a token is not checked against a store that may miss
+// revocations. 503 with Retry-After, never 401 (a client retries a 503, but
+// may throw a token away after a 401), never admitted. Before every
+// authentication module (mod_auth_basic's providers included: a provider
+// cannot answer 503).
+int refuse_stale_store(request_rec *r) {
+    if (max_staleness_of(r).count() == 0 || !would_check_token(r)) return DECLINED;
+    if (store_fresh_enough(r)) return DECLINED;
+    apr_table_setn(r->err_headers_out, "Retry-After", httpd_module::stale_retry_after_seconds);
+    return HTTP_SERVICE_UNAVAILABLE;
 }
 
 // Successful check: a CPT0101 line (at info), the user, the variables for logs, CGI and mod_headers,
@@ -568,6 +672,9 @@ int check_uri_scope(request_rec *r) {
 // AH01617, which fail2ban does not count, rather than AH01618, which it
 // would count a second time beside our CPT0100.
 authn_status check_password(request_rec *r, const char *user, const char *password) {
+    // refuse_stale_store answered 503 before, unless another module than mod_auth_basic asks
+    // (AuthFormProvider cptoken): a provider cannot answer 503, but it never admits from a stale store.
+    if (has_token_shape(password) && !store_fresh_enough(r)) return AUTH_GENERAL_ERROR;
     const Verdict verdict = verify(r, user, password, scheme_basic);
     switch (verdict.reason) {
         case Reason::accepted:
@@ -784,6 +891,7 @@ void test_config(server_rec *s) {
 }
 
 apr_status_t close_stores(void *) {
+    g_freshness.clear();
     g_usage.clear();
     g_stores.clear();
     return APR_SUCCESS;
@@ -793,7 +901,9 @@ void child_init(apr_pool_t *pchild, server_rec *s) {
     set_httpd_group(::getegid());  // the group a store must have for us: what errors tell the admin to give
     g_stores.clear();
     g_usage.clear();
+    g_freshness.clear();
     for (const StoreDir &dir : g_store_dirs) {
+        g_freshness.push_back(std::make_unique<StoreFreshness>(dir.path));
         g_usage.push_back(std::make_unique<UsageRecorder>(dir.path, [s](const std::string &message) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, TAG_USAGE "%s", message.c_str());
         }));
@@ -828,6 +938,15 @@ extern "C" {
 static int check_authn_hook(request_rec *r) noexcept {
     try {
         return check_authn(r);
+    } catch (...) {
+        log_exception(r);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+static int refuse_stale_store_hook(request_rec *r) noexcept {
+    try {
+        return refuse_stale_store(r);
     } catch (...) {
         log_exception(r);
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -969,6 +1088,8 @@ void register_hooks(apr_pool_t *pool) {
     ap_hook_child_init(child_init_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_check_authn(restore_credentials_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authn(check_authn_hook, nullptr, nullptr, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
+    // After restore_credentials (a restored Basic header is judged too), before mod_auth_basic (middle).
+    ap_hook_check_authn(refuse_stale_store_hook, nullptr, nullptr, APR_HOOK_FIRST + 1, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authz(check_authz_hook, nullptr, nullptr, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_note_auth_failure(note_auth_failure_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     // Not an auth hook: fixups run for every request, so the optimisation httpd applies to auth hooks
@@ -983,6 +1104,7 @@ void register_hooks(apr_pool_t *pool) {
     ap_register_auth_provider(pool, AUTHN_PROVIDER_GROUP, "cptoken", AUTHN_PROVIDER_VERSION, &basic_provider,
                               AP_AUTH_INTERNAL_PER_CONF);
     httpd_module::register_manager_hooks(pool);  // SetHandler cptoken-manager (mod_cptoken_manager.cpp)
+    httpd_module::register_status_hooks(pool);   // SetHandler cptoken-status (mod_cptoken_status.cpp)
 }
 
 }  // namespace
@@ -1008,6 +1130,8 @@ std::optional<StoredToken> admitting_token(request_rec *r) {
 }
 
 const std::string &store_dir(const request_rec *r) { return g_store_dirs[store_index_of(r)].path; }
+
+std::chrono::seconds max_staleness(const request_rec *r) { return max_staleness_of(r); }
 
 std::string who_fields(request_rec *r, std::string_view user, const TokenRecord *record) {
     return ::who_fields(r, user, record);

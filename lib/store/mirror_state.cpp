@@ -125,11 +125,26 @@ std::optional<MirrorState> read_mirror_state(const std::string &dir) {
     return state;
 }
 
-std::optional<std::chrono::nanoseconds> verified_age(const MirrorState &state) {
+std::optional<std::int64_t> verified_this_boot(const MirrorState &state) {
     if (state.verified_ns <= 0 || state.boot_id.empty() || state.boot_id != this_boot_id()) return std::nullopt;
-    const std::int64_t age = boottime_nanoseconds() - state.verified_ns;
+    return state.verified_ns;
+}
+
+std::optional<std::chrono::nanoseconds> proof_age(std::int64_t verified_ns, std::int64_t now_ns) {
+    const std::int64_t age = now_ns - verified_ns;
     if (age < 0) return std::nullopt;
     return std::chrono::nanoseconds(age);
+}
+
+std::optional<std::chrono::nanoseconds> verified_age(const MirrorState &state) {
+    const auto verified = verified_this_boot(state);
+    if (!verified) return std::nullopt;
+    return proof_age(*verified, boottime_nanoseconds());
+}
+
+bool fresh_enough(std::optional<std::chrono::nanoseconds> age, std::chrono::seconds max_staleness) {
+    if (max_staleness.count() <= 0) return true;
+    return age && *age <= max_staleness;
 }
 
 }  // namespace cptoken

@@ -59,8 +59,23 @@ void write_mirror_state(const std::string &dir, const MirrorState &state);
 /// (access: cannot be read; corrupt: not a state line).
 std::optional<MirrorState> read_mirror_state(const std::string &dir);
 
+/// When `state` was verified, on this boot's CLOCK_BOOTTIME (ns); nullopt if
+/// never in this boot (no proof yet, or another boot id). What a reader keeps
+/// to judge the age of a proof again at each request (proof_age).
+std::optional<std::int64_t> verified_this_boot(const MirrorState &state);
+
+/// How long before `now_ns` a proof taken at `verified_ns` was (both this
+/// boot's CLOCK_BOOTTIME); nullopt if it is ahead of now (not a proof we can
+/// trust).
+std::optional<std::chrono::nanoseconds> proof_age(std::int64_t verified_ns, std::int64_t now_ns);
+
 /// How long ago `state` was verified, by this host's boot clock; nullopt if
 /// never in this boot (no proof yet, another boot id, or a time ahead of now).
 std::optional<std::chrono::nanoseconds> verified_age(const MirrorState &state);
+
+/// CPTokenMaxStaleness: whether a store whose proof is `age` old (nullopt:
+/// never verified in this boot) may be used under a limit of `max_staleness`
+/// (0: no limit, the store is always used). At the limit exactly it still may.
+bool fresh_enough(std::optional<std::chrono::nanoseconds> age, std::chrono::seconds max_staleness);
 
 }  // namespace cptoken
