@@ -202,6 +202,7 @@ Client::~Client() = default;
 
 const std::string &Client::current_endpoint() const { return state_->endpoint(); }
 unsigned Client::authentications() const noexcept { return state_->authentications; }
+void Client::move_on() noexcept { state_->avoid(state_->current); }
 void Client::authenticate() { state_->authenticate(); }
 
 RangeResponse Client::range(const RangeRequest &request) {
@@ -209,7 +210,8 @@ RangeResponse Client::range(const RangeRequest &request) {
 }
 
 std::int64_t Client::read_prefix(const std::string &prefix, std::int64_t page_size,
-                                 const std::function<void(std::vector<KeyValue> &&)> &on_page) {
+                                 const std::function<void(std::vector<KeyValue> &&)> &on_page,
+                                 ResponseHeader *first_header) {
     if (page_size <= 0) throw std::invalid_argument("etcd: read_prefix needs a page size");
     RangeRequest request;
     request.key = prefix;
@@ -217,6 +219,7 @@ std::int64_t Client::read_prefix(const std::string &prefix, std::int64_t page_si
     request.limit = page_size;
     RangeResponse page = range(request);  // linearizable, at the latest revision: it fixes R
     const std::int64_t revision = page.header.revision;
+    if (first_header) *first_header = page.header;
     request.revision = revision;
     for (;;) {
         const bool more = page.more && !page.kvs.empty();

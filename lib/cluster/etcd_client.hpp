@@ -54,10 +54,13 @@ public:
     /// Every key under `prefix` at one revision, `page_size` keys per call:
     /// the first page is a linearizable read at the latest revision R, every
     /// next one reads at R from just after the last key. `on_page` gets each
-    /// page's keys in key order. Returns R. Throws EtcdError, compacted()
-    /// when R was compacted away during the read (read again).
+    /// page's keys in key order. Returns R; `first_header`, when given, gets
+    /// the first page's header (the cluster id R belongs to). Throws
+    /// EtcdError, compacted() when R was compacted away during the read (read
+    /// again).
     std::int64_t read_prefix(const std::string &prefix, std::int64_t page_size,
-                             const std::function<void(std::vector<KeyValue> &&)> &on_page);
+                             const std::function<void(std::vector<KeyValue> &&)> &on_page,
+                             ResponseHeader *first_header = nullptr);
 
     struct Snapshot {
         std::int64_t revision = 0;
@@ -107,6 +110,10 @@ public:
 
     /// The member the next call goes to first.
     const std::string &current_endpoint() const;
+    /// Moves on to the next member, for a caller that found the current one
+    /// wanting although it answered (a watch that stays behind a quorum
+    /// read). Never throws.
+    void move_on() noexcept;
     /// Times authenticate() ran, for tests and the agent's log.
     unsigned authentications() const noexcept;
 
