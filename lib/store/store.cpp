@@ -1104,9 +1104,6 @@ std::optional<MirrorPoint> TokenStore::mirror_point() const {
     return impl_->read([&](Txn &txn) { return impl_->mirror_point_in(txn); });
 }
 
-namespace {
-
-// Whether `write` holds what the store itself would write under its key.
 bool is_store_value(const StoreWrite &write) {
     if (!write.value) return true;
     const auto decoded = ls_decode(*write.value);
@@ -1119,8 +1116,6 @@ bool is_store_value(const StoreWrite &write) {
     if (nul == std::string::npos || nul == 0 || nul + 1 == write.key.size()) return false;
     return decoded->deleted() || decoded->payload.size() == Digest().size();
 }
-
-}  // namespace
 
 MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, const MirrorPoint &point, bool whole) {
     Impl &impl = *impl_;

@@ -227,6 +227,11 @@ struct MirrorPoint {
     std::string cluster_id;             ///< etcd's cluster id (decimal)
 };
 
+/// Whether `write` holds what the store itself would write under its key (a
+/// delete always does): what apply_mirror() keeps; the rest it refuses.
+/// Never throws.
+bool is_store_value(const StoreWrite &write);
+
 /// What apply_mirror() did.
 struct MirrorApplied {
     std::size_t changed = 0;  ///< keys whose stored value changed (added, replaced, deleted)
