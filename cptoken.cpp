@@ -17,12 +17,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -35,6 +37,7 @@
 #include "cluster/cluster_config.hpp"
 #include "cluster/cluster_usage.hpp"
 #include "cluster/etcd_writer.hpp"
+#include "cluster/mirror_agent.hpp"
 #include "store/fsck.hpp"
 #include "token/names.hpp"
 #include "token/network.hpp"
@@ -1349,6 +1352,64 @@ int cmd_import_cpanel(const std::string &db, const ImportCpanelOptions &o) {
     return status;
 }
 
+// ------------------------------------------------------------ sync (cluster mode's mirror agent)
+
+struct SyncOptions {
+    std::string reconcile_every = "10m", watchdog = "30s";
+    bool once = false;
+    unsigned exit_after_applies = 0;
+    void define(CLI::App *sub) {
+        sub->add_option("--reconcile-every", reconcile_every,
+                        "compare the whole store with etcd this often, N[smhdw] (default 10m, jittered)");
+        sub->add_option("--watchdog", watchdog,
+                        "watch another member after this long without a word from etcd, N[smhdw] (default 30s; "
+                        "above etcd's --experimental-watch-progress-notify-interval)");
+        sub->add_flag("--once", once, "read etcd whole into the store once, then exit");
+        // Tests only: ends the process as kill -9 would, right after the Nth watch answer is committed.
+        sub->add_option("--test-exit-after-applies", exit_after_applies)->group("");
+    }
+};
+
+// Set by SIGTERM and SIGINT: the agent stops at its next look (a lock-free atomic: safe in a handler).
+std::atomic<bool> g_stop_sync{false};
+extern "C" void stop_sync(int) { g_stop_sync = true; }
+
+std::chrono::milliseconds duration_option(const char *option, const std::string &text) {
+    try {
+        const Seconds seconds = parse_duration(text);
+        if (seconds <= 0) throw UsageError(std::string(option) + ": must be more than 0s");
+        return std::chrono::seconds(seconds);
+    } catch (const WhenError &e) {
+        throw UsageError(std::string(option) + ": " + e.what());
+    }
+}
+
+int cmd_sync(const std::string &db, const SyncOptions &o) {
+    const auto cluster = cluster_mode();
+    if (!cluster) throw UsageError("sync mirrors etcd: give --etcd URL[,URL...] (or $CPTOKEN_ETCD_ENDPOINTS)");
+    etcd::AgentOptions options;
+    options.cluster = *cluster;
+    options.db = db;
+    options.reconcile_every = duration_option("--reconcile-every", o.reconcile_every);
+    options.watchdog = duration_option("--watchdog", o.watchdog);
+    options.once = o.once;
+    options.exit_after_applies = o.exit_after_applies;
+    struct sigaction action{};
+    action.sa_handler = stop_sync;  // no SA_RESTART: a sleep or poll in progress ends early
+    sigemptyset(&action.sa_mask);
+    for (const int signal_number : {SIGTERM, SIGINT}) ::sigaction(signal_number, &action, nullptr);
+    std::mutex log_mutex;  // two threads log; each line whole
+    const etcd::AgentLog log = [&log_mutex](const std::string &line) {
+        std::lock_guard lock(log_mutex);
+        std::cerr << "cptoken sync: " << printable(line) << std::endl;
+    };
+    try {
+        return etcd::run_mirror_agent(options, g_stop_sync, log);
+    } catch (const etcd::SchemaTooNew &e) {
+        throw Refusal(e.what());
+    }
+}
+
 int run(int argc, char **argv) {
     const char *env_db = std::getenv("CPTOKEN_DB");
     std::string db = env_db && *env_db ? env_db : default_store_dir;
@@ -1441,6 +1502,9 @@ int run(int argc, char **argv) {
     command("backup", "write a consistent copy of the token store", backup, cmd_backup);
     PushOptions push;
     command("push", "copy the store into an empty etcd prefix (moving to cluster mode; needs --etcd)", push, cmd_push);
+    SyncOptions sync;
+    command("sync", "cluster mode: mirror etcd's token set into this store and prove it fresh, until stopped",
+            sync, cmd_sync);
 
     // CLI11 would call a mistyped command a missing one.
     if (const auto word = command_word(argc, argv);

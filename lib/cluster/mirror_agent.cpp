@@ -1,0 +1,485 @@
+// SPDX-License-Identifier: Apache-2.0
+// lib/cluster/: the mirror agent (cptoken sync).
+#include "cluster/mirror_agent.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "cluster/etcd_client.hpp"
+#include "cluster/mirror_keys.hpp"
+#include "store/mirror_state.hpp"
+
+namespace cptoken::etcd {
+
+using std::chrono::milliseconds;
+using Steady = std::chrono::steady_clock;
+
+// ----------------------------------------------------------------- pure parts
+
+MappedRead map_full_read(std::string_view prefix, const std::vector<KeyValue> &kvs) {
+    MappedRead out;
+    const std::string gen = gen_key(prefix), schema = schema_key(prefix);
+    out.writes.reserve(kvs.size());
+    out.mod_revisions.reserve(kvs.size());
+    for (const KeyValue &kv : kvs) {
+        if (kv.key == gen) out.gen_revision = kv.mod_revision;
+        if (kv.key == schema) out.schema_value = kv.value;
+        if (auto write = store_write(prefix, kv.key, kv.value)) {
+            out.writes.push_back(std::move(*write));
+            out.mod_revisions.push_back(kv.mod_revision);
+        }
+    }
+    return out;
+}
+
+void check_schema(const std::optional<std::string> &schema_value) {
+    if (!schema_value) return;
+    std::uint64_t version = 0;
+    const char *end = schema_value->data() + schema_value->size();
+    const auto [parsed_end, error] = std::from_chars(schema_value->data(), end, version);
+    if (schema_value->empty() || error != std::errc() || parsed_end != end)
+        throw SchemaTooNew("etcd's meta/schema_version is not a number: not applied");
+    if (version > StoreSettings::schema_version)
+        throw SchemaTooNew("etcd holds store schema " + std::to_string(version) + ", this cptoken reads up to " +
+                           std::to_string(StoreSettings::schema_version) + ": not applied; upgrade cptoken");
+}
+
+std::optional<std::string> full_read_reason(const std::optional<MirrorPoint> &point, const ResponseHeader &etcd_now) {
+    if (!point) return "the store has never been synced";
+    const std::string cluster = std::to_string(etcd_now.cluster_id);
+    if (point->cluster_id != cluster)
+        return "etcd is cluster " + cluster + ", the store mirrors cluster " +
+               (point->cluster_id.empty() ? std::string("(none)") : point->cluster_id);
+    if (etcd_now.revision < point->applied_revision)
+        return "etcd's revision " + std::to_string(etcd_now.revision) + " is below the applied " +
+               std::to_string(point->applied_revision) + " (restored from a snapshot?)";
+    return std::nullopt;
+}
+
+MappedEvents map_events(std::string_view prefix, const std::vector<WatchEvent> &events, const MirrorPoint &point) {
+    MappedEvents out;
+    out.point = point;
+    const std::string gen = gen_key(prefix), schema = schema_key(prefix);
+    for (const WatchEvent &event : events) {
+        if (event.kv.mod_revision <= point.applied_revision) continue;
+        out.point.applied_revision = std::max(out.point.applied_revision, event.kv.mod_revision);
+        if (event.kv.key == gen) out.point.gen_revision = event.kv.mod_revision;
+        if (event.kv.key == schema) out.schema_changed = true;
+        if (auto write = store_write(prefix, event.kv.key, event.kv.value, event.type == WatchEvent::Type::del))
+            out.writes.push_back(std::move(*write));
+    }
+    return out;
+}
+
+Proof prove(const std::optional<MirrorPoint> &point, std::int64_t gen_revision, const ResponseHeader &header) {
+    if (!point) return Proof::never_synced;
+    if (point->cluster_id != std::to_string(header.cluster_id)) return Proof::other_cluster;
+    if (header.revision < point->applied_revision) return Proof::went_back;
+    return point->applied_revision >= gen_revision ? Proof::fresh : Proof::behind;
+}
+
+Drift count_drift(const std::vector<StoreWrite> &local, const MappedRead &etcd, std::int64_t applied_revision) {
+    using Key = std::pair<StoreWrite::Database, std::string_view>;
+    std::map<Key, std::string_view> held;
+    for (const StoreWrite &write : local)
+        if (write.value) held.emplace(Key{write.database, write.key}, *write.value);
+    Drift drift;
+    std::size_t in_both = 0;
+    for (std::size_t i = 0; i < etcd.writes.size(); ++i) {
+        const StoreWrite &write = etcd.writes[i];
+        if (!is_store_value(write)) continue;  // refused at every read: reported as refused, not as drift
+        const auto found = held.find(Key{write.database, write.key});
+        if (found != held.end()) ++in_both;
+        if (etcd.mod_revisions[i] > applied_revision) continue;  // newer than the store's point: not yet due
+        if (found == held.end() || !write.value || found->second != *write.value) ++drift.differ;
+    }
+    drift.gone = held.size() - in_both;
+    return drift;
+}
+
+milliseconds backoff_delay(unsigned attempt, std::mt19937 &random) {
+    const std::int64_t ceiling = std::min<std::int64_t>(5000, std::int64_t{100} << std::min(attempt, 6u));
+    return milliseconds(std::uniform_int_distribution<std::int64_t>(ceiling / 2, ceiling)(random));
+}
+
+milliseconds jittered(milliseconds every, std::mt19937 &random) {
+    const std::int64_t spread = every.count() / 10;
+    return milliseconds(every.count() + std::uniform_int_distribution<std::int64_t>(-spread, spread)(random));
+}
+
+// ----------------------------------------------------------------- the agent
+
+namespace {
+
+const char *proof_name(Proof proof) {
+    switch (proof) {
+    case Proof::fresh: return "fresh";
+    case Proof::behind: return "behind";
+    case Proof::other_cluster: return "etcd is another cluster";
+    case Proof::went_back: return "etcd's revision went back";
+    case Proof::never_synced: return "never synced";
+    }
+    return "?";
+}
+
+/// Why the watch loop leaves a stream.
+struct Leave {
+    std::optional<std::string> full_read;  ///< read whole first, for this reason
+    bool reconciliation = false;           ///< the full read is a periodic reconciliation
+    bool back_off = false;                 ///< wait before the next attempt
+};
+
+class Agent {
+public:
+    Agent(const AgentOptions &options, const std::atomic<bool> &stop, const AgentLog &log)
+        : options_(options), stop_(stop), log_(log), prefix_(options.cluster.prefix),
+          store_(options.db, Access::read_write), random_(std::random_device{}()) {
+        point_ = store_.mirror_point();
+        state_.boot_id = this_boot_id();
+        // A proof of an earlier run stays what it was (it ages); the state says syncing until this run is live.
+        try {
+            if (auto previous = read_mirror_state(options.db); previous && previous->boot_id == state_.boot_id)
+                state_.verified_ns = previous->verified_ns;
+        } catch (const StoreError &) {
+            // A state line we cannot read is replaced, with no proof in it.
+        }
+        if (point_) {
+            state_.applied_revision = point_->applied_revision;
+            state_.cluster_id = point_->cluster_id;
+        }
+        state_.state = "syncing";
+        write_state();
+    }
+
+    int run() {
+        if (options_.once) {
+            Client client(options_.cluster.client);
+            full_read(client, point_ ? "--once" : "--once: the store has never been synced", false);
+            return 0;
+        }
+        std::thread prover([this] { prove_loop(); });
+        try {
+            watch_loop();
+        } catch (...) {
+            prover_stop_ = true;
+            prover.join();
+            throw;
+        }
+        prover_stop_ = true;
+        prover.join();
+        log_("stopped at revision " + std::to_string(current_point() ? current_point()->applied_revision : 0));
+        return 0;
+    }
+
+private:
+    const AgentOptions &options_;
+    const std::atomic<bool> &stop_;
+    const AgentLog &log_;
+    const std::string prefix_;
+    TokenStore store_;  // used by the watch thread only
+    std::mt19937 random_;  // the watch thread's
+
+    // Shared between the watch thread and the prover, under mutex_.
+    std::mutex mutex_;
+    std::optional<MirrorPoint> point_;  ///< as committed in the store
+    MirrorState state_;                 ///< as written to mirror.state
+    std::atomic<bool> reconnect_wanted_{false};
+    std::optional<std::string> full_read_wanted_;  ///< the prover's reason
+    std::atomic<bool> prover_stop_{false};
+
+    std::optional<MirrorPoint> current_point() {
+        std::lock_guard lock(mutex_);
+        return point_;
+    }
+
+    /// Writes mirror.state; call with mutex_ held (or before the prover runs).
+    void write_state() { write_mirror_state(options_.db, state_); }
+
+    /// Sleeps `duration` unless told to stop first; returns false on stop.
+    bool pause(milliseconds duration) {
+        const auto until = Steady::now() + duration;
+        while (!stop_) {
+            const auto now = Steady::now();
+            if (now >= until) return true;
+            std::this_thread::sleep_for(std::min<Steady::duration>(until - now, milliseconds(100)));
+        }
+        return false;
+    }
+
+    // --------------------------------------------------------- full read
+
+    void full_read(Client &client, const std::string &reason, bool reconciliation) {
+        const std::optional<MirrorPoint> before = current_point();
+        if (!reconciliation) {
+            std::lock_guard lock(mutex_);
+            state_.state = "syncing";
+            write_state();
+        }
+        std::vector<KeyValue> kvs;
+        ResponseHeader header;
+        std::int64_t revision = 0;
+        std::int64_t sent_ns = 0;
+        const auto started = Steady::now();
+        for (int attempt = 0;; ++attempt) {
+            kvs.clear();
+            sent_ns = boottime_nanoseconds();  // the first page is a linearizable read sent now
+            try {
+                revision = client.read_prefix(
+                    prefix_, options_.page_size,
+                    [&](std::vector<KeyValue> &&page) { std::move(page.begin(), page.end(), std::back_inserter(kvs)); },
+                    &header);
+                break;
+            } catch (const EtcdError &e) {
+                // Compacted past R while paging (a huge read and an eager compactor): read again at a newer R.
+                if (!e.compacted() || attempt == 2) throw;
+            }
+        }
+        const auto read_ms = std::chrono::duration_cast<milliseconds>(Steady::now() - started).count();
+        const MappedRead mapped = map_full_read(prefix_, kvs);
+        kvs.clear();
+        kvs.shrink_to_fit();
+        check_schema(mapped.schema_value);  // throws SchemaTooNew: nothing applied, the store ages
+        const bool same_cluster = before && before->cluster_id == std::to_string(header.cluster_id);
+        std::optional<Drift> drift;
+        if (reconciliation && same_cluster) drift = count_drift(store_.all_writes(), mapped, before->applied_revision);
+        const MirrorPoint point{revision, mapped.gen_revision, std::to_string(header.cluster_id)};
+        const MirrorApplied applied = store_.apply_mirror(mapped.writes, point, true);
+        {
+            std::lock_guard lock(mutex_);
+            point_ = point;
+            state_.applied_revision = point.applied_revision;
+            state_.cluster_id = point.cluster_id;
+            state_.verified_ns = std::max(state_.verified_ns, sent_ns);
+            state_.state = "live";
+            full_read_wanted_.reset();
+            write_state();
+        }
+        const auto total_ms = std::chrono::duration_cast<milliseconds>(Steady::now() - started).count();
+        log_(std::string(reconciliation ? "reconciliation" : "full read") + " (" + reason + "): " +
+             std::to_string(mapped.writes.size()) + " keys at revision " + std::to_string(revision) + " of cluster " +
+             point.cluster_id + " in " + std::to_string(total_ms) + " ms (read " + std::to_string(read_ms) +
+             " ms), " + std::to_string(applied.changed) + " changed");
+        if (drift)
+            log_("drift: " + std::to_string(drift->total()) + " keys (" + std::to_string(drift->differ) +
+                 " differ, " + std::to_string(drift->gone) + " gone) at applied revision " +
+                 std::to_string(before->applied_revision));
+        if (applied.refused)
+            log_("refused " + std::to_string(applied.refused) + " values that are not a store's (deleted locally)");
+    }
+
+    // --------------------------------------------------------- watch
+
+    void watch_loop() {
+        Client client(options_.cluster.client);
+        std::optional<std::string> full_reason;
+        if (!current_point()) full_reason = "the store has never been synced";
+        bool reconciliation = false;
+        auto next_reconcile = Steady::now() + jittered(options_.reconcile_every, random_);
+        unsigned failures = 0;
+        log_("started: mirroring " + prefix_ + " into " + options_.db);
+        while (!stop_) {
+            try {
+                if (full_reason) {
+                    full_read(client, *full_reason, reconciliation);
+                    full_reason.reset();
+                    reconciliation = false;
+                    next_reconcile = Steady::now() + jittered(options_.reconcile_every, random_);
+                }
+                const Leave leave = follow(client, next_reconcile, failures);
+                full_reason = leave.full_read;
+                reconciliation = leave.reconciliation;
+                if (leave.back_off && !pause(backoff_delay(failures++, random_))) break;
+            } catch (const SchemaTooNew &e) {
+                log_(e.what());
+                full_reason = "schema check";
+                if (!pause(backoff_delay(failures++, random_))) break;
+            } catch (const EtcdError &e) {
+                log_(std::string("reconnect: ") + e.what());
+                if (!pause(backoff_delay(failures++, random_))) break;
+            }
+        }
+    }
+
+    /// Resumes from the store's point and applies what the watch says until
+    /// something ends it. Throws EtcdError (back off and try again).
+    Leave follow(Client &client, Steady::time_point &next_reconcile, unsigned &failures) {
+        const std::optional<MirrorPoint> point = current_point();
+        const std::int64_t applied = point->applied_revision;
+        // The resume check: the watch must start above the compaction point (a
+        // watch from exactly it loses a DELETE on 3.4.23), in the same cluster,
+        // not ahead of etcd.
+        RangeRequest check;
+        check.key = prefix_;
+        check.range_end = prefix_range_end(prefix_);
+        check.revision = applied;
+        check.count_only = true;
+        RangeResponse now;
+        try {
+            now = client.range(check);
+        } catch (const EtcdError &e) {
+            if (e.compacted()) return {"revision " + std::to_string(applied) + " is compacted or ahead of etcd (" +
+                                       e.what() + ")"};
+            throw;
+        }
+        if (auto reason = full_read_reason(point, now.header)) return {reason};
+
+        WatchRequest request;
+        request.key = prefix_;
+        request.range_end = prefix_range_end(prefix_);
+        request.start_revision = applied + 1;
+        request.progress_notify = true;
+        Watch watch = client.watch(request, options_.watchdog);
+        reconnect_wanted_ = false;
+        log_("watching from revision " + std::to_string(applied + 1) + " on " + watch.endpoint());
+        for (;;) {
+            if (stop_) return {};
+            WatchResponse answer = watch.next();
+            switch (answer.kind) {
+            case WatchResponse::Kind::created:
+                set_live();
+                break;
+            case WatchResponse::Kind::canceled:
+                if (answer.compact_revision > 0)
+                    return {"the watch was canceled: compacted at revision " + std::to_string(answer.compact_revision)};
+                log_("reconnect: the watch was canceled: " + answer.cancel_reason);
+                return {std::nullopt, false, true};
+            case WatchResponse::Kind::events:
+                if (auto reason = apply(answer)) return {reason};
+                failures = 0;
+                break;
+            case WatchResponse::Kind::progress:
+                if (auto point_now = current_point(); answer.header.revision < point_now->applied_revision)
+                    return {"the watch says revision " + std::to_string(answer.header.revision) + ", below the applied " +
+                            std::to_string(point_now->applied_revision)};
+                failures = 0;
+                break;
+            case WatchResponse::Kind::stream_error:
+            case WatchResponse::Kind::disconnected:
+            case WatchResponse::Kind::timeout:
+                // The stream is over and the client has moved on to the next member.
+                log_("reconnect: " + answer.message);
+                return {std::nullopt, false, true};
+            }
+            {
+                std::lock_guard lock(mutex_);
+                if (full_read_wanted_) return {*full_read_wanted_};
+            }
+            if (reconnect_wanted_.exchange(false)) {
+                client.move_on();
+                log_("reconnect: the watch on " + watch.endpoint() + " stayed behind a quorum read for " +
+                     std::to_string(options_.catch_up_allowance.count()) + " ms");
+                return {};
+            }
+            if (Steady::now() >= next_reconcile) return {"every " + std::to_string(options_.reconcile_every.count() / 1000) + " s", true};
+        }
+    }
+
+    void set_live() {
+        std::lock_guard lock(mutex_);
+        if (state_.state != "live") {
+            state_.state = "live";
+            write_state();
+        }
+    }
+
+    /// One watch answer, one LMDB transaction. Returns a reason to read whole instead.
+    std::optional<std::string> apply(const WatchResponse &answer) {
+        const MirrorPoint before = *current_point();
+        MappedEvents mapped = map_events(prefix_, answer.events, before);
+        if (mapped.schema_changed) return "meta/schema_version changed";
+        if (mapped.point.applied_revision == before.applied_revision) return std::nullopt;  // all applied before
+        const MirrorApplied applied = store_.apply_mirror(mapped.writes, mapped.point, false);
+        {
+            std::lock_guard lock(mutex_);
+            point_ = mapped.point;
+            state_.applied_revision = mapped.point.applied_revision;
+        }
+        if (applied.refused)
+            log_("refused " + std::to_string(applied.refused) + " values that are not a store's (deleted locally)");
+        if (answer.events.size() >= 1000)
+            log_("caught up " + std::to_string(answer.events.size()) + " events to revision " +
+                 std::to_string(mapped.point.applied_revision));
+        if (options_.exit_after_applies && ++applies_ == options_.exit_after_applies) {
+            log_("test: ending like kill -9 after " + std::to_string(applies_) + " applied watch answers, at revision " +
+                 std::to_string(mapped.point.applied_revision));
+            std::_Exit(137);
+        }
+        return std::nullopt;
+    }
+    unsigned applies_ = 0;
+
+    // --------------------------------------------------------- freshness proof
+
+    void prove_loop() {
+        Client client(options_.cluster.client);
+        RangeRequest gen;
+        gen.key = gen_key(prefix_);
+        gen.keys_only = true;
+        bool behind = false;  // since behind_since
+        Steady::time_point behind_since{};
+        bool failing = false;
+        Proof last = Proof::fresh;
+        auto next = Steady::now();
+        while (!stop_ && !prover_stop_) {
+            next += options_.proof_every;
+            const std::int64_t sent_ns = boottime_nanoseconds();
+            try {
+                const RangeResponse answer = client.range(gen);
+                const std::int64_t gen_revision = answer.kvs.empty() ? 0 : answer.kvs.front().mod_revision;
+                if (failing) log_("freshness proof works again");
+                failing = false;
+                std::lock_guard lock(mutex_);
+                const Proof proof = prove(point_, gen_revision, answer.header);
+                if (proof != last && proof != Proof::fresh && proof != Proof::behind)
+                    log_(std::string("freshness proof: ") + proof_name(proof) + ": reading whole");
+                last = proof;
+                switch (proof) {
+                case Proof::fresh:
+                    behind = false;
+                    state_.verified_ns = std::max(state_.verified_ns, sent_ns);
+                    write_state();
+                    break;
+                case Proof::behind:
+                    if (!behind) {
+                        behind = true;
+                        behind_since = Steady::now();
+                    } else if (Steady::now() - behind_since > options_.catch_up_allowance) {
+                        reconnect_wanted_ = true;
+                        behind_since = Steady::now();  // ask again only after another allowance
+                    }
+                    break;
+                case Proof::other_cluster:
+                case Proof::went_back:
+                    full_read_wanted_ = std::string("freshness proof: ") + proof_name(proof);
+                    break;
+                case Proof::never_synced:
+                    break;
+                }
+            } catch (const EtcdError &e) {
+                // Nothing changes: verified ages, which is the point.
+                if (!failing) log_(std::string("freshness proof failed (verified now ages): ") + e.what());
+                failing = true;
+            } catch (const StoreError &e) {
+                if (!failing) log_(std::string("freshness proof: cannot write mirror.state: ") + e.what());
+                failing = true;
+            }
+            while (!stop_ && !prover_stop_ && Steady::now() < next)
+                std::this_thread::sleep_for(std::min<Steady::duration>(next - Steady::now(), milliseconds(100)));
+            if (Steady::now() > next + options_.proof_every) next = Steady::now();  // a slow read: no burst after it
+        }
+    }
+};
+
+}  // namespace
+
+int run_mirror_agent(const AgentOptions &options, const std::atomic<bool> &stop, const AgentLog &log) {
+    check_prefix(options.cluster.prefix);
+    Agent agent(options, stop, log);
+    return agent.run();
+}
+
+}  // namespace cptoken::etcd

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+// The mirror agent (`cptoken sync`, issue 24): keeps a local token store a
+// copy of the token set in etcd, and proves once a second that it is current
+// (DIR/mirror.state), so that httpd can refuse to trust a stale copy.
+//
+// How (research/etcd-mirror.md §7.4):
+//   - a full read (every key under P at one revision R, paginated) applied as
+//     ONE LMDB transaction, the store's mirror point set to R: on first
+//     start, when etcd is another cluster or went back in time (restored from
+//     a snapshot), when the watch's start was compacted, and every
+//     --reconcile-every to catch what a watch bug may have lost ("drift");
+//   - otherwise a watch from applied_revision + 1, each answer one LMDB
+//     transaction, the point moved to the highest kv.mod_revision applied
+//     (never header.revision: a catch-up answer stops at 1000 revisions but
+//     says the store's revision);
+//   - a freshness proof on a second connection, in a second thread: a
+//     linearizable read of P gen (mod_revision Mg), and mirror.state's
+//     verified time set to when that read was sent only if the store holds
+//     Mg. Two threads because Watch::next() blocks up to the watchdog, and a
+//     timeout there ends the stream: the proof cannot wait for it.
+//
+// This file is the logic without a command line; cptoken.cpp's cmd_sync is
+// the thin front. The pure decisions are free functions, unit-tested in
+// t/unit/test_etcd_mirror_agent.cpp; the rest runs against a real etcd in
+// t/cluster/test_mirror_agent.py. Nothing here logs a value: values are
+// token records.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cluster/cluster_config.hpp"
+#include "cluster/etcd_wire.hpp"
+#include "store/store.hpp"
+
+namespace cptoken::etcd {
+
+/// How the agent runs.
+struct AgentOptions {
+    ClusterConfig cluster;  ///< endpoints, TLS, user, prefix
+    std::string db;         ///< the store directory (made by `cptoken init`)
+    /// Between two reconciliations (a full read compared with the store), ±10 % jitter.
+    std::chrono::milliseconds reconcile_every{std::chrono::minutes(10)};
+    /// No answer on the watch for this long: the member is frozen or cut off;
+    /// watch another. Must exceed etcd's progress notify interval
+    /// (--experimental-watch-progress-notify-interval: set it to 10s).
+    std::chrono::milliseconds watchdog{std::chrono::seconds(30)};
+    std::chrono::milliseconds proof_every{std::chrono::seconds(1)};
+    /// How long the watch may stay behind a proof's read before its stream
+    /// is dropped for another member's.
+    std::chrono::milliseconds catch_up_allowance{std::chrono::seconds(2)};
+    std::int64_t page_size = 10000;
+    bool once = false;  ///< one full read, then return
+    /// Tests only: end the process (as kill -9 would: no cleanup) right after
+    /// the Nth watch answer was committed. 0: never.
+    unsigned exit_after_applies = 0;
+};
+
+/// Where the agent writes its log: one line per call, without a newline.
+using AgentLog = std::function<void(const std::string &line)>;
+
+/// Runs the agent until `stop` becomes true (a signal handler sets it), or
+/// after one full read with `once`. Returns 0 on a clean stop. Stopping
+/// takes at most about the watchdog (a watch read in flight) or one request
+/// timeout (a read in flight while etcd has no quorum). etcd being away is
+/// never an error: the agent retries with backoff and the store's
+/// verified time ages. Throws StoreError if the store cannot be opened or
+/// written (the process should end: systemd restarts it), EtcdError from a
+/// --once read that failed, SchemaTooNew from a --once read that was
+/// refused.
+int run_mirror_agent(const AgentOptions &options, const std::atomic<bool> &stop, const AgentLog &log);
+
+// ----------------------------------------------------------------- pure parts
+
+/// A full read that etcd's meta/schema_version says this code cannot read.
+class SchemaTooNew : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// A full read mapped to the store's writes.
+struct MappedRead {
+    std::vector<StoreWrite> writes;
+    std::vector<std::int64_t> mod_revisions;  ///< of each write, in the same order
+    std::int64_t gen_revision = 0;            ///< P gen's mod_revision; 0 if absent
+    std::optional<std::string> schema_value;  ///< P meta/schema_version's value, if present
+};
+
+/// Maps every key of a full read under `prefix` (store_write()); keys that
+/// hold no token data are left out, except gen and meta/schema_version,
+/// whose facts are kept. Never throws but std::bad_alloc.
+MappedRead map_full_read(std::string_view prefix, const std::vector<KeyValue> &kvs);
+
+/// Throws SchemaTooNew unless `schema_value` (absent: fine, an empty prefix)
+/// is a decimal number not above StoreSettings::schema_version. A value that
+/// is no number is refused too (fail closed).
+void check_schema(const std::optional<std::string> &schema_value);
+
+/// Why the store must be read whole before the watch can resume from its
+/// applied revision + 1, given what etcd said at that revision (a count-only
+/// range at `point->applied_revision`: its header); nullopt: resume. Reasons:
+/// never synced, another cluster id, etcd's revision below the applied one
+/// (restored from a snapshot). A compacted revision is told by the range's
+/// error, not here.
+std::optional<std::string> full_read_reason(const std::optional<MirrorPoint> &point, const ResponseHeader &etcd_now);
+
+/// One watch answer's events as the store's writes, and the point they take
+/// the store to: applied_revision the highest kv.mod_revision (never
+/// header.revision), gen_revision moved when P gen is among them. Events at
+/// or below `point.applied_revision` (already applied) are skipped.
+/// `schema_changed` says an event touched meta/schema_version (read whole
+/// again: check_schema() decides).
+struct MappedEvents {
+    std::vector<StoreWrite> writes;
+    MirrorPoint point;
+    bool schema_changed = false;
+};
+MappedEvents map_events(std::string_view prefix, const std::vector<WatchEvent> &events, const MirrorPoint &point);
+
+/// What a freshness proof's read (P gen: mod_revision `gen_revision`, answer
+/// header `header`) proves of a store at `point`.
+enum class Proof {
+    fresh,          ///< the store holds every admin write made before the read was sent
+    behind,         ///< the watch has not applied the newest admin write yet
+    other_cluster,  ///< etcd is not the cluster the store mirrors: read it whole
+    went_back,      ///< etcd's revision is below the store's: restored, read it whole
+    never_synced,   ///< no mirror point yet
+};
+Proof prove(const std::optional<MirrorPoint> &point, std::int64_t gen_revision, const ResponseHeader &header);
+
+/// Keys a reconciliation found that the watch should already have brought:
+/// `differ` etcd keys at or below `applied_revision` whose value the store
+/// lacks or holds otherwise (values apply_mirror() refuses left out: they
+/// are never stored); `gone` store keys etcd no longer has (a delete
+/// after `applied_revision` counts too: a rare race, and deletes only come
+/// from prune).
+struct Drift {
+    std::size_t differ = 0;
+    std::size_t gone = 0;
+    std::size_t total() const noexcept { return differ + gone; }
+};
+Drift count_drift(const std::vector<StoreWrite> &local, const MappedRead &etcd, std::int64_t applied_revision);
+
+/// The wait before reconnect attempt `attempt` (0: the first after a
+/// failure): 100 ms doubling up to 5 s, with full jitter in [half, whole]
+/// so that agents do not retry in step.
+std::chrono::milliseconds backoff_delay(unsigned attempt, std::mt19937 &random);
+
+/// `every` ±10 %.
+std::chrono::milliseconds jittered(std::chrono::milliseconds every, std::mt19937 &random);
+
+}  // namespace cptoken::etcd
