@@ -321,8 +321,12 @@ private:
         try {
             now = client.range(check);
         } catch (const EtcdError &e) {
-            if (e.compacted()) return {"revision " + std::to_string(applied) + " is compacted or ahead of etcd (" +
-                                       e.what() + ")"};
+            // Both are gRPC 11 (OutOfRange); only the text tells them apart, and only the log needs to.
+            if (e.compacted())
+                return {"revision " + std::to_string(applied) +
+                        (std::string_view(e.what()).find("future revision") != std::string_view::npos
+                             ? " is ahead of etcd (restored from a snapshot?)"
+                             : " is compacted")};
             throw;
         }
         if (auto reason = full_read_reason(point, now.header)) return {reason};
@@ -434,7 +438,7 @@ private:
                 failing = false;
                 std::lock_guard lock(mutex_);
                 const Proof proof = prove(point_, gen_revision, answer.header);
-                if (proof != last && proof != Proof::fresh && proof != Proof::behind)
+                if (proof != last && (proof == Proof::other_cluster || proof == Proof::went_back))
                     log_(std::string("freshness proof: ") + proof_name(proof) + ": reading whole");
                 last = proof;
                 switch (proof) {

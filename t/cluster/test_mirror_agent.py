@@ -1,0 +1,578 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The mirror agent (`cptoken sync`, issue 24) against a real 3-member etcd
+(Debian's 3.4.23): real `build/cptoken sync` processes, real stores made by
+`cptoken init`.
+
+The data in etcd is written here, in the agent's format, never by the code
+under test: tokens are made in a single-host source store (`cptoken create`,
+`revoke`), and its LMDB values are copied verbatim with python3-lmdb to
+P tokens/<hex digest> and P names/<user>/<name>, with P gen put in every
+transaction, as the admin tool's writers do. "The mirror holds the source"
+means byte for byte: every key and value of both databases.
+
+Most tests share one cluster (module scope) under prefixes of their own and
+give back every member they stop; a snapshot restore and auth get their own
+cluster. Lines starting with "mirror-agent:" are measurements.
+"""
+
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lmdb
+import pytest
+from conftest import measure
+from etcd_cluster import EtcdCluster, READER_ROLE, WRITER_ROLE
+
+CPTOKEN = os.environ.get("CPTOKEN") or str((Path(__file__).resolve().parent / ".." / ".." / "build" / "cptoken").resolve())
+WATCHDOG = "3s"  # the clusters notify progress every 1 s
+
+
+def boottime_ns():
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def b64(data):
+    return base64.b64encode(data if isinstance(data, bytes) else data.encode()).decode()
+
+
+def cptoken(db, *args, input=None, check=True):
+    r = subprocess.run([CPTOKEN, "--db", str(db), *map(str, args)], capture_output=True, text=True, input=input,
+                       timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"cptoken {args} exited {r.returncode}: {r.stdout} {r.stderr}")
+    return r
+
+
+def store_items(db, prefix):
+    """Every key and value of the token store in DB as (etcd key, value bytes)."""
+    env = lmdb.open(str(Path(db) / "tokens.mdb"), subdir=False, readonly=True, lock=False, max_dbs=8,
+                    max_readers=16384)
+    try:
+        items = {}
+        with env.begin() as txn:
+            for key, value in txn.cursor(db=env.open_db(b"tokens", txn=txn, create=False)):
+                items[f"{prefix}tokens/{key.hex()}"] = value
+            for key, value in txn.cursor(db=env.open_db(b"names", txn=txn, create=False)):
+                user, name = key.split(b"\0")
+                items[f"{prefix}names/{user.decode()}/{name.decode()}"] = value
+        return items
+    finally:
+        env.close()
+
+
+def settled_items(db, prefix):
+    """store_items(), read again when a write under way made the read fail."""
+    for _ in range(50):
+        try:
+            return store_items(db, prefix)
+        except lmdb.Error:
+            time.sleep(0.05)
+    return store_items(db, prefix)
+
+
+class Writer:
+    """Transactions through the gateway with Python's own HTTP (never the
+    client under test), failing over between members, logging in when
+    USER is given."""
+
+    def __init__(self, endpoints, user=None, password=None):
+        self.endpoints = list(endpoints)
+        self.user, self.password = user, password
+        self.token = None
+
+    def _post(self, endpoint, path, body):
+        u = urlparse(endpoint)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        try:
+            headers = {"Content-Type": "application/json"}
+            if self.token:
+                headers["Authorization"] = self.token
+            conn.request("POST", path, json.dumps(body), headers)
+            r = conn.getresponse()
+            data = json.loads(r.read() or b"{}")
+            return r.status, data
+        finally:
+            conn.close()
+
+    def call(self, path, body, timeout=30):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            for endpoint in self.endpoints:
+                try:
+                    if self.user and not self.token:
+                        status, data = self._post(endpoint, "/v3/auth/authenticate",
+                                                  {"name": self.user, "password": self.password})
+                        if status != 200:
+                            raise RuntimeError(f"authenticate: {status} {data}")
+                        self.token = data["token"]
+                    status, data = self._post(endpoint, path, body)
+                    if status == 200:
+                        return data
+                    if status == 401 or data.get("code") == 16:
+                        self.token = None
+                    last = f"{status} {data}"
+                except (OSError, RuntimeError, ValueError) as e:
+                    last = str(e)
+            time.sleep(0.2)
+        raise AssertionError(f"{path}: no member took it: {last}")
+
+    def txn(self, prefix, puts=(), deletes=()):
+        """One transaction: PUTS (key, value), DELETES (keys) and P gen. Returns its revision."""
+        ops = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in puts]
+        ops += [{"request_delete_range": {"key": b64(k)}} for k in deletes]
+        ops.append({"request_put": {"key": b64(prefix + "gen"), "value": b64("")}})
+        return int(self.call("/v3/kv/txn", {"success": ops})["header"]["revision"])
+
+
+class Source:
+    """A single-host store whose changes are copied to etcd under PREFIX."""
+
+    def __init__(self, path, writer, prefix):
+        self.path, self.writer, self.prefix = Path(path), writer, prefix
+        cptoken(self.path, "init")
+        self.in_etcd = {}
+        self.writer.txn(prefix, [(prefix + "meta/schema_version", "1")])
+
+    def create(self, user, name):
+        return cptoken(self.path, "create", user, name).stdout.strip()
+
+    def bulk_create(self, pairs):
+        out = cptoken(self.path, "bulk-create", input="".join(f"{u} {n}\n" for u, n in pairs)).stdout
+        return {(u, n): t for u, n, t in (line.split() for line in out.splitlines())}
+
+    def revoke(self, user, name):
+        cptoken(self.path, "revoke", user, name)
+
+    def push(self, per_txn=60):
+        """What changed in the source since the last push, PER_TXN keys a txn
+        (each txn its own revision). Returns the last revision."""
+        now = store_items(self.path, self.prefix)
+        puts = [(k, v) for k, v in sorted(now.items()) if self.in_etcd.get(k) != v]
+        deletes = [k for k in sorted(self.in_etcd) if k not in now]
+        revision = None
+        for i in range(0, max(len(puts), 1), per_txn):
+            revision = self.writer.txn(self.prefix, puts[i:i + per_txn], deletes if i == 0 else ())
+        self.in_etcd = now
+        return revision
+
+
+class Agent:
+    """A `cptoken sync` process; its log lines are collected."""
+
+    def __init__(self, db, cluster, prefix, *extra, user=None, password_file=None):
+        self.db = Path(db)
+        args = [CPTOKEN, "--db", str(db), "--etcd", ",".join(cluster.endpoints()), "--etcd-prefix", prefix]
+        if user:
+            args += ["--etcd-user", user, "--etcd-password-file", str(password_file)]
+        args += ["sync", "--watchdog", WATCHDOG, *map(str, extra)]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.lines = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self.lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def log(self):
+        with self.lock:
+            return list(self.lines)
+
+    def wait_log(self, pattern, timeout=20.0, after=0):
+        """The first log line from index AFTER on that matches PATTERN (a regex)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log()[after:]:
+                if re.search(pattern, line):
+                    return line
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no log line /{pattern}/ within {timeout} s; log: {self.log()[-12:]}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=40):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=5)
+        return rc
+
+
+def mirror_state(db):
+    try:
+        text = (Path(db) / "mirror.state").read_text()
+    except FileNotFoundError:
+        return None
+    return dict(field.split("=", 1) for field in text.split()[2:])
+
+
+def wait_mirror(db, source, timeout=20.0):
+    """Waits until the mirror in DB holds exactly what SOURCE pushed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = settled_items(db, source.prefix)
+        if got == source.in_etcd:
+            return
+        if time.monotonic() > deadline:
+            missing = set(source.in_etcd) - set(got)
+            extra = set(got) - set(source.in_etcd)
+            differ = [k for k in source.in_etcd if k in got and got[k] != source.in_etcd[k]]
+            raise AssertionError(f"mirror differs: {len(missing)} missing, {len(extra)} extra, {len(differ)} differ")
+        time.sleep(0.1)
+
+
+def check(db, user, token):
+    return cptoken(db, "check", user, input=token + "\n", check=False)
+
+
+class FreshnessWatch:
+    """Samples mirror.state every 20 ms, and asserts at the end that no
+    sample claimed a proof taken after a write the mirror had not applied:
+    for every write committed (acknowledged) at boottime w with revision g,
+    every sample verified after w says revision >= g."""
+
+    def __init__(self, db):
+        self.db = db
+        self.samples, self.writes = [], []
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while self.running:
+            s = mirror_state(self.db)
+            if s:
+                self.samples.append((int(s["verified"]), int(s["revision"])))
+            time.sleep(0.02)
+
+    def wrote(self, revision):
+        self.writes.append((boottime_ns(), revision))
+
+    def finish(self):
+        self.running = False
+        self.thread.join()
+        for verified, revision in self.samples:
+            for written_at, gen in self.writes:
+                if written_at < verified:
+                    assert revision >= gen, f"fresh at {verified} with revision {revision} < write {gen} made before"
+        return len(self.samples)
+
+
+def verified_age_s(db):
+    return (boottime_ns() - int(mirror_state(db)["verified"])) / 1e9
+
+
+@pytest.fixture(scope="module")
+def shared_cluster():
+    with EtcdCluster(size=3, progress_notify_interval="1s") as c:
+        yield c
+
+
+@pytest.fixture
+def etcd(shared_cluster):
+    """The shared cluster, every member running again after the test."""
+    yield shared_cluster
+    for i in range(shared_cluster.size):
+        if not shared_cluster.running(i):
+            shared_cluster.restart(i)
+        else:
+            shared_cluster.kill(i, signal.SIGCONT)
+    shared_cluster.wait_for_leader(range(shared_cluster.size))
+
+
+def member_of(line, cluster):
+    url = re.search(r" on (\S+)$", line).group(1)
+    return [m.client_url for m in cluster.members].index(url)
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_full_read_then_watch_revocations_range_end_and_reconciliation(etcd, tmp_path):
+    prefix = "/cptoken/full/"
+    source = Source(tmp_path / "src", Writer(etcd.endpoints()), prefix)
+    tokens = source.bulk_create([("alice", f"t{i}") for i in range(50)])
+    source.push()
+    # A key at the very end of the prefix range (a wrong range_end misses it), and a value that is no store's.
+    last_key = prefix + "tokens/" + "f" * 128
+    any_record = source.in_etcd[next(k for k in source.in_etcd if "/tokens/" in k)]
+    source.writer.txn(prefix, [(last_key, any_record), (prefix + "tokens/" + "0" * 128, b"not a record")])
+    mirror = tmp_path / "mirror"
+    cptoken(mirror, "init")
+
+    agent = Agent(mirror, etcd, prefix, "--reconcile-every", "3s")
+    try:
+        line = agent.wait_log(r"full read \(the store has never been synced\): 102 keys")  # 50 tokens, 50 names, 2 more
+        agent.wait_log(r"refused 1 values")
+        agent.wait_log(r"watching from revision")
+        source.in_etcd[last_key] = any_record
+        wait_mirror(mirror, source)
+        assert check(mirror, "alice", tokens[("alice", "t3")]).returncode == 0
+        state = mirror_state(mirror)
+        assert state["state"] == "live" and verified_age_s(mirror) < 2.5
+
+        # Watched: a new token, then a revocation; each reaches the mirror.
+        started = time.monotonic()
+        new = source.create("bob", "deploy")
+        source.push()
+        wait_mirror(mirror, source)
+        assert check(mirror, "bob", new).returncode == 0
+        source.revoke("alice", "t3")
+        source.push()
+        wait_mirror(mirror, source)
+        propagated = time.monotonic() - started
+        assert check(mirror, "alice", tokens[("alice", "t3")]).returncode != 0
+
+        # Reconciliation: a full read while current finds nothing to fix.
+        agent.wait_log(r"drift: 0 keys", timeout=15)
+        assert not any(re.search(r"drift: [1-9]", l) for l in agent.log())
+        stop_started = time.monotonic()
+        assert agent.stop() == 0
+        stopped_in = time.monotonic() - stop_started
+        assert any("stopped at revision" in l for l in agent.log())
+    finally:
+        agent.stop(signal.SIGKILL)
+    assert line
+
+    # Ten full reads leave the file the size one did.
+    once = [CPTOKEN, "--db", str(mirror), "--etcd", ",".join(etcd.endpoints()), "--etcd-prefix", prefix,
+            "sync", "--once"]
+    subprocess.run(once, check=True, capture_output=True, timeout=60)
+    size_after_one = (mirror / "tokens.mdb").stat().st_size
+    for _ in range(9):
+        subprocess.run(once, check=True, capture_output=True, timeout=60)
+    size_after_ten = (mirror / "tokens.mdb").stat().st_size
+    assert size_after_ten <= size_after_one
+    measure(f"mirror-agent: create+revoke seen by the mirror in {propagated * 1000:.0f} ms (two pushes, polled); "
+            f"SIGTERM to exit {stopped_in * 1000:.0f} ms; tokens.mdb {size_after_one} bytes after 1 full read, "
+            f"{size_after_ten} after 10")
+
+
+def test_kill_9_between_two_catch_up_answers_and_compaction_while_down(etcd, tmp_path):
+    prefix = "/cptoken/catchup/"
+    source = Source(tmp_path / "src", Writer(etcd.endpoints()), prefix)
+    source.bulk_create([("carol", f"a{i}") for i in range(5)])
+    source.push()
+    mirror = tmp_path / "mirror"
+    cptoken(mirror, "init")
+    agent = Agent(mirror, etcd, prefix)
+    agent.wait_log(r"watching from revision")
+    wait_mirror(mirror, source)
+    assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    # 1200 admin txns while the agent is down: a catch-up of more than 1000 revisions, two watch answers.
+    pairs = [("dave", f"b{i}") for i in range(1200)]
+    source.bulk_create(pairs)
+    started = time.monotonic()
+    last = source.push(per_txn=2)  # a token and its name per txn: 1200 revisions
+    wrote_in = time.monotonic() - started
+    assert last - etcd.revision() == 0
+
+    # Killed (as kill -9: no cleanup) right after the first answer was committed.
+    agent = Agent(mirror, etcd, prefix, "--test-exit-after-applies", "1")
+    line = agent.wait_log(r"test: ending like kill -9 after 1 applied watch answers, at revision (\d+)")
+    assert agent.stop() == 137
+    killed_at = int(re.search(r"at revision (\d+)", line).group(1))
+    assert killed_at < last, "the first answer held everything: no kill between two answers"
+    assert not any("full read" in l for l in agent.log())
+
+    agent = Agent(mirror, etcd, prefix)
+    try:
+        agent.wait_log(rf"watching from revision {killed_at + 1} ")
+        wait_mirror(mirror, source)
+        assert not any("full read" in l for l in agent.log())
+        agent.stop()
+    finally:
+        agent.stop(signal.SIGKILL)
+
+    # Compaction while the agent is down: its revision is gone, it reads whole.
+    source.revoke("dave", "b7")
+    source.push()
+    etcd.compact(etcd.revision())
+    agent = Agent(mirror, etcd, prefix)
+    try:
+        line = agent.wait_log(r"full read \(revision \d+ is compacted")
+        wait_mirror(mirror, source)
+        agent.stop()
+    finally:
+        agent.stop(signal.SIGKILL)
+    measure(f"mirror-agent: 1200 txns written in {wrote_in:.1f} s; killed after the first catch-up answer at "
+            f"revision {killed_at} of {last}, resumed without loss; after compaction: {line.split(': ', 1)[1]}")
+
+
+def test_watched_member_killed_stopped_restarted_never_fresh_while_behind(etcd, tmp_path):
+    prefix = "/cptoken/faults/"
+    writer = Writer(etcd.endpoints())
+    source = Source(tmp_path / "src", writer, prefix)
+    source.create("erin", "first")
+    source.push()
+    mirror = tmp_path / "mirror"
+    cptoken(mirror, "init")
+    agent = Agent(mirror, etcd, prefix)
+    freshness = FreshnessWatch(mirror)
+    timings = []
+    try:
+        watching = agent.wait_log(r"watching from revision")
+        wait_mirror(mirror, source)
+        for fault, (sig, then) in enumerate([(signal.SIGKILL, "restart"), (signal.SIGSTOP, "cont"),
+                                              (signal.SIGTERM, "restart")]):
+            member = member_of(watching, etcd)
+            seen = len(agent.log())
+            etcd.kill(member, sig)
+            others = [i for i in range(etcd.size) if i != member]
+            writer.endpoints = [etcd.members[i].client_url for i in others]
+            started = time.monotonic()
+            source.create("erin", f"during-{fault}")
+            freshness.wrote(source.push())
+            watching = agent.wait_log(r"watching from revision", after=seen, timeout=30)
+            assert member_of(watching, etcd) != member
+            wait_mirror(mirror, source, timeout=30)
+            timings.append((signal.Signals(sig).name, time.monotonic() - started))
+            if then == "cont":
+                etcd.kill(member, signal.SIGCONT)
+            else:
+                etcd.restart(member)
+            writer.endpoints = etcd.endpoints()
+            source.create("erin", f"after-{fault}")
+            freshness.wrote(source.push())
+            wait_mirror(mirror, source)
+        # Fresh again at the end.
+        deadline = time.monotonic() + 15
+        while verified_age_s(mirror) > 1.5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert verified_age_s(mirror) <= 1.5
+    finally:
+        samples = freshness.finish()
+        agent.stop(signal.SIGKILL)
+    reconnects = [l for l in agent.log() if "reconnect" in l]
+    assert reconnects
+    measure("mirror-agent: member faults, write to mirror with the watched member down: " +
+            ", ".join(f"{name} {s * 1000:.0f} ms" for name, s in timings) +
+            f"; {samples} mirror.state samples, none fresh while behind")
+
+
+def test_quorum_lost_verified_stops_and_resumes_without_restart(etcd, tmp_path):
+    prefix = "/cptoken/quorum/"
+    writer = Writer(etcd.endpoints())
+    source = Source(tmp_path / "src", writer, prefix)
+    source.create("frank", "one")
+    source.push()
+    mirror = tmp_path / "mirror"
+    cptoken(mirror, "init")
+    agent = Agent(mirror, etcd, prefix)
+    try:
+        agent.wait_log(r"watching from revision")
+        wait_mirror(mirror, source)
+        time.sleep(1.5)
+        assert verified_age_s(mirror) < 1.5
+        etcd.kill(1)
+        etcd.kill(2)
+        lost_at = boottime_ns()
+        time.sleep(6)
+        verified = int(mirror_state(mirror)["verified"])
+        assert verified < lost_at + 1_500_000_000  # nothing proved after quorum was lost (one proof in flight)
+        time.sleep(2)
+        assert int(mirror_state(mirror)["verified"]) == verified
+        agent.wait_log(r"freshness proof failed")
+        stale_for = verified_age_s(mirror)
+
+        back = time.monotonic()
+        etcd.restart(1, wait=False)
+        etcd.restart(2, wait=False)
+        etcd.wait_healthy()
+        healthy_in = time.monotonic() - back
+        source.create("frank", "two")
+        source.push()
+        wait_mirror(mirror, source, timeout=30)
+        while verified_age_s(mirror) > 1.5 and time.monotonic() - back < 20:
+            time.sleep(0.1)
+        fresh_in = time.monotonic() - back
+        assert verified_age_s(mirror) <= 1.5
+        assert agent.proc.poll() is None
+    finally:
+        agent.stop(signal.SIGKILL)
+    measure(f"mirror-agent: quorum lost: verified stopped (age {stale_for:.1f} s after 8 s); "
+            f"fresh again {fresh_in:.1f} s after the two members were started (healthy in {healthy_in:.1f} s), "
+            "same process")
+
+
+def test_restored_from_snapshot_reads_whole(tmp_path):
+    prefix = "/cptoken/v1/"
+    with EtcdCluster(size=3, progress_notify_interval="1s") as cluster:
+        source = Source(tmp_path / "src", Writer(cluster.endpoints()), prefix)
+        kept = source.create("gina", "kept")
+        source.push()
+        snapshot_items = dict(source.in_etcd)
+        cluster.snapshot_save(tmp_path / "snap.db")
+        later = source.create("gina", "later")
+        source.push()
+        mirror = tmp_path / "mirror"
+        cptoken(mirror, "init")
+        agent = Agent(mirror, cluster, prefix)
+        try:
+            agent.wait_log(r"watching from revision")
+            wait_mirror(mirror, source)
+            assert check(mirror, "gina", later).returncode == 0
+            seen = len(agent.log())
+            cluster.snapshot_restore(tmp_path / "snap.db")
+            # Whichever the agent sees first: the cluster id, the revision gone back, or the proof's answer.
+            line = agent.wait_log(r"full read \((etcd is cluster \d+, the store mirrors|revision \d+ is ahead of etcd|"
+                                  r"etcd's revision \d+ is below|freshness proof: etcd)", after=seen, timeout=30)
+            clusters = [re.search(r"of cluster (\d+)", l).group(1) for l in agent.log() if "full read" in l]
+            assert len(set(clusters)) == 2
+            source.in_etcd = snapshot_items
+            wait_mirror(mirror, source)
+            assert check(mirror, "gina", later).returncode != 0  # etcd forgot it: so does the mirror
+            assert check(mirror, "gina", kept).returncode == 0
+        finally:
+            agent.stop(signal.SIGKILL)
+    measure(f"mirror-agent: etcd restored from a snapshot: {line.split(': ', 1)[1]}")
+
+
+def test_auth_token_expiry(tmp_path):
+    prefix = "/cptoken/v1/"
+    with EtcdCluster(size=3, progress_notify_interval="1s", auth_token_ttl=2) as cluster:
+        cluster.enable_auth()
+        cluster.add_user("agent", "agent-pw", READER_ROLE)
+        cluster.add_user("admintool", "admin-pw", WRITER_ROLE)
+        password_file = tmp_path / "agent.pw"
+        password_file.write_text("agent-pw\n")
+        password_file.chmod(0o600)
+        source = Source(tmp_path / "src", Writer(cluster.endpoints(), "admintool", "admin-pw"), prefix)
+        token = source.create("hank", "one")
+        source.push()
+        mirror = tmp_path / "mirror"
+        cptoken(mirror, "init")
+        agent = Agent(mirror, cluster, prefix, user="agent", password_file=password_file)
+        try:
+            agent.wait_log(r"watching from revision")
+            wait_mirror(mirror, source)
+            time.sleep(5)  # the simple token expired twice over
+            source.revoke("hank", "one")
+            source.push()
+            wait_mirror(mirror, source)
+            assert check(mirror, "hank", token).returncode != 0
+            assert verified_age_s(mirror) < 1.5  # the proof logged in again
+            cluster.restart(0)  # a member restart forgets every simple token
+            cluster.restart(1)
+            time.sleep(2)
+            source.create("hank", "two")
+            source.push()
+            wait_mirror(mirror, source)
+            assert verified_age_s(mirror) < 1.5
+        finally:
+            agent.stop(signal.SIGKILL)
+    measure("mirror-agent: auth with --auth-token-ttl 2 and two member restarts: revocation and a new token "
+            "mirrored, fresh after each")
