@@ -133,7 +133,8 @@ $(BUILD)/t/test_etcd_%: t/unit/test_etcd_%.cpp $(BUILD)/libcptoken_cluster.a $(B
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(CLUSTER_LIBS) $(BUILD)/libcptoken.a $(LIBS) -lcmocka
 
 # The cluster tests (t/cluster/): a real 3-member etcd per test (Debian's etcd-server
-# 3.4.23, t/cluster/etcd_cluster.py) and the etcd client driven through etcd_probe.
+# 3.4.23, t/cluster/etcd_cluster.py), the etcd client driven through etcd_probe, and
+# the mirror agent (build/cptoken sync; its tests share a cluster per worker).
 # About 30 s on 2 cores with 2 workers (a minute serially), so a stage of make test.
 # The "etcd-client:" lines it prints at the end are measurements (race, paginated
 # read, failover, watchdog, latency); CLUSTER_WORKERS=0 runs serially, for quieter numbers.

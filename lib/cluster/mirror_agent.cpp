@@ -337,6 +337,7 @@ private:
         request.start_revision = applied + 1;
         request.progress_notify = true;
         Watch watch = client.watch(request, options_.watchdog);
+        note_logins(client, watch_logins_, "watch");
         reconnect_wanted_ = false;
         log_("watching from revision " + std::to_string(applied + 1) + " on " + watch.endpoint());
         for (;;) {
@@ -415,6 +416,16 @@ private:
         return std::nullopt;
     }
     unsigned applies_ = 0;
+    unsigned watch_logins_ = 0;  // the watch thread's
+    unsigned proof_logins_ = 0;  // the prover's
+
+    /// Says when `client` logged in to etcd again (an expired token, a
+    /// restarted member): worth knowing, and how the tests see it happen.
+    void note_logins(const Client &client, unsigned &seen, const char *which) {
+        const unsigned now = client.authentications();
+        if (now > 1 && now != seen) log_(std::string(which) + " connection logged in to etcd again (" + std::to_string(now) + " logins)");
+        seen = now;
+    }
 
     // --------------------------------------------------------- freshness proof
 
@@ -463,7 +474,9 @@ private:
                 case Proof::never_synced:
                     break;
                 }
+                note_logins(client, proof_logins_, "proof");
             } catch (const EtcdError &e) {
+                note_logins(client, proof_logins_, "proof");
                 // Nothing changes: verified ages, which is the point.
                 if (!failing) log_(std::string("freshness proof failed (verified now ages): ") + e.what());
                 failing = true;
