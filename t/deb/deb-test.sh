@@ -143,6 +143,8 @@ check_installed() {
              /usr/share/doc/libapache2-mod-cptoken/changelog.gz \
              /usr/share/doc/libapache2-mod-cptoken/copyright \
              /etc/cptoken/manager.conf /lib/systemd/system/cptoken-manager.service \
+             /lib/systemd/system/cptoken-sync.service \
+             /usr/share/doc/libapache2-mod-cptoken/examples/cptoken-sync.default \
              /usr/share/mod_cptoken/manager/index.html /usr/share/mod_cptoken/manager/page.js; do
         [ -e "$root$f" ] || [ -L "$root$f" ] || fail "missing: $f"
     done
@@ -161,6 +163,10 @@ check_installed() {
         fail "cptoken-manager.service is enabled by the package"
     ! grep -E "(start|restart).*cptoken-manager" "$postinst" || fail "postinst starts the manager"
     run apache2 -t -f /etc/cptoken/manager.conf
+    # The mirror agent (cluster mode): shipped, neither enabled nor started (it needs /etc/default/cptoken-sync).
+    [ ! -e "$root/etc/systemd/system/multi-user.target.wants/cptoken-sync.service" ] ||
+        fail "cptoken-sync.service is enabled by the package"
+    ! grep -E "(start|restart).*cptoken-sync" "$postinst" || fail "postinst starts the mirror agent"
     [ ! -e "$root/etc/apache2/mods-enabled/cptoken.load" ] || fail "the module is enabled by the package"
     [ "$(stat -c '%U:%G %a' "$root/var/lib/cptoken")" = "root:www-data 2750" ] ||
         fail "store: $(stat -c '%U:%G %a' "$root/var/lib/cptoken"), expected root:www-data 2750"

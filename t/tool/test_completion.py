@@ -18,7 +18,7 @@ from conftest import CPTOKEN, HERE, Store, base_env
 
 SCRIPT = HERE.parent.parent / "conf" / "bash_completion" / "cptoken"
 COMMANDS = {"init", "create", "bulk-create", "rotate", "list", "show", "edit", "revoke", "check", "prune",
-            "import-cpanel", "fsck", "backup"}
+            "import-cpanel", "fsck", "backup", "sync"}
 
 
 def complete(*words, prefix=(), env=None):
