@@ -357,9 +357,16 @@ private:
                 failures = 0;
                 break;
             case WatchResponse::Kind::progress:
-                if (auto point_now = current_point(); answer.header.revision < point_now->applied_revision)
-                    return {"the watch says revision " + std::to_string(answer.header.revision) + ", below the applied " +
-                            std::to_string(point_now->applied_revision)};
+                // Below the store: a member that lags a read made elsewhere, or etcd went back. Not
+                // told apart here (a progress answer is the member's own view): the resume check's
+                // linearizable read on the next member tells, and reads whole only if etcd went back.
+                if (auto point_now = current_point(); answer.header.revision < point_now->applied_revision) {
+                    client.move_on();
+                    log_("reconnect: the watch on " + watch.endpoint() + " says revision " +
+                         std::to_string(answer.header.revision) + ", below the applied " +
+                         std::to_string(point_now->applied_revision));
+                    return {std::nullopt, false, true};
+                }
                 failures = 0;
                 break;
             case WatchResponse::Kind::stream_error:
@@ -434,8 +441,9 @@ private:
         RangeRequest gen;
         gen.key = gen_key(prefix_);
         gen.keys_only = true;
-        bool behind = false;  // since behind_since
+        bool behind = false;  // since behind_since, with the store at applied_when_behind
         Steady::time_point behind_since{};
+        std::int64_t applied_when_behind = 0;
         bool failing = false;
         Proof last = Proof::fresh;
         auto next = Steady::now();
@@ -459,9 +467,12 @@ private:
                     write_state();
                     break;
                 case Proof::behind:
-                    if (!behind) {
+                    // The allowance runs while the watch applies nothing: a long catch-up that moves
+                    // on is left alone.
+                    if (!behind || point_->applied_revision > applied_when_behind) {
                         behind = true;
                         behind_since = Steady::now();
+                        applied_when_behind = point_->applied_revision;
                     } else if (Steady::now() - behind_since > options_.catch_up_allowance) {
                         reconnect_wanted_ = true;
                         behind_since = Steady::now();  // ask again only after another allowance
