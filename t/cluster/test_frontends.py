@@ -5,6 +5,7 @@ The writers are `cptoken --etcd ...` on any front-end. Lines starting with
 "propagation:" are the measured times from a command's return to the first
 request that gets the new answer on every front-end."""
 
+import http.client
 import json
 import os
 import statistics
@@ -13,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import MEASUREMENTS
+from conftest import MEASUREMENTS, Gateway, b64
 from etcd_cluster import EtcdCluster
 from frontends import CPTOKEN, Frontend
 
@@ -30,12 +31,12 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def until_everywhere(frontends, token, status, timeout=10.0):
-    """Seconds until every front-end answers `status` for `token` (polled
-    over kept-alive connections, each front-end until it does)."""
+def until_everywhere(frontends, token, status, timeout=10.0, user="alice"):
+    """Seconds until every front-end answers `status` for USER's `token`
+    (polled over kept-alive connections, each front-end until it does)."""
     start = time.monotonic()
     for fe in frontends:
-        while fe.status_of(token) != status:
+        while fe.status_of(token, user) != status:
             if time.monotonic() - start > timeout:
                 raise AssertionError(f"{fe.dir.name} still not {status} after {timeout} s")
     return time.monotonic() - start
@@ -79,7 +80,7 @@ def test_a_name_raced_for_from_two_hosts_has_one_winner(two):
             assert "already has a token named 'race" in losers[0].stderr, losers[0].stderr
             losses["a" if results[0].returncode else "b"] += 1
             token = winners[0].stdout.strip()
-            assert a.status_of(token, "bob") == 200 or until_everywhere((a,), token, 200, 5) >= 0
+            assert a.status_of(token, "bob") == 200 or until_everywhere((a,), token, 200, 5, "bob") >= 0
     report(f"propagation: name race, {rounds} rounds from 2 hosts: one winner each, lost by a {losses['a']}, "
            f"b {losses['b']}")
     listed = a.cptoken("list", "bob", etcd=False).stdout
@@ -94,7 +95,7 @@ def test_a_bulk_create_bigger_than_one_etcd_transaction(two):
     tokens = out[2::3]
     assert len(tokens) == count
     for token in (tokens[0], tokens[count // 2], tokens[-1]):
-        until_everywhere((a, b), token, 200)
+        until_everywhere((a, b), token, 200, user="carol")
     assert all(b.status_of(t, "carol") == 200 for t in tokens)
     assert len(b.cptoken("list", "carol", etcd=False).stdout.splitlines()) >= count
 
@@ -129,21 +130,26 @@ def test_revoke_still_works_when_etcd_is_out_of_space():
                      extra_args=["--quota-backend-bytes", str(8 << 20)]) as cluster:
         with Frontend(cluster.endpoints(), name="a") as a, Frontend(cluster.endpoints(), name="b") as b:
             token = a.cptoken("create", "dave", "keep").stdout.strip()
-            until_everywhere((a, b), token, 200)
-            # Fill etcd outside the token prefix until it refuses puts.
+            until_everywhere((a, b), token, 200, user="dave")
+            # Fill etcd outside the token prefix until it refuses puts: 1 MB values through the gateway
+            # (one argument of etcdctl may hold at most 128 KiB).
+            gateway = Gateway(cluster.endpoints()[0])
+            conn = http.client.HTTPConnection(gateway.host, gateway.port, timeout=30)
             filler = os.urandom(512 * 1024).hex()[: 1000 * 1000]
             for i in range(200):
-                r = cluster.etcdctl("put", f"/filler/{i}", filler, check=False)
-                if r.returncode != 0:
-                    assert "space exceeded" in (r.stderr + r.stdout)
+                try:
+                    gateway.post(conn, "/v3/kv/put", {"key": b64(f"/filler/{i}"), "value": b64(filler)})
+                except RuntimeError as e:
+                    assert "space exceeded" in str(e)
                     break
             else:
                 pytest.fail("etcd never ran out of space")
+            conn.close()
             refused = a.cptoken("create", "dave", "more", check=False)
             assert refused.returncode == 1 and "out of space" in refused.stderr, refused.stderr
             revoked = b.cptoken("revoke", "dave", "keep")
             assert "out of space" in revoked.stderr
-            until_everywhere((a, b), token, 401)
+            until_everywhere((a, b), token, 401, user="dave")
 
 
 def test_quorum_lost_turns_into_503_after_the_limit_and_back_by_itself(cluster):
