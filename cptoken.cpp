@@ -1355,10 +1355,15 @@ int cmd_import_cpanel(const std::string &db, const ImportCpanelOptions &o) {
 // ------------------------------------------------------------ sync (cluster mode's mirror agent)
 
 struct SyncOptions {
-    std::string reconcile_every = "10m", watchdog = "30s";
+    std::string reconcile_every = "10m", watchdog = "30s", usage_every = "5s";
+    std::optional<std::string> host_name;
     bool once = false;
     unsigned exit_after_applies = 0;
     void define(CLI::App *sub) {
+        sub->add_option("--usage-every", usage_every,
+                        "publish this host's usage (last use, uses) to etcd this often, N[smhdw] (default 5s; 0s: "
+                        "never)");
+        sub->add_option("--host-name", host_name, "this host's name among the front-ends (default: its hostname)");
         sub->add_option("--reconcile-every", reconcile_every,
                         "compare the whole store with etcd this often, N[smhdw] (default 10m, jittered)");
         sub->add_option("--watchdog", watchdog,
@@ -1374,10 +1379,10 @@ struct SyncOptions {
 std::atomic<bool> g_stop_sync{false};
 extern "C" void stop_sync(int) { g_stop_sync = true; }
 
-std::chrono::milliseconds duration_option(const char *option, const std::string &text) {
+std::chrono::milliseconds duration_option(const char *option, const std::string &text, bool zero_allowed = false) {
     try {
         const Seconds seconds = parse_duration(text);
-        if (seconds <= 0) throw UsageError(std::string(option) + ": must be more than 0s");
+        if (seconds <= 0 && !zero_allowed) throw UsageError(std::string(option) + ": must be more than 0s");
         return std::chrono::seconds(seconds);
     } catch (const WhenError &e) {
         throw UsageError(std::string(option) + ": " + e.what());
@@ -1392,6 +1397,17 @@ int cmd_sync(const std::string &db, const SyncOptions &o) {
     options.db = db;
     options.reconcile_every = duration_option("--reconcile-every", o.reconcile_every);
     options.watchdog = duration_option("--watchdog", o.watchdog);
+    options.usage_every = duration_option("--usage-every", o.usage_every, true);
+    if (o.host_name) {
+        options.host_name = *o.host_name;
+    } else {
+        char name[256] = "";
+        if (::gethostname(name, sizeof name - 1) != 0 || !*name)
+            throw UsageError("cannot tell this host's name: give --host-name NAME");
+        options.host_name = name;
+    }
+    if (options.host_name.empty() || options.host_name.find_first_of("/ \t\n") != std::string::npos)
+        throw UsageError("invalid --host-name '" + options.host_name + "': a name without '/' or blanks");
     options.once = o.once;
     options.exit_after_applies = o.exit_after_applies;
     struct sigaction action{};

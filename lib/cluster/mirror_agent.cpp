@@ -9,9 +9,11 @@
 #include <mutex>
 #include <thread>
 
+#include "cluster/cluster_usage.hpp"
 #include "cluster/etcd_client.hpp"
 #include "cluster/mirror_keys.hpp"
 #include "store/mirror_state.hpp"
+#include "store/usage_store.hpp"
 
 namespace cptoken::etcd {
 
@@ -162,15 +164,19 @@ public:
             return 0;
         }
         std::thread prover([this] { prove_loop(); });
+        std::thread publisher([this] { publish_loop(); });
+        const auto join_helpers = [&] {
+            helpers_stop_ = true;
+            prover.join();
+            publisher.join();
+        };
         try {
             watch_loop();
         } catch (...) {
-            prover_stop_ = true;
-            prover.join();
+            join_helpers();
             throw;
         }
-        prover_stop_ = true;
-        prover.join();
+        join_helpers();
         log_("stopped at revision " + std::to_string(current_point() ? current_point()->applied_revision : 0));
         return 0;
     }
@@ -189,7 +195,7 @@ private:
     MirrorState state_;                 ///< as written to mirror.state
     std::atomic<bool> reconnect_wanted_{false};
     std::optional<std::string> full_read_wanted_;  ///< the prover's reason
-    std::atomic<bool> prover_stop_{false};
+    std::atomic<bool> helpers_stop_{false};  ///< the prover and the publisher end (the watch thread ended)
 
     std::optional<MirrorPoint> current_point() {
         std::lock_guard lock(mutex_);
@@ -434,6 +440,34 @@ private:
         seen = now;
     }
 
+    // --------------------------------------------------------- usage
+
+    /// This host's usage to etcd, every usage_every: only the shards that
+    /// changed. Usage is informational: a failure is logged (once a streak)
+    /// and never stops the agent.
+    void publish_loop() {
+        if (options_.usage_every.count() <= 0) return;
+        Client client(options_.cluster.client);
+        PublishedShards published;
+        bool failing = false;
+        auto next = Steady::now();
+        while (!stop_ && !helpers_stop_) {
+            next += options_.usage_every;
+            try {
+                const UsageByKey usage = read_usage(options_.db);
+                publish_usage(client, prefix_, options_.host_name, usage, published);
+                if (failing) log_("usage published again");
+                failing = false;
+            } catch (const std::exception &e) {
+                if (!failing) log_(std::string("cannot publish this host's usage: ") + e.what());
+                failing = true;
+            }
+            while (!stop_ && !helpers_stop_ && Steady::now() < next)
+                std::this_thread::sleep_for(std::min<Steady::duration>(next - Steady::now(), milliseconds(100)));
+            if (Steady::now() > next + options_.usage_every) next = Steady::now();
+        }
+    }
+
     // --------------------------------------------------------- freshness proof
 
     void prove_loop() {
@@ -447,7 +481,7 @@ private:
         bool failing = false;
         Proof last = Proof::fresh;
         auto next = Steady::now();
-        while (!stop_ && !prover_stop_) {
+        while (!stop_ && !helpers_stop_) {
             next += options_.proof_every;
             const std::int64_t sent_ns = boottime_nanoseconds();
             try {
@@ -495,7 +529,7 @@ private:
                 if (!failing) log_(std::string("freshness proof: cannot write mirror.state: ") + e.what());
                 failing = true;
             }
-            while (!stop_ && !prover_stop_ && Steady::now() < next)
+            while (!stop_ && !helpers_stop_ && Steady::now() < next)
                 std::this_thread::sleep_for(std::min<Steady::duration>(next - Steady::now(), milliseconds(100)));
             if (Steady::now() > next + options_.proof_every) next = Steady::now();  // a slow read: no burst after it
         }

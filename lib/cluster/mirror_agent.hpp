@@ -17,7 +17,9 @@
 //     linearizable read of P gen (mod_revision Mg), and mirror.state's
 //     verified time set to when that read was sent only if the store holds
 //     Mg. Two threads because Watch::next() blocks up to the watchdog, and a
-//     timeout there ends the stream: the proof cannot wait for it.
+//     timeout there ends the stream: the proof cannot wait for it;
+//   - this host's usage published every --usage-every, in a third thread
+//     with a third connection, so that a slow put never delays a proof.
 //
 // This file is the logic without a command line; cptoken.cpp's cmd_sync is
 // the thin front. The pure decisions are free functions, unit-tested in
@@ -56,6 +58,10 @@ struct AgentOptions {
     /// is dropped for another member's.
     std::chrono::milliseconds catch_up_allowance{std::chrono::seconds(2)};
     std::int64_t page_size = 10000;
+    /// Where this host publishes its usage (cluster_usage.hpp): its name,
+    /// and how often; 0: never (nor with `once`).
+    std::string host_name;
+    std::chrono::milliseconds usage_every{std::chrono::seconds(5)};
     bool once = false;  ///< one full read, then return
     /// Tests only: end the process (as kill -9 would: no cleanup) right after
     /// the Nth watch answer was committed. 0: never.
