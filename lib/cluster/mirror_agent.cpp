@@ -205,16 +205,18 @@ private:
     /// Writes mirror.state; call with mutex_ held (or before the prover runs).
     void write_state() { write_mirror_state(options_.db, state_); }
 
-    /// Sleeps `duration` unless told to stop first; returns false on stop.
-    bool pause(milliseconds duration) {
-        const auto until = Steady::now() + duration;
-        while (!stop_) {
+    /// Sleeps until `until` unless the agent is told to stop first (or
+    /// `also_stop`, when given, is set); returns false then. In steps of
+    /// 100 ms at most: a signal handler only sets a flag.
+    bool sleep_until(Steady::time_point until, const std::atomic<bool> *also_stop = nullptr) {
+        while (!stop_ && !(also_stop && *also_stop)) {
             const auto now = Steady::now();
             if (now >= until) return true;
             std::this_thread::sleep_for(std::min<Steady::duration>(until - now, milliseconds(100)));
         }
         return false;
     }
+    bool pause(milliseconds duration) { return sleep_until(Steady::now() + duration); }
 
     // --------------------------------------------------------- full read
 
@@ -462,8 +464,7 @@ private:
                 if (!failing) log_(std::string("cannot publish this host's usage: ") + e.what());
                 failing = true;
             }
-            while (!stop_ && !helpers_stop_ && Steady::now() < next)
-                std::this_thread::sleep_for(std::min<Steady::duration>(next - Steady::now(), milliseconds(100)));
+            sleep_until(next, &helpers_stop_);
             if (Steady::now() > next + options_.usage_every) next = Steady::now();
         }
     }
@@ -529,8 +530,7 @@ private:
                 if (!failing) log_(std::string("freshness proof: cannot write mirror.state: ") + e.what());
                 failing = true;
             }
-            while (!stop_ && !helpers_stop_ && Steady::now() < next)
-                std::this_thread::sleep_for(std::min<Steady::duration>(next - Steady::now(), milliseconds(100)));
+            sleep_until(next, &helpers_stop_);
             if (Steady::now() > next + options_.proof_every) next = Steady::now();  // a slow read: no burst after it
         }
     }
