@@ -512,6 +512,25 @@ def test_quorum_lost_verified_stops_and_resumes_without_restart(etcd, tmp_path):
             "same process")
 
 
+def test_a_newer_schema_stops_applying_and_freshness_until_it_is_gone(etcd, tmp_path):
+    prefix = "/cptoken/schema/"
+    source, mirror, agent, _ = start_mirrored(etcd, tmp_path, prefix, "ivan", "one")
+    try:
+        seen = len(agent.log())
+        source.writer.txn(prefix, [(prefix + "meta/schema_version", "2")])
+        newer = source.create("ivan", "written-by-a-newer-tool")
+        source.push()
+        agent.wait_log(r"etcd holds store schema 2, this cptoken reads up to 1: not applied", after=seen)
+        time.sleep(3)
+        assert check(mirror, "ivan", newer).returncode != 0  # nothing applied after the schema changed
+        assert verified_age_s(mirror) > 2.5  # and never claimed fresh since
+        source.writer.txn(prefix, [(prefix + "meta/schema_version", "1")])
+        wait_mirror(mirror, source, timeout=20)
+        assert check(mirror, "ivan", newer).returncode == 0
+    finally:
+        agent.stop(signal.SIGKILL)
+
+
 def test_restored_from_snapshot_reads_whole(tmp_path):
     prefix = "/cptoken/v1/"
     with EtcdCluster(size=3, progress_notify_interval="1s") as cluster:
