@@ -163,7 +163,8 @@ cluster-test: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so
 # costs only the link, about a second. The binaries go to $(ETCD_CURRENT) and are picked
 # by t/cluster/etcd_cluster.py through CPTOKEN_TEST_ETCD (etcdctl and etcdutl beside it).
 # GO_BUILD_FLAGS: e.g. -p=1 on a busy machine.
-GO ?= go
+# A machine of this kind has Go in /usr/local/go, not always on PATH.
+GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
 GO_BUILD_FLAGS ?=
 ETCD_CURRENT_SRC := t/cluster/etcd-current
 ETCD_CURRENT := $(BUILD)/etcd-current
