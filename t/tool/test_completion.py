@@ -18,7 +18,7 @@ from conftest import CPTOKEN, HERE, Store, base_env
 
 SCRIPT = HERE.parent.parent / "conf" / "bash_completion" / "cptoken"
 COMMANDS = {"init", "create", "bulk-create", "rotate", "list", "show", "edit", "revoke", "check", "prune",
-            "import-cpanel", "fsck", "backup", "sync"}
+            "import-cpanel", "fsck", "backup", "sync", "push"}
 
 
 def complete(*words, prefix=(), env=None):
@@ -55,7 +55,10 @@ def test_commands():
 
 
 def test_global_options_before_the_command():
-    assert complete("--") == ["--db", "--help", "--version"]
+    assert complete("--") == ["--db", "--etcd", "--etcd-cacert", "--etcd-cert", "--etcd-key", "--etcd-password-file",
+                              "--etcd-prefix", "--etcd-user", "--help", "--version"]
+    # A cluster option's value is not taken for the command.
+    assert complete("--etcd", "http://127.0.0.1:2379", "pu") == ["push"]
 
 
 @pytest.mark.parametrize("command, expected", [
