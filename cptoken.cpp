@@ -1179,14 +1179,22 @@ int cmd_check(const std::string &db, const CheckOptions &o) {
 int cmd_prune(const std::string &db, const PruneOptions &) {
     const Seconds now = now_seconds();
     PruneResult result;
+    bool pruned = true;
     {
         TokenStore store(db, Access::read_write);
         prepare_writes(store);
-        result = store.prune(now);
+        // The daily prune of a front-end in cluster mode without --etcd: its
+        // usage table still needs making again; the tokens are pruned in etcd.
+        pruned = cluster_mode() || !store.mirror_point();
+        if (pruned) result = store.prune(now);
     }
-    std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
-              << ", dropped " << result.tombstones_dropped << " old tombstone"
-              << (result.tombstones_dropped == 1 ? "" : "s") << "\n";
+    if (pruned)
+        std::cout << "pruned " << result.expired_removed << " expired token" << (result.expired_removed == 1 ? "" : "s")
+                  << ", dropped " << result.tombstones_dropped << " old tombstone"
+                  << (result.tombstones_dropped == 1 ? "" : "s") << "\n";
+    else
+        std::cout << db << " mirrors etcd: its tokens are pruned there, by `cptoken --etcd URL[,URL...] prune` on "
+                     "one admin host\n";
     // The usage table made again: without the uses of tokens that are gone
     // (revoked, pruned, rotated out), with room for the store's tokens.
     UsageRebuild rebuilt;

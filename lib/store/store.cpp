@@ -753,7 +753,17 @@ struct TokenStore::Impl {
     // writer lock is never held while etcd is asked).
     template <class Change, class Keep>
     auto write_if(Change change, Keep keep) {
-        if (!remote) return write_here(change, keep);
+        if (!remote) {
+            // A change made here to a mirror of etcd would reach no other host,
+            // and its agent would undo it at the next full read.
+            return write_here([&](Txn &txn) {
+                if (mirror_point_in(txn))
+                    refuse(dir_of(env.file()) + " mirrors the token set in etcd (cluster mode): a change made here "
+                           "would reach no other front-end and be undone by its agent; make it with cptoken --etcd "
+                           "URL[,URL...] (or CPTOKEN_ETCD_ENDPOINTS)");
+                return change(txn);
+            }, keep);
+        }
         for (unsigned conflicts = 0;; ++conflicts) {
             std::vector<StoreWrite> writes;
             std::optional<MirrorPoint> base;

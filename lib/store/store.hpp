@@ -369,6 +369,9 @@ public:
     /// StoreError as the other writes do.
     void batch(const std::function<bool(TokenBatch &batch)> &change);
 
+    /// Without it, a write to a store that mirrors etcd (mirror_point() set)
+    /// is refused (StoreError: access): only its agent writes it.
+    ///
     /// From now on, every write (add, edit, rotate, revoke, prune, batch...)
     /// goes to `writer` instead of tokens.mdb (cluster mode): made on this
     /// store, never committed here, and made again on a conflict, up to

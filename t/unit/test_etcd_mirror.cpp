@@ -60,6 +60,16 @@ void test_a_store_that_is_no_mirror_refuses_cluster_writes(void **state) {
     assert_int_equal(store.stored_count(), 0);
 }
 
+void test_a_mirror_refuses_a_change_made_here(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    store.add(new_digest(), rec("alice", "before"));  // a single host's store: written here
+    store.apply_mirror({}, first_point, false);        // now its agent's
+    const std::string message = EXPECT_STORE_ERROR(access, store.add(new_digest(), rec("alice", "t1")));
+    assert_non_null(strstr(message.c_str(), "mirrors the token set in etcd"));
+    EXPECT_STORE_ERROR(access, store.revoke("alice", "before"));
+    assert_true(store.find_by_name("alice", "before").has_value());
+}
+
 void test_a_write_reaches_the_store_only_through_etcd(void **state) {
     TokenStore store(fx(state).store, Access::read_write);
     store.apply_mirror({}, first_point, true);
@@ -217,6 +227,7 @@ void test_etcd_keys_round_trip(void **) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_store_that_is_no_mirror_refuses_cluster_writes, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_mirror_refuses_a_change_made_here, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_write_reaches_the_store_only_through_etcd, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_name_raced_for_goes_to_one_writer, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_conflict_makes_the_change_again_on_the_newer_mirror, setup_init, teardown),
