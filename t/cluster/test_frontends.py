@@ -121,6 +121,13 @@ def test_push_moves_a_single_host_store_into_the_cluster(cluster, tmp_path):
         assert "kept" in listed and "gone" not in listed
         fresh = b.cptoken("create", "erin", "gone").stdout.strip()  # the revoked one's name is free again
         assert b.status_of(fresh, "erin") == 200
+        # Without --etcd, a mirror takes no change (it would reach no other host)...
+        local = b.cptoken("revoke", "erin", "kept", etcd=False, check=False)
+        assert local.returncode == 1 and "mirrors the token set in etcd" in local.stderr, local.stderr
+        assert b.status_of(kept, "erin") == 200
+        # ...but its daily prune still remakes its usage table.
+        pruned = b.cptoken("prune", etcd=False)
+        assert "its tokens are pruned there" in pruned.stdout and "usage table has room" in pruned.stdout
     again = run("push", etcd=True, check=False)
     assert again.returncode == 1 and "already holds a token set" in again.stderr, again.stderr
 
