@@ -213,3 +213,39 @@ def test_list_adds_up_the_uses_of_every_frontend(cluster):
             assert time.monotonic() < deadline, (row, uses)
             time.sleep(0.2)
         assert row["uses"] >= 5
+
+
+def test_the_two_roles_of_the_docs(cluster, tmp_path):
+    """docs/scale-out.md's roles: agents read the token set and write only
+    their usage; admins write the token set. An agent's credentials cannot
+    make a token."""
+    cluster.enable_auth()  # cptoken-reader: read on P; cptoken-writer: readwrite on P
+    cluster.etcdctl("role", "grant-permission", "cptoken-reader", "--prefix=true", "readwrite", "/cptoken/v1-usage/")
+    cluster.etcdctl("role", "grant-permission", "cptoken-writer", "--prefix=true", "read", "/cptoken/v1-usage/")
+    cluster.add_user("agent", "agent-pw", "cptoken-reader")
+    cluster.add_user("admin", "admin-pw", "cptoken-writer")
+    os.chmod(tmp_path, 0o755)
+    for user in ("agent", "admin"):
+        (tmp_path / f"{user}.pw").write_text(f"{user}-pw\n")
+        os.chmod(tmp_path / f"{user}.pw", 0o600)
+    agent = ["--etcd-user", "agent", "--etcd-password-file", str(tmp_path / "agent.pw")]
+    admin = ["--etcd-user", "admin", "--etcd-password-file", str(tmp_path / "admin.pw")]
+    with Frontend(cluster.endpoints(), name="a", agent_args=agent + ["--usage-every", "1s", "--host-name", "a"]) as a, \
+            Frontend(cluster.endpoints(), name="b", agent_args=agent + ["--usage-every", "1s", "--host-name", "b"]) as b:
+        token = a.cptoken("create", "alice", "roles", *admin).stdout.strip()
+        until_everywhere((a, b), token, 200)
+        refused = b.cptoken("create", "alice", "sneaky", *agent, check=False)
+        assert refused.returncode == 1 and "permission denied" in refused.stderr, refused.stderr
+        assert "sneaky" not in b.cptoken("list", "alice", etcd=False).stdout
+        anonymous = b.cptoken("revoke", "alice", "roles", check=False)
+        assert anonymous.returncode == 1
+        assert b.status_of(token) == 200
+        # The agents published their usage with their role: the admin sees both hosts' uses.
+        deadline = time.monotonic() + 20
+        while True:
+            rows = json.loads(a.cptoken("list", "alice", "--json", *admin).stdout)
+            if next(r for r in rows if r["name"] == "roles")["uses"] >= 2:
+                break
+            assert time.monotonic() < deadline, (rows, a.agent_text()[-1500:])
+            time.sleep(0.2)
+        assert "cannot publish" not in a.agent_text() + b.agent_text()
