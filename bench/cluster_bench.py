@@ -33,9 +33,11 @@ Parts (CBENCH_ONLY=apply,full picks some; both by default):
 
 Knobs: CBENCH_TOKENS (1000000), CBENCH_APPLY_TOKENS (100000),
 CBENCH_DURATION (s of wrk per run, 10), CBENCH_ROUNDS (3), CBENCH_THREADS (2),
-CBENCH_CONNECTIONS (16), CBENCH_FULL_READS (10), CBENCH_DIR (work directory,
+CBENCH_CONNECTIONS (8: the front-end has 16 workers; more makes mpm_event close kept-alive connections), CBENCH_FULL_READS (10), CBENCH_DIR (work directory,
 /var/tmp/mod_cptoken-cbench; removed at the end unless CBENCH_KEEP=1),
-CBENCH_FIXTURE (a store to push instead of making one), CBENCH_ONLY.
+CBENCH_FIXTURE (a store to push instead of making one), CBENCH_ONLY,
+CBENCH_PIN (shared,pinned: the apply part unpinned, then with wrk and httpd
+on CPU 0 and etcd and the agent on CPU 1; either alone).
 """
 
 import json
@@ -64,6 +66,29 @@ LUA = HERE / "rotate.lua"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 
+# Where wrk and the agent run (taskset prefixes): nowhere in particular, or, in
+# the pinned variant, wrk and httpd on CPU 0 and the agent and etcd on CPU 1.
+PIN = {"load": [], "agent": []}
+
+
+def set_affinity(pids, cpus):
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-c", "-p", cpus, str(pid)], capture_output=True, check=True)
+
+
+def session_pids(sid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
 def knob(name, default, kind=int):
     return kind(os.environ.get(name, default))
 
@@ -74,10 +99,11 @@ S = {
     "duration": knob("CBENCH_DURATION", 10),
     "rounds": knob("CBENCH_ROUNDS", 3),
     "threads": knob("CBENCH_THREADS", 2),
-    "connections": knob("CBENCH_CONNECTIONS", 16),
+    "connections": knob("CBENCH_CONNECTIONS", 8),
     "full_reads": knob("CBENCH_FULL_READS", 10),
     "dir": Path(os.environ.get("CBENCH_DIR", "/var/tmp/mod_cptoken-cbench")),
     "fixture": os.environ.get("CBENCH_FIXTURE", ""),
+    "pin": list(filter(None, os.environ.get("CBENCH_PIN", "shared,pinned").split(","))),
     "only": set(filter(None, os.environ.get("CBENCH_ONLY", "apply,full").split(","))),
 }
 
@@ -95,8 +121,8 @@ def run(cmd, *, input=None, timeout=3600):
     return r
 
 
-def cptoken(db, *args, endpoints=None, prefix=None, input=None):
-    cmd = [CPTOKEN, "--db", db]
+def cptoken(db, *args, endpoints=None, prefix=None, input=None, pin=()):
+    cmd = list(pin) + [CPTOKEN, "--db", db]
     if endpoints:
         cmd += ["--etcd", ",".join(endpoints)]
     if prefix:
@@ -130,7 +156,7 @@ def push(db, endpoints, prefix):
 def sync_once(db, endpoints, prefix=None):
     """One full read (`sync --once`): (wall s, the agent's figures from its log line)."""
     t0 = time.monotonic()
-    r = cptoken(db, "sync", "--once", endpoints=endpoints, prefix=prefix)
+    r = cptoken(db, "sync", "--once", endpoints=endpoints, prefix=prefix, pin=PIN["agent"])
     wall = time.monotonic() - t0
     m = FULL_READ.search(r.stdout + r.stderr)
     if not m:
@@ -146,7 +172,7 @@ def sizes(path):
 
 
 def mb(n):
-    return f"{n / 1e6:.1f} MB"
+    return f"{n:,} B ({n / 1e6:.1f} MB)"
 
 
 # ---------------------------------------------------------------- wrk
@@ -171,7 +197,7 @@ def session_cpu(pid):
 
 def wrk(fe, headers):
     d = S["duration"]
-    cmd = [WRK, f"-t{S['threads']}", f"-c{S['connections']}", f"-d{d}s", "--timeout", "5s", "-s", str(LUA),
+    cmd = PIN["load"] + [WRK, f"-t{S['threads']}", f"-c{S['connections']}", f"-d{d}s", "--timeout", "5s", "-s", str(LUA),
            f"http://127.0.0.1:{fe.port}/api/ok.txt", str(headers), str(S["threads"])]
     cpu0 = session_cpu(fe.httpd.pid)
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=d + 60)
@@ -214,65 +240,77 @@ def part_apply(cluster, work):
     if fe.status_of(token, user) != 200:
         raise RuntimeError(f"T refused: {fe.error_log()}")
     try:
-        wrk(fe, headers)  # warm-up, not counted: mpm_event's children and caches settle
-        rows = []
-        for rnd in range(1, S["rounds"] + 1):
-            idle1 = wrk(fe, headers)
-            reads = []
-            stop = threading.Event()
-
-            def reader():
-                # Back to back: PA adds N tokens, P0 takes them away again; both are full reads
-                # applied in one transaction on the store httpd is reading.
-                i = 0
-                while not stop.is_set():
-                    t_start = time.monotonic()
-                    wall, f = sync_once(fe.store, eps, pa if i % 2 == 0 else p0)
-                    f.update(wall=wall, kind="add" if i % 2 == 0 else "remove", start=t_start)
-                    reads.append(f)
-                    i += 1
-
-            th = threading.Thread(target=reader)
-            t_load = time.monotonic()
-            th.start()
-            loaded = wrk(fe, headers)
-            t_end = time.monotonic()
-            stop.set()
-            th.join()
-            # Leave the store as idle runs expect it (P0) and count only reads inside the wrk run.
-            if reads and reads[-1]["kind"] == "add":
-                sync_once(fe.store, eps, p0)
-            inside = [r for r in reads if r["start"] + r["wall"] <= t_end + 0.5]
-            busy = sum(r["wall"] for r in inside) / (t_end - t_load)
-            idle2 = wrk(fe, headers)
-            ratio = loaded["rps"] / ((idle1["rps"] + idle2["rps"]) / 2)
-            rows.append({"ratio": ratio, "busy": busy, "idle": (idle1["rps"] + idle2["rps"]) / 2,
-                         "loaded": loaded["rps"], "cpu_idle": (idle1["cpu_us"] + idle2["cpu_us"]) / 2,
-                         "cpu_loaded": loaded["cpu_us"], "reads": inside,
-                         "p99": (idle1["p99_us"], loaded["p99_us"], idle2["p99_us"])})
-            adds = [r for r in inside if r["kind"] == "add"]
-            say(f"apply round {rnd}: idle {idle1['rps']:,.0f} / {idle2['rps']:,.0f} req/s, during full reads "
-                f"{loaded['rps']:,.0f} req/s, ratio {ratio:.3f}; httpd CPU {rows[-1]['cpu_idle']:.1f} -> "
-                f"{loaded['cpu_us']:.1f} us/req; p99 {idle1['p99_us'] / 1000:.2f} / {loaded['p99_us'] / 1000:.2f} "
-                f"/ {idle2['p99_us'] / 1000:.2f} ms; {len(inside)} full reads, busy {busy:.0%} of the run")
-            for r in inside:
-                say(f"  full read ({r['kind']} {n:,}): {r['keys']} keys, {r['changed']} changed, "
-                    f"{r['total_ms']} ms (read {r['read_ms']} ms, apply {r['apply_ms']} ms), wall {r['wall']:.2f} s")
-        ratio = statistics.median(r["ratio"] for r in rows)
-        adds = [r for row in rows for r in row["reads"] if r["kind"] == "add"]
-        say(f"apply: throughput during {n:,}-token full reads / idle: median {ratio:.3f} over {len(rows)} rounds "
-            f"({', '.join(format(r['ratio'], '.3f') for r in rows)}); busy {statistics.median(r['busy'] for r in rows):.0%}; "
-            f"httpd CPU/req loaded / idle: median "
-            f"{statistics.median(r['cpu_loaded'] / r['cpu_idle'] for r in rows):.3f}; "
-            f"target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'}")
-        if adds:
-            say(f"apply: window of one full read adding {n:,}: median {statistics.median(r['total_ms'] for r in adds)} ms "
-                f"(read {statistics.median(r['read_ms'] for r in adds)} ms, apply "
-                f"{statistics.median(r['apply_ms'] for r in adds)} ms), {len(adds)} reads")
-        errors = [line for line in fe.error_log().splitlines() if "[cptoken:info]" not in line]
-        say(f"apply: httpd error log: {len(errors)} lines above info" + (f", first: {errors[0]}" if errors else ""))
+        for variant in S["pin"]:
+            if variant == "pinned":
+                # wrk and httpd on CPU 0, etcd and the agent on CPU 1: what is left of the
+                # slowdown is the store's doing (LMDB, page cache), not two cores shared by all.
+                PIN.update(load=["taskset", "-c", "0"], agent=["taskset", "-c", "1"])
+                set_affinity(session_pids(fe.httpd.pid), "0")
+                set_affinity([cluster.pid(i) for i in range(cluster.size)], "1")
+            try:
+                measure_apply(fe, headers, eps, p0, pa, n, variant)
+            finally:
+                PIN.update(load=[], agent=[])
+                set_affinity(session_pids(fe.httpd.pid) + [cluster.pid(i) for i in range(cluster.size)], "0,1")
+        errors = [line for line in fe.error_log().splitlines()
+                  if re.search(r"\[[a-z_]+:(warn|error|crit|alert|emerg)\]", line)]
+        say(f"apply: httpd error log: {len(errors)} lines at warn or above" + (f", first: {errors[0]}" if errors else ""))
     finally:
         fe.close()
+
+
+def measure_apply(fe, headers, eps, p0, pa, n, variant):
+    wrk(fe, headers)  # warm-up, not counted: mpm_event's children and caches settle
+    rows = []
+    for rnd in range(1, S["rounds"] + 1):
+        idle1 = wrk(fe, headers)
+        reads = []
+        stop = threading.Event()
+
+        def reader():
+            # Back to back: PA adds N tokens, P0 takes them away again; both are full reads
+            # applied in one transaction on the store httpd is reading.
+            i = 0
+            while not stop.is_set():
+                t_start = time.monotonic()
+                wall, f = sync_once(fe.store, eps, pa if i % 2 == 0 else p0)
+                f.update(wall=wall, kind="add" if i % 2 == 0 else "remove", start=t_start)
+                reads.append(f)
+                i += 1
+
+        th = threading.Thread(target=reader)
+        t_load = time.monotonic()
+        th.start()
+        loaded = wrk(fe, headers)
+        t_end = time.monotonic()
+        stop.set()
+        th.join()
+        # Leave the store as the idle runs expect it (P0); count the time inside reads within the run.
+        if reads and reads[-1]["kind"] == "add":
+            sync_once(fe.store, eps, p0)
+        inside = [r for r in reads if r["start"] < t_end]
+        busy = sum(min(r["start"] + r["wall"], t_end) - r["start"] for r in inside) / (t_end - t_load)
+        idle2 = wrk(fe, headers)
+        ratio = loaded["rps"] / ((idle1["rps"] + idle2["rps"]) / 2)
+        cpu_idle = (idle1["cpu_us"] + idle2["cpu_us"]) / 2
+        rows.append({"ratio": ratio, "busy": busy, "cpu_ratio": loaded["cpu_us"] / cpu_idle, "reads": inside})
+        say(f"apply [{variant}] round {rnd}: idle {idle1['rps']:,.0f} / {idle2['rps']:,.0f} req/s, during full "
+            f"reads {loaded['rps']:,.0f} req/s, ratio {ratio:.3f}; httpd CPU {cpu_idle:.1f} -> "
+            f"{loaded['cpu_us']:.1f} us/req; p99 {idle1['p99_us'] / 1000:.2f} / {loaded['p99_us'] / 1000:.2f} "
+            f"/ {idle2['p99_us'] / 1000:.2f} ms; {len(inside)} full reads, busy {busy:.0%} of the run")
+        for r in inside:
+            say(f"  full read ({r['kind']} {n:,}): {r['keys']} keys, {r['changed']} changed, "
+                f"{r['total_ms']} ms (read {r['read_ms']} ms, apply {r['apply_ms']} ms), wall {r['wall']:.2f} s")
+    ratio = statistics.median(r["ratio"] for r in rows)
+    adds = [r for row in rows for r in row["reads"] if r["kind"] == "add"]
+    say(f"apply [{variant}]: throughput during {n:,}-token full reads / idle: median {ratio:.3f} over {len(rows)} "
+        f"rounds ({', '.join(format(r['ratio'], '.3f') for r in rows)}); busy "
+        f"{statistics.median(r['busy'] for r in rows):.0%}; httpd CPU/req loaded / idle: median "
+        f"{statistics.median(r['cpu_ratio'] for r in rows):.3f}; target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'}")
+    if adds:
+        say(f"apply [{variant}]: one full read adding {n:,} tokens: median {statistics.median(r['total_ms'] for r in adds)} "
+            f"ms (read {statistics.median(r['read_ms'] for r in adds)} ms, apply "
+            f"{statistics.median(r['apply_ms'] for r in adds)} ms), {len(adds)} reads")
 
 
 def part_full(cluster, work):
