@@ -36,8 +36,9 @@ CBENCH_DURATION (s of wrk per run, 10), CBENCH_ROUNDS (3), CBENCH_THREADS (2),
 CBENCH_CONNECTIONS (8: the front-end has 16 workers; more makes mpm_event close kept-alive connections), CBENCH_FULL_READS (10), CBENCH_DIR (work directory,
 /var/tmp/mod_cptoken-cbench; removed at the end unless CBENCH_KEEP=1),
 CBENCH_FIXTURE (a store to push instead of making one), CBENCH_ONLY,
-CBENCH_PIN (shared,pinned: the apply part unpinned, then with wrk and httpd
-on CPU 0 and etcd and the agent on CPU 1; either alone).
+CBENCH_PIN (shared,shared-nochange,pinned,pinned-nochange: the apply part unpinned, then with wrk and httpd
+on CPU 0 and etcd and the agent on CPU 1; either alone; shared-nochange and
+pinned-nochange: the same full reads with nothing to apply, for reference).
 """
 
 import json
@@ -103,7 +104,7 @@ S = {
     "full_reads": knob("CBENCH_FULL_READS", 10),
     "dir": Path(os.environ.get("CBENCH_DIR", "/var/tmp/mod_cptoken-cbench")),
     "fixture": os.environ.get("CBENCH_FIXTURE", ""),
-    "pin": list(filter(None, os.environ.get("CBENCH_PIN", "shared,pinned").split(","))),
+    "pin": list(filter(None, os.environ.get("CBENCH_PIN", "shared,shared-nochange,pinned,pinned-nochange").split(","))),
     "only": set(filter(None, os.environ.get("CBENCH_ONLY", "apply,full").split(","))),
 }
 
@@ -241,7 +242,7 @@ def part_apply(cluster, work):
         raise RuntimeError(f"T refused: {fe.error_log()}")
     try:
         for variant in S["pin"]:
-            if variant == "pinned":
+            if variant.startswith("pinned"):
                 # wrk and httpd on CPU 0, etcd and the agent on CPU 1: what is left of the
                 # slowdown is the store's doing (LMDB, page cache), not two cores shared by all.
                 PIN.update(load=["taskset", "-c", "0"], agent=["taskset", "-c", "1"])
@@ -260,6 +261,12 @@ def part_apply(cluster, work):
 
 
 def measure_apply(fe, headers, eps, p0, pa, n, variant):
+    # The -nochange variants: the store holds PA throughout and every full read reads PA
+    # again: the same read (etcd, the transfer, the decoding) with nothing to apply. Set
+    # beside the plain variant, the difference is what the apply itself costs the front-end.
+    nochange = variant.endswith("-nochange")
+    if nochange:
+        sync_once(fe.store, eps, pa)
     wrk(fe, headers)  # warm-up, not counted: mpm_event's children and caches settle
     rows = []
     for rnd in range(1, S["rounds"] + 1):
@@ -273,8 +280,12 @@ def measure_apply(fe, headers, eps, p0, pa, n, variant):
             i = 0
             while not stop.is_set():
                 t_start = time.monotonic()
-                wall, f = sync_once(fe.store, eps, pa if i % 2 == 0 else p0)
-                f.update(wall=wall, kind="add" if i % 2 == 0 else "remove", start=t_start)
+                if nochange:
+                    wall, f = sync_once(fe.store, eps, pa)
+                    f.update(wall=wall, kind="same", start=t_start)
+                else:
+                    wall, f = sync_once(fe.store, eps, pa if i % 2 == 0 else p0)
+                    f.update(wall=wall, kind="add" if i % 2 == 0 else "remove", start=t_start)
                 reads.append(f)
                 i += 1
 
@@ -301,14 +312,16 @@ def measure_apply(fe, headers, eps, p0, pa, n, variant):
         for r in inside:
             say(f"  full read ({r['kind']} {n:,}): {r['keys']} keys, {r['changed']} changed, "
                 f"{r['total_ms']} ms (read {r['read_ms']} ms, apply {r['apply_ms']} ms), wall {r['wall']:.2f} s")
+    if nochange:
+        sync_once(fe.store, eps, p0)
     ratio = statistics.median(r["ratio"] for r in rows)
-    adds = [r for row in rows for r in row["reads"] if r["kind"] == "add"]
+    adds = [r for row in rows for r in row["reads"] if r["kind"] in ("add", "same")]
     say(f"apply [{variant}]: throughput during {n:,}-token full reads / idle: median {ratio:.3f} over {len(rows)} "
         f"rounds ({', '.join(format(r['ratio'], '.3f') for r in rows)}); busy "
         f"{statistics.median(r['busy'] for r in rows):.0%}; httpd CPU/req loaded / idle: median "
-        f"{statistics.median(r['cpu_ratio'] for r in rows):.3f}; target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'}")
+        f"{statistics.median(r['cpu_ratio'] for r in rows):.3f}; " + ("reference (nothing applied)" if nochange else f"target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'}"))
     if adds:
-        say(f"apply [{variant}]: one full read adding {n:,} tokens: median {statistics.median(r['total_ms'] for r in adds)} "
+        say(f"apply [{variant}]: one full read {'of' if nochange else 'adding'} {n:,} tokens: median {statistics.median(r['total_ms'] for r in adds)} "
             f"ms (read {statistics.median(r['read_ms'] for r in adds)} ms, apply "
             f"{statistics.median(r['apply_ms'] for r in adds)} ms), {len(adds)} reads")
 
