@@ -36,6 +36,7 @@ CBENCH_DURATION (s of wrk per run, 10), CBENCH_ROUNDS (3), CBENCH_THREADS (2),
 CBENCH_CONNECTIONS (8: the front-end has 16 workers; more makes mpm_event close kept-alive connections), CBENCH_FULL_READS (10), CBENCH_DIR (work directory,
 /var/tmp/mod_cptoken-cbench; removed at the end unless CBENCH_KEEP=1),
 CBENCH_FIXTURE (a store to push instead of making one), CBENCH_ONLY,
+CBENCH_PERF=1 (the first full read under perf record; its top symbols printed),
 CBENCH_PIN (shared,shared-nochange,pinned,pinned-nochange: the apply part unpinned, then with wrk and httpd
 on CPU 0 and etcd and the agent on CPU 1; either alone; shared-nochange and
 pinned-nochange: the same full reads with nothing to apply, for reference).
@@ -105,6 +106,7 @@ S = {
     "dir": Path(os.environ.get("CBENCH_DIR", "/var/tmp/mod_cptoken-cbench")),
     "fixture": os.environ.get("CBENCH_FIXTURE", ""),
     "pin": list(filter(None, os.environ.get("CBENCH_PIN", "shared,shared-nochange,pinned,pinned-nochange").split(","))),
+    "perf": knob("CBENCH_PERF", 0),
     "only": set(filter(None, os.environ.get("CBENCH_ONLY", "apply,full").split(","))),
 }
 
@@ -170,6 +172,13 @@ def sync_once(db, endpoints, prefix=None):
 def sizes(path):
     st = os.stat(path)
     return st.st_size, st.st_blocks * 512
+
+
+def proc_cpu(pid):
+    """User + system CPU s of process PID (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mb(n):
@@ -345,21 +354,57 @@ def part_full(cluster, work):
     db = work / "full-mirror"
     cptoken(db, "init", "--group", "www-data")
     after = []
+    members = [cluster.pid(i) for i in range(cluster.size)]
     for i in range(S["full_reads"]):
-        wall, f = sync_once(db, eps)
+        # Where a full read's time goes: the agent's CPU (this process's children) and each
+        # etcd member's, over the read. The agent reads from one member; the others idle.
+        etcd0 = [proc_cpu(pid) for pid in members]
+        child0 = os.times()
+        if i == 0 and S["perf"]:
+            perf = work / "perf-agent.data"
+            PIN["agent"] = ["perf", "record", "-g", "-o", str(perf), "--"]
+        try:
+            wall, f = sync_once(db, eps)
+        finally:
+            PIN["agent"] = []
+        child1 = os.times()
+        etcd = [proc_cpu(pid) - c for pid, c in zip(members, etcd0)]
+        agent_cpu = (child1.children_user - child0.children_user) + (child1.children_system - child0.children_system)
         after.append(sizes(db / "tokens.mdb"))
         say(f"full read {i + 1}: {f['keys']:,} keys, {f['changed']:,} changed: {wall:.1f} s "
             f"(agent: {f['total_ms'] / 1000:.1f} s, read {f['read_ms'] / 1000:.1f} s, apply "
-            f"{f['apply_ms'] / 1000:.1f} s); tokens.mdb {mb(after[-1][0])} apparent, {mb(after[-1][1])} on disk")
+            f"{f['apply_ms'] / 1000:.1f} s); CPU: agent {agent_cpu:.1f} s, etcd members "
+            f"{' / '.join(format(c, '.1f') for c in etcd)} s; tokens.mdb {mb(after[-1][0])} apparent, "
+            f"{mb(after[-1][1])} on disk")
+        if i == 0 and S["perf"]:
+            report = subprocess.run(["perf", "report", "-i", str(perf), "--no-children", "--stdio", "--sort",
+                                     "dso,symbol", "-g", "none", "--percent-limit", "2"],
+                                    capture_output=True, text=True).stdout
+            for line in report.splitlines():
+                if line.strip() and not line.startswith("#"):
+                    say(f"  perf (agent): {line.strip()}")
         if i == 0:
-            first = wall
             say(f"full read {n:,} tokens: {wall:.1f} s (read {f['read_ms'] / 1000:.1f} s, apply "
                 f"{f['apply_ms'] / 1000:.1f} s); target <= 30 s: {'met' if wall <= 30 else 'NOT met'}")
+    # One page of the read (10,000 keys, as the agent asks) from different start keys to the
+    # prefix's end: if its time follows how many keys lie after the start, not the page's
+    # size, the paged read costs etcd O(keys^2 / page).
+    prefix = etcd_cluster.PREFIX
+    end = etcd_cluster.prefix_range_end(prefix)
+    for start, what in ((prefix, "all 2N keys"), (prefix + "tokens/", "N"), (prefix + "tokens/8", "N/2"),
+                        (prefix + "tokens/f8", "N/32")):
+        times = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            cluster.etcdctl("get", start, end, "--limit", "10000", "--write-out=json",
+                            endpoints=[cluster.endpoints()[0]])
+            times.append(time.monotonic() - t0)
+        say(f"one page of 10,000 keys from {start!r} (about {what} after it): "
+            f"{statistics.median(times) * 1000:.0f} ms (etcdctl, median of 3)")
     k = len(after)
     say(f"tokens.mdb after 1 full read: {mb(after[0][0])} apparent, {mb(after[0][1])} on disk; after {k}: "
         f"{mb(after[-1][0])} apparent, {mb(after[-1][1])} on disk; target no larger: "
         f"{'met' if after[-1][0] <= after[0][0] and after[-1][1] <= after[0][1] else 'NOT met'}")
-    return first
 
 
 def main():
