@@ -403,7 +403,8 @@ def part_full(cluster, work):
             f"{statistics.median(times) * 1000:.0f} ms (etcdctl, median of 3)")
     k = len(after)
     say(f"tokens.mdb after 1 full read: {mb(after[0][0])} apparent, {mb(after[0][1])} on disk; after {k}: "
-        f"{mb(after[-1][0])} apparent, {mb(after[-1][1])} on disk; target no larger: "
+        f"{mb(after[-1][0])} apparent, {mb(after[-1][1])} on disk ({after[-1][0] - after[0][0]:+,} B); "
+        f"target no larger: "
         f"{'met' if after[-1][0] <= after[0][0] and after[-1][1] <= after[0][1] else 'NOT met'}")
 
 
