@@ -31,15 +31,21 @@ Parts (CBENCH_ONLY=apply,full picks some; both by default):
   `cptoken push` (timed and printed) from a store made with bulk-create, or
   a copy of CBENCH_FIXTURE (a store directory with tokens.mdb) when given.
 
+  Each read also prints the agent's and every etcd member's CPU; after
+  the reads, one page's time from four start keys shows how etcd's cost
+  per page depends on the keys after it.
+
 Knobs: CBENCH_TOKENS (1000000), CBENCH_APPLY_TOKENS (100000),
-CBENCH_DURATION (s of wrk per run, 10), CBENCH_ROUNDS (3), CBENCH_THREADS (2),
-CBENCH_CONNECTIONS (8: the front-end has 16 workers; more makes mpm_event close kept-alive connections), CBENCH_FULL_READS (10), CBENCH_DIR (work directory,
-/var/tmp/mod_cptoken-cbench; removed at the end unless CBENCH_KEEP=1),
-CBENCH_FIXTURE (a store to push instead of making one), CBENCH_ONLY,
-CBENCH_PERF=1 (the first full read under perf record; its top symbols printed),
-CBENCH_PIN (shared,shared-nochange,pinned,pinned-nochange: the apply part unpinned, then with wrk and httpd
-on CPU 0 and etcd and the agent on CPU 1; either alone; shared-nochange and
-pinned-nochange: the same full reads with nothing to apply, for reference).
+CBENCH_DURATION (s of wrk per run, 10), CBENCH_ROUNDS (3), CBENCH_THREADS
+(2), CBENCH_CONNECTIONS (8: the front-end has 16 workers; more makes
+mpm_event close kept-alive connections), CBENCH_FULL_READS (10),
+CBENCH_DIR (work directory, /var/tmp/mod_cptoken-cbench; removed at the end
+unless CBENCH_KEEP=1), CBENCH_FIXTURE (a store to push instead of making
+one), CBENCH_ONLY, CBENCH_PERF=1 (the first full read under perf record;
+its top symbols printed), CBENCH_PIN (the apply part's variants, default
+shared,shared-nochange,pinned,pinned-nochange: shared = every process on
+both CPUs; pinned = wrk and httpd on CPU 0, etcd and the agent on CPU 1;
+-nochange = the same full reads with nothing to apply, for reference).
 """
 
 import json
