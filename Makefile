@@ -386,6 +386,16 @@ bench-smoke: all $(BUILD)/bench_verify
 	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
 	  BENCH_DIR=$(BENCH_SMOKE_DIR) $(PYTHON) bench/httpd_bench.py --smoke
 
+# The cluster mode's targets (issue 24; bench/cluster_bench.py, bench/README.md
+# "Cluster"): front-end throughput while the agent applies a full read of
+# CBENCH_APPLY_TOKENS tokens, and a full read of CBENCH_TOKENS (1M) with the
+# mirror's size after ten. A private 3-member etcd on loopback (Debian's, or
+# CPTOKEN_TEST_ETCD); not part of make test: it needs a few GB and minutes.
+.PHONY: bench-cluster
+bench-cluster: $(BUILD)/cptoken $(BUILD)/mod_cptoken.so
+	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
+	  $(PYTHON) bench/cluster_bench.py
+
 # The soak with an oracle (t/stress/stress.py; bench/README.md, "Soak"): a
 # private httpd per MPM under load while tokens are created, edited, rotated
 # and revoked, the store directory is swapped and httpd restarts gracefully;
