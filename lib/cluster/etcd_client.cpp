@@ -211,24 +211,45 @@ RangeResponse Client::range(const RangeRequest &request) {
 
 std::int64_t Client::read_prefix(const std::string &prefix, std::int64_t page_size,
                                  const std::function<void(std::vector<KeyValue> &&)> &on_page,
-                                 ResponseHeader *first_header) {
+                                 ResponseHeader *first_header, const std::vector<std::string> &split_points) {
     if (page_size <= 0) throw std::invalid_argument("etcd: read_prefix needs a page size");
+    const std::string end = prefix_range_end(prefix);
     RangeRequest request;
     request.key = prefix;
-    request.range_end = prefix_range_end(prefix);
+    request.range_end = end;
     request.limit = page_size;
     RangeResponse page = range(request);  // linearizable, at the latest revision: it fixes R
     const std::int64_t revision = page.header.revision;
     if (first_header) *first_header = page.header;
     request.revision = revision;
-    for (;;) {
-        const bool more = page.more && !page.kvs.empty();
-        std::string last_key = page.kvs.empty() ? std::string() : page.kvs.back().key;
-        on_page(std::move(page.kvs));
-        if (!more) return revision;
-        request.key = last_key + '\0';  // the smallest key after the last one
-        page = range(request);
+    // The pieces still to read, [start, end): the rest of the prefix, or, for
+    // a big one, the rest cut at the split points after the first page.
+    std::vector<std::pair<std::string, std::string>> pieces;
+    const bool more = page.more && !page.kvs.empty();
+    const std::string after_first = page.kvs.empty() ? std::string() : page.kvs.back().key + '\0';
+    on_page(std::move(page.kvs));
+    if (!more) return revision;
+    std::string start = after_first;
+    if (page.count > 4 * page_size)
+        for (const std::string &point : split_points)
+            if (point > start && point < end) {
+                pieces.emplace_back(start, point);
+                start = point;
+            }
+    pieces.emplace_back(start, end);
+    for (const auto &[piece_start, piece_end] : pieces) {
+        request.key = piece_start;
+        request.range_end = piece_end;
+        for (;;) {
+            page = range(request);
+            const bool more_here = page.more && !page.kvs.empty();
+            std::string last_key = page.kvs.empty() ? std::string() : page.kvs.back().key;
+            on_page(std::move(page.kvs));
+            if (!more_here) break;
+            request.key = last_key + '\0';  // the smallest key after the last one
+        }
     }
+    return revision;
 }
 
 Client::Snapshot Client::read_prefix(const std::string &prefix, std::int64_t page_size) {

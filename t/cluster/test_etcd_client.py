@@ -323,3 +323,22 @@ def test_watch_latency_on_loopback(cluster):
     measure(f"latency over {out['n']} puts: put p50 {out['put_p50_ms']:.1f} ms p99 {out['put_p99_ms']:.1f} ms; "
           f"put to watch event p50 {out['seen_p50_ms']:.1f} ms p99 {out['seen_p99_ms']:.1f} ms")
     assert out["seen_p99_ms"] < 500
+
+
+def test_a_big_read_cut_at_split_points_gives_the_same_keys_in_the_same_order(cluster, gateway):
+    # Over 4 pages: the sliced read pages each piece to its own end (etcd's cost
+    # per page grows with the keys after it in the range).
+    written = {f"{P}tokens/{i * 2654435761 % (1 << 32):08x}": f"t{i}" for i in range(6000)}
+    written.update({f"{P}names/{u}{i % 7}/n{i}": f"n{i}" for i, u in enumerate(["alice", "bob", "zed", "0ps"] * 500)})
+    written[P + "gen"] = "g"
+    written[P + "~last"] = "at the very end of the prefix range"
+    items = sorted(written.items())
+    gateway.put_batches([items[i:i + 100] for i in range(0, len(items), 100)])
+    plain = Probe(cluster.endpoints()).run("read", P, 1000)
+    split = Probe(cluster.endpoints()).run("read", P, 1000, "--split")
+    keys = lambda lines: [(l["k"], l["v"]) for l in lines if "k" in l]
+    assert keys(split) == keys(plain) == items
+    assert split[-1]["revision"] == plain[-1]["revision"]
+    assert split[-1]["pages"] > plain[-1]["pages"]  # cut into pieces
+    measure(f"split read: {len(items)} keys, plain {plain[-1]['pages']} pages in {plain[-1]['ms']} ms, "
+            f"split {split[-1]['pages']} pages in {split[-1]['ms']} ms")
