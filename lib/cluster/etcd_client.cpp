@@ -209,46 +209,80 @@ RangeResponse Client::range(const RangeRequest &request) {
     return range_response_from_json(state_->call("/v3/kv/range", to_json(request), true));
 }
 
+namespace {
+
+// The smallest key greater than every key that starts with `stem`; empty if
+// there is none (stem all 0xff).
+std::string after_every_key_starting_with(std::string stem) {
+    while (!stem.empty() && static_cast<unsigned char>(stem.back()) == 0xff) stem.pop_back();
+    if (!stem.empty()) stem.back() = static_cast<char>(static_cast<unsigned char>(stem.back()) + 1);
+    return stem;
+}
+
+// How many characters past the part that `last` shares with a piece's end
+// the rest of a big piece is cut at: pieces of 1/16 (hex) to 1/36 of what
+// is left, per character.
+constexpr std::size_t cut_depth = 4;
+
+}  // namespace
+
+// Pages through [request.key, request.range_end) at request.revision. A
+// page's cost in etcd grows with the keys after it in its range (3.4 walks
+// them all; later releases still count them: etcd-io/etcd#11057), so paging
+// through a big range would cost the square of its size. When more than 4
+// pages are left after a page, the rest is cut into pieces at the keys after
+// every key that starts with the first few characters of the page's last
+// key past the range's end's, and each piece is read the same way: the
+// same keys, in order.
+void Client::read_range_pieces(RangeRequest request, const std::function<void(std::vector<KeyValue> &&)> &on_page,
+                               RangeResponse page) {
+    for (;;) {
+        const bool more = page.more && !page.kvs.empty();
+        const std::string last = page.kvs.empty() ? std::string() : page.kvs.back().key;
+        const std::int64_t left = page.count - static_cast<std::int64_t>(page.kvs.size());
+        on_page(std::move(page.kvs));
+        if (!more) return;
+        const std::string next = last + '\0';  // the smallest key after the last one
+        if (left > 4 * request.limit) {
+            const std::string &end = request.range_end;
+            std::size_t shared = 0;
+            while (shared < last.size() && shared < end.size() && last[shared] == end[shared]) ++shared;
+            std::vector<std::string> cuts;  // increasing: longer stems end sooner
+            for (std::size_t length = std::min(last.size(), shared + cut_depth); length > shared; --length) {
+                std::string cut = after_every_key_starting_with(last.substr(0, length));
+                if (cut > next && cut < end && (cuts.empty() || cut > cuts.back())) cuts.push_back(std::move(cut));
+            }
+            if (!cuts.empty()) {
+                std::string start = next;
+                cuts.push_back(end);
+                for (const std::string &cut : cuts) {
+                    RangeRequest piece = request;
+                    piece.key = start;
+                    piece.range_end = cut;
+                    read_range_pieces(piece, on_page, range(piece));
+                    start = cut;
+                }
+                return;
+            }
+        }
+        request.key = next;
+        page = range(request);
+    }
+}
+
 std::int64_t Client::read_prefix(const std::string &prefix, std::int64_t page_size,
                                  const std::function<void(std::vector<KeyValue> &&)> &on_page,
-                                 ResponseHeader *first_header, const std::vector<std::string> &split_points) {
+                                 ResponseHeader *first_header) {
     if (page_size <= 0) throw std::invalid_argument("etcd: read_prefix needs a page size");
-    const std::string end = prefix_range_end(prefix);
     RangeRequest request;
     request.key = prefix;
-    request.range_end = end;
+    request.range_end = prefix_range_end(prefix);
     request.limit = page_size;
     RangeResponse page = range(request);  // linearizable, at the latest revision: it fixes R
     const std::int64_t revision = page.header.revision;
     if (first_header) *first_header = page.header;
     request.revision = revision;
-    // The pieces still to read, [start, end): the rest of the prefix, or, for
-    // a big one, the rest cut at the split points after the first page.
-    std::vector<std::pair<std::string, std::string>> pieces;
-    const bool more = page.more && !page.kvs.empty();
-    const std::string after_first = page.kvs.empty() ? std::string() : page.kvs.back().key + '\0';
-    on_page(std::move(page.kvs));
-    if (!more) return revision;
-    std::string start = after_first;
-    if (page.count > 4 * page_size)
-        for (const std::string &point : split_points)
-            if (point > start && point < end) {
-                pieces.emplace_back(start, point);
-                start = point;
-            }
-    pieces.emplace_back(start, end);
-    for (const auto &[piece_start, piece_end] : pieces) {
-        request.key = piece_start;
-        request.range_end = piece_end;
-        for (;;) {
-            page = range(request);
-            const bool more_here = page.more && !page.kvs.empty();
-            std::string last_key = page.kvs.empty() ? std::string() : page.kvs.back().key;
-            on_page(std::move(page.kvs));
-            if (!more_here) break;
-            request.key = last_key + '\0';  // the smallest key after the last one
-        }
-    }
+    read_range_pieces(request, on_page, std::move(page));
     return revision;
 }
 

@@ -57,19 +57,12 @@ public:
     /// page's keys in key order. Returns R; `first_header`, when given, gets
     /// the first page's header (the cluster id R belongs to). Throws
     /// EtcdError, compacted() when R was compacted away during the read (read
-    /// again).
-    ///
-    /// A page's cost in etcd grows with the keys after it in its range (3.4
-    /// walks them all; later releases still count them: etcd-io/etcd#11057),
-    /// so paging through a big prefix costs the square of its size. When the
-    /// first page says the prefix holds more than 4 pages, the rest is read
-    /// piece by piece between `split_points` (sorted keys under `prefix`,
-    /// e.g. one per leading hex digit pair of a hashed key), each piece paged
-    /// up to its own end, all at R: the same keys, in the same order.
+    /// again). A big prefix is read in pieces, each paged to its own end
+    /// (etcd's cost per page grows with the keys after it in its range):
+    /// the same keys, in the same order.
     std::int64_t read_prefix(const std::string &prefix, std::int64_t page_size,
                              const std::function<void(std::vector<KeyValue> &&)> &on_page,
-                             ResponseHeader *first_header = nullptr,
-                             const std::vector<std::string> &split_points = {});
+                             ResponseHeader *first_header = nullptr);
 
     struct Snapshot {
         std::int64_t revision = 0;
@@ -129,6 +122,10 @@ public:
     struct State;  ///< opaque: endpoints, auth token, connection; shared with open Watch streams
 
 private:
+    // read_prefix()'s pages of one range, `page` its first.
+    void read_range_pieces(RangeRequest request, const std::function<void(std::vector<KeyValue> &&)> &on_page,
+                           RangeResponse page);
+
     std::shared_ptr<State> state_;
 };
 

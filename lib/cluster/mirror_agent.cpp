@@ -139,7 +139,7 @@ class Agent {
 public:
     Agent(const AgentOptions &options, const std::atomic<bool> &stop, const AgentLog &log)
         : options_(options), stop_(stop), log_(log), prefix_(options.cluster.prefix),
-          split_points_(full_read_split_points(prefix_)), store_(options.db, Access::read_write), random_(std::random_device{}()) {
+          store_(options.db, Access::read_write), random_(std::random_device{}()) {
         point_ = store_.mirror_point();
         state_.boot_id = this_boot_id();
         // A proof of an earlier run stays what it was (it ages); the state says syncing until this run is live.
@@ -186,7 +186,6 @@ private:
     const std::atomic<bool> &stop_;
     const AgentLog &log_;
     const std::string prefix_;
-    const std::vector<std::string> split_points_;  // where a big full read is cut (etcd's cost per page)
     TokenStore store_;  // used by the watch thread only
     std::mt19937 random_;  // the watch thread's
 
@@ -240,7 +239,7 @@ private:
                 revision = client.read_prefix(
                     prefix_, options_.page_size,
                     [&](std::vector<KeyValue> &&page) { std::move(page.begin(), page.end(), std::back_inserter(kvs)); },
-                    &header, split_points_);
+                    &header);
                 break;
             } catch (const EtcdError &e) {
                 // Compacted past R while paging (a huge read and an eager compactor): read again at a newer R.

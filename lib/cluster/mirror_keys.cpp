@@ -2,7 +2,6 @@
 // lib/cluster/: the token set's layout in etcd.
 #include "cluster/mirror_keys.hpp"
 
-#include <algorithm>
 #include <stdexcept>
 
 #include "token/names.hpp"
@@ -62,22 +61,6 @@ std::optional<StoreWrite> store_write(std::string_view prefix, std::string_view 
     }
     if (!deleted) write.value.emplace(value);
     return write;
-}
-
-std::vector<std::string> full_read_split_points(std::string_view prefix) {
-    // A user starts with a letter or a digit (is_valid_user); its second
-    // character may also be one of "-._", whose keys fall in the piece before.
-    static const std::string user_chars = "0123456789abcdefghijklmnopqrstuvwxyz", hex = "0123456789abcdef";
-    std::vector<std::string> points;
-    const std::string names = std::string(prefix) + std::string(names_dir), tokens = std::string(prefix) + std::string(tokens_dir);
-    for (const char first : user_chars) {
-        points.push_back(names + first);
-        for (const char second : user_chars) points.push_back(names + first + second);
-    }
-    for (const char high : hex)
-        for (const char low : hex) points.push_back(tokens + high + low);
-    std::sort(points.begin(), points.end());
-    return points;
 }
 
 void check_prefix(std::string_view prefix) {

@@ -21,7 +21,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "cluster/etcd_wire.hpp"
 #include "store/store.hpp"
@@ -49,11 +48,6 @@ std::string etcd_key(std::string_view prefix, const StoreWrite &write);
 /// TokenStore::apply_mirror() refuses what is not a store's.
 std::optional<StoreWrite> store_write(std::string_view prefix, std::string_view key, std::string_view value,
                                       bool deleted = false);
-
-/// Keys that cut P into pieces for a full read (Client::read_prefix): names/
-/// by a user's first one and two characters, tokens/ by the digest's first
-/// two hex digits (a hash: even pieces). Sorted.
-std::vector<std::string> full_read_split_points(std::string_view prefix);
 
 /// Checks a prefix given by an admin: starts and ends with '/', no "//".
 /// Throws std::invalid_argument with a message saying what is wrong.

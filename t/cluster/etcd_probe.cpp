@@ -8,8 +8,7 @@
 //     put KEY VALUE | status | compact REV | del KEY [--prefix] | cas KEY MOD VALUE
 //     get KEY [--prefix] [--rev N] [--limit N] [--count-only] [--keys-only] [--serializable]
 //     race PREFIX ROUNDS            two clients on two members race create-if-absent per round
-//     read PREFIX PAGE [--pause] [--quiet] [--split]  paginated read at one revision (--split: cut at
-//                                           the mirror's split points; --pause: wait for a stdin
+//     read PREFIX PAGE [--pause] [--quiet]  paginated read at one revision (--pause: wait for a stdin
 //                                   line after page 1; --quiet: only the summary, for timing)
 //     watch PREFIX START WATCHDOG_MS [--follow] [--until N]
 //     reauth KEY SLEEP_S [--watch]  read, sleep, read again or watch (the token expires meanwhile)
@@ -29,7 +28,6 @@
 #include <vector>
 
 #include "cluster/etcd_client.hpp"
-#include "cluster/mirror_keys.hpp"
 
 using namespace cptoken::etcd;
 using nlohmann::json;
@@ -141,7 +139,7 @@ int race(const ClientOptions &options, const std::string &prefix, int rounds) {
     return 0;
 }
 
-int read(Client &client, const std::string &prefix, std::int64_t page, bool pause, bool quiet, bool split) {
+int read(Client &client, const std::string &prefix, std::int64_t page, bool pause, bool quiet) {
     const auto start = Clock::now();
     std::size_t pages = 0, count = 0;
     const std::int64_t revision = client.read_prefix(prefix, page, [&](std::vector<KeyValue> &&kvs) {
@@ -154,7 +152,7 @@ int read(Client &client, const std::string &prefix, std::int64_t page, bool paus
             std::string go;
             std::getline(std::cin, go);
         }
-    }, nullptr, split ? full_read_split_points(prefix) : std::vector<std::string>{});
+    });
     emit({{"kind", "done"}, {"revision", revision}, {"count", count}, {"pages", pages}, {"ms", ms_since(start)}});
     return 0;
 }
@@ -285,8 +283,7 @@ int run(const Args &args) {
         return 0;
     }
     if (command == "race" && rest.size() >= 3) return race(args.options, rest[1], std::stoi(rest[2]));
-    if (command == "read" && rest.size() >= 3) return read(client, rest[1], std::stoll(rest[2]), has_flag(rest, "--pause"), has_flag(rest, "--quiet"),
-                    has_flag(rest, "--split"));
+    if (command == "read" && rest.size() >= 3) return read(client, rest[1], std::stoll(rest[2]), has_flag(rest, "--pause"), has_flag(rest, "--quiet"));
     if (command == "watch" && rest.size() >= 4)
         return watch(client, rest[1], std::stoll(rest[2]), std::stoi(rest[3]), has_flag(rest, "--follow"),
                      std::stol(flag_value(rest, "--until", "0")));

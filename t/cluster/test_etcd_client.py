@@ -56,7 +56,7 @@ def test_paginated_read_sees_one_revision_while_others_write(cluster, gateway):
     done = lines[-1]
     got = {l["k"]: l["v"] for l in lines if "k" in l}
     assert done["kind"] == "done" and done["revision"] == revision
-    assert done["count"] == len(written) and done["pages"] == 11
+    assert done["count"] == len(written) and done["pages"] >= 11  # more in pieces: over 4 pages
     assert got == written
     keys = [l["k"] for l in lines if "k" in l]
     assert keys == sorted(keys)
@@ -325,20 +325,16 @@ def test_watch_latency_on_loopback(cluster):
     assert out["seen_p99_ms"] < 500
 
 
-def test_a_big_read_cut_at_split_points_gives_the_same_keys_in_the_same_order(cluster, gateway):
-    # Over 4 pages: the sliced read pages each piece to its own end (etcd's cost
-    # per page grows with the keys after it in the range).
+def test_a_big_read_in_pieces_gives_every_key_once_in_order(cluster, gateway):
+    # Over 4 pages: the read goes on in pieces, each paged to its own end
+    # (etcd's cost per page grows with the keys after it in its range).
     written = {f"{P}tokens/{i * 2654435761 % (1 << 32):08x}": f"t{i}" for i in range(6000)}
-    written.update({f"{P}names/{u}{i % 7}/n{i}": f"n{i}" for i, u in enumerate(["alice", "bob", "zed", "0ps"] * 500)})
+    written.update({f"{P}names/u{i:07d}/t": f"n{i}" for i in range(3000)})
+    written.update({f"{P}names/{u}{i % 7}/n{i}": f"n{i}" for i, u in enumerate(["alice", "bob", "zed", "0ps"] * 200)})
     written[P + "gen"] = "g"
     written[P + "~last"] = "at the very end of the prefix range"
     items = sorted(written.items())
     gateway.put_batches([items[i:i + 100] for i in range(0, len(items), 100)])
-    plain = Probe(cluster.endpoints()).run("read", P, 1000)
-    split = Probe(cluster.endpoints()).run("read", P, 1000, "--split")
-    keys = lambda lines: [(l["k"], l["v"]) for l in lines if "k" in l]
-    assert keys(split) == keys(plain) == items
-    assert split[-1]["revision"] == plain[-1]["revision"]
-    assert split[-1]["pages"] > plain[-1]["pages"]  # cut into pieces
-    measure(f"split read: {len(items)} keys, plain {plain[-1]['pages']} pages in {plain[-1]['ms']} ms, "
-            f"split {split[-1]['pages']} pages in {split[-1]['ms']} ms")
+    lines = Probe(cluster.endpoints()).run("read", P, 500)
+    assert [(l["k"], l["v"]) for l in lines if "k" in l] == items
+    measure(f"read in pieces: {len(items)} keys in {lines[-1]['pages']} requests of up to 500: {lines[-1]['ms']:.0f} ms")
