@@ -1129,6 +1129,7 @@ bool is_store_value(const StoreWrite &write) {
 
 MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, const MirrorPoint &point, bool whole) {
     Impl &impl = *impl_;
+    bool point_moved = false;
     return impl.write_here([&](Txn &txn) {
         MirrorApplied applied;
         const auto dbi_of = [&](StoreWrite::Database database) {
@@ -1181,13 +1182,19 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
         }
         const auto put_meta = [&](const char *key, const std::string &value) {
             const auto stored = impl.env.get_live(txn, impl.meta, as_val(std::string_view(key)));
-            if (!stored || *stored != value) impl.env.put(txn, impl.meta, as_val(std::string_view(key)), value);
+            if (stored && *stored == value) return;
+            impl.env.put(txn, impl.meta, as_val(std::string_view(key)), value);
+            point_moved = true;
         };
         put_meta(mirror_applied_key, std::to_string(point.applied_revision));
         put_meta(mirror_gen_key, std::to_string(point.gen_revision));
         put_meta(mirror_cluster_key, point.cluster_id);
         return applied;
-    }, [](const MirrorApplied &) { return true; });
+    }, [&](const MirrorApplied &applied) {
+        // Nothing new (a reconciliation that found no drift): no commit, so
+        // that readers keep their cached records and the file its size.
+        return applied.changed > 0 || point_moved;
+    });
 }
 
 std::vector<StoreWrite> TokenStore::all_writes() const {

@@ -387,7 +387,9 @@ public:
     /// The mirror agent's write: `writes` as they are, and `point`, in one
     /// transaction. With `whole` (a full read of etcd), every key of the
     /// tokens and names databases not in `writes` is deleted too. Only what
-    /// differs is written (ten full reads leave the file the size one did).
+    /// differs is written, and nothing at all (no commit) when nothing
+    /// differs: ten full reads leave the file the size one did, and readers'
+    /// cached records stay.
     /// A value that is not a store's is not stored: its key is deleted
     /// (a token etcd holds badly is refused, never kept as it was). Throws
     /// StoreError as the other writes do.

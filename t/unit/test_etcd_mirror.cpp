@@ -6,6 +6,8 @@
 // t/cluster; here a RemoteWriter plays it, one revision per commit, and
 // hands its writes to the mirror as the agent would.
 
+#include <sys/stat.h>
+
 #include <map>
 #include <memory>
 #include <optional>
@@ -171,9 +173,19 @@ void test_a_full_read_removes_what_etcd_lost_and_refuses_what_is_not_a_store_val
     assert_false(store.find(bad).has_value());
     assert_int_equal(store.mirror_point()->applied_revision, 20);
 
-    // The same read again changes nothing.
+    // The same read again (at the same point) changes nothing, and commits nothing.
+    struct stat before{}, after{};
+    const std::string file = fx(state).store + "/" + token_store_file;
+    assert_int_equal(stat(file.c_str(), &before), 0);
+    applied = store.apply_mirror({second[0]}, MirrorPoint{20, 20, "42"}, true);
+    assert_int_equal(applied.changed, 0);
+    assert_int_equal(stat(file.c_str(), &after), 0);
+    assert_int_equal(after.st_size, before.st_size);
+    assert_true(after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+    // A newer point alone is written.
     applied = store.apply_mirror({second[0]}, MirrorPoint{21, 20, "42"}, true);
     assert_int_equal(applied.changed, 0);
+    assert_int_equal(store.mirror_point()->applied_revision, 21);
 }
 
 void test_a_bad_value_for_a_live_token_revokes_it(void **state) {
