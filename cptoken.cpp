@@ -323,13 +323,17 @@ void notice_on_stderr(const std::string &message) { std::cerr << "cptoken: " << 
 etcd::ClusterFlags g_cluster;
 
 // The settings of cluster mode; nullopt on a single host (no --etcd).
-std::optional<etcd::ClusterConfig> cluster_mode() {
-    if (g_cluster.endpoints.empty()) return std::nullopt;
-    try {
-        return etcd::cluster_config(g_cluster);
-    } catch (const std::invalid_argument &e) {
-        throw UsageError(e.what());
-    }
+// Checked (and its password file read) once per run, on first use.
+const std::optional<etcd::ClusterConfig> &cluster_mode() {
+    static const std::optional<etcd::ClusterConfig> config = [] {
+        if (g_cluster.endpoints.empty()) return std::optional<etcd::ClusterConfig>();
+        try {
+            return std::optional(etcd::cluster_config(g_cluster));
+        } catch (const std::invalid_argument &e) {
+            throw UsageError(e.what());
+        }
+    }();
+    return config;
 }
 
 // ------------------------------------------------------------ root on another owner's store
@@ -372,7 +376,7 @@ Ahead<std::vector<FsckFinding>> g_usage_checked_ahead;  // fsck
 // published them (this host's too), added up; this host's alone if etcd
 // cannot be read.
 std::optional<UsageByKey> usage_in(const std::string &db) {
-    const auto cluster = cluster_mode();
+    const auto &cluster = cluster_mode();
     if (cluster) {
         try {
             etcd::Client client(cluster->client);
@@ -563,7 +567,7 @@ void say_when_waiting(TokenStore &store) { store.set_lock_wait_notice(notice_on_
 // A writing command's store: its writes go to etcd in cluster mode.
 void prepare_writes(TokenStore &store) {
     say_when_waiting(store);
-    if (const auto cluster = cluster_mode())
+    if (const auto &cluster = cluster_mode())
         store.write_through(std::make_shared<etcd::EtcdWriter>(*cluster, store, notice_on_stderr));
 }
 
@@ -1224,7 +1228,7 @@ int cmd_backup(const std::string &db, const BackupOptions &o) {
 // (digests, tombstones), into an empty prefix; then each front-end's agent
 // mirrors them (docs/scale-out.md).
 int cmd_push(const std::string &db, const PushOptions &) {
-    const auto cluster = cluster_mode();
+    const auto &cluster = cluster_mode();
     if (!cluster) throw UsageError("push copies the store to etcd: give --etcd URL[,URL...]");
     const TokenStore store(db, access_for_reading(db));
     const std::vector<StoreWrite> writes = store.all_writes();
@@ -1398,7 +1402,7 @@ std::chrono::milliseconds duration_option(const char *option, const std::string 
 }
 
 int cmd_sync(const std::string &db, const SyncOptions &o) {
-    const auto cluster = cluster_mode();
+    const auto &cluster = cluster_mode();
     if (!cluster) throw UsageError("sync mirrors etcd: give --etcd URL[,URL...] (or $CPTOKEN_ETCD_ENDPOINTS)");
     etcd::AgentOptions options;
     options.cluster = *cluster;
@@ -1414,8 +1418,11 @@ int cmd_sync(const std::string &db, const SyncOptions &o) {
             throw UsageError("cannot tell this host's name: give --host-name NAME");
         options.host_name = name;
     }
-    if (options.host_name.empty() || options.host_name.find_first_of("/ \t\n") != std::string::npos)
-        throw UsageError("invalid --host-name '" + options.host_name + "': a name without '/' or blanks");
+    try {
+        etcd::host_usage_prefix(options.cluster.prefix, options.host_name);  // the rule a host's usage keys need
+    } catch (const std::invalid_argument &e) {
+        throw UsageError("invalid --host-name: " + std::string(e.what()));
+    }
     options.once = o.once;
     options.exit_after_applies = o.exit_after_applies;
     struct sigaction action{};

@@ -51,14 +51,20 @@ void check_schema(const std::optional<std::string> &schema_value) {
 }
 
 std::optional<std::string> full_read_reason(const std::optional<MirrorPoint> &point, const ResponseHeader &etcd_now) {
-    if (!point) return "the store has never been synced";
-    const std::string cluster = std::to_string(etcd_now.cluster_id);
-    if (point->cluster_id != cluster)
-        return "etcd is cluster " + cluster + ", the store mirrors cluster " +
-               (point->cluster_id.empty() ? std::string("(none)") : point->cluster_id);
-    if (etcd_now.revision < point->applied_revision)
-        return "etcd's revision " + std::to_string(etcd_now.revision) + " is below the applied " +
-               std::to_string(point->applied_revision) + " (restored from a snapshot?)";
+    // prove()'s rule, with no admin write to wait for: only what a watch cannot follow remains.
+    switch (prove(point, 0, etcd_now)) {
+        case Proof::never_synced:
+            return "the store has never been synced";
+        case Proof::other_cluster:
+            return "etcd is cluster " + std::to_string(etcd_now.cluster_id) + ", the store mirrors cluster " +
+                   (point->cluster_id.empty() ? std::string("(none)") : point->cluster_id);
+        case Proof::went_back:
+            return "etcd's revision " + std::to_string(etcd_now.revision) + " is below the applied " +
+                   std::to_string(point->applied_revision) + " (restored from a snapshot?)";
+        case Proof::fresh:
+        case Proof::behind:
+            break;
+    }
     return std::nullopt;
 }
 

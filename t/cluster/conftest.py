@@ -30,11 +30,11 @@ PROBE = os.environ.get("ETCD_PROBE") or str((HERE / ".." / ".." / "build" / "t" 
 MEASUREMENTS = os.environ.get("ETCD_MEASUREMENTS")
 
 
-def measure(line):
-    print("\netcd-client: " + line)
+def measure(line, tag="etcd-client"):
+    print(f"\n{tag}: {line}")
     if MEASUREMENTS:
         with open(MEASUREMENTS, "a") as f:
-            f.write("etcd-client: " + line + "\n")
+            f.write(f"{tag}: {line}\n")
 
 
 @pytest.fixture

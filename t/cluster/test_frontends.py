@@ -14,16 +14,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import MEASUREMENTS, Gateway, b64
-from etcd_cluster import EtcdCluster
+from conftest import Gateway, b64, measure
+from etcd_cluster import ETCD_VERSION_TEXT, EtcdCluster
 from frontends import CPTOKEN, Frontend
-
-
-def report(line):
-    print("\n" + line)
-    if MEASUREMENTS:
-        with open(MEASUREMENTS, "a") as f:
-            f.write(line + "\n")
 
 
 def percentile(values, q):
@@ -59,9 +52,9 @@ def test_create_and_revoke_reach_every_frontend(two):
         writer.cptoken("revoke", "alice", f"t{i}")
         revoked.append(until_everywhere(two, token, 401))
     for what, times in (("create", created), ("revoke", revoked)):
-        report(f"propagation: {what} p50 {statistics.median(times) * 1000:.1f} ms p99 "
-               f"{percentile(times, 99) * 1000:.1f} ms max {max(times) * 1000:.1f} ms "
-               f"({len(times)} operations, 2 front-ends, Debian etcd 3.4.23)")
+        measure(f"{what} p50 {statistics.median(times) * 1000:.1f} ms p99 "
+                f"{percentile(times, 99) * 1000:.1f} ms max {max(times) * 1000:.1f} ms "
+                f"({len(times)} operations, 2 front-ends, etcd {ETCD_VERSION_TEXT})", tag="propagation")
     # Read your writes: the writer's own front-end had it when the command returned.
     token = a.cptoken("create", "alice", "mine").stdout.strip()
     assert a.status_of(token) == 200
@@ -81,8 +74,8 @@ def test_a_name_raced_for_from_two_hosts_has_one_winner(two):
             losses["a" if results[0].returncode else "b"] += 1
             token = winners[0].stdout.strip()
             assert a.status_of(token, "bob") == 200 or until_everywhere((a,), token, 200, 5, "bob") >= 0
-    report(f"propagation: name race, {rounds} rounds from 2 hosts: one winner each, lost by a {losses['a']}, "
-           f"b {losses['b']}")
+    measure(f"name race, {rounds} rounds from 2 hosts: one winner each, lost by a {losses['a']}, "
+            f"b {losses['b']}", tag="propagation")
     listed = a.cptoken("list", "bob", etcd=False).stdout
     assert sum(1 for line in listed.splitlines() if "race" in line) == rounds
 
@@ -184,8 +177,8 @@ def test_quorum_lost_turns_into_503_after_the_limit_and_back_by_itself(cluster):
         cluster.restart(2)
         back = time.monotonic()
         until_everywhere((a, b), token, 200, timeout=60)
-        report(f"propagation: quorum back: every front-end accepts again after "
-               f"{time.monotonic() - back:.1f} s (agents and httpd never restarted)")
+        measure(f"quorum back: every front-end accepts again after "
+                f"{time.monotonic() - back:.1f} s (agents and httpd never restarted)", tag="propagation")
         assert a.agent.poll() is None and b.agent.poll() is None
         assert a.request("/cptoken-status")[0] == 200
 
