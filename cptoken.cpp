@@ -1480,6 +1480,7 @@ int run(int argc, char **argv) {
                 // Root works on a store of another owner as that owner (init makes stores, as root).
                 if (std::string_view(name) != "init") {
                     if (usage_work && store_owner_to_become(db)) usage_work(db);
+                    cluster_mode();  // reads --etcd-password-file, which may be root's alone
                     become_store_owner(db);
                 }
                 return handler(db, options);
