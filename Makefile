@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 # mod_cptoken: build, test, install.
-#   make            build/cptoken, build/mod_cptoken.so, build/libcptoken.a
+#   make            build/cptoken, build/mod_cptoken.so, build/mod_cptoken_manager.so, build/libcptoken.a
 #   make test       install missing Debian packages, build, run every test
 #   make browser-test  the Manage API Tokens page in Debian's chromium (t/browser/)
 #   make cluster-test  the etcd client against a real 3-member etcd (t/cluster/)
@@ -70,7 +70,7 @@ UNIT_SRCS := $(wildcard t/unit/test_*.cpp)
 UNIT_BINS := $(UNIT_SRCS:t/unit/%.cpp=$(BUILD)/t/%)
 
 .PHONY: all deps test unit unit-asan tool-test httpd-test install uninstall clean man
-all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so man
+all: $(BUILD)/libcptoken.a $(BUILD)/cptoken $(BUILD)/mod_cptoken.so $(BUILD)/mod_cptoken_manager.so man
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -117,11 +117,18 @@ $(BUILD)/cptoken: $(BUILD)/cptoken.o $(BUILD)/libcptoken_cluster.a $(BUILD)/libc
 # The module: only cptoken_module is exported; ap_*/apr_* resolve from httpd at load time.
 # mod_cptoken.cpp authenticates; mod_cptoken_manager.cpp is the manager's handler (SetHandler cptoken-manager),
 # mod_cptoken_status.cpp the health check of a mirror of etcd (SetHandler cptoken-status).
+# Two builds differ in one object (mod_cptoken_etcd.hpp): mod_cptoken.so, the front-ends', has no
+# etcd client; mod_cptoken_manager.so, the manager instance's, links lib/cluster and libcurl for
+# CPTokenEtcd.
 MODULE_OBJS := $(BUILD)/mod_cptoken.o $(BUILD)/mod_cptoken_manager.o $(BUILD)/mod_cptoken_status.o
-$(MODULE_OBJS): CPPFLAGS += $(HTTPD_CPPFLAGS)
-$(BUILD)/mod_cptoken.so: $(MODULE_OBJS) $(BUILD)/libcptoken.a mod_cptoken.map
+$(MODULE_OBJS) $(BUILD)/mod_cptoken_no_etcd.o $(BUILD)/mod_cptoken_etcd.o: CPPFLAGS += $(HTTPD_CPPFLAGS)
+$(BUILD)/mod_cptoken.so: $(MODULE_OBJS) $(BUILD)/mod_cptoken_no_etcd.o $(BUILD)/libcptoken.a mod_cptoken.map
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -shared -Wl,--version-script=mod_cptoken.map \
-	  -o $@ $(MODULE_OBJS) $(BUILD)/libcptoken.a $(LIBS)
+	  -o $@ $(MODULE_OBJS) $(BUILD)/mod_cptoken_no_etcd.o $(BUILD)/libcptoken.a $(LIBS)
+$(BUILD)/mod_cptoken_manager.so: $(MODULE_OBJS) $(BUILD)/mod_cptoken_etcd.o $(BUILD)/libcptoken_cluster.a \
+                                 $(BUILD)/libcptoken.a mod_cptoken.map
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -shared -Wl,--version-script=mod_cptoken.map \
+	  -o $@ $(MODULE_OBJS) $(BUILD)/mod_cptoken_etcd.o $(CLUSTER_LIBS) $(BUILD)/libcptoken.a $(LIBS)
 
 $(BUILD)/t/%: t/unit/%.cpp $(BUILD)/libcptoken.a
 	@mkdir -p $(dir $@)
@@ -146,7 +153,7 @@ $(BUILD)/t/etcd_probe: t/cluster/etcd_probe.cpp $(BUILD)/libcptoken_cluster.a $(
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(CLUSTER_LIBS) $(BUILD)/libcptoken.a $(LIBS) -lpthread
 # The front-end tests (t/cluster/frontends.py) run the tool and the module too: without them
 # as prerequisites, make cluster-test in a fresh checkout fails on a missing build/cptoken.
-cluster-test: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so
+cluster-test: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so $(BUILD)/mod_cptoken_manager.so
 	@mkdir -p $(dir $(CLUSTER_MEASUREMENTS)) && rm -f $(CLUSTER_MEASUREMENTS)
 	ETCD_PROBE=$(abspath $(BUILD)/t/etcd_probe) ETCD_MEASUREMENTS=$(CLUSTER_MEASUREMENTS) \
 	  CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
@@ -181,7 +188,7 @@ $(ETCD_CURRENT_BINS) &: $(ETCD_CURRENT_SRC)/main.go $(ETCD_CURRENT_SRC)/go.mod $
 	@touch $(ETCD_CURRENT_BINS)
 # Its measurements go to a file of their own, beside make cluster-test's.
 # The version is printed last as well, pass or fail: pytest's report is long.
-cluster-test-current: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so $(ETCD_CURRENT_BINS)
+cluster-test-current: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so $(BUILD)/mod_cptoken_manager.so $(ETCD_CURRENT_BINS)
 	@version="$$($(ETCD_CURRENT)/etcd --version | head -1), $$($(ETCD_CURRENT)/etcdctl version | head -1)"; \
 	echo "cluster-test-current: $$version"; \
 	CPTOKEN_TEST_ETCD=$(abspath $(ETCD_CURRENT)/etcd) $(MAKE) --no-print-directory cluster-test \
@@ -237,7 +244,8 @@ leak-test:
 HTTPD_ASAN_ENV = CPTOKEN_HTTPD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \
   ASAN_OPTIONS=detect_leaks=0
 httpd-asan-test: all
-	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" $(BUILD)/asan/mod_cptoken.so
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT="-O1 -g" $(BUILD)/asan/mod_cptoken.so \
+	  $(BUILD)/asan/mod_cptoken_manager.so
 	$(HTTPD_ASAN_ENV) CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/asan/mod_cptoken.so) \
 	  $(PYTHON) -m pytest -q -n $(TEST_WORKERS) t/httpd
 	$(HTTPD_ASAN_ENV) $(MAKE) --no-print-directory stress-smoke STRESS_SMOKE_SECONDS=30 \
@@ -307,11 +315,12 @@ test: deps
 # The Manage API Tokens page, which the manager instance serves (conf/cptoken-manager.conf).
 PAGEDIR   ?= $(PREFIX)/share/mod_cptoken/manager
 PAGE_FILES := $(notdir $(wildcard manager/page/*))
-INSTALLED := $(SBINDIR)/cptoken $(MODULEDIR)/mod_cptoken.so $(MANDIR)/man8/cptoken.8 \
+INSTALLED := $(SBINDIR)/cptoken $(MODULEDIR)/mod_cptoken.so $(MODULEDIR)/mod_cptoken_manager.so $(MANDIR)/man8/cptoken.8 \
              $(MANDIR)/man8/mod_cptoken.8 $(BASHCOMPDIR)/cptoken $(addprefix $(PAGEDIR)/,$(PAGE_FILES))
 install: all
 	install -D -m 0755 $(BUILD)/cptoken $(DESTDIR)$(SBINDIR)/cptoken
 	install -D -m 0644 $(BUILD)/mod_cptoken.so $(DESTDIR)$(MODULEDIR)/mod_cptoken.so
+	install -D -m 0644 $(BUILD)/mod_cptoken_manager.so $(DESTDIR)$(MODULEDIR)/mod_cptoken_manager.so
 	install -D -m 0644 $(BUILD)/man/cptoken.8 $(DESTDIR)$(MANDIR)/man8/cptoken.8
 	install -D -m 0644 $(BUILD)/man/mod_cptoken.8 $(DESTDIR)$(MANDIR)/man8/mod_cptoken.8
 	install -D -m 0644 conf/bash_completion/cptoken $(DESTDIR)$(BASHCOMPDIR)/cptoken

@@ -18,6 +18,8 @@
 //                                      here; it learns who was admitted through mod_cptoken.hpp
 //   usage reader (CPTokenUsageSocket)  started by the parent at post_config, for the manager's
 //                                      children (configured_usage_socket(): mod_cptoken_usage.hpp)
+//   CPTokenEtcd                        the manager's writes to etcd: mod_cptoken_etcd.hpp, in
+//                                      mod_cptoken_manager.so only (mod_cptoken.so has no etcd client)
 // Every hook is a noexcept trampoline: no exception crosses into httpd, and
 // any failure refuses the request (500), never admits it.
 
@@ -63,6 +65,7 @@
 #include "store/usage_recorder.hpp"
 #include "auth/verify.hpp"
 #include "mod_cptoken.hpp"
+#include "mod_cptoken_etcd.hpp"
 
 extern "C" {
 extern module AP_MODULE_DECLARE_DATA cptoken_module;
@@ -139,6 +142,7 @@ void reset_store_dirs() {
     g_trust_own_store = false;
     g_first_store_dir.clear();
     g_usage_socket.clear();
+    httpd_module::set_manager_etcd({}, {});
 }
 
 int register_store_dir(const std::string &path) {
@@ -194,6 +198,17 @@ const char *set_usage_socket(cmd_parms *cmd, void *, const char *arg) {
     if (const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY)) return error;
     g_usage_socket = ap_server_root_relative(cmd->pool, arg);
     return nullptr;
+}
+
+// The manager's writes to etcd (mod_cptoken_etcd.hpp): main server config
+// only, like the store's owner the manager's children run as.
+const char *set_etcd(cmd_parms *cmd, void *, int argc, char *const argv[]) {
+    if (const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY)) return error;
+    if (argc == 0) return "CPTokenEtcd needs etcd's endpoints, URL[,URL...]";
+    const std::string error = httpd_module::set_manager_etcd(
+        std::vector<std::string>(argv, argv + argc),
+        [cmd](const std::string &file) { return std::string(ap_server_root_relative(cmd->pool, file.c_str())); });
+    return error.empty() ? nullptr : apr_pstrdup(cmd->pool, error.c_str());
 }
 
 const char *set_schemes(cmd_parms *cmd, void *config_v, int argc, char *const argv[]) {
@@ -270,6 +285,9 @@ const command_rec directives[] = {
     AP_INIT_TAKE1("CPTokenUsageSocket", as_cmd_func(set_usage_socket), nullptr, RSRC_CONF,
                   "unix socket of the usage reader that httpd's parent starts for the first CPTokenDB store, "
                   "which gives the manager's children last used without their opening the usage store"),
+    AP_INIT_TAKE_ARGV("CPTokenEtcd", as_cmd_func(set_etcd), nullptr, RSRC_CONF,
+                      "the manager's writes to a mirror go to etcd: URL[,URL...] [prefix=P] [cacert=FILE] "
+                      "[cert=FILE key=FILE] [user=NAME password-file=FILE] (mod_cptoken_manager.so only)"),
     AP_INIT_TAKE_ARGV("CPTokenSchemes", as_cmd_func(set_schemes), nullptr,
                       RSRC_CONF | ACCESS_CONF | OR_AUTHCFG,
                       "Authorization schemes accepted: any of cpanel, whm, basic (default: cpanel basic)"),

@@ -13,7 +13,8 @@
 //                                tokens sent as Basic) need POST, Sec-Fetch-Site and Origin of
 //                                this site and the page token (X-CPToken-CSRF); else 403
 //   headers                      no-store, no referrer, nosniff, a strict CSP; no CORS, ever
-//   the store                    opened read-write once per child (the manager's children own it)
+//   the store                    opened read-write for each call (the manager's children own it);
+//                                in cluster mode (CPTokenEtcd) its writes go to etcd instead
 // Refusals are logged with CPT0104, writes with CPT0105; never a token secret.
 
 #include "httpd.h"
@@ -42,6 +43,7 @@
 #include "store/usage_reader.hpp"
 #include "token/timeutil.hpp"
 #include "mod_cptoken.hpp"
+#include "mod_cptoken_etcd.hpp"
 #include "mod_cptoken_usage.hpp"
 
 extern "C" {
@@ -59,6 +61,7 @@ namespace glue = cptoken::httpd_module;
 #define TAG_MANAGER_REFUSED "CPT0104: "  // a manager request refused (403, 404, 405, 413, 415), with the reason
 #define TAG_MANAGER_WROTE "CPT0105: "    // a manager call that changed tokens (info), with what it did
 #define TAG_MANAGER_USAGE "CPT0206: "    // the manager cannot show last used (once per child)
+#define TAG_MANAGER_ETCD "CPT0208: "     // a manager child cannot write to etcd: CPTokenEtcd's password unreadable
 #define TAG_INTERNAL "CPT0299: "         // unexpected: here, no random key for page tokens (httpd does not start)
 
 const char *const handler_name = "cptoken-manager";
@@ -74,7 +77,10 @@ CsrfKey g_csrf_key{};
 // keeps the pages it freed while it stays open (StoreSettings::page_reuse_delay:
 // the readers without a lock file get that long), so none stays open between
 // calls; and a store moved into place is simply the one the next call opens.
-// Calls are rare, and LMDB's writer lock serialises them.
+// Calls are rare, and LMDB's writer lock serialises them. When the store
+// mirrors etcd, its agent alone writes it: with CPTokenEtcd the call's
+// changes go to etcd, as `cptoken --etcd` sends them, and the answer comes
+// once this host's mirror holds them; without it the store refuses them.
 
 // ------------------------------------------------------------ the request
 
@@ -239,6 +245,11 @@ int handle_manager(request_rec *r) {
     request.csrf_token = csrf_token(g_csrf_key, r->user);
 
     TokenStore store(glue::store_dir(r), Access::read_write);
+    if (glue::manager_writes_to_etcd())
+        glue::write_to_etcd(store, [r, &route](const std::string &line) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, TAG_MANAGER_WROTE "manager: %s: %s", function_label(route).c_str(),
+                          line.c_str());
+        });
     // Last used from the usage reader (child_init); without one the API says it is unavailable.
     const ManagerResponse response = handle_call(request, store, usage_source());
     if (!response.notice.empty()) note_usage_unavailable(r, response.notice);
@@ -256,7 +267,9 @@ int post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *) {
 
 // Last used for this child's answers: from the usage reader httpd's parent
 // started (CPTokenUsageSocket), never from usage.slots, which www-data writes.
-void child_init(apr_pool_t *, server_rec *) {
+void child_init(apr_pool_t *, server_rec *s) {
+    if (const std::string error = glue::read_child_etcd_settings(); !error.empty())
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, TAG_MANAGER_ETCD "%s; the manager's writes fail (500)", error.c_str());
     const std::string socket = configured_usage_socket();
     if (socket.empty()) return;
     set_usage_source([socket](const std::vector<Digest> &digests) { return query_usage(socket, digests); });

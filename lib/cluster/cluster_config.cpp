@@ -17,16 +17,24 @@ namespace cptoken::etcd {
 
 namespace {
 
-std::string read_password(const std::string &file) {
+[[noreturn]] void refuse_password_file(const std::string &file, const std::string &why) {
+    throw std::invalid_argument("--etcd-password-file " + file + ": " + why);
+}
+
+// The password file, open, once it is known to be a regular file others cannot read.
+OpenFd open_password_file(const std::string &file) {
     OpenFd fd(::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    const auto refuse = [&](const std::string &why) {
-        throw std::invalid_argument("--etcd-password-file " + file + ": " + why);
-    };
-    if (fd.get() < 0) refuse(std::strerror(errno));
+    if (fd.get() < 0) refuse_password_file(file, std::strerror(errno));
     struct stat st{};
-    if (::fstat(fd.get(), &st) != 0) refuse(std::strerror(errno));
-    if (!S_ISREG(st.st_mode)) refuse("not a regular file");
-    if (st.st_mode & S_IROTH) refuse("anyone can read it; make it 0600 or 0640");
+    if (::fstat(fd.get(), &st) != 0) refuse_password_file(file, std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) refuse_password_file(file, "not a regular file");
+    if (st.st_mode & S_IROTH) refuse_password_file(file, "anyone can read it; make it 0600 or 0640");
+    return fd;
+}
+
+std::string read_password(const std::string &file) {
+    const OpenFd fd = open_password_file(file);
+    const auto refuse = [&](const std::string &why) { refuse_password_file(file, why); };
     std::string text(4096, '\0');
     const ssize_t got = ::read(fd.get(), text.data(), text.size());
     if (got < 0) refuse(std::strerror(errno));
@@ -46,7 +54,7 @@ void check_endpoint(const std::string &endpoint) {
 
 }  // namespace
 
-ClusterConfig cluster_config(const ClusterFlags &flags) {
+ClusterConfig cluster_config(const ClusterFlags &flags, PasswordFile password_file) {
     ClusterConfig config;
     std::size_t start = 0;
     while (start <= flags.endpoints.size()) {
@@ -70,7 +78,12 @@ ClusterConfig cluster_config(const ClusterFlags &flags) {
     config.client.cert = flags.cert;
     config.client.key = flags.key;
     config.client.user = flags.user;
-    if (!flags.password_file.empty()) config.client.password = read_password(flags.password_file);
+    if (!flags.password_file.empty()) {
+        if (password_file == PasswordFile::read)
+            config.client.password = read_password(flags.password_file);
+        else
+            open_password_file(flags.password_file);
+    }
     return config;
 }
 

@@ -26,12 +26,17 @@ struct ClusterConfig {
     std::string prefix;
 };
 
+/// What cluster_config() does with the password file: read it, or only check
+/// it (for httpd's parent, which must not hold the password: the result then
+/// has none).
+enum class PasswordFile { read, check };
+
 /// Checks `flags` and reads the password file. Throws std::invalid_argument
 /// with a message for the admin: no endpoint, an endpoint that is not
 /// http(s)://HOST:PORT, a bad prefix, --etcd-cert without --etcd-key (or the
 /// reverse), --etcd-user without --etcd-password-file (or the reverse), a
-/// password file that cannot be read, is empty, or can be read by others
-/// than its owner and group.
-ClusterConfig cluster_config(const ClusterFlags &flags);
+/// password file that cannot be opened or (when read) read, is empty, or
+/// can be read by others than its owner and group.
+ClusterConfig cluster_config(const ClusterFlags &flags, PasswordFile password_file = PasswordFile::read);
 
 }  // namespace cptoken::etcd

@@ -8,8 +8,11 @@ built module, all on loopback, against an EtcdCluster.
         assert a.status_of(token) == 200
 """
 
+import grp
 import http.client
+import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -22,6 +25,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = (HERE / ".." / "..").resolve()
 CPTOKEN = os.environ.get("CPTOKEN") or str(ROOT / "build" / "cptoken")
 MOD = os.environ.get("MOD_CPTOKEN") or str(ROOT / "build" / "mod_cptoken.so")
+# The manager instance's build of the module, with the etcd client (CPTokenEtcd).
+MOD_MANAGER = os.environ.get("MOD_CPTOKEN_MANAGER") or str(Path(MOD).with_name("mod_cptoken_manager.so"))
+MANAGER_USER = "cptoken"  # the store's owner, whom a manager's children run as
 APACHE = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
 
@@ -60,6 +66,84 @@ CPTokenDB "@STORE@"
 </Location>
 """
 
+# A manager instance (docs/manager.md) on a front-end: its children run as
+# the store's owner; the API's locations as the shipped manager.conf has them.
+MANAGER_CONF = r"""
+ServerRoot "@DIR@"
+PidFile "@DIR@/manager.pid"
+DefaultRuntimeDir "@DIR@/manager-run"
+ServerName 127.0.0.1
+Listen 127.0.0.1:@PORT@
+User @USER@
+Group @GROUP@
+ErrorLog "@DIR@/manager-error.log"
+LogLevel warn cptoken:info
+LoadModule mpm_event_module @MODDIR@/mod_mpm_event.so
+LoadModule authn_core_module @MODDIR@/mod_authn_core.so
+LoadModule authz_core_module @MODDIR@/mod_authz_core.so
+LoadModule authz_user_module @MODDIR@/mod_authz_user.so
+LoadModule cptoken_module "@MODULE@"
+StartServers 1
+ThreadsPerChild 8
+MaxRequestWorkers 16
+DocumentRoot "@DIR@/htdocs"
+CPTokenDB "@STORE@"
+CPTokenTrustOwnStore On
+CPTokenLastUsed Off
+@ETCD@
+<LocationMatch "^/execute/(Tokens|CPTokens)/">
+    SetHandler cptoken-manager
+    AuthType cpanel
+    AuthName "cluster"
+    CPTokenSchemes cpanel
+    Require valid-user
+</LocationMatch>
+"""
+
+
+def manager_user():
+    """The store owner a manager's children run as (made if missing)."""
+    try:
+        return pwd.getpwnam(MANAGER_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", MANAGER_USER],
+                       check=True, capture_output=True)
+        return pwd.getpwnam(MANAGER_USER)
+
+
+def start_httpd(conf, port, out, error_log):
+    """apache2 -f CONF in the foreground, once it listens on `port`."""
+    out_file = open(out, "ab")
+    proc = subprocess.Popen([APACHE, "-f", str(conf), "-D", "FOREGROUND"], stdout=out_file,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    out_file.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"httpd exited:\n{Path(out).read_text()}\n{read_log(error_log)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("httpd did not start")
+
+
+def stop_httpd(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def read_log(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
 
 def free_port():
     with socket.socket() as s:
@@ -70,13 +154,15 @@ def free_port():
 class Frontend:
     """One front-end: DIR/store (mirror), its agent and its httpd."""
 
-    def __init__(self, endpoints, *, name="fe", max_staleness=None, agent_args=(), base=None):
+    def __init__(self, endpoints, *, name="fe", max_staleness=None, agent_args=(), base=None, owner=None):
         self.endpoints = list(endpoints)
         self.dir = Path(tempfile.mkdtemp(prefix=f"cptoken-{name}-", dir=base))
         os.chmod(self.dir, 0o755)
         self.store = self.dir / "store"
         self.max_staleness = max_staleness
         self.agent_args = list(agent_args)
+        self.owner = owner  # the store's owner (init --owner); None: root
+        self.manager = None
         self.agent = None
         self.httpd = None
         self.port = None
@@ -93,6 +179,7 @@ class Frontend:
         self.close()
 
     def close(self):
+        self.stop_manager()
         self.stop_httpd()
         self.stop_agent()
         if not os.environ.get("KEEP_FRONTENDS"):
@@ -112,7 +199,10 @@ class Frontend:
         return r
 
     def init(self):
-        self.cptoken("init", "--group", "www-data", etcd=False)
+        if self.owner == MANAGER_USER:
+            manager_user()
+        owner = ["--owner", self.owner] if self.owner else []
+        self.cptoken("init", "--group", "www-data", *owner, etcd=False)
         (self.dir / "htdocs" / "api").mkdir(parents=True)
         (self.dir / "htdocs" / "api" / "ok.txt").write_text("ok\n")
         os.chmod(self.dir / "htdocs", 0o755)
@@ -172,39 +262,56 @@ class Frontend:
                      "@STORE@": str(self.store), "@STALENESS@": staleness}.items():
             text = text.replace(k, v)
         (self.dir / "httpd.conf").write_text(text)
-        self.httpd_out = open(self.dir / "httpd.out", "ab")
-        self.httpd = subprocess.Popen([APACHE, "-f", str(self.dir / "httpd.conf"), "-D", "FOREGROUND"],
-                                      stdout=self.httpd_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.httpd.poll() is not None:
-                raise AssertionError(f"httpd exited:\n{(self.dir / 'httpd.out').read_text()}\n"
-                                     f"{self.error_log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("httpd did not start")
+        self.httpd = start_httpd(self.dir / "httpd.conf", self.port, self.dir / "httpd.out", self.dir / "error.log")
 
     def stop_httpd(self):
-        if self.httpd is None:
-            return
-        self.httpd.send_signal(signal.SIGTERM)
+        if self.httpd is not None:
+            stop_httpd(self.httpd)
+            self.httpd = None
+
+    # -- a manager instance (the store must be the manager user's: owner=MANAGER_USER)
+
+    def start_manager(self, module=MOD_MANAGER, etcd=True, settings=()):
+        """The manager's API on this front-end; with `etcd`, CPTokenEtcd names the cluster, with
+        `settings` (NAME=VALUE) after the endpoints."""
+        assert self.owner == MANAGER_USER and self.manager is None
+        self.manager_port = free_port()
+        (self.dir / "manager-run").mkdir(exist_ok=True)
+        owner = pwd.getpwnam(self.owner)
+        text = MANAGER_CONF
+        for k, v in {"@DIR@": str(self.dir), "@PORT@": str(self.manager_port), "@MODDIR@": MODDIR,
+                     "@MODULE@": module, "@STORE@": str(self.store), "@USER@": owner.pw_name,
+                     "@GROUP@": grp.getgrgid(owner.pw_gid).gr_name,
+                     "@ETCD@": " ".join(["CPTokenEtcd", ",".join(self.endpoints), *settings]) if etcd else ""}.items():
+            text = text.replace(k, v)
+        (self.dir / "manager.conf").write_text(text)
+        self.manager = start_httpd(self.dir / "manager.conf", self.manager_port, self.dir / "manager.out",
+                                   self.dir / "manager-error.log")
+
+    def stop_manager(self):
+        if self.manager is not None:
+            stop_httpd(self.manager)
+            self.manager = None
+
+    def manager_call(self, path, token, user="alice"):
+        """(HTTP status, JSON body) of a manager call made with USER's `token`."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.manager_port, timeout=60)
         try:
-            self.httpd.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.httpd.pid, signal.SIGKILL)
-            self.httpd.wait(timeout=10)
-        self.httpd = None
-        self.httpd_out.close()
+            conn.request("GET", path, headers={"Authorization": f"cpanel {user}:{token}"})
+            r = conn.getresponse()
+            body = r.read()
+        finally:
+            conn.close()
+        try:
+            return r.status, json.loads(body)
+        except ValueError:
+            return r.status, body.decode(errors="replace")
+
+    def manager_error_log(self):
+        return read_log(self.dir / "manager-error.log")
 
     def error_log(self):
-        try:
-            return (self.dir / "error.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.dir / "error.log")
 
     def request(self, path, headers=None):
         """(status, headers, body) over one kept-alive connection."""

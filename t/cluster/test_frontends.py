@@ -8,6 +8,8 @@ request that gets the new answer on every front-end."""
 import http.client
 import json
 import os
+import pwd
+import shutil
 import statistics
 import subprocess
 import time
@@ -16,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import Gateway, b64, measure
 from etcd_cluster import ETCD_VERSION_TEXT, EtcdCluster
-from frontends import CPTOKEN, Frontend
+from frontends import CPTOKEN, MANAGER_USER, MOD, Frontend
 
 
 def percentile(values, q):
@@ -58,6 +60,58 @@ def test_create_and_revoke_reach_every_frontend(two):
     # Read your writes: the writer's own front-end had it when the command returned.
     token = a.cptoken("create", "alice", "mine").stdout.strip()
     assert a.status_of(token) == 200
+
+
+@pytest.fixture
+def managed(cluster):
+    """Two front-ends; a's store is the manager user's, for a manager instance there."""
+    with Frontend(cluster.endpoints(), name="a", owner=MANAGER_USER) as a, \
+            Frontend(cluster.endpoints(), name="b") as b:
+        yield a, b
+
+
+def test_the_manager_writes_to_etcd(managed):
+    """With CPTokenEtcd, mod_cptoken_manager.so sends the manager's writes to etcd as `cptoken --etcd`
+    does: a token made or revoked through the API on one front-end is admitted or refused on every
+    one, and on the manager's own front-end as soon as the call returns."""
+    a, b = managed
+    a.start_manager()
+    admin = a.cptoken("create", "alice", "admin").stdout.strip()
+    status, body = a.manager_call("/execute/Tokens/create_full_access?name=made-here", admin)
+    assert status == 200 and body["status"] == 1, (body, a.manager_error_log())
+    token = body["data"]["token"]
+    assert a.status_of(token) == 200  # read your writes: this host's mirror held it when the call returned
+    until_everywhere((a, b), token, 200)
+    listed = json.loads(b.cptoken("list", "alice", "--json", etcd=False).stdout)
+    assert "made-here" in [t["name"] for t in listed]
+    status, body = a.manager_call("/execute/Tokens/revoke?name=made-here", admin)
+    assert status == 200 and body["status"] == 1, body
+    assert a.status_of(token) == 401
+    until_everywhere((a, b), token, 401)
+    # A name made on another host meanwhile is taken for the manager too.
+    b.cptoken("create", "alice", "taken")
+    status, body = a.manager_call("/execute/Tokens/create_full_access?name=taken", admin)
+    assert status == 200 and body["status"] == 0 and "taken" in json.dumps(body["errors"]), body
+    log = a.manager_error_log()
+    assert "CPT0105: manager: Tokens::create_full_access: written to etcd at revision" in log, log
+    assert "this host's mirror holds it" in log, log
+    assert token not in log and admin not in log
+
+
+def test_a_manager_without_cptokenetcd_changes_nothing(managed):
+    """The front-ends' mod_cptoken.so (no CPTokenEtcd) on a mirror: a write would reach no other
+    front-end and be undone by the agent, so the store refuses it: 500, the reason in the error log,
+    nothing made anywhere."""
+    a, b = managed
+    a.start_manager(module=MOD, etcd=False)
+    admin = a.cptoken("create", "alice", "admin").stdout.strip()
+    status, _ = a.manager_call("/execute/Tokens/create_full_access?name=local-only", admin)
+    assert status == 500
+    assert "mirrors the token set in etcd (cluster mode)" in a.manager_error_log()
+    names = [t["name"] for t in json.loads(b.cptoken("list", "alice", "--json", etcd=False).stdout)]
+    assert names == ["admin"]
+    status, body = a.manager_call("/execute/Tokens/list", admin)  # reads still work
+    assert status == 200 and [t["name"] for t in body["data"]] == ["admin"], body
 
 
 def test_a_name_raced_for_from_two_hosts_has_one_winner(two):
@@ -242,3 +296,31 @@ def test_the_two_roles_of_the_docs(cluster, tmp_path):
             assert time.monotonic() < deadline, (rows, a.agent_text()[-1500:])
             time.sleep(0.2)
         assert "cannot publish" not in a.agent_text() + b.agent_text()
+        # A manager logs in as the docs' admin, on a front-end whose store is the manager user's. The
+        # password files are root's alone (mode 0600): the agent (root, then the store's owner) reads its
+        # own before giving root up; httpd's parent never reads the manager's, its children (the owner) do.
+        with Frontend(cluster.endpoints(), name="c", agent_args=agent + ["--usage-every", "0s"],
+                      owner=MANAGER_USER) as c:
+            c.start_manager(settings=("user=admin", f"password-file={tmp_path / 'admin.pw'}"))
+            assert "CPT0208: CPTokenEtcd: --etcd-password-file" in c.manager_error_log()
+            status, _ = c.manager_call("/execute/Tokens/create_full_access?name=no-password", token)
+            assert status == 500 and "nothing was written to etcd" in c.manager_error_log()
+            status, body = c.manager_call("/execute/Tokens/list", token)  # reads still work
+            assert status == 200 and body["status"] == 1, body
+            c.stop_manager()
+            owner = pwd.getpwnam(MANAGER_USER)
+            for user in ("admin", "agent"):  # the manager's copies: its user's alone
+                shutil.copy(tmp_path / f"{user}.pw", c.dir / f"{user}.pw")
+                os.chown(c.dir / f"{user}.pw", owner.pw_uid, owner.pw_gid)
+            c.start_manager(settings=("user=admin", f"password-file={c.dir / 'admin.pw'}"))
+            status, body = c.manager_call("/execute/Tokens/create_full_access?name=from-the-manager", token)
+            assert status == 200 and body["status"] == 1, (body, c.manager_error_log())
+            until_everywhere((a, b, c), body["data"]["token"], 200)
+            # With an agent's credentials the manager cannot make a token either.
+            c.stop_manager()
+            c.start_manager(settings=("user=agent", f"password-file={c.dir / 'agent.pw'}"))
+            status, _ = c.manager_call("/execute/Tokens/create_full_access?name=sneaky", token)
+            assert status == 500 and "permission denied" in c.manager_error_log()
+            assert "sneaky" not in b.cptoken("list", "alice", etcd=False).stdout
+            assert "admin-pw" not in c.manager_error_log() + c.agent_text()
+

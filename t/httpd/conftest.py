@@ -36,6 +36,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 MOD = os.environ.get("MOD_CPTOKEN") or str((HERE / ".." / ".." / "build" / "mod_cptoken.so").resolve())
+# The manager instance's build of the module (with the etcd client: CPTokenEtcd), beside MOD.
+MOD_MANAGER = os.environ.get("MOD_CPTOKEN_MANAGER") or str(Path(MOD).with_name("mod_cptoken_manager.so"))
 CPTOKEN = os.environ.get("CPTOKEN") or str((HERE / ".." / ".." / "build" / "cptoken").resolve())
 APACHE = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
@@ -363,6 +365,8 @@ class Httpd:
         self.conf = self.dir / "httpd.conf"
         # Whom the children run as (User, Group): the manager instance's run as the store's owner.
         self.run_as = ("www-data", "www-data")
+        # The module httpd loads: MOD, or MOD_MANAGER for a manager instance that writes to etcd.
+        self.module = MOD
 
     # -- lifecycle
 
@@ -373,7 +377,7 @@ class Httpd:
             "@LISTEN@": listen,
             "@BODY@": body, "@EXTRA_MODULES@": extra_modules,
             "@DIR@": str(self.dir), "@HTDOCS@": str(self.htdocs), "@PORT@": str(self.port),
-            "@MPM@": self.mpm, "@MODDIR@": MODDIR, "@MODULE@": MOD, "@LOGLEVEL@": loglevel,
+            "@MPM@": self.mpm, "@MODDIR@": MODDIR, "@MODULE@": self.module, "@LOGLEVEL@": loglevel,
             "@BACKEND@": str(self.backend_port), "@REALM@": REALM, "@STORE@": str(self.store.path),
             "@USER@": self.run_as[0], "@GROUP@": self.run_as[1],
         }

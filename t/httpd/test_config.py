@@ -5,7 +5,7 @@ start with, and the usual authz combinations around AuthType cpanel."""
 import os
 import subprocess
 
-from conftest import (APACHE, CPANEL_AUTH, httpd_env, DEFAULT_BODY, api_location, assert_admitted,
+from conftest import (APACHE, CPANEL_AUTH, MOD_MANAGER, httpd_env, DEFAULT_BODY, api_location, assert_admitted,
                       assert_refused)
 
 
@@ -39,6 +39,34 @@ def test_cptokendb_takes_one_argument(srv):
 def test_forward_authorization_takes_on_off(srv):
     rc, out = configtest(srv, api_location(auth=CPANEL_AUTH + "\n    CPTokenForwardAuthorization maybe"))
     assert rc != 0, out
+
+
+def test_cptokenetcd_belongs_to_the_managers_build(srv):
+    """The front-ends' mod_cptoken.so has no etcd client: CPTokenEtcd there stops httpd and says which
+    module has one, rather than a manager that would silently not write to etcd."""
+    rc, out = configtest(srv, "CPTokenEtcd http://127.0.0.1:2379\n" + DEFAULT_BODY)
+    assert rc != 0, out
+    assert "CPTokenEtcd: mod_cptoken.so has no etcd client" in out and "mod_cptoken_manager.so" in out, out
+
+
+def test_cptokenetcd_settings_are_checked_at_start(srv, tmp_path):
+    srv.module = MOD_MANAGER
+    password = tmp_path / "etcd.password"
+    password.write_text("secret\n")
+    os.chmod(password, 0o600)
+    good = f"CPTokenEtcd http://127.0.0.1:2379,http://127.0.0.1:22379 prefix=/t/v1/ user=admin password-file={password}\n"
+    rc, out = configtest(srv, good + DEFAULT_BODY)
+    assert rc == 0, out  # etcd itself is not asked at start: a manager starts while etcd is down
+    for bad, said in [("CPTokenEtcd http://127.0.0.1:2379 colour=blue", "'colour=blue' is not NAME=VALUE"),
+                      ("CPTokenEtcd http://127.0.0.1:2379 user=admin", "--etcd-user and --etcd-password-file go together"),
+                      ("CPTokenEtcd ftp://127.0.0.1:2379", "is not http://HOST:PORT"),
+                      ("CPTokenEtcd", "CPTokenEtcd needs etcd's endpoints"),
+                      ('<Location "/x">\nCPTokenEtcd http://127.0.0.1:2379\n</Location>', "CPTokenEtcd")]:
+        rc, out = configtest(srv, bad + "\n" + DEFAULT_BODY)
+        assert rc != 0 and said in out, (bad, out)
+    os.chmod(password, 0o644)  # the password would be anyone's
+    rc, out = configtest(srv, good + DEFAULT_BODY)
+    assert rc != 0 and "anyone can read it" in out, out
 
 
 def test_relative_cptokendb_is_under_serverroot(srv):

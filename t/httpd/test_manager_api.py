@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from conftest import ALL_MPMS, Httpd, TOKEN_RE, assert_admitted, assert_refused
+from conftest import ALL_MPMS, MOD_MANAGER, Httpd, TOKEN_RE, assert_admitted, assert_refused
 
 MANAGER_USER = "cptoken"
 PAGE_USER, PAGE_PASSWORD = "alice", "correct horse battery"
@@ -168,6 +168,7 @@ def manager(basedir, backend, mpm):
     try:
         give_store_to(mgr.store.path, owner)
         mgr.run_as = (MANAGER_USER, grp.getgrgid(owner.pw_gid).gr_name)
+        mgr.module = MOD_MANAGER  # as the shipped manager.conf loads it
         htpasswd = mgr.dir / "htpasswd"
         subprocess.run(["htpasswd", "-cbB", str(htpasswd), PAGE_USER, PAGE_PASSWORD], check=True, capture_output=True)
         subprocess.run(["htpasswd", "-bB", str(htpasswd), "bob", "bobs password"], check=True, capture_output=True)
