@@ -312,15 +312,18 @@ test: deps
 # What install puts, and so exactly what uninstall removes. The .load and .conf
 # files for /etc/apache2 are not installed here: the package ships them as
 # conffiles, and README step 5 copies them by hand.
+# The manager instance's build of the module: beside httpd's modules, not among them (a2enmod
+# is for the front-ends' mod_cptoken.so; conf/cptoken-manager.conf loads this one by its path).
+MANAGERMODULEDIR ?= $(PREFIX)/lib/mod_cptoken
 # The Manage API Tokens page, which the manager instance serves (conf/cptoken-manager.conf).
 PAGEDIR   ?= $(PREFIX)/share/mod_cptoken/manager
 PAGE_FILES := $(notdir $(wildcard manager/page/*))
-INSTALLED := $(SBINDIR)/cptoken $(MODULEDIR)/mod_cptoken.so $(MODULEDIR)/mod_cptoken_manager.so $(MANDIR)/man8/cptoken.8 \
+INSTALLED := $(SBINDIR)/cptoken $(MODULEDIR)/mod_cptoken.so $(MANAGERMODULEDIR)/mod_cptoken_manager.so $(MANDIR)/man8/cptoken.8 \
              $(MANDIR)/man8/mod_cptoken.8 $(BASHCOMPDIR)/cptoken $(addprefix $(PAGEDIR)/,$(PAGE_FILES))
 install: all
 	install -D -m 0755 $(BUILD)/cptoken $(DESTDIR)$(SBINDIR)/cptoken
 	install -D -m 0644 $(BUILD)/mod_cptoken.so $(DESTDIR)$(MODULEDIR)/mod_cptoken.so
-	install -D -m 0644 $(BUILD)/mod_cptoken_manager.so $(DESTDIR)$(MODULEDIR)/mod_cptoken_manager.so
+	install -D -m 0644 $(BUILD)/mod_cptoken_manager.so $(DESTDIR)$(MANAGERMODULEDIR)/mod_cptoken_manager.so
 	install -D -m 0644 $(BUILD)/man/cptoken.8 $(DESTDIR)$(MANDIR)/man8/cptoken.8
 	install -D -m 0644 $(BUILD)/man/mod_cptoken.8 $(DESTDIR)$(MANDIR)/man8/mod_cptoken.8
 	install -D -m 0644 conf/bash_completion/cptoken $(DESTDIR)$(BASHCOMPDIR)/cptoken

@@ -46,6 +46,7 @@
 #include "store/store.hpp"
 #include "token/timeutil.hpp"
 #include "token/token.hpp"
+#include "store/usage_helper.hpp"
 #include "store/usage_store.hpp"
 #include "auth/verify.hpp"
 
@@ -366,6 +367,8 @@ Result done_ahead_or_now(const Ahead<Result> &ahead, const std::function<Result(
 }
 
 Ahead<UsageByKey> g_usage_ahead;                     // list, show, edit --json
+// sync publishes usage for as long as it runs: a helper that stays root reads it.
+std::unique_ptr<UsageHelper> g_usage_helper;
 Ahead<UsageRebuild> g_usage_rebuilt_ahead;           // prune: the usage table made again
 Ahead<std::vector<FsckFinding>> g_usage_checked_ahead;  // fsck
 
@@ -1425,6 +1428,7 @@ int cmd_sync(const std::string &db, const SyncOptions &o) {
     }
     options.once = o.once;
     options.exit_after_applies = o.exit_after_applies;
+    if (g_usage_helper) options.read_usage = [] { return g_usage_helper->read(); };
     struct sigaction action{};
     action.sa_handler = stop_sync;  // no SA_RESTART: a sleep or poll in progress ends early
     sigemptyset(&action.sa_mask);
@@ -1536,7 +1540,7 @@ int run(int argc, char **argv) {
     command("push", "copy the store into an empty etcd prefix (moving to cluster mode; needs --etcd)", push, cmd_push);
     SyncOptions sync;
     command("sync", "cluster mode: mirror etcd's token set into this store and prove it fresh, until stopped",
-            sync, cmd_sync);
+            sync, cmd_sync, [](const std::string &store) { g_usage_helper = std::make_unique<UsageHelper>(store); });
 
     // CLI11 would call a mistyped command a missing one.
     if (const auto word = command_word(argc, argv);

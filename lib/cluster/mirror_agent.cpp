@@ -462,7 +462,7 @@ private:
         while (!stop_ && !helpers_stop_) {
             next += options_.usage_every;
             try {
-                const UsageByKey usage = read_usage(options_.db);
+                const UsageByKey usage = options_.read_usage ? options_.read_usage() : read_usage(options_.db);
                 publish_usage(client, prefix_, options_.host_name, usage, published);
                 if (failing) log_("usage published again");
                 failing = false;

@@ -40,6 +40,7 @@
 #include "cluster/cluster_config.hpp"
 #include "cluster/etcd_wire.hpp"
 #include "store/store.hpp"
+#include "store/usage_store.hpp"
 
 namespace cptoken::etcd {
 
@@ -62,6 +63,9 @@ struct AgentOptions {
     /// and how often; 0: never (nor with `once`).
     std::string host_name;
     std::chrono::milliseconds usage_every{std::chrono::seconds(5)};
+    /// How this host's usage is read; empty: read_usage(db), which needs root
+    /// or httpd's group (a store owner outside it gives a UsageHelper's read).
+    std::function<UsageByKey()> read_usage;
     bool once = false;  ///< one full read, then return
     /// Tests only: end the process (as kill -9 would: no cleanup) right after
     /// the Nth watch answer was committed. 0: never.

@@ -299,7 +299,7 @@ def test_the_two_roles_of_the_docs(cluster, tmp_path):
         # A manager logs in as the docs' admin, on a front-end whose store is the manager user's. The
         # password files are root's alone (mode 0600): the agent (root, then the store's owner) reads its
         # own before giving root up; httpd's parent never reads the manager's, its children (the owner) do.
-        with Frontend(cluster.endpoints(), name="c", agent_args=agent + ["--usage-every", "0s"],
+        with Frontend(cluster.endpoints(), name="c", agent_args=agent + ["--usage-every", "1s", "--host-name", "c"],
                       owner=MANAGER_USER) as c:
             c.start_manager(settings=("user=admin", f"password-file={tmp_path / 'admin.pw'}"))
             assert "CPT0208: CPTokenEtcd: --etcd-password-file" in c.manager_error_log()
@@ -323,4 +323,16 @@ def test_the_two_roles_of_the_docs(cluster, tmp_path):
             assert status == 500 and "permission denied" in c.manager_error_log()
             assert "sneaky" not in b.cptoken("list", "alice", etcd=False).stdout
             assert "admin-pw" not in c.manager_error_log() + c.agent_text()
+            # c's agent gave root up (the store is the manager user's), yet publishes c's usage: through a
+            # helper that stayed root and reads the usage table as nobody of httpd's group.
+            before = next(r for r in json.loads(a.cptoken("list", "alice", "--json", *admin).stdout)
+                          if r["name"] == "roles")["uses"]
+            for _ in range(3):
+                assert c.status_of(token) == 200
+            deadline = time.monotonic() + 20
+            while next(r for r in json.loads(a.cptoken("list", "alice", "--json", *admin).stdout)
+                       if r["name"] == "roles")["uses"] < before + 3:
+                assert time.monotonic() < deadline, c.agent_text()[-1500:]
+                time.sleep(0.2)
+            assert "cannot publish" not in c.agent_text()
 

@@ -132,7 +132,7 @@ step "apt-get install ./$(basename "$deb")" run apt-get install -y -q "$pkg"
 check_installed() {
     local f
     for f in /usr/sbin/cptoken /usr/lib/apache2/modules/mod_cptoken.so \
-             /usr/lib/apache2/modules/mod_cptoken_manager.so \
+             /usr/lib/mod_cptoken/mod_cptoken_manager.so \
              /etc/apache2/mods-available/cptoken.load /etc/apache2/mods-available/cptoken.conf \
              /etc/fail2ban/filter.d/cptoken.conf /usr/share/man/man8/cptoken.8.gz \
              /usr/share/man/man8/mod_cptoken.8.gz /usr/share/bash-completion/completions/cptoken \
