@@ -45,8 +45,11 @@ std::string nonce() {
     return bytes_hex(std::string_view(reinterpret_cast<const char *>(bytes), sizeof bytes));
 }
 
-[[noreturn]] void unreachable(const std::exception &e, const std::string &what) {
-    throw StoreError(StoreError::Kind::access, "etcd: " + std::string(e.what()) + "; " + what);
+// etcd could not be reached or refused: StoreError (access) with etcd's
+// reason and what became of the change.
+[[noreturn]] void refuse_as_unwritten(const std::exception &e, const std::string &what) {
+    const std::string reason = e.what();
+    throw StoreError(StoreError::Kind::access, (reason.starts_with("etcd") ? "" : "etcd: ") + reason + "; " + what);
 }
 
 }  // namespace
@@ -136,7 +139,7 @@ std::optional<std::int64_t> EtcdWriter::write_all(const std::vector<StoreWrite> 
                 if (answer.succeeded) revision = answer.header.revision;
                 else moved_to = gen + 1;  // P gen moved: wait for whatever came
             } catch (const EtcdError &again) {
-                unreachable(again, "the change was not made");
+                refuse_as_unwritten(again, "the change was not made");
             }
             if (revision) notice_("etcd is out of space (its quota): the revocation was made with deletes; free "
                                   "space (compact, defrag, raise --quota-backend-bytes) and disarm the alarm");
@@ -177,7 +180,7 @@ std::optional<std::int64_t> EtcdWriter::commit(std::vector<RequestOp> ops, std::
     } catch (const EtcdError &e) {
         if (!outcome_unknown(e)) {
             if (out_of_space(e)) throw;
-            unreachable(e, "the change was not made");
+            refuse_as_unwritten(e, "the change was not made");
         }
         // The answer was lost: etcd may have made the change. P gen says so,
         // if no other write came since; else the change's first value does
@@ -195,7 +198,7 @@ std::optional<std::int64_t> EtcdWriter::commit(std::vector<RequestOp> ops, std::
             moved_to = gen_now;
             return std::nullopt;  // not made: made again on the mirror as it is then
         } catch (const EtcdError &again) {
-            unreachable(again, "whether the change was made is unknown: look with `cptoken list` once etcd answers");
+            refuse_as_unwritten(again, "whether the change was made is unknown: look with `cptoken list` once etcd answers");
         }
     }
 }

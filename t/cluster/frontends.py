@@ -154,13 +154,15 @@ def free_port():
 class Frontend:
     """One front-end: DIR/store (mirror), its agent and its httpd."""
 
-    def __init__(self, endpoints, *, name="fe", max_staleness=None, agent_args=(), base=None, owner=None):
+    def __init__(self, endpoints, *, name="fe", max_staleness=None, agent_args=(), base=None, owner=None,
+                 etcd_args=()):
         self.endpoints = list(endpoints)
         self.dir = Path(tempfile.mkdtemp(prefix=f"cptoken-{name}-", dir=base))
         os.chmod(self.dir, 0o755)
         self.store = self.dir / "store"
         self.max_staleness = max_staleness
         self.agent_args = list(agent_args)
+        self.etcd_args = list(etcd_args)  # cluster mode's other options (TLS, user), for the tool and the agent
         self.owner = owner  # the store's owner (init --owner); None: root
         self.manager = None
         self.agent = None
@@ -191,7 +193,7 @@ class Frontend:
         """Runs cptoken on this front-end's store (in cluster mode unless etcd=False)."""
         cmd = [CPTOKEN, "--db", str(self.store)]
         if etcd:
-            cmd += ["--etcd", ",".join(self.endpoints)]
+            cmd += ["--etcd", ",".join(self.endpoints), *self.etcd_args]
         r = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
                            input=input)
         if check and r.returncode != 0:
@@ -215,7 +217,8 @@ class Frontend:
         assert self.agent is None
         self.agent_log = open(self.dir / "agent.log", "ab")
         self.agent = subprocess.Popen(
-            [CPTOKEN, "--db", str(self.store), "--etcd", ",".join(self.endpoints), "sync"] + self.agent_args,
+            [CPTOKEN, "--db", str(self.store), "--etcd", ",".join(self.endpoints), *self.etcd_args, "sync"]
+            + self.agent_args,
             stdout=self.agent_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def stop_agent(self, sig=signal.SIGTERM):

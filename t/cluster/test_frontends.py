@@ -11,14 +11,16 @@ import os
 import pwd
 import shutil
 import statistics
+import tempfile
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from conftest import Gateway, b64, measure
 from etcd_cluster import ETCD_VERSION_TEXT, EtcdCluster
-from frontends import CPTOKEN, MANAGER_USER, MOD, Frontend
+from frontends import CPTOKEN, MANAGER_USER, MOD, Frontend, manager_user
 
 
 def percentile(values, q):
@@ -336,3 +338,44 @@ def test_the_two_roles_of_the_docs(cluster, tmp_path):
                 time.sleep(0.2)
             assert "cannot publish" not in c.agent_text()
 
+
+
+def test_tls_end_to_end(tmp_path):
+    """etcd with TLS and client certificates (docs/scale-out.md's setup): the agents, the tool and
+    the manager, each with the CA, a certificate and its key. On the manager's front-end every
+    one of them reads the files as the store's owner, so they are that user's copies (mode 0600)."""
+    os.chmod(tmp_path, 0o755)
+    with EtcdCluster(size=3, tls=True, progress_notify_interval="1s", base_dir=tmp_path / "etcd") as tls:
+        certs = tls.certs
+        owner = pwd.getpwnam(manager_user().pw_name)
+        mine = Path(tempfile.mkdtemp(prefix="cptoken-tls-"))  # /tmp: the owner can reach it (not tmp_path)
+        os.chmod(mine, 0o755)
+        for name in ("ca.crt", "client.crt", "client.key"):
+            shutil.copy(certs[name], mine / name)
+            os.chown(mine / name, owner.pw_uid, owner.pw_gid)
+            os.chmod(mine / name, 0o600)
+
+        def flags(files):
+            return ["--etcd-cacert", str(files["ca.crt"]), "--etcd-cert", str(files["client.crt"]),
+                    "--etcd-key", str(files["client.key"])]
+
+        owned = {name: mine / name for name in ("ca.crt", "client.crt", "client.key")}
+        with Frontend(tls.endpoints(), name="a", owner=MANAGER_USER, etcd_args=flags(owned)) as a, \
+                Frontend(tls.endpoints(), name="b", etcd_args=flags(certs)) as b:
+            assert all(url.startswith("https://") for url in tls.endpoints())
+            admin = b.cptoken("create", "alice", "admin").stdout.strip()
+            until_everywhere((a, b), admin, 200)
+            a.start_manager(settings=(f"cacert={owned['ca.crt']}", f"cert={owned['client.crt']}",
+                                      f"key={owned['client.key']}"))
+            status, body = a.manager_call("/execute/Tokens/create_full_access?name=over-tls", admin)
+            assert status == 200 and body["status"] == 1, (body, a.manager_error_log())
+            until_everywhere((a, b), body["data"]["token"], 200)
+            a.cptoken("revoke", "alice", "admin")  # the tool on the manager's front-end, as its owner
+            until_everywhere((a, b), admin, 401)
+            # Without a client certificate etcd refuses the connection: nothing is written.
+            refused = subprocess.run([CPTOKEN, "--db", str(b.store), "--etcd", ",".join(tls.endpoints()),
+                                      "--etcd-cacert", certs["ca.crt"], "create", "alice", "no-cert"],
+                                     capture_output=True, text=True, timeout=60)
+            assert refused.returncode == 1 and "bad certificate" in refused.stderr, refused.stderr
+            assert "no-cert" not in b.cptoken("list", "alice", etcd=False).stdout
+        shutil.rmtree(mine)
