@@ -3,7 +3,8 @@
 // the usage store over it (lib/store/usage_store.hpp) on real files, bytes
 // planted as httpd's group could write them, processes and threads recording
 // at once; the recorder an httpd child uses (lib/store/usage_recorder.hpp);
-// and the rebuild that prune and init run.
+// the rebuild that prune and init run; and the root helper that reads usage
+// for `cptoken sync` once it gave root up (lib/store/usage_helper.hpp).
 #include <fcntl.h>
 #include <lmdb.h>
 #include <sys/stat.h>
@@ -22,6 +23,7 @@
 
 #include "store/lsheader.hpp"
 #include "store/store.hpp"
+#include "store/usage_helper.hpp"
 #include "store/usage_recorder.hpp"
 #include "store/usage_store.hpp"
 #include "store/usage_table.hpp"
@@ -465,6 +467,40 @@ void test_rebuild_keeps_live_uses_and_makes_room(void **state) {
     assert_int_equal(st.st_mode & 07777, 0660);
 }
 
+// The helper answers each question with the table as it is then (through
+// read_usage's unprivileged child), and passes on why it cannot.
+void test_helper_reads_the_table_whenever_asked(void **state) {
+    const std::string store = fx(state).store;
+    const Digest a = new_digest(), b = new_digest();
+    {
+        UsageStore usage(store, Access::read_write);
+        usage.record(a, jan1, ip("192.0.2.7"));
+    }
+    UsageHelper helper(store);
+    UsageByKey first = helper.read();
+    assert_int_equal(first.size(), 1);
+    assert_int_equal(first.at(usage_key(a)).uses, 1);
+    assert_string_equal(first.at(usage_key(a)).last_used_ip.c_str(), "192.0.2.7");
+    {
+        UsageStore usage(store, Access::read_write);
+        usage.record(a, jan1 + 60, ip("2001:db8::1"));
+        usage.record(b, jan1 + 30, std::nullopt);
+    }
+    const UsageByKey second = helper.read();
+    assert_int_equal(second.size(), 2);
+    assert_int_equal(second.at(usage_key(a)).uses, 2);
+    assert_int_equal(second.at(usage_key(a)).last_used, jan1 + 60);
+    assert_int_equal(second.at(usage_key(b)).last_used, jan1 + 30);
+    assert_int_equal(std::filesystem::remove(table_path(store)), 1);
+    try {
+        helper.read();
+        fail_msg("a missing table read as no uses");
+    } catch (const StoreError &e) {
+        assert_non_null(std::strstr(e.what(), "usage.slots"));  // read_usage's reason, passed on
+        assert_null(std::strstr(e.what(), "usage helper"));      // not a helper gone or garbled
+    }
+}
+
 // A usage.mdb of 0.13 and before: its uses are imported, then it goes.
 void test_rebuild_imports_the_old_usage_store(void **state) {
     const std::string store = fx(state).store;
@@ -523,6 +559,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_recorder_reports_no_room_once, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_keeps_live_uses_and_makes_room, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_imports_the_old_usage_store, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_helper_reads_the_table_whenever_asked, setup_init, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
