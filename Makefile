@@ -5,6 +5,7 @@
 #   make browser-test  the Manage API Tokens page in Debian's chromium (t/browser/)
 #   make cluster-test  the etcd client against a real 3-member etcd (t/cluster/)
 #   make cluster-test-current  the same tests against etcd 3.7.3 built with Go (t/cluster/etcd-current/)
+#   make cluster-test-3.6      and against etcd 3.6.16 (t/cluster/etcd-3.6/)
 #   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion, the page
 #   make uninstall  removes exactly what install put
 #   make deb        the Debian package, in $(BUILD)/deb/ (docs/package.md)
@@ -167,33 +168,36 @@ cluster-test: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so $(B
 # module proxy into the default module cache (go env GOMODCACHE: ~200 MB) and compiles into
 # the default build cache (go env GOCACHE: ~350 MB), both outside $(BUILD): 1.5 minutes the
 # first time on 2 cores, and make clean or a fresh clone on a machine that built it once
-# costs only the link, about a second. The binaries go to $(ETCD_CURRENT) and are picked
+# costs only the link, about a second. The binaries go to $(BUILD)/etcd-current/ and are picked
 # by t/cluster/etcd_cluster.py through CPTOKEN_TEST_ETCD (etcdctl and etcdutl beside it).
 # GO_BUILD_FLAGS: e.g. -p=1 on a busy machine.
 # A machine of this kind has Go in /usr/local/go, not always on PATH.
 GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
 GO_BUILD_FLAGS ?=
-ETCD_CURRENT_SRC := t/cluster/etcd-current
-ETCD_CURRENT := $(BUILD)/etcd-current
-ETCD_CURRENT_BINS := $(ETCD_CURRENT)/etcd $(ETCD_CURRENT)/etcdctl $(ETCD_CURRENT)/etcdutl
-.PHONY: etcd-current cluster-test-current
-etcd-current: $(ETCD_CURRENT_BINS)
+# t/cluster/etcd-3.6/ pins 3.6.16 the same way (its main.go is etcd-current's): the
+# oldest line the docs recommend for production. NAME below is current or 3.6.
+.PHONY: etcd-current etcd-3.6 cluster-test-current cluster-test-3.6
+etcd-current etcd-3.6: etcd-%: $(BUILD)/etcd-%/etcd
 # GOWORK=off: a go.work above the checkout must not change what is built; -trimpath keeps
 # the checkout's path out of the binaries. touch: go leaves an up-to-date binary as it was.
-$(ETCD_CURRENT_BINS) &: $(ETCD_CURRENT_SRC)/main.go $(ETCD_CURRENT_SRC)/go.mod $(ETCD_CURRENT_SRC)/go.sum
-	@mkdir -p $(ETCD_CURRENT)
-	cd $(ETCD_CURRENT_SRC) && GOWORK=off $(GO) build -trimpath $(GO_BUILD_FLAGS) -o $(abspath $(ETCD_CURRENT))/etcd . \
-	  && GOWORK=off $(GO) build -trimpath $(GO_BUILD_FLAGS) -o $(abspath $(ETCD_CURRENT))/ \
+# (A pattern rule's targets are made together, by one run of its recipe.)
+$(BUILD)/etcd-%/etcd $(BUILD)/etcd-%/etcdctl $(BUILD)/etcd-%/etcdutl: \
+    t/cluster/etcd-%/main.go t/cluster/etcd-%/go.mod t/cluster/etcd-%/go.sum
+	@mkdir -p $(@D)
+	cd t/cluster/etcd-$* && GOWORK=off $(GO) build -trimpath $(GO_BUILD_FLAGS) -o $(abspath $(@D))/etcd . \
+	  && GOWORK=off $(GO) build -trimpath $(GO_BUILD_FLAGS) -o $(abspath $(@D))/ \
 	       go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3
-	@touch $(ETCD_CURRENT_BINS)
-# Its measurements go to a file of their own, beside make cluster-test's.
-# The version is printed last as well, pass or fail: pytest's report is long.
-cluster-test-current: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so $(BUILD)/mod_cptoken_manager.so $(ETCD_CURRENT_BINS)
-	@version="$$($(ETCD_CURRENT)/etcd --version | head -1), $$($(ETCD_CURRENT)/etcdctl version | head -1)"; \
-	echo "cluster-test-current: $$version"; \
-	CPTOKEN_TEST_ETCD=$(abspath $(ETCD_CURRENT)/etcd) $(MAKE) --no-print-directory cluster-test \
-	  CLUSTER_MEASUREMENTS=$(abspath $(BUILD))/test-logs/etcd-client-current.txt; rc=$$?; \
-	echo "cluster-test-current: ran against $$version"; exit $$rc
+	@touch $(@D)/etcd $(@D)/etcdctl $(@D)/etcdutl
+# make cluster-test against build/etcd-NAME/etcd. Its measurements go to a file of their
+# own, beside make cluster-test's. The version is printed last as well, pass or fail:
+# pytest's report is long.
+cluster-test-current cluster-test-3.6: cluster-test-%: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so \
+    $(BUILD)/mod_cptoken_manager.so $(BUILD)/etcd-%/etcd $(BUILD)/etcd-%/etcdctl $(BUILD)/etcd-%/etcdutl
+	@bin=$(BUILD)/etcd-$*; version="$$($$bin/etcd --version | head -1), $$($$bin/etcdctl version | head -1)"; \
+	echo "$@: $$version"; \
+	CPTOKEN_TEST_ETCD=$(abspath $(BUILD)/etcd-$*/etcd) $(MAKE) --no-print-directory cluster-test \
+	  CLUSTER_MEASUREMENTS=$(abspath $(BUILD))/test-logs/etcd-client-$*.txt; rc=$$?; \
+	echo "$@: ran against $$version"; exit $$rc
 
 # Manual pages, from the docs they print (go-md2man): cptoken(8) from
 # docs/cptoken.md, mod_cptoken(8) from docs/directives.md. Their date is the

@@ -376,6 +376,6 @@ def test_tls_end_to_end(tmp_path):
             refused = subprocess.run([CPTOKEN, "--db", str(b.store), "--etcd", ",".join(tls.endpoints()),
                                       "--etcd-cacert", certs["ca.crt"], "create", "alice", "no-cert"],
                                      capture_output=True, text=True, timeout=60)
-            assert refused.returncode == 1 and "bad certificate" in refused.stderr, refused.stderr
+            assert refused.returncode == 1 and "certificate" in refused.stderr, refused.stderr  # 3.4: bad, 3.6: required
             assert "no-cert" not in b.cptoken("list", "alice", etcd=False).stdout
         shutil.rmtree(mine)
