@@ -45,7 +45,9 @@ one), CBENCH_ONLY, CBENCH_PERF=1 (the first full read under perf record;
 its top symbols printed), CBENCH_PIN (the apply part's variants, default
 shared,shared-nochange,pinned,pinned-nochange: shared = every process on
 both CPUs; pinned = wrk and httpd on CPU 0, etcd and the agent on CPU 1;
--nochange = the same full reads with nothing to apply, for reference).
+frontend = wrk, httpd and the agent on CPU 0, etcd on CPU 1, as on a
+front-end whose etcd runs on other hosts; -nochange = the same full reads
+with nothing to apply, for reference).
 """
 
 import json
@@ -260,10 +262,12 @@ def part_apply(cluster, work):
         raise RuntimeError(f"T refused: {fe.error_log()}")
     try:
         for variant in S["pin"]:
-            if variant.startswith("pinned"):
-                # wrk and httpd on CPU 0, etcd and the agent on CPU 1: what is left of the
+            if variant.startswith("pinned") or variant.startswith("frontend"):
+                # pinned: wrk and httpd on CPU 0, etcd and the agent on CPU 1: what is left of the
                 # slowdown is the store's doing (LMDB, page cache), not two cores shared by all.
-                PIN.update(load=["taskset", "-c", "0"], agent=["taskset", "-c", "1"])
+                # frontend: the agent's CPU (transfer, decoding, apply) on httpd's core too.
+                agent_cpu = "1" if variant.startswith("pinned") else "0"
+                PIN.update(load=["taskset", "-c", "0"], agent=["taskset", "-c", agent_cpu])
                 set_affinity(session_pids(fe.httpd.pid), "0")
                 set_affinity([cluster.pid(i) for i in range(cluster.size)], "1")
             try:
