@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "token/credentials.hpp"
 
+#include <array>
+#include <string_view>
+
 #include "token/record.hpp"
 
 namespace cptoken {
@@ -18,14 +21,17 @@ bool equals_ignoring_case(std::string_view text, std::string_view lower_letters)
 
 bool is_blank(char c) noexcept { return c == ' ' || c == '\t'; }
 
-int base64_value(char c) noexcept {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
+// Each byte's base64 value, -1 for a byte outside the alphabet: one lookup per
+// character, as the mirror agent decodes every key and value of a full read.
+constexpr std::array<signed char, 256> base64_values = [] {
+    std::array<signed char, 256> values{};
+    values.fill(-1);
+    const std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (std::size_t i = 0; i < alphabet.size(); ++i) values[static_cast<unsigned char>(alphabet[i])] = static_cast<signed char>(i);
+    return values;
+}();
+
+int base64_value(char c) noexcept { return base64_values[static_cast<unsigned char>(c)]; }
 
 }  // namespace
 
@@ -50,20 +56,20 @@ std::optional<Scheme> parse_scheme_name(std::string_view name) noexcept {
 
 std::optional<std::string> base64_decode_strict(std::string_view text) {
     if (text.size() % 4 != 0) return std::nullopt;
-    std::string out;
-    out.reserve(text.size() / 4 * 3);
+    const int padding = text.empty() ? 0 : (text.back() == '=') + (text.back() == '=' && text[text.size() - 2] == '=');
+    std::string out(text.size() / 4 * 3 - static_cast<std::size_t>(padding), '\0');
+    char *to = out.data();
     for (std::size_t i = 0; i < text.size(); i += 4) {
-        const bool last = i + 4 == text.size();
-        const int padding = last ? (text[i + 3] == '=') + (text[i + 2] == '=' && text[i + 3] == '=') : 0;
+        const int quad_padding = i + 4 == text.size() ? padding : 0;
         int v[4] = {0, 0, 0, 0};
-        for (int k = 0; k < 4 - padding; ++k)
+        for (int k = 0; k < 4 - quad_padding; ++k)
             if ((v[k] = base64_value(text[i + k])) < 0) return std::nullopt;
         const unsigned bits = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
-        out.push_back(static_cast<char>(bits >> 16));
-        if (padding < 2) out.push_back(static_cast<char>((bits >> 8) & 0xff));
-        if (padding < 1) out.push_back(static_cast<char>(bits & 0xff));
+        *to++ = static_cast<char>(bits >> 16);
+        if (quad_padding < 2) *to++ = static_cast<char>((bits >> 8) & 0xff);
+        if (quad_padding < 1) *to++ = static_cast<char>(bits & 0xff);
         // Unused bits must be zero: one encoding per byte string.
-        if ((padding == 1 && (v[2] & 0x3)) || (padding == 2 && (v[1] & 0xf))) return std::nullopt;
+        if ((quad_padding == 1 && (v[2] & 0x3)) || (quad_padding == 2 && (v[1] & 0xf))) return std::nullopt;
     }
     return out;
 }
