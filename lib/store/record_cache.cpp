@@ -59,18 +59,34 @@ std::size_t RecordCache::heap_bytes(const TokenRecord &record) noexcept {
            strings_heap(record.scopes) + strings_heap(record.limits) + string_heap(record.imported_from);
 }
 
+std::pair<std::size_t, std::size_t> RecordCache::sets_of(const unsigned char *key) const noexcept {
+    return {prefix_of(key) % sets_, prefix_of(key + 8) % sets_};
+}
+
+template <class Same>
+const RecordCache::Entry *RecordCache::find_entry(const unsigned char *key, std::uint64_t prefix, std::size_t txn_id,
+                                                  Same same) const {
+    const auto [first, second] = sets_of(key);
+    for (const std::size_t set : {first, second}) {
+        for (std::size_t way = 0; way < ways; ++way) {
+            const Tag &tag = tags_[set].way[way];
+            if (tag.txn_id != txn_id || tag.prefix != prefix) continue;
+            const Entry &entry = entries_[set * ways + way];
+            if (same(entry)) return &entry;
+        }
+        if (second == first) break;
+    }
+    return nullptr;
+}
+
 std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t txn_id) {
     const std::uint64_t prefix = prefix_of(digest.data());
     if (sets_ == 0 || txn_id == 0) return std::nullopt;
     std::lock_guard<std::mutex> lock(mutex_);
     if (tags_.empty()) return std::nullopt;
-    const std::size_t set = prefix % sets_;
-    for (std::size_t way = 0; way < ways; ++way) {
-        const Tag &tag = tags_[set].way[way];
-        if (tag.txn_id != txn_id || tag.prefix != prefix) continue;
-        const Entry &entry = entries_[set * ways + way];
-        if (entry.digest == digest) return entry.record;
-    }
+    const Entry *entry =
+        find_entry(digest.data(), prefix, txn_id, [&](const Entry &e) { return e.digest == digest; });
+    if (entry) return entry->record;
     return std::nullopt;
 }
 
@@ -80,17 +96,11 @@ bool RecordCache::get_token(const SipTag &tag, std::size_t txn_id, Digest &diges
     if (sets_ == 0 || txn_id == 0) return false;
     std::lock_guard<std::mutex> lock(mutex_);
     if (tags_.empty()) return false;
-    const std::size_t set = prefix % sets_;
-    for (std::size_t way = 0; way < ways; ++way) {
-        const Tag &t = tags_[set].way[way];
-        if (t.txn_id != txn_id || t.prefix != prefix) continue;
-        const Entry &entry = entries_[set * ways + way];
-        if (!same_tag(entry.key, tag)) continue;
-        record.emplace(entry.record);  // the one copy
-        digest = entry.digest;
-        return true;
-    }
-    return false;
+    const Entry *entry = find_entry(tag.data(), prefix, txn_id, [&](const Entry &e) { return same_tag(e.key, tag); });
+    if (!entry) return false;
+    record.emplace(entry->record);  // the one copy
+    digest = entry->digest;
+    return true;
 }
 
 void RecordCache::put(const Digest &digest, std::size_t txn_id, const TokenRecord &record) {
@@ -118,19 +128,35 @@ void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest 
         tags_ = std::move(tags);
         entries_ = std::move(entries);
     }
-    const std::size_t set = prefix % sets_;
-    std::size_t victim = next_victim_++ % ways;
-    for (std::size_t way = 0; way < ways; ++way)
-        if (tags_[set].way[way].txn_id == 0 ||
-            (tags_[set].way[way].prefix == prefix && same_tag(entries_[set * ways + way].key, key))) {
-            victim = way;  // empty, or this key's own
-            break;
+    // This key's own entry in either set, else a free way of the set with
+    // more of them (two choices keep the sets evenly filled), else a random
+    // way of one of the two.
+    const auto [first, second] = sets_of(key.data());
+    std::size_t slot = sets_ * ways;  // none yet
+    std::size_t free_way[2] = {ways, ways}, free_ways[2] = {0, 0};
+    for (int which = 0; which < 2; ++which) {
+        const std::size_t set = which == 0 ? first : second;
+        for (std::size_t way = 0; way < ways; ++way) {
+            const Tag &t = tags_[set].way[way];
+            if (t.txn_id == 0) {
+                if (free_ways[which]++ == 0) free_way[which] = way;
+            } else if (t.prefix == prefix && same_tag(entries_[set * ways + way].key, key)) {
+                slot = set * ways + way;
+            }
         }
-    Entry &entry = entries_[set * ways + victim];
-    const std::size_t freed = tags_[set].way[victim].txn_id == 0 ? 0 : heap_bytes(entry.record);
+    }
+    if (slot == sets_ * ways && (free_ways[0] != 0 || free_ways[1] != 0))
+        slot = free_ways[1] > free_ways[0] ? second * ways + free_way[1] : first * ways + free_way[0];
+    if (slot == sets_ * ways) {
+        const std::size_t victim = next_victim_++;
+        slot = (victim % 2 == 0 ? first : second) * ways + (victim / 2) % ways;
+    }
+    Tag &tag = tags_[slot / ways].way[slot % ways];
+    Entry &entry = entries_[slot];
+    const std::size_t freed = tag.txn_id == 0 ? 0 : heap_bytes(entry.record);
     if (records_bytes_ - freed + cost > budget_bytes_) return;  // full: keep what is there
     replace(entry, Entry{key, digest, record});
-    tags_[set].way[victim] = Tag{prefix, txn_id};
+    tag = Tag{prefix, txn_id};
     records_bytes_ = records_bytes_ - freed + cost;
 }
 

@@ -71,10 +71,15 @@ private:
 // an edit, a create) gives later transactions a new id, and the entry no
 // longer matches. What this saves is the walk through the tree: with a
 // million tokens, four pages that are rarely still in the CPU's caches and
-// TLB between two requests. Sets of 4 entries chosen by the digest, random
-// replacement (LRU would miss every time on a rotation longer than a set).
-// A set's tags share one cache line, so a lookup reads one line of tags and
-// then only the entry that matches. Thread-safe.
+// TLB between two requests. Sets of 4 entries; each key may live in either
+// of two sets, chosen by its first and its second 8 bytes (two choices: a
+// key goes to a free way of either set, and only when both are full does it
+// replace one at random; LRU would miss every time on a rotation longer than
+// a set). With one set per key, 10,000 tokens in use in 15,360 slots found
+// 13% of their sets full and missed that often for good; with two, under
+// 0.2% (bench/results/2026-12-06-uncached.md). A set's tags share one cache
+// line, so a lookup reads one or two lines of tags and then only the entry
+// that matches. Thread-safe.
 //
 //
 // Two kinds of key share the slots. find() keys a record by its digest.
@@ -151,6 +156,12 @@ private:
     };
 
     static void replace(Entry &entry, Entry fresh) noexcept;
+    // The two sets a key may live in (the same one, now and then).
+    std::pair<std::size_t, std::size_t> sets_of(const unsigned char *key) const noexcept;
+    // The entry kept for `key` (its first 8 bytes: `prefix`) at `txn_id`
+    // for which `same(entry)` holds, or null. With mutex_ held.
+    template <class Same>
+    const Entry *find_entry(const unsigned char *key, std::uint64_t prefix, std::size_t txn_id, Same same) const;
     void put_entry(const SipTag &key, std::size_t txn_id, const Digest &digest, const TokenRecord &record);
     void drop_entries();  // with mutex_ held
 
