@@ -894,10 +894,10 @@ std::optional<TokenRecord> TokenStore::find(const Digest &digest) const {
     return find_at(digest, snapshot, true);
 }
 
-std::optional<TokenRecord> TokenStore::find_at(const Digest &digest, std::size_t &snapshot, bool keep) const {
+std::optional<TokenRecord> TokenStore::find_at(const Digest &digest, std::size_t &snapshot, bool by_digest) const {
     // On every request: a token in use whose record was read at the
     // snapshot still published needs no transaction at all.
-    if (impl_->env.lock_free()) {
+    if (by_digest && impl_->env.lock_free()) {
         snapshot = impl_->committed->load();
         if (auto cached = impl_->cache.get(digest, snapshot)) return cached;
     }
@@ -908,11 +908,12 @@ std::optional<TokenRecord> TokenStore::find_at(const Digest &digest, std::size_t
     };
     Found found = impl_->read([&](Txn &txn) {
         const std::size_t id = txn.id();
-        if (auto cached = impl_->cache.get(digest, id)) return Found{std::move(cached), id, false};
+        if (by_digest)
+            if (auto cached = impl_->cache.get(digest, id)) return Found{std::move(cached), id, false};
         return Found{impl_->record_of(txn, digest), id, true};
     });
     // Kept only once the read is known whole.
-    if (keep && found.from_tree && found.record) impl_->cache.put(digest, found.snapshot, *found.record);
+    if (by_digest && found.from_tree && found.record) impl_->cache.put(digest, found.snapshot, *found.record);
     snapshot = found.snapshot;
     return std::move(found.record);
 }
