@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
+#include <type_traits>
 #include <utility>
 
 namespace cptoken {
@@ -46,6 +48,15 @@ std::size_t strings_heap(const std::vector<std::string> &texts) noexcept {
 // Swapped in, not assigned: an assigned string or vector may keep its old,
 // larger buffer, which heap_bytes() would not count.
 void RecordCache::replace(Entry &entry, Entry fresh) noexcept { std::swap(entry, fresh); }
+
+void RecordCache::fill(Entry &entry, const SipTag &key, const Digest &digest, const TokenRecord &record) {
+    static_assert(std::is_nothrow_move_constructible_v<TokenRecord>);
+    TokenRecord copy(record);  // may throw: nothing changed yet
+    entry.record.~TokenRecord();
+    new (&entry.record) TokenRecord(std::move(copy));
+    entry.key = key;
+    entry.digest = digest;
+}
 
 RecordCache::RecordCache(std::size_t slots, std::size_t budget_bytes)
     : sets_(slots / ways), budget_bytes_(budget_bytes) {}
@@ -155,7 +166,7 @@ void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest 
     Entry &entry = entries_[slot];
     const std::size_t freed = tag.txn_id == 0 ? 0 : heap_bytes(entry.record);
     if (records_bytes_ - freed + cost > budget_bytes_) return;  // full: keep what is there
-    replace(entry, Entry{key, digest, record});
+    fill(entry, key, digest, record);
     tag = Tag{prefix, txn_id};
     records_bytes_ = records_bytes_ - freed + cost;
 }
