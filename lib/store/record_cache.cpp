@@ -97,8 +97,9 @@ std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t tx
     if (tags_.empty()) return std::nullopt;
     const Entry *entry =
         find_entry(digest.data(), prefix, txn_id, [&](const Entry &e) { return e.digest == digest; });
-    if (entry) return entry->record;
-    return std::nullopt;
+    if (!entry) return std::nullopt;
+    ++window_hits_;
+    return entry->record;
 }
 
 bool RecordCache::get_token(const SipTag &tag, std::size_t txn_id, Digest &digest,
@@ -109,6 +110,7 @@ bool RecordCache::get_token(const SipTag &tag, std::size_t txn_id, Digest &diges
     if (tags_.empty()) return false;
     const Entry *entry = find_entry(tag.data(), prefix, txn_id, [&](const Entry &e) { return same_tag(e.key, tag); });
     if (!entry) return false;
+    ++window_hits_;
     record.emplace(entry->record);  // the one copy
     digest = entry->digest;
     return true;
@@ -124,6 +126,10 @@ void RecordCache::put_token(const SipTag &tag, std::size_t txn_id, const Digest 
 
 void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest &digest, const TokenRecord &record) {
     if (sets_ == 0 || txn_id == 0) return;
+    // Thrashing: most fills skipped before anything else (a snapshot newer
+    // than the cache's, and a free way, are let through below).
+    thread_local std::uint32_t fills_seen = 0;  // per thread: no shared counter to bounce between cores
+    const bool sampled_out = thrashing_.load(std::memory_order_relaxed) && ++fills_seen % thrash_sample != 0;
     const std::size_t cost = heap_bytes(record);
     if (cost > budget_bytes_) return;
     const std::uint64_t prefix = prefix_of(key.data());
@@ -132,6 +138,12 @@ void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest 
     if (txn_id > newest_txn_id_) {
         drop_entries();  // all stale now: free their heap for this snapshot's records
         newest_txn_id_ = txn_id;
+    } else if (sampled_out && !tags_.empty()) {
+        const auto [first, second] = sets_of(key.data());
+        bool free_way = false;
+        for (std::size_t way = 0; way < ways; ++way)
+            free_way = free_way || tags_[first].way[way].txn_id == 0 || tags_[second].way[way].txn_id == 0;
+        if (!free_way) return;
     }
     if (tags_.empty()) {  // on first use: the tool rarely needs it
         auto tags = MappedArray<Set>(sets_);  // both, or neither if one throws
@@ -161,6 +173,10 @@ void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest 
     if (slot == sets_ * ways) {
         const std::size_t victim = next_victim_++;
         slot = (victim % 2 == 0 ? first : second) * ways + (victim / 2) % ways;
+        if (++window_evictions_ >= thrash_window) {
+            thrashing_.store(window_hits_ < window_evictions_, std::memory_order_relaxed);
+            window_hits_ = window_evictions_ = 0;
+        }
     }
     Tag &tag = tags_[slot / ways].way[slot % ways];
     Entry &entry = entries_[slot];
@@ -190,6 +206,9 @@ void RecordCache::drop_entries() {
             replace(entries_[set * ways + way], Entry{});
         }
     records_bytes_ = 0;
+    // An empty cache: whatever is in use now is cached on its first use.
+    window_hits_ = window_evictions_ = 0;
+    thrashing_.store(false, std::memory_order_relaxed);
 }
 
 }  // namespace cptoken

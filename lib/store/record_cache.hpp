@@ -6,6 +6,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -91,6 +92,17 @@ private:
 // two tokens with one tag, is a 2^-128 chance under a key nobody outside the
 // process knows.
 //
+// When far more tokens are in use than it holds (a million in use, 15,360
+// slots), nearly every lookup misses and every fill only evicts a record no
+// one will ask for before it is evicted in turn. So the cache watches
+// itself: over each window of `thrash_window` evictions, if fewer lookups
+// hit than records were evicted, it is thrashing, and then only one miss in
+// `thrash_sample` fills a slot (the others go without the copy, the lock and
+// the victim's cache lines). A full cache of a random sample hits as often
+// as one refilled on every miss. A fill that finds a free way, and every
+// fill in a new snapshot, is never skipped: a working set that fits is
+// cached on its first use as before.
+//
 // Memory: the slots (fixed_bytes()) are allocated on the first put(); the
 // heap the kept records own (heap_bytes()) never exceeds the byte budget,
 // since a record with 100 networks owns ~2 KB where a usual one owns none
@@ -140,6 +152,12 @@ public:
         return slots / ways * (sizeof(Set) + ways * sizeof(Entry));
     }
 
+    /// Whether fills are being sampled (see above); for tests.
+    bool thrashing() const noexcept { return thrashing_.load(std::memory_order_relaxed); }
+
+    static constexpr std::size_t thrash_window = 4096;
+    static constexpr std::uint32_t thrash_sample = 8;
+
 private:
     static constexpr std::size_t ways = 4;
     struct Tag {
@@ -175,6 +193,8 @@ private:
     MappedArray<Set> tags_;
     MappedArray<Entry> entries_;
     std::size_t next_victim_ = 0;
+    std::size_t window_hits_ = 0, window_evictions_ = 0;  // with mutex_ held
+    std::atomic<bool> thrashing_{false};
     std::size_t newest_txn_id_ = 0;
     std::size_t records_bytes_ = 0;
 };

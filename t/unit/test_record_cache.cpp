@@ -195,6 +195,41 @@ void test_ten_thousand_in_use_fit(void **) {
     if (kept < 9900) fail_msg("only %d of 10000 kept", kept);
 }
 
+// Far more keys than slots, none asked for twice: the cache notices that
+// it only evicts (fewer hits than evictions over a window) and then fills
+// only one miss in thrash_sample. A new snapshot starts it afresh.
+void test_thrashing_samples_fills(void **) {
+    const TokenRecord r = rec("alice", "r");
+    RecordCache cache(64, 1 << 20);
+    for (std::size_t n = 0; n < 64 + 2 * RecordCache::thrash_window; ++n) cache.put(new_digest(), 3, r);
+    assert_true(cache.thrashing());
+    int kept = 0;
+    for (int n = 0; n < 200; ++n) {
+        const Digest d = new_digest();
+        cache.put(d, 3, r);
+        kept += cache.get(d, 3).has_value();
+    }
+    // One in 8 expected (25); every one without sampling.
+    if (kept > 60) fail_msg("%d of 200 fills kept while thrashing", kept);
+    // A new snapshot empties the cache: its records are kept on first use.
+    const Digest d = new_digest();
+    cache.put(d, 4, r);
+    assert_false(cache.thrashing());
+    EXPECT_HIT(cache, d, 4, r);
+}
+
+// A working set that fits is never sampled, however long it runs: it hits.
+void test_working_set_that_fits_is_not_thrashing(void **) {
+    const TokenRecord r = rec("alice", "r");
+    RecordCache cache(64, 1 << 20);
+    std::vector<Digest> digests;
+    for (int n = 0; n < 40; ++n) digests.push_back(new_digest());
+    for (int round = 0; round < 300; ++round)
+        for (const Digest &d : digests)
+            if (!cache.get(d, 3)) cache.put(d, 3, r);
+    assert_false(cache.thrashing());
+}
+
 // clear(): everything goes, and a store file replaced in place (whose
 // transaction ids start again, lower) is cached from scratch.
 void test_clear(void **) {
@@ -362,6 +397,8 @@ int main(void) {
         cmocka_unit_test(test_full_set),
         cmocka_unit_test(test_second_choice),
         cmocka_unit_test(test_ten_thousand_in_use_fit),
+        cmocka_unit_test(test_thrashing_samples_fills),
+        cmocka_unit_test(test_working_set_that_fits_is_not_thrashing),
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_counted_bytes_are_real),
         cmocka_unit_test(test_documented_worst_case),
