@@ -76,9 +76,9 @@ private:
 // of two sets, chosen by its first and its second 8 bytes (two choices: a
 // key goes to a free way of either set, and only when both are full does it
 // replace one at random; LRU would miss every time on a rotation longer than
-// a set). With one set per key, 10,000 tokens in use in 15,360 slots found
-// 13% of their sets full and missed that often for good; with two, under
-// 0.2% (bench/results/2026-12-06-uncached.md). A set's tags share one cache
+// a set). With one set per key, a rotation over 10,000 tokens in 15,360
+// slots missed 13-14% of its lookups for good; with two, about 0.02%
+// (bench/results/2026-12-06-uncached.md). A set's tags share one cache
 // line, so a lookup reads one or two lines of tags and then only the entry
 // that matches. Thread-safe.
 //
