@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
+#include <type_traits>
 #include <utility>
 
 namespace cptoken {
@@ -47,6 +49,15 @@ std::size_t strings_heap(const std::vector<std::string> &texts) noexcept {
 // larger buffer, which heap_bytes() would not count.
 void RecordCache::replace(Entry &entry, Entry fresh) noexcept { std::swap(entry, fresh); }
 
+void RecordCache::fill(Entry &entry, const SipTag &key, const Digest &digest, const TokenRecord &record) {
+    static_assert(std::is_nothrow_move_constructible_v<TokenRecord>);
+    TokenRecord copy(record);  // may throw: nothing changed yet
+    entry.record.~TokenRecord();
+    new (&entry.record) TokenRecord(std::move(copy));
+    entry.key = key;
+    entry.digest = digest;
+}
+
 RecordCache::RecordCache(std::size_t slots, std::size_t budget_bytes)
     : sets_(slots / ways), budget_bytes_(budget_bytes) {}
 
@@ -59,19 +70,36 @@ std::size_t RecordCache::heap_bytes(const TokenRecord &record) noexcept {
            strings_heap(record.scopes) + strings_heap(record.limits) + string_heap(record.imported_from);
 }
 
+std::pair<std::size_t, std::size_t> RecordCache::sets_of(const unsigned char *key) const noexcept {
+    return {prefix_of(key) % sets_, prefix_of(key + 8) % sets_};
+}
+
+template <class Same>
+const RecordCache::Entry *RecordCache::find_entry(const unsigned char *key, std::uint64_t prefix, std::size_t txn_id,
+                                                  Same same) const {
+    const auto [first, second] = sets_of(key);
+    for (const std::size_t set : {first, second}) {
+        for (std::size_t way = 0; way < ways; ++way) {
+            const Tag &tag = tags_[set].way[way];
+            if (tag.txn_id != txn_id || tag.prefix != prefix) continue;
+            const Entry &entry = entries_[set * ways + way];
+            if (same(entry)) return &entry;
+        }
+        if (second == first) break;
+    }
+    return nullptr;
+}
+
 std::optional<TokenRecord> RecordCache::get(const Digest &digest, std::size_t txn_id) {
     const std::uint64_t prefix = prefix_of(digest.data());
     if (sets_ == 0 || txn_id == 0) return std::nullopt;
     std::lock_guard<std::mutex> lock(mutex_);
     if (tags_.empty()) return std::nullopt;
-    const std::size_t set = prefix % sets_;
-    for (std::size_t way = 0; way < ways; ++way) {
-        const Tag &tag = tags_[set].way[way];
-        if (tag.txn_id != txn_id || tag.prefix != prefix) continue;
-        const Entry &entry = entries_[set * ways + way];
-        if (entry.digest == digest) return entry.record;
-    }
-    return std::nullopt;
+    const Entry *entry =
+        find_entry(digest.data(), prefix, txn_id, [&](const Entry &e) { return e.digest == digest; });
+    if (!entry) return std::nullopt;
+    ++window_hits_;
+    return entry->record;
 }
 
 bool RecordCache::get_token(const SipTag &tag, std::size_t txn_id, Digest &digest,
@@ -80,17 +108,12 @@ bool RecordCache::get_token(const SipTag &tag, std::size_t txn_id, Digest &diges
     if (sets_ == 0 || txn_id == 0) return false;
     std::lock_guard<std::mutex> lock(mutex_);
     if (tags_.empty()) return false;
-    const std::size_t set = prefix % sets_;
-    for (std::size_t way = 0; way < ways; ++way) {
-        const Tag &t = tags_[set].way[way];
-        if (t.txn_id != txn_id || t.prefix != prefix) continue;
-        const Entry &entry = entries_[set * ways + way];
-        if (!same_tag(entry.key, tag)) continue;
-        record.emplace(entry.record);  // the one copy
-        digest = entry.digest;
-        return true;
-    }
-    return false;
+    const Entry *entry = find_entry(tag.data(), prefix, txn_id, [&](const Entry &e) { return same_tag(e.key, tag); });
+    if (!entry) return false;
+    ++window_hits_;
+    record.emplace(entry->record);  // the one copy
+    digest = entry->digest;
+    return true;
 }
 
 void RecordCache::put(const Digest &digest, std::size_t txn_id, const TokenRecord &record) {
@@ -103,6 +126,10 @@ void RecordCache::put_token(const SipTag &tag, std::size_t txn_id, const Digest 
 
 void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest &digest, const TokenRecord &record) {
     if (sets_ == 0 || txn_id == 0) return;
+    // Thrashing: most fills skipped before anything else (a snapshot newer
+    // than the cache's, and a free way, are let through below).
+    thread_local std::uint32_t fills_seen = 0;  // per thread: no shared counter to bounce between cores
+    const bool sampled_out = thrashing_.load(std::memory_order_relaxed) && ++fills_seen % thrash_sample != 0;
     const std::size_t cost = heap_bytes(record);
     if (cost > budget_bytes_) return;
     const std::uint64_t prefix = prefix_of(key.data());
@@ -111,6 +138,12 @@ void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest 
     if (txn_id > newest_txn_id_) {
         drop_entries();  // all stale now: free their heap for this snapshot's records
         newest_txn_id_ = txn_id;
+    } else if (sampled_out && !tags_.empty()) {
+        const auto [first, second] = sets_of(key.data());
+        bool free_way = false;
+        for (std::size_t way = 0; way < ways; ++way)
+            free_way = free_way || tags_[first].way[way].txn_id == 0 || tags_[second].way[way].txn_id == 0;
+        if (!free_way) return;
     }
     if (tags_.empty()) {  // on first use: the tool rarely needs it
         auto tags = MappedArray<Set>(sets_);  // both, or neither if one throws
@@ -118,19 +151,39 @@ void RecordCache::put_entry(const SipTag &key, std::size_t txn_id, const Digest 
         tags_ = std::move(tags);
         entries_ = std::move(entries);
     }
-    const std::size_t set = prefix % sets_;
-    std::size_t victim = next_victim_++ % ways;
-    for (std::size_t way = 0; way < ways; ++way)
-        if (tags_[set].way[way].txn_id == 0 ||
-            (tags_[set].way[way].prefix == prefix && same_tag(entries_[set * ways + way].key, key))) {
-            victim = way;  // empty, or this key's own
-            break;
+    // This key's own entry in either set, else a free way of the set with
+    // more of them (two choices keep the sets evenly filled), else a random
+    // way of one of the two.
+    const auto [first, second] = sets_of(key.data());
+    std::size_t slot = sets_ * ways;  // none yet
+    std::size_t free_way[2] = {ways, ways}, free_ways[2] = {0, 0};
+    for (int which = 0; which < 2; ++which) {
+        const std::size_t set = which == 0 ? first : second;
+        for (std::size_t way = 0; way < ways; ++way) {
+            const Tag &t = tags_[set].way[way];
+            if (t.txn_id == 0) {
+                if (free_ways[which]++ == 0) free_way[which] = way;
+            } else if (t.prefix == prefix && same_tag(entries_[set * ways + way].key, key)) {
+                slot = set * ways + way;
+            }
         }
-    Entry &entry = entries_[set * ways + victim];
-    const std::size_t freed = tags_[set].way[victim].txn_id == 0 ? 0 : heap_bytes(entry.record);
+    }
+    if (slot == sets_ * ways && (free_ways[0] != 0 || free_ways[1] != 0))
+        slot = free_ways[1] > free_ways[0] ? second * ways + free_way[1] : first * ways + free_way[0];
+    if (slot == sets_ * ways) {
+        const std::size_t victim = next_victim_++;
+        slot = (victim % 2 == 0 ? first : second) * ways + (victim / 2) % ways;
+        if (++window_evictions_ >= thrash_window) {
+            thrashing_.store(window_hits_ < window_evictions_, std::memory_order_relaxed);
+            window_hits_ = window_evictions_ = 0;
+        }
+    }
+    Tag &tag = tags_[slot / ways].way[slot % ways];
+    Entry &entry = entries_[slot];
+    const std::size_t freed = tag.txn_id == 0 ? 0 : heap_bytes(entry.record);
     if (records_bytes_ - freed + cost > budget_bytes_) return;  // full: keep what is there
-    replace(entry, Entry{key, digest, record});
-    tags_[set].way[victim] = Tag{prefix, txn_id};
+    fill(entry, key, digest, record);
+    tag = Tag{prefix, txn_id};
     records_bytes_ = records_bytes_ - freed + cost;
 }
 
@@ -153,6 +206,9 @@ void RecordCache::drop_entries() {
             replace(entries_[set * ways + way], Entry{});
         }
     records_bytes_ = 0;
+    // An empty cache: whatever is in use now is cached on its first use.
+    window_hits_ = window_evictions_ = 0;
+    thrashing_.store(false, std::memory_order_relaxed);
 }
 
 }  // namespace cptoken

@@ -6,6 +6,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -71,10 +72,15 @@ private:
 // an edit, a create) gives later transactions a new id, and the entry no
 // longer matches. What this saves is the walk through the tree: with a
 // million tokens, four pages that are rarely still in the CPU's caches and
-// TLB between two requests. Sets of 4 entries chosen by the digest, random
-// replacement (LRU would miss every time on a rotation longer than a set).
-// A set's tags share one cache line, so a lookup reads one line of tags and
-// then only the entry that matches. Thread-safe.
+// TLB between two requests. Sets of 4 entries; each key may live in either
+// of two sets, chosen by its first and its second 8 bytes (two choices: a
+// key goes to a free way of either set, and only when both are full does it
+// replace one at random; LRU would miss every time on a rotation longer than
+// a set). With one set per key, a rotation over 10,000 tokens in 15,360
+// slots missed 13-14% of its lookups for good; with two, about 0.02%
+// (bench/results/2026-12-06-uncached.md). A set's tags share one cache
+// line, so a lookup reads one or two lines of tags and then only the entry
+// that matches. Thread-safe.
 //
 //
 // Two kinds of key share the slots. find() keys a record by its digest.
@@ -85,6 +91,17 @@ private:
 // compared in constant time. A tag equal to a digest's first 16 bytes, or
 // two tokens with one tag, is a 2^-128 chance under a key nobody outside the
 // process knows.
+//
+// When far more tokens are in use than it holds (a million in use, 15,360
+// slots), nearly every lookup misses and every fill only evicts a record no
+// one will ask for before it is evicted in turn. So the cache watches
+// itself: over each window of `thrash_window` evictions, if fewer lookups
+// hit than records were evicted, it is thrashing, and then only one miss in
+// `thrash_sample` fills a slot (the others go without the copy, the lock and
+// the victim's cache lines). A full cache of a random sample hits as often
+// as one refilled on every miss. A fill that finds a free way, and every
+// fill in a new snapshot, is never skipped: a working set that fits is
+// cached on its first use as before.
 //
 // Memory: the slots (fixed_bytes()) are allocated on the first put(); the
 // heap the kept records own (heap_bytes()) never exceeds the byte budget,
@@ -135,6 +152,12 @@ public:
         return slots / ways * (sizeof(Set) + ways * sizeof(Entry));
     }
 
+    /// Whether fills are being sampled (see above); for tests.
+    bool thrashing() const noexcept { return thrashing_.load(std::memory_order_relaxed); }
+
+    static constexpr std::size_t thrash_window = 4096;
+    static constexpr std::uint32_t thrash_sample = 8;
+
 private:
     static constexpr std::size_t ways = 4;
     struct Tag {
@@ -151,6 +174,16 @@ private:
     };
 
     static void replace(Entry &entry, Entry fresh) noexcept;
+    // Makes `entry` hold a copy of `record` (exactly its heap, as
+    // heap_bytes() counts), and `key` and `digest`; unchanged if the copy
+    // throws. One copy, no swap: cheaper than replace() on every fill.
+    static void fill(Entry &entry, const SipTag &key, const Digest &digest, const TokenRecord &record);
+    // The two sets a key may live in (the same one, now and then).
+    std::pair<std::size_t, std::size_t> sets_of(const unsigned char *key) const noexcept;
+    // The entry kept for `key` (its first 8 bytes: `prefix`) at `txn_id`
+    // for which `same(entry)` holds, or null. With mutex_ held.
+    template <class Same>
+    const Entry *find_entry(const unsigned char *key, std::uint64_t prefix, std::size_t txn_id, Same same) const;
     void put_entry(const SipTag &key, std::size_t txn_id, const Digest &digest, const TokenRecord &record);
     void drop_entries();  // with mutex_ held
 
@@ -160,6 +193,8 @@ private:
     MappedArray<Set> tags_;
     MappedArray<Entry> entries_;
     std::size_t next_victim_ = 0;
+    std::size_t window_hits_ = 0, window_evictions_ = 0;  // with mutex_ held
+    std::atomic<bool> thrashing_{false};
     std::size_t newest_txn_id_ = 0;
     std::size_t records_bytes_ = 0;
 };

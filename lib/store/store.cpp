@@ -891,30 +891,39 @@ TokenStore::~TokenStore() = default;
 
 std::optional<TokenRecord> TokenStore::find(const Digest &digest) const {
     std::size_t snapshot = 0;
-    return find_at(digest, snapshot, true);
+    std::optional<TokenRecord> record;
+    find_at(digest, snapshot, true, record);
+    return record;
 }
 
-std::optional<TokenRecord> TokenStore::find_at(const Digest &digest, std::size_t &snapshot, bool keep) const {
+void TokenStore::find_at(const Digest &digest, std::size_t &snapshot, bool by_digest,
+                         std::optional<TokenRecord> &record) const {
+    record.reset();
     // On every request: a token in use whose record was read at the
     // snapshot still published needs no transaction at all.
-    if (impl_->env.lock_free()) {
+    if (by_digest && impl_->env.lock_free()) {
         snapshot = impl_->committed->load();
-        if (auto cached = impl_->cache.get(digest, snapshot)) return cached;
+        if ((record = impl_->cache.get(digest, snapshot))) return;
     }
-    struct Found {
-        std::optional<TokenRecord> record;
+    struct Read {
         std::size_t snapshot;
         bool from_tree;
     };
-    Found found = impl_->read([&](Txn &txn) {
-        const std::size_t id = txn.id();
-        if (auto cached = impl_->cache.get(digest, id)) return Found{std::move(cached), id, false};
-        return Found{impl_->record_of(txn, digest), id, true};
-    });
+    Read done{};
+    try {
+        done = impl_->read([&](Txn &txn) {
+            const std::size_t id = txn.id();
+            if (by_digest && (record = impl_->cache.get(digest, id))) return Read{id, false};
+            record = impl_->record_of(txn, digest);  // again on each attempt: only the last, whole one counts
+            return Read{id, true};
+        });
+    } catch (...) {
+        record.reset();  // what a failed attempt read is not a record
+        throw;
+    }
     // Kept only once the read is known whole.
-    if (keep && found.from_tree && found.record) impl_->cache.put(digest, found.snapshot, *found.record);
-    snapshot = found.snapshot;
-    return std::move(found.record);
+    if (by_digest && done.from_tree && record) impl_->cache.put(digest, done.snapshot, *record);
+    snapshot = done.snapshot;
 }
 
 void TokenStore::find_token(std::string_view token, Digest &digest, std::optional<TokenRecord> &record) const {
@@ -929,7 +938,7 @@ void TokenStore::find_token(std::string_view token, Digest &digest, std::optiona
     digest = token_digest(token);
     std::size_t snapshot = 0;
     // Kept under the tag only (not also under the digest: one slot a token).
-    record = find_at(digest, snapshot, false);
+    find_at(digest, snapshot, false, record);
     if (record) impl_->cache.put_token(tag, snapshot, digest, *record);  // found: the read was whole
 }
 

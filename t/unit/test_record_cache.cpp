@@ -148,21 +148,86 @@ void test_bytes_bound(void **) {
     assert_int_equal(cache.records_bytes(), big_bytes);
 }
 
-// More digests than ways in one set: each put lands, older ones give way,
-// and the byte count follows what is really kept.
+// More digests than the ways of the two sets they may live in (chosen by
+// their first and second 8 bytes): each put lands, older ones give way, and
+// the byte count follows what is really kept.
 void test_full_set(void **) {
     const TokenRecord r = with_networks("r", 5);
     RecordCache cache(64, 1 << 20);
-    std::vector<Digest> same_set;
+    std::vector<Digest> same_sets;
     for (unsigned n = 0; n < 9; ++n) {
-        same_set.push_back(digest_of(0x77 + n * 16));  // 64 slots: 16 sets
-        cache.put(same_set.back(), 3, r);
-        EXPECT_HIT(cache, same_set.back(), 3, r);
+        same_sets.push_back(digest_of(0x77 + n * 16));  // 64 slots: 16 sets; sets 7 and 0
+        cache.put(same_sets.back(), 3, r);
+        EXPECT_HIT(cache, same_sets.back(), 3, r);
     }
     int kept = 0;
-    for (const Digest &d : same_set) kept += cache.get(d, 3).has_value();
-    assert_int_equal(kept, 4);
-    assert_int_equal(cache.records_bytes(), 4 * RecordCache::heap_bytes(r));
+    for (const Digest &d : same_sets) kept += cache.get(d, 3).has_value();
+    assert_int_equal(kept, 8);
+    assert_int_equal(cache.records_bytes(), 8 * RecordCache::heap_bytes(r));
+}
+
+// Digests that share their first set but not their second all stay: a key
+// whose first set is full goes to its second (with one set a key, 4 of 8).
+void test_second_choice(void **) {
+    const TokenRecord r = rec("alice", "r");
+    RecordCache cache(64, 1 << 20);
+    std::vector<Digest> digests;
+    for (unsigned n = 8; n < 16; ++n) {
+        digests.push_back(digest_of(0x77, n));  // first set 7, second set n
+        cache.put(digests.back(), 3, r);
+    }
+    for (const Digest &d : digests) EXPECT_HIT(cache, d, 3, r);
+}
+
+// The case the benchmark's 10,000 tokens in use make: that many keys in the
+// slots of an httpd child's cache are nearly all kept (with one set a key,
+// about 7.5% found their set full and missed on every use).
+void test_ten_thousand_in_use_fit(void **) {
+    const TokenRecord r = rec("alice", "r");
+    RecordCache cache(StoreSettings::record_cache_slots, StoreSettings::record_cache_bytes);
+    std::vector<Digest> digests;
+    for (int n = 0; n < 10000; ++n) {
+        digests.push_back(new_digest());
+        cache.put(digests.back(), 3, r);
+    }
+    int kept = 0;
+    for (const Digest &d : digests) kept += cache.get(d, 3).has_value();
+    if (kept < 9900) fail_msg("only %d of 10000 kept", kept);
+}
+
+// Far more keys than slots, none asked for twice: the cache notices that
+// it only evicts (fewer hits than evictions over a window) and then fills
+// only one miss in thrash_sample. A new snapshot starts it afresh.
+void test_thrashing_samples_fills(void **) {
+    const TokenRecord r = rec("alice", "r");
+    RecordCache cache(64, 1 << 20);
+    for (std::size_t n = 0; n < 64 + 2 * RecordCache::thrash_window; ++n) cache.put(new_digest(), 3, r);
+    assert_true(cache.thrashing());
+    int kept = 0;
+    for (int n = 0; n < 200; ++n) {
+        const Digest d = new_digest();
+        cache.put(d, 3, r);
+        kept += cache.get(d, 3).has_value();
+    }
+    // One in 8 expected (25); every one without sampling.
+    if (kept > 60) fail_msg("%d of 200 fills kept while thrashing", kept);
+    // A new snapshot empties the cache: its records are kept on first use.
+    const Digest d = new_digest();
+    cache.put(d, 4, r);
+    assert_false(cache.thrashing());
+    EXPECT_HIT(cache, d, 4, r);
+}
+
+// A working set that fits is never sampled, however long it runs: it hits.
+void test_working_set_that_fits_is_not_thrashing(void **) {
+    const TokenRecord r = rec("alice", "r");
+    RecordCache cache(64, 1 << 20);
+    std::vector<Digest> digests;
+    for (int n = 0; n < 40; ++n) digests.push_back(new_digest());
+    for (int round = 0; round < 300; ++round)
+        for (const Digest &d : digests)
+            if (!cache.get(d, 3)) cache.put(d, 3, r);
+    assert_false(cache.thrashing());
 }
 
 // clear(): everything goes, and a store file replaced in place (whose
@@ -330,6 +395,10 @@ int main(void) {
         cmocka_unit_test(test_misses_store_nothing),
         cmocka_unit_test(test_bytes_bound),
         cmocka_unit_test(test_full_set),
+        cmocka_unit_test(test_second_choice),
+        cmocka_unit_test(test_ten_thousand_in_use_fit),
+        cmocka_unit_test(test_thrashing_samples_fills),
+        cmocka_unit_test(test_working_set_that_fits_is_not_thrashing),
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_counted_bytes_are_real),
         cmocka_unit_test(test_documented_worst_case),
