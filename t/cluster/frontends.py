@@ -31,15 +31,16 @@ MANAGER_USER = "cptoken"  # the store's owner, whom a manager's children run as
 APACHE = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
 
-CONF = r"""
+# What both httpds of a front-end have: @NAME@ keeps their files apart.
+HTTPD_HEAD = r"""
 ServerRoot "@DIR@"
-PidFile "@DIR@/httpd.pid"
-DefaultRuntimeDir "@DIR@/run"
+PidFile "@DIR@/@NAME@.pid"
+DefaultRuntimeDir "@DIR@/@NAME@-run"
 ServerName 127.0.0.1
 Listen 127.0.0.1:@PORT@
-User www-data
-Group www-data
-ErrorLog "@DIR@/error.log"
+User @USER@
+Group @GROUP@
+ErrorLog "@DIR@/@NAME@-error.log"
 LogLevel warn cptoken:info
 LoadModule mpm_event_module @MODDIR@/mod_mpm_event.so
 LoadModule authn_core_module @MODDIR@/mod_authn_core.so
@@ -51,10 +52,14 @@ StartServers 1
 ThreadsPerChild 8
 MaxRequestWorkers 16
 DocumentRoot "@DIR@/htdocs"
+CPTokenDB "@STORE@"
+"""
+
+# The front-end's httpd (children www-data, httpd's group).
+CONF = HTTPD_HEAD + r"""
 <Directory "@DIR@/htdocs">
     Require all granted
 </Directory>
-CPTokenDB "@STORE@"
 @STALENESS@
 <Location "/api">
     AuthType cpanel
@@ -68,26 +73,7 @@ CPTokenDB "@STORE@"
 
 # A manager instance (docs/manager.md) on a front-end: its children run as
 # the store's owner; the API's locations as the shipped manager.conf has them.
-MANAGER_CONF = r"""
-ServerRoot "@DIR@"
-PidFile "@DIR@/manager.pid"
-DefaultRuntimeDir "@DIR@/manager-run"
-ServerName 127.0.0.1
-Listen 127.0.0.1:@PORT@
-User @USER@
-Group @GROUP@
-ErrorLog "@DIR@/manager-error.log"
-LogLevel warn cptoken:info
-LoadModule mpm_event_module @MODDIR@/mod_mpm_event.so
-LoadModule authn_core_module @MODDIR@/mod_authn_core.so
-LoadModule authz_core_module @MODDIR@/mod_authz_core.so
-LoadModule authz_user_module @MODDIR@/mod_authz_user.so
-LoadModule cptoken_module "@MODULE@"
-StartServers 1
-ThreadsPerChild 8
-MaxRequestWorkers 16
-DocumentRoot "@DIR@/htdocs"
-CPTokenDB "@STORE@"
+MANAGER_CONF = HTTPD_HEAD + r"""
 CPTokenTrustOwnStore On
 CPTokenLastUsed Off
 @ETCD@
@@ -259,13 +245,15 @@ class Frontend:
     def start_httpd(self):
         self.port = free_port()
         staleness = f"CPTokenMaxStaleness {self.max_staleness}" if self.max_staleness else ""
-        (self.dir / "run").mkdir(exist_ok=True)
+        (self.dir / "httpd-run").mkdir(exist_ok=True)
         text = CONF
-        for k, v in {"@DIR@": str(self.dir), "@PORT@": str(self.port), "@MODDIR@": MODDIR, "@MODULE@": MOD,
-                     "@STORE@": str(self.store), "@STALENESS@": staleness}.items():
+        for k, v in {"@NAME@": "httpd", "@DIR@": str(self.dir), "@PORT@": str(self.port), "@MODDIR@": MODDIR,
+                     "@MODULE@": MOD, "@STORE@": str(self.store), "@USER@": "www-data", "@GROUP@": "www-data",
+                     "@STALENESS@": staleness}.items():
             text = text.replace(k, v)
         (self.dir / "httpd.conf").write_text(text)
-        self.httpd = start_httpd(self.dir / "httpd.conf", self.port, self.dir / "httpd.out", self.dir / "error.log")
+        self.httpd = start_httpd(self.dir / "httpd.conf", self.port, self.dir / "httpd.out",
+                                 self.dir / "httpd-error.log")
 
     def stop_httpd(self):
         if self.httpd is not None:
@@ -282,7 +270,7 @@ class Frontend:
         (self.dir / "manager-run").mkdir(exist_ok=True)
         owner = pwd.getpwnam(self.owner)
         text = MANAGER_CONF
-        for k, v in {"@DIR@": str(self.dir), "@PORT@": str(self.manager_port), "@MODDIR@": MODDIR,
+        for k, v in {"@NAME@": "manager", "@DIR@": str(self.dir), "@PORT@": str(self.manager_port), "@MODDIR@": MODDIR,
                      "@MODULE@": module, "@STORE@": str(self.store), "@USER@": owner.pw_name,
                      "@GROUP@": grp.getgrgid(owner.pw_gid).gr_name,
                      "@ETCD@": " ".join(["CPTokenEtcd", ",".join(self.endpoints), *settings]) if etcd else ""}.items():
@@ -314,7 +302,7 @@ class Frontend:
         return read_log(self.dir / "manager-error.log")
 
     def error_log(self):
-        return read_log(self.dir / "error.log")
+        return read_log(self.dir / "httpd-error.log")
 
     def request(self, path, headers=None):
         """(status, headers, body) over one kept-alive connection."""
