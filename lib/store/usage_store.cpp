@@ -179,15 +179,7 @@ static std::string key_hex(const UsageKey &key) {
 
 static std::optional<UsageKey> key_from_hex(std::string_view hex) {
     UsageKey key{};
-    if (hex.size() != 2 * key.size()) return std::nullopt;
-    const auto nibble = [](char c) -> int {
-        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    };
-    for (std::size_t i = 0; i < key.size(); ++i) {
-        const int high = nibble(hex[2 * i]), low = nibble(hex[2 * i + 1]);
-        if (high < 0 || low < 0) return std::nullopt;
-        key[i] = static_cast<std::uint8_t>(high << 4 | low);
-    }
+    if (!bytes_from_hex(hex, key)) return std::nullopt;
     return key;
 }
 

@@ -103,19 +103,29 @@ std::string digest_hex(const Digest &digest) {
     return bytes_hex({reinterpret_cast<const char *>(digest.data()), digest.size()});
 }
 
+bool bytes_from_hex(std::string_view hex, std::span<unsigned char> out) noexcept {
+    // Each byte's value as a hex digit, -1 if it is none: lowercase only, as
+    // bytes_hex and cPanel write it.
+    static constexpr std::array<signed char, 256> nibbles = [] {
+        std::array<signed char, 256> values{};
+        values.fill(-1);
+        for (int i = 0; i < 10; ++i) values['0' + i] = static_cast<signed char>(i);
+        for (int i = 0; i < 6; ++i) values['a' + i] = static_cast<signed char>(10 + i);
+        return values;
+    }();
+    if (hex.size() != 2 * out.size()) return false;
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        const int high = nibbles[static_cast<unsigned char>(hex[2 * i])];
+        const int low = nibbles[static_cast<unsigned char>(hex[2 * i + 1])];
+        if (high < 0 || low < 0) return false;
+        out[i] = static_cast<unsigned char>(high << 4 | low);
+    }
+    return true;
+}
+
 std::optional<Digest> digest_from_hex(std::string_view hex) noexcept {
     Digest digest{};
-    if (hex.size() != 2 * digest.size()) return std::nullopt;
-    auto nibble = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        return -1;  // lowercase only, as digest_hex and cPanel write it
-    };
-    for (std::size_t i = 0; i < digest.size(); ++i) {
-        const int high = nibble(hex[2 * i]), low = nibble(hex[2 * i + 1]);
-        if (high < 0 || low < 0) return std::nullopt;
-        digest[i] = static_cast<unsigned char>(high << 4 | low);
-    }
+    if (!bytes_from_hex(hex, digest)) return std::nullopt;
     return digest;
 }
 

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,10 @@ Digest token_digest(std::string_view token) noexcept;
 
 /// Lowercase hex of any bytes, two characters each.
 std::string bytes_hex(std::string_view bytes);
+
+/// `hex` into `out`: exactly 2 × out.size() lowercase hex digits (as
+/// bytes_hex writes them), else false and `out` unspecified.
+bool bytes_from_hex(std::string_view hex, std::span<unsigned char> out) noexcept;
 
 /// Lowercase hex, 128 characters (cPanel's `token_hash`).
 std::string digest_hex(const Digest &digest);
