@@ -242,18 +242,23 @@ class Frontend:
 
     # -- httpd
 
-    def start_httpd(self):
-        self.port = free_port()
-        staleness = f"CPTokenMaxStaleness {self.max_staleness}" if self.max_staleness else ""
-        (self.dir / "httpd-run").mkdir(exist_ok=True)
-        text = CONF
-        for k, v in {"@NAME@": "httpd", "@DIR@": str(self.dir), "@PORT@": str(self.port), "@MODDIR@": MODDIR,
-                     "@MODULE@": MOD, "@STORE@": str(self.store), "@USER@": "www-data", "@GROUP@": "www-data",
-                     "@STALENESS@": staleness}.items():
+    def _start(self, name, template, module, user, group, extra):
+        """One of this front-end's httpds, from `template` (HTTPD_HEAD's @NAME@ = `name`, files
+        DIR/NAME.*); `extra` substitutes the template's own placeholders. Returns (process, port)."""
+        port = free_port()
+        (self.dir / f"{name}-run").mkdir(exist_ok=True)
+        text = template
+        for k, v in {"@NAME@": name, "@DIR@": str(self.dir), "@PORT@": str(port), "@MODDIR@": MODDIR,
+                     "@MODULE@": module, "@STORE@": str(self.store), "@USER@": user, "@GROUP@": group,
+                     **extra}.items():
             text = text.replace(k, v)
-        (self.dir / "httpd.conf").write_text(text)
-        self.httpd = start_httpd(self.dir / "httpd.conf", self.port, self.dir / "httpd.out",
-                                 self.dir / "httpd-error.log")
+        (self.dir / f"{name}.conf").write_text(text)
+        return start_httpd(self.dir / f"{name}.conf", port, self.dir / f"{name}.out",
+                           self.dir / f"{name}-error.log"), port
+
+    def start_httpd(self):
+        staleness = f"CPTokenMaxStaleness {self.max_staleness}" if self.max_staleness else ""
+        self.httpd, self.port = self._start("httpd", CONF, MOD, "www-data", "www-data", {"@STALENESS@": staleness})
 
     def stop_httpd(self):
         if self.httpd is not None:
@@ -266,18 +271,10 @@ class Frontend:
         """The manager's API on this front-end; with `etcd`, CPTokenEtcd names the cluster, with
         `settings` (NAME=VALUE) after the endpoints."""
         assert self.owner == MANAGER_USER and self.manager is None
-        self.manager_port = free_port()
-        (self.dir / "manager-run").mkdir(exist_ok=True)
         owner = pwd.getpwnam(self.owner)
-        text = MANAGER_CONF
-        for k, v in {"@NAME@": "manager", "@DIR@": str(self.dir), "@PORT@": str(self.manager_port), "@MODDIR@": MODDIR,
-                     "@MODULE@": module, "@STORE@": str(self.store), "@USER@": owner.pw_name,
-                     "@GROUP@": grp.getgrgid(owner.pw_gid).gr_name,
-                     "@ETCD@": " ".join(["CPTokenEtcd", ",".join(self.endpoints), *settings]) if etcd else ""}.items():
-            text = text.replace(k, v)
-        (self.dir / "manager.conf").write_text(text)
-        self.manager = start_httpd(self.dir / "manager.conf", self.manager_port, self.dir / "manager.out",
-                                   self.dir / "manager-error.log")
+        cptokenetcd = " ".join(["CPTokenEtcd", ",".join(self.endpoints), *settings]) if etcd else ""
+        self.manager, self.manager_port = self._start("manager", MANAGER_CONF, module, owner.pw_name,
+                                                      grp.getgrgid(owner.pw_gid).gr_name, {"@ETCD@": cptokenetcd})
 
     def stop_manager(self):
         if self.manager is not None:
