@@ -38,7 +38,7 @@ DEB_PACKAGES := g++ make pkg-config apache2-dev apache2-bin liblmdb-dev lmdb-uti
                 python3-pytest curl clang libclang-rt-14-dev apache2-utils openssl \
                 wrk libbenchmark-dev valgrind fail2ban libfaketime python3-lmdb python3-pytest-xdist go-md2man \
                 debhelper dpkg-dev fakeroot lintian debootstrap groff-base \
-                etcd-server etcd-client libcurl4-openssl-dev
+                etcd-server etcd-client libcurl4-openssl-dev libsimdjson-dev
 # The browser's packages, without what Debian recommends beside them (avahi-daemon, a desktop's
 # helpers): a headless test needs none of it.
 BROWSER_PACKAGES := chromium fonts-liberation media-types
@@ -58,13 +58,13 @@ LIBS      := -llmdb -lcrypto
 HTTPD_CPPFLAGS = -I$(shell $(APXS) -q INCLUDEDIR) -I$(shell $(APXS) -q APR_INCLUDEDIR) \
                  $(shell $(APXS) -q EXTRA_CPPFLAGS)
 
-# lib/cluster/ (the etcd client) needs libcurl: it is an archive of its own, so that
-# the module, the fuzz targets and the benchmarks, which link libcptoken.a, never
-# depend on libcurl. Only what talks to etcd (the cluster tests, later cptoken's
-# sync and cluster-mode writers) links $(CLUSTER_LIBS).
+# lib/cluster/ (the etcd client) needs libcurl and simdjson (etcd's answers): it is an
+# archive of its own, so that the module, the fuzz targets and the benchmarks, which link
+# libcptoken.a, never depend on them. Only what talks to etcd (cptoken, the manager's
+# build, the cluster tests) links $(CLUSTER_LIBS).
 CLUSTER_SRCS := $(wildcard lib/cluster/*.cpp)
 CLUSTER_OBJS := $(CLUSTER_SRCS:%.cpp=$(BUILD)/%.o)
-CLUSTER_LIBS := $(BUILD)/libcptoken_cluster.a -lcurl
+CLUSTER_LIBS := $(BUILD)/libcptoken_cluster.a -lcurl -lsimdjson
 LIB_SRCS  := $(filter-out $(CLUSTER_SRCS),$(wildcard lib/*/*.cpp))
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard t/unit/test_*.cpp)
@@ -113,7 +113,7 @@ $(BUILD)/libcptoken_cluster.a: $(CLUSTER_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/cptoken: $(BUILD)/cptoken.o $(BUILD)/libcptoken_cluster.a $(BUILD)/libcptoken.a
-	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ -lcurl $(LIBS)
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ -lcurl -lsimdjson $(LIBS)
 
 # The module: only cptoken_module is exported; ap_*/apr_* resolve from httpd at load time.
 # mod_cptoken.cpp authenticates; mod_cptoken_manager.cpp is the manager's handler (SetHandler cptoken-manager),
@@ -472,10 +472,12 @@ $(BUILD)/fuzz/%.o: %.cpp
 $(BUILD)/fuzz_%: t/fuzz/fuzz_%.cpp $(wildcard t/fuzz/*.hpp) $(FUZZ_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	clang++ $(FUZZ_CXXFLAGS) -fsanitize=fuzzer,address,undefined -Ilib -o $@ $< $(FUZZ_LIB_OBJS) $(LIBS)
-# fuzz_etcd: etcd's answers, with lib/cluster's wire format (its client, which needs libcurl, is not linked).
+# fuzz_etcd: etcd's answers, with lib/cluster's wire format and simdjson (its client, which needs libcurl,
+# is not linked).
 $(BUILD)/fuzz_etcd: t/fuzz/fuzz_etcd.cpp $(FUZZ_LIB_OBJS) $(BUILD)/fuzz/lib/cluster/etcd_wire.o
 	@mkdir -p $(dir $@)
-	clang++ $(FUZZ_CXXFLAGS) -fsanitize=fuzzer,address,undefined -Ilib -o $@ $< $(FUZZ_LIB_OBJS) $(BUILD)/fuzz/lib/cluster/etcd_wire.o $(LIBS)
+	clang++ $(FUZZ_CXXFLAGS) -fsanitize=fuzzer,address,undefined -Ilib -o $@ $< $(FUZZ_LIB_OBJS) $(BUILD)/fuzz/lib/cluster/etcd_wire.o \
+	  -lsimdjson $(LIBS)
 fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(BUILD)/fuzz-corpus-$$t; \

@@ -84,6 +84,11 @@ struct Client::State {
     std::string token;  // the auth token; never logged
     unsigned authentications = 0;
     CURL *easy = nullptr;
+    // The last answer's body, kept with its capacity: a full read's pages are
+    // megabytes each, and a string grown anew for every one cost the agent
+    // reallocations and page faults. Valid until the next post().
+    std::string answer;
+    RangeReader range_reader;
 
     ~State() {
         if (easy) curl_easy_cleanup(easy);
@@ -95,9 +100,10 @@ struct Client::State {
         if (current == failed) current = (current + 1) % endpoints.size();
     }
 
-    /// One POST of `body` to `path` on the current member: HTTP status and
-    /// body, or EtcdError (http_status 0) when no HTTP answer came.
-    std::pair<long, std::string> post(const std::string &path, const std::string &body, bool with_token) {
+    /// One POST of `body` to `path` on the current member: the HTTP status,
+    /// with the body in `answer`, or EtcdError (http_status 0) when no HTTP
+    /// answer came.
+    long post(const std::string &path, const std::string &body, bool with_token) {
         if (!easy && !(easy = curl_easy_init())) throw EtcdError(0, grpc::none, "etcd: curl_easy_init failed", false);
         curl_easy_reset(easy);  // keeps the connection cache
         set_transport_options(easy, options);
@@ -109,7 +115,7 @@ struct Client::State {
         curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.list);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body.data());
         curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-        std::string answer;
+        answer.clear();
         curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, append_to_string);
         curl_easy_setopt(easy, CURLOPT_WRITEDATA, &answer);
         char detail[CURL_ERROR_SIZE] = "";
@@ -119,14 +125,14 @@ struct Client::State {
         if (rc != CURLE_OK) throw transport_error(endpoint(), rc, detail);
         long status = 0;
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-        return {status, std::move(answer)};
+        return status;
     }
 
     /// POST with failover. `idempotent`: a read, sent to the next member on
     /// any error that another member may not have (no answer, 503). Else a
     /// write, sent elsewhere only when it never left. A 401 / gRPC 16 logs in
-    /// again and retries once.
-    json call(const std::string &path, const json &request, bool idempotent) {
+    /// again and retries once. The body of a 200, valid until the next call.
+    const std::string &call(const std::string &path, const json &request, bool idempotent) {
         const std::string body = request.dump();
         std::optional<EtcdError> last;
         bool logged_in_again = false;
@@ -135,12 +141,8 @@ struct Client::State {
             if (!options.user.empty() && token.empty()) authenticate();
             const std::size_t member = current;
             try {
-                auto [status, answer] = post(path, body, true);
-                if (status == 200) {
-                    json parsed = json::parse(answer, nullptr, false);
-                    if (parsed.is_discarded()) throw EtcdError(200, grpc::none, "etcd " + endpoint() + ": an answer that is not JSON");
-                    return parsed;
-                }
+                const long status = post(path, body, true);
+                if (status == 200) return answer;
                 EtcdError error = error_from_response(status, answer);
                 if (error.unauthenticated() && !options.user.empty() && !logged_in_again) {
                     logged_in_again = true;
@@ -167,12 +169,13 @@ struct Client::State {
         for (std::size_t tried = 0; tried < endpoints.size(); ++tried) {
             const std::size_t member = current;
             try {
-                auto [status, answer] = post("/v3/auth/authenticate", body, false);
+                const long status = post("/v3/auth/authenticate", body, false);
                 if (status != 200) throw error_from_response(status, answer);
-                const json parsed = json::parse(answer, nullptr, false);
-                if (!parsed.is_object() || !parsed.contains("token") || !parsed["token"].is_string())
-                    throw EtcdError(200, grpc::none, "etcd " + endpoint() + ": no token in the answer to authenticate");
-                token = parsed["token"].get<std::string>();
+                try {
+                    token = authenticate_response_from_json(answer);
+                } catch (const EtcdError &garbled) {  // an answer, not a member to avoid: never tried elsewhere
+                    throw EtcdError(status, grpc::none, "etcd " + endpoint() + ": " + garbled.what());
+                }
                 ++authentications;
                 return;
             } catch (const EtcdError &error) {
@@ -206,7 +209,7 @@ void Client::move_on() noexcept { state_->avoid(state_->current); }
 void Client::authenticate() { state_->authenticate(); }
 
 RangeResponse Client::range(const RangeRequest &request) {
-    return range_response_from_json(state_->call("/v3/kv/range", to_json(request), true));
+    return state_->range_reader.read(state_->call("/v3/kv/range", to_json(request), true));
 }
 
 namespace {
@@ -300,13 +303,13 @@ TxnResponse Client::txn(const TxnRequest &request) {
 
 ResponseHeader Client::put(const std::string &key, const std::string &value) {
     const json request = {{"key", base64_encode(key)}, {"value", base64_encode(value)}};
-    return header_from_json(object_field(state_->call("/v3/kv/put", request, false), "header"));
+    return put_response_from_json(state_->call("/v3/kv/put", request, false));
 }
 
 std::int64_t Client::delete_range(const std::string &key, const std::string &range_end) {
     json request = {{"key", base64_encode(key)}};
     if (!range_end.empty()) request["range_end"] = base64_encode(range_end);
-    return int64_field(state_->call("/v3/kv/deleterange", request, false), "deleted");
+    return delete_response_from_json(state_->call("/v3/kv/deleterange", request, false));
 }
 
 void Client::compact(std::int64_t revision, bool physical) {

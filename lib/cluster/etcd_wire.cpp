@@ -2,6 +2,7 @@
 #include "cluster/etcd_wire.hpp"
 
 #include <openssl/evp.h>
+#include <simdjson.h>
 
 #include <algorithm>
 #include <charconv>
@@ -12,6 +13,11 @@
 namespace cptoken::etcd {
 
 using nlohmann::json;
+// etcd's answers are read with simdjson's DOM, not nlohmann's: a full read
+// brings hundreds of megabytes of them, and building nlohmann's tree of maps
+// and strings cost the agent more than half its CPU (bench/results). The
+// requests, small, are still written with nlohmann.
+using Value = simdjson::dom::element;
 
 namespace {
 
@@ -26,48 +32,119 @@ std::string cut(std::string_view text, std::size_t limit = 300) {
     return out;
 }
 
+// The document of one answer; it lives as long as `parser`.
+Value parse_document(simdjson::dom::parser &parser, std::string_view text) {
+    Value root;
+    if (parser.parse(text.data(), text.size()).get(root) != simdjson::SUCCESS) bad_shape("not JSON: " + cut(text, 80));
+    return root;
+}
+
+// A member of an object: nullopt when absent, null, or when `object` is no
+// object (proto3's default, and a wrong type read as absent, as before).
+std::optional<Value> field(const Value &object, std::string_view name) {
+    simdjson::dom::object members;
+    Value value;
+    if (object.get(members) != simdjson::SUCCESS || members.at_key(name).get(value) != simdjson::SUCCESS ||
+        value.is_null())
+        return std::nullopt;
+    return value;
+}
+
+// A nested object; nullopt (read as an empty one) when it is absent or not an object.
+std::optional<Value> object_field(const Value &object, std::string_view name) {
+    auto value = field(object, name);
+    if (value && !value->is_object()) return std::nullopt;
+    return value;
+}
+
 template <typename Int>
-Int number_field(const json &object, const char *name) {
-    if (!object.is_object()) return 0;
-    const auto it = object.find(name);
-    if (it == object.end() || it->is_null()) return 0;
-    if (it->is_number_integer()) {
-        // A negative JSON number in a uint64 field, or one that does not fit, is a shape we cannot read.
-        if (it->is_number_unsigned()) {
-            const auto v = it->get<std::uint64_t>();
-            if (v > static_cast<std::uint64_t>(std::numeric_limits<Int>::max())) bad_shape(std::string(name) + " too large");
-            return static_cast<Int>(v);
-        }
-        const auto v = it->get<std::int64_t>();
+Int number_field(const Value &object, const char *name) {
+    const auto value = field(object, name);
+    if (!value) return 0;
+    switch (value->type()) {
+    case simdjson::dom::element_type::INT64: {
+        // A negative JSON number in a uint64 field is a shape we cannot read.
+        const std::int64_t v = value->get_int64().value_unsafe();
         if (v < 0 && !std::numeric_limits<Int>::is_signed) bad_shape(std::string(name) + " negative");
         return static_cast<Int>(v);
     }
-    if (it->is_string()) {
-        const auto &text = it->get_ref<const std::string &>();
-        Int value = 0;
-        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    case simdjson::dom::element_type::UINT64: {  // above INT64_MAX
+        const std::uint64_t v = value->get_uint64().value_unsafe();
+        if (v > static_cast<std::uint64_t>(std::numeric_limits<Int>::max())) bad_shape(std::string(name) + " too large");
+        return static_cast<Int>(v);
+    }
+    case simdjson::dom::element_type::STRING: {
+        const std::string_view text = value->get_string().value_unsafe();
+        Int number = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
         if (ec != std::errc() || end != text.data() + text.size() || text.empty())
             bad_shape(std::string(name) + " is not a number");
-        return value;
+        return number;
     }
-    bad_shape(std::string(name) + " is not a number");
+    default:
+        bad_shape(std::string(name) + " is not a number");
+    }
 }
 
-bool bool_field(const json &object, const char *name) {
-    const auto it = object.find(name);
-    return it != object.end() && it->is_boolean() && it->get<bool>();
+std::int64_t int64_field(const Value &object, const char *name) { return number_field<std::int64_t>(object, name); }
+std::uint64_t uint64_field(const Value &object, const char *name) { return number_field<std::uint64_t>(object, name); }
+
+bool bool_field(const Value &object, const char *name) {
+    const auto value = field(object, name);
+    bool flag = false;
+    return value && value->get(flag) == simdjson::SUCCESS && flag;
 }
 
-std::string string_field(const json &object, const char *name) {
-    const auto it = object.find(name);
-    return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+std::string string_field(const Value &object, const char *name) {
+    const auto value = field(object, name);
+    std::string_view text;
+    return value && value->get(text) == simdjson::SUCCESS ? std::string(text) : std::string();
 }
 
-std::string bytes_field(const json &object, const char *name) {
-    const auto it = object.find(name);
-    if (it == object.end() || it->is_null()) return {};
-    if (!it->is_string()) bad_shape(std::string(name) + " is not base64");
-    return base64_decode(it->get_ref<const std::string &>());
+std::string bytes_field(const Value &object, const char *name) {
+    const auto value = field(object, name);
+    if (!value) return {};
+    std::string_view text;
+    if (value->get(text) != simdjson::SUCCESS) bad_shape(std::string(name) + " is not base64");
+    return base64_decode(text);
+}
+
+ResponseHeader header_of(const std::optional<Value> &object) {
+    ResponseHeader h;
+    if (!object) return h;
+    h.cluster_id = uint64_field(*object, "cluster_id");
+    h.member_id = uint64_field(*object, "member_id");
+    h.revision = int64_field(*object, "revision");
+    h.raft_term = uint64_field(*object, "raft_term");
+    return h;
+}
+
+// An absent kv (nullopt) is an empty one; anything but an object is refused.
+KeyValue key_value_of(const std::optional<Value> &object) {
+    KeyValue kv;
+    if (!object) return kv;
+    if (!object->is_object()) bad_shape("a key-value that is not an object");
+    kv.key = bytes_field(*object, "key");
+    kv.value = bytes_field(*object, "value");
+    kv.create_revision = int64_field(*object, "create_revision");
+    kv.mod_revision = int64_field(*object, "mod_revision");
+    kv.version = int64_field(*object, "version");
+    kv.lease = int64_field(*object, "lease");
+    return kv;
+}
+
+RangeResponse range_response_of(const Value &object) {
+    RangeResponse r;
+    if (!object.is_object()) bad_shape("a range answer that is not an object");
+    r.header = header_of(object_field(object, "header"));
+    simdjson::dom::array kvs;
+    if (const auto value = field(object, "kvs"); value && value->get(kvs) == simdjson::SUCCESS) {
+        r.kvs.reserve(kvs.size());
+        for (const Value kv : kvs) r.kvs.push_back(key_value_of(kv));
+    }
+    r.more = bool_field(object, "more");
+    r.count = int64_field(object, "count");
+    return r;
 }
 
 const char *target_name(Compare::Target target) {
@@ -120,34 +197,34 @@ json to_json(const RequestOp &op) {
     return {};
 }
 
-OpResponse op_response_from_json(const json &object) {
+OpResponse op_response_of(const Value &object) {
     OpResponse out;
-    if (const auto it = object.find("response_range"); it != object.end()) {
+    if (const auto range = field(object, "response_range")) {
         out.kind = RequestOp::Kind::range;
-        out.range = range_response_from_json(*it);
+        out.range = range_response_of(*range);
         out.header = out.range.header;
-    } else if (const auto del = object.find("response_delete_range"); del != object.end()) {
+    } else if (const auto del = field(object, "response_delete_range")) {
         out.kind = RequestOp::Kind::delete_range;
-        out.header = header_from_json(object_field(*del, "header"));
+        out.header = header_of(object_field(*del, "header"));
         out.deleted = int64_field(*del, "deleted");
-    } else if (const auto put = object.find("response_put"); put != object.end()) {
+    } else if (const auto put = field(object, "response_put")) {
         out.kind = RequestOp::Kind::put;
-        out.header = header_from_json(object_field(*put, "header"));
+        out.header = header_of(object_field(*put, "header"));
     } else {
         bad_shape("a txn answer of unknown kind");
     }
     return out;
 }
 
-WatchEvent event_from_json(const json &object) {
+WatchEvent event_of(const Value &object) {
     if (!object.is_object()) bad_shape("an event that is not an object");
     WatchEvent event;
     const std::string type = string_field(object, "type");
     if (type == "DELETE") event.type = WatchEvent::Type::del;
     else if (type.empty() || type == "PUT") event.type = WatchEvent::Type::put;
     else bad_shape("event type " + cut(type, 40));
-    event.kv = key_value_from_json(object_field(object, "kv"));
-    if (const auto it = object.find("prev_kv"); it != object.end() && it->is_object()) event.prev_kv = key_value_from_json(*it);
+    event.kv = key_value_of(object_field(object, "kv"));
+    if (const auto prev = object_field(object, "prev_kv")) event.prev_kv = key_value_of(prev);
     return event;
 }
 
@@ -158,10 +235,15 @@ EtcdError::EtcdError(long http_status, int grpc_code, const std::string &message
 
 EtcdError error_from_response(long http_status, std::string_view body) noexcept {
     try {
-        const json parsed = json::parse(body.begin(), body.end(), nullptr, false);
-        if (parsed.is_object()) {
+        simdjson::dom::parser parser;
+        Value parsed;
+        if (parser.parse(body.data(), body.size()).get(parsed) == simdjson::SUCCESS && parsed.is_object()) {
             int code = grpc::none;
-            if (const auto it = parsed.find("code"); it != parsed.end() && it->is_number_integer()) code = it->get<int>();
+            std::int64_t number = 0;
+            if (const auto value = field(parsed, "code"); value && value->get(number) == simdjson::SUCCESS &&
+                                                          number >= std::numeric_limits<int>::min() &&
+                                                          number <= std::numeric_limits<int>::max())
+                code = static_cast<int>(number);
             std::string message = string_field(parsed, "message");
             if (message.empty()) message = string_field(parsed, "error");
             if (!message.empty() || code != grpc::none)
@@ -200,16 +282,6 @@ std::string prefix_range_end(std::string_view prefix) {
     }
     return std::string(1, '\0');  // every byte 0xff: to the end of the keyspace
 }
-
-const json &object_field(const json &object, const char *name) {
-    static const json empty = json::object();
-    if (!object.is_object()) return empty;
-    const auto it = object.find(name);
-    return it != object.end() && it->is_object() ? *it : empty;
-}
-
-std::int64_t int64_field(const json &object, const char *name) { return number_field<std::int64_t>(object, name); }
-std::uint64_t uint64_field(const json &object, const char *name) { return number_field<std::uint64_t>(object, name); }
 
 Compare Compare::absent(std::string key) {
     return Compare{std::move(key), Target::create, Result::equal, 0, {}};
@@ -272,60 +344,60 @@ json to_json(const WatchRequest &w) {
     return {{"create_request", create}};
 }
 
-ResponseHeader header_from_json(const json &object) {
-    ResponseHeader h;
-    if (!object.is_object()) return h;
-    h.cluster_id = uint64_field(object, "cluster_id");
-    h.member_id = uint64_field(object, "member_id");
-    h.revision = int64_field(object, "revision");
-    h.raft_term = uint64_field(object, "raft_term");
-    return h;
+ResponseHeader header_from_json(std::string_view text) {
+    simdjson::dom::parser parser;
+    const Value object = parse_document(parser, text);
+    return object.is_object() ? header_of(object) : ResponseHeader{};
 }
 
-KeyValue key_value_from_json(const json &object) {
-    KeyValue kv;
-    if (!object.is_object()) bad_shape("a key-value that is not an object");
-    kv.key = bytes_field(object, "key");
-    kv.value = bytes_field(object, "value");
-    kv.create_revision = int64_field(object, "create_revision");
-    kv.mod_revision = int64_field(object, "mod_revision");
-    kv.version = int64_field(object, "version");
-    kv.lease = int64_field(object, "lease");
-    return kv;
-}
+RangeResponse range_response_from_json(std::string_view text) { return RangeReader().read(text); }
 
-RangeResponse range_response_from_json(const json &object) {
-    RangeResponse r;
-    if (!object.is_object()) bad_shape("a range answer that is not an object");
-    r.header = header_from_json(object_field(object, "header"));
-    if (const auto it = object.find("kvs"); it != object.end() && it->is_array()) {
-        r.kvs.reserve(it->size());
-        for (const auto &kv : *it) r.kvs.push_back(key_value_from_json(kv));
-    }
-    r.more = bool_field(object, "more");
-    r.count = int64_field(object, "count");
-    return r;
-}
+RangeReader::RangeReader() : parser_(std::make_unique<simdjson::dom::parser>()) {}
+RangeReader::~RangeReader() = default;
+RangeResponse RangeReader::read(std::string_view text) { return range_response_of(parse_document(*parser_, text)); }
 
-TxnResponse txn_response_from_json(const json &object) {
+TxnResponse txn_response_from_json(std::string_view text) {
+    simdjson::dom::parser parser;
+    const Value object = parse_document(parser, text);
     TxnResponse t;
     if (!object.is_object()) bad_shape("a txn answer that is not an object");
-    t.header = header_from_json(object_field(object, "header"));
+    t.header = header_of(object_field(object, "header"));
     t.succeeded = bool_field(object, "succeeded");
-    if (const auto it = object.find("responses"); it != object.end() && it->is_array())
-        for (const auto &r : *it) t.responses.push_back(op_response_from_json(r));
+    simdjson::dom::array responses;
+    if (const auto value = field(object, "responses"); value && value->get(responses) == simdjson::SUCCESS)
+        for (const Value r : responses) t.responses.push_back(op_response_of(r));
     return t;
 }
 
-Status status_from_json(const json &object) {
+Status status_from_json(std::string_view text) {
+    simdjson::dom::parser parser;
+    const Value object = parse_document(parser, text);
     Status s;
     if (!object.is_object()) bad_shape("a status answer that is not an object");
-    s.header = header_from_json(object_field(object, "header"));
+    s.header = header_of(object_field(object, "header"));
     s.version = string_field(object, "version");
     s.leader = uint64_field(object, "leader");
     s.db_size = int64_field(object, "dbSize");
     s.raft_index = int64_field(object, "raftIndex");
     return s;
+}
+
+ResponseHeader put_response_from_json(std::string_view text) {
+    simdjson::dom::parser parser;
+    return header_of(object_field(parse_document(parser, text), "header"));
+}
+
+std::int64_t delete_response_from_json(std::string_view text) {
+    simdjson::dom::parser parser;
+    return int64_field(parse_document(parser, text), "deleted");
+}
+
+std::string authenticate_response_from_json(std::string_view text) {
+    simdjson::dom::parser parser;
+    const Value object = parse_document(parser, text);
+    const auto token = field(object, "token");
+    if (!token || !token->is_string()) bad_shape("no token in the answer to authenticate");
+    return string_field(object, "token");
 }
 
 std::int64_t WatchResponse::max_mod_revision() const noexcept {
@@ -335,20 +407,22 @@ std::int64_t WatchResponse::max_mod_revision() const noexcept {
 }
 
 WatchResponse parse_watch_line(std::string_view line) {
-    const json parsed = json::parse(line.begin(), line.end(), nullptr, false);
-    if (!parsed.is_object()) bad_shape("a watch line that is not a JSON object: " + cut(line, 80));
+    simdjson::dom::parser parser;
+    Value parsed;
+    if (parser.parse(line.data(), line.size()).get(parsed) != simdjson::SUCCESS || !parsed.is_object())
+        bad_shape("a watch line that is not a JSON object: " + cut(line, 80));
     WatchResponse out;
-    if (const auto result = parsed.find("result"); result != parsed.end() && result->is_object()) {
-        const json &r = *result;
-        out.header = header_from_json(object_field(r, "header"));
-        out.watch_id = int64_field(r, "watch_id");
-        if (const auto it = r.find("events"); it != r.end() && it->is_array())
-            for (const auto &e : *it) out.events.push_back(event_from_json(e));
-        if (bool_field(r, "canceled")) {
+    if (const auto r = object_field(parsed, "result")) {
+        out.header = header_of(object_field(*r, "header"));
+        out.watch_id = int64_field(*r, "watch_id");
+        simdjson::dom::array events;
+        if (const auto value = field(*r, "events"); value && value->get(events) == simdjson::SUCCESS)
+            for (const Value e : events) out.events.push_back(event_of(e));
+        if (bool_field(*r, "canceled")) {
             out.kind = WatchResponse::Kind::canceled;
-            out.compact_revision = int64_field(r, "compact_revision");
-            out.cancel_reason = string_field(r, "cancel_reason");
-        } else if (bool_field(r, "created")) {
+            out.compact_revision = int64_field(*r, "compact_revision");
+            out.cancel_reason = string_field(*r, "cancel_reason");
+        } else if (bool_field(*r, "created")) {
             out.kind = WatchResponse::Kind::created;
         } else if (!out.events.empty()) {
             out.kind = WatchResponse::Kind::events;
@@ -357,19 +431,21 @@ WatchResponse parse_watch_line(std::string_view line) {
         }
         return out;
     }
-    if (const auto error = parsed.find("error"); error != parsed.end()) {
+    simdjson::dom::object members = parsed.get_object().value_unsafe();
+    Value error;
+    if (members.at_key("error").get(error) == simdjson::SUCCESS) {
         out.kind = WatchResponse::Kind::stream_error;
-        if (error->is_object()) {
+        if (error.is_object()) {
             // 3.4: {"error":{"grpc_code":14,"http_code":503,"message":..,"http_status":..}};
             // 3.5 and later (gateway v2): {"error":{"code":14,"message":..}}, no HTTP code,
             // so "unavailable" stands for the 503 that 3.4 sent with it.
-            const char *code = error->contains("grpc_code") ? "grpc_code" : error->contains("code") ? "code" : nullptr;
-            out.grpc_code = code ? static_cast<int>(int64_field(*error, code)) : grpc::none;
-            out.http_status = static_cast<long>(int64_field(*error, "http_code"));
+            const char *code = field(error, "grpc_code") ? "grpc_code" : field(error, "code") ? "code" : nullptr;
+            out.grpc_code = code ? static_cast<int>(int64_field(error, code)) : grpc::none;
+            out.http_status = static_cast<long>(int64_field(error, "http_code"));
             if (out.http_status == 0 && out.grpc_code == grpc::unavailable) out.http_status = 503;
-            out.message = string_field(*error, "message");
+            out.message = string_field(error, "message");
         } else {  // a unary-style body: {"error":"..","message":"..","code":N}
-            out.grpc_code = parsed.contains("code") ? static_cast<int>(int64_field(parsed, "code")) : grpc::none;
+            out.grpc_code = field(parsed, "code") ? static_cast<int>(int64_field(parsed, "code")) : grpc::none;
             out.message = string_field(parsed, "message");
             if (out.message.empty()) out.message = string_field(parsed, "error");
         }

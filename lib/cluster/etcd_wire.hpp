@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -23,6 +24,10 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+namespace simdjson::dom {
+class parser;
+}
 
 namespace cptoken::etcd {
 
@@ -80,16 +85,6 @@ std::string base64_decode(std::string_view text);
 /// dropped. "\0" (etcd's "to the end of the keyspace") when there is no such
 /// byte. Throws std::invalid_argument for an empty prefix.
 std::string prefix_range_end(std::string_view prefix);
-
-/// A nested object of `object`, or an empty one when either is not an
-/// object (nlohmann's value() would throw its own type_error). Never throws.
-const nlohmann::json &object_field(const nlohmann::json &object, const char *name);
-
-/// An int64 or uint64 field of a JSON object: absent or null means 0 (proto3
-/// default); a string of digits or a JSON number. Throws EtcdError on
-/// anything else.
-std::int64_t int64_field(const nlohmann::json &object, const char *name);
-std::uint64_t uint64_field(const nlohmann::json &object, const char *name);
 
 struct ResponseHeader {
     std::uint64_t cluster_id = 0;
@@ -227,17 +222,37 @@ struct WatchResponse {
     std::int64_t max_mod_revision() const noexcept;
 };
 
-// Requests as JSON bodies, answers from parsed JSON. The parsers throw
-// EtcdError (grpc::none) on a shape they cannot read (bad base64, a number
-// that is not one); unknown fields are ignored, as etcd does.
+// Requests as JSON bodies (nlohmann), answers from their text (simdjson: a
+// full read is hundreds of megabytes of answers). The parsers throw EtcdError
+// (grpc::none) on text that is not JSON or a shape they cannot read (bad
+// base64, a number that is not one); unknown fields are ignored, as etcd
+// does, and a field of another type where an object belongs reads as absent.
 nlohmann::json to_json(const RangeRequest &request);
 nlohmann::json to_json(const TxnRequest &request);
 nlohmann::json to_json(const WatchRequest &request);  ///< {"create_request":{..}}
-ResponseHeader header_from_json(const nlohmann::json &object);
-KeyValue key_value_from_json(const nlohmann::json &object);
-RangeResponse range_response_from_json(const nlohmann::json &object);
-TxnResponse txn_response_from_json(const nlohmann::json &object);
-Status status_from_json(const nlohmann::json &object);
+ResponseHeader header_from_json(std::string_view text);  ///< a header object alone
+RangeResponse range_response_from_json(std::string_view text);
+TxnResponse txn_response_from_json(std::string_view text);
+Status status_from_json(std::string_view text);
+ResponseHeader put_response_from_json(std::string_view text);    ///< /v3/kv/put's answer: its header
+std::int64_t delete_response_from_json(std::string_view text);   ///< /v3/kv/deleterange's: "deleted"
+std::string authenticate_response_from_json(std::string_view text);  ///< /v3/auth/authenticate's: the token
+
+/// Reads range answers one after another with one parser, whose buffers
+/// stay allocated from one answer to the next: a full read's pages are
+/// megabytes each, and fresh buffers for every page cost the agent more in
+/// page faults than the parse. range_response_from_json()'s rules.
+class RangeReader {
+public:
+    RangeReader();
+    ~RangeReader();
+    RangeReader(const RangeReader &) = delete;
+    RangeReader &operator=(const RangeReader &) = delete;
+    RangeResponse read(std::string_view text);
+
+private:
+    std::unique_ptr<simdjson::dom::parser> parser_;
+};
 
 /// One line of a watch stream as a typed answer: {"result":{..}} (canceled
 /// is checked before created: a refused watch says both), {"error":{..}} (the

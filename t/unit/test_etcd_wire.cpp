@@ -136,17 +136,15 @@ void proto3_defaults_are_read_as_defaults(void **) {
     assert_int_equal(r.watch_id, 0);
 
     // A failed txn has no "succeeded"; a range without matches has no kvs, more or count.
-    const TxnResponse failed = txn_response_from_json(json::parse(
-        R"({"header":{"revision":"4"},"responses":[{"response_range":{"header":{"revision":"4"},"kvs":[{"key":"YQ==","create_revision":"4","value":"eA=="}],"count":"1"}}]})"));
+    const TxnResponse failed = txn_response_from_json(R"({"header":{"revision":"4"},"responses":[{"response_range":{"header":{"revision":"4"},"kvs":[{"key":"YQ==","create_revision":"4","value":"eA=="}],"count":"1"}}]})");
     assert_false(failed.succeeded);
     assert_int_equal(failed.header.revision, 4);
     assert_int_equal(failed.responses[0].kind, RequestOp::Kind::range);
     assert_int_equal(failed.responses[0].range.kvs[0].create_revision, 4);
-    const TxnResponse won = txn_response_from_json(json::parse(
-        R"({"header":{"revision":"5"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"5"}}},{"response_delete_range":{"header":{},"deleted":"2"}}]})"));
+    const TxnResponse won = txn_response_from_json(R"({"header":{"revision":"5"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"5"}}},{"response_delete_range":{"header":{},"deleted":"2"}}]})");
     assert_true(won.succeeded);
     assert_int_equal(won.responses[1].deleted, 2);
-    const RangeResponse empty = range_response_from_json(json::parse(R"({"header":{"revision":"9"}})"));
+    const RangeResponse empty = range_response_from_json(R"({"header":{"revision":"9"}})");
     assert_true(empty.kvs.empty());
     assert_false(empty.more);
     assert_int_equal(empty.count, 0);
@@ -168,13 +166,19 @@ void proto3_defaults_are_read_as_defaults(void **) {
     assert_true(refused.cancel_reason.find("permission denied") != std::string::npos);
 
     // Numbers as strings or as JSON numbers (etcd takes both); the large ids as uint64.
-    const ResponseHeader h = header_from_json(json::parse(R"({"cluster_id":"18446744073709551615","revision":12})"));
+    const ResponseHeader h = header_from_json(R"({"cluster_id":"18446744073709551615","revision":12})");
     assert_true(h.cluster_id == 18446744073709551615u);
     assert_int_equal(h.revision, 12);
-    const Status s = status_from_json(json::parse(R"({"header":{"revision":"3"},"version":"3.4.23","dbSize":"20480","leader":"11589547545632636093","raftIndex":"9"})"));
+    const Status s = status_from_json(R"({"header":{"revision":"3"},"version":"3.4.23","dbSize":"20480","leader":"11589547545632636093","raftIndex":"9"})");
     assert_string_equal(s.version.c_str(), "3.4.23");
     assert_true(s.leader == 11589547545632636093u);
     assert_int_equal(s.db_size, 20480);
+
+    // The small answers: put's header, deleterange's count, authenticate's token.
+    assert_int_equal(put_response_from_json(R"({"header":{"revision":"8","raft_term":"2"}})").revision, 8);
+    assert_int_equal(delete_response_from_json(R"({"header":{"revision":"9"},"deleted":"3"})"), 3);
+    assert_int_equal(delete_response_from_json(R"({"header":{"revision":"9"}})"), 0);
+    assert_string_equal(authenticate_response_from_json(R"({"header":{},"token":"abc.42"})").c_str(), "abc.42");
 }
 
 void malformed_answers_throw(void **) {
@@ -183,16 +187,20 @@ void malformed_answers_throw(void **) {
     expect_etcd_error([] { parse_watch_line(R"({"result":{"events":[{"type":"EXPIRE","kv":{}}]}})"); }, grpc::none);
     expect_etcd_error([] { parse_watch_line("not json"); }, grpc::none);
     expect_etcd_error([] { parse_watch_line(R"({"neither":1})"); }, grpc::none);
-    expect_etcd_error([] { header_from_json(json::parse(R"({"cluster_id":-1})")); }, grpc::none);
+    expect_etcd_error([] { header_from_json(R"({"cluster_id":-1})"); }, grpc::none);
     expect_etcd_error([] { parse_watch_line(R"({"result":{"events":[5]}})"); }, grpc::none);
     // Found by fuzz_etcd: an answer of the wrong type where an object belongs is read
     // as an absent one, never as nlohmann's own exception escaping to the caller.
-    const TxnResponse odd = txn_response_from_json(json::parse(
-        R"({"header":7,"responses":[{"response_delete_range":5},{"response_put":"x"}]})"));
+    const TxnResponse odd = txn_response_from_json(R"({"header":7,"responses":[{"response_delete_range":5},{"response_put":"x"}]})");
     assert_int_equal(odd.responses.size(), 2);
     assert_int_equal(odd.responses[0].deleted, 0);
     assert_int_equal(odd.header.revision, 0);
-    expect_etcd_error([] { txn_response_from_json(json::parse(R"({"responses":[{"response_range":[]}]})")); }, grpc::none);
+    expect_etcd_error([] { txn_response_from_json(R"({"responses":[{"response_range":[]}]})"); }, grpc::none);
+    // An answer cut short (a transfer that broke off) or not JSON at all is refused, not read as empty.
+    expect_etcd_error([] { range_response_from_json(R"({"header":{"revision":"9"},"kvs":[{"key":"YQ==")"); }, grpc::none);
+    expect_etcd_error([] { status_from_json("<html>bad gateway</html>"); }, grpc::none);
+    expect_etcd_error([] { authenticate_response_from_json(R"({"header":{}})"); }, grpc::none);
+    expect_etcd_error([] { authenticate_response_from_json(R"({"token":7})"); }, grpc::none);
 }
 
 void base64_round_trips_and_matches_etcd(void **) {
