@@ -22,20 +22,16 @@ using Steady = std::chrono::steady_clock;
 
 // ----------------------------------------------------------------- pure parts
 
-MappedRead map_full_read(std::string_view prefix, const std::vector<KeyValue> &kvs) {
-    MappedRead out;
+void map_full_read(std::string_view prefix, const std::vector<KeyValue> &page, MappedRead &read) {
     const std::string gen = gen_key(prefix), schema = schema_key(prefix);
-    out.writes.reserve(kvs.size());
-    out.mod_revisions.reserve(kvs.size());
-    for (const KeyValue &kv : kvs) {
-        if (kv.key == gen) out.gen_revision = kv.mod_revision;
-        if (kv.key == schema) out.schema_value = kv.value;
+    for (const KeyValue &kv : page) {
+        if (kv.key == gen) read.gen_revision = kv.mod_revision;
+        if (kv.key == schema) read.schema_value = kv.value;
         if (auto write = store_write(prefix, kv.key, kv.value)) {
-            out.writes.push_back(std::move(*write));
-            out.mod_revisions.push_back(kv.mod_revision);
+            read.writes.push_back(std::move(*write));
+            read.mod_revisions.push_back(kv.mod_revision);
         }
     }
-    return out;
 }
 
 void check_schema(const std::optional<std::string> &schema_value) {
@@ -233,18 +229,18 @@ private:
             state_.state = "syncing";
             write_state();
         }
-        std::vector<KeyValue> kvs;
+        MappedRead mapped;
         ResponseHeader header;
         std::int64_t revision = 0;
         std::int64_t sent_ns = 0;
         const auto started = Steady::now();
         for (int attempt = 0;; ++attempt) {
-            kvs.clear();
+            mapped = MappedRead{};
             sent_ns = boottime_nanoseconds();  // the first page is a linearizable read sent now
             try {
                 revision = client.read_prefix(
                     prefix_, options_.page_size,
-                    [&](std::vector<KeyValue> &&page) { std::move(page.begin(), page.end(), std::back_inserter(kvs)); },
+                    [&](std::vector<KeyValue> &&page) { map_full_read(prefix_, page, mapped); },
                     &header);
                 break;
             } catch (const EtcdError &e) {
@@ -253,9 +249,6 @@ private:
             }
         }
         const auto read_ms = std::chrono::duration_cast<milliseconds>(Steady::now() - started).count();
-        const MappedRead mapped = map_full_read(prefix_, kvs);
-        kvs.clear();
-        kvs.shrink_to_fit();
         check_schema(mapped.schema_value);  // throws SchemaTooNew: nothing applied, the store ages
         const bool same_cluster = before && before->cluster_id == std::to_string(header.cluster_id);
         std::optional<Drift> drift;

@@ -102,10 +102,11 @@ struct MappedRead {
     std::optional<std::string> schema_value;  ///< P meta/schema_version's value, if present
 };
 
-/// Maps every key of a full read under `prefix` (store_write()); keys that
-/// hold no token data are left out, except gen and meta/schema_version,
-/// whose facts are kept. Never throws but std::bad_alloc.
-MappedRead map_full_read(std::string_view prefix, const std::vector<KeyValue> &kvs);
+/// Adds one page of a full read under `prefix` to `read` (store_write()), so
+/// that a read is mapped as it arrives, never held whole as etcd sent it;
+/// keys that hold no token data are left out, except gen and
+/// meta/schema_version, whose facts are kept. Never throws but std::bad_alloc.
+void map_full_read(std::string_view prefix, const std::vector<KeyValue> &page, MappedRead &read);
 
 /// Throws SchemaTooNew unless `schema_value` (absent: fine, an empty prefix)
 /// is a decimal number not above StoreSettings::schema_version. A value that

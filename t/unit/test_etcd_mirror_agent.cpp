@@ -97,13 +97,19 @@ void a_full_read_keeps_gen_and_schema_apart(void **) {
     const std::vector<KeyValue> kvs = {kv(P + "gen", "", 40), kv(P + "meta/schema_version", "1", 2),
                                        kv(P + "names/alice/t", "x", 39),
                                        kv(P + "tokens/" + digest_a, record_value("alice", "t"), 39)};
-    const MappedRead read = map_full_read(P, kvs);
+    // Mapped a page at a time, as it arrives.
+    MappedRead read;
+    map_full_read(P, {kvs[0], kvs[1]}, read);
+    map_full_read(P, {kvs[2], kvs[3]}, read);
     assert_int_equal(read.gen_revision, 40);
     assert_true(read.schema_value && *read.schema_value == "1");
     assert_int_equal(read.writes.size(), 2);
     assert_int_equal(read.mod_revisions.size(), 2);
     assert_int_equal(read.mod_revisions[0], 39);
-    assert_int_equal(map_full_read(P, {}).gen_revision, 0);
+    MappedRead empty;
+    map_full_read(P, {}, empty);
+    assert_int_equal(empty.gen_revision, 0);
+    assert_true(empty.writes.empty());
 }
 
 void schema_above_ours_or_not_a_number_is_refused(void **) {
