@@ -1151,16 +1151,26 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
             else if (rc != MDB_NOTFOUND) fail(rc, "cannot delete from " + impl.env.file());
         };
         if (whole) {  // what etcd no longer holds goes
-            std::set<std::pair<StoreWrite::Database, std::string_view>> kept;
-            for (const StoreWrite &write : writes) kept.emplace(write.database, write.key);
             for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
+                // etcd's keys in the store's order, walked beside the store's: a full read
+                // holds hundreds of thousands, so no lookup per key. etcd's order is already
+                // the store's but for names whose user is a prefix of another's ("bob" and
+                // "bob-x": '/' and '\0' sort apart): sorted only then.
+                std::vector<std::string_view> kept;
+                for (const StoreWrite &write : writes)
+                    if (write.database == database) kept.push_back(write.key);
+                if (!std::is_sorted(kept.begin(), kept.end())) std::sort(kept.begin(), kept.end());
+                auto next_kept = kept.begin();
                 std::vector<std::string> gone;
                 MDB_cursor *cursor = nullptr;
                 check(mdb_cursor_open(txn.get(), dbi_of(database), &cursor), "cannot read ", impl.env.file());
                 MDB_val key, value;
                 int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-                for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT))
-                    if (!kept.count({database, as_view(key)})) gone.emplace_back(as_view(key));
+                for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
+                    const std::string_view stored = as_view(key);  // LMDB's order: bytes, as string_view's
+                    while (next_kept != kept.end() && *next_kept < stored) ++next_kept;
+                    if (next_kept == kept.end() || *next_kept != stored) gone.emplace_back(stored);
+                }
                 mdb_cursor_close(cursor);
                 if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl.env.file());
                 for (const std::string &gone_key : gone) remove(dbi_of(database), gone_key);

@@ -8,6 +8,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include <map>
 #include <memory>
 #include <optional>
@@ -188,6 +190,31 @@ void test_a_full_read_removes_what_etcd_lost_and_refuses_what_is_not_a_store_val
     assert_int_equal(store.mirror_point()->applied_revision, 21);
 }
 
+// A full read's keys come in etcd's order, which is not the store's for a user
+// whose name is a prefix of another's ("bob-x/..." sorts before "bob/..." in
+// etcd, "bob\0..." before "bob-x\0..." in the store), nor for tokens a caller
+// gives unsorted: the same read applied again removes and changes nothing.
+void test_a_full_read_in_etcds_order_keeps_every_key(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    std::vector<Digest> digests{new_digest(), new_digest(), new_digest()};
+    std::sort(digests.begin(), digests.end());
+    std::swap(digests[0], digests[2]);  // unsorted
+    std::vector<StoreWrite> writes{
+        {StoreWrite::Database::names, std::string("bob-x\0a", 7), ls_encode(1, 1, 0, digest_key(digests[0]))},
+        {StoreWrite::Database::names, std::string("bob\0a", 5), ls_encode(1, 1, 0, digest_key(digests[1]))},
+    };
+    for (const Digest &digest : digests)
+        writes.push_back({StoreWrite::Database::tokens, digest_key(digest), ls_encode(5, 1, 0, encode_record(rec("bob", "a")))});
+    assert_int_equal(store.apply_mirror(writes, first_point, true).changed, 5);
+    const MirrorApplied again = store.apply_mirror(writes, MirrorPoint{20, 20, "42"}, true);
+    assert_int_equal(again.changed, 0);
+    for (const Digest &digest : digests) assert_true(store.find(digest).has_value());
+    const std::vector<StoreWrite> held = store.all_writes();
+    assert_int_equal(std::count_if(held.begin(), held.end(),
+                                   [](const StoreWrite &w) { return w.database == StoreWrite::Database::names; }),
+                     2);
+}
+
 void test_a_bad_value_for_a_live_token_revokes_it(void **state) {
     TokenStore store(fx(state).store, Access::read_write);
     const Digest digest = new_digest();
@@ -246,6 +273,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_a_dry_run_batch_sends_nothing, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_full_read_removes_what_etcd_lost_and_refuses_what_is_not_a_store_value,
                                         setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_full_read_in_etcds_order_keeps_every_key, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_bad_value_for_a_live_token_revokes_it, setup_init, teardown),
         cmocka_unit_test(test_etcd_keys_round_trip),
     };
