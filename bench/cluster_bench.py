@@ -383,7 +383,7 @@ def part_full(cluster, work):
         after.append(sizes(db / "tokens.mdb"))
         say(f"full read {i + 1}: {f['keys']:,} keys, {f['changed']:,} changed: {wall:.1f} s "
             f"(agent: {f['total_ms'] / 1000:.1f} s, read {f['read_ms'] / 1000:.1f} s, apply "
-            f"{f['apply_ms'] / 1000:.1f} s); CPU: agent {agent_cpu:.1f} s, etcd members "
+            f"{f['apply_ms'] / 1000:.1f} s); CPU: agent {agent_cpu:.2f} s, etcd members "
             f"{' / '.join(format(c, '.1f') for c in etcd)} s; tokens.mdb {mb(after[-1][0])} apparent, "
             f"{mb(after[-1][1])} on disk")
         if i == 0 and S["perf"]:
