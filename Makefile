@@ -6,6 +6,7 @@
 #   make cluster-test  the etcd client against a real 3-member etcd (t/cluster/)
 #   make cluster-test-current  the same tests against etcd 3.7.3 built with Go (t/cluster/etcd-current/)
 #   make cluster-test-3.6      and against etcd 3.6.16 (t/cluster/etcd-3.6/)
+#   make cluster-test-3.5      and against etcd 3.5.36 (t/cluster/etcd-3.5/)
 #   make install    tool to $(SBINDIR), module to apxs' LIBEXECDIR, man pages, bash completion, the page
 #   make uninstall  removes exactly what install put
 #   make deb        the Debian package, in $(BUILD)/deb/ (docs/package.md)
@@ -174,10 +175,11 @@ cluster-test: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so $(B
 # A machine of this kind has Go in /usr/local/go, not always on PATH.
 GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
 GO_BUILD_FLAGS ?=
-# t/cluster/etcd-3.6/ pins 3.6.16 the same way (its main.go is etcd-current's): the
-# oldest line the docs recommend for production. NAME below is current or 3.6.
-.PHONY: etcd-current etcd-3.6 cluster-test-current cluster-test-3.6
-etcd-current etcd-3.6: etcd-%: $(BUILD)/etcd-%/etcd
+# t/cluster/etcd-3.6/ pins 3.6.16 the same way (its main.go is etcd-current's), and
+# t/cluster/etcd-3.5/ 3.5.36 (likewise; 3.5's etcdmain has the same Main): the two lines
+# the docs recommend for production. NAME below is current, 3.6 or 3.5.
+.PHONY: etcd-current etcd-3.6 etcd-3.5 cluster-test-current cluster-test-3.6 cluster-test-3.5
+etcd-current etcd-3.6 etcd-3.5: etcd-%: $(BUILD)/etcd-%/etcd
 # GOWORK=off: a go.work above the checkout must not change what is built; -trimpath keeps
 # the checkout's path out of the binaries. touch: go leaves an up-to-date binary as it was.
 # (A pattern rule's targets are made together, by one run of its recipe.)
@@ -191,7 +193,7 @@ $(BUILD)/etcd-%/etcd $(BUILD)/etcd-%/etcdctl $(BUILD)/etcd-%/etcdutl: \
 # make cluster-test against build/etcd-NAME/etcd. Its measurements go to a file of their
 # own, beside make cluster-test's. The version is printed last as well, pass or fail:
 # pytest's report is long.
-cluster-test-current cluster-test-3.6: cluster-test-%: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so \
+cluster-test-current cluster-test-3.6 cluster-test-3.5: cluster-test-%: $(BUILD)/t/etcd_probe $(BUILD)/cptoken $(BUILD)/mod_cptoken.so \
     $(BUILD)/mod_cptoken_manager.so $(BUILD)/etcd-%/etcd $(BUILD)/etcd-%/etcdctl $(BUILD)/etcd-%/etcdutl
 	@bin=$(BUILD)/etcd-$*; version="$$($$bin/etcd --version | head -1), $$($$bin/etcdctl version | head -1)"; \
 	echo "$@: $$version"; \

@@ -436,9 +436,9 @@ WatchResponse parse_watch_line(std::string_view line) {
     if (members.at_key("error").get(error) == simdjson::SUCCESS) {
         out.kind = WatchResponse::Kind::stream_error;
         if (error.is_object()) {
-            // 3.4: {"error":{"grpc_code":14,"http_code":503,"message":..,"http_status":..}};
-            // 3.5 and later (gateway v2): {"error":{"code":14,"message":..}}, no HTTP code,
-            // so "unavailable" stands for the 503 that 3.4 sent with it.
+            // 3.4 and 3.5: {"error":{"grpc_code":14,"http_code":503,"message":..,"http_status":..}};
+            // 3.6 and later (gateway v2): {"error":{"code":14,"message":..}}, no HTTP code,
+            // so "unavailable" stands for the 503 that 3.4 and 3.5 sent with it.
             const char *code = field(error, "grpc_code") ? "grpc_code" : field(error, "code") ? "code" : nullptr;
             out.grpc_code = code ? static_cast<int>(int64_field(error, code)) : grpc::none;
             out.http_status = static_cast<long>(int64_field(error, "http_code"));

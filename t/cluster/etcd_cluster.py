@@ -3,7 +3,8 @@
 
 Debian 12's etcd-server (3.4.23, /usr/bin/etcd) by default, or the etcd that
 CPTOKEN_TEST_ETCD names (make cluster-test-current: 3.7.3, built from
-t/cluster/etcd-current/; make cluster-test-3.6: 3.6.16), runs SIZE members, each with its own client and peer
+t/cluster/etcd-current/; make cluster-test-3.6: 3.6.16; make cluster-test-3.5: 3.5.36),
+runs SIZE members, each with its own client and peer
 port (free ports picked at run time) and its own data directory under one
 temporary base directory. Administration goes through etcdctl, the reference
 client, so that the tests never check our C++ client with itself: Debian's

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """lib/cluster's etcd client against a real 3-member etcd (Debian's 3.4.23, or
 with make cluster-test-current 3.7.3 built from t/cluster/etcd-current/, with
-make cluster-test-3.6 3.6.16 from t/cluster/etcd-3.6/):
+make cluster-test-3.6 3.6.16 from t/cluster/etcd-3.6/, with make cluster-test-3.5
+3.5.36 from t/cluster/etcd-3.5/):
 what the mirror agent and the cluster-mode writers of issue 24 will rely on.
 Each test gets its own cluster (conftest.py); the client runs as etcd_probe.
 Lines starting with "etcd-client:" are measurements, for the report."""

@@ -72,8 +72,8 @@ void the_unterminated_error_object_is_a_stream_error(void **) {
     assert_string_equal(r.message.c_str(), "etcdserver: no leader");
 }
 
-void the_error_object_of_etcd_3_5_and_later_is_the_same_stream_error(void **) {
-    // 3.5+'s gateway: "code" in place of 3.4's grpc_code, and no http_code.
+void the_error_object_of_etcd_3_6_and_later_is_the_same_stream_error(void **) {
+    // 3.6+'s gateway: "code" in place of 3.4's (and 3.5's) grpc_code, and no http_code.
     const WatchResponse r = parse_watch_line(R"({"error":{"code":14,"message":"etcdserver: no leader"}})");
     assert_int_equal(r.kind, WatchResponse::Kind::stream_error);
     assert_int_equal(r.grpc_code, grpc::unavailable);
@@ -293,7 +293,7 @@ int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lines_split_at_every_byte_come_out_whole),
         cmocka_unit_test(the_unterminated_error_object_is_a_stream_error),
-        cmocka_unit_test(the_error_object_of_etcd_3_5_and_later_is_the_same_stream_error),
+        cmocka_unit_test(the_error_object_of_etcd_3_6_and_later_is_the_same_stream_error),
         cmocka_unit_test(a_20_mb_line_comes_out_whole_and_a_bound_holds),
         cmocka_unit_test(proto3_defaults_are_read_as_defaults),
         cmocka_unit_test(malformed_answers_throw),
