@@ -836,6 +836,23 @@ struct TokenStore::Impl {
         return MirrorPoint{meta_number(txn, mirror_applied_key), meta_number(txn, mirror_gen_key), std::string(*cluster)};
     }
 
+    // Every key and value of the tokens and names databases, as StoreWrite puts.
+    std::vector<StoreWrite> writes_in(Txn &txn) const {
+        std::vector<StoreWrite> out;
+        for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
+            MDB_cursor *cursor = nullptr;
+            check(mdb_cursor_open(txn.get(), database == StoreWrite::Database::tokens ? tokens : names, &cursor),
+                  "cannot read ", env.file());
+            MDB_val key, value;
+            int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+            for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT))
+                out.push_back({database, std::string(as_view(key)), std::string(as_view(value))});
+            mdb_cursor_close(cursor);
+            if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
+        }
+        return out;
+    }
+
     std::shared_ptr<RemoteWriter> remote;
     unsigned max_conflicts = 0;
 
@@ -1217,21 +1234,11 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
 }
 
 std::vector<StoreWrite> TokenStore::all_writes() const {
-    return impl_->read([&](Txn &txn) {
-        std::vector<StoreWrite> out;
-        for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
-            MDB_cursor *cursor = nullptr;
-            const MDB_dbi dbi = database == StoreWrite::Database::tokens ? impl_->tokens : impl_->names;
-            check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", impl_->env.file());
-            MDB_val key, value;
-            int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-            for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT))
-                out.push_back({database, std::string(as_view(key)), std::string(as_view(value))});
-            mdb_cursor_close(cursor);
-            if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl_->env.file());
-        }
-        return out;
-    });
+    return impl_->read([&](Txn &txn) { return impl_->writes_in(txn); });
+}
+
+MirrorSnapshot TokenStore::mirror_snapshot() const {
+    return impl_->read([&](Txn &txn) { return MirrorSnapshot{impl_->mirror_point_in(txn), impl_->writes_in(txn)}; });
 }
 
 std::optional<TokenRecord> TokenBatch::find(const Digest &digest) const { return impl_.record_of(txn_, digest); }

@@ -227,6 +227,12 @@ struct MirrorPoint {
     std::string cluster_id;             ///< etcd's cluster id (decimal)
 };
 
+/// A mirror's point and every key and value it held then (TokenStore::mirror_snapshot()).
+struct MirrorSnapshot {
+    std::optional<MirrorPoint> point;
+    std::vector<StoreWrite> writes;
+};
+
 /// Whether `write` holds what the store itself would write under its key (a
 /// delete always does): what apply_mirror() keeps; the rest it refuses.
 /// Never throws.
@@ -398,6 +404,10 @@ public:
     /// Every key and value of the tokens and names databases, as StoreWrite
     /// puts (tombstones too), for copying the store to etcd (cptoken push).
     std::vector<StoreWrite> all_writes() const;
+
+    /// mirror_point() and all_writes() from one snapshot: what a
+    /// reconciliation compares with etcd while the agent goes on writing.
+    MirrorSnapshot mirror_snapshot() const;
 
     /// Checks the data file this store has open against what LMDB made of
     /// it: not shorter than its newest snapshot needs (and, without the lock
