@@ -2,6 +2,10 @@
 // lib/cluster/: the mirror agent (cptoken sync).
 #include "cluster/mirror_agent.hpp"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
@@ -130,10 +134,15 @@ const char *proof_name(Proof proof) {
     return "?";
 }
 
+// The reason a full read repairs drift (the reconciler's): mirror.state stays live meanwhile.
+constexpr std::string_view drift_repair = "reconciliation found drift";
+
+// A helper thread's read cut short because the agent stops.
+struct Stopping {};
+
 /// Why the watch loop leaves a stream.
 struct Leave {
     std::optional<std::string> full_read;  ///< read whole first, for this reason
-    bool reconciliation = false;           ///< the full read is a periodic reconciliation
     bool back_off = false;                 ///< wait before the next attempt
 };
 
@@ -162,15 +171,17 @@ public:
     int run() {
         if (options_.once) {
             Client client(options_.cluster.client);
-            full_read(client, point_ ? "--once" : "--once: the store has never been synced", false);
+            full_read(client, point_ ? "--once" : "--once: the store has never been synced");
             return 0;
         }
         std::thread prover([this] { prove_loop(); });
         std::thread publisher([this] { publish_loop(); });
+        std::thread reconciler([this] { reconcile_loop(); });
         const auto join_helpers = [&] {
             helpers_stop_ = true;
             prover.join();
             publisher.join();
+            reconciler.join();
         };
         try {
             watch_loop();
@@ -188,7 +199,9 @@ private:
     const std::atomic<bool> &stop_;
     const AgentLog &log_;
     const std::string prefix_;
-    TokenStore store_;  // used by the watch thread only
+    // Written by the watch thread only; the reconciler reads snapshots of it
+    // beside the writes (LMDB readers never wait for the writer; MDB_NOTLS).
+    TokenStore store_;
     std::mt19937 random_;  // the watch thread's
 
     // Shared between the watch thread and the prover, under mutex_.
@@ -196,8 +209,8 @@ private:
     std::optional<MirrorPoint> point_;  ///< as committed in the store
     MirrorState state_;                 ///< as written to mirror.state
     std::atomic<bool> reconnect_wanted_{false};
-    std::optional<std::string> full_read_wanted_;  ///< the prover's reason
-    std::atomic<bool> helpers_stop_{false};  ///< the prover and the publisher end (the watch thread ended)
+    std::optional<std::string> full_read_wanted_;  ///< the prover's or the reconciler's reason
+    std::atomic<bool> helpers_stop_{false};  ///< the prover, the publisher and the reconciler end (the watch thread ended)
 
     std::optional<MirrorPoint> current_point() {
         std::lock_guard lock(mutex_);
@@ -222,9 +235,10 @@ private:
 
     // --------------------------------------------------------- full read
 
-    void full_read(Client &client, const std::string &reason, bool reconciliation) {
-        const std::optional<MirrorPoint> before = current_point();
-        if (!reconciliation) {
+    /// `stay_live`: a repair of drift, the store right but for a few keys:
+    /// mirror.state goes on saying live (the prover still proves freshness).
+    void full_read(Client &client, const std::string &reason, bool stay_live = false) {
+        if (!stay_live) {
             std::lock_guard lock(mutex_);
             state_.state = "syncing";
             write_state();
@@ -250,9 +264,6 @@ private:
         }
         const auto read_ms = std::chrono::duration_cast<milliseconds>(Steady::now() - started).count();
         check_schema(mapped.schema_value);  // throws SchemaTooNew: nothing applied, the store ages
-        const bool same_cluster = before && before->cluster_id == std::to_string(header.cluster_id);
-        std::optional<Drift> drift;
-        if (reconciliation && same_cluster) drift = count_drift(store_.all_writes(), mapped, before->applied_revision);
         const MirrorPoint point{revision, mapped.gen_revision, std::to_string(header.cluster_id)};
         const MirrorApplied applied = store_.apply_mirror(mapped.writes, point, true);
         {
@@ -266,14 +277,10 @@ private:
             write_state();
         }
         const auto total_ms = std::chrono::duration_cast<milliseconds>(Steady::now() - started).count();
-        log_(std::string(reconciliation ? "reconciliation" : "full read") + " (" + reason + "): " +
+        log_("full read (" + reason + "): " +
              std::to_string(mapped.writes.size()) + " keys at revision " + std::to_string(revision) + " of cluster " +
              point.cluster_id + " in " + std::to_string(total_ms) + " ms (read " + std::to_string(read_ms) +
              " ms), " + std::to_string(applied.changed) + " changed");
-        if (drift)
-            log_("drift: " + std::to_string(drift->total()) + " keys (" + std::to_string(drift->differ) +
-                 " differ, " + std::to_string(drift->gone) + " gone) at applied revision " +
-                 std::to_string(before->applied_revision));
         if (applied.refused)
             log_("refused " + std::to_string(applied.refused) + " values that are not a store's (deleted locally)");
     }
@@ -284,21 +291,18 @@ private:
         Client client(options_.cluster.client);
         std::optional<std::string> full_reason;
         if (!current_point()) full_reason = "the store has never been synced";
-        bool reconciliation = false;
-        auto next_reconcile = Steady::now() + jittered(options_.reconcile_every, random_);
+        bool stay_live = false;
         unsigned failures = 0;
         log_("started: mirroring " + prefix_ + " into " + options_.db);
         while (!stop_) {
             try {
                 if (full_reason) {
-                    full_read(client, *full_reason, reconciliation);
+                    full_read(client, *full_reason, stay_live);
                     full_reason.reset();
-                    reconciliation = false;
-                    next_reconcile = Steady::now() + jittered(options_.reconcile_every, random_);
                 }
-                const Leave leave = follow(client, next_reconcile, failures);
+                const Leave leave = follow(client, failures);
                 full_reason = leave.full_read;
-                reconciliation = leave.reconciliation;
+                stay_live = full_reason && full_reason->starts_with(drift_repair);
                 if (leave.back_off && !pause(backoff_delay(failures++, random_))) break;
             } catch (const SchemaTooNew &e) {
                 log_(e.what());
@@ -313,7 +317,7 @@ private:
 
     /// Resumes from the store's point and applies what the watch says until
     /// something ends it. Throws EtcdError (back off and try again).
-    Leave follow(Client &client, Steady::time_point &next_reconcile, unsigned &failures) {
+    Leave follow(Client &client, unsigned &failures) {
         const std::optional<MirrorPoint> point = current_point();
         const std::int64_t applied = point->applied_revision;
         // The resume check: the watch must start above the compaction point (a
@@ -358,7 +362,7 @@ private:
                 if (answer.compact_revision > 0)
                     return {"the watch was canceled: compacted at revision " + std::to_string(answer.compact_revision)};
                 log_("reconnect: the watch was canceled: " + answer.cancel_reason);
-                return {std::nullopt, false, true};
+                return {std::nullopt, true};
             case WatchResponse::Kind::events:
                 if (auto reason = apply(answer)) return {reason};
                 failures = 0;
@@ -372,7 +376,7 @@ private:
                     log_("reconnect: the watch on " + watch.endpoint() + " says revision " +
                          std::to_string(answer.header.revision) + ", below the applied " +
                          std::to_string(point_now->applied_revision));
-                    return {std::nullopt, false, true};
+                    return {std::nullopt, true};
                 }
                 failures = 0;
                 break;
@@ -381,7 +385,7 @@ private:
             case WatchResponse::Kind::timeout:
                 // The stream is over and the client has moved on to the next member.
                 log_("reconnect: " + answer.message);
-                return {std::nullopt, false, true};
+                return {std::nullopt, true};
             }
             {
                 std::lock_guard lock(mutex_);
@@ -393,7 +397,6 @@ private:
                      std::to_string(options_.catch_up_allowance.count()) + " ms");
                 return {};
             }
-            if (Steady::now() >= next_reconcile) return {"every " + std::to_string(options_.reconcile_every.count() / 1000) + " s", true};
         }
     }
 
@@ -465,6 +468,64 @@ private:
             }
             sleep_until(next, &helpers_stop_);
             if (Steady::now() > next + options_.usage_every) next = Steady::now();
+        }
+    }
+
+    // --------------------------------------------------------- reconciliation
+
+    /// Every reconcile_every, etcd read whole and compared with a snapshot of
+    /// the store, beside the watch: changes (revokes) go on being applied
+    /// while it reads, so a reconciliation never holds one back. Drift asks
+    /// the watch thread for a full read. It only verifies, so it runs at the
+    /// lowest CPU priority: httpd, on the same host, and the watch come first.
+    void reconcile_loop() {
+        // Linux: a thread's nice value is its own, and raising it needs no privilege.
+        ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
+        Client client(options_.cluster.client);
+        std::mt19937 random(std::random_device{}());
+        while (sleep_until(Steady::now() + jittered(options_.reconcile_every, random), &helpers_stop_)) {
+            try {
+                reconcile(client);
+            } catch (const Stopping &) {
+                return;
+            } catch (const std::exception &e) {  // EtcdError, StoreError: the next one will tell
+                log_(std::string("reconciliation skipped: ") + e.what());
+            }
+        }
+    }
+
+    void reconcile(Client &client) {
+        {
+            std::lock_guard lock(mutex_);
+            if (state_.state != "live" || full_read_wanted_) return;  // a full read is running or due anyway
+        }
+        const auto started = Steady::now();
+        const MirrorSnapshot held = store_.mirror_snapshot();
+        if (!held.point) return;
+        MappedRead etcd;
+        ResponseHeader header;
+        const std::int64_t revision = client.read_prefix(
+            prefix_, options_.page_size,
+            [&](std::vector<KeyValue> &&page) {
+                if (stop_ || helpers_stop_) throw Stopping{};
+                map_full_read(prefix_, page, etcd);
+            },
+            &header);
+        // Another cluster: the prover sees it too, and asks for the full read that follows.
+        if (std::to_string(header.cluster_id) != held.point->cluster_id) return;
+        // Keys etcd changed after the snapshot's point are not due yet (count_drift leaves them out).
+        const Drift drift = count_drift(held.writes, etcd, held.point->applied_revision);
+        const auto took_ms = std::chrono::duration_cast<milliseconds>(Steady::now() - started).count();
+        log_("reconciliation (every " + std::to_string(options_.reconcile_every.count() / 1000) + " s): " +
+             std::to_string(etcd.writes.size()) + " keys at revision " + std::to_string(revision) +
+             " compared with the store at revision " + std::to_string(held.point->applied_revision) + " in " +
+             std::to_string(took_ms) + " ms");
+        log_("drift: " + std::to_string(drift.total()) + " keys (" + std::to_string(drift.differ) + " differ, " +
+             std::to_string(drift.gone) + " gone) at applied revision " +
+             std::to_string(held.point->applied_revision) + (drift.total() ? ": reading whole" : ""));
+        if (drift.total()) {
+            std::lock_guard lock(mutex_);
+            if (!full_read_wanted_) full_read_wanted_ = std::string(drift_repair);
         }
     }
 

@@ -7,8 +7,12 @@
 //   - a full read (every key under P at one revision R, paginated) applied as
 //     ONE LMDB transaction, the store's mirror point set to R: on first
 //     start, when etcd is another cluster or went back in time (restored from
-//     a snapshot), when the watch's start was compacted, and every
-//     --reconcile-every to catch what a watch bug may have lost ("drift");
+//     a snapshot), when the watch's start was compacted, and when a
+//     reconciliation found drift;
+//   - every --reconcile-every, a reconciliation in a thread of its own at
+//     the lowest CPU priority: etcd read whole and compared with a snapshot
+//     of the store, beside the watch, to catch what a watch bug may have
+//     lost ("drift") without holding back the changes that go on coming;
 //   - otherwise a watch from applied_revision + 1, each answer one LMDB
 //     transaction, the point moved to the highest kv.mod_revision applied
 //     (never header.revision: a catch-up answer stops at 1000 revisions but

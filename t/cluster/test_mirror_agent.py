@@ -19,8 +19,10 @@ import base64
 import http.client
 import json
 import os
+import random
 import re
 import signal
+import statistics
 import subprocess
 import threading
 import time
@@ -377,6 +379,73 @@ def test_full_read_then_watch_revocations_range_end_and_reconciliation(etcd, tmp
     measure(f"mirror-agent: create+revoke seen by the mirror in {propagated * 1000:.0f} ms (two pushes, polled); "
             f"SIGTERM to exit {stopped_in * 1000:.0f} ms; tokens.mdb {size_after_one} bytes after 1 full read, "
             f"{size_after_ten} after 10")
+
+
+def mirror_value(db, etcd_key, prefix):
+    """What the mirror in DB holds under the token key ETCD_KEY (None when absent)."""
+    env = lmdb.open(str(Path(db) / "tokens.mdb"), subdir=False, readonly=True, lock=False, max_dbs=8,
+                    max_readers=16384)
+    try:
+        with env.begin() as txn:
+            digest = bytes.fromhex(etcd_key[len(prefix + "tokens/"):])
+            return txn.get(digest, db=env.open_db(b"tokens", txn=txn, create=False))
+    finally:
+        env.close()
+
+
+def test_a_reconciliation_holds_back_no_revoke_and_repairs_drift(etcd, tmp_path):
+    """Before 0.17.0 a reconciliation was a full read in the watch's thread: a revoke made
+    meanwhile waited for it (1.7 s per 100,000 tokens, every --reconcile-every). It now reads
+    beside the watch, at the lowest CPU priority, and asks for a full read only on drift."""
+    prefix = "/cptoken/reconcile/"
+    source = Source(tmp_path / "src", Writer(etcd.endpoints()), prefix)
+    count = 50000
+    source.bulk_create([(f"u{i:05d}", "t") for i in range(count)])
+    source.push(per_txn=120)
+    # Each user's token key: a names value ends with the token's digest.
+    token_key = {i: prefix + "tokens/" + source.in_etcd[f"{prefix}names/u{i:05d}/t"][-64:].hex() for i in range(30)}
+    mirror = tmp_path / "mirror"
+    cptoken(mirror, "init")
+    agent = Agent(mirror, etcd, prefix, "--reconcile-every", "1s")
+    try:
+        agent.wait_log(r"watching from revision", timeout=60)
+        agent.wait_log(r"drift: 0 keys", timeout=30)
+        # Revokes at random moments while reconciliations run one after another: how long until the mirror
+        # holds each one.
+        waits = []
+        for i in range(30):
+            time.sleep(random.uniform(0, 0.7))
+            source.revoke(f"u{i:05d}", "t")
+            source.push()  # etcd holds the revoke when it returns
+            started = time.monotonic()
+            while mirror_value(mirror, token_key[i], prefix) != source.in_etcd[token_key[i]]:
+                assert time.monotonic() - started < 30, f"revoke {i} never reached the mirror"
+                time.sleep(0.002)
+            waits.append(time.monotonic() - started)
+        took = sorted(int(m.group(1)) for line in agent.log()
+                      if (m := re.search(r"reconciliation \(every .* in (\d+) ms", line)))
+        assert len(took) >= 5, agent.log()[-10:]
+        median_reconciliation_ms = took[len(took) // 2]
+        # Meaningful only if a reconciliation takes long enough to be seen in a revoke's wait.
+        assert median_reconciliation_ms >= 300, took
+        assert max(waits) * 1000 < median_reconciliation_ms / 3, (sorted(waits)[-5:], took)
+
+        # Drift (a key the watch should have brought and the store lacks) is found and repaired by a full read.
+        env = lmdb.open(str(mirror / "tokens.mdb"), subdir=False, max_dbs=8, max_readers=16384, map_size=1 << 30)
+        try:
+            with env.begin(write=True) as txn:
+                assert txn.delete(b"u00100\0t", db=env.open_db(b"names", txn=txn, create=False))
+        finally:
+            env.close()
+        after = len(agent.log())
+        agent.wait_log(r"drift: 1 keys \(1 differ, 0 gone\) at applied revision \d+: reading whole$", after=after)
+        agent.wait_log(r"full read \(reconciliation found drift\): ", after=after)
+        wait_mirror(mirror, source, timeout=30)
+        assert mirror_state(mirror)["state"] == "live"
+    finally:
+        agent.stop(signal.SIGKILL)
+    measure(f"mirror-agent: {count} tokens, reconciliations of {took[0]}-{took[-1]} ms every 1 s; 30 revokes "
+            f"reached the mirror in {1000 * statistics.median(waits):.0f} ms median, {1000 * max(waits):.0f} ms max")
 
 
 def test_kill_9_between_two_catch_up_answers_and_compaction_while_down(etcd, tmp_path):
