@@ -134,7 +134,7 @@ const char *proof_name(Proof proof) {
     return "?";
 }
 
-// The reason a full read repairs drift (the reconciler's): mirror.state stays live meanwhile.
+// The reason of a full read that repairs drift (the reconciler's): mirror.state stays live meanwhile.
 constexpr std::string_view drift_repair = "reconciliation found drift";
 
 // A helper thread's read cut short because the agent stops.
@@ -235,10 +235,10 @@ private:
 
     // --------------------------------------------------------- full read
 
-    /// `stay_live`: a repair of drift, the store right but for a few keys:
-    /// mirror.state goes on saying live (the prover still proves freshness).
-    void full_read(Client &client, const std::string &reason, bool stay_live = false) {
-        if (!stay_live) {
+    void full_read(Client &client, const std::string &reason) {
+        // A repair of drift finds the store right but for a few keys: mirror.state
+        // goes on saying live (the prover still proves freshness).
+        if (reason != drift_repair) {
             std::lock_guard lock(mutex_);
             state_.state = "syncing";
             write_state();
@@ -291,18 +291,16 @@ private:
         Client client(options_.cluster.client);
         std::optional<std::string> full_reason;
         if (!current_point()) full_reason = "the store has never been synced";
-        bool stay_live = false;
         unsigned failures = 0;
         log_("started: mirroring " + prefix_ + " into " + options_.db);
         while (!stop_) {
             try {
                 if (full_reason) {
-                    full_read(client, *full_reason, stay_live);
+                    full_read(client, *full_reason);
                     full_reason.reset();
                 }
                 const Leave leave = follow(client, failures);
                 full_reason = leave.full_read;
-                stay_live = full_reason && full_reason->starts_with(drift_repair);
                 if (leave.back_off && !pause(backoff_delay(failures++, random_))) break;
             } catch (const SchemaTooNew &e) {
                 log_(e.what());
