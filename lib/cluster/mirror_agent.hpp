@@ -45,6 +45,7 @@
 #include "cluster/etcd_wire.hpp"
 #include "store/store.hpp"
 #include "store/usage_store.hpp"
+#include "token/siphash.hpp"
 
 namespace cptoken::etcd {
 
@@ -150,17 +151,49 @@ enum class Proof {
 Proof prove(const std::optional<MirrorPoint> &point, std::int64_t gen_revision, const ResponseHeader &header);
 
 /// Keys a reconciliation found that the watch should already have brought:
-/// `differ` etcd keys at or below `applied_revision` whose value the store
-/// lacks or holds otherwise (values apply_mirror() refuses left out: they
-/// are never stored); `gone` store keys etcd no longer has (a delete
-/// after `applied_revision` counts too: a rare race, and deletes only come
-/// from prune).
+/// `differ` etcd keys at or below the store's applied revision whose value
+/// the store lacks or holds otherwise (values apply_mirror() refuses left
+/// out: they are never stored); `gone` store keys etcd no longer has (a
+/// delete after the applied revision counts too: a rare race, and deletes
+/// only come from prune).
 struct Drift {
     std::size_t differ = 0;
     std::size_t gone = 0;
     std::size_t total() const noexcept { return differ + gone; }
 };
-Drift count_drift(const std::vector<StoreWrite> &local, const MappedRead &etcd, std::int64_t applied_revision);
+
+/// Counts drift between a snapshot of the store and etcd's full read, page
+/// by page. It keeps of the store only a SipHash-2-4-128 of each key and
+/// of each value, under keys drawn for this count (32 bytes a key, not a
+/// copy of the store, and no value etcd sends can be made to match another
+/// by choice). First every held() key, then the read's pages through
+/// compare(), then drift(). Never throws but std::bad_alloc, and
+/// std::runtime_error from the constructor when no random key can be drawn.
+class DriftCount {
+public:
+    DriftCount();
+    /// One key and value the store holds (TokenStore::mirror_snapshot()'s visitor).
+    void held(StoreWrite::Database database, std::string_view key, std::string_view value);
+    /// One page of etcd's read, as map_full_read() maps it (each key once in
+    /// the whole read). `applied_revision`: the store's point in the
+    /// snapshot held; etcd keys changed after it are not due yet.
+    void compare(const MappedRead &page, std::int64_t applied_revision);
+    Drift drift() const;
+
+private:
+    struct Entry {
+        SipTag key;
+        SipTag value;
+        bool operator<(const Entry &other) const noexcept { return key < other.key; }
+    };
+    SipTag key_tag(StoreWrite::Database database, std::string_view key) const noexcept;
+
+    SipKey tokens_key_{}, names_key_{}, value_key_{};
+    std::vector<Entry> held_;
+    bool sorted_ = false;
+    std::size_t in_both_ = 0;
+    Drift drift_;
+};
 
 /// The wait before reconnect attempt `attempt` (0: the first after a
 /// failure): 100 ms doubling up to 5 s, with full jitter in [half, whole]

@@ -837,19 +837,25 @@ struct TokenStore::Impl {
     }
 
     // Every key and value of the tokens and names databases, as StoreWrite puts.
-    std::vector<StoreWrite> writes_in(Txn &txn) const {
-        std::vector<StoreWrite> out;
+    void for_each_entry(Txn &txn, const EntryVisitor &visit) const {
         for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
             MDB_cursor *cursor = nullptr;
             check(mdb_cursor_open(txn.get(), database == StoreWrite::Database::tokens ? tokens : names, &cursor),
                   "cannot read ", env.file());
+            const std::unique_ptr<MDB_cursor, void (*)(MDB_cursor *)> close(cursor, mdb_cursor_close);
             MDB_val key, value;
             int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
             for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT))
-                out.push_back({database, std::string(as_view(key)), std::string(as_view(value))});
-            mdb_cursor_close(cursor);
+                visit(database, as_view(key), as_view(value));
             if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
         }
+    }
+
+    std::vector<StoreWrite> writes_in(Txn &txn) const {
+        std::vector<StoreWrite> out;
+        for_each_entry(txn, [&](StoreWrite::Database database, std::string_view key, std::string_view value) {
+            out.push_back({database, std::string(key), std::string(value)});
+        });
         return out;
     }
 
@@ -1237,8 +1243,13 @@ std::vector<StoreWrite> TokenStore::all_writes() const {
     return impl_->read([&](Txn &txn) { return impl_->writes_in(txn); });
 }
 
-MirrorSnapshot TokenStore::mirror_snapshot() const {
-    return impl_->read([&](Txn &txn) { return MirrorSnapshot{impl_->mirror_point_in(txn), impl_->writes_in(txn)}; });
+std::optional<MirrorPoint> TokenStore::mirror_snapshot(const EntryVisitor &visit) const {
+    // A lock-free reader reads a snapshot again when a commit was in flight: `visit` would see keys twice.
+    if (impl_->env.lock_free()) throw std::logic_error("mirror_snapshot() needs a store opened read_write");
+    return impl_->read([&](Txn &txn) {
+        impl_->for_each_entry(txn, visit);
+        return impl_->mirror_point_in(txn);
+    });
 }
 
 std::optional<TokenRecord> TokenBatch::find(const Digest &digest) const { return impl_.record_of(txn_, digest); }

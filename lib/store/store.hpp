@@ -227,11 +227,8 @@ struct MirrorPoint {
     std::string cluster_id;             ///< etcd's cluster id (decimal)
 };
 
-/// A mirror's point and every key and value it held then (TokenStore::mirror_snapshot()).
-struct MirrorSnapshot {
-    std::optional<MirrorPoint> point;
-    std::vector<StoreWrite> writes;
-};
+/// Sees one key and its value of the tokens or names database (TokenStore::mirror_snapshot()).
+using EntryVisitor = std::function<void(StoreWrite::Database, std::string_view key, std::string_view value)>;
 
 /// Whether `write` holds what the store itself would write under its key (a
 /// delete always does): what apply_mirror() keeps; the rest it refuses.
@@ -405,9 +402,13 @@ public:
     /// puts (tombstones too), for copying the store to etcd (cptoken push).
     std::vector<StoreWrite> all_writes() const;
 
-    /// mirror_point() and all_writes() from one snapshot: what a
-    /// reconciliation compares with etcd while the agent goes on writing.
-    MirrorSnapshot mirror_snapshot() const;
+    /// mirror_point(), and every key and value all_writes() would return
+    /// handed to `visit` one at a time, from one snapshot: what a
+    /// reconciliation compares with etcd while the agent goes on writing,
+    /// without a copy of the store. Only on a store opened read_write (the
+    /// agent's): each key is seen once. Throws StoreError, std::logic_error
+    /// on a read-only store, and what `visit` throws.
+    std::optional<MirrorPoint> mirror_snapshot(const EntryVisitor &visit) const;
 
     /// Checks the data file this store has open against what LMDB made of
     /// it: not shorter than its newest snapshot needs (and, without the lock

@@ -227,6 +227,41 @@ void test_a_bad_value_for_a_live_token_revokes_it(void **state) {
     assert_false(store.find(digest).has_value());  // fail closed: never kept as it was
 }
 
+void test_a_snapshot_shows_each_key_once_with_its_point(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    std::vector<StoreWrite> writes{{StoreWrite::Database::names, std::string("bob\0a", 5), std::string()}};
+    for (int i = 0; i < 3; ++i) {
+        const Digest digest = new_digest();
+        writes.push_back({StoreWrite::Database::tokens, digest_key(digest), ls_encode(5, 1, 0, encode_record(rec("bob", "a")))});
+    }
+    writes[0].value = ls_encode(1, 1, 0, writes[1].key);
+    store.apply_mirror(writes, first_point, true);
+    std::vector<StoreWrite> seen;
+    const std::optional<MirrorPoint> point =
+        store.mirror_snapshot([&](StoreWrite::Database database, std::string_view key, std::string_view value) {
+            seen.push_back({database, std::string(key), std::string(value)});
+        });
+    assert_true(point.has_value());
+    assert_int_equal(point->applied_revision, first_point.applied_revision);
+    const std::vector<StoreWrite> all = store.all_writes();
+    assert_int_equal(seen.size(), 4);
+    assert_int_equal(all.size(), 4);
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        assert_true(seen[i].database == all[i].database);
+        assert_true(seen[i].key == all[i].key);
+        assert_true(seen[i].value == all[i].value);
+    }
+    // A read-only (lock-free) store may read a snapshot twice: refused, never a key seen twice.
+    const TokenStore reader(fx(state).store, Access::read_only);
+    bool thrown = false;
+    try {
+        reader.mirror_snapshot([](StoreWrite::Database, std::string_view, std::string_view) {});
+    } catch (const std::logic_error &) {
+        thrown = true;
+    }
+    assert_true(thrown);
+}
+
 void test_etcd_keys_round_trip(void **) {
     const std::string prefix = etcd::default_prefix;
     const Digest digest = new_digest();
@@ -275,6 +310,7 @@ int main(void) {
                                         setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_full_read_in_etcds_order_keeps_every_key, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_bad_value_for_a_live_token_revokes_it, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_snapshot_shows_each_key_once_with_its_point, setup_init, teardown),
         cmocka_unit_test(test_etcd_keys_round_trip),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);

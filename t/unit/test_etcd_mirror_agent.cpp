@@ -135,17 +135,26 @@ void a_proof_is_fresh_only_when_the_store_holds_gen(void **) {
     assert_int_equal(prove(std::nullopt, 0, header(7, 1)), Proof::never_synced);
 }
 
+Drift count_drift(const std::vector<StoreWrite> &local, const std::vector<MappedRead> &pages, std::int64_t applied) {
+    DriftCount count;
+    for (const StoreWrite &write : local) count.held(write.database, write.key, *write.value);
+    for (const MappedRead &page : pages) count.compare(page, applied);
+    return count.drift();
+}
+
 void drift_counts_what_the_watch_should_have_brought(void **) {
     const std::string a = std::string(64, 'a'), b = std::string(64, 'b'), c = std::string(64, 'c');
     const std::string va = record_value("alice", "a"), vb = record_value("bob", "b");
     const std::vector<StoreWrite> local = {{StoreWrite::Database::tokens, a, va},
                                            {StoreWrite::Database::tokens, b, record_value("bob", "old")},
                                            {StoreWrite::Database::tokens, c, va}};
-    MappedRead etcd;
-    etcd.writes = {{StoreWrite::Database::tokens, a, va}, {StoreWrite::Database::tokens, b, vb},
-                   {StoreWrite::Database::tokens, std::string(64, 'd'), vb},
-                   {StoreWrite::Database::tokens, std::string(64, 'e'), std::string("not a store's value")}};
-    etcd.mod_revisions = {10, 20, 30, 5};
+    // Two pages, as a full read arrives.
+    std::vector<MappedRead> etcd(2);
+    etcd[0].writes = {{StoreWrite::Database::tokens, a, va}, {StoreWrite::Database::tokens, b, vb}};
+    etcd[0].mod_revisions = {10, 20};
+    etcd[1].writes = {{StoreWrite::Database::tokens, std::string(64, 'd'), vb},
+                      {StoreWrite::Database::tokens, std::string(64, 'e'), std::string("not a store's value")}};
+    etcd[1].mod_revisions = {30, 5};
     // At 25: b (20) differs; d (30) is newer than the store's point, not drift; e is refused, not drift;
     // c is gone from etcd.
     Drift drift = count_drift(local, etcd, 25);
@@ -156,6 +165,21 @@ void drift_counts_what_the_watch_should_have_brought(void **) {
     assert_int_equal(drift.differ, 2);
     drift = count_drift(local, etcd, 19);
     assert_int_equal(drift.differ, 0);
+    // The same key in the other database is another key; the same value under another key is no match.
+    const std::vector<StoreWrite> as_name = {{StoreWrite::Database::names, a, va}};
+    std::vector<MappedRead> token_a(1);
+    token_a[0].writes = {{StoreWrite::Database::tokens, a, va}};
+    token_a[0].mod_revisions = {10};
+    drift = count_drift(as_name, token_a, 25);
+    assert_int_equal(drift.differ, 1);
+    assert_int_equal(drift.gone, 1);
+    // Nothing differs: no drift, whatever the page boundaries.
+    std::vector<MappedRead> same(3);
+    for (std::size_t i = 0; i < local.size(); ++i) {
+        same[i].writes = {local[i]};
+        same[i].mod_revisions = {7};
+    }
+    assert_int_equal(count_drift(local, same, 25).total(), 0);
 }
 
 void backoff_grows_with_jitter_and_a_ceiling(void **) {
