@@ -48,23 +48,6 @@ std::optional<std::string_view> stored_value(const Env &env, Txn &txn, MDB_dbi d
     return as_view(value);
 }
 
-// Calls visit(key, value) for every entry of `dbi`, tombstones and all.
-template <class Visit>
-void for_each_entry(const Env &env, Txn &txn, MDB_dbi dbi, Visit visit) {
-    MDB_cursor *cursor = nullptr;
-    check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", env.file());
-    MDB_val key, value;
-    int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-    try {
-        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) visit(as_view(key), as_view(value));
-    } catch (...) {
-        mdb_cursor_close(cursor);
-        throw;
-    }
-    mdb_cursor_close(cursor);
-    if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
-}
-
 // The finding for a value of database `name` in `file` whose header does not
 // decode, its key given by its hex prefix (and whether it is longer).
 FsckFinding bad_header(const std::string &file, const char *name, const std::string &key_prefix, bool longer) {
@@ -81,7 +64,7 @@ FsckFinding bad_header(const std::string &file, const char *name, const std::str
 
 // Reports every value of database `name` whose header does not decode.
 void check_headers(const Env &env, Txn &txn, MDB_dbi dbi, const char *name, std::vector<FsckFinding> &out) {
-    for_each_entry(env, txn, dbi, [&](std::string_view key, std::string_view value) {
+    env.for_each_entry(txn, dbi, [&](std::string_view key, std::string_view value) {
         if (!ls_decode(value)) out.push_back(bad_header(env.file(), name, hex_prefix(key), key.size() > prefix_bytes));
     });
 }
@@ -101,7 +84,7 @@ void check_token_store(Env &env, Txn &txn, bool repair, std::vector<FsckFinding>
     std::map<std::string, std::pair<std::string, std::string>, std::less<>> named_but_undecodable;
     std::vector<std::string> dangling_keys;
     check_headers(env, txn, names, "names", out);
-    for_each_entry(env, txn, names, [&](std::string_view key, std::string_view value) {
+    env.for_each_entry(txn, names, [&](std::string_view key, std::string_view value) {
         const auto entry = ls_decode(value);
         if (!entry || entry->deleted()) return;  // a bad header is reported above
         // The key's length comes from the page: only a sane one is read whole (as TokenStore::list does).
@@ -151,7 +134,7 @@ void check_token_store(Env &env, Txn &txn, bool repair, std::vector<FsckFinding>
     // Walk the tokens: each live record must decode and be reached by its name or from its current token.
     std::vector<std::string> orphan_digests;
     check_headers(env, txn, tokens, "tokens", out);
-    for_each_entry(env, txn, tokens, [&](std::string_view key, std::string_view value) {
+    env.for_each_entry(txn, tokens, [&](std::string_view key, std::string_view value) {
         const auto stored = ls_decode(value);
         if (!stored || stored->deleted()) return;
         FsckFinding finding;

@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -326,20 +327,27 @@ public:
         check(rc, "cannot write to ", file_);
     }
 
+    // Calls visit(key, value) for every entry of `dbi` in key order,
+    // tombstones and all. Throws StoreError, and what `visit` throws.
+    template <class Visit>
+    void for_each_entry(Txn &txn, MDB_dbi dbi, Visit visit) const {
+        MDB_cursor *cursor = nullptr;
+        check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", file_);
+        const std::unique_ptr<MDB_cursor, void (*)(MDB_cursor *)> close(cursor, mdb_cursor_close);
+        MDB_val key, value;
+        int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) visit(as_view(key), as_view(value));
+        if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + file_);
+    }
+
     // Deletes the tombstones in `dbi` written before `cutoff_ns`
     // (tombstone_cutoff_ns()); returns how many.
     std::size_t drop_tombstones(Txn &txn, MDB_dbi dbi, std::uint64_t cutoff_ns) {
         std::vector<std::string> keys;
-        MDB_cursor *cursor = nullptr;
-        check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", file_);
-        MDB_val key, value;
-        int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
-            const auto decoded = ls_decode(as_view(value));
-            if (decoded && decoded->deleted() && decoded->timestamp_ns < cutoff_ns) keys.emplace_back(as_view(key));
-        }
-        mdb_cursor_close(cursor);
-        if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + file_);
+        for_each_entry(txn, dbi, [&](std::string_view key, std::string_view value) {
+            const auto decoded = ls_decode(value);
+            if (decoded && decoded->deleted() && decoded->timestamp_ns < cutoff_ns) keys.emplace_back(key);
+        });
         for (const std::string &stale : keys) {
             MDB_val k = as_val(stale);
             check(mdb_del(txn.get(), dbi, &k, nullptr), "cannot delete from ", file_);

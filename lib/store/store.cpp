@@ -837,23 +837,15 @@ struct TokenStore::Impl {
     }
 
     // Every key and value of the tokens and names databases, as StoreWrite puts.
-    void for_each_entry(Txn &txn, const EntryVisitor &visit) const {
-        for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
-            MDB_cursor *cursor = nullptr;
-            check(mdb_cursor_open(txn.get(), database == StoreWrite::Database::tokens ? tokens : names, &cursor),
-                  "cannot read ", env.file());
-            const std::unique_ptr<MDB_cursor, void (*)(MDB_cursor *)> close(cursor, mdb_cursor_close);
-            MDB_val key, value;
-            int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-            for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT))
-                visit(database, as_view(key), as_view(value));
-            if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
-        }
+    void for_each_mirrored_entry(Txn &txn, const EntryVisitor &visit) const {
+        for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names})
+            env.for_each_entry(txn, database == StoreWrite::Database::tokens ? tokens : names,
+                               [&](std::string_view key, std::string_view value) { visit(database, key, value); });
     }
 
     std::vector<StoreWrite> writes_in(Txn &txn) const {
         std::vector<StoreWrite> out;
-        for_each_entry(txn, [&](StoreWrite::Database database, std::string_view key, std::string_view value) {
+        for_each_mirrored_entry(txn, [&](StoreWrite::Database database, std::string_view key, std::string_view value) {
             out.push_back({database, std::string(key), std::string(value)});
         });
         return out;
@@ -1185,17 +1177,11 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
                 if (!std::is_sorted(kept.begin(), kept.end())) std::sort(kept.begin(), kept.end());
                 auto next_kept = kept.begin();
                 std::vector<std::string> gone;
-                MDB_cursor *cursor = nullptr;
-                check(mdb_cursor_open(txn.get(), dbi_of(database), &cursor), "cannot read ", impl.env.file());
-                MDB_val key, value;
-                int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-                for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
-                    const std::string_view stored = as_view(key);  // LMDB's order: bytes, as string_view's
+                impl.env.for_each_entry(txn, dbi_of(database), [&](std::string_view stored, std::string_view) {
+                    // LMDB's order: bytes, as string_view's
                     while (next_kept != kept.end() && *next_kept < stored) ++next_kept;
                     if (next_kept == kept.end() || *next_kept != stored) gone.emplace_back(stored);
-                }
-                mdb_cursor_close(cursor);
-                if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl.env.file());
+                });
                 for (const std::string &gone_key : gone) remove(dbi_of(database), gone_key);
             }
         }
@@ -1247,7 +1233,7 @@ std::optional<MirrorPoint> TokenStore::mirror_snapshot(const EntryVisitor &visit
     // A lock-free reader reads a snapshot again when a commit was in flight: `visit` would see keys twice.
     if (impl_->env.lock_free()) throw std::logic_error("mirror_snapshot() needs a store opened read_write");
     return impl_->read([&](Txn &txn) {
-        impl_->for_each_entry(txn, visit);
+        impl_->for_each_mirrored_entry(txn, visit);
         return impl_->mirror_point_in(txn);
     });
 }

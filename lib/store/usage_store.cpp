@@ -75,26 +75,15 @@ void each_old_usage(const std::string &dir, const std::function<void(const Diges
     env.check_size();
     Txn txn(env.get(), false, env.file());
     const MDB_dbi usage = env.open_db(txn, "usage", false);
-    MDB_cursor *cursor = nullptr;
-    check(mdb_cursor_open(txn.get(), usage, &cursor), "cannot read ", env.file());
-    MDB_val key, value;
     const Seconds latest = latest_use();
-    int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-    try {
-        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
-            Digest digest{};
-            if (key.mv_size != digest.size()) continue;
-            std::memcpy(digest.data(), key.mv_data, digest.size());
-            const auto decoded = ls_decode(as_view(value));
-            if (!decoded || decoded->deleted()) continue;
-            if (const auto used = decode_usage(decoded->payload, latest)) visit(digest, *used);
-        }
-    } catch (...) {
-        mdb_cursor_close(cursor);
-        throw;
-    }
-    mdb_cursor_close(cursor);
-    if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + env.file());
+    env.for_each_entry(txn, usage, [&](std::string_view key, std::string_view value) {
+        Digest digest{};
+        if (key.size() != digest.size()) return;
+        std::memcpy(digest.data(), key.data(), digest.size());
+        const auto decoded = ls_decode(value);
+        if (!decoded || decoded->deleted()) return;
+        if (const auto used = decode_usage(decoded->payload, latest)) visit(digest, *used);
+    });
 }
 
 // ---- usage.slots
