@@ -1165,27 +1165,44 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
             if (rc == MDB_SUCCESS) ++applied.changed;
             else if (rc != MDB_NOTFOUND) fail(rc, "cannot delete from " + impl.env.file());
         };
+        // What a full read's walk learnt of each write's key in the store, so
+        // that it is not looked up again: only for a key the read holds once.
+        enum class Known : std::uint8_t { unknown, same, differs, absent };
+        std::vector<Known> known(writes.size(), Known::unknown);
         if (whole) {  // what etcd no longer holds goes
             for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
                 // etcd's keys in the store's order, walked beside the store's: a full read
                 // holds hundreds of thousands, so no lookup per key. etcd's order is already
                 // the store's but for names whose user is a prefix of another's ("bob" and
                 // "bob-x": '/' and '\0' sort apart): sorted only then.
-                std::vector<std::string_view> kept;
-                for (const StoreWrite &write : writes)
-                    if (write.database == database) kept.push_back(write.key);
-                if (!std::is_sorted(kept.begin(), kept.end())) std::sort(kept.begin(), kept.end());
+                using Kept = std::pair<std::string_view, std::size_t>;  // key, index in writes
+                const auto by_key = [](const Kept &a, const Kept &b) { return a.first < b.first; };
+                std::vector<Kept> kept;
+                for (std::size_t i = 0; i < writes.size(); ++i)
+                    if (writes[i].database == database) kept.emplace_back(writes[i].key, i);
+                if (!std::is_sorted(kept.begin(), kept.end(), by_key)) std::sort(kept.begin(), kept.end(), by_key);
+                for (std::size_t i = 0; i < kept.size(); ++i)
+                    if ((i == 0 || kept[i - 1].first != kept[i].first) &&
+                        (i + 1 == kept.size() || kept[i + 1].first != kept[i].first))
+                        known[kept[i].second] = Known::absent;  // until the walk finds it
                 auto next_kept = kept.begin();
                 std::vector<std::string> gone;
-                impl.env.for_each_entry(txn, dbi_of(database), [&](std::string_view stored, std::string_view) {
+                impl.env.for_each_entry(txn, dbi_of(database), [&](std::string_view stored, std::string_view value) {
                     // LMDB's order: bytes, as string_view's
-                    while (next_kept != kept.end() && *next_kept < stored) ++next_kept;
-                    if (next_kept == kept.end() || *next_kept != stored) gone.emplace_back(stored);
+                    while (next_kept != kept.end() && next_kept->first < stored) ++next_kept;
+                    if (next_kept == kept.end() || next_kept->first != stored) {
+                        gone.emplace_back(stored);
+                        return;
+                    }
+                    Known &found = known[next_kept->second];
+                    const StoreWrite &write = writes[next_kept->second];
+                    if (found == Known::absent) found = write.value && *write.value == value ? Known::same : Known::differs;
                 });
                 for (const std::string &gone_key : gone) remove(dbi_of(database), gone_key);
             }
         }
-        for (const StoreWrite &write : writes) {
+        for (std::size_t i = 0; i < writes.size(); ++i) {
+            const StoreWrite &write = writes[i];
             const MDB_dbi dbi = dbi_of(write.database);
             if (write.key.empty() || write.key.size() > 511) {  // LMDB's limit: not a key this store makes
                 ++applied.refused;
@@ -1200,10 +1217,14 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
                 remove(dbi, write.key);
                 continue;
             }
-            MDB_val key = as_val(write.key), stored;
-            const int rc = mdb_get(txn.get(), dbi, &key, &stored);
-            if (rc == MDB_SUCCESS && as_view(stored) == *write.value) continue;
-            if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl.env.file());
+            if (known[i] == Known::same) continue;
+            MDB_val key = as_val(write.key);
+            if (known[i] == Known::unknown) {
+                MDB_val stored;
+                const int rc = mdb_get(txn.get(), dbi, &key, &stored);
+                if (rc == MDB_SUCCESS && as_view(stored) == *write.value) continue;
+                if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl.env.file());
+            }
             MDB_val value = as_val(*write.value);
             check(mdb_put(txn.get(), dbi, &key, &value, 0), "cannot write to ", impl.env.file());
             ++applied.changed;

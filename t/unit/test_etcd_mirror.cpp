@@ -190,6 +190,36 @@ void test_a_full_read_removes_what_etcd_lost_and_refuses_what_is_not_a_store_val
     assert_int_equal(store.mirror_point()->applied_revision, 21);
 }
 
+// A full read compares each key with the store as it walks it, instead of
+// looking each up: a changed value is still written, and a key the read
+// holds twice (two etcd keys for one digest) ends with its later value, as
+// when each is looked up in turn.
+void test_a_full_read_writes_what_changed_and_the_later_of_two_values(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    const Digest same = new_digest(), changed = new_digest(), twice = new_digest();
+    const auto value = [](const char *name) { return ls_encode(5, 1, 0, encode_record(rec("alice", name))); };
+    store.apply_mirror({{StoreWrite::Database::tokens, digest_key(same), value("same")},
+                        {StoreWrite::Database::tokens, digest_key(changed), value("old")},
+                        {StoreWrite::Database::tokens, digest_key(twice), value("first")}},
+                       first_point, true);
+    MirrorApplied applied = store.apply_mirror({{StoreWrite::Database::tokens, digest_key(same), value("same")},
+                                                {StoreWrite::Database::tokens, digest_key(changed), value("new")},
+                                                {StoreWrite::Database::tokens, digest_key(twice), value("second")},
+                                                {StoreWrite::Database::tokens, digest_key(twice), value("first")}},
+                                               MirrorPoint{20, 20, "42"}, true);
+    assert_int_equal(applied.changed, 3);  // changed, then twice written twice
+    assert_string_equal(store.find(changed)->name.c_str(), "new");
+    assert_string_equal(store.find(twice)->name.c_str(), "first");
+    assert_string_equal(store.find(same)->name.c_str(), "same");
+    applied = store.apply_mirror({{StoreWrite::Database::tokens, digest_key(same), value("same")},
+                                  {StoreWrite::Database::tokens, digest_key(changed), value("new")},
+                                  {StoreWrite::Database::tokens, digest_key(twice), value("first")},
+                                  {StoreWrite::Database::tokens, digest_key(twice), value("second")}},
+                                 MirrorPoint{21, 20, "42"}, true);
+    assert_int_equal(applied.changed, 1);  // twice: "first" is stored, "second" comes last
+    assert_string_equal(store.find(twice)->name.c_str(), "second");
+}
+
 // A full read's keys come in etcd's order, which is not the store's for a user
 // whose name is a prefix of another's ("bob-x/..." sorts before "bob/..." in
 // etcd, "bob\0..." before "bob-x\0..." in the store), nor for tokens a caller
@@ -309,6 +339,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_a_full_read_removes_what_etcd_lost_and_refuses_what_is_not_a_store_value,
                                         setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_full_read_in_etcds_order_keeps_every_key, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_full_read_writes_what_changed_and_the_later_of_two_values, setup_init,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_a_bad_value_for_a_live_token_revokes_it, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_snapshot_shows_each_key_once_with_its_point, setup_init, teardown),
         cmocka_unit_test(test_etcd_keys_round_trip),
