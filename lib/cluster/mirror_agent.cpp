@@ -28,12 +28,12 @@ using Steady = std::chrono::steady_clock;
 
 // ----------------------------------------------------------------- pure parts
 
-void map_full_read(std::string_view prefix, const std::vector<KeyValue> &page, MappedRead &read) {
+void map_full_read(std::string_view prefix, std::vector<KeyValue> &&page, MappedRead &read) {
     const std::string gen = gen_key(prefix), schema = schema_key(prefix);
-    for (const KeyValue &kv : page) {
+    for (KeyValue &kv : page) {
         if (kv.key == gen) read.gen_revision = kv.mod_revision;
         if (kv.key == schema) read.schema_value = kv.value;
-        if (auto write = store_write(prefix, kv.key, kv.value)) {
+        if (auto write = store_write(prefix, kv.key, std::move(kv.value))) {
             read.writes.push_back(std::move(*write));
             read.mod_revisions.push_back(kv.mod_revision);
         }
@@ -278,7 +278,7 @@ private:
             try {
                 revision = client.read_prefix(
                     prefix_, options_.page_size,
-                    [&](std::vector<KeyValue> &&page) { map_full_read(prefix_, page, mapped); },
+                    [&](std::vector<KeyValue> &&page) { map_full_read(prefix_, std::move(page), mapped); },
                     &header);
                 break;
             } catch (const EtcdError &e) {
@@ -539,7 +539,7 @@ private:
             [&](std::vector<KeyValue> &&page) {
                 if (stop_ || helpers_stop_) throw Stopping{};
                 page_read.writes.clear(), page_read.mod_revisions.clear();
-                map_full_read(prefix_, page, page_read);
+                map_full_read(prefix_, std::move(page), page_read);
                 // Keys etcd changed after the snapshot's point are not due yet (compare() leaves them out).
                 count.compare(page_read, point->applied_revision);
                 keys += page_read.writes.size();

@@ -110,8 +110,9 @@ struct MappedRead {
 /// Adds one page of a full read under `prefix` to `read` (store_write()), so
 /// that a read is mapped as it arrives, never held whole as etcd sent it;
 /// keys that hold no token data are left out, except gen and
-/// meta/schema_version, whose facts are kept. Never throws but std::bad_alloc.
-void map_full_read(std::string_view prefix, const std::vector<KeyValue> &page, MappedRead &read);
+/// meta/schema_version, whose facts are kept. The page's values are moved
+/// into `read`. Never throws but std::bad_alloc.
+void map_full_read(std::string_view prefix, std::vector<KeyValue> &&page, MappedRead &read);
 
 /// Throws SchemaTooNew unless `schema_value` (absent: fine, an empty prefix)
 /// is a decimal number not above StoreSettings::schema_version. A value that

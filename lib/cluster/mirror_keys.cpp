@@ -39,7 +39,7 @@ std::string etcd_key(std::string_view prefix, const StoreWrite &write) {
     return std::string(prefix) + std::string(names_dir) + write.key.substr(0, nul) + "/" + write.key.substr(nul + 1);
 }
 
-std::optional<StoreWrite> store_write(std::string_view prefix, std::string_view key, std::string_view value,
+std::optional<StoreWrite> store_write(std::string_view prefix, std::string_view key, std::string value,
                                       bool deleted) {
     if (!key.starts_with(prefix)) return std::nullopt;
     key.remove_prefix(prefix.size());
@@ -59,7 +59,7 @@ std::optional<StoreWrite> store_write(std::string_view prefix, std::string_view 
     } else {
         return std::nullopt;
     }
-    if (!deleted) write.value.emplace(value);
+    if (!deleted) write.value.emplace(std::move(value));
     return write;
 }
 

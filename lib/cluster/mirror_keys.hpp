@@ -45,8 +45,9 @@ std::string etcd_key(std::string_view prefix, const StoreWrite &write);
 /// The store write an etcd key and value stand for (`deleted`: a DELETE
 /// event, value ignored); nullopt for a key under P that holds no token data
 /// (gen, meta/...) or one not under P. The value is not checked here:
-/// TokenStore::apply_mirror() refuses what is not a store's.
-std::optional<StoreWrite> store_write(std::string_view prefix, std::string_view key, std::string_view value,
+/// TokenStore::apply_mirror() refuses what is not a store's. `value` is
+/// taken by value: a caller done with it moves it in.
+std::optional<StoreWrite> store_write(std::string_view prefix, std::string_view key, std::string value,
                                       bool deleted = false);
 
 /// Checks a prefix given by an admin: starts and ends with '/', no "//".
