@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Where httpd's CPU goes on one request, with `perf` (issue 23).
+
+One httpd of bench/httpd_bench.py's kind (its fixtures, locations and
+config), driven one connection at a time (wrk -t1 -c1, which is where a
+per-request cost shows undiluted) on `/open`, then on each BENCH_PATHS
+location (default `/cptoken`), while `perf record --call-graph dwarf`
+samples httpd's processes. Prints, per location, the requests per second
+and the share of httpd's CPU samples spent in (with what it calls) the
+module's hook and its parts, and in the kernel's `stat` family.
+
+Run as root, after make (Debian's linux-perf; about a minute):
+
+    BENCH_TOKENS=2000 BENCH_ROTATE=2000 CPTOKEN=build/cptoken MOD_CPTOKEN=build/mod_cptoken.so \\
+        BENCH_DIR=/var/tmp/mod_cptoken-bench /usr/bin/python3 bench/httpd_profile.py
+
+PROFILE_SECONDS (3) is the length of each recording. The settings are
+httpd_bench.py's (BENCH_TOKENS, BENCH_ROTATE, BENCH_PATHS, BENCH_DIR).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("BENCH_PATHS", "/cptoken")
+import httpd_bench as hb  # noqa: E402  (its fixtures, locations, httpd and wrk)
+
+SECONDS = int(os.environ.get("PROFILE_SECONDS", "3"))
+# What to report, by symbol (perf's --children share: the function and what it calls).
+PARTS = [
+    ("the module's hook (check_authn)", r"\(anonymous namespace\)::check_authn$"),
+    ("  LiveStore::current (the store file's path, looked at every request)", r"cptoken::LiveStore::current$"),
+    ("  UsageRecorder::record (last used)", r"cptoken::UsageRecorder::record$"),
+    ("    UsageTable::intact (the usage table's fstat)", r"cptoken::UsageTable::intact$"),
+    ("  parse_authorization", r"cptoken::parse_authorization$"),
+    ("  verify_token", r"cptoken::verify_token$"),
+    ("  TokenStore::find_token", r"cptoken::TokenStore::find_token$"),
+    ("stat family, all callers (kernel)", r"__do_sys_newfstatat$"),
+]
+
+
+def shares(data):
+    """{symbol: children share in %} of httpd's samples in `data`."""
+    out = subprocess.run(["perf", "report", "-i", str(data), "--children", "--stdio", "-g", "none",
+                          "--sort", "sym", "--percent-limit", "0.05"], capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[[.k]\]\s+(.*?)\s*$", line)
+        if m:
+            found.setdefault(m.group(2), float(m.group(1)))
+    return found
+
+
+def main():
+    if not shutil.which("perf"):
+        sys.exit("httpd_profile: perf is missing (apt-get install linux-perf)")
+    s = hb.settings([])
+    fx = hb.Fixtures(s)
+    run_dir = hb.make_dir(s["dir"] / "profile")
+    locs, store, socache_bytes = hb.make_locations(s, fx, run_dir)
+    h = hb.Httpd(run_dir, "profile", store / "db", locs, socache_bytes=socache_bytes, module=s["module"])
+    h.start()
+    one = dict(s, threads=1, connections=1)
+    try:
+        problems = hb.preflight(h)
+        if problems:
+            sys.exit("httpd_profile: preflight failed:\n  " + "\n  ".join(problems))
+        for loc in locs:  # warm: caches filled, children started
+            hb.wrk(h, loc, one, duration=2)
+        for loc in locs:
+            data = run_dir / f"perf-{loc.path.strip('/')}.data"
+            load = subprocess.Popen([hb.WRK, "-t1", "-c1", f"-d{SECONDS + 2}s", "-s", str(hb.LUA),
+                                     h.url(loc.path), str(loc.headers), "1"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(1)
+            pids = ",".join(str(pid) for pid in [h.proc.pid] + h.children())
+            subprocess.run(["perf", "record", "--call-graph", "dwarf,16384", "-p", pids, "-o", str(data),
+                            "--", "sleep", str(SECONDS)], capture_output=True, check=True)
+            text = load.communicate()[0]
+            rps = re.search(r"Requests/sec:\s*([\d.]+)", text)
+            found = shares(data)
+            hb.log(f"{loc.path}: {float(rps.group(1)) if rps else 0:,.0f} req/s one connection at a time; "
+                   f"share of httpd's CPU samples:")
+            for label, pattern in PARTS:
+                share = sum(v for k, v in found.items() if re.search(pattern, k))
+                hb.log(f"  {share:5.2f}%  {label}")
+    finally:
+        h.stop()
+        hb.rmtree(run_dir)
+
+
+if __name__ == "__main__":
+    main()
