@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import curl, wait_until
+from conftest import curl, free_port, wait_until
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SSL = "LoadModule ssl_module @MODDIR@/mod_ssl.so\nLoadModule socache_shmcb_module @MODDIR@/mod_socache_shmcb.so\n"
@@ -26,10 +26,13 @@ def certificate(srv):
     return cert, key
 
 
-def vhost(srv, name, listen_port):
-    """conf/NAME as an admin would adapt it: certificate, port, backend, store, log directory."""
+def vhost(srv, name, listen_port, manager_port=None):
+    """conf/NAME as an admin would adapt it: certificate, port, backend, store, log directory; the
+    manager's port (2090) becomes `manager_port` if given, else the backend's."""
     cert, key = certificate(srv)
     text = (CONF / name).read_text()
+    if manager_port:
+        text = text.replace("http://127.0.0.1:2090/", f"http://localhost:{manager_port}/")  # kept from the backend's below
     text = re.sub(r"^Listen \d+ https$", "Listen 127.0.0.1:@PORT@ https", text, flags=re.M)
     text = re.sub(r"<VirtualHost \*:\d+>", "<VirtualHost *:@PORT@>", text)
     text = re.sub(r"SSLCertificateFile\s+\S+", f"SSLCertificateFile {cert}", text)
@@ -73,6 +76,36 @@ def test_whm_2087_vhost(srv):
     assert r.status == 200 and r.backend_headers.get("x-remote-user") == "root"
     assert get(srv, f"cpanel alice:{cpanel}").status == 401
     assert get(srv, f"whm alice:{cpanel}").status == 401
+
+
+# The manager's paths on each vhost, and paths beside them that are the backend's.
+MANAGER_PATHS = {
+    "cpanel-2083.conf": (["/execute/Tokens/list", "/execute/CPTokens/list", "/cptoken/", "/cptoken/app.js"],
+                         ["/execute/Tokens", "/execute/Email/list_pops", "/cptokenx", "/json-api/api_token_list"]),
+    "whm-2087.conf": (["/json-api/api_token_list?api.version=1", "/json-api/api_token_create",
+                       "/json-api/api_token_revoke?token_name=x"],
+                      ["/json-api/api_token_list/x", "/json-api/api_token_", "/json-api/listaccts",
+                       "/json-api/api_token_LIST", "/execute/Tokens/list"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MANAGER_PATHS))
+def test_vhost_passes_the_managers_paths_to_the_manager_alone(srv, name):
+    """The vhost lets the manager's paths through unauthenticated (the manager authenticates them)
+    only to the manager: here nothing listens on its port, so they answer 503, never the backend's
+    200. Every other path is the module's: 401 without credentials. Before 0.17.1 whm-2087.conf's
+    ProxyPass "/json-api/api_token_" matched no function (mod_proxy matches whole path segments), so
+    /json-api/api_token_list went to the backend unauthenticated, the Authorization header with it."""
+    srv.start(module_conf() + vhost(srv, name, 0, manager_port=free_port()), db=False, listen=V6_HTTPS,
+              extra_modules=SSL)
+    srv.allow("CPT0100", "AH00957", "AH00959", "AH01114", "AH02454", *SSL_NOISE)  # proxy: manager unreachable
+    manager, backend = MANAGER_PATHS[name]
+    for path in manager:
+        r = curl(f"https://127.0.0.1:{srv.port}{path}", args=["-k"], workdir=srv.dir / "work")
+        assert r.status == 503, (path, r)
+    for path in backend:
+        r = curl(f"https://127.0.0.1:{srv.port}{path}", args=["-k"], workdir=srv.dir / "work")
+        assert r.status == 401, (path, r)
 
 
 @pytest.mark.parametrize("name", ["cpanel-2083.conf", "whm-2087.conf"])
