@@ -24,10 +24,11 @@ PYTHON=/usr/bin/python3
 BACKEND=${ECHO_BACKEND:-$REPO/t/httpd/echo_backend.py}
 CPTOKEN=$BUILD/cptoken
 MODULE=$BUILD/mod_cptoken.so
+MANAGER_MODULE=$BUILD/mod_cptoken_manager.so
 
 die() { echo "demo: $*" >&2; exit 1; }
 
-for f in "$CPTOKEN" "$MODULE"; do
+for f in "$CPTOKEN" "$MODULE" "$MANAGER_MODULE"; do
     [ -f "$f" ] || die "$f is missing: run 'make' first"
 done
 [ -x "$HTTPD" ] || die "$HTTPD is missing (Debian package apache2-bin): run 'make deps'"
@@ -118,7 +119,7 @@ sed -e "s|^ServerRoot .*|ServerRoot \"$STATE/manager\"|" \
     -e "s|/run/cptoken-manager/httpd.pid|$STATE/manager.pid|" -e "$USAGE_SOCKET" \
     -e "s|/run/cptoken-manager|$STATE/manager/run|" \
     -e "s|/var/log/cptoken-manager/|$STATE/logs/manager-|" \
-    -e "s|/usr/lib/apache2/modules/mod_cptoken.so|$MODULE|" \
+    -e "s|/usr/lib/mod_cptoken/mod_cptoken_manager.so|$MANAGER_MODULE|" \
     -e "s|/var/lib/cptoken|$STATE/store|" -e "s|/usr/share/mod_cptoken/manager|$STATE/page|g" \
     -e "s|/etc/cptoken/manager.htpasswd|$STATE/manager.htpasswd|" \
     -e "s|^Listen 127.0.0.1:2090|Listen 127.0.0.1:$MANAGER_PORT|" \
