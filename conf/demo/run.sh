@@ -72,8 +72,10 @@ mkdir -m 0700 "$STATE/tls"
 # all of them.
 if [ "$(id -u)" = 0 ]; then
     GROUP=www-data MANAGER_USER=cptoken
+    # (made by someone else meanwhile counts: useradd then fails, getent then finds it)
     getent passwd "$MANAGER_USER" >/dev/null ||
         useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$MANAGER_USER" ||
+        getent passwd "$MANAGER_USER" >/dev/null ||
         die "cannot create the manager's user $MANAGER_USER"
     "$CPTOKEN" --db "$STATE/store" init --group "$GROUP" --owner "$MANAGER_USER" >/dev/null
 else

@@ -17,12 +17,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = (HERE / ".." / "..").resolve()
+sys.path.insert(0, str(ROOT / "t"))
+from system_user import system_user  # noqa: E402  (t/system_user.py, shared with t/httpd)
+
 CPTOKEN = os.environ.get("CPTOKEN") or str(ROOT / "build" / "cptoken")
 MOD = os.environ.get("MOD_CPTOKEN") or str(ROOT / "build" / "mod_cptoken.so")
 # The manager instance's build of the module, with the etcd client (CPTokenEtcd).
@@ -89,12 +93,7 @@ CPTokenLastUsed Off
 
 def manager_user():
     """The store owner a manager's children run as (made if missing)."""
-    try:
-        return pwd.getpwnam(MANAGER_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", MANAGER_USER],
-                       check=True, capture_output=True)
-        return pwd.getpwnam(MANAGER_USER)
+    return system_user(MANAGER_USER)
 
 
 def start_httpd(conf, port, out, error_log):

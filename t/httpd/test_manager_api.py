@@ -19,14 +19,18 @@ main instance on the next request and refused right after it is revoked.
 import grp
 import json
 import os
-import pwd
 import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import ALL_MPMS, MOD_MANAGER, Httpd, TOKEN_RE, assert_admitted, assert_refused
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from system_user import system_user  # noqa: E402  (t/system_user.py, shared with t/cluster)
 
 MANAGER_USER = "cptoken"
 PAGE_USER, PAGE_PASSWORD = "alice", "correct horse battery"
@@ -41,12 +45,7 @@ def curly(text):
 
 def manager_user():
     """The store owner the manager's children run as (made if missing, as `cptoken init --owner` will)."""
-    try:
-        return pwd.getpwnam(MANAGER_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", MANAGER_USER],
-                       check=True, capture_output=True)
-        return pwd.getpwnam(MANAGER_USER)
+    return system_user(MANAGER_USER)
 
 
 def give_store_to(path, owner):
