@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
-#include <map>
 #include <mutex>
 #include <thread>
 
@@ -117,15 +116,11 @@ void DriftCount::compare(const MappedRead &page, std::int64_t applied_revision) 
         const bool is_held = found != held_.end() && found->key == wanted.key;
         if (is_held) ++in_both_;
         if (page.mod_revisions[i] > applied_revision) continue;  // newer than the store's point: not yet due
-        if (!is_held || !write.value || found->value != siphash128(value_key_, *write.value)) ++drift_.differ;
+        if (!is_held || !write.value || found->value != siphash128(value_key_, *write.value)) ++differ_;
     }
 }
 
-Drift DriftCount::drift() const {
-    Drift drift = drift_;
-    drift.gone = held_.size() - in_both_;
-    return drift;
-}
+Drift DriftCount::drift() const { return Drift{differ_, held_.size() - in_both_}; }
 
 milliseconds backoff_delay(unsigned attempt, std::mt19937 &random) {
     const std::int64_t ceiling = std::min<std::int64_t>(5000, std::int64_t{100} << std::min(attempt, 6u));

@@ -192,8 +192,8 @@ private:
     SipKey tokens_key_{}, names_key_{}, value_key_{};
     std::vector<Entry> held_;
     bool sorted_ = false;
-    std::size_t in_both_ = 0;
-    Drift drift_;
+    std::size_t in_both_ = 0;  ///< etcd's keys found among held_
+    std::size_t differ_ = 0;
 };
 
 /// The wait before reconnect attempt `attempt` (0: the first after a

@@ -843,14 +843,6 @@ struct TokenStore::Impl {
                                [&](std::string_view key, std::string_view value) { visit(database, key, value); });
     }
 
-    std::vector<StoreWrite> writes_in(Txn &txn) const {
-        std::vector<StoreWrite> out;
-        for_each_mirrored_entry(txn, [&](StoreWrite::Database database, std::string_view key, std::string_view value) {
-            out.push_back({database, std::string(key), std::string(value)});
-        });
-        return out;
-    }
-
     std::shared_ptr<RemoteWriter> remote;
     unsigned max_conflicts = 0;
 
@@ -1167,7 +1159,7 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
         };
         // What a full read's walk learnt of each write's key in the store, so
         // that it is not looked up again: only for a key the read holds once.
-        enum class Known : std::uint8_t { unknown, same, differs, absent };
+        enum class Known : std::uint8_t { unknown, same, differs };
         std::vector<Known> known(writes.size(), Known::unknown);
         if (whole) {  // what etcd no longer holds goes
             for (const auto database : {StoreWrite::Database::tokens, StoreWrite::Database::names}) {
@@ -1184,7 +1176,7 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
                 for (std::size_t i = 0; i < kept.size(); ++i)
                     if ((i == 0 || kept[i - 1].first != kept[i].first) &&
                         (i + 1 == kept.size() || kept[i + 1].first != kept[i].first))
-                        known[kept[i].second] = Known::absent;  // until the walk finds it
+                        known[kept[i].second] = Known::differs;  // absent, until the walk finds it
                 auto next_kept = kept.begin();
                 std::vector<std::string> gone;
                 impl.env.for_each_entry(txn, dbi_of(database), [&](std::string_view stored, std::string_view value) {
@@ -1196,7 +1188,7 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
                     }
                     Known &found = known[next_kept->second];
                     const StoreWrite &write = writes[next_kept->second];
-                    if (found == Known::absent) found = write.value && *write.value == value ? Known::same : Known::differs;
+                    if (found != Known::unknown) found = write.value && *write.value == value ? Known::same : Known::differs;
                 });
                 for (const std::string &gone_key : gone) remove(dbi_of(database), gone_key);
             }
@@ -1247,7 +1239,14 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
 }
 
 std::vector<StoreWrite> TokenStore::all_writes() const {
-    return impl_->read([&](Txn &txn) { return impl_->writes_in(txn); });
+    return impl_->read([&](Txn &txn) {
+        std::vector<StoreWrite> out;
+        impl_->for_each_mirrored_entry(txn, [&](StoreWrite::Database database, std::string_view key,
+                                                std::string_view value) {
+            out.push_back({database, std::string(key), std::string(value)});
+        });
+        return out;
+    });
 }
 
 std::optional<MirrorPoint> TokenStore::mirror_snapshot(const EntryVisitor &visit) const {

@@ -47,8 +47,8 @@ def module_conf():
     return (CONF / "cptoken.conf").read_text()
 
 
-def get(srv, auth=None):
-    return curl(f"https://127.0.0.1:{srv.port}/x", auth=auth, args=["-k"], workdir=srv.dir / "work")
+def get(srv, auth=None, path="/x"):
+    return curl(f"https://127.0.0.1:{srv.port}{path}", auth=auth, args=["-k"], workdir=srv.dir / "work")
 
 
 def test_cpanel_2083_vhost(srv):
@@ -101,10 +101,10 @@ def test_vhost_passes_the_managers_paths_to_the_manager_alone(srv, name):
     srv.allow("CPT0100", "AH00957", "AH00959", "AH01114", "AH02454", *SSL_NOISE)  # proxy: manager unreachable
     manager, backend = MANAGER_PATHS[name]
     for path in manager:
-        r = curl(f"https://127.0.0.1:{srv.port}{path}", args=["-k"], workdir=srv.dir / "work")
+        r = get(srv, path=path)
         assert r.status == 503, (path, r)
     for path in backend:
-        r = curl(f"https://127.0.0.1:{srv.port}{path}", args=["-k"], workdir=srv.dir / "work")
+        r = get(srv, path=path)
         assert r.status == 401, (path, r)
 
 
