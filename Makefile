@@ -305,6 +305,7 @@ TEST_WORKERS ?= $(shell echo $$(( $(NPROC) * 2 )))
 STAGE = @t/stage.sh
 TEST_LOGS = $(BUILD)/test-logs
 test: deps
+	@runuser -u nobody -- test -r $(CURDIR)/Makefile || { echo "make test: the tests run the build as unprivileged users (www-data, daemon), who cannot reach $(CURDIR): give its parent directories the search bit for others (chmod o+x), or clone somewhere they can reach" >&2; exit 1; }
 	$(STAGE) build $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) all $(BUILD)/bench_verify
 	$(STAGE) unit $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) unit
 	$(STAGE) fuzz $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) fuzz FUZZ_SECONDS=5  # 9 targets: 45 s
