@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "store/live_store.hpp"
 
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,56 +95,62 @@ ReaderIdentity ReaderIdentity::of_this_process() {
     return identity;
 }
 
-void refuse_store_reader_could_change(const std::string &dir, const ReaderIdentity &reader, bool trust_own) {
-    if (reader.uid == 0) return;  // root can change anything anyway; httpd's children never are root
+std::optional<ResolvedDirectory> resolve_directory(const std::string &dir, const PathEntryVisitor &visit) {
     std::string start = dir;
     if (start.empty() || start[0] != '/') {
         char cwd[4096];
-        if (!::getcwd(cwd, sizeof cwd)) return;  // the open says what is wrong
+        if (!::getcwd(cwd, sizeof cwd)) return std::nullopt;
         start = std::string(cwd) + "/" + dir;
     }
-    // Walk the path as the kernel looks it up: each entry in the directory
-    // reached so far, symbolic links expanded in place.
     std::vector<std::string> pending = components(start);
     std::reverse(pending.begin(), pending.end());  // a stack: the next component last
-    std::string current = "/";
-    struct stat current_stat{};
-    if (::stat("/", &current_stat) != 0) return;
+    ResolvedDirectory current{"/", {}};
+    if (::stat("/", &current.st) != 0) return std::nullopt;
     int links = 0;
     while (!pending.empty()) {
         const std::string name = std::move(pending.back());
         pending.pop_back();
         if (name == ".") continue;
         if (name == "..") {
-            current = parent_of(current);
-            if (::stat(current.c_str(), &current_stat) != 0) return;
+            current.path = parent_of(current.path);
+            if (::stat(current.path.c_str(), &current.st) != 0) return std::nullopt;
             continue;
         }
-        const std::string next = joined(current, name);
+        const std::string next = joined(current.path, name);
         struct stat next_stat{};
-        if (::lstat(next.c_str(), &next_stat) != 0) return;  // missing or unreachable: the open says so
-        refuse_replaceable_entry(dir, current, current_stat, next, next_stat, reader, trust_own);
+        if (::lstat(next.c_str(), &next_stat) != 0) return std::nullopt;
+        visit(current.path, current.st, next, next_stat);
         if (S_ISLNK(next_stat.st_mode)) {
             if (++links > 40) refuse(dir + ": too many levels of symbolic links");
             std::string target(4096, '\0');
             const ssize_t length = ::readlink(next.c_str(), target.data(), target.size());
-            if (length <= 0 || static_cast<std::size_t>(length) >= target.size()) return;
+            if (length <= 0 || static_cast<std::size_t>(length) >= target.size()) return std::nullopt;
             target.resize(static_cast<std::size_t>(length));
             if (target[0] == '/') {
-                current = "/";
-                if (::stat("/", &current_stat) != 0) return;
+                current.path = "/";
+                if (::stat("/", &current.st) != 0) return std::nullopt;
             }
             std::vector<std::string> more = components(target);
             pending.insert(pending.end(), more.rbegin(), more.rend());
             continue;
         }
-        if (!S_ISDIR(next_stat.st_mode)) return;  // not a directory: the open refuses it
-        current = next;
-        current_stat = next_stat;
+        if (!S_ISDIR(next_stat.st_mode)) return std::nullopt;
+        current.path = next;
+        current.st = next_stat;
     }
-    if (trust_own) return;
-    // The store itself: the directory (`current`, its real path) and the files that hold tokens.
-    refuse_own_file(dir, dir, current_stat, reader);
+    return current;
+}
+
+void refuse_store_reader_could_change(const std::string &dir, const ReaderIdentity &reader, bool trust_own) {
+    if (reader.uid == 0) return;  // root can change anything anyway; httpd's children never are root
+    const auto resolved = resolve_directory(
+        dir, [&](const std::string &parent, const struct stat &parent_stat, const std::string &entry,
+                 const struct stat &entry_stat) {
+            refuse_replaceable_entry(dir, parent, parent_stat, entry, entry_stat, reader, trust_own);
+        });
+    if (!resolved || trust_own) return;  // a path that cannot be looked at: the open says what is wrong
+    // The store itself: the directory (its real path) and the files that hold tokens.
+    refuse_own_file(dir, dir, resolved->st, reader);
     const std::string data_path = lmdb::path_in(dir, token_store_file);
     for (const std::string &path : {data_path, data_path + commit_record_suffix}) {
         struct stat st{};
@@ -208,31 +216,72 @@ void LiveStore::reopen_if_replaced() {
 }
 
 std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
-    // One stat a call, outside the lock: a data file at the path that is
-    // neither the open one nor one that just failed to open is checked now,
-    // not at the next interval. Otherwise a write made in a store directory
-    // moved into place (revoke, create) would be missed for up to a second
-    // by a child still reading the old files.
-    struct stat st{};
-    const bool data_present = ::stat(data_path_.c_str(), &st) == 0;
     std::lock_guard<std::mutex> lock(mutex_);
-    const bool data_replaced = data_present && !(st.st_dev == ids_.data_dev && st.st_ino == ids_.data_ino) &&
-                               !(st.st_dev == refused_data_dev_ && st.st_ino == refused_data_ino_);
-    if (data_replaced || now_us >= next_check_us_.load(std::memory_order_relaxed)) {
-        next_check_us_.store(now_us + check_interval_us, std::memory_order_relaxed);
-        try {
-            reopen_if_replaced();
-        } catch (const StoreError &e) {
-            last_error_ = std::make_unique<StoreError>(e);
-            // Not tried again before the next check, unless another file appears.
-            if (data_present) refused_data_dev_ = st.st_dev, refused_data_ino_ = st.st_ino;
-            throw;
+    const bool check_due = now_us >= next_check_us_;
+    if (check_due || !watch_.quiet()) {
+        // Watch again before looking, so that a change made while we look is
+        // seen by the next call. Once a second even when quiet: a file system
+        // mounted over the path hides the watched directories.
+        if (check_due || watch_.watching()) watch_.watch(dir_);
+        // A data file at the path that is neither the open one nor one that
+        // just failed to open is checked now, not at the next interval: a
+        // write made in a store directory moved into place (revoke, create)
+        // must not be missed by a child still reading the old files.
+        struct stat st{};
+        const bool data_present = ::stat(data_path_.c_str(), &st) == 0;
+        const bool data_replaced = data_present && !(st.st_dev == ids_.data_dev && st.st_ino == ids_.data_ino) &&
+                                   !(st.st_dev == refused_data_dev_ && st.st_ino == refused_data_ino_);
+        if (data_replaced || check_due) {
+            next_check_us_ = now_us + check_interval_us;
+            try {
+                reopen_if_replaced();
+            } catch (const StoreError &e) {
+                last_error_ = std::make_unique<StoreError>(e);
+                // Not tried again before the next check, unless another file appears.
+                if (data_present) refused_data_dev_ = st.st_dev, refused_data_ino_ = st.st_ino;
+                throw;
+            }
+            refused_data_dev_ = 0, refused_data_ino_ = 0;
         }
-        refused_data_dev_ = 0, refused_data_ino_ = 0;
     }
     // Until the next check, a store that could not be opened is not retried.
     if (!store_) throw last_error_ ? *last_error_ : StoreError(StoreError::Kind::missing, dir_ + ": not opened");
     return store_;
+}
+
+bool DirectoryWatch::watch(const std::string &dir) noexcept {
+    // What replaces what the path leads to: an entry created, removed or
+    // renamed in a directory on the way, or such a directory moved or removed.
+    constexpr std::uint32_t changes =
+        IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+    fd_ = OpenFd(-1);  // a new instance: the old one's queue and watches go with it
+    try {
+        OpenFd fd(::inotify_init1(IN_CLOEXEC));
+        if (fd.get() < 0) return false;
+        bool all_set = true;
+        std::string last;  // a directory is looked up in again after each `..` and link: one watch
+        const auto watch_one = [&](const std::string &path) {
+            if (path == last) return;
+            last = path;
+            all_set = all_set && ::inotify_add_watch(fd.get(), path.c_str(), changes) >= 0;
+        };
+        const auto resolved = resolve_directory(
+            dir, [&](const std::string &parent, const struct stat &, const std::string &, const struct stat &) {
+                watch_one(parent);
+            });
+        if (!resolved || !all_set) return false;
+        watch_one(resolved->path);
+        if (!all_set) return false;
+        fd_ = std::move(fd);
+        return true;
+    } catch (...) {  // a loop of links, or no memory: nothing is watched, the caller stats
+        return false;
+    }
+}
+
+bool DirectoryWatch::quiet() const noexcept {
+    int queued = 0;
+    return fd_.get() >= 0 && ::ioctl(fd_.get(), FIONREAD, &queued) == 0 && queued == 0;
 }
 
 }  // namespace cptoken

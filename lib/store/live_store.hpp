@@ -5,16 +5,18 @@
 // children); thread-safe.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "store/open_fd.hpp"
 #include "store/store.hpp"
 
 namespace cptoken {
@@ -37,6 +39,24 @@ struct ReaderIdentity {
     static ReaderIdentity of_this_process();
 };
 
+/// A directory as the kernel resolved a path: its real path and its stat.
+struct ResolvedDirectory {
+    std::string path;
+    struct stat st;
+};
+
+/// Called for every entry looked up on the way to a directory: the directory
+/// it is in and the entry (lstat, so a symbolic link is itself).
+using PathEntryVisitor = std::function<void(const std::string &parent, const struct stat &parent_stat,
+                                        const std::string &entry, const struct stat &entry_stat)>;
+
+/// Looks DIR up as the kernel does (relative to the working directory if
+/// relative; each component in the directory reached so far, symbolic links
+/// expanded in place), calling `visit` for each entry looked up. Returns the
+/// directory reached, or nullopt if a component is missing, unreachable or
+/// not a directory. Throws StoreError after 40 symbolic links.
+std::optional<ResolvedDirectory> resolve_directory(const std::string &dir, const PathEntryVisitor &visit);
+
 /// Throws StoreError (access), naming the path and what to do, if `reader`
 /// could change the store in DIR, so that anything running as its user
 /// (PHP, CGI, a compromised backend) could make itself a token: DIR,
@@ -51,6 +71,32 @@ struct ReaderIdentity {
 /// is not asked. A path that cannot be looked at is left to the open, which
 /// says what is wrong with it. Mode bits only: ACLs are not read.
 void refuse_store_reader_could_change(const std::string &dir, const ReaderIdentity &reader, bool trust_own);
+
+/// Tells, with one ioctl, whether the path of a store directory may lead to
+/// other files than when it was watched: an inotify watch on every directory
+/// looked up on the way (symbolic links followed) and on the store directory,
+/// for entries created, removed or renamed there. The kernel queues the event
+/// before rename() returns, so a store directory moved into place, a link
+/// pointed elsewhere or a data file renamed over is seen by the very next
+/// question. Not seen: a file system mounted over the path (LiveStore's
+/// once-a-second check finds that). Not thread-safe: LiveStore asks under its
+/// mutex. Each watching process has its own instance (inotify instances are
+/// limited per user: fs.inotify.max_user_instances, 128 by default).
+class DirectoryWatch {
+public:
+    /// Watches the path to `dir` from now on, dropping the earlier watch.
+    /// False, watching nothing, if it cannot: no inotify instance or watch
+    /// left, a component missing or unreachable, a loop of links.
+    bool watch(const std::string &dir) noexcept;
+    /// Whether a watch is set (watch() succeeded, nothing stopped it).
+    bool watching() const noexcept { return fd_.get() >= 0; }
+    /// True only if watching and nothing happened in a watched directory
+    /// since watch(); false too if the watch cannot be read.
+    bool quiet() const noexcept;
+
+private:
+    OpenFd fd_{-1};
+};
 
 class LiveStore {
 public:
@@ -69,11 +115,14 @@ public:
 
     /// The store to use for one request, at `now_us`, microseconds of a
     /// monotonic clock (monotonic_microseconds(): a wall clock stepped back
-    /// would pause the checks). Each call stats the data file at the path:
-    /// another file there (a store directory moved into place) is opened at
-    /// once, so that no write made in it is missed (the old store is closed
-    /// when its last user lets go). At most once per check_interval_us it
-    /// also notices a store gone, checks that the open data file was not
+    /// would pause the checks). Another data file at the path (a store
+    /// directory moved into place) is opened by the very next call, so that
+    /// no write made in it is missed (the old store is closed when its last
+    /// user lets go): a call asks the DirectoryWatch, and stats the data file
+    /// at the path only after a change on the way to it, or on every call
+    /// when no watch could be set. At most once per check_interval_us it
+    /// sets the watch again, stats the path, and
+    /// notices a store gone (or a file system mounted over it), checks that the open data file was not
     /// changed in place (TokenStore::recheck_file), and that this process
     /// still could not change the store (a chown under a running httpd).
     /// Throws StoreError if there is no usable store: missing, unreadable,
@@ -90,15 +139,16 @@ private:
     void reopen_if_replaced();
 
     const std::string dir_;
-    const std::string data_path_;  // dir_/tokens.mdb, stat'ed on every call
+    const std::string data_path_;  // dir_/tokens.mdb
     const bool trust_own_store_;
-    std::mutex mutex_;  // guards store_ and ids_
+    std::mutex mutex_;  // guards everything below
+    DirectoryWatch watch_;
     std::shared_ptr<const TokenStore> store_;
     StoreFileIds ids_;  // of the last store opened
     dev_t refused_data_dev_ = 0;  // the data file the last failed check saw
     ino_t refused_data_ino_ = 0;
     std::unique_ptr<StoreError> last_error_;
-    std::atomic<std::int64_t> next_check_us_{0};
+    std::int64_t next_check_us_ = 0;
 };
 
 }  // namespace cptoken

@@ -8,6 +8,8 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <grp.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -622,6 +624,125 @@ void test_symbolic_links_followed(void **state) {
     expect_refused(f.tmp + "/sound/loop", httpd_user, false, "too many levels of symbolic links");
 }
 
+// ---------------------------------------------------------------- the watch on the path
+
+// Each change that makes the path lead to other files ends the quiet, seen
+// at once (the kernel queues the event before rename() returns); writes to
+// the store through LMDB do not.
+void test_directory_watch(void **state) {
+    Fixture &f = fx(state);
+    const std::string deep = f.tmp + "/a/b";
+    fs::create_directories(deep);
+    const std::string store = deep + "/store";
+    make_store(store, new_digest(), "first");
+    fs::create_directory_symlink(deep, f.tmp + "/link");
+    const std::string via_link = f.tmp + "/link/store";  // a/b reached through a link
+
+    DirectoryWatch watch;
+    assert_false(watch.watching());
+    assert_false(watch.quiet());  // nothing watched: nothing is known
+    const auto watched = [&](const std::string &dir) {
+        if (!watch.watch(dir)) fail_msg("cannot watch %s", dir.c_str());
+        assert_true(watch.watching());
+        if (!watch.quiet()) fail_msg("a fresh watch on %s is not quiet", dir.c_str());
+    };
+
+    watched(store);
+    {
+        TokenStore s(store, Access::read_write);
+        s.add(new_digest(), rec("alice", "second"));
+    }
+    if (!watch.quiet()) fail_msg("a write through LMDB ended the quiet: every commit would cost each reader a walk");
+
+    struct Change {
+        const char *what;
+        std::string dir;  // watched
+        std::function<void()> make;
+    };
+    const std::string aside = f.tmp + "/aside";
+    const std::vector<Change> changes = {
+        {"the store directory moved away", store,
+         [&] { rename_or_fail(store, aside); rename_or_fail(aside, store); }},
+        {"a file renamed over tokens.mdb", store,
+         [&] {
+             const std::string data = store + "/" + token_store_file;
+             fs::copy_file(data, store + "/copy");
+             rename_or_fail(store + "/copy", data);
+         }},
+        {"a directory two levels up renamed", store,
+         [&] { rename_or_fail(f.tmp + "/a", aside); rename_or_fail(aside, f.tmp + "/a"); }},
+        {"a link on the way pointed elsewhere", via_link,
+         [&] {
+             fs::create_directory_symlink(deep, f.tmp + "/link.new");
+             rename_or_fail(f.tmp + "/link.new", f.tmp + "/link");
+         }},
+        {"the directory a link leads to replaced", via_link,
+         [&] { rename_or_fail(deep, aside); rename_or_fail(aside, deep); }},
+        {"a file created beside the store", store, [&] { std::ofstream(deep + "/new-file") << "x"; }},
+    };
+    for (const Change &change : changes) {
+        watched(change.dir);
+        change.make();
+        if (watch.quiet()) fail_msg("still quiet after %s", change.what);
+        assert_true(watch.watching());  // it says so until watched again
+    }
+
+    // A path that does not lead anywhere (yet) is not watched.
+    assert_false(watch.watch(f.tmp + "/missing/store"));
+    assert_false(watch.watching());
+    assert_false(watch.quiet());
+    watched(store);  // and a new watch replaces a failed one
+}
+
+// Without inotify (an httpd child beyond the user's inotify instances: 128
+// by default, fewer than a large prefork's children), every call stats the
+// path, as before the watch: a store directory moved into place is still
+// opened by the very next call. Run in a child that is another user, whose
+// instances it exhausts, so that root's stay untouched.
+void test_swap_seen_without_inotify(void **state) {
+    if (!can_chown()) skip();
+    Fixture &f = fx(state);
+    const Digest old_d = new_digest(), new_d = new_digest();
+    make_store(f.store, old_d, "old");
+    int ready[2], swapped[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(swapped), 0);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        // The store's group (the test's) reads it; user 4242 owns nothing of it.
+        if (setgroups(0, nullptr) != 0 || setgid(getgid()) != 0 || setuid(4242) != 0) _exit(10);
+        std::vector<int> instances;
+        for (int fd; (fd = inotify_init1(IN_CLOEXEC)) >= 0;) instances.push_back(fd);
+        if (errno != EMFILE) _exit(11);
+        LiveStore live(f.store);
+        char byte = 0;
+        try {
+            auto first = live.current(t0);
+            if (found_name(*first, old_d) != "old") _exit(12);
+            first.reset();
+            if (write(ready[1], "r", 1) != 1 || read(swapped[0], &byte, 1) != 1) _exit(13);
+            auto next = live.current(t0 + 1);  // long before the next check
+            _exit(found_name(*next, new_d) == "new" && !next->find(old_d) ? 0 : 14);
+        } catch (...) {
+            _exit(15);
+        }
+    }
+    char byte = 0;
+    assert_int_equal(read(ready[0], &byte, 1), 1);
+    rename_or_fail(f.store, f.tmp + "/store.old");
+    make_store(f.store, new_d, "new");
+    assert_int_equal(write(swapped[1], "s", 1), 1);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0)
+        fail_msg("child exited %d (10: setuid, 11: inotify not exhausted, 12: first store, 13: pipe, 14: the swap "
+                 "was not seen by the next call, 15: an exception)",
+                 WEXITSTATUS(status));
+    for (int fd : {ready[0], ready[1], swapped[0], swapped[1]}) close(fd);
+}
+
 }  // namespace
 
 int main(void) {
@@ -637,6 +758,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dir_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_removed_and_recreated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_directory_watch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_swap_seen_without_inotify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_files_of_the_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directories_on_the_way, setup, teardown),
         cmocka_unit_test_setup_teardown(test_symbolic_links_followed, setup, teardown),
