@@ -219,10 +219,16 @@ std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
     std::lock_guard<std::mutex> lock(mutex_);
     const bool check_due = now_us >= next_check_us_;
     if (check_due || !watch_.quiet()) {
-        // Watch again before looking, so that a change made while we look is
-        // seen by the next call. Once a second even when quiet: a file system
-        // mounted over the path hides the watched directories.
-        if (check_due || watch_.watching()) watch_.watch(dir_);
+        // At the check, watch again before looking, so that a change made
+        // while we look is seen by the next call (and once a second even when
+        // quiet: a file system mounted over the path hides the watched
+        // directories). After a change, look on every call until then: a
+        // directory on the way where files come and go all the time (/tmp)
+        // then costs a stat a call, not a new watch.
+        if (check_due)
+            watch_.watch(dir_);
+        else
+            watch_.stop();
         // A data file at the path that is neither the open one nor one that
         // just failed to open is checked now, not at the next interval: a
         // write made in a store directory moved into place (revoke, create)
@@ -254,7 +260,7 @@ bool DirectoryWatch::watch(const std::string &dir) noexcept {
     // renamed in a directory on the way, or such a directory moved or removed.
     constexpr std::uint32_t changes =
         IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
-    fd_ = OpenFd(-1);  // a new instance: the old one's queue and watches go with it
+    stop();  // a new instance: the old one's queue and watches go with it
     try {
         OpenFd fd(::inotify_init1(IN_CLOEXEC));
         if (fd.get() < 0) return false;

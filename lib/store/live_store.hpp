@@ -88,7 +88,9 @@ public:
     /// False, watching nothing, if it cannot: no inotify instance or watch
     /// left, a component missing or unreachable, a loop of links.
     bool watch(const std::string &dir) noexcept;
-    /// Whether a watch is set (watch() succeeded, nothing stopped it).
+    /// Drops the watch: quiet() is false until the next watch().
+    void stop() noexcept { fd_ = OpenFd(-1); }
+    /// Whether a watch is set (watch() succeeded, stop() was not called).
     bool watching() const noexcept { return fd_.get() >= 0; }
     /// True only if watching and nothing happened in a watched directory
     /// since watch(); false too if the watch cannot be read.
@@ -119,9 +121,9 @@ public:
     /// directory moved into place) is opened by the very next call, so that
     /// no write made in it is missed (the old store is closed when its last
     /// user lets go): a call asks the DirectoryWatch, and stats the data file
-    /// at the path only after a change on the way to it, or on every call
-    /// when no watch could be set. At most once per check_interval_us it
-    /// sets the watch again, stats the path, and
+    /// at the path, on every call until the next check, once the watch saw
+    /// a change on the way to it or could not be set. At most once per
+    /// check_interval_us it sets the watch again, stats the path, and
     /// notices a store gone (or a file system mounted over it), checks that the open data file was not
     /// changed in place (TokenStore::recheck_file), and that this process
     /// still could not change the store (a chown under a running httpd).

@@ -692,6 +692,38 @@ void test_directory_watch(void **state) {
     assert_false(watch.watching());
     assert_false(watch.quiet());
     watched(store);  // and a new watch replaces a failed one
+    watch.stop();
+    assert_false(watch.watching());
+    assert_false(watch.quiet());
+}
+
+// After the watch saw a change, calls look at the path until the next check
+// sets it again: a second swap within that second is seen at once too, and
+// so is a swap right after the check.
+void test_swaps_within_a_second(void **state) {
+    Fixture &f = fx(state);
+    std::vector<Digest> gens;
+    for (int i = 0; i < 4; ++i) gens.push_back(new_digest());
+    make_store(f.store, gens[0], "gen0");
+    LiveStore live(f.store);
+    assert_string_equal(found_name(*CURRENT_OK(live, t0), gens[0]).c_str(), "gen0");
+    std::int64_t now = t0;
+    for (int i = 1; i < 4; ++i) {
+        const std::string next = f.tmp + "/store.next";
+        make_store(next, gens[i], "gen" + std::to_string(i));
+        rename_or_fail(f.store, f.tmp + "/store.old" + std::to_string(i));
+        rename_or_fail(next, f.store);
+        now += i == 3 ? interval : 1;  // the last one after the check set the watch again
+        auto s = CURRENT_OK(live, now);
+        if (found_name(*s, gens[i]) != "gen" + std::to_string(i)) fail_msg("swap %d not seen by the next call", i);
+        if (i == 3) {
+            make_store(next, gens[0], "gen0-again");
+            rename_or_fail(f.store, f.tmp + "/store.old4");
+            rename_or_fail(next, f.store);
+            if (found_name(*CURRENT_OK(live, now + 1), gens[0]) != "gen0-again")
+                fail_msg("a swap right after the check was not seen by the next call");
+        }
+    }
 }
 
 // Without inotify (an httpd child beyond the user's inotify instances: 128
@@ -759,6 +791,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dir_removed_and_recreated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_watch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_swaps_within_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown(test_swap_seen_without_inotify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_files_of_the_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directories_on_the_way, setup, teardown),
