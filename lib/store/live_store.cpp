@@ -216,43 +216,51 @@ void LiveStore::reopen_if_replaced() {
 }
 
 std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
+    // Nothing changed on the way to the files, and no check is due: the store
+    // opened last. quiet() runs outside the lock; the store is taken under
+    // it, so a call that overlaps the handling of a change by another thread
+    // waits for that to end and gets what it opened.
+    if (now_us < next_check_us_.load(std::memory_order_relaxed) && watch_.quiet()) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!store_) throw last_error_ ? *last_error_ : StoreError(StoreError::Kind::missing, dir_ + ": not opened");
+        return store_;
+    }
     std::lock_guard<std::mutex> lock(mutex_);
-    const bool check_due = now_us >= next_check_us_;
-    if (check_due || !watch_.quiet()) {
-        // At the check, watch again before looking, so that a change made
-        // while we look is seen by the next call (and once a second even when
-        // quiet: a file system mounted over the path hides the watched
-        // directories). After a change, look on every call until then: a
-        // directory on the way where files come and go all the time (/tmp)
-        // then costs a stat a call, not a new watch.
-        if (check_due)
-            watch_.watch(dir_);
-        else
-            watch_.stop();
-        // A data file at the path that is neither the open one nor one that
-        // just failed to open is checked now, not at the next interval: a
-        // write made in a store directory moved into place (revoke, create)
-        // must not be missed by a child still reading the old files.
-        struct stat st{};
-        const bool data_present = ::stat(data_path_.c_str(), &st) == 0;
-        const bool data_replaced = data_present && !(st.st_dev == ids_.data_dev && st.st_ino == ids_.data_ino) &&
-                                   !(st.st_dev == refused_data_dev_ && st.st_ino == refused_data_ino_);
-        if (data_replaced || check_due) {
-            next_check_us_ = now_us + check_interval_us;
-            try {
-                reopen_if_replaced();
-            } catch (const StoreError &e) {
-                last_error_ = std::make_unique<StoreError>(e);
-                // Not tried again before the next check, unless another file appears.
-                if (data_present) refused_data_dev_ = st.st_dev, refused_data_ino_ = st.st_ino;
-                throw;
-            }
-            refused_data_dev_ = 0, refused_data_ino_ = 0;
+    const bool check_due = now_us >= next_check_us_.load(std::memory_order_relaxed);
+    // At the check, watch again before looking, so that a change made while
+    // we look is seen by the next call (and once a second even when quiet: a
+    // file system mounted over the path hides the watched directories).
+    // After a change, and without a watch, every call looks until then: a
+    // directory on the way where files come and go all the time (/tmp) costs
+    // a stat a call, not a new watch.
+    if (check_due) watch_.watch(dir_);
+    // A data file at the path that is neither the open one nor one that just
+    // failed to open is checked now, not at the next interval: a write made
+    // in a store directory moved into place (revoke, create) must not be
+    // missed by a child still reading the old files.
+    struct stat st{};
+    const bool data_present = ::stat(data_path_.c_str(), &st) == 0;
+    const bool data_replaced = data_present && !(st.st_dev == ids_.data_dev && st.st_ino == ids_.data_ino) &&
+                               !(st.st_dev == refused_data_dev_ && st.st_ino == refused_data_ino_);
+    if (data_replaced || check_due) {
+        next_check_us_.store(now_us + check_interval_us, std::memory_order_relaxed);
+        try {
+            reopen_if_replaced();
+        } catch (const StoreError &e) {
+            last_error_ = std::make_unique<StoreError>(e);
+            // Not tried again before the next check, unless another file appears.
+            if (data_present) refused_data_dev_ = st.st_dev, refused_data_ino_ = st.st_ino;
+            throw;
         }
+        refused_data_dev_ = 0, refused_data_ino_ = 0;
     }
     // Until the next check, a store that could not be opened is not retried.
     if (!store_) throw last_error_ ? *last_error_ : StoreError(StoreError::Kind::missing, dir_ + ": not opened");
     return store_;
+}
+
+DirectoryWatch::~DirectoryWatch() {
+    if (fd_ >= 0) ::close(fd_);
 }
 
 bool DirectoryWatch::watch(const std::string &dir) noexcept {
@@ -260,34 +268,43 @@ bool DirectoryWatch::watch(const std::string &dir) noexcept {
     // renamed in a directory on the way, or such a directory moved or removed.
     constexpr std::uint32_t changes =
         IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
-    stop();  // a new instance: the old one's queue and watches go with it
+    watching_.store(false, std::memory_order_release);
+    int fd = fd_.load(std::memory_order_relaxed);
+    if (fd < 0) {
+        fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0) return false;
+        fd_.store(fd, std::memory_order_release);
+    }
+    for (const int wd : watches_) ::inotify_rm_watch(fd, wd);
+    watches_.clear();
+    // Forget what was seen: the changes, and the IN_IGNORED of each watch removed.
+    alignas(inotify_event) char events[4096];
+    while (::read(fd, events, sizeof events) > 0) {
+    }
     try {
-        OpenFd fd(::inotify_init1(IN_CLOEXEC));
-        if (fd.get() < 0) return false;
         bool all_set = true;
-        std::string last;  // a directory is looked up in again after each `..` and link: one watch
         const auto watch_one = [&](const std::string &path) {
-            if (path == last) return;
-            last = path;
-            all_set = all_set && ::inotify_add_watch(fd.get(), path.c_str(), changes) >= 0;
+            const int wd = ::inotify_add_watch(fd, path.c_str(), changes);
+            if (wd < 0) all_set = false;
+            else watches_.push_back(wd);  // twice for a directory looked up in again (`..`, links): harmless
         };
         const auto resolved = resolve_directory(
             dir, [&](const std::string &parent, const struct stat &, const std::string &, const struct stat &) {
                 watch_one(parent);
             });
-        if (!resolved || !all_set) return false;
-        watch_one(resolved->path);
-        if (!all_set) return false;
-        fd_ = std::move(fd);
-        return true;
-    } catch (...) {  // a loop of links, or no memory: nothing is watched, the caller stats
+        if (resolved) watch_one(resolved->path);
+        if (!resolved || !all_set) return false;  // the watches set stay until the next watch(): quiet() is false
+    } catch (...) {  // a loop of links, or no memory: the caller stats
         return false;
     }
+    watching_.store(true, std::memory_order_release);
+    return true;
 }
 
 bool DirectoryWatch::quiet() const noexcept {
+    if (!watching_.load(std::memory_order_acquire)) return false;
     int queued = 0;
-    return fd_.get() >= 0 && ::ioctl(fd_.get(), FIONREAD, &queued) == 0 && queued == 0;
+    return ::ioctl(fd_.load(std::memory_order_relaxed), FIONREAD, &queued) == 0 && queued == 0;
 }
 
 }  // namespace cptoken

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -16,7 +17,6 @@
 #include <string>
 #include <vector>
 
-#include "store/open_fd.hpp"
 #include "store/store.hpp"
 
 namespace cptoken {
@@ -79,25 +79,34 @@ void refuse_store_reader_could_change(const std::string &dir, const ReaderIdenti
 /// before rename() returns, so a store directory moved into place, a link
 /// pointed elsewhere or a data file renamed over is seen by the very next
 /// question. Not seen: a file system mounted over the path (LiveStore's
-/// once-a-second check finds that). Not thread-safe: LiveStore asks under its
-/// mutex. Each watching process has its own instance (inotify instances are
-/// limited per user: fs.inotify.max_user_instances, 128 by default).
+/// once-a-second check finds that). Each watching process has its own
+/// instance (inotify instances are limited per user:
+/// fs.inotify.max_user_instances, 128 by default), made by the first
+/// watch() and kept until the end: its descriptor never changes meanwhile,
+/// so quiet() needs no lock.
 class DirectoryWatch {
 public:
-    /// Watches the path to `dir` from now on, dropping the earlier watch.
-    /// False, watching nothing, if it cannot: no inotify instance or watch
-    /// left, a component missing or unreachable, a loop of links.
+    DirectoryWatch() = default;
+    ~DirectoryWatch();
+    DirectoryWatch(const DirectoryWatch &) = delete;
+    DirectoryWatch &operator=(const DirectoryWatch &) = delete;
+
+    /// Watches the path to `dir` from now on instead of what it watched,
+    /// forgetting the changes seen so far. False, watching nothing, if it
+    /// cannot: no inotify instance or watch left, a component missing or
+    /// unreachable, a loop of links. Calls must not overlap (LiveStore makes
+    /// them under its mutex).
     bool watch(const std::string &dir) noexcept;
-    /// Drops the watch: quiet() is false until the next watch().
-    void stop() noexcept { fd_ = OpenFd(-1); }
-    /// Whether a watch is set (watch() succeeded, stop() was not called).
-    bool watching() const noexcept { return fd_.get() >= 0; }
     /// True only if watching and nothing happened in a watched directory
-    /// since watch(); false too if the watch cannot be read.
+    /// since watch() (a change stays seen until the next watch()); false
+    /// too if the watch cannot be read. From any thread, at any time: during
+    /// a watch() it answers for the watches before or after it.
     bool quiet() const noexcept;
 
 private:
-    OpenFd fd_{-1};
+    std::atomic<int> fd_{-1};  // the inotify instance, non-blocking
+    std::atomic<bool> watching_{false};
+    std::vector<int> watches_;  // watch descriptors, for the next watch() to remove
 };
 
 class LiveStore {
@@ -143,14 +152,14 @@ private:
     const std::string dir_;
     const std::string data_path_;  // dir_/tokens.mdb
     const bool trust_own_store_;
+    DirectoryWatch watch_;  // asked without the mutex, set again under it
     std::mutex mutex_;  // guards everything below
-    DirectoryWatch watch_;
     std::shared_ptr<const TokenStore> store_;
     StoreFileIds ids_;  // of the last store opened
     dev_t refused_data_dev_ = 0;  // the data file the last failed check saw
     ino_t refused_data_ino_ = 0;
     std::unique_ptr<StoreError> last_error_;
-    std::int64_t next_check_us_ = 0;
+    std::atomic<std::int64_t> next_check_us_{0};  // read without the mutex
 };
 
 }  // namespace cptoken
