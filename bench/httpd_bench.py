@@ -136,7 +136,7 @@ def settings(argv):
     s["last_used"] = lu != "0"
     paths = os.environ.get("BENCH_PATHS", "")
     s["paths"] = [x.strip() for x in paths.split(",") if x.strip() and x.strip() != "/open"]
-    known = ("/cptoken", "/cptoken-basic", "/file-bcrypt", "/dbm", "/socache", "/cptoken-bad")
+    known = ("/cptoken", "/cptoken-basic", "/floor", "/file-bcrypt", "/dbm", "/socache", "/cptoken-bad")
     for x in s["paths"]:
         if x not in known:
             raise SetupError(f"BENCH_PATHS: unknown location {x!r} (known: /open, {', '.join(known)})")
@@ -169,7 +169,7 @@ def check_tools(s):
         if not os.path.exists(path):
             missing.append(f"{what}: {path}")
     for m in ("mod_mpm_event", "mod_authn_core", "mod_authz_core", "mod_authz_user", "mod_auth_basic",
-              "mod_authn_file", "mod_authn_dbm", "mod_authn_socache", "mod_socache_shmcb"):
+              "mod_authn_file", "mod_authn_dbm", "mod_authn_socache", "mod_socache_shmcb", "mod_authn_anon"):
         if not os.path.exists(f"{MODDIR}/{m}.so"):
             missing.append(f"{m}: {MODDIR}/{m}.so")
     if want(s, "instructions"):
@@ -390,6 +390,7 @@ LoadModule authn_file_module @MODDIR@/mod_authn_file.so
 LoadModule authn_dbm_module @MODDIR@/mod_authn_dbm.so
 LoadModule socache_shmcb_module @MODDIR@/mod_socache_shmcb.so
 LoadModule authn_socache_module @MODDIR@/mod_authn_socache.so
+LoadModule authn_anon_module @MODDIR@/mod_authn_anon.so
 LoadModule cptoken_module "@MODULE@"
 
 # As Debian's apache2.conf: no .htaccess files anywhere (without this, httpd
@@ -450,6 +451,21 @@ LOC_CPTOKEN_BASIC = """
     AuthType Basic
     AuthName "@REALM@"
     AuthBasicProvider cptoken
+    Require valid-user
+</Location>
+"""
+
+# httpd's own authentication with nothing to check: mod_auth_basic decodes
+# the header, mod_authn_anon accepts any user and password, mod_authz_user's
+# valid-user admits. The floor under any Basic provider.
+LOC_FLOOR = """
+<Location "@PATH@">
+    AuthType Basic
+    AuthName "@REALM@"
+    AuthBasicProvider anon
+    Anonymous *
+    Anonymous_MustGiveEmail off
+    Anonymous_LogEmail off
     Require valid-user
 </Location>
 """
@@ -781,13 +797,18 @@ def make_locations(s, fx, run_dir):
         return header_file(hd / "cptoken-bad.txt", [f"cpanel {u}:{b}" for (u, _, _), b in zip(toks, bad)])
 
     # (path, what the location needs, made only when the location is kept)
+    def basic_h():
+        return header_file(hd / "cptoken-basic.txt", [basic(u, t) for u, _, t in toks])
+
     wanted = [
         ("/cptoken", lambda: Location("/cptoken", f"AuthType cpanel, {n:,} tokens, rotating over {len(toks):,}",
                                       LOC_CPANEL, cpanel_h, challenge="cpanel")),
         ("/cptoken-basic", lambda: Location(
             "/cptoken-basic", f"AuthType Basic + AuthBasicProvider cptoken, same store and tokens",
-            LOC_CPTOKEN_BASIC, header_file(hd / "cptoken-basic.txt", [basic(u, t) for u, _, t in toks]),
-            challenge="Basic")),
+            LOC_CPTOKEN_BASIC, basic_h(), challenge="Basic")),
+        ("/floor", lambda: Location(
+            "/floor", "AuthType Basic + mod_authn_anon (any user, nothing checked): httpd's own part, the floor",
+            LOC_FLOOR, basic_h(), challenge="Basic")),
         ("/file-bcrypt", lambda: Location(
             "/file-bcrypt", f"mod_authn_file, htpasswd -B (cost 5), rotating over {s['bcrypt']:,} users",
             LOC_FILE, header_file(hd / "file-bcrypt.txt", [basic(user_name(i), password(i))

@@ -8,9 +8,12 @@ per-request cost shows undiluted) on `/open`, then on each BENCH_PATHS
 location (default `/cptoken`), while `perf record --call-graph dwarf`
 samples httpd's processes. Prints, per location, the requests per second
 and the share of httpd's CPU samples spent in (with what it calls) the
-module's hook and its parts, and in the kernel's `stat` family.
+module's hook and its parts, and in the kernel's `stat` family. Then
+counts, with `strace -f -c` on httpd's children over 2,000 requests (one
+keep-alive connection), the system calls a request of each location makes
+beyond `/open`'s: deterministic where the shares are noisy.
 
-Run as root, after make (Debian's linux-perf; about a minute):
+Run as root, after make (Debian's linux-perf and strace; about a minute):
 
     BENCH_TOKENS=2000 BENCH_ROTATE=2000 CPTOKEN=build/cptoken MOD_CPTOKEN=build/mod_cptoken.so \\
         BENCH_DIR=/var/tmp/mod_cptoken-bench /usr/bin/python3 bench/httpd_profile.py
@@ -19,8 +22,10 @@ PROFILE_SECONDS (3) is the length of each recording. The settings are
 httpd_bench.py's (BENCH_TOKENS, BENCH_ROTATE, BENCH_PATHS, BENCH_DIR).
 """
 
+import http.client
 import os
 import re
+import signal
 import shutil
 import subprocess
 import sys
@@ -36,7 +41,7 @@ SECONDS = int(os.environ.get("PROFILE_SECONDS", "3"))
 # What to report, by symbol (perf's --children share: the function and what it calls).
 PARTS = [
     ("the module's hook (check_authn)", r"\(anonymous namespace\)::check_authn$"),
-    ("  LiveStore::current (the store file's path, looked at every request)", r"cptoken::LiveStore::current$"),
+    ("  LiveStore::current (asks the watch on the store's path)", r"cptoken::LiveStore::current$"),
     ("  UsageRecorder::record (last used)", r"cptoken::UsageRecorder::record$"),
     ("    UsageTable::intact (the usage table's fstat)", r"cptoken::UsageTable::intact$"),
     ("  parse_authorization", r"cptoken::parse_authorization$"),
@@ -58,9 +63,45 @@ def shares(data):
     return found
 
 
+# System calls whose count depends on timing (a worker handing an idle
+# connection back to the listener), not on what a request does.
+SCHEDULING = {"futex", "epoll_wait", "epoll_ctl", "epoll_pwait", "sched_yield"}
+
+
+def syscalls_per_request(h, loc, run_dir, n=2000):
+    """{system call: calls per request} of httpd's children over `n` requests
+    to `loc`, one keep-alive connection, each with the next of loc's headers
+    (strace -f -c attached to the children)."""
+    out = run_dir / f"strace-{loc.path.strip('/')}.txt"
+    attach = [arg for pid in h.children() for arg in ("-p", str(pid))]
+    tracer = subprocess.Popen(["strace", "-f", "-c", "-o", str(out)] + attach,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attached
+    headers = [line.strip() for line in open(loc.headers) if line.strip()]
+    conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
+    try:
+        for i in range(n):
+            conn.request("GET", loc.path, headers={"Authorization": headers[i % len(headers)]})
+            response = conn.getresponse()
+            response.read()
+            if response.status != loc.expect:
+                sys.exit(f"httpd_profile: {loc.path} answered {response.status}, not {loc.expect}")
+    finally:
+        conn.close()
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+    counts = {}
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and re.match(r"[\d.]+$", fields[0]) and fields[-1] != "total":
+            counts[fields[-1]] = int(fields[3]) / n
+    return counts
+
+
 def main():
-    if not shutil.which("perf"):
-        sys.exit("httpd_profile: perf is missing (apt-get install linux-perf)")
+    for tool in ("perf", "strace"):
+        if not shutil.which(tool):
+            sys.exit(f"httpd_profile: {tool} is missing (apt-get install linux-perf strace)")
     s = hb.settings([])
     fx = hb.Fixtures(s)
     run_dir = hb.make_dir(s["dir"] / "profile")
@@ -91,6 +132,18 @@ def main():
             for label, pattern in PARTS:
                 share = sum(v for k, v in found.items() if re.search(pattern, k))
                 hb.log(f"  {share:5.2f}%  {label}")
+        # What each request asks of the kernel: on a VM where a system call
+        # costs more than the module's code, the figure that decides.
+        calls = {loc.path: syscalls_per_request(h, loc, run_dir) for loc in locs}
+        base = calls[locs[0].path]
+        for loc in locs[1:]:
+            mine = calls[loc.path]
+            extra = {k: mine.get(k, 0) - base.get(k, 0) for k in set(mine) | set(base) if k not in SCHEDULING}
+            extra = {k: v for k, v in extra.items() if abs(v) >= 0.05}
+            hb.log(f"{loc.path}: system calls per request beyond {locs[0].path}'s "
+                   f"({sum(v for k, v in base.items() if k not in SCHEDULING):.2f}, not counting "
+                   f"{', '.join(sorted(SCHEDULING))}): "
+                   + (", ".join(f"{k} {v:+.2f}" for k, v in sorted(extra.items())) or "none"))
     finally:
         h.stop()
         hb.rmtree(run_dir)
