@@ -220,20 +220,19 @@ std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
     // opened last. quiet() runs outside the lock; the store is taken under
     // it, so a call that overlaps the handling of a change by another thread
     // waits for that to end and gets what it opened.
-    if (now_us < next_check_us_.load(std::memory_order_relaxed) && watch_.quiet()) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (!store_) throw last_error_ ? *last_error_ : StoreError(StoreError::Kind::missing, dir_ + ": not opened");
-        return store_;
-    }
+    if (now_us < next_check_us_.load(std::memory_order_relaxed) && watch_.quiet()) return opened();
     std::lock_guard<std::mutex> lock(mutex_);
     const bool check_due = now_us >= next_check_us_.load(std::memory_order_relaxed);
-    // At the check, watch again before looking, so that a change made while
-    // we look is seen by the next call (and once a second even when quiet: a
-    // file system mounted over the path hides the watched directories).
-    // After a change, and without a watch, every call looks until then: a
-    // directory on the way where files come and go all the time (/tmp) costs
-    // a stat a call, not a new watch.
-    if (check_due) watch_.watch(dir_);
+    if (!check_due && watch_.watching()) {
+        // Another file written beside the store (the mirror agent's state,
+        // every second) leaves the path as it was: nothing to look at.
+        if (!watch_.path_changed()) return opened_locked();
+    }
+    // Watch (again) before looking, so that a change made while we look is
+    // seen by the next call: at the check (once a second even when quiet: a
+    // file system mounted over the path hides the watched directories), and
+    // after a change, which may have moved the watched directories away.
+    if (check_due || watch_.watching()) watch_.watch(dir_, token_store_file);
     // A data file at the path that is neither the open one nor one that just
     // failed to open is checked now, not at the next interval: a write made
     // in a store directory moved into place (revoke, create) must not be
@@ -254,7 +253,17 @@ std::shared_ptr<const TokenStore> LiveStore::current(std::int64_t now_us) {
         }
         refused_data_dev_ = 0, refused_data_ino_ = 0;
     }
-    // Until the next check, a store that could not be opened is not retried.
+    return opened_locked();
+}
+
+std::shared_ptr<const TokenStore> LiveStore::opened() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return opened_locked();
+}
+
+// Called with mutex_ held. Until the next check, a store that could not be
+// opened is not retried.
+std::shared_ptr<const TokenStore> LiveStore::opened_locked() const {
     if (!store_) throw last_error_ ? *last_error_ : StoreError(StoreError::Kind::missing, dir_ + ": not opened");
     return store_;
 }
@@ -263,7 +272,7 @@ DirectoryWatch::~DirectoryWatch() {
     if (fd_ >= 0) ::close(fd_);
 }
 
-bool DirectoryWatch::watch(const std::string &dir) noexcept {
+bool DirectoryWatch::watch(const std::string &dir, const std::string &file) noexcept {
     // What replaces what the path leads to: an entry created, removed or
     // renamed in a directory on the way, or such a directory moved or removed.
     constexpr std::uint32_t changes =
@@ -275,24 +284,24 @@ bool DirectoryWatch::watch(const std::string &dir) noexcept {
         if (fd < 0) return false;
         fd_.store(fd, std::memory_order_release);
     }
-    for (const int wd : watches_) ::inotify_rm_watch(fd, wd);
-    watches_.clear();
+    for (const auto &[wd, name] : entries_) ::inotify_rm_watch(fd, wd);  // twice for some: harmless
+    entries_.clear();
     // Forget what was seen: the changes, and the IN_IGNORED of each watch removed.
     alignas(inotify_event) char events[4096];
     while (::read(fd, events, sizeof events) > 0) {
     }
     try {
         bool all_set = true;
-        const auto watch_one = [&](const std::string &path) {
-            const int wd = ::inotify_add_watch(fd, path.c_str(), changes);
+        const auto watch_one = [&](const std::string &directory, const std::string &name) {
+            const int wd = ::inotify_add_watch(fd, directory.c_str(), changes);
             if (wd < 0) all_set = false;
-            else watches_.push_back(wd);  // twice for a directory looked up in again (`..`, links): harmless
+            else entries_.emplace_back(wd, name);
         };
         const auto resolved = resolve_directory(
-            dir, [&](const std::string &parent, const struct stat &, const std::string &, const struct stat &) {
-                watch_one(parent);
+            dir, [&](const std::string &parent, const struct stat &, const std::string &entry, const struct stat &) {
+                watch_one(parent, entry.substr(entry.rfind('/') + 1));
             });
-        if (resolved) watch_one(resolved->path);
+        if (resolved) watch_one(resolved->path, file);
         if (!resolved || !all_set) return false;  // the watches set stay until the next watch(): quiet() is false
     } catch (...) {  // a loop of links, or no memory: the caller stats
         return false;
@@ -305,6 +314,32 @@ bool DirectoryWatch::quiet() const noexcept {
     if (!watching_.load(std::memory_order_acquire)) return false;
     int queued = 0;
     return ::ioctl(fd_.load(std::memory_order_relaxed), FIONREAD, &queued) == 0 && queued == 0;
+}
+
+bool DirectoryWatch::path_changed() noexcept {
+    if (!watching_.load(std::memory_order_acquire)) return true;
+    const int fd = fd_.load(std::memory_order_relaxed);
+    bool changed = false;
+    alignas(inotify_event) char events[4096];
+    for (;;) {
+        const ssize_t got = ::read(fd, events, sizeof events);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 && errno == EAGAIN) return changed;  // all read
+        if (got <= 0) return true;                        // cannot tell
+        for (ssize_t at = 0; at < got;) {
+            const auto *event = reinterpret_cast<const inotify_event *>(events + at);
+            at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+            if (changed) continue;  // read the rest all the same: quiet() holds once all is read
+            if (event->mask & (IN_Q_OVERFLOW | IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT) ||
+                event->len == 0) {
+                changed = true;
+                continue;
+            }
+            const std::string_view name(event->name);  // NUL-padded
+            for (const auto &[wd, entry] : entries_)
+                if (wd == event->wd && entry == name) changed = true;
+        }
+    }
 }
 
 }  // namespace cptoken

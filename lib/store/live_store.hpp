@@ -72,15 +72,15 @@ std::optional<ResolvedDirectory> resolve_directory(const std::string &dir, const
 /// says what is wrong with it. Mode bits only: ACLs are not read.
 void refuse_store_reader_could_change(const std::string &dir, const ReaderIdentity &reader, bool trust_own);
 
-/// Tells, with one ioctl, whether the path of a store directory may lead to
-/// other files than when it was watched: an inotify watch on every directory
-/// looked up on the way (symbolic links followed) and on the store directory,
-/// for entries created, removed or renamed there. The kernel queues the event
-/// before rename() returns, so a store directory moved into place, a link
-/// pointed elsewhere or a data file renamed over is seen by the very next
-/// question. Not seen: a file system mounted over the path (LiveStore's
-/// once-a-second check finds that). Each watching process has its own
-/// instance (inotify instances are limited per user:
+/// Tells, with one ioctl, whether the path to a file in a store directory
+/// may lead to another file than when it was watched: an inotify watch on
+/// every directory looked up on the way (symbolic links followed) and on the
+/// store directory, for entries created, removed or renamed there. The
+/// kernel queues the event before rename() returns, so a store directory
+/// moved into place, a link pointed elsewhere or a data file renamed over is
+/// seen by the very next question. Not seen: a file system mounted over the
+/// path (LiveStore's once-a-second check finds that). Each watching process
+/// has its own instance (inotify instances are limited per user:
 /// fs.inotify.max_user_instances, 128 by default), made by the first
 /// watch() and kept until the end: its descriptor never changes meanwhile,
 /// so quiet() needs no lock.
@@ -91,22 +91,34 @@ public:
     DirectoryWatch(const DirectoryWatch &) = delete;
     DirectoryWatch &operator=(const DirectoryWatch &) = delete;
 
-    /// Watches the path to `dir` from now on instead of what it watched,
-    /// forgetting the changes seen so far. False, watching nothing, if it
-    /// cannot: no inotify instance or watch left, a component missing or
-    /// unreachable, a loop of links. Calls must not overlap (LiveStore makes
-    /// them under its mutex).
-    bool watch(const std::string &dir) noexcept;
+    /// Watches the path to `dir`/`file` from now on instead of what it
+    /// watched, forgetting the changes seen so far. False, watching nothing,
+    /// if it cannot: no inotify instance or watch left, a component missing
+    /// or unreachable, a loop of links.
+    bool watch(const std::string &dir, const std::string &file) noexcept;
     /// True only if watching and nothing happened in a watched directory
-    /// since watch() (a change stays seen until the next watch()); false
-    /// too if the watch cannot be read. From any thread, at any time: during
-    /// a watch() it answers for the watches before or after it.
+    /// since watch() or path_changed(); false too if the watch cannot be
+    /// read. From any thread, at any time: during a watch() or a
+    /// path_changed() it answers for the state before or after it.
     bool quiet() const noexcept;
+    /// Reads what happened since watch() or the last call: true if it may
+    /// touch the path (an entry on the way, or the file, created, removed or
+    /// renamed; a watched directory moved or removed; events lost; the watch
+    /// unreadable), false if only other entries of those directories changed
+    /// (a state file written beside the store): then quiet() holds again.
+    bool path_changed() noexcept;
+    /// Whether watch() succeeded last.
+    bool watching() const noexcept { return watching_.load(std::memory_order_acquire); }
+
+    // watch() and path_changed() must not overlap (LiveStore calls them
+    // under its mutex).
 
 private:
     std::atomic<int> fd_{-1};  // the inotify instance, non-blocking
     std::atomic<bool> watching_{false};
-    std::vector<int> watches_;  // watch descriptors, for the next watch() to remove
+    // Each watch descriptor and the entry names on the way in its directory
+    // (a directory looked up in again, after `..` or a link, has several).
+    std::vector<std::pair<int, std::string>> entries_;
 };
 
 class LiveStore {
@@ -130,12 +142,13 @@ public:
     /// directory moved into place) is opened by the very next call, so that
     /// no write made in it is missed (the old store is closed when its last
     /// user lets go): a call asks the DirectoryWatch, and stats the data file
-    /// at the path, on every call until the next check, once the watch saw
-    /// a change on the way to it or could not be set. At most once per
-    /// check_interval_us it sets the watch again, stats the path, and
-    /// notices a store gone (or a file system mounted over it), checks that the open data file was not
-    /// changed in place (TokenStore::recheck_file), and that this process
-    /// still could not change the store (a chown under a running httpd).
+    /// at the path only after a change on the way to it (and watches again),
+    /// or on every call while no watch can be set. At most once per
+    /// check_interval_us it sets the watch again, stats the path, notices a
+    /// store gone (or a file system mounted over it), checks that the open
+    /// data file was not changed in place (TokenStore::recheck_file), and
+    /// that this process still could not change the store (a chown under a
+    /// running httpd).
     /// Throws StoreError if there is no usable store: missing, unreadable,
     /// one this process could change (until that is no longer so),
     /// tokens.mdb replaced without its commit record (older or newer than
@@ -148,6 +161,8 @@ public:
 
 private:
     void reopen_if_replaced();
+    std::shared_ptr<const TokenStore> opened();
+    std::shared_ptr<const TokenStore> opened_locked() const;
 
     const std::string dir_;
     const std::string data_path_;  // dir_/tokens.mdb

@@ -636,8 +636,9 @@ void test_symbolic_links_followed(void **state) {
 // ---------------------------------------------------------------- the watch on the path
 
 // Each change that makes the path lead to other files ends the quiet, seen
-// at once (the kernel queues the event before rename() returns); writes to
-// the store through LMDB do not.
+// at once (the kernel queues the event before rename() returns), and is a
+// change of the path; another entry written beside the path ends the quiet
+// until read, and is not; writes to the store through LMDB do neither.
 void test_directory_watch(void **state) {
     Fixture &f = fx(state);
     const std::string deep = f.tmp + "/a/b";
@@ -650,7 +651,7 @@ void test_directory_watch(void **state) {
     DirectoryWatch watch;
     assert_false(watch.quiet());  // nothing watched: nothing is known
     const auto watched = [&](const std::string &dir) {
-        if (!watch.watch(dir)) fail_msg("cannot watch %s", dir.c_str());
+        if (!watch.watch(dir, token_store_file)) fail_msg("cannot watch %s", dir.c_str());
         if (!watch.quiet()) fail_msg("a fresh watch on %s is not quiet", dir.c_str());
     };
 
@@ -664,34 +665,48 @@ void test_directory_watch(void **state) {
     struct Change {
         const char *what;
         std::string dir;  // watched
+        bool of_the_path;
         std::function<void()> make;
     };
     const std::string aside = f.tmp + "/aside";
     const std::vector<Change> changes = {
-        {"the store directory moved away", store,
+        {"the store directory moved away", store, true,
          [&] { rename_or_fail(store, aside); rename_or_fail(aside, store); }},
-        {"a file renamed over tokens.mdb", store,
+        {"a file renamed over tokens.mdb", store, true,
          [&] {
              const std::string data = store + "/" + token_store_file;
              fs::copy_file(data, store + "/copy");
              rename_or_fail(store + "/copy", data);
          }},
-        {"a directory two levels up renamed", store,
+        {"a directory two levels up renamed", store, true,
          [&] { rename_or_fail(f.tmp + "/a", aside); rename_or_fail(aside, f.tmp + "/a"); }},
-        {"a link on the way pointed elsewhere", via_link,
+        {"a link on the way pointed elsewhere", via_link, true,
          [&] {
              fs::create_directory_symlink(deep, f.tmp + "/link.new");
              rename_or_fail(f.tmp + "/link.new", f.tmp + "/link");
          }},
-        {"the directory a link leads to replaced", via_link,
+        {"the directory a link leads to replaced", via_link, true,
          [&] { rename_or_fail(deep, aside); rename_or_fail(aside, deep); }},
-        {"a file created beside the store", store, [&] { std::ofstream(deep + "/new-file") << "x"; }},
+        {"the store directory replaced by a new one", store, true,
+         [&] { fs::rename(store, aside); make_store(store, new_digest(), "again"); fs::remove_all(aside); }},
+        {"a file created beside the store directory", store, false,
+         [&] { std::ofstream(deep + "/new-file") << "x"; }},
+        {"a state file renamed into the store directory, as the mirror agent does", store, false,
+         [&] {
+             std::ofstream(store + "/mirror.state.new") << "x";
+             rename_or_fail(store + "/mirror.state.new", store + "/mirror.state");
+         }},
+        {"a directory made beside one on the way", store, false, [&] { fs::create_directory(f.tmp + "/c"); }},
     };
     for (const Change &change : changes) {
         watched(change.dir);
         change.make();
         if (watch.quiet()) fail_msg("still quiet after %s", change.what);
         if (watch.quiet()) fail_msg("quiet when asked again after %s: a change must stay seen", change.what);
+        if (watch.path_changed() != change.of_the_path)
+            fail_msg("%s: path_changed() says %s", change.what, change.of_the_path ? "no" : "yes");
+        if (!change.of_the_path && !watch.quiet())
+            fail_msg("not quiet again once %s was read", change.what);
     }
 
     // Watching another path forgets the first: its directories are no longer watched.
@@ -703,14 +718,15 @@ void test_directory_watch(void **state) {
     if (!watch.quiet()) fail_msg("a change on the path watched before ended the quiet of the new one");
 
     // A path that does not lead anywhere (yet) is not watched.
-    assert_false(watch.watch(f.tmp + "/missing/store"));
+    assert_false(watch.watch(f.tmp + "/missing/store", token_store_file));
     assert_false(watch.quiet());
+    assert_true(watch.path_changed());
     watched(store);  // and a new watch replaces a failed one
 }
 
-// After the watch saw a change, calls look at the path until the next check
-// sets it again: a second swap within that second is seen at once too, and
-// so is a swap right after the check.
+// After the watch saw a change, the call watches the path again: a second
+// swap within the same second is seen at once too, and so is a swap right
+// after the check.
 void test_swaps_within_a_second(void **state) {
     Fixture &f = fx(state);
     std::vector<Digest> gens;
