@@ -952,24 +952,32 @@ class CallgrindHttpd(Httpd):
         return int(m.group(1))
 
 
+def send_rotating(conn, loc, count, statuses):
+    """`count` GETs of loc.path on the keep-alive connection `conn`, each with
+    the next of loc's headers from its first line; adds each status to
+    `statuses`. Raises OSError or http.client.HTTPException."""
+    headers = [l for l in open(loc.headers).read().splitlines() if l]
+    for i in range(count):
+        conn.request("GET", loc.path, headers={"Authorization": headers[i % len(headers)]})
+        r = conn.getresponse()
+        r.read()
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+
+
 def cg_session(h, loc, n, n_prime, tag):
     """One httpd session under callgrind: the location's preflight, n_prime
     priming requests, then n counted requests, all but the preflight on one
     keep-alive connection, rotating over the location's header file from its
     first line. Returns (Ir of the whole session, {status: count} of the
     priming and counted requests, problems)."""
-    headers = [l for l in open(loc.headers).read().splitlines() if l]
     statuses = {}
     h.start(tag)
     try:
         problems = preflight(h, [loc], timeout=120)
         c = http.client.HTTPConnection("127.0.0.1", h.port, timeout=120)
         try:
-            for i in list(range(n_prime)) + list(range(n)):
-                c.request("GET", loc.path, headers={"Authorization": headers[i % len(headers)]})
-                r = c.getresponse()
-                r.read()
-                statuses[r.status] = statuses.get(r.status, 0) + 1
+            send_rotating(c, loc, n_prime, statuses)
+            send_rotating(c, loc, n, statuses)
         except (OSError, http.client.HTTPException) as e:
             problems.append(f"request {sum(statuses.values()) + 1} of the session: {e!r}")
         finally:

@@ -77,19 +77,16 @@ def syscalls_per_request(h, loc, run_dir, n=2000):
     tracer = subprocess.Popen(["strace", "-f", "-c", "-o", str(out)] + attach,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)  # attached
-    headers = [line.strip() for line in open(loc.headers) if line.strip()]
     conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
+    statuses = {}
     try:
-        for i in range(n):
-            conn.request("GET", loc.path, headers={"Authorization": headers[i % len(headers)]})
-            response = conn.getresponse()
-            response.read()
-            if response.status != loc.expect:
-                sys.exit(f"httpd_profile: {loc.path} answered {response.status}, not {loc.expect}")
+        hb.send_rotating(conn, loc, n, statuses)
     finally:
         conn.close()
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=30)
+    if set(statuses) != {loc.expect}:
+        sys.exit(f"httpd_profile: {loc.path} answered {statuses}, not only {loc.expect}")
     counts = {}
     for line in out.read_text().splitlines():
         fields = line.split()
