@@ -195,6 +195,11 @@ void LiveStore::reopen_if_replaced() {
         try {
             store_->recheck_file();
         } catch (const StoreError &e) {
+            // A commit not yet published (its writer slow to reach the disk,
+            // or killed before publishing, which the owner's next command
+            // does) is no change in place: each request's own read decides,
+            // and the next check looks again.
+            if (e.kind() == StoreError::Kind::inconsistent) return;
             store_.reset();
             throw StoreError(e.kind(), std::string(e.what()) +
                                            "; refusing this store until its directory is replaced (move a whole "

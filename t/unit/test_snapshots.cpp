@@ -138,6 +138,24 @@ void test_reads_under_a_writer_in_a_tight_loop_are_whole(void **state) {
     close(ready[1]);
 }
 
+// Commits a change to tokens.mdb through LMDB alone, as a writer killed
+// between its commit and publishing it leaves the store.
+void commit_without_publishing(void **state) {
+    MDB_env *env = nullptr;
+    MDB_txn *txn = nullptr;
+    MDB_dbi dbi = 0;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    mdb_env_set_mapsize(env, StoreSettings::map_size);
+    assert_int_equal(mdb_env_open(env, data_file(state).c_str(), MDB_NOSUBDIR, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    MDB_val key{4, const_cast<char *>("test")}, value{0, nullptr};
+    assert_int_equal(mdb_put(txn, dbi, &key, &value, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
 // A commit made without publishing it (a writer killed between the two):
 // readers wait for it, then refuse the store, saying what to do; the next
 // open by the owner publishes it.
@@ -145,21 +163,7 @@ void test_commit_never_published_is_refused_until_the_owner_opens(void **state) 
     const std::string dir = fx(state).store;
     const Digest digest = new_digest();
     TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
-    {
-        MDB_env *env = nullptr;
-        MDB_txn *txn = nullptr;
-        MDB_dbi dbi = 0;
-        assert_int_equal(mdb_env_create(&env), 0);
-        mdb_env_set_maxdbs(env, 8);
-        mdb_env_set_mapsize(env, StoreSettings::map_size);
-        assert_int_equal(mdb_env_open(env, data_file(state).c_str(), MDB_NOSUBDIR, 0600), 0);
-        assert_int_equal(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-        assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-        MDB_val key{4, const_cast<char *>("test")}, value{0, nullptr};
-        assert_int_equal(mdb_put(txn, dbi, &key, &value, 0), 0);
-        assert_int_equal(mdb_txn_commit(txn), 0);
-        mdb_env_close(env);
-    }
+    commit_without_publishing(state);
     const auto started = std::chrono::steady_clock::now();
     const std::string message = EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
     const auto waited = std::chrono::steady_clock::now() - started;
@@ -188,6 +192,59 @@ void test_data_file_older_than_its_record_is_refused(void **state) {
     }
     const std::string message = EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
     assert_true(contains(message, "older than its commit record"));
+    // The owner's next command does not take the copy for a lost commit.
+    { TokenStore owner(dir, Access::read_write); }
+    EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
+}
+
+// A power cut can leave the commit record naming a commit whose meta page
+// never reached the disk: the record is published before LMDB's meta page
+// is synced, so that readers need not wait for the disk. Such a commit was
+// never reported done (the record says which commit the disk had last).
+// Readers refuse the store, saying so; the owner's next command, even one
+// that only reads, makes the record name the data file's newest commit.
+void test_a_commit_lost_to_a_power_cut_is_forgotten_by_the_owner(void **state) {
+    const std::string dir = fx(state).store;
+    const Digest digest = new_digest();
+    TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
+    {
+        CommitRecord record(record_file(state), true);
+        record.publish(record.load() + 1);  // as if the commit after it had reached the record only
+    }
+    const std::string message = EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
+    assert_true(contains(message, "lost to a crash"));
+    assert_true(contains(message, "cptoken list"));
+    { TokenStore owner(dir, Access::read_write); }
+    assert_true(TokenStore(dir, Access::read_only).find(digest).has_value());
+}
+
+// A commit not yet published when a child's once-a-second check reads the
+// store (its writer slow to reach the disk, or killed before publishing) is
+// no change in place: the child keeps the store, and once the owner
+// publishes the commit its requests are answered again, without a restart.
+void test_live_store_keeps_a_store_whose_commit_is_late(void **state) {
+    const std::string dir = fx(state).store;
+    const Digest digest = new_digest();
+    TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
+    LiveStore live(dir);
+    std::int64_t now = 1000000;
+    assert_true(live.current(now)->find(digest).has_value());
+
+    commit_without_publishing(state);
+    now += 2 * LiveStore::check_interval_us;
+    std::shared_ptr<const TokenStore> store;
+    try {
+        store = live.current(now);
+    } catch (const StoreError &e) {
+        fail_msg("the check refused the store: %s", e.what());
+    }
+    // A request answered from a read (the cache holds only what was read at
+    // the published snapshot) says why it cannot be answered.
+    EXPECT_STORE_ERROR(inconsistent, store->find(new_digest()));
+
+    { TokenStore owner(dir, Access::read_write); }  // publishes it
+    now += 2 * LiveStore::check_interval_us;
+    assert_true(live.current(now)->find(digest).has_value());
 }
 
 // The lock file is the writers' alone: init makes it 0600; a reader never
@@ -383,6 +440,9 @@ int main() {
         cmocka_unit_test_setup_teardown(test_commit_never_published_is_refused_until_the_owner_opens, setup_init,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_data_file_older_than_its_record_is_refused, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_commit_lost_to_a_power_cut_is_forgotten_by_the_owner, setup_init,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_live_store_keeps_a_store_whose_commit_is_late, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_lock_file_is_the_writers_alone, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_write_waiting_for_the_lock_says_so, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_data_file_is_refused, setup_init, teardown),
