@@ -19,9 +19,11 @@ namespace cptoken {
 namespace {
 
 // The first 16 bytes; the transaction id follows at offset 16 (host byte
-// order, as LMDB's own files), the store id at 24, the rest is zero.
+// order, as LMDB's own files), the store id at 24, the acknowledged id at 40
+// (0 in a record written before 0.17.3), the rest is zero.
 constexpr char magic[16] = {'c', 'p', 't', 'o', 'k', 'e', 'n', ' ', 'c', 'o', 'm', 'm', 'i', 't', '1', '\n'};
-constexpr std::size_t id_offset = 16, store_id_offset = 24;
+constexpr std::size_t id_offset = 16, store_id_offset = 24, acknowledged_offset = 40;
+static_assert(store_id_offset + CommitRecord::store_id_size <= acknowledged_offset);
 
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free, "publish() needs a lock-free 64-bit store");
 
@@ -35,6 +37,7 @@ void CommitRecord::create(const std::string &file, std::uint64_t txnid, std::str
     std::memcpy(page, magic, sizeof magic);
     std::memcpy(page + id_offset, &txnid, sizeof txnid);
     std::memcpy(page + store_id_offset, store_id.data(), std::min(store_id.size(), store_id_size));
+    std::memcpy(page + acknowledged_offset, &txnid, sizeof txnid);
     const bool ok = ::write(fd, page, sizeof page) == static_cast<ssize_t>(sizeof page) &&
                     ::fchown(fd, static_cast<uid_t>(-1), gid) == 0 && ::fchmod(fd, mode) == 0 && ::fsync(fd) == 0;
     const int err = errno;
@@ -98,6 +101,10 @@ std::uint64_t *CommitRecord::word() const noexcept {
     return reinterpret_cast<std::uint64_t *>(static_cast<char *>(map_) + id_offset);
 }
 
+std::uint64_t *CommitRecord::acknowledged_word() const noexcept {
+    return reinterpret_cast<std::uint64_t *>(static_cast<char *>(map_) + acknowledged_offset);
+}
+
 std::uint64_t CommitRecord::load() const noexcept {
     return std::atomic_ref<std::uint64_t>(*word()).load(std::memory_order_acquire);
 }
@@ -117,6 +124,25 @@ void CommitRecord::publish(std::uint64_t txnid) noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
+std::uint64_t CommitRecord::acknowledged() const noexcept {
+    return std::atomic_ref<std::uint64_t>(*acknowledged_word()).load(std::memory_order_acquire);
+}
+
+void CommitRecord::acknowledge(std::uint64_t txnid) noexcept {
+    std::atomic_ref<std::uint64_t>(*acknowledged_word()).store(txnid, std::memory_order_release);
+}
+
+bool CommitRecord::lost_commit_after(std::uint64_t newest) const noexcept {
+    return load() == newest + 1 && acknowledged() == newest;
+}
+
+bool CommitRecord::forget_lost_commit(std::uint64_t newest) noexcept {
+    if (!lost_commit_after(newest)) return false;
+    std::atomic_ref<std::uint64_t>(*word()).store(newest, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return true;
+}
+
 std::string CommitRecord::store_id() const {
     return std::string(static_cast<const char *>(map_) + store_id_offset, store_id_size);
 }
@@ -124,6 +150,7 @@ std::string CommitRecord::store_id() const {
 void CommitRecord::reset(std::uint64_t txnid, std::string_view store_id) noexcept {
     std::memset(static_cast<char *>(map_) + store_id_offset, 0, store_id_size);
     std::memcpy(static_cast<char *>(map_) + store_id_offset, store_id.data(), std::min(store_id.size(), store_id_size));
+    std::atomic_ref<std::uint64_t>(*acknowledged_word()).store(txnid, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(*word()).store(txnid, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
 }

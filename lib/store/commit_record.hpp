@@ -62,6 +62,26 @@ public:
     /// `store_id`: only `cptoken init`, under the writer lock.
     void reset(std::uint64_t txnid, std::string_view store_id) noexcept;
 
+    /// The newest transaction id known to be on disk in the data file, its
+    /// meta page included: the last commit a writer reported done. 0 in a
+    /// record written before 0.17.3.
+    std::uint64_t acknowledged() const noexcept;
+
+    /// Records that transaction `txnid` is on disk (after its meta page was
+    /// synced, before persist()).
+    void acknowledge(std::uint64_t txnid) noexcept;
+
+    /// True if the record names the transaction after `newest`, the data
+    /// file's newest, and that one was never acknowledged: a commit
+    /// published but lost to a crash before its meta page reached the disk,
+    /// not an older copy of the data file written over it.
+    bool lost_commit_after(std::uint64_t newest) const noexcept;
+
+    /// Lowers the published id to `newest` if lost_commit_after(newest);
+    /// returns whether it did. Only under the writer lock, where `newest`
+    /// cannot change.
+    bool forget_lost_commit(std::uint64_t newest) noexcept;
+
     /// The id of the store the record is for.
     std::string store_id() const;
 
@@ -75,6 +95,7 @@ public:
 
 private:
     std::uint64_t *word() const noexcept;
+    std::uint64_t *acknowledged_word() const noexcept;
 
     std::string file_;
     void *map_ = nullptr;

@@ -246,6 +246,10 @@ public:
     }
     /// True for a reader without the lock file (Access::read_only).
     bool lock_free() const { return lock_free_; }
+    /// Writes what the last commits left in the system's buffers (an
+    /// environment opened with MDB_NOMETASYNC: the meta page) to disk.
+    /// Throws StoreError: access.
+    void sync() const { check(mdb_env_sync(env_, 1), "cannot write ", file_); }
     ~Env() {
         if (env_) mdb_env_close(env_);
     }

@@ -608,6 +608,11 @@ struct TokenStore::Impl {
 
     std::string unsettled_message(std::uint64_t snapshot, std::uint64_t published) const {
         const std::string record = env.file() + commit_record_suffix;
+        if (snapshot < published && committed->lost_commit_after(snapshot))
+            return env.file() + " holds transaction " + std::to_string(snapshot) + " but " + record + " names " +
+                   std::to_string(published) + ", a commit lost to a crash or power cut before it reached the "
+                   "disk (the command that made it never reported it done); any cptoken command run by the store's "
+                   "owner (e.g. cptoken list) makes the record name " + std::to_string(snapshot) + " again";
         if (snapshot < published)
             return env.file() + " holds transaction " + std::to_string(snapshot) + " but " + record + " names " +
                    std::to_string(published) + ": the data file is older than its commit record (an older copy "
@@ -728,17 +733,26 @@ struct TokenStore::Impl {
         pins.before_write(env);
         LockWaitNotice notice(lock_wait_notice, env.file());
         txn.emplace(env.get(), true, env.file());
-        committed->publish(txn->id() - 1);
+        const std::uint64_t newest = txn->id() - 1;
+        if (committed->forget_lost_commit(newest)) committed->persist();
+        committed->publish(newest);
     }
 
     // Commits `txn` and publishes it, on disk too. LMDB ends a transaction
     // that changed nothing without a commit, and publishing its id would name
     // one that never comes: so every commit writes when it was made.
+    // The environment does not sync the meta page in the commit
+    // (MDB_NOMETASYNC): readers see the new snapshot as soon as its meta page
+    // is written, and refuse it until it is published, so it is published
+    // first and synced after. A busy disk then slows this command, never the
+    // readers (who would wait commit_in_flight_wait, then refuse).
     void commit(Txn &txn) {
         const std::uint64_t id = txn.id();
         env.put(txn, meta, as_val(last_commit_key), {});
-        txn.commit(env.file());
+        txn.commit(env.file());  // the data pages on disk, the meta page written
         committed->publish(id);
+        env.sync();
+        committed->acknowledge(id);
         committed->persist();
     }
 
@@ -857,7 +871,8 @@ struct TokenStore::Impl {
 };
 
 TokenStore::Impl::Impl(const std::string &dir, Access access, std::size_t cache_slots, std::size_t map_size)
-    : env(path_in(dir, token_store_file), access, 0600, true, 0, map_size),
+    : env(path_in(dir, token_store_file), access, 0600, true, access == Access::read_write ? MDB_NOMETASYNC : 0,
+          map_size),
       cache(cache_slots, StoreSettings::record_cache_bytes) {
     // Without a key of its own, find_token() hashes every token (as find() does).
     token_key_drawn = RAND_bytes(token_key.data(), static_cast<int>(token_key.size())) == 1;
@@ -885,7 +900,7 @@ TokenStore::Impl::Impl(const std::string &dir, Access access, std::size_t cache_
     if (access == Access::read_write) {
         MDB_envinfo info{};
         mdb_env_info(env.get(), &info);
-        if (info.me_last_txnid > committed->load()) {
+        if (info.me_last_txnid > committed->load() || committed->lost_commit_after(info.me_last_txnid)) {
             std::optional<Txn> txn;
             begin_write(txn);
         }

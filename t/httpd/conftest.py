@@ -96,8 +96,8 @@ class Store:
     def __init__(self, path):
         self.path = Path(path)
 
-    def run(self, *args, check=True):
-        env = dict(os.environ)
+    def run(self, *args, check=True, env=None):
+        env = {**os.environ, **(env or {})}
         env.pop("CPTOKEN_DB", None)
         env["LC_ALL"] = "C"
         p = subprocess.run([CPTOKEN, "--db", str(self.path), *[str(a) for a in args]],

@@ -15,8 +15,11 @@ import subprocess
 import threading
 import time
 import http.client
+from collections import Counter
+from pathlib import Path
 
 from conftest import ALL_MPMS, PYTHON, assert_admitted, assert_refused
+from test_concurrency import Traffic
 
 N = 6
 
@@ -96,6 +99,44 @@ def test_answers_stay_right_while_a_writer_commits_in_a_tight_loop(srv):
     # A closed connection is asked again above; a child that died is not an answer either.
     crashed = [line for line in srv.lines() if "exit signal" in line]
     assert not crashed, crashed
+
+
+def slow_disk(directory, ms):
+    """The environment that gives a command a disk whose every sync takes
+    `ms` milliseconds (t/httpd/slow_sync.c, built into `directory`)."""
+    shim = Path(directory) / "slow_sync.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(Path(__file__).parent / "slow_sync.c"),
+                    "-ldl"], check=True, capture_output=True)
+    return {"LD_PRELOAD": str(shim), "CPTOKEN_TEST_SYNC_MS": str(ms)}
+
+
+@ALL_MPMS
+def test_a_commit_slow_to_reach_the_disk_refuses_no_request(srv):
+    """A busy disk makes a commit's last sync slow (seen in CI: beyond the
+    200 ms a reader waits for a commit to be published). Readers see the new
+    snapshot as soon as LMDB has written its meta page; the tool must publish
+    it then, not after the disk has it, or every request in between gets 500
+    (CPT0200, "a writer died between its commit and its record"). Each command
+    still returns only once its change is on disk, and is then in force."""
+    srv.allow("CPT0100")  # the revoked tokens' refusals
+    stable = srv.store.create("alice", "stable")
+    srv.start()
+    disk = slow_disk(srv.dir, 400)
+
+    def fn(i):
+        return srv.get(auth=f"cpanel alice:{stable}").status
+
+    with Traffic(srv, 3, fn) as t:
+        for k in range(3):
+            started = time.monotonic()
+            token = srv.store.run("create", "bob", f"t{k}", env=disk).stdout.strip()
+            assert time.monotonic() - started >= 0.8, "the command did not wait for the disk: the shim is not in use"
+            assert_admitted(srv.get(auth=f"cpanel bob:{token}"), "bob")
+            srv.store.run("revoke", "bob", f"t{k}", env=disk)
+            assert_refused(srv.get(auth=f"cpanel bob:{token}"))
+    statuses = Counter(outcome for _, _, outcome in t.results)
+    assert statuses[200] > 30, statuses
+    assert set(statuses) == {200}, f"requests refused while a commit reached the disk: {statuses}"
 
 
 @ALL_MPMS
