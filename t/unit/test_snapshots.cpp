@@ -156,6 +156,16 @@ void commit_without_publishing(void **state) {
     mdb_env_close(env);
 }
 
+// Readers refuse the store, saying `why` and what to do; once the store's
+// owner opens it (any command, one that only reads too), they read it again.
+void expect_refused_until_the_owner_opens(const std::string &dir, const Digest &digest, const char *why) {
+    const std::string message = EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
+    assert_true(contains(message, why));
+    assert_true(contains(message, "cptoken list"));
+    { TokenStore owner(dir, Access::read_write); }
+    assert_true(TokenStore(dir, Access::read_only).find(digest).has_value());
+}
+
 // A commit made without publishing it (a writer killed between the two):
 // readers wait for it, then refuse the store, saying what to do; the next
 // open by the owner publishes it.
@@ -165,13 +175,8 @@ void test_commit_never_published_is_refused_until_the_owner_opens(void **state) 
     TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
     commit_without_publishing(state);
     const auto started = std::chrono::steady_clock::now();
-    const std::string message = EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
-    const auto waited = std::chrono::steady_clock::now() - started;
-    assert_true(waited >= StoreSettings::commit_in_flight_wait);
-    assert_true(contains(message, "died between its commit and its record"));
-    assert_true(contains(message, "cptoken list"));
-    { TokenStore owner(dir, Access::read_write); }
-    assert_true(TokenStore(dir, Access::read_only).find(digest).has_value());
+    expect_refused_until_the_owner_opens(dir, digest, "died between its commit and its record");
+    assert_true(std::chrono::steady_clock::now() - started >= StoreSettings::commit_in_flight_wait);
 }
 
 // An older copy of tokens.mdb written over it in place (same file, an older
@@ -211,11 +216,7 @@ void test_a_commit_lost_to_a_power_cut_is_forgotten_by_the_owner(void **state) {
         CommitRecord record(record_file(state), true);
         record.publish(record.load() + 1);  // as if the commit after it had reached the record only
     }
-    const std::string message = EXPECT_STORE_ERROR(inconsistent, TokenStore(dir, Access::read_only).find(digest));
-    assert_true(contains(message, "lost to a crash"));
-    assert_true(contains(message, "cptoken list"));
-    { TokenStore owner(dir, Access::read_write); }
-    assert_true(TokenStore(dir, Access::read_only).find(digest).has_value());
+    expect_refused_until_the_owner_opens(dir, digest, "lost to a crash");
 }
 
 // A commit not yet published when a child's once-a-second check reads the
