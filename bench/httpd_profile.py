@@ -18,8 +18,10 @@ Run as root, after make (Debian's linux-perf and strace; about a minute):
     BENCH_TOKENS=2000 BENCH_ROTATE=2000 CPTOKEN=build/cptoken MOD_CPTOKEN=build/mod_cptoken.so \\
         BENCH_DIR=/var/tmp/mod_cptoken-bench /usr/bin/python3 bench/httpd_profile.py
 
-PROFILE_SECONDS (3) is the length of each recording. The settings are
-httpd_bench.py's (BENCH_TOKENS, BENCH_ROTATE, BENCH_PATHS, BENCH_DIR).
+PROFILE_SECONDS (3) is the length of each recording. With PROFILE_KEEP=1
+the recordings stay in BENCH_DIR (perf-open.data, perf-cptoken.data, ...)
+for `perf report -i`. The settings are httpd_bench.py's (BENCH_TOKENS,
+BENCH_ROTATE, BENCH_PATHS, BENCH_DIR).
 """
 
 import http.client
@@ -143,6 +145,9 @@ def main():
                    + (", ".join(f"{k} {v:+.2f}" for k, v in sorted(extra.items())) or "none"))
     finally:
         h.stop()
+        if os.environ.get("PROFILE_KEEP") == "1":
+            for data in run_dir.glob("perf-*.data"):
+                shutil.copy(data, s["dir"] / data.name)
         hb.rmtree(run_dir)
 
 
