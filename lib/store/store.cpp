@@ -751,7 +751,12 @@ struct TokenStore::Impl {
         env.put(txn, meta, as_val(last_commit_key), {});
         txn.commit(env.file());  // the data pages on disk, the meta page written
         committed->publish(id);
-        env.sync();
+        try {
+            env.sync();
+        } catch (const StoreError &e) {
+            throw StoreError(e.kind(), std::string(e.what()) + ": the change is made and in force, but may not be on "
+                                                               "disk yet (a crash could undo it)");
+        }
         committed->acknowledge(id);
         committed->persist();
     }

@@ -4,9 +4,12 @@
 // O_DSYNC or O_SYNC (LMDB's meta page, by default) lands in the page cache at
 // once, where readers of the map see it, and returns only after that time, as
 // the kernel's does while the device writes it; fsync, fdatasync and a
-// synchronous msync wait as long before they sync.
+// synchronous msync wait as long before they sync. With
+// CPTOKEN_TEST_FAIL_FDATASYNC=N, the Nth fdatasync and every later one fail
+// with EIO (a disk that stops taking writes).
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -42,7 +45,13 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t offset) {
 }
 
 int fdatasync(int fd) {
+    static long calls = 0;
+    const char *fail_from = getenv("CPTOKEN_TEST_FAIL_FDATASYNC");
     wait_for_the_disk();
+    if (fail_from && ++calls >= strtol(fail_from, NULL, 10)) {
+        errno = EIO;
+        return -1;
+    }
     return NEXT(fdatasync)(fd);
 }
 

@@ -101,13 +101,17 @@ def test_answers_stay_right_while_a_writer_commits_in_a_tight_loop(srv):
     assert not crashed, crashed
 
 
-def slow_disk(directory, ms):
+def slow_disk(directory, ms, fail_fdatasync_from=None):
     """The environment that gives a command a disk whose every sync takes
-    `ms` milliseconds (t/httpd/slow_sync.c, built into `directory`)."""
+    `ms` milliseconds and, with `fail_fdatasync_from` = N, whose Nth
+    fdatasync and later ones fail (t/httpd/slow_sync.c, built into `directory`)."""
     shim = Path(directory) / "slow_sync.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(Path(__file__).parent / "slow_sync.c"),
                     "-ldl"], check=True, capture_output=True)
-    return {"LD_PRELOAD": str(shim), "CPTOKEN_TEST_SYNC_MS": str(ms)}
+    env = {"LD_PRELOAD": str(shim), "CPTOKEN_TEST_SYNC_MS": str(ms)}
+    if fail_fdatasync_from:
+        env["CPTOKEN_TEST_FAIL_FDATASYNC"] = str(fail_fdatasync_from)
+    return env
 
 
 @ALL_MPMS
@@ -137,6 +141,18 @@ def test_a_commit_slow_to_reach_the_disk_refuses_no_request(srv):
     statuses = Counter(outcome for _, _, outcome in t.results)
     assert statuses[200] > 30, statuses
     assert set(statuses) == {200}, f"requests refused while a commit reached the disk: {statuses}"
+
+
+def test_a_commit_the_disk_does_not_take_is_said_to_be_in_force(srv):
+    """The sync of the meta page fails after the commit was published
+    (LMDB's own sync of the data pages went through): the command exits 1
+    and says that the change is made and in force but may not be on disk,
+    so that the admin knows to revoke what they did not mean to keep."""
+    p = srv.store.run("create", "bob", "t", check=False, env=slow_disk(srv.dir, 0, fail_fdatasync_from=2))
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "in force, but may not be on disk" in p.stderr, p.stderr
+    listed = srv.store.run("list", "bob", "--json").stdout
+    assert '"t"' in listed, listed
 
 
 @ALL_MPMS
