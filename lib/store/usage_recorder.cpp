@@ -43,7 +43,14 @@ void UsageRecorder::look(std::int64_t now_us) noexcept {
     const std::string path = lmdb::path_in(dir_, usage_store_file);
     struct stat st{};
     const bool there = ::stat(path.c_str(), &st) == 0;
-    if (store_ && there && std::pair{st.st_dev, st.st_ino} == ids_) return;
+    if (store_ && there && std::pair{st.st_dev, st.st_ino} == ids_) {
+        if (store_->intact()) return;
+        // Cut short or overwritten in place, and seen before a use met it.
+        store_.reset();
+        generation_.store(next_generation.fetch_add(1), std::memory_order_release);
+        report_changed();
+        return;
+    }
     store_.reset();
     try {
         store_ = std::make_shared<UsageStore>(dir_, Access::read_write);
@@ -77,20 +84,25 @@ UsageStore *UsageRecorder::current() noexcept {
 
 void UsageRecorder::record(const Digest &digest, Seconds when, const std::optional<Address> &client) noexcept {
     UsageStore *const store = current();
-    if (!store) return;
+    if (!store || store->record(digest, when, client)) return;
+    // Not recorded: a table without room, or one changed under the map,
+    // which record() survived (it checks no size: a system call per use).
     if (!store->intact()) {
         drop(store);
-        report_once(said_changed_, "cannot record last-used times in " + lmdb::path_in(dir_, usage_store_file) +
-                                       ": the file was changed in place (truncated or overwritten); uses are not "
-                                       "recorded until a usage table is in place again (cptoken init makes one; "
-                                       "requests are not affected; said once per process)");
+        report_changed();
         return;
     }
-    if (!store->record(digest, when, client))
-        report_once(said_full_, "the usage table " + lmdb::path_in(dir_, usage_store_file) + " has no room for "
-                                "more tokens: the uses of tokens new to it are not recorded (they show LAST USED "
-                                "never or older) until `cptoken prune` (run daily) makes it again with room for "
-                                "the store's tokens (said once per process)");
+    report_once(said_full_, "the usage table " + lmdb::path_in(dir_, usage_store_file) + " has no room for "
+                            "more tokens: the uses of tokens new to it are not recorded (they show LAST USED "
+                            "never or older) until `cptoken prune` (run daily) makes it again with room for "
+                            "the store's tokens (said once per process)");
+}
+
+void UsageRecorder::report_changed() noexcept {
+    report_once(said_changed_, "cannot record last-used times in " + lmdb::path_in(dir_, usage_store_file) +
+                                   ": the file was changed in place (truncated or overwritten); uses are not "
+                                   "recorded until a usage table is in place again (cptoken init makes one; "
+                                   "requests are not affected; said once per process)");
 }
 
 }  // namespace cptoken

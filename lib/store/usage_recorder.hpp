@@ -47,6 +47,7 @@ private:
     // Drops `broken` if it is still the table in use.
     void drop(const UsageStore *broken) noexcept;
     void report_once(std::atomic<bool> &said, const std::string &message) noexcept;
+    void report_changed() noexcept;
 
     const std::string dir_;
     const Report report_;

@@ -54,8 +54,10 @@ public:
     std::optional<Usage> find(const Digest &digest) const;
 
     /// Records one use of `digest` at `when` from `address` (none: unknown),
-    /// in constant time, without a lock: for httpd's children. Returns false
-    /// if the table had no room for a token new to it (counted in lost()).
+    /// in constant time, without a lock or a system call: for httpd's
+    /// children. Returns false if the table had no room for a token new to
+    /// it (counted in lost()), or if it was cut short or overwritten under
+    /// the map (UsageTable::record_guarded: intact() then says so).
     bool record(const Digest &digest, Seconds when, const std::optional<Address> &address);
 
     /// Adds uses read elsewhere (a rebuild's copy): as record(), with

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "store/map_fault_guard.hpp"
 #include "store/open_fd.hpp"
 #include "store/store.hpp"
 
@@ -246,6 +247,23 @@ bool UsageTable::record(const UsageKey &key, std::int64_t when, const std::optio
     }
     field<std::uint64_t>(map_, at_lost).fetch_add(1, std::memory_order_relaxed);
     return false;
+}
+
+UsageTable::Recorded UsageTable::record_guarded(const UsageKey &key, std::int64_t when,
+                                                const std::optional<Address> &address) noexcept {
+    struct Use {
+        UsageTable *table;
+        const UsageKey *key;
+        std::int64_t when;
+        const std::optional<Address> *address;
+        Recorded done;
+    } use{this, &key, when, &address, Recorded::changed};
+    const bool whole = write_through_map(map_, map_size_, [](void *context) {
+        Use &u = *static_cast<Use *>(context);
+        if (std::memcmp(u.table->map_, u.table->header_, sizeof u.table->header_) != 0) return;  // overwritten
+        u.done = u.table->record(*u.key, u.when, *u.address) ? Recorded::kept : Recorded::full;
+    }, &use);
+    return whole ? use.done : Recorded::changed;
 }
 
 std::optional<SlotUsage> UsageTable::find(const UsageKey &key) const noexcept {

@@ -92,6 +92,21 @@ public:
     bool record(const UsageKey &key, std::int64_t when, const std::optional<Address> &address,
                 std::uint64_t uses = 1) noexcept;
 
+    /// What record_guarded() did.
+    enum class Recorded {
+        kept,     ///< recorded
+        full,     ///< no slot free within max_probe (as record() returning false)
+        changed,  ///< the file was cut short or overwritten in place: not written
+    };
+
+    /// record() for a process that must outlive the file being cut short or
+    /// overwritten under its map (httpd's children: httpd's group can do
+    /// both). Checks the header through the map, and catches the fault of a
+    /// page past the file's new end (write_through_map) instead of an
+    /// fstat() before each use. After `changed`, the table must not be
+    /// written again.
+    Recorded record_guarded(const UsageKey &key, std::int64_t when, const std::optional<Address> &address) noexcept;
+
     /// The slot of `key`, if it has one.
     std::optional<SlotUsage> find(const UsageKey &key) const noexcept;
 

@@ -157,6 +157,36 @@ inline void write_in_child(const std::string &dir, const std::function<void(cpto
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("writer child failed, status 0x%x", status);
 }
 
+/// Runs `body` in a forked child whose fatal signals are the defaults a
+/// process starts with, not cmocka's (which it installs around each test,
+/// over any handler the code under test installed in an earlier one), and
+/// returns how the child ended (waitpid's status). `body` returns the
+/// child's exit status: 0 for success. At most 60 s.
+inline int status_of_child(const std::function<int()> &body) {
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        for (int sig : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGABRT}) signal(sig, SIG_DFL);
+        int code = 1;
+        try {
+            code = body();
+        } catch (...) {
+            code = 125;
+        }
+        _exit(code);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/// Fails the test unless the child exited with 0 (status_of_child).
+inline void assert_child_succeeded(int status) {
+    if (WIFSIGNALED(status)) fail_msg("the child died of signal %d", WTERMSIG(status));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("the child exited with %d", WEXITSTATUS(status));
+}
+
 /// Runs `read` in a forked child, where it must throw StoreError corrupt: a
 /// store that LMDB would read past its end must be refused, and a SIGBUS
 /// there shows as this test's failure instead of ending the test program.
