@@ -37,7 +37,6 @@ void on_sigbus(int signal, siginfo_t *info, void *) {
     if (info->si_code <= 0) raise(signal);
 }
 
-
 // Separate from write_through_map so that nothing it keeps lives across
 // sigsetjmp's second return.
 bool run_guarded(Guard &guard, void (*write)(void *), void *context) noexcept {
@@ -50,6 +49,10 @@ bool run_guarded(Guard &guard, void (*write)(void *), void *context) noexcept {
 }  // namespace
 
 void install_map_fault_handler() noexcept {
+    // Installed over itself, it would keep itself as the handler before it,
+    // and hand an unguarded fault back to itself for ever.
+    struct sigaction now{};
+    if (sigaction(SIGBUS, nullptr, &now) == 0 && (now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_sigbus) return;
     struct sigaction action{};
     action.sa_sigaction = on_sigbus;
     action.sa_flags = SA_SIGINFO;

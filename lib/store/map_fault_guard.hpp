@@ -24,8 +24,9 @@ namespace cptoken {
 bool write_through_map(const void *begin, std::size_t length, void (*write)(void *context), void *context) noexcept;
 
 /// Installs the guard's handler again, over whatever SIGBUS handler is there
-/// now (which then gets what the guard does not): for a process that
-/// replaced it since the first guarded write (a test framework does).
+/// now (which then gets what the guard does not), unless it is the guard's:
+/// for a process that replaced it since the first guarded write (a test
+/// framework does).
 void install_map_fault_handler() noexcept;
 
 }  // namespace cptoken

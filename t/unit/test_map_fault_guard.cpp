@@ -95,6 +95,7 @@ void test_an_unguarded_fault_still_kills(void **state) {
     file.cut_to(1);
     const int status = status_of_child([&] {
         if (guarded_write(file, 3 * page)) return 1;  // installs the handler, catches this one
+        install_map_fault_handler();                  // again: must not take itself for the earlier one
         file.map[3 * page] = 'y';                     // unguarded: must kill
         return 2;
     });
