@@ -113,7 +113,7 @@ std::optional<Usage> UsageStore::find(const Digest &digest) const {
 }
 
 bool UsageStore::record(const Digest &digest, Seconds when, const std::optional<Address> &address) {
-    return table_->record_guarded(usage_key(digest), when, address) == UsageTable::Recorded::kept;
+    return table_->record_guarded(usage_key(digest), when, address);
 }
 
 bool UsageStore::merge(const UsageKey &key, const Usage &usage) {

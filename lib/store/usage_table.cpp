@@ -214,9 +214,10 @@ UsageTable::~UsageTable() {
 
 bool UsageTable::intact() const noexcept {
     struct stat st{};
-    return ::fstat(fd_, &st) == 0 && static_cast<std::uint64_t>(st.st_size) == map_size_ &&
-           std::memcmp(map_, header_, sizeof header_) == 0;
+    return ::fstat(fd_, &st) == 0 && static_cast<std::uint64_t>(st.st_size) == map_size_ && header_intact();
 }
+
+bool UsageTable::header_intact() const noexcept { return std::memcmp(map_, header_, sizeof header_) == 0; }
 
 unsigned char *UsageTable::slot(std::uint64_t index) const noexcept {
     return map_ + header_size + (index & (slot_count_ - 1)) * slot_size;
@@ -249,21 +250,20 @@ bool UsageTable::record(const UsageKey &key, std::int64_t when, const std::optio
     return false;
 }
 
-UsageTable::Recorded UsageTable::record_guarded(const UsageKey &key, std::int64_t when,
-                                                const std::optional<Address> &address) noexcept {
+bool UsageTable::record_guarded(const UsageKey &key, std::int64_t when,
+                                const std::optional<Address> &address) noexcept {
     struct Use {
         UsageTable *table;
         const UsageKey *key;
         std::int64_t when;
         const std::optional<Address> *address;
-        Recorded done;
-    } use{this, &key, when, &address, Recorded::changed};
+        bool kept;
+    } use{this, &key, when, &address, false};
     const bool whole = write_through_map(map_, map_size_, [](void *context) {
         Use &u = *static_cast<Use *>(context);
-        if (std::memcmp(u.table->map_, u.table->header_, sizeof u.table->header_) != 0) return;  // overwritten
-        u.done = u.table->record(*u.key, u.when, *u.address) ? Recorded::kept : Recorded::full;
+        u.kept = u.table->header_intact() && u.table->record(*u.key, u.when, *u.address);
     }, &use);
-    return whole ? use.done : Recorded::changed;
+    return whole && use.kept;
 }
 
 std::optional<SlotUsage> UsageTable::find(const UsageKey &key) const noexcept {

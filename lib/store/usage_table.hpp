@@ -92,20 +92,14 @@ public:
     bool record(const UsageKey &key, std::int64_t when, const std::optional<Address> &address,
                 std::uint64_t uses = 1) noexcept;
 
-    /// What record_guarded() did.
-    enum class Recorded {
-        kept,     ///< recorded
-        full,     ///< no slot free within max_probe (as record() returning false)
-        changed,  ///< the file was cut short or overwritten in place: not written
-    };
-
     /// record() for a process that must outlive the file being cut short or
     /// overwritten under its map (httpd's children: httpd's group can do
     /// both). Checks the header through the map, and catches the fault of a
     /// page past the file's new end (write_through_map) instead of an
-    /// fstat() before each use. After `changed`, the table must not be
-    /// written again.
-    Recorded record_guarded(const UsageKey &key, std::int64_t when, const std::optional<Address> &address) noexcept;
+    /// fstat() before each use. False if not recorded: no room (as record()),
+    /// or the file changed in place (intact() then says so, and the table
+    /// must not be written again).
+    bool record_guarded(const UsageKey &key, std::int64_t when, const std::optional<Address> &address) noexcept;
 
     /// The slot of `key`, if it has one.
     std::optional<SlotUsage> find(const UsageKey &key) const noexcept;
@@ -120,6 +114,9 @@ public:
     std::pair<dev_t, ino_t> file_id() const noexcept { return {dev_, ino_}; }
 
 private:
+    // The header through the map, as it was at open (intact() without the
+    // size: no system call; the page must be there).
+    bool header_intact() const noexcept;
     unsigned char *slot(std::uint64_t index) const noexcept;
 
     std::string path_;

@@ -136,27 +136,6 @@ inline std::string expect_store_error(const std::function<void()> &fn, cptoken::
 #define EXPECT_STORE_ERROR(kind, ...) \
     test_support::expect_store_error([&] { __VA_ARGS__; }, cptoken::StoreError::Kind::kind, __LINE__)
 
-/// Runs `write` on the store at `dir` in a forked child, while this process
-/// keeps its own TokenStore open (LMDB: one environment per file per
-/// process; httpd children read while cptoken writes in another process).
-inline void write_in_child(const std::string &dir, const std::function<void(cptoken::TokenStore &)> &write) {
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        alarm(60);
-        try {
-            cptoken::TokenStore s(dir, cptoken::Access::read_write);
-            write(s);
-        } catch (...) {
-            _exit(1);
-        }
-        _exit(0);
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("writer child failed, status 0x%x", status);
-}
-
 /// Runs `body` in a forked child whose fatal signals are the defaults a
 /// process starts with, not cmocka's (which it installs around each test,
 /// over any handler the code under test installed in an earlier one), and
@@ -181,32 +160,36 @@ inline int status_of_child(const std::function<int()> &body) {
     return status;
 }
 
-/// Fails the test unless the child exited with 0 (status_of_child).
-inline void assert_child_succeeded(int status) {
-    if (WIFSIGNALED(status)) fail_msg("the child died of signal %d", WTERMSIG(status));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("the child exited with %d", WEXITSTATUS(status));
+/// Fails the test unless the child exited with 0 (status_of_child); the
+/// message starts with `what`.
+inline void assert_child_succeeded(int status, const char *what = "the child") {
+    if (WIFSIGNALED(status)) fail_msg("%s: died of signal %d", what, WTERMSIG(status));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail_msg("%s: exit %d", what, WEXITSTATUS(status));
+}
+
+/// Runs `write` on the store at `dir` in a forked child, while this process
+/// keeps its own TokenStore open (LMDB: one environment per file per
+/// process; httpd children read while cptoken writes in another process).
+inline void write_in_child(const std::string &dir, const std::function<void(cptoken::TokenStore &)> &write) {
+    assert_child_succeeded(status_of_child([&] {
+        cptoken::TokenStore s(dir, cptoken::Access::read_write);
+        write(s);
+        return 0;
+    }), "writer child");
 }
 
 /// Runs `read` in a forked child, where it must throw StoreError corrupt: a
 /// store that LMDB would read past its end must be refused, and a SIGBUS
 /// there shows as this test's failure instead of ending the test program.
 inline void expect_corrupt_in_child(const std::function<void()> &read, const char *what) {
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        alarm(60);
-        for (int sig : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGABRT}) signal(sig, SIG_DFL);  // not cmocka's
+    assert_child_succeeded(status_of_child([&] {
         try {
             read();
         } catch (const cptoken::StoreError &e) {
-            _exit(e.kind() == cptoken::StoreError::Kind::corrupt ? 0 : 2);
+            return e.kind() == cptoken::StoreError::Kind::corrupt ? 0 : 2;
         }
-        _exit(3);  // read as if it were fine
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (WIFSIGNALED(status)) fail_msg("%s: died of signal %d", what, WTERMSIG(status));
-    if (WEXITSTATUS(status) != 0) fail_msg("%s: child exit %d", what, WEXITSTATUS(status));
+        return 3;  // read as if it were fine
+    }), what);
 }
 
 /// setup() and a store made by init_store() for this process's group.

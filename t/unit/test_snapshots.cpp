@@ -219,23 +219,36 @@ void test_a_commit_lost_to_a_power_cut_is_forgotten_by_the_owner(void **state) {
     expect_refused_until_the_owner_opens(dir, digest, "lost to a crash");
 }
 
+// A store holding one token, and a LiveStore that has opened it;
+// at_next_check() asks it again once its next check is due.
+struct OpenedLiveStore {
+    const Digest digest = new_digest();
+    LiveStore live;
+    std::int64_t now = 1000000;
+    explicit OpenedLiveStore(const std::string &dir) : live(holding_a_token(dir, digest)) {
+        assert_true(live.current(now)->find(digest).has_value());
+    }
+    std::shared_ptr<const TokenStore> at_next_check() {
+        now += 2 * LiveStore::check_interval_us;
+        return live.current(now);
+    }
+    static std::string holding_a_token(const std::string &dir, const Digest &digest) {
+        TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
+        return dir;
+    }
+};
+
 // A commit not yet published when a child's once-a-second check reads the
 // store (its writer slow to reach the disk, or killed before publishing) is
 // no change in place: the child keeps the store, and once the owner
 // publishes the commit its requests are answered again, without a restart.
 void test_live_store_keeps_a_store_whose_commit_is_late(void **state) {
     const std::string dir = fx(state).store;
-    const Digest digest = new_digest();
-    TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
-    LiveStore live(dir);
-    std::int64_t now = 1000000;
-    assert_true(live.current(now)->find(digest).has_value());
-
+    OpenedLiveStore opened(dir);
     commit_without_publishing(state);
-    now += 2 * LiveStore::check_interval_us;
     std::shared_ptr<const TokenStore> store;
     try {
-        store = live.current(now);
+        store = opened.at_next_check();
     } catch (const StoreError &e) {
         fail_msg("the check refused the store: %s", e.what());
     }
@@ -244,8 +257,7 @@ void test_live_store_keeps_a_store_whose_commit_is_late(void **state) {
     EXPECT_STORE_ERROR(inconsistent, store->find(new_digest()));
 
     { TokenStore owner(dir, Access::read_write); }  // publishes it
-    now += 2 * LiveStore::check_interval_us;
-    assert_true(live.current(now)->find(digest).has_value());
+    assert_true(opened.at_next_check()->find(opened.digest).has_value());
 }
 
 // The lock file is the writers' alone: init makes it 0600; a reader never
@@ -411,26 +423,18 @@ void test_truncated_files_are_refused_at_open(void **state) {
 
 void test_live_store_refuses_a_file_changed_in_place_until_replaced(void **state) {
     const std::string dir = fx(state).store;
-    const Digest digest = new_digest();
-    TokenStore(dir, Access::read_write).add(digest, rec("alice", "a"));
-    LiveStore live(dir);
-    std::int64_t now = 1000000;
-    assert_true(live.current(now)->find(digest).has_value());
-
+    OpenedLiveStore opened(dir);
     std::filesystem::resize_file(data_file(state), 0);
-    now += 2 * LiveStore::check_interval_us;
-    std::string message = EXPECT_STORE_ERROR(corrupt, live.current(now));
+    std::string message = EXPECT_STORE_ERROR(corrupt, opened.at_next_check());
     assert_true(contains(message, "refusing this store until its directory is replaced"));
-    now += 2 * LiveStore::check_interval_us;  // and at every later check
-    EXPECT_STORE_ERROR(corrupt, live.current(now));
+    EXPECT_STORE_ERROR(corrupt, opened.at_next_check());  // and at every later check
 
     // A whole new directory moved into place is taken.
     std::filesystem::rename(dir, fx(state).tmp + "/broken");
     init_store(dir, getgid());
     const Digest fresh = new_digest();
     TokenStore(dir, Access::read_write).add(fresh, rec("alice", "fresh"));
-    now += 2 * LiveStore::check_interval_us;
-    assert_true(live.current(now)->find(fresh).has_value());
+    assert_true(opened.at_next_check()->find(fresh).has_value());
 }
 
 }  // namespace
