@@ -215,7 +215,7 @@ def session_cpu(pid):
 
 def wrk(fe, headers):
     d = S["duration"]
-    go = Path(headers).with_name("wrk-go")  # rotate.lua counts from when its last thread is ready
+    go = Path(headers).with_name("wrk-go")  # rotate.lua starts sending once its last thread is ready
     go.unlink(missing_ok=True)
     cmd = PIN["load"] + [WRK, f"-t{S['threads']}", f"-c{S['connections']}", f"-d{d}s", "--timeout", "5s", "-s", str(LUA),
            f"http://127.0.0.1:{fe.port}/api/ok.txt", str(headers), str(S["threads"]), str(go)]
@@ -227,7 +227,7 @@ def wrk(fe, headers):
         raise RuntimeError(f"wrk failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     r = json.loads(m.group(1))
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-    r["cpu_us"] = cpu * 1e6 / max(1, r["requests_all"])
+    r["cpu_us"] = cpu * 1e6 / max(1, r["requests"])
     bad = {k: v for k, v in r["statuses"].items() if k != "200"}
     if bad:
         # Every request carries a token the store holds in both sets: anything but 200 is a finding.

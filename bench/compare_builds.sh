@@ -56,7 +56,7 @@ cpu_ticks() {  # NAME: CPU time (clock ticks) of that httpd's parent and childre
 measure() {  # NAME PORT PATH: "REQ/S CPU-US-PER-REQUEST" of one wrk run
     local before after
     before=$(cpu_ticks "$1")
-    rm -f "$work/wrk-go"  # rotate.lua counts from when its last thread is ready
+    rm -f "$work/wrk-go"  # rotate.lua starts sending once its last thread is ready
     wrk -t$threads -c"$connections" -d"${seconds}s" -s "$here/rotate.lua" "http://127.0.0.1:$2$3" "$headers" $threads \
         "$work/wrk-go" |
         sed -n 's/^CPTBENCH //p' > "$work/wrk.json"
@@ -64,7 +64,7 @@ measure() {  # NAME PORT PATH: "REQ/S CPU-US-PER-REQUEST" of one wrk run
     TICKS=$((after - before)) HZ=$(getconf CLK_TCK) /usr/bin/python3 -c '
 import json, os
 r = json.load(open(os.environ["WORK"] + "/wrk.json"))
-print(round(r["requests"] / (r["duration_us"] / 1e6)), round(int(os.environ["TICKS"]) / int(os.environ["HZ"]) * 1e6 / r["requests_all"], 2))'
+print(round(r["requests"] / (r["duration_us"] / 1e6)), round(int(os.environ["TICKS"]) / int(os.environ["HZ"]) * 1e6 / r["requests"], 2))'
 }
 export WORK=$work
 

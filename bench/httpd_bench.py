@@ -733,7 +733,7 @@ def httpd_cpu_seconds(h):
 
 def wrk(h, loc, s, duration=None):
     duration = duration or s["duration"]
-    go = h.dir / "wrk-go"  # rotate.lua counts from when its last thread is ready
+    go = h.dir / "wrk-go"  # rotate.lua starts sending once its last thread is ready
     go.unlink(missing_ok=True)
     cmd = [WRK, f"-t{s['threads']}", f"-c{s['connections']}", f"-d{duration}s", "--timeout", "5s",
            "-s", str(LUA), h.url(loc.path), str(loc.headers), str(s["threads"]), str(go)]
@@ -746,7 +746,7 @@ def wrk(h, loc, s, duration=None):
         raise SetupError(f"wrk failed on {loc.path} ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     r = json.loads(m.group(1))
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
-    r["cpu_us"] = cpu_used * 1e6 / r["requests_all"] if r["requests_all"] else 0.0
+    r["cpu_us"] = cpu_used * 1e6 / r["requests"] if r["requests"] else 0.0
     r["statuses"] = {int(k): v for k, v in r["statuses"].items()}
     return r
 
