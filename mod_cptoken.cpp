@@ -8,7 +8,8 @@
 //   per-token restrictions             check_authz hook (declines or denies)
 //   scopes and safe-methods tokens     fixups hook: every URI a request reaches (403)
 //   CPTokenExpiryHeader                insert_filter/insert_error_filter hooks + output filter
-//   last used (CPTokenLastUsed)        log_transaction hook; a thread per child writes
+//   last used (CPTokenLastUsed)        log_transaction hook: the use written in place in the
+//                                      usage table (UsageRecorder), from the request's thread
 //   stores (CPTokenDB)                 opened in child_init (LiveStore); one httpd's user could
 //                                      change is refused unless CPTokenTrustOwnStore On
 //   CPTokenMaxStaleness                check_authn hook, first: 503 while a mirror of etcd is not

@@ -10,6 +10,13 @@
 #
 #   bench/compare_builds.sh MODULE_A MODULE_B
 #
+# CONF_A and CONF_B, if set, are lines added at the end of that httpd's
+# config (server level), to compare two settings of one build, e.g. what
+# last used costs:
+#
+#   CONF_A="CPTokenLastUsed On" CONF_B="CPTokenLastUsed Off" \
+#       bench/compare_builds.sh build/mod_cptoken.so build/mod_cptoken.so
+#
 # Needs a run of bench/httpd_bench.py with the serial section before, in
 # BENCH_DIR (default /var/tmp/mod_cptoken-bench): its run/serial-round1
 # config and run/headers/cptoken.txt are reused. ROUNDS (8), SECONDS_EACH
@@ -29,13 +36,14 @@ headers=$bench_dir/run/headers/cptoken.txt
 work=$(mktemp -d /var/tmp/compare-builds.XXXXXX)
 chmod 755 "$work"
 
-start() {  # NAME MODULE PORT
+start() {  # NAME MODULE PORT EXTRA_CONF
     local dir=$work/$1
     mkdir -p "$dir/run"
     cp -r "$source_dir/htdocs" "$dir/"
     sed -e "s#$source_dir#$dir#g" -e "s/^Listen .*/Listen 127.0.0.1:$3/" \
         -e "s#^LoadModule cptoken_module .*#LoadModule cptoken_module \"$2\"#" \
         "$source_dir/httpd.conf" > "$dir/httpd.conf"
+    [ -z "$4" ] || printf '%s\n' "$4" >> "$dir/httpd.conf"
     chown -R www-data "$dir/run"
     apache2 -f "$dir/httpd.conf" -k start
 }
@@ -69,8 +77,8 @@ print(round(r["requests"] / (r["duration_us"] / 1e6)), round(int(os.environ["TIC
 export WORK=$work
 
 port_a=$((20000 + RANDOM % 20000)) port_b=$((40000 + RANDOM % 20000))
-start a "$a" $port_a
-start b "$b" $port_b
+start a "$a" $port_a "${CONF_A:-}"
+start b "$b" $port_b "${CONF_B:-}"
 sleep 2
 measure a $port_a /cptoken > /dev/null  # warm: caches, children
 measure b $port_b /cptoken > /dev/null
@@ -80,7 +88,7 @@ for round in $(seq "$rounds"); do
         echo "$1 $(measure "$1" "$2" /open) $(measure "$1" "$2" /cptoken)"
     done
 done > "$work/runs.txt"
-A="$a" B="$b" CONNECTIONS=$connections /usr/bin/python3 - "$work/runs.txt" <<'EOF'
+A="$a${CONF_A:+ + $CONF_A}" B="$b${CONF_B:+ + $CONF_B}" CONNECTIONS=$connections /usr/bin/python3 - "$work/runs.txt" <<'EOF'
 import os, statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 print(f"compare_builds: {os.environ['CONNECTIONS']} connection(s), medians of {len(rows) // 2} alternating rounds")
