@@ -381,7 +381,9 @@ deb-test: $(DEB_FILE)
 # Benchmarks (not part of make test; a small smoke run of them is).
 #   make bench        the full run: microbenchmark of one verification at
 #                     1k..10M tokens, then httpd side by side with wrk; the
-#                     table goes to $(BENCH_DIR)/results.md
+#                     table goes to $(BENCH_DIR)/results.md; then issue 23's
+#                     table (bench/table.py: three store sizes, last used On
+#                     and Off) to $(BENCH_DIR)/table.md
 #   make bench-smoke  the same with tiny sizes, to check that it runs
 # Sizes and durations: see bench/README.md (BENCH_* variables).
 # Work directories live outside the checkout: httpd's www-data children must
@@ -389,7 +391,7 @@ deb-test: $(DEB_FILE)
 BENCH_SIZES ?= 1000,100000,1000000,10000000
 BENCH_DIR ?= /var/tmp/mod_cptoken-bench
 BENCH_SMOKE_DIR ?= /var/tmp/mod_cptoken-bench-smoke
-.PHONY: bench bench-micro bench-httpd bench-smoke
+.PHONY: bench bench-micro bench-httpd bench-table bench-smoke
 $(BUILD)/bench_verify: bench/bench_verify.cpp $(BUILD)/libcptoken.a
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) -MMD -MP -Ilib -o $@ $< $(BUILD)/libcptoken.a $(LIBS) -lbenchmark -lpthread
 bench-micro: $(BUILD)/bench_verify
@@ -397,13 +399,19 @@ bench-micro: $(BUILD)/bench_verify
 bench-httpd: all
 	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
 	  BENCH_DIR=$(BENCH_DIR) $(PYTHON) bench/httpd_bench.py
+bench-table: all
+	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
+	  BENCH_DIR=$(BENCH_DIR) $(PYTHON) bench/table.py
 bench: deps all
 	$(MAKE) --no-print-directory bench-micro
 	$(MAKE) --no-print-directory bench-httpd
+	$(MAKE) --no-print-directory bench-table
 bench-smoke: all $(BUILD)/bench_verify
 	BENCH_SIZES=1000,10000 BENCH_DIR=$(BENCH_SMOKE_DIR) $(BUILD)/bench_verify --benchmark_min_time=0.05
 	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
 	  BENCH_DIR=$(BENCH_SMOKE_DIR) $(PYTHON) bench/httpd_bench.py --smoke
+	CPTOKEN=$(abspath $(BUILD)/cptoken) MOD_CPTOKEN=$(abspath $(BUILD)/mod_cptoken.so) \
+	  BENCH_DIR=$(BENCH_SMOKE_DIR) $(PYTHON) bench/table.py --smoke
 
 # The cluster mode's targets (issue 24; bench/cluster_bench.py, bench/README.md
 # "Cluster"): front-end throughput while the agent applies a full read of

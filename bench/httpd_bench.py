@@ -1302,36 +1302,60 @@ def ms(us):
     return f"{us / 1000:.2f}"
 
 
+def location_summary(results, path):
+    """The medians over the rounds of one location in a bench_locations()
+    run: req/s, httpd CPU per request, p50 and p99, and each as a ratio to
+    the /open runs beside it (None where not run)."""
+    rs = results.get(path, [])
+    if not rs:
+        return None
+    ratios, cpu_ratios, p99_ratios = [], [], []
+    for r in rs:
+        open_rps, open_cpu = beside_open(results, r, "rps"), beside_open(results, r, "cpu_us")
+        open_p99 = beside_open(results, r, "p99_us")
+        if open_rps:
+            ratios.append(r["rps"] / open_rps)
+        if open_cpu and r["cpu_us"]:
+            cpu_ratios.append(open_cpu / r["cpu_us"])
+        if open_p99:
+            p99_ratios.append(r["p99_us"] / open_p99)
+    return dict(rps=median([r["rps"] for r in rs]), ratio=median(ratios),
+                cpu_us=median([r["cpu_us"] for r in rs]), cpu_ratio=median(cpu_ratios),
+                p50_us=median([r["p50_us"] for r in rs]), p99_us=median([r["p99_us"] for r in rs]),
+                p99_ratio=median(p99_ratios))
+
+
 def locations_table(w, locs, results):
     """The side-by-side table of one bench_locations() run."""
     w("| location | req/s | ratio to /open | httpd CPU µs/req | CPU ratio | p50 ms | p99 ms | p99 ÷ /open's | per run | statuses (all rounds) | socket errors c/r/w/t |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for loc in locs:
-        rs = results.get(loc.path, [])
-        if not rs:
+        m = location_summary(results, loc.path)
+        if m is None:
             w(f"| `{loc.path}` | - | - | - | - | - | - | - | not run | - | - |")
             continue
-        ratios, cpu_ratios, p99_ratios = [], [], []
-        for r in rs:
-            open_rps, open_cpu = beside_open(results, r, "rps"), beside_open(results, r, "cpu_us")
-            open_p99 = beside_open(results, r, "p99_us")
-            if open_rps:
-                ratios.append(r["rps"] / open_rps)
-            if open_cpu and r["cpu_us"]:
-                cpu_ratios.append(open_cpu / r["cpu_us"])
-            if open_p99:
-                p99_ratios.append(r["p99_us"] / open_p99)
+        rs = results[loc.path]
         st = {}
         for r in rs:
             for k, v in r["statuses"].items():
                 st[k] = st.get(k, 0) + v
         err = [sum(r["errors"][x] for r in rs) for x in ("connect", "read", "write", "timeout")]
         per_run = " / ".join(format(r["rps"], ",.0f") for r in rs)
-        w(f"| `{loc.path}` | {median([r['rps'] for r in rs]):,.0f} | {median(ratios):.3f} | "
-          f"{median([r['cpu_us'] for r in rs]):.1f} | {median(cpu_ratios):.3f} | "
-          f"{ms(median([r['p50_us'] for r in rs]))} | {ms(median([r['p99_us'] for r in rs]))} | "
-          f"{median(p99_ratios):.2f} | {per_run} | {fmt_statuses(st)} | {'/'.join(map(str, err))} |")
+        w(f"| `{loc.path}` | {m['rps']:,.0f} | {m['ratio']:.3f} | "
+          f"{m['cpu_us']:.1f} | {m['cpu_ratio']:.3f} | "
+          f"{ms(m['p50_us'])} | {ms(m['p99_us'])} | "
+          f"{m['p99_ratio']:.2f} | {per_run} | {fmt_statuses(st)} | {'/'.join(map(str, err))} |")
     w("")
+
+
+def summary_json(s, results, serial, instr, failures):
+    """What bench/table.py reads of a run (results.json beside results.md)."""
+    def sections(res):
+        return {path: location_summary(res, path) for path in res} if res else {}
+    return dict(tokens=s["tokens"], rotate=s["rotate"], last_used=s["last_used"],
+                full_load=sections(results), one_connection=sections(serial[1] if serial else None),
+                instructions={r["path"]: r["per_req"] for r in instr if "per_req" in r},
+                failures=failures)
 
 
 def report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, failures, load_end, elapsed,
@@ -1618,6 +1642,7 @@ def main(argv):
     text = report(s, mach, locs, results, mem, rev, create, logcounts, unexpected, failures, load_end,
                   time.monotonic() - started, instr=instr, serial=serial)
     (bench_dir / "results.md").write_text(text + "\n")
+    (bench_dir / "results.json").write_text(json.dumps(summary_json(s, results, serial, instr, failures)) + "\n")
     print(text, flush=True)
     if unexpected:
         log(f"httpd_bench: warning: {len(unexpected)} unexpected error-log lines (see results.md)")
