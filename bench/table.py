@@ -49,20 +49,21 @@ def rows_from(text):
     return rows
 
 
-def fmt(x, spec):
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+def present(*xs):
+    return all(x is not None and not (isinstance(x, float) and math.isnan(x)) for x in xs)
 
 
 def cell(section, path):
+    """(ratio (CPU ratio), p99 ratio) of one location, each None if missing."""
     m = section.get(path)
-    if not m:
-        return "-", "-"
-    return f"{fmt(m['ratio'], '.3f')} ({fmt(m['cpu_ratio'], '.3f')})", fmt(m["p99_ratio"], ".2f")
+    if not m or not present(m["ratio"], m["cpu_ratio"]):
+        return None, None
+    return f"{m['ratio']:.3f} ({m['cpu_ratio']:.3f})", f"{m['p99_ratio']:.2f}" if present(m["p99_ratio"]) else None
 
 
 def extra_instructions(instr):
     if "/cptoken" not in instr or "/open" not in instr:
-        return "-"
+        return None
     return f"+{(instr['/cptoken'] - instr['/open']) / 1000:.1f}k"
 
 
@@ -103,10 +104,10 @@ def main(argv):
             figures = [*cell(full, "/cptoken"), *cell(one, "/cptoken"), extra_instructions(r["instructions"]),
                        cell(full, "/floor")[0], cell(one, "/floor")[0]]
             wanted = figures if os.environ.get("BENCH_CALLGRIND", "").strip() != "0" else figures[:4] + figures[5:]
-            if any(f == "-" or f.startswith("- ") or f.endswith("(-)") for f in wanted):
+            if None in wanted:
                 failed.append(f"{name}: a figure is missing from its results.json")
             lines.append(f"| {tokens:,}, {rotating:,} | {'On' if last_used == '1' else 'Off'} | "
-                         + " | ".join(figures) + " |")
+                         + " | ".join(f or "-" for f in figures) + " |")
     text = "\n".join(lines) + "\n"
     (bench_dir / "table.md").write_text(text)
     print(text, flush=True)
