@@ -383,14 +383,20 @@ def test_full_read_then_watch_revocations_range_end_and_reconciliation(etcd, tmp
 
 def mirror_value(db, etcd_key, prefix):
     """What the mirror in DB holds under the token key ETCD_KEY (None when absent)."""
-    env = lmdb.open(str(Path(db) / "tokens.mdb"), subdir=False, readonly=True, lock=False, max_dbs=8,
-                    max_readers=16384)
-    try:
-        with env.begin() as txn:
-            digest = bytes.fromhex(etcd_key[len(prefix + "tokens/"):])
-            return txn.get(digest, db=env.open_db(b"tokens", txn=txn, create=False))
-    finally:
-        env.close()
+    digest = bytes.fromhex(etcd_key[len(prefix + "tokens/"):])
+    for attempt in range(5):
+        env = lmdb.open(str(Path(db) / "tokens.mdb"), subdir=False, readonly=True, lock=False, max_dbs=8,
+                        max_readers=16384)
+        try:
+            with env.begin() as txn:
+                return txn.get(digest, db=env.open_db(b"tokens", txn=txn, create=False))
+        except lmdb.MapResizedError:
+            # The agent grew the map between this open and the read: open again (the module's
+            # readers do the same).
+            if attempt == 4:
+                raise
+        finally:
+            env.close()
 
 
 def test_a_reconciliation_holds_back_no_revoke_and_repairs_drift(etcd, tmp_path):
