@@ -59,6 +59,27 @@ std::uint64_t home_of(const std::string &path, const UsageKey &key) {
     return word & (slot_count_of(path) - 1);
 }
 
+// `count` new digests whose home slots lie at least 4 slots apart and 4 from
+// the table's end: bytes planted at one key's home (and the slots after it)
+// then never land on another's. Random digests collide often enough in a
+// new store's 1,024 slots (9 keys: 1 run in 30) to make a test flaky.
+std::vector<Digest> digests_apart(const std::string &path, std::size_t count) {
+    constexpr std::uint64_t gap = 4;
+    const std::uint64_t slots = slot_count_of(path);
+    std::vector<Digest> digests;
+    std::vector<std::uint64_t> homes;
+    while (digests.size() < count) {
+        const Digest d = new_digest();
+        const std::uint64_t home = home_of(path, usage_key(d));
+        bool apart = home + gap <= slots;
+        for (const std::uint64_t other : homes) apart = apart && (home > other ? home - other : other - home) >= gap;
+        if (!apart) continue;
+        digests.push_back(d);
+        homes.push_back(home);
+    }
+    return digests;
+}
+
 void write_at(const std::string &path, std::uint64_t offset, const void *bytes, std::size_t size) {
     const int fd = open(path.c_str(), O_WRONLY);
     assert_true(fd >= 0);
@@ -139,11 +160,10 @@ void test_time_out_of_range_reads_as_never(void **state) {
         {now + usage_clock_skew + 60, false},  // forged, or a clock far ahead
         {253402300799, false},                 // 9999-12-31T23:59:59Z
         {946684799, false}, {0, false}, {-1, false}, {INT64_MAX, false}, {INT64_MIN, false}};
-    std::vector<Digest> digests;
-    for (const auto &time : times) {
-        digests.push_back(new_digest());
-        const UsageKey key = usage_key(digests.back());
-        plant_slot(table_path(store), home_of(table_path(store), key), 2, key, 1, time.first);
+    const std::vector<Digest> digests = digests_apart(table_path(store), times.size());
+    for (std::size_t i = 0; i < times.size(); ++i) {
+        const UsageKey key = usage_key(digests[i]);
+        plant_slot(table_path(store), home_of(table_path(store), key), 2, key, 1, times[i].first);
     }
     const UsageStore usage(store, Access::read_only);
     for (std::size_t i = 0; i < times.size(); ++i)
@@ -173,7 +193,8 @@ void test_a_use_in_the_future_is_replaced(void **state) {
 // stepped over or read as unknown, never trusted, and uses still land.
 void test_hostile_slots(void **state) {
     const std::string store = fx(state).store, path = table_path(store);
-    const Digest d = new_digest(), stuck = new_digest(), locked = new_digest();
+    const std::vector<Digest> apart = digests_apart(path, 3);
+    const Digest &d = apart[0], &stuck = apart[1], &locked = apart[2];
     const UsageKey key = usage_key(d);
     const std::uint64_t home = home_of(path, key);
     plant_slot(path, home, 0xdeadbeef, usage_key(new_digest()), 1, jan1);  // a state of no meaning
