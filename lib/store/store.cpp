@@ -567,7 +567,9 @@ struct TokenStore::Impl {
     // the commit record before and after: no commit was published in
     // between, so no writer can have reused a page of it (docs/store.md).
     // A read that overlapped a commit, or failed while it did (a page reused
-    // under it), is made again, for at most commit_in_flight_wait.
+    // under it), is made again, for at most commit_in_flight_wait, and at
+    // least three times: a reader paused past the whole wait in its first
+    // read (a loaded machine, SIGSTOP) had no chance to read again yet.
     // `open`: the read opens the databases (no pooled transaction; it commits).
     template <class Read>
     auto read(Read read, bool open = false) const {
@@ -599,7 +601,7 @@ struct TokenStore::Impl {
                 }
             }
             read_retries.fetch_add(1, std::memory_order_relaxed);
-            if (std::chrono::steady_clock::now() >= deadline)
+            if (attempts >= 2 && std::chrono::steady_clock::now() >= deadline)
                 throw StoreError(StoreError::Kind::inconsistent, unsettled_message(snapshot, published));
             // A commit just landed: its record follows within microseconds.
             if (attempts > 2) std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::uint64_t>(attempts * 20, 2000)));
