@@ -42,7 +42,7 @@ const char *const restore_advice =
 // The stored value under `key` in `dbi`, header and all; nullopt if absent.
 std::optional<std::string_view> stored_value(const Env &env, Txn &txn, MDB_dbi dbi, std::string_view key) {
     MDB_val k = as_val(key), value;
-    const int rc = mdb_get(txn.get(), dbi, &k, &value);
+    const int rc = txn.read(dbi, &k, &value);
     if (rc == MDB_NOTFOUND) return std::nullopt;
     check(rc, "cannot read ", env.file());
     return as_view(value);

@@ -3,6 +3,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <setjmp.h>
 
 #include <cstdio>
 #include <optional>
@@ -139,6 +140,47 @@ void check(int rc, std::string_view what, std::string_view subject) {
 
 [[noreturn]] void corrupt(const std::string &what) { throw StoreError(StoreError::Kind::corrupt, what); }
 
+namespace {
+
+// Where the guarded call running in this thread, if any, goes on when
+// liblmdb fails an assertion. Initial-exec, as map_fault_guard's: a slot of
+// its own in each thread from the start.
+__attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf *t_assertion_exit = nullptr;
+
+// liblmdb calls this, then prints the assertion and aborts, unless it does
+// not return. Leaving liblmdb's frames by siglongjmp is safe for what is
+// guarded: reads, which hold no lock and allocate nothing, in a transaction
+// that is then aborted (Txn::read).
+void on_assertion(MDB_env *, const char *) {
+    if (sigjmp_buf *const exit = t_assertion_exit) siglongjmp(*exit, 1);
+}
+
+// Runs `call` (a liblmdb read) with this thread's assertions leading back
+// here. Nothing with a destructor lives across sigsetjmp's second return.
+template <class Call>
+int guarded(Call call) noexcept {
+    sigjmp_buf exit;
+    if (sigsetjmp(exit, 0) != 0) {  // no mask saved: no system call
+        t_assertion_exit = nullptr;
+        return MDB_CORRUPTED;
+    }
+    t_assertion_exit = &exit;
+    const int rc = call();
+    t_assertion_exit = nullptr;
+    return rc;
+}
+
+}  // namespace
+
+void guard_assertions(MDB_env *env) noexcept { mdb_env_set_assert(env, on_assertion); }
+
+int guarded_get(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data) noexcept {
+    return guarded([=] { return mdb_get(txn, dbi, key, data); });
+}
+
+int guarded_cursor_get(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op) noexcept {
+    return guarded([=] { return mdb_cursor_get(cursor, key, data, op); });
+}
 
 }  // namespace cptoken::lmdb
 

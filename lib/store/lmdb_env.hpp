@@ -65,6 +65,17 @@ void check(int rc, std::string_view what, std::string_view subject = {});
 /// Throw StoreError: corrupt.
 [[noreturn]] void corrupt(const std::string &what);
 
+/// mdb_get and mdb_cursor_get with liblmdb's assertions turned into an
+/// error: a page that fails one (rewritten under a reader without the lock
+/// file, docs/store.md, or damaged) returns MDB_CORRUPTED instead of
+/// aborting the process. Otherwise as mdb_get and mdb_cursor_get. Only for
+/// environments that route their assertions here (Env does).
+int guarded_get(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data) noexcept;
+int guarded_cursor_get(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op) noexcept;
+/// Routes `env`'s assertions to the guard above: outside a guarded call
+/// they abort the process, as liblmdb's own do.
+void guard_assertions(MDB_env *env) noexcept;
+
 inline MDB_val as_val(std::string_view bytes) { return {bytes.size(), const_cast<char *>(bytes.data())}; }
 inline MDB_val as_val(const Digest &digest) { return {digest.size(), const_cast<unsigned char *>(digest.data())}; }
 inline std::string_view as_view(const MDB_val &val) { return {static_cast<const char *>(val.mv_data), val.mv_size}; }
@@ -126,25 +137,44 @@ public:
     }
     ~Txn() {
         if (!txn_) return;
-        if (pool_)
+        if (pool_ && !broken_)
             pool_->give_back(txn_);
         else
             mdb_txn_abort(txn_);
     }
     Txn(const Txn &) = delete;
     Txn &operator=(const Txn &) = delete;
+    /// Commits; throws StoreError (corrupt) without committing if a read in
+    /// it met a broken page.
     void commit(const std::string &file) {
+        if (broken_) {
+            mdb_txn_abort(std::exchange(txn_, nullptr));
+            corrupt("a page of " + file + " is broken; nothing was written");
+        }
         const int rc = mdb_txn_commit(txn_);
         txn_ = nullptr;
         check(rc, "cannot commit to ", file);
+    }
+    /// guarded_get() and guarded_cursor_get() (on a cursor of this
+    /// transaction). A transaction that met a broken page is aborted at the
+    /// end, never pooled: liblmdb may have left it half updated.
+    int read(MDB_dbi dbi, MDB_val *key, MDB_val *data) noexcept { return noted(guarded_get(txn_, dbi, key, data)); }
+    int read(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op) noexcept {
+        return noted(guarded_cursor_get(cursor, key, data, op));
     }
     MDB_txn *get() const { return txn_; }
     /// The snapshot's transaction id (of a write transaction: the one it will commit as).
     std::size_t id() const { return mdb_txn_id(txn_); }
 
 private:
+    int noted(int rc) noexcept {
+        if (rc == MDB_CORRUPTED) broken_ = true;
+        return rc;
+    }
+
     ReaderPool *pool_ = nullptr;
     MDB_txn *txn_ = nullptr;
+    bool broken_ = false;
 };
 
 // The directory of a store file (`file`, opened for `access`): it must be a
@@ -177,6 +207,7 @@ public:
         : file_(file) {
         check_files(file, access, must_exist);
         check(mdb_env_create(&env_), "cannot create an LMDB environment");
+        guard_assertions(env_);
         check(mdb_env_set_mapsize(env_, map_size), "cannot set the map size of ", file);
         check(mdb_env_set_maxreaders(env_, StoreSettings::max_readers), "cannot set max readers of ", file);
         check(mdb_env_set_maxdbs(env_, 8), "cannot set max databases of ", file);
@@ -280,7 +311,7 @@ public:
     // The stored value with its header (tombstones too); nullopt if absent.
     std::optional<LsValue> get_value(Txn &txn, MDB_dbi dbi, MDB_val key) const {
         MDB_val value;
-        const int rc = mdb_get(txn.get(), dbi, &key, &value);
+        const int rc = txn.read(dbi, &key, &value);
         if (rc == MDB_NOTFOUND) return std::nullopt;
         check(rc, "cannot read ", file_);
         const auto decoded = ls_decode(as_view(value));
@@ -302,7 +333,7 @@ public:
     void put(Txn &txn, MDB_dbi dbi, MDB_val key, std::string_view payload, std::uint8_t flags = 0) {
         std::uint64_t stamp = static_cast<std::uint64_t>(now_nanoseconds());
         MDB_val replaced;
-        if (mdb_get(txn.get(), dbi, &key, &replaced) == MDB_SUCCESS) {  // a header that does not decode: stamp now
+        if (txn.read(dbi, &key, &replaced) == MDB_SUCCESS) {  // a header that does not decode: stamp now
             const auto header = ls_decode(as_view(replaced));
             if (header && header->timestamp_ns >= stamp) stamp = header->timestamp_ns + 1;
         }
@@ -339,8 +370,8 @@ public:
         check(mdb_cursor_open(txn.get(), dbi, &cursor), "cannot read ", file_);
         const std::unique_ptr<MDB_cursor, void (*)(MDB_cursor *)> close(cursor, mdb_cursor_close);
         MDB_val key, value;
-        int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) visit(as_view(key), as_view(value));
+        int rc = txn.read(cursor, &key, &value, MDB_FIRST);
+        for (; rc == MDB_SUCCESS; rc = txn.read(cursor, &key, &value, MDB_NEXT)) visit(as_view(key), as_view(value));
         if (rc != MDB_NOTFOUND) fail(rc, "cannot read " + file_);
     }
 

@@ -567,9 +567,10 @@ struct TokenStore::Impl {
     // the commit record before and after: no commit was published in
     // between, so no writer can have reused a page of it (docs/store.md).
     // A read that overlapped a commit, or failed while it did (a page reused
-    // under it), is made again, for at most commit_in_flight_wait, and at
-    // least three times: a reader paused past the whole wait in its first
-    // read (a loaded machine, SIGSTOP) had no chance to read again yet.
+    // under it), is made again, for at most commit_in_flight_wait, counted
+    // again after any gap that long between two looks at the clock: a thread
+    // paused in the middle of a read (a loaded machine, SIGSTOP) has had no
+    // time to read again yet.
     // `open`: the read opens the databases (no pooled transaction; it commits).
     template <class Read>
     auto read(Read read, bool open = false) const {
@@ -583,7 +584,8 @@ struct TokenStore::Impl {
             end(txn);
             return result;
         }
-        const auto deadline = std::chrono::steady_clock::now() + StoreSettings::commit_in_flight_wait;
+        auto looked = std::chrono::steady_clock::now();
+        auto deadline = looked + StoreSettings::commit_in_flight_wait;
         for (std::uint64_t attempts = 0;; ++attempts) {
             const std::uint64_t published = committed->load();
             std::uint64_t snapshot = 0;
@@ -601,8 +603,10 @@ struct TokenStore::Impl {
                 }
             }
             read_retries.fetch_add(1, std::memory_order_relaxed);
-            if (attempts >= 2 && std::chrono::steady_clock::now() >= deadline)
-                throw StoreError(StoreError::Kind::inconsistent, unsettled_message(snapshot, published));
+            const auto now = std::chrono::steady_clock::now();
+            if (now - looked >= StoreSettings::commit_in_flight_wait) deadline = now + StoreSettings::commit_in_flight_wait;
+            looked = now;
+            if (now >= deadline) throw StoreError(StoreError::Kind::inconsistent, unsettled_message(snapshot, published));
             // A commit just landed: its record follows within microseconds.
             if (attempts > 2) std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::uint64_t>(attempts * 20, 2000)));
         }
@@ -692,9 +696,9 @@ struct TokenStore::Impl {
         check(mdb_cursor_open(txn.get(), names, &cursor), "cannot read ", env.file());
         const std::string prefix = user.empty() ? std::string() : name_key(user, "");
         MDB_val key = as_val(prefix), value;
-        int rc = mdb_cursor_get(cursor, &key, &value, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+        int rc = txn.read(cursor, &key, &value, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
         try {
-            for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) {
+            for (; rc == MDB_SUCCESS; rc = txn.read(cursor, &key, &value, MDB_NEXT)) {
                 const std::string_view key_text = as_view(key);
                 // The length comes from the page: a corrupt one would have us read past the end of the file.
                 if (key_text.size() > max_user_length + 1 + max_token_name_length)
@@ -1235,7 +1239,7 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
             MDB_val key = as_val(write.key);
             if (known[i] == Known::unknown) {
                 MDB_val stored;
-                const int rc = mdb_get(txn.get(), dbi, &key, &stored);
+                const int rc = txn.read(dbi, &key, &stored);
                 if (rc == MDB_SUCCESS && as_view(stored) == *write.value) continue;
                 if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "cannot read " + impl.env.file());
             }
