@@ -26,14 +26,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ports import free_ports  # noqa: E402  (t/ports.py, shared with t/httpd)
 
 
 
@@ -67,21 +70,6 @@ ETCD_VERSION_TEXT = ".".join(map(str, ETCD_VERSION))
 PREFIX = "/cptoken/v1/"
 READER_ROLE = "cptoken-reader"
 WRITER_ROLE = "cptoken-writer"
-
-
-def free_ports(count):
-    """COUNT distinct ports the kernel had free a moment ago (bound all at
-    once, so that two of them cannot be the same)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def make_certificates(directory):

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = (HERE / ".." / "..").resolve()
 sys.path.insert(0, str(ROOT / "t"))
 from system_user import system_user  # noqa: E402  (t/system_user.py, shared with t/httpd)
+from ports import free_port  # noqa: E402  (t/ports.py, shared with t/httpd)
 
 CPTOKEN = os.environ.get("CPTOKEN") or str(ROOT / "build" / "cptoken")
 MOD = os.environ.get("MOD_CPTOKEN") or str(ROOT / "build" / "mod_cptoken.so")
@@ -128,12 +129,6 @@ def read_log(path):
         return Path(path).read_text(errors="replace")
     except FileNotFoundError:
         return ""
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Frontend:

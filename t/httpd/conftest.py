@@ -28,11 +28,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ports import free_port  # noqa: E402,F401  (t/ports.py, shared with t/cluster; the tests import it from here)
 
 HERE = Path(__file__).resolve().parent
 MOD = os.environ.get("MOD_CPTOKEN") or str((HERE / ".." / ".." / "build" / "mod_cptoken.so").resolve())
@@ -197,22 +201,7 @@ def curl(url, *, auth=None, user=None, headers=(), interface=None, method=None, 
 
 # ---------------------------------------------------------------- ports
 
-def free_port():
-    """A TCP port free on both 127.0.0.1 and ::1."""
-    for _ in range(50):
-        s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s4.bind(("127.0.0.1", 0))
-        port = s4.getsockname()[1]
-        s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        try:
-            s6.bind(("::1", port))
-        except OSError:
-            continue
-        finally:
-            s4.close()
-            s6.close()
-        return port
-    raise RuntimeError("no free port")
+# free_port(): a port no other test process hands out meanwhile (t/ports.py).
 
 
 def port_open(host, port):
