@@ -324,7 +324,9 @@ def test_watch_latency_on_loopback(cluster):
     out = Probe(cluster.endpoints()).run("latency", P, 200)[-1]
     measure(f"latency over {out['n']} puts: put p50 {out['put_p50_ms']:.1f} ms p99 {out['put_p99_ms']:.1f} ms; "
           f"put to watch event p50 {out['seen_p50_ms']:.1f} ms p99 {out['seen_p99_ms']:.1f} ms")
-    assert out["seen_p99_ms"] < 500
+    # A sanity bound, not the target (make bench-cluster measures that): p99 of 200 is the second
+    # slowest, and two slow raft fsyncs on a shared disk can take a few hundred ms each.
+    assert out["seen_p99_ms"] < 2000
 
 
 def test_a_big_read_in_pieces_gives_every_key_once_in_order(cluster, gateway):

@@ -276,6 +276,16 @@ def verified_age_s(db):
     return (boottime_ns() - int(mirror_state(db)["verified"])) / 1e9
 
 
+def wait_fresh(db, limit=1.5, timeout=10.0):
+    """Waits until the mirror's last freshness proof is at most LIMIT seconds old; fails after
+    TIMEOUT. The agent proves once a second, but on a busy machine one proof may land late: a single
+    look would fail on that."""
+    started = time.monotonic()
+    while verified_age_s(db) > limit and time.monotonic() - started < timeout:
+        time.sleep(0.1)
+    assert verified_age_s(db) <= limit, mirror_state(db)
+
+
 @pytest.fixture(scope="module")
 def shared_cluster():
     with EtcdCluster(size=3, progress_notify_interval="1s") as c:
@@ -342,7 +352,8 @@ def test_full_read_then_watch_revocations_range_end_and_reconciliation(etcd, tmp
         wait_mirror(mirror, source)
         assert check(mirror, "alice", tokens[("alice", "t3")]).returncode == 0
         state = mirror_state(mirror)
-        assert state["state"] == "live" and verified_age_s(mirror) < 2.5
+        assert state["state"] == "live"
+        wait_fresh(mirror, 2.5)
 
         # Watched: a new token, then a revocation; each reaches the mirror.
         started = time.monotonic()
@@ -440,7 +451,12 @@ def test_a_reconciliation_holds_back_no_revoke_and_repairs_drift(etcd, tmp_path)
         median_reconciliation_ms = took[len(took) // 2]
         # Meaningful only if a reconciliation takes long enough to be seen in a revoke's wait.
         assert median_reconciliation_ms >= 200, took
-        assert max(waits) * 1000 < median_reconciliation_ms / 3, (sorted(waits)[-5:], took)
+        # Before 0.17.0 about half the revokes fell into a reconciliation and waited for its end (the
+        # slowest tenth 600-800 ms with these figures). One wait in 30 stretched by a slow fsync of etcd's
+        # or the mirror's on a busy disk is not that: the tenth slowest decides, the slowest is only capped.
+        ninetieth = sorted(waits)[int(0.9 * len(waits))]
+        assert ninetieth * 1000 < median_reconciliation_ms / 3, (sorted(waits)[-5:], took)
+        assert max(waits) * 1000 < median_reconciliation_ms, (sorted(waits)[-5:], took)
 
         # Drift (a key the watch should have brought and the store lacks) is found and repaired by a full read.
         env = lmdb.open(str(mirror / "tokens.mdb"), subdir=False, max_dbs=8, max_readers=16384, map_size=1 << 30)
@@ -545,11 +561,7 @@ def test_watched_member_killed_stopped_restarted_never_fresh_while_behind(etcd, 
             source.create("erin", f"after-{fault}")
             freshness.wrote(source.push())
             wait_mirror(mirror, source)
-        # Fresh again at the end.
-        deadline = time.monotonic() + 15
-        while verified_age_s(mirror) > 1.5 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert verified_age_s(mirror) <= 1.5
+        wait_fresh(mirror, timeout=15)  # fresh again at the end
     finally:
         samples = freshness.finish()
         agent.stop(signal.SIGKILL)
@@ -564,8 +576,7 @@ def test_watched_member_killed_stopped_restarted_never_fresh_while_behind(etcd, 
 def test_quorum_lost_verified_stops_and_resumes_without_restart(etcd, tmp_path):
     source, mirror, agent, _ = start_mirrored(etcd, tmp_path, "/cptoken/quorum/", "frank", "one")
     try:
-        time.sleep(1.5)
-        assert verified_age_s(mirror) < 1.5
+        wait_fresh(mirror)
         etcd.kill(1)
         etcd.kill(2)
         lost_at = boottime_ns()
@@ -585,10 +596,8 @@ def test_quorum_lost_verified_stops_and_resumes_without_restart(etcd, tmp_path):
         source.create("frank", "two")
         source.push()
         wait_mirror(mirror, source, timeout=30)
-        while verified_age_s(mirror) > 1.5 and time.monotonic() - back < 20:
-            time.sleep(0.1)
+        wait_fresh(mirror, timeout=20 - (time.monotonic() - back))
         fresh_in = time.monotonic() - back
-        assert verified_age_s(mirror) <= 1.5
         assert agent.proc.poll() is None
     finally:
         agent.stop(signal.SIGKILL)
@@ -661,7 +670,7 @@ def test_auth_token_expiry(tmp_path):
             source.push()
             wait_mirror(mirror, source)
             assert check(mirror, "hank", token).returncode != 0
-            assert verified_age_s(mirror) < 1.5  # the proof logged in again
+            wait_fresh(mirror)  # the proof logged in again
             seen = len(agent.log())
             for member in range(cluster.size):  # a member restart forgets its simple tokens: every one's
                 cluster.restart(member)
@@ -671,10 +680,7 @@ def test_auth_token_expiry(tmp_path):
             wait_mirror(mirror, source)
             agent.wait_log(r"proof connection logged in to etcd again", after=seen)
             agent.wait_log(r"watch connection logged in to etcd again", after=seen)
-            deadline = time.monotonic() + 10
-            while verified_age_s(mirror) > 1.5 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert verified_age_s(mirror) <= 1.5
+            wait_fresh(mirror)
         finally:
             agent.stop(signal.SIGKILL)
     measure("mirror-agent: auth with --auth-token-ttl 2, then every member restarted: revocation and a new token "

@@ -204,15 +204,17 @@ def test_recovery_without_restart(srv):
         assert_unavailable(srv.get(auth=f"cpanel alice:{token}"))
     write_state(srv.store)
     proven = time.monotonic()
-    assert wait_until(lambda: srv.get(auth=f"cpanel alice:{token}").status == 200, timeout=1.0, step=0.05), \
-        "a fresh proof was not noticed within a second"
+    # Read again within 250 ms; two seconds leave room for a curl per look on a busy machine (ASan, 4
+    # workers on 2 cores), and still tell it from a proof only noticed at restart.
+    assert wait_until(lambda: srv.get(auth=f"cpanel alice:{token}").status == 200, timeout=2.0, step=0.05), \
+        "a fresh proof was not noticed within two seconds"
     noticed = time.monotonic() - proven
     # Every child, every thread: the proof is kept per process and read again within 250 ms.
     time.sleep(0.3)
     for _ in range(8):
         write_state(srv.store)
         assert_admitted(srv.get(auth=f"cpanel alice:{token}"))
-    assert noticed < 1.0
+    assert noticed < 2.0
     # And stale again: the kept proof ages without any read.
     write_state(srv.store, age=LIMIT - 1)
     time.sleep(1.5)
