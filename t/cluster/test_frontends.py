@@ -215,6 +215,9 @@ def test_quorum_lost_turns_into_503_after_the_limit_and_back_by_itself(cluster):
         token = a.cptoken("create", "alice", "quorum").stdout.strip()
         until_everywhere((a, b), token, 200)
         assert a.request("/cptoken-status")[0] == 200
+        # How old each front-end's last proof is at the loss (a proof can land late on a busy machine).
+        proof_age = max(time.clock_gettime_ns(time.CLOCK_BOOTTIME) - int(fe.mirror_state()["verified"])
+                        for fe in (a, b)) / 1e9
         cluster.kill(1)
         cluster.kill(2)
         lost = time.monotonic()
@@ -222,8 +225,8 @@ def test_quorum_lost_turns_into_503_after_the_limit_and_back_by_itself(cluster):
             while fe.status_of(token) != 503:
                 assert time.monotonic() - lost < limit + 10, fe.error_log()[-2000:]
                 time.sleep(0.05)
-        # Not before the limit: the last proof was at most a second before the loss.
-        assert time.monotonic() - lost >= limit - 1.5
+        # Not before the limit, counted from the last proof before the loss.
+        assert time.monotonic() - lost >= limit - proof_age - 0.25, proof_age
         status, headers, body = a.request("/api/ok.txt", {"Authorization": f"cpanel alice:{token}"})
         assert status == 503 and int(headers["Retry-After"]) > 0
         status, _, body = a.request("/cptoken-status")

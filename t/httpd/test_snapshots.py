@@ -138,7 +138,7 @@ def test_a_commit_slow_to_reach_the_disk_refuses_no_request(srv):
             assert_admitted(srv.get(auth=f"cpanel bob:{token}"), "bob")
             srv.store.run("revoke", "bob", f"t{k}", env=disk)
             assert_refused(srv.get(auth=f"cpanel bob:{token}"))
-    statuses = Counter(outcome for _, _, outcome in t.results)
+    statuses = Counter(outcome for _, _, outcome, _ in t.results)
     assert statuses[200] > 30, statuses
     assert set(statuses) == {200}, f"requests refused while a commit reached the disk: {statuses}"
 

@@ -240,11 +240,11 @@ def test_edit_name_follows_and_other_edits_do_not(store):
 
 def test_old_token_refused_after_grace_then_pruned(store):
     old = store.create("alice", "deploy")
-    new = rotate(store, "alice", "deploy", "--grace", "2s")
+    new = rotate(store, "alice", "deploy", "--grace", "4s")  # room for two commands under ASan (leak-test)
     assert_accepted(store.check("alice", old))
     r = store.run("prune")
     assert r.out.startswith("pruned 0 expired tokens"), r
-    time.sleep(2.2)
+    time.sleep(4.2)
     assert_refused(store.check("alice", old), "expired")
     assert_accepted(store.check("alice", new))
     assert [e["rotated"] for e in store.list_json()] == [False, True]  # listed until pruned
