@@ -174,12 +174,13 @@ int guarded(Call call) noexcept {
 
 void guard_assertions(MDB_env *env) noexcept { mdb_env_set_assert(env, on_assertion); }
 
-int guarded_get(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data) noexcept {
-    return guarded([=] { return mdb_get(txn, dbi, key, data); });
+int Txn::read(MDB_dbi dbi, MDB_val *key, MDB_val *data) noexcept {
+    MDB_txn *const txn = txn_;
+    return noted(guarded([=] { return mdb_get(txn, dbi, key, data); }));
 }
 
-int guarded_cursor_get(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op) noexcept {
-    return guarded([=] { return mdb_cursor_get(cursor, key, data, op); });
+int Txn::read(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op) noexcept {
+    return noted(guarded([=] { return mdb_cursor_get(cursor, key, data, op); }));
 }
 
 }  // namespace cptoken::lmdb

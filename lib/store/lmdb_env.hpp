@@ -65,15 +65,9 @@ void check(int rc, std::string_view what, std::string_view subject = {});
 /// Throw StoreError: corrupt.
 [[noreturn]] void corrupt(const std::string &what);
 
-/// mdb_get and mdb_cursor_get with liblmdb's assertions turned into an
-/// error: a page that fails one (rewritten under a reader without the lock
-/// file, docs/store.md, or damaged) returns MDB_CORRUPTED instead of
-/// aborting the process. Otherwise as mdb_get and mdb_cursor_get. Only for
-/// environments that route their assertions here (Env does).
-int guarded_get(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data) noexcept;
-int guarded_cursor_get(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op) noexcept;
-/// Routes `env`'s assertions to the guard above: outside a guarded call
-/// they abort the process, as liblmdb's own do.
+/// Routes `env`'s assertions to the guard of Txn::read() (Env does it for
+/// every environment): outside a guarded read they abort the process, as
+/// liblmdb's own do.
 void guard_assertions(MDB_env *env) noexcept;
 
 inline MDB_val as_val(std::string_view bytes) { return {bytes.size(), const_cast<char *>(bytes.data())}; }
@@ -155,13 +149,15 @@ public:
         txn_ = nullptr;
         check(rc, "cannot commit to ", file);
     }
-    /// guarded_get() and guarded_cursor_get() (on a cursor of this
-    /// transaction). A transaction that met a broken page is aborted at the
-    /// end, never pooled: liblmdb may have left it half updated.
-    int read(MDB_dbi dbi, MDB_val *key, MDB_val *data) noexcept { return noted(guarded_get(txn_, dbi, key, data)); }
-    int read(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op) noexcept {
-        return noted(guarded_cursor_get(cursor, key, data, op));
-    }
+    /// mdb_get, and mdb_cursor_get on a cursor of this transaction, with
+    /// liblmdb's assertions turned into an error: a page that fails one
+    /// (rewritten under a reader without the lock file, docs/store.md, or
+    /// damaged) returns MDB_CORRUPTED instead of aborting the process.
+    /// Otherwise as mdb_get and mdb_cursor_get. A transaction that met a
+    /// broken page is aborted at the end, never pooled: liblmdb may have left
+    /// it half updated.
+    int read(MDB_dbi dbi, MDB_val *key, MDB_val *data) noexcept;
+    int read(MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op) noexcept;
     MDB_txn *get() const { return txn_; }
     /// The snapshot's transaction id (of a write transaction: the one it will commit as).
     std::size_t id() const { return mdb_txn_id(txn_); }
