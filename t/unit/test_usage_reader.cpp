@@ -112,6 +112,16 @@ std::map<std::string, std::string> status_of(pid_t pid) {
 
 bool alive(pid_t pid) { return waitpid(pid, nullptr, WNOHANG) == 0 && kill(pid, 0) == 0; }
 
+// Whether a process that is not our child has ended: gone, or a zombie its new
+// parent has not reaped yet (a container's pid 1 may never reap it).
+bool ended(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    const auto paren = line.rfind(')');
+    return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] == 'Z';
+}
+
 // Runs `work` in a child as user NAME; its exit status (0: work returned true).
 int as_user(const char *name, const std::function<bool()> &work) {
     const pid_t pid = fork();
@@ -267,8 +277,8 @@ void test_reader_dies_with_its_parent(void **state) {
     assert_int_equal(read(pipe_fds[0], &reader, sizeof reader), sizeof reader);
     close(pipe_fds[0]);
     assert_int_equal(waitpid(parent, nullptr, 0), parent);
-    for (int i = 0; i < 200 && kill(reader, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    assert_int_equal(kill(reader, 0), -1);
+    for (int i = 0; i < 1000 && !ended(reader); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    assert_true(ended(reader));
     EXPECT_STORE_ERROR(access, query_usage(w.socket, {w.used}));
 }
 
@@ -433,7 +443,7 @@ void test_hostile_answers_throw(void **state) {
         const auto started = std::chrono::steady_clock::now();
         const std::string message = EXPECT_STORE_ERROR(access, query_usage(socket, {asked}));
         assert_non_null(strstr(message.c_str(), "no answer within"));
-        assert_true(std::chrono::steady_clock::now() - started < usage_reader_timeout + std::chrono::seconds(2));
+        assert_true(std::chrono::steady_clock::now() - started < usage_reader_timeout + std::chrono::seconds(5));
     }
 }
 
