@@ -11,7 +11,9 @@
 //     read PREFIX PAGE [--pause] [--quiet]  paginated read at one revision (--pause: wait for a stdin
 //                                   line after page 1; --quiet: only the summary, for timing)
 //     watch PREFIX START WATCHDOG_MS [--follow] [--until N]
-//     reauth KEY SLEEP_S [--watch]  read, sleep, read again or watch (the token expires meanwhile)
+//     reauth KEY SLEEP_S [--watch] [--after-line]
+//                                   read, sleep (and wait for a line on stdin), read again or watch
+//                                   (the token expires or is lost meanwhile)
 //     latency PREFIX N              put N keys, time until the watch delivers each
 #include <unistd.h>
 
@@ -291,6 +293,11 @@ int run(const Args &args) {
         const RangeRequest get{rest[1], {}, 0, 0, false, false, false};
         client.range(get);
         std::this_thread::sleep_for(std::chrono::seconds(std::stoi(rest[2])));
+        if (has_flag(rest, "--after-line")) {  // the test says when: after it restarted a member
+            emit({{"kind", "waiting"}});
+            std::string line;
+            std::getline(std::cin, line);
+        }
         if (has_flag(rest, "--watch")) {  // the first call after the sleep opens a watch instead
             Watch stream = client.watch(WatchRequest{rest[1], {}, 1, false, false}, std::chrono::seconds(5));
             const WatchResponse first = stream.next();

@@ -273,12 +273,14 @@ def test_a_member_restart_loses_the_token_and_the_client_logs_in_again(tmp_path)
         (tmp_path / "pw").write_text("agent-pw\n")
         c.etcdctl("put", f"{P}tokens/x", "record")
         reader = Probe(c.endpoints(), user="agent", password_file=tmp_path / "pw", in_order=True)
-        probe = reader.start("reauth", f"{P}tokens/x", 7)  # read on member 0, sleep, read there again
-        time.sleep(1)
+        # Read on member 0, then once the member has restarted, read there again.
+        probe = reader.start("reauth", f"{P}tokens/x", 0, "--after-line")
+        probe.wait_for(lambda l: l["kind"] == "waiting", timeout=30)
         for i in range(20):  # past the snapshot count
             c.etcdctl("put", f"{P}filler", str(i))
         c.kill(0, signal.SIGTERM)
         c.restart(0)
+        probe.send("go\n")
         out = probe.finish()[-1]
         assert out["kind"] == "reauth" and out["count"] == 1
         assert out["authentications"] == 2

@@ -90,7 +90,7 @@ def test_root_commands_survive_www_data_writing_into_the_store(tmp_path):
     rounds = 0
     try:
         end = time.monotonic() + 8
-        while time.monotonic() < end:
+        while time.monotonic() < end or rounds < 3:  # a loaded machine takes longer, not fewer rounds
             rounds += 1
             name = f"t{rounds}"
             steps = [
@@ -123,7 +123,6 @@ def test_root_commands_survive_www_data_writing_into_the_store(tmp_path):
         hammer.kill()
         hammer.wait()
     assert opened == ["usage.slots"], f"www-data could open {opened} to write"
-    assert rounds >= 3
     assert not problems, "\n".join(problems[:10])
     r = s.check("alice", kept)
     assert r.rc == 0 and r.out.startswith("accepted"), r
