@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "store/lmdb_env.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <setjmp.h>
+#include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <optional>
 
@@ -139,6 +142,32 @@ void check(int rc, std::string_view what, std::string_view subject) {
 }
 
 [[noreturn]] void corrupt(const std::string &what) { throw StoreError(StoreError::Kind::corrupt, what); }
+
+void check_meta_page_sizes(const std::string &file) {
+    // Where liblmdb 0.9 (64-bit) keeps them in a meta page: the page header
+    // (16 bytes), then the meta's magic (4), and the page size in the first
+    // database record's padding (mm_dbs[FREE_DBI].md_pad), 24 bytes further.
+    constexpr off_t magic_at = 16, page_size_at = 40;
+    constexpr std::uint32_t lmdb_magic = 0xBEEFC0DE;
+    const int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return;
+    // The second meta page is where the first one's page size puts it, as liblmdb reads it.
+    off_t at = 0;
+    for (int page = 0; page < 2; ++page) {
+        std::uint32_t magic = 0, page_size = 0;
+        if (::pread(fd, &magic, sizeof magic, at + magic_at) != sizeof magic || magic != lmdb_magic ||
+            ::pread(fd, &page_size, sizeof page_size, at + page_size_at) != sizeof page_size)
+            break;
+        if (page_size < 512 || page_size > 65536 || (page_size & (page_size - 1)) != 0) {
+            ::close(fd);
+            corrupt(file + " is damaged: its meta page " + std::to_string(page) + " names a page size of " +
+                    std::to_string(page_size) + " bytes, which LMDB never writes; restore it from a backup "
+                    "(cptoken backup)");
+        }
+        at = page_size;
+    }
+    ::close(fd);
+}
 
 namespace {
 

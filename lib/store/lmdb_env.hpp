@@ -64,6 +64,12 @@ inline std::string path_in(const std::string &dir, const char *file) { return di
 void check(int rc, std::string_view what, std::string_view subject = {});
 /// Throw StoreError: corrupt.
 [[noreturn]] void corrupt(const std::string &what);
+/// Refuses an LMDB file whose meta pages name a page size LMDB never writes
+/// (a power of two from 512 to 65536): liblmdb divides by it when it opens
+/// the file, and a damaged 0 kills the process (SIGFPE). A file missing,
+/// unreadable, too short or without LMDB's magic is left to mdb_env_open,
+/// which says so. Throws StoreError: corrupt.
+void check_meta_page_sizes(const std::string &file);
 
 /// Routes `env`'s assertions to the guard of Txn::read() (Env does it for
 /// every environment): outside a guarded read they abort the process, as
@@ -202,6 +208,7 @@ public:
         std::size_t map_size = StoreSettings::map_size)
         : file_(file) {
         check_files(file, access, must_exist);
+        check_meta_page_sizes(file);
         check(mdb_env_create(&env_), "cannot create an LMDB environment");
         guard_assertions(env_);
         check(mdb_env_set_mapsize(env_, map_size), "cannot set the map size of ", file);

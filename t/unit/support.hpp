@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <string>
 #include <system_error>
@@ -102,6 +104,17 @@ inline int teardown(void **state) {
 }
 
 inline Fixture &fx(void **state) { return *static_cast<Fixture *>(*state); }
+
+/// The bytes of the file at `path` ("" if it cannot be read).
+inline std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+/// Writes `text` as the whole file at `path`.
+inline void write_text(const std::string &path, const std::string &text) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
 
 inline const char *kind_name(cptoken::StoreError::Kind kind) {
     using Kind = cptoken::StoreError::Kind;

@@ -18,6 +18,7 @@
 
 using namespace cptoken;
 using namespace std::chrono_literals;
+using test_support::write_text;
 using test_support::fx;
 
 namespace {
@@ -30,10 +31,6 @@ MirrorState live_state(std::int64_t verified_ns) {
     state.cluster_id = "14841639068965178418";
     state.state = "live";
     return state;
-}
-
-void write_text(const std::string &path, const std::string &text) {
-    std::ofstream(path, std::ios::binary) << text;
 }
 
 void test_line_round_trip(void **) {

@@ -526,6 +526,27 @@ void test_truncated_files_are_refused_at_open(void **state) {
     expect_corrupt_in_child([&] { UsageStore(dir, Access::read_only).find(new_digest()); }, "usage table cut short");
 }
 
+// liblmdb divides by the page size a meta page names when it opens the file:
+// a damaged 0 there was SIGFPE in every reader (t/fuzz/crashes-store/
+// meta-pagesize-sigfpe). Either meta page, whichever liblmdb would pick.
+void test_a_meta_page_naming_an_impossible_page_size_is_refused(void **state) {
+    const std::string dir = fx(state).store;
+    TokenStore(dir, Access::read_write).add(new_digest(), rec("alice", "a"));
+    const std::string file = data_file(state);
+    const std::string good = read_file(file);
+    const long page = sysconf(_SC_PAGESIZE);
+    for (const long meta_at : {0L, page})
+        for (const std::uint32_t page_size : {0u, 3u, 4095u, 1u << 20}) {
+            std::string damaged = good;
+            std::memcpy(damaged.data() + meta_at + 40, &page_size, sizeof page_size);
+            write_text(file, damaged);
+            expect_corrupt_in_child([&] { TokenStore(dir, Access::read_only).list(); }, "page size in a meta page");
+            expect_corrupt_in_child([&] { TokenStore(dir, Access::read_write).list(); }, "the same, for the owner");
+        }
+    write_text(file, good);
+    assert_int_equal(TokenStore(dir, Access::read_only).list().size(), 1);
+}
+
 void test_live_store_refuses_a_file_changed_in_place_until_replaced(void **state) {
     const std::string dir = fx(state).store;
     OpenedLiveStore opened(dir);
@@ -561,6 +582,8 @@ int main() {
         cmocka_unit_test_setup_teardown(test_truncated_data_file_is_refused, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_files_are_refused_at_open, setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_store_written_under_checks_is_not_taken_for_damaged, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_a_meta_page_naming_an_impossible_page_size_is_refused, setup_init,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_live_store_refuses_a_file_changed_in_place_until_replaced, setup_init,
                                         teardown),
     };

@@ -63,13 +63,6 @@ gid_t gid_of(const std::string &path) {
     return st.st_gid;
 }
 
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 std::vector<std::string> names_of(const std::vector<StoredToken> &v) {
     std::vector<std::string> out;
     for (const auto &t : v) out.push_back(t.record.user + "/" + t.record.name);
