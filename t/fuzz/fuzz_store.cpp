@@ -7,11 +7,12 @@
 // A valid store is made once per process under /tmp; each input patches a
 // copy of its tokens.mdb (patched_file.hpp says how).
 //
-// Not in `make fuzz`: liblmdb 0.9.24 trusts its pages and crashes on some
-// corruption (a truncated file, for one). Build it with `make fuzz-store`;
-// build/fuzz_store -fork=1 -ignore_crashes=1 collects crash inputs.
-// t/fuzz/crashes-store/ keeps one input of each kind of crash inside
-// liblmdb (replay: build/fuzz_store FILE), named after the corruption.
+// liblmdb 0.9.24 trusts its pages; what keeps this target from crashing is
+// ours: the size checks, the assertion guard of Txn::read and the meta
+// pages' page size checked before mdb_env_open. t/fuzz/crashes-store/ keeps
+// one input of each kind of crash inside liblmdb found before those (named
+// after the corruption); `make fuzz` replays them with the corpus.
+// build/fuzz_store -fork=1 -ignore_crashes=1 collects new crash inputs.
 #include <stdlib.h>
 #include <unistd.h>
 
