@@ -47,7 +47,8 @@ shared,shared-nochange,pinned,pinned-nochange: shared = every process on
 both CPUs; pinned = wrk and httpd on CPU 0, etcd and the agent on CPU 1;
 frontend = wrk, httpd and the agent on CPU 0, etcd on CPU 1, as on a
 front-end whose etcd runs on other hosts; -nochange = the same full reads
-with nothing to apply, for reference).
+with nothing to apply, for reference; -batch = the agent under `chrt -b 0`,
+SCHED_BATCH, which does not preempt httpd when it wakes).
 """
 
 import json
@@ -269,7 +270,8 @@ def part_apply(cluster, work):
                 # slowdown is the store's doing (LMDB, page cache), not two cores shared by all.
                 # frontend: the agent's CPU (transfer, decoding, apply) on httpd's core too.
                 agent_cpu = "1" if variant.startswith("pinned") else "0"
-                PIN.update(load=["taskset", "-c", "0"], agent=["taskset", "-c", agent_cpu])
+                batch = ["chrt", "-b", "0"] if variant.endswith("-batch") else []
+                PIN.update(load=["taskset", "-c", "0"], agent=batch + ["taskset", "-c", agent_cpu])
                 set_affinity(session_pids(fe.httpd.pid), "0")
                 set_affinity([cluster.pid(i) for i in range(cluster.size)], "1")
             try:
