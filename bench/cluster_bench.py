@@ -71,10 +71,9 @@ os.environ.setdefault("CPTOKEN", str(ROOT / "build" / "cptoken"))
 os.environ.setdefault("MOD_CPTOKEN", str(ROOT / "build" / "mod_cptoken.so"))
 import etcd_cluster  # noqa: E402
 import frontends  # noqa: E402
+import httpd_bench  # noqa: E402  (its wrk run)
 
 CPTOKEN = frontends.CPTOKEN
-LUA = HERE / "rotate.lua"
-WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 
 # Where wrk and the agent run (taskset prefixes): nowhere in particular, or, in
@@ -215,21 +214,10 @@ def session_cpu(pid):
 
 
 def wrk(fe, headers):
-    d = S["duration"]
-    go = Path(headers).with_name("wrk-go")  # rotate.lua starts sending once its last thread is ready
-    go.unlink(missing_ok=True)
-    cmd = PIN["load"] + [WRK, f"-t{S['threads']}", f"-c{S['connections']}", f"-d{d}s", "--timeout", "5s", "-s", str(LUA),
-           f"http://127.0.0.1:{fe.port}/api/ok.txt", str(headers), str(S["threads"]), str(go)]
-    cpu0 = session_cpu(fe.httpd.pid)
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=d + 60)
-    cpu = session_cpu(fe.httpd.pid) - cpu0
-    m = re.search(r"^CPTBENCH (\{.*\})$", p.stdout, re.M)
-    if p.returncode != 0 or not m:
-        raise RuntimeError(f"wrk failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    r = json.loads(m.group(1))
-    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-    r["cpu_us"] = cpu * 1e6 / max(1, r["requests"])
-    bad = {k: v for k, v in r["statuses"].items() if k != "200"}
+    r = httpd_bench.run_wrk(f"http://127.0.0.1:{fe.port}/api/ok.txt", headers, S["threads"], S["connections"],
+                            S["duration"], Path(headers).with_name("wrk-go"), lambda: session_cpu(fe.httpd.pid),
+                            PIN["load"])
+    bad = {k: v for k, v in r["statuses"].items() if k != 200}
     if bad:
         # Every request carries a token the store holds in both sets: anything but 200 is a finding.
         say(f"WARNING: statuses {r['statuses']} errors {r['errors']}")

@@ -731,24 +731,32 @@ def httpd_cpu_seconds(h):
     return total / CLOCK_TICKS
 
 
-def wrk(h, loc, s, duration=None):
-    duration = duration or s["duration"]
-    go = h.dir / "wrk-go"  # rotate.lua starts sending once its last thread is ready
+def run_wrk(url, headers, threads, connections, duration, go, cpu_seconds, prefix=()):
+    """One wrk run of rotate.lua on URL with the header lines in HEADERS; GO
+    is the file its threads wait for. Returns rotate.lua's figures with
+    `rps`, and `cpu_us`: the server's CPU per request, from cpu_seconds()
+    (its CPU so far) before and after. PREFIX runs wrk under a command
+    (taskset). Raises SetupError when wrk fails."""
     go.unlink(missing_ok=True)
-    cmd = [WRK, f"-t{s['threads']}", f"-c{s['connections']}", f"-d{duration}s", "--timeout", "5s",
-           "-s", str(LUA), h.url(loc.path), str(loc.headers), str(s["threads"]), str(go)]
-    cpu_before = httpd_cpu_seconds(h)
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       timeout=duration + 60)
-    cpu_used = httpd_cpu_seconds(h) - cpu_before
+    cmd = [*prefix, WRK, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
+           "-s", str(LUA), url, str(headers), str(threads), str(go)]
+    cpu_before = cpu_seconds()
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=duration + 60)
+    cpu_used = cpu_seconds() - cpu_before
     m = re.search(r"^CPTBENCH (\{.*\})$", p.stdout, re.M)
     if p.returncode != 0 or not m:
-        raise SetupError(f"wrk failed on {loc.path} ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        raise SetupError(f"wrk failed on {url} ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     r = json.loads(m.group(1))
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
     r["cpu_us"] = cpu_used * 1e6 / r["requests"] if r["requests"] else 0.0
     r["statuses"] = {int(k): v for k, v in r["statuses"].items()}
     return r
+
+
+def wrk(h, loc, s, duration=None):
+    # rotate.lua starts sending once its last thread is ready
+    return run_wrk(h.url(loc.path), loc.headers, s["threads"], s["connections"], duration or s["duration"],
+                   h.dir / "wrk-go", lambda: httpd_cpu_seconds(h))
 
 
 def warm_up(h, loc, s, failures, what):
