@@ -10,6 +10,7 @@ can, and against files changed in place."""
 
 import json
 import os
+import struct
 import shutil
 import subprocess
 import threading
@@ -214,6 +215,26 @@ def test_store_cut_short_before_start_is_500_not_a_crash_loop(srv):
     assert set(statuses) == {500}, statuses
     lines = srv.wait_lines(mark, "CPT0200", 1)
     assert lines and all("changed in place" in l for l in lines), lines
+    time.sleep(1.5)  # children that died would be reported meanwhile
+    crashes = [l for l in srv.lines() if "exit signal" in l]
+    assert not crashes, crashes[:3]
+
+
+@ALL_MPMS
+def test_store_with_a_page_size_of_zero_is_500_not_a_crash_loop(srv):
+    """A meta page naming a page size of 0 (a damaged disk): liblmdb divides
+    by it when it opens the file, which killed every child (SIGFPE)."""
+    srv.allow("CPT0200")
+    token = srv.store.create("alice", "a")
+    with open(srv.store.path / "tokens.mdb", "r+b") as f:
+        f.seek(40)  # the page size in meta page 0 (mm_dbs[FREE_DBI].md_pad)
+        f.write(struct.pack("<I", 0))
+    srv.start()
+    mark = srv.mark()
+    statuses = [srv.get(auth=f"cpanel alice:{token}").status for _ in range(N)]
+    assert set(statuses) == {500}, statuses
+    lines = srv.wait_lines(mark, "CPT0200", 1)
+    assert lines and all("names a page size of 0 bytes" in l for l in lines), lines
     time.sleep(1.5)  # children that died would be reported meanwhile
     crashes = [l for l in srv.lines() if "exit signal" in l]
     assert not crashes, crashes[:3]
