@@ -226,6 +226,19 @@ def wait_until(pred, timeout=3.0, step=0.05):
         time.sleep(step)
 
 
+def child_pids(srv):
+    """The PIDs of SRV's httpd children now."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().split(") ", 1)[1].split()[1]) == srv.proc.pid:
+                    pids.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
 # ---------------------------------------------------------------- config
 
 CONF_TEMPLATE = r"""

@@ -11,9 +11,9 @@ import http.client
 import json
 import os
 import time
-from pathlib import Path
 
-from conftest import (ALL_MPMS, CPANEL_AUTH, ISO_RE, Store, api_location, assert_admitted, wait_until)
+from conftest import (ALL_MPMS, CPANEL_AUTH, ISO_RE, Store, api_location, assert_admitted, child_pids,
+                      wait_until)
 from test_config import configtest
 
 
@@ -160,18 +160,6 @@ def test_usage_follows_a_replaced_store_directory(srv):
         assert_admitted(srv.get(auth=f"cpanel bob:{tb}"), "bob")
     assert wait_until(lambda: usage(srv.store, "bob", "new")[2] == 3, 5), usage(srv.store, "bob", "new")
     assert usage(old, "alice", "old")[2] == 1
-
-
-def child_pids(srv):
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if int((p / "stat").read_text().split(") ", 1)[1].split()[1]) == srv.proc.pid:
-                    pids.append(int(p.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return pids
 
 
 def threads_of(pids):

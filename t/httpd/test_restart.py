@@ -9,24 +9,10 @@ import os
 import signal
 import threading
 
-from conftest import ALL_MPMS, Store, assert_admitted, assert_refused, wait_until
+from conftest import ALL_MPMS, Store, assert_admitted, assert_refused, child_pids, wait_until
 
 TOTAL = 200         # requests per run, over two client loops
 HANG_TIMEOUT = 120  # seconds: only to stop a run that hangs, never a speed limit
-
-
-def children(srv):
-    """The PIDs of httpd's children now."""
-    pids = set()
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == srv.proc.pid:
-            pids.add(int(entry))
-    return pids
 
 
 def resumed(srv):
@@ -120,11 +106,11 @@ def test_graceful_restart_picks_up_a_new_cptokendb(srv):
     assert_refused(srv.get(auth=f"cpanel alice:{tb}"))
     text = srv.conf.read_text()
     srv.conf.write_text(text.replace(f'CPTokenDB "{srv.store.path}"', f'CPTokenDB "{other.path}"'))
-    old_generation = children(srv)
+    old_generation = set(child_pids(srv))
     srv.graceful()
     assert wait_until(lambda: resumed(srv) >= 2, HANG_TIMEOUT)
     # An old child still accepting could answer with the old store: wait until none is left.
-    assert wait_until(lambda: not old_generation & children(srv), HANG_TIMEOUT), "old children linger"
+    assert wait_until(lambda: not old_generation & set(child_pids(srv)), HANG_TIMEOUT), "old children linger"
     for _ in range(6):
         assert_admitted(srv.get(auth=f"cpanel alice:{tb}"), "alice")
         assert_refused(srv.get(auth=f"cpanel alice:{ta}"))
