@@ -341,6 +341,7 @@ struct Watch::Stream {
     char detail[CURL_ERROR_SIZE] = "";
     std::optional<WatchResponse> pending;  // the first answer, read by Client::watch()
     std::optional<WatchResponse> last;     // set once the stream is over
+    std::optional<Clock::time_point> silent_until;  // the watchdog's deadline, from the last answer on
 
     ~Stream() { close(); }
 
@@ -404,16 +405,18 @@ struct Watch::Stream {
         return response;
     }
 
-    WatchResponse next() {
+    std::optional<WatchResponse> next(std::optional<Clock::time_point> until) {
         if (pending) {
             WatchResponse first = std::move(*pending);
             pending.reset();
             return first;
         }
         if (last) return *last;
-        const auto deadline = Clock::now() + watchdog;
+        if (!silent_until) silent_until = Clock::now() + watchdog;
+        const auto deadline = *silent_until;
         for (;;) {
             if (auto line = splitter.next_line()) {
+                silent_until.reset();
                 WatchResponse response = parse_watch_line(*line);
                 if (response.kind == WatchResponse::Kind::canceled) return end(std::move(response), false);
                 if (response.kind == WatchResponse::Kind::stream_error) {
@@ -457,6 +460,7 @@ struct Watch::Stream {
                                   std::to_string(watchdog.count()) + " ms";
                 return end(std::move(timeout), true);
             }
+            if (until && now >= *until) return std::nullopt;
             int running = 0;
             curl_multi_perform(multi, &running);
             int queued = 0;
@@ -467,7 +471,8 @@ struct Watch::Stream {
                 }
             }
             if (transfer_done || splitter.has_line() || callback_error) continue;
-            const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+            const auto wake = std::min(deadline, until.value_or(deadline));
+            const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
             curl_multi_poll(multi, nullptr, 0, static_cast<int>(std::clamp<std::int64_t>(wait.count(), 1, 1000)), nullptr);
         }
     }
@@ -477,7 +482,8 @@ Watch::Watch(std::unique_ptr<Stream> stream) : stream_(std::move(stream)) {}
 Watch::Watch(Watch &&) noexcept = default;
 Watch &Watch::operator=(Watch &&) noexcept = default;
 Watch::~Watch() = default;
-WatchResponse Watch::next() { return stream_->next(); }
+WatchResponse Watch::next() { return *stream_->next(std::nullopt); }
+std::optional<WatchResponse> Watch::next_until(Clock::time_point until) { return stream_->next(until); }
 const std::string &Watch::endpoint() const { return stream_->endpoint; }
 bool Watch::done() const noexcept { return stream_->last.has_value() && !stream_->pending; }
 
@@ -493,7 +499,7 @@ Watch Client::watch(const WatchRequest &request, std::chrono::milliseconds watch
         stream->endpoint = state.endpoint();
         stream->watchdog = watchdog;
         stream->open(state.options, state.token, request);
-        WatchResponse first = stream->next();
+        WatchResponse first = *stream->next(std::nullopt);
         // etcd 3.4's gateway refuses a watch with an expired token not with a 401 but
         // with a 200 stream whose first answer is created + canceled, the reason in text.
         const bool token_refused = first.kind == WatchResponse::Kind::canceled &&

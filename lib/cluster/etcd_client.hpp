@@ -144,6 +144,10 @@ public:
     /// (then Kind::timeout, and the member is marked as the one to avoid).
     /// Throws EtcdError only on a line that cannot be parsed or is too long.
     WatchResponse next();
+    /// next(), but nullopt once `until` has come with no answer: the stream
+    /// goes on, and its watchdog still counts from the last answer. For a
+    /// caller with something else to look at between answers.
+    std::optional<WatchResponse> next_until(std::chrono::steady_clock::time_point until);
     /// The member this stream is on.
     const std::string &endpoint() const;
     /// The stream is over (see above).

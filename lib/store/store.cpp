@@ -1169,7 +1169,8 @@ bool is_store_value(const StoreWrite &write) {
     return decoded->deleted() || decoded->payload.size() == Digest().size();
 }
 
-MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, const MirrorPoint &point, bool whole) {
+MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, const std::optional<MirrorPoint> &point,
+                                       bool whole) {
     Impl &impl = *impl_;
     bool point_moved = false;
     return impl.write_here([&](Txn &txn) {
@@ -1253,9 +1254,11 @@ MirrorApplied TokenStore::apply_mirror(const std::vector<StoreWrite> &writes, co
             impl.env.put(txn, impl.meta, as_val(std::string_view(key)), value);
             point_moved = true;
         };
-        put_meta(mirror_applied_key, std::to_string(point.applied_revision));
-        put_meta(mirror_gen_key, std::to_string(point.gen_revision));
-        put_meta(mirror_cluster_key, point.cluster_id);
+        if (point) {
+            put_meta(mirror_applied_key, std::to_string(point->applied_revision));
+            put_meta(mirror_gen_key, std::to_string(point->gen_revision));
+            put_meta(mirror_cluster_key, point->cluster_id);
+        }
         return applied;
     }, [&](const MirrorApplied &applied) {
         // Nothing new (a reconciliation that found no drift): no commit, so

@@ -387,8 +387,11 @@ public:
     /// Throws StoreError (corrupt) for a broken meta value.
     std::optional<MirrorPoint> mirror_point() const;
 
-    /// The mirror agent's write: `writes` as they are, and `point`, in one
-    /// transaction. With `whole` (a full read of etcd), every key of the
+    /// The mirror agent's write: `writes` as they are (in order: of two
+    /// writes of one key the last one stays), and `point`, in one
+    /// transaction; without a point the store's stays as it is (changes
+    /// applied ahead of a full read that is not over). With `whole` (a full
+    /// read of etcd), every key of the
     /// tokens and names databases not in `writes` is deleted too. Only what
     /// differs is written, and nothing at all (no commit) when nothing
     /// differs: ten full reads leave the file the size one did, and readers'
@@ -396,7 +399,8 @@ public:
     /// A value that is not a store's is not stored: its key is deleted
     /// (a token etcd holds badly is refused, never kept as it was). Throws
     /// StoreError as the other writes do.
-    MirrorApplied apply_mirror(const std::vector<StoreWrite> &writes, const MirrorPoint &point, bool whole);
+    MirrorApplied apply_mirror(const std::vector<StoreWrite> &writes, const std::optional<MirrorPoint> &point,
+                               bool whole);
 
     /// Every key and value of the tokens and names databases, as StoreWrite
     /// puts (tombstones too), for copying the store to etcd (cptoken push).

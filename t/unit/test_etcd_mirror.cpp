@@ -220,6 +220,37 @@ void test_a_full_read_writes_what_changed_and_the_later_of_two_values(void **sta
     assert_string_equal(store.find(twice)->name.c_str(), "second");
 }
 
+// The agent applies what its watch says during a full read ahead of the read,
+// without a point (the store stays "at" where it was until the read is in),
+// then the read with those changes after it, in one transaction: a change
+// made during the read wins over the read's older value, a delete too.
+void test_changes_ahead_of_a_full_read_keep_the_point_and_win_over_the_read(void **state) {
+    TokenStore store(fx(state).store, Access::read_write);
+    const Digest revoked = new_digest(), pruned = new_digest(), kept = new_digest();
+    const auto value = [](const char *name) { return ls_encode(5, 1, 0, encode_record(rec("alice", name))); };
+    store.apply_mirror({{StoreWrite::Database::tokens, digest_key(revoked), value("live")},
+                        {StoreWrite::Database::tokens, digest_key(pruned), value("live")}},
+                       first_point, true);
+    const std::vector<StoreWrite> during{{StoreWrite::Database::tokens, digest_key(revoked), value("changed")},
+                                         {StoreWrite::Database::tokens, digest_key(pruned), std::nullopt}};
+    assert_int_equal(store.apply_mirror(during, std::nullopt, false).changed, 2);
+    assert_int_equal(store.mirror_point()->applied_revision, first_point.applied_revision);
+    assert_int_equal(store.mirror_point()->gen_revision, first_point.gen_revision);
+    assert_string_equal(store.find(revoked)->name.c_str(), "changed");
+    assert_false(store.find(pruned).has_value());
+
+    // The read, at a revision before those changes, with them after it.
+    std::vector<StoreWrite> read{{StoreWrite::Database::tokens, digest_key(revoked), value("live")},
+                                 {StoreWrite::Database::tokens, digest_key(pruned), value("live")},
+                                 {StoreWrite::Database::tokens, digest_key(kept), value("new")}};
+    read.insert(read.end(), during.begin(), during.end());
+    store.apply_mirror(read, MirrorPoint{21, 20, "42"}, true);
+    assert_int_equal(store.mirror_point()->applied_revision, 21);
+    assert_string_equal(store.find(revoked)->name.c_str(), "changed");
+    assert_false(store.find(pruned).has_value());
+    assert_string_equal(store.find(kept)->name.c_str(), "new");
+}
+
 // A full read's keys come in etcd's order, which is not the store's for a user
 // whose name is a prefix of another's ("bob-x/..." sorts before "bob/..." in
 // etcd, "bob\0..." before "bob-x\0..." in the store), nor for tokens a caller
@@ -339,6 +370,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_a_full_read_removes_what_etcd_lost_and_refuses_what_is_not_a_store_value,
                                         setup_init, teardown),
         cmocka_unit_test_setup_teardown(test_a_full_read_in_etcds_order_keeps_every_key, setup_init, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_ahead_of_a_full_read_keep_the_point_and_win_over_the_read, setup_init,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_a_full_read_writes_what_changed_and_the_later_of_two_values, setup_init,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_bad_value_for_a_live_token_revokes_it, setup_init, teardown),
