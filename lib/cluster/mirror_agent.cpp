@@ -10,7 +10,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <condition_variable>
 #include <cstdlib>
+#include <exception>
+#include <iterator>
 #include <mutex>
 #include <thread>
 
@@ -190,7 +193,12 @@ public:
     int run() {
         if (options_.once) {
             Client client(options_.cluster.client);
-            full_read(client, point_ ? "--once" : "--once: the store has never been synced");
+            try {
+                full_read(client, point_ ? "--once" : "--once: the store has never been synced");
+            } catch (const Stopping &) {
+                log_("stopped before the full read was in: nothing applied");
+                return 1;
+            }
             return 0;
         }
         std::thread prover([this] { prove_loop(); });
@@ -254,6 +262,159 @@ private:
 
     // --------------------------------------------------------- full read
 
+    /// A full read as read_whole() hands it over.
+    struct WholeRead {
+        MappedRead mapped;
+        ResponseHeader header;      ///< the first page's: R and the cluster
+        std::int64_t sent_ns = 0;   ///< when the first page (a linearizable read) was sent
+        std::int64_t revision() const noexcept { return header.revision; }
+    };
+
+    /// What the watch said while a full read at R went on: every change
+    /// after R, in order, already applied to the store ahead of the read.
+    struct ChangesBeside {
+        std::vector<StoreWrite> writes;
+        MirrorPoint point;            ///< applied_revision: the last change's (R if none); gen_revision: 0 unless P gen changed
+        std::size_t answers = 0;
+        bool schema_changed = false;  ///< seen, and not applied: another full read follows
+    };
+
+    /// Every key under the prefix at one revision R, mapped a page at a
+    /// time. `on_revision` learns R once the pages have passed P
+    /// meta/schema_version, and only if its schema is one this code reads:
+    /// changes after R may be applied from then on. Throws EtcdError
+    /// (compacted(): read again), SchemaTooNew, Stopping once `cancel` is set.
+    WholeRead read_whole(Client &client, const std::atomic<bool> *cancel,
+                         const std::function<void(std::int64_t)> &on_revision) {
+        WholeRead read;
+        read.sent_ns = boottime_nanoseconds();
+        const std::string schema = schema_key(prefix_);
+        bool schema_known = false;
+        client.read_prefix(
+            prefix_, options_.page_size,
+            [&](std::vector<KeyValue> &&page) {
+                if (cancel && *cancel) throw Stopping{};
+                const bool past_schema = page.empty() || page.back().key >= schema;  // pages come in key order
+                map_full_read(prefix_, std::move(page), read.mapped);
+                if (!schema_known && past_schema) {
+                    schema_known = true;
+                    check_schema(read.mapped.schema_value);
+                    if (on_revision) on_revision(read.header.revision);
+                }
+            },
+            &read.header);
+        return read;
+    }
+
+    /// read_whole() in a thread of its own at the lowest CPU priority: the
+    /// agent's other threads (the watch, the proof) come first within the
+    /// agent's share of the CPU. (Its share against httpd's is not a thread's
+    /// to set: the unit's CPUWeight sets it, docs/scale-out.md.) With `beside`, this thread
+    /// meanwhile watches from R + 1 and applies each change to the store at
+    /// once, ahead of the read, without moving the store's point: a revoke
+    /// made during a full read (about 18 s a million tokens) takes effect as
+    /// fast as any other. The changes also go to `beside`, to be applied
+    /// again over the read. Throws as read_whole() does; Stopping when the
+    /// agent stops.
+    WholeRead read_whole_niced(Client &client, ChangesBeside *beside) {
+        std::mutex mutex;
+        std::condition_variable changed;
+        std::optional<std::int64_t> revision;
+        std::optional<WholeRead> read;
+        std::exception_ptr error;
+        bool done = false;
+        std::atomic<bool> cancel{false};
+        std::thread reader([&] {
+            // Linux: a thread's nice value is its own, and raising it needs no privilege.
+            ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
+            try {
+                Client reader_client(options_.cluster.client);
+                WholeRead whole = read_whole(reader_client, &cancel, [&](std::int64_t r) {
+                    std::lock_guard lock(mutex);
+                    revision = r;
+                    changed.notify_all();
+                });
+                std::lock_guard lock(mutex);
+                read = std::move(whole);
+            } catch (...) {
+                std::lock_guard lock(mutex);
+                error = std::current_exception();
+            }
+            std::lock_guard lock(mutex);
+            done = true;
+            changed.notify_all();
+        });
+        struct Join {
+            std::thread &thread;
+            std::atomic<bool> &cancel;
+            ~Join() {
+                cancel = true;
+                thread.join();
+            }
+        } join{reader, cancel};
+        const auto reader_done = [&] {
+            std::lock_guard lock(mutex);
+            return done;
+        };
+        {
+            std::unique_lock lock(mutex);
+            while (!revision && !done) {
+                if (stop_) cancel = true;
+                changed.wait_for(lock, milliseconds(100));
+            }
+        }
+        if (revision && beside) {
+            beside->point.applied_revision = *revision;
+            follow_beside(client, *beside, reader_done);
+        }
+        {
+            std::unique_lock lock(mutex);
+            while (!done) {
+                if (stop_) cancel = true;
+                changed.wait_for(lock, milliseconds(100));
+            }
+        }
+        if (error) std::rethrow_exception(error);
+        return std::move(*read);
+    }
+
+    /// The watch from beside.point + 1 until `reader_done`; ends early (and
+    /// quietly: the read goes on, and the watch after it resumes where this
+    /// one stopped) on anything but changes.
+    void follow_beside(Client &client, ChangesBeside &beside, const std::function<bool()> &reader_done) {
+        try {
+            WatchRequest request;
+            request.key = prefix_;
+            request.range_end = prefix_range_end(prefix_);
+            request.start_revision = beside.point.applied_revision + 1;
+            request.progress_notify = true;
+            Watch watch = client.watch(request, options_.watchdog);
+            log_("beside the read, the watch goes on from revision " + std::to_string(request.start_revision) + " on " +
+                 watch.endpoint());
+            while (!stop_ && !reader_done()) {
+                const std::optional<WatchResponse> answer = watch.next_until(Steady::now() + milliseconds(100));
+                if (!answer || answer->kind == WatchResponse::Kind::created ||
+                    answer->kind == WatchResponse::Kind::progress)
+                    continue;
+                if (answer->kind != WatchResponse::Kind::events) return;  // the watch after the read will say why
+                MappedEvents mapped = map_events(prefix_, answer->events, beside.point);
+                if (mapped.schema_changed) {
+                    beside.schema_changed = true;
+                    return;
+                }
+                if (mapped.point.applied_revision == beside.point.applied_revision) continue;
+                const MirrorApplied applied = store_.apply_mirror(mapped.writes, std::nullopt, false);
+                if (applied.refused)
+                    log_("refused " + std::to_string(applied.refused) + " values that are not a store's (deleted locally)");
+                beside.point = mapped.point;
+                std::move(mapped.writes.begin(), mapped.writes.end(), std::back_inserter(beside.writes));
+                ++beside.answers;
+            }
+        } catch (const EtcdError &) {
+            // As above: the read goes on; the watch after it starts from where this one stopped.
+        }
+    }
+
     void full_read(Client &client, const std::string &reason) {
         // A repair of drift finds the store right but for a few keys: mirror.state
         // goes on saying live (the prover still proves freshness).
@@ -262,19 +423,14 @@ private:
             state_.state = "syncing";
             write_state();
         }
-        MappedRead mapped;
-        ResponseHeader header;
-        std::int64_t revision = 0;
-        std::int64_t sent_ns = 0;
+        log_("reading whole (" + reason + ")");
         const auto started = Steady::now();
+        WholeRead read;
+        ChangesBeside beside;
         for (int attempt = 0;; ++attempt) {
-            mapped = MappedRead{};
-            sent_ns = boottime_nanoseconds();  // the first page is a linearizable read sent now
+            beside = ChangesBeside{};
             try {
-                revision = client.read_prefix(
-                    prefix_, options_.page_size,
-                    [&](std::vector<KeyValue> &&page) { map_full_read(prefix_, std::move(page), mapped); },
-                    &header);
+                read = read_whole_niced(client, options_.once ? nullptr : &beside);
                 break;
             } catch (const EtcdError &e) {
                 // Compacted past R while paging (a huge read and an eager compactor): read again at a newer R.
@@ -282,24 +438,34 @@ private:
             }
         }
         const auto read_ms = std::chrono::duration_cast<milliseconds>(Steady::now() - started).count();
-        check_schema(mapped.schema_value);  // throws SchemaTooNew: nothing applied, the store ages
-        const MirrorPoint point{revision, mapped.gen_revision, std::to_string(header.cluster_id)};
-        const MirrorApplied applied = store_.apply_mirror(mapped.writes, point, true);
+        check_schema(read.mapped.schema_value);  // throws SchemaTooNew: nothing applied, the store ages
+        MirrorPoint point{read.revision(), read.mapped.gen_revision, std::to_string(read.header.cluster_id)};
+        // The changes the watch brought meanwhile go over the read in the same
+        // transaction: a token revoked during the read is never live again.
+        if (beside.point.applied_revision > point.applied_revision) point.applied_revision = beside.point.applied_revision;
+        if (beside.point.gen_revision > point.gen_revision) point.gen_revision = beside.point.gen_revision;
+        const std::size_t keys = read.mapped.writes.size();
+        std::move(beside.writes.begin(), beside.writes.end(), std::back_inserter(read.mapped.writes));
+        const MirrorApplied applied = store_.apply_mirror(read.mapped.writes, point, true);
         {
             std::lock_guard lock(mutex_);
             point_ = point;
             state_.applied_revision = point.applied_revision;
             state_.cluster_id = point.cluster_id;
-            state_.verified_ns = std::max(state_.verified_ns, sent_ns);
+            state_.verified_ns = std::max(state_.verified_ns, read.sent_ns);
             state_.state = "live";
             full_read_wanted_.reset();
+            if (beside.schema_changed) full_read_wanted_ = "meta/schema_version changed";
             write_state();
         }
         const auto total_ms = std::chrono::duration_cast<milliseconds>(Steady::now() - started).count();
         log_("full read (" + reason + "): " +
-             std::to_string(mapped.writes.size()) + " keys at revision " + std::to_string(revision) + " of cluster " +
-             point.cluster_id + " in " + std::to_string(total_ms) + " ms (read " + std::to_string(read_ms) +
-             " ms), " + std::to_string(applied.changed) + " changed");
+             std::to_string(keys) + " keys at revision " +
+             std::to_string(read.revision()) + " of cluster " + point.cluster_id + " in " + std::to_string(total_ms) +
+             " ms (read " + std::to_string(read_ms) + " ms), " + std::to_string(applied.changed) + " changed" +
+             (beside.answers ? "; " + std::to_string(beside.answers) + " watch answers applied during the read, to revision " +
+                                   std::to_string(point.applied_revision)
+                             : std::string()));
         if (applied.refused)
             log_("refused " + std::to_string(applied.refused) + " values that are not a store's (deleted locally)");
     }
@@ -322,6 +488,8 @@ private:
                 const Leave leave = follow(client, failures);
                 full_reason = leave.full_read;
                 if (leave.back_off && !pause(backoff_delay(failures++, random_))) break;
+            } catch (const Stopping &) {
+                break;  // a full read cut short: nothing of it applied
             } catch (const SchemaTooNew &e) {
                 log_(e.what());
                 full_reason = "schema check";

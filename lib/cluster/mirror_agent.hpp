@@ -8,7 +8,11 @@
 //     ONE LMDB transaction, the store's mirror point set to R: on first
 //     start, when etcd is another cluster or went back in time (restored from
 //     a snapshot), when the watch's start was compacted, and when a
-//     reconciliation found drift;
+//     reconciliation found drift. The read runs in a thread of its own at
+//     the lowest CPU priority (httpd comes first) while the watch goes on
+//     from R + 1: each change is applied at once, ahead of the read, without
+//     moving the point, and again over the read in its transaction, so a
+//     revoke never waits for a full read;
 //   - every --reconcile-every, a reconciliation in a thread of its own at
 //     the lowest CPU priority: etcd read whole and compared with a snapshot
 //     of the store, beside the watch, to catch what a watch bug may have
@@ -81,7 +85,8 @@ struct AgentOptions {
 using AgentLog = std::function<void(const std::string &line)>;
 
 /// Runs the agent until `stop` becomes true (a signal handler sets it), or
-/// after one full read with `once`. Returns 0 on a clean stop. Stopping
+/// after one full read with `once`. Returns 0 on a clean stop, 1 when
+/// `once` was stopped before its read was applied. Stopping
 /// takes at most about the watchdog (a watch read in flight) or one request
 /// timeout (a read in flight while etcd has no quorum). etcd being away is
 /// never an error: the agent retries with backoff and the store's

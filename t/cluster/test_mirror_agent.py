@@ -394,13 +394,21 @@ def test_full_read_then_watch_revocations_range_end_and_reconciliation(etcd, tmp
 
 def mirror_value(db, etcd_key, prefix):
     """What the mirror in DB holds under the token key ETCD_KEY (None when absent)."""
+    return mirror_value_and_point(db, etcd_key, prefix)[0]
+
+
+def mirror_value_and_point(db, etcd_key, prefix):
+    """mirror_value() and, read in the same transaction, the store's applied revision (None when unset)."""
     digest = bytes.fromhex(etcd_key[len(prefix + "tokens/"):])
     for attempt in range(5):
         env = lmdb.open(str(Path(db) / "tokens.mdb"), subdir=False, readonly=True, lock=False, max_dbs=8,
                         max_readers=16384)
         try:
             with env.begin() as txn:
-                return txn.get(digest, db=env.open_db(b"tokens", txn=txn, create=False))
+                value = txn.get(digest, db=env.open_db(b"tokens", txn=txn, create=False))
+                applied = txn.get(b"mirror_applied_revision", db=env.open_db(b"meta", txn=txn, create=False))
+                # A meta value is the store's header, then the number in decimal.
+                return value, int(re.search(rb"(\d+)$", applied).group(1)) if applied else None
         except lmdb.MapResizedError:
             # The agent grew the map between this open and the read: open again (the module's
             # readers do the same).
@@ -527,6 +535,65 @@ def test_kill_9_between_two_catch_up_answers_and_compaction_while_down(etcd, tmp
         agent.stop(signal.SIGKILL)
     measure(f"mirror-agent: 1200 txns written in {wrote_in:.1f} s; killed after the first catch-up answer at "
             f"revision {killed_at} of {last}, resumed without loss; after compaction: {line.split(': ', 1)[1]}")
+
+
+def test_a_revoke_made_during_a_full_read_takes_effect_before_the_read_ends(etcd, tmp_path):
+    """A full read (at start, after a compaction, on drift) takes about 18 s a million tokens. Before
+    0.18.0 the watch waited for it, and so did a revoke made meanwhile. The read now has a thread of its
+    own while the watch goes on from the read's revision: a change reaches the store at once, ahead of
+    the read (the store's point stays where it was), and is applied again over the read, in the same
+    transaction, when the read ends."""
+    prefix = "/cptoken/beside/"
+    source = Source(tmp_path / "src", Writer(etcd.endpoints()), prefix)
+    count = 50000
+    tokens = source.bulk_create([(f"u{i:05d}", "t") for i in range(count)])
+    source.push(per_txn=120)
+    mirror = tmp_path / "mirror"
+    cptoken(mirror, "init")
+    agent = Agent(mirror, etcd, prefix)
+
+    def token_key(user):
+        return prefix + "tokens/" + source.in_etcd[f"{prefix}names/{user}/t"][-64:].hex()
+
+    try:
+        agent.wait_log(r"watching from revision", timeout=60)
+        wait_mirror(mirror, source, timeout=60)
+        assert agent.stop() == 0
+        # Written and compacted while the agent is down: it starts with a full read.
+        source.revoke("u00000", "t")
+        source.push()
+        etcd.compact(etcd.revision())
+        agent = Agent(mirror, etcd, prefix)
+        agent.wait_log(r"beside the read, the watch goes on from revision \d+", timeout=60)
+        _, point_before = mirror_value_and_point(mirror, token_key("u00001"), prefix)
+
+        # A revoke of one token, its key alone written to etcd (a push would scan the whole source).
+        key = token_key("u00001")
+        source.revoke("u00001", "t")
+        revoked = mirror_value(source.path, key, prefix)
+        source.writer.txn(prefix, [(key, revoked)])
+        source.in_etcd[key] = revoked
+        started = time.monotonic()
+        while (held := mirror_value_and_point(mirror, key, prefix))[0] != revoked:
+            assert time.monotonic() - started < 30, "the revoke never reached the mirror"
+            time.sleep(0.002)
+        took_ms = 1000 * (time.monotonic() - started)
+        # Held while the store's point was still the one from before the read: applied ahead of it.
+        assert held[1] == point_before, (held[1], point_before, agent.log()[-5:])
+        assert check(mirror, "u00001", tokens[("u00001", "t")]).returncode != 0
+
+        line = agent.wait_log(r"full read \(revision \d+ is compacted\): 100000 keys .*; 1 watch answers applied "
+                              r"during the read", timeout=120)
+        wait_mirror(mirror, source, timeout=30)
+        assert mirror_state(mirror)["state"] == "live"
+        assert check(mirror, "u00001", tokens[("u00001", "t")]).returncode != 0  # the read did not bring it back
+        assert check(mirror, "u00002", tokens[("u00002", "t")]).returncode == 0
+        read_ms = int(re.search(r" in (\d+) ms \(read", line).group(1))
+        assert agent.stop() == 0
+    finally:
+        agent.stop(signal.SIGKILL)
+    measure(f"mirror-agent: a revoke made during a full read of {count} tokens ({read_ms} ms) reached the mirror "
+            f"in {took_ms:.0f} ms, ahead of the read")
 
 
 def test_watched_member_killed_stopped_restarted_never_fresh_while_behind(etcd, tmp_path):
