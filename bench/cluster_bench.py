@@ -48,7 +48,10 @@ both CPUs; pinned = wrk and httpd on CPU 0, etcd and the agent on CPU 1;
 frontend = wrk, httpd and the agent on CPU 0, etcd on CPU 1, as on a
 front-end whose etcd runs on other hosts; -nochange = the same full reads
 with nothing to apply, for reference; -batch = the agent under `chrt -b 0`,
-SCHED_BATCH, which does not preempt httpd when it wakes).
+SCHED_BATCH, which does not preempt httpd when it wakes; -idle = under
+`chrt -i 0`, SCHED_IDLE; -weight = in a CPU cgroup of its own with the
+weight of systemd's CPUWeight=5, httpd's being 100: a thread's nice or
+policy only ranks it within its own group, and httpd is in another).
 """
 
 import json
@@ -79,6 +82,26 @@ CPTOKEN = frontends.CPTOKEN
 # Where wrk and the agent run (taskset prefixes): nowhere in particular, or, in
 # the pinned variant, wrk and httpd on CPU 0 and the agent and etcd on CPU 1.
 PIN = {"load": [], "agent": []}
+
+
+AGENT_CGROUP_WEIGHT = 5  # the -weight variants: as systemd's CPUWeight=5 for the agent's unit (httpd's: 100)
+
+
+def agent_cgroup():
+    """A CPU cgroup for the agent with AGENT_CGROUP_WEIGHT (cgroup v1's cpu.shares, or v2's cpu.weight),
+    as systemd makes for a unit with CPUWeight=: its path's cgroup.procs file."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.shares").exists():
+        group = v1 / "cbench-agent"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.shares").write_text(str(AGENT_CGROUP_WEIGHT * 1024 // 100))
+    else:
+        root = Path("/sys/fs/cgroup")
+        (root / "cgroup.subtree_control").write_text("+cpu")
+        group = root / "cbench-agent"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.weight").write_text(str(AGENT_CGROUP_WEIGHT))
+    return group / "cgroup.procs"
 
 
 def set_affinity(pids, cpus):
@@ -258,7 +281,10 @@ def part_apply(cluster, work):
                 # slowdown is the store's doing (LMDB, page cache), not two cores shared by all.
                 # frontend: the agent's CPU (transfer, decoding, apply) on httpd's core too.
                 agent_cpu = "1" if variant.startswith("pinned") else "0"
-                batch = ["chrt", "-b", "0"] if variant.endswith("-batch") else []
+                batch = (["chrt", "-b", "0"] if variant.endswith("-batch") else
+                         ["chrt", "-i", "0"] if variant.endswith("-idle") else
+                         ["sh", "-c", f'echo $$ > {agent_cgroup()} && exec "$@"', "sh"] if variant.endswith("-weight")
+                         else [])
                 PIN.update(load=["taskset", "-c", "0"], agent=batch + ["taskset", "-c", agent_cpu])
                 set_affinity(session_pids(fe.httpd.pid), "0")
                 set_affinity([cluster.pid(i) for i in range(cluster.size)], "1")
