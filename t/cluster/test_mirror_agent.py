@@ -538,8 +538,8 @@ def test_kill_9_between_two_catch_up_answers_and_compaction_while_down(etcd, tmp
 
 
 def test_a_revoke_made_during_a_full_read_takes_effect_before_the_read_ends(etcd, tmp_path):
-    """A full read (at start, after a compaction, on drift) takes about 18 s a million tokens. Before
-    0.18.0 the watch waited for it, and so did a revoke made meanwhile. The read now has a thread of its
+    """A full read (at start, after a compaction, on drift) takes about 18 s a million tokens. Up to
+    0.17.3 the watch waited for it, and so did a revoke made meanwhile. The read now has a thread of its
     own while the watch goes on from the read's revision: a change reaches the store at once, ahead of
     the read (the store's point stays where it was), and is applied again over the read, in the same
     transaction, when the read ends."""
