@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Revokes made while the mirror agent reads etcd whole (issue 24): how long
 from `cptoken --etcd revoke` until this host's store refuses the token, with
-the agent's CPU limited the way docs/scale-out.md suggests for a busy
+the agent's CPU weight as cptoken-sync.service sets it, on a busy
 front-end. Up to 0.17.3 the watch waited for a full read, so a revoke made
 during one waited for its end; a full read runs at start, after a compaction
 past the agent's position, and on drift.
