@@ -43,8 +43,8 @@ CBENCH_DIR (work directory, /var/tmp/mod_cptoken-cbench; removed at the end
 unless CBENCH_KEEP=1), CBENCH_FIXTURE (a store to push instead of making
 one), CBENCH_ONLY, CBENCH_PERF=1 (the first full read under perf record;
 its top symbols printed), CBENCH_PIN (the apply part's variants, default
-shared,shared-nochange,pinned,pinned-nochange: shared = every process on
-both CPUs; pinned = wrk and httpd on CPU 0, etcd and the agent on CPU 1;
+shared,shared-nochange,pinned,pinned-nochange,frontend-weight: shared =
+every process on both CPUs; pinned = wrk and httpd on CPU 0, etcd and the agent on CPU 1;
 frontend = wrk, httpd and the agent on CPU 0, etcd on CPU 1, as on a
 front-end whose etcd runs on other hosts; -nochange = the same full reads
 with nothing to apply, for reference; -batch = the agent under `chrt -b 0`,
@@ -136,7 +136,7 @@ S = {
     "full_reads": knob("CBENCH_FULL_READS", 10),
     "dir": Path(os.environ.get("CBENCH_DIR", "/var/tmp/mod_cptoken-cbench")),
     "fixture": os.environ.get("CBENCH_FIXTURE", ""),
-    "pin": list(filter(None, os.environ.get("CBENCH_PIN", "shared,shared-nochange,pinned,pinned-nochange").split(","))),
+    "pin": list(filter(None, os.environ.get("CBENCH_PIN", "shared,shared-nochange,pinned,pinned-nochange,frontend-weight").split(","))),
     "perf": knob("CBENCH_PERF", 0),
     "only": set(filter(None, os.environ.get("CBENCH_ONLY", "apply,full").split(","))),
 }
