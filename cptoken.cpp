@@ -1428,6 +1428,12 @@ int cmd_sync(const std::string &db, const SyncOptions &o) {
     }
     options.once = o.once;
     options.exit_after_applies = o.exit_after_applies;
+    // The agent's threads never fork: the child of a threaded process may run
+    // into a lock another thread held at the fork (seen with ASan's allocator:
+    // the publisher hung on its child). Root reads the usage table through a
+    // helper forked now, before the threads start, as for a store of another owner.
+    if (!g_usage_helper && ::geteuid() == 0 && !options.once && options.usage_every.count() > 0)
+        g_usage_helper = std::make_unique<UsageHelper>(db);
     if (g_usage_helper) options.read_usage = [] { return g_usage_helper->read(); };
     struct sigaction action{};
     action.sa_handler = stop_sync;  // no SA_RESTART: a sleep or poll in progress ends early
