@@ -38,18 +38,18 @@ Parts (CBENCH_ONLY=apply,full picks some; both by default):
 Knobs: CBENCH_TOKENS (1000000), CBENCH_APPLY_TOKENS (100000),
 CBENCH_DURATION (s of wrk per run, 10), CBENCH_ROUNDS (3), CBENCH_THREADS
 (2), CBENCH_CONNECTIONS (8: the front-end has 16 workers; more makes
-mpm_event close kept-alive connections), CBENCH_FULL_READS (10),
-CBENCH_DIR (work directory, /var/tmp/mod_cptoken-cbench; removed at the end
-unless CBENCH_KEEP=1), CBENCH_FIXTURE (a store to push instead of making
-one), CBENCH_ONLY, CBENCH_PERF=1 (the first full read under perf record;
-its top symbols printed), CBENCH_PIN (the apply part's variants, default
+mpm_event close kept-alive connections), CBENCH_FULL_READS (10), CBENCH_DIR
+(work directory, /var/tmp/mod_cptoken-cbench; removed at the end unless
+CBENCH_KEEP=1), CBENCH_FIXTURE (a store to push instead of making one),
+CBENCH_ONLY, CBENCH_PERF=1 (the first full read under perf record; its top
+symbols printed), CBENCH_PIN (the apply part's variants, default
 shared,shared-nochange,pinned,pinned-nochange,frontend-weight: shared =
-every process on both CPUs; pinned = wrk and httpd on CPU 0, etcd and the agent on CPU 1;
-frontend = wrk, httpd and the agent on CPU 0, etcd on CPU 1, as on a
-front-end whose etcd runs on other hosts; -nochange = the same full reads
-with nothing to apply, for reference; -batch = the agent under `chrt -b 0`,
-SCHED_BATCH, which does not preempt httpd when it wakes; -idle = under
-`chrt -i 0`, SCHED_IDLE; -weight = in a CPU cgroup of its own with the
+every process on both CPUs; pinned = wrk and httpd on CPU 0, etcd and the
+agent on CPU 1; frontend = wrk, httpd and the agent on CPU 0, etcd on CPU 1,
+as on a front-end whose etcd runs on other hosts; -nochange = the same full
+reads with nothing to apply, for reference; -batch = the agent under `chrt
+-b 0`, SCHED_BATCH, which does not preempt httpd when it wakes; -idle =
+under `chrt -i 0`, SCHED_IDLE; -weight = in a CPU cgroup of its own with the
 weight of systemd's CPUWeight=5, httpd's being 100: a thread's nice or
 policy only ranks it within its own group, and httpd is in another).
 """
@@ -87,9 +87,9 @@ PIN = {"load": [], "agent": []}
 AGENT_CGROUP_WEIGHT = 5  # the -weight variants: as systemd's CPUWeight=5 for the agent's unit (httpd's: 100)
 
 
-def agent_cgroup():
-    """A CPU cgroup for the agent with AGENT_CGROUP_WEIGHT (cgroup v1's cpu.shares, or v2's cpu.weight),
-    as systemd makes for a unit with CPUWeight=: its path's cgroup.procs file."""
+def in_agent_cgroup():
+    """A command prefix that runs the command in a CPU cgroup with AGENT_CGROUP_WEIGHT (cgroup v1's
+    cpu.shares, or v2's cpu.weight), as systemd makes for a unit with CPUWeight=."""
     v1 = Path("/sys/fs/cgroup/cpu")
     if (v1 / "cpu.shares").exists():
         group = v1 / "cbench-agent"
@@ -101,7 +101,7 @@ def agent_cgroup():
         group = root / "cbench-agent"
         group.mkdir(exist_ok=True)
         (group / "cpu.weight").write_text(str(AGENT_CGROUP_WEIGHT))
-    return group / "cgroup.procs"
+    return ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh"]
 
 
 def set_affinity(pids, cpus):
@@ -136,7 +136,8 @@ S = {
     "full_reads": knob("CBENCH_FULL_READS", 10),
     "dir": Path(os.environ.get("CBENCH_DIR", "/var/tmp/mod_cptoken-cbench")),
     "fixture": os.environ.get("CBENCH_FIXTURE", ""),
-    "pin": list(filter(None, os.environ.get("CBENCH_PIN", "shared,shared-nochange,pinned,pinned-nochange,frontend-weight").split(","))),
+    "pin": list(filter(None, os.environ.get(
+        "CBENCH_PIN", "shared,shared-nochange,pinned,pinned-nochange,frontend-weight").split(","))),
     "perf": knob("CBENCH_PERF", 0),
     "only": set(filter(None, os.environ.get("CBENCH_ONLY", "apply,full").split(","))),
 }
@@ -281,11 +282,10 @@ def part_apply(cluster, work):
                 # slowdown is the store's doing (LMDB, page cache), not two cores shared by all.
                 # frontend: the agent's CPU (transfer, decoding, apply) on httpd's core too.
                 agent_cpu = "1" if variant.startswith("pinned") else "0"
-                batch = (["chrt", "-b", "0"] if variant.endswith("-batch") else
-                         ["chrt", "-i", "0"] if variant.endswith("-idle") else
-                         ["sh", "-c", f'echo $$ > {agent_cgroup()} && exec "$@"', "sh"] if variant.endswith("-weight")
-                         else [])
-                PIN.update(load=["taskset", "-c", "0"], agent=batch + ["taskset", "-c", agent_cpu])
+                scheduling = (["chrt", "-b", "0"] if variant.endswith("-batch") else
+                              ["chrt", "-i", "0"] if variant.endswith("-idle") else
+                              in_agent_cgroup() if variant.endswith("-weight") else [])
+                PIN.update(load=["taskset", "-c", "0"], agent=scheduling + ["taskset", "-c", agent_cpu])
                 set_affinity(session_pids(fe.httpd.pid), "0")
                 set_affinity([cluster.pid(i) for i in range(cluster.size)], "1")
             try:

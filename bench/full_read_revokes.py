@@ -46,7 +46,7 @@ WORK = Path(os.environ.get("FR_DIR", "/var/tmp/mod_cptoken-full-read-revokes"))
 def start_agent(mirror, eps, log_path, limited=True):
     prefix = ["taskset", "-c", "0"] if limited else []
     if WEIGHT and limited:
-        prefix = ["sh", "-c", f'echo $$ > {cb.agent_cgroup()} && exec "$@"', "sh"] + prefix
+        prefix = cb.in_agent_cgroup() + prefix
     log = open(log_path, "a")
     return subprocess.Popen(prefix + [cb.CPTOKEN, "--db", str(mirror), "--etcd", ",".join(eps), "sync"],
                             stdout=log, stderr=subprocess.STDOUT)

@@ -308,14 +308,14 @@ private:
 
     /// read_whole() in a thread of its own at the lowest CPU priority: the
     /// agent's other threads (the watch, the proof) come first within the
-    /// agent's share of the CPU. (Its share against httpd's is not a thread's
-    /// to set: the unit's CPUWeight sets it, docs/scale-out.md.) With `beside`, this thread
-    /// meanwhile watches from R + 1 and applies each change to the store at
-    /// once, ahead of the read, without moving the store's point: a revoke
-    /// made during a full read (about 18 s a million tokens) takes effect as
-    /// fast as any other. The changes also go to `beside`, to be applied
-    /// again over the read. Throws as read_whole() does; Stopping when the
-    /// agent stops.
+    /// agent's share of the CPU. (Its share against httpd's is not a
+    /// thread's to set: the unit's CPUWeight sets it, docs/scale-out.md.)
+    /// With `beside`, this thread meanwhile watches from R + 1 and applies
+    /// each change to the store at once, ahead of the read, without moving
+    /// the store's point: a revoke made during a full read (about 18 s a
+    /// million tokens) takes effect as fast as any other. The changes also
+    /// go to `beside`, to be applied again over the read. Throws as
+    /// read_whole() does; Stopping when the agent stops.
     WholeRead read_whole_niced(Client &client, ChangesBeside *beside) {
         std::mutex mutex;
         std::condition_variable changed;
@@ -356,24 +356,20 @@ private:
             std::lock_guard lock(mutex);
             return done;
         };
-        {
+        // Waits until `ready` (under the mutex), telling the reader to stop once the agent stops.
+        const auto wait_for_reader = [&](const auto &ready) {
             std::unique_lock lock(mutex);
-            while (!revision && !done) {
+            while (!ready()) {
                 if (stop_) cancel = true;
                 changed.wait_for(lock, milliseconds(100));
             }
-        }
+        };
+        wait_for_reader([&] { return revision || done; });
         if (revision && beside) {
             beside->point.applied_revision = *revision;
             follow_beside(client, *beside, reader_done);
         }
-        {
-            std::unique_lock lock(mutex);
-            while (!done) {
-                if (stop_) cancel = true;
-                changed.wait_for(lock, milliseconds(100));
-            }
-        }
+        wait_for_reader([&] { return done; });
         if (error) std::rethrow_exception(error);
         return std::move(*read);
     }

@@ -8,15 +8,17 @@
 //     ONE LMDB transaction, the store's mirror point set to R: on first
 //     start, when etcd is another cluster or went back in time (restored from
 //     a snapshot), when the watch's start was compacted, and when a
-//     reconciliation found drift. The read runs in a thread of its own at
-//     the lowest CPU priority (httpd comes first) while the watch goes on
-//     from R + 1: each change is applied at once, ahead of the read, without
-//     moving the point, and again over the read in its transaction, so a
-//     revoke never waits for a full read;
-//   - every --reconcile-every, a reconciliation in a thread of its own at
-//     the lowest CPU priority: etcd read whole and compared with a snapshot
-//     of the store, beside the watch, to catch what a watch bug may have
-//     lost ("drift") without holding back the changes that go on coming;
+//     reconciliation found drift. The read runs in a thread of its own, the
+//     lowest in priority of the agent's (httpd's share against the agent's
+//     is the unit's CPUWeight), while the watch goes on from R + 1: each
+//     change is applied at once, ahead of the read, without moving the
+//     point, and again over the read in its transaction, so a revoke never
+//     waits for a full read;
+//   - every --reconcile-every, a reconciliation in a thread of its own, the
+//     lowest in priority of the agent's: etcd read whole and compared with
+//     a snapshot of the store, beside the watch, to catch what a watch bug
+//     may have lost ("drift") without holding back the changes that go on
+//     coming;
 //   - otherwise a watch from applied_revision + 1, each answer one LMDB
 //     transaction, the point moved to the highest kv.mod_revision applied
 //     (never header.revision: a catch-up answer stops at 1000 revisions but

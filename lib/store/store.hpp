@@ -391,8 +391,8 @@ public:
     /// writes of one key the last one stays), and `point`, in one
     /// transaction; without a point the store's stays as it is (changes
     /// applied ahead of a full read that is not over). With `whole` (a full
-    /// read of etcd), every key of the
-    /// tokens and names databases not in `writes` is deleted too. Only what
+    /// read of etcd), every key of the tokens and names databases not in
+    /// `writes` is deleted too. Only what
     /// differs is written, and nothing at all (no commit) when nothing
     /// differs: ten full reads leave the file the size one did, and readers'
     /// cached records stay.
