@@ -307,7 +307,11 @@ def test_the_two_roles_of_the_docs(cluster, tmp_path):
         with Frontend(cluster.endpoints(), name="c", agent_args=agent + ["--usage-every", "1s", "--host-name", "c"],
                       owner=MANAGER_USER) as c:
             c.start_manager(settings=("user=admin", f"password-file={tmp_path / 'admin.pw'}"))
-            assert "CPT0208: CPTokenEtcd: --etcd-password-file" in c.manager_error_log()
+            # Each child logs it in its child_init, which may come after the listener answers.
+            deadline = time.monotonic() + 10
+            while "CPT0208: CPTokenEtcd: --etcd-password-file" not in c.manager_error_log():
+                assert time.monotonic() < deadline, c.manager_error_log()
+                time.sleep(0.05)
             status, _ = c.manager_call("/execute/Tokens/create_full_access?name=no-password", token)
             assert status == 500 and "nothing was written to etcd" in c.manager_error_log()
             status, body = c.manager_call("/execute/Tokens/list", token)  # reads still work
