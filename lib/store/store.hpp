@@ -392,10 +392,9 @@ public:
     /// transaction; without a point the store's stays as it is (changes
     /// applied ahead of a full read that is not over). With `whole` (a full
     /// read of etcd), every key of the tokens and names databases not in
-    /// `writes` is deleted too. Only what
-    /// differs is written, and nothing at all (no commit) when nothing
-    /// differs: ten full reads leave the file the size one did, and readers'
-    /// cached records stay.
+    /// `writes` is deleted too. Only what differs is written, and nothing at
+    /// all (no commit) when nothing differs: ten full reads leave the file
+    /// the size one did, and readers' cached records stay.
     /// A value that is not a store's is not stored: its key is deleted
     /// (a token etcd holds badly is refused, never kept as it was). Throws
     /// StoreError as the other writes do.
