@@ -222,8 +222,14 @@ $(BUILD)/man/mod_cptoken.8: docs/directives.md VERSION build-aux/md-for-man.py
 	  printf '# NAME\n\nmod_cptoken - Apache httpd module that admits requests with cPanel-style API tokens\n\n'; \
 	  tail -n +2 $< ) | $(MD_FOR_MAN) | go-md2man | $(MAN_ESCAPE_DOTS) > $@
 
+# Built with the caller's -j, then run TEST_WORKERS at a time: several of
+# them mostly wait (for a lock's timeout, a paused reader), so more than the
+# cores. -O keeps each binary's output together, as when they ran in turn.
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@$(MAKE) --no-print-directory -j$(TEST_WORKERS) -O $(UNIT_BINS:%=%.run)
+.PHONY: $(UNIT_BINS:%=%.run)
+$(UNIT_BINS:%=%.run): %.run: %
+	@echo "== $<"; $<
 
 # The same unit tests under AddressSanitizer and UBSan, in their own build
 # tree (shared with leak-test and httpd-asan-test). Run by .ci/run after make
@@ -308,7 +314,7 @@ test: deps
 	@runuser -u nobody -- test -r $(CURDIR)/Makefile || { echo "make test: the tests run the build as unprivileged users (www-data, daemon), who cannot reach $(CURDIR): give its parent directories the search bit for others (chmod o+x), or clone somewhere they can reach" >&2; exit 1; }
 	$(STAGE) build $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) all $(BUILD)/bench_verify
 	$(STAGE) unit $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) unit
-	$(STAGE) fuzz $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) fuzz FUZZ_SECONDS=5 FUZZ_SEED=1  # 10 targets: 50 s; one seed, so a failure here is one to reproduce
+	$(STAGE) fuzz $(TEST_LOGS) $(MAKE) --no-print-directory -j$(NPROC) -O fuzz FUZZ_SECONDS=5 FUZZ_SEED=1  # 10 targets of 5 s, as many at once as cores; one seed, so a failure here is one to reproduce
 	$(STAGE) bench-smoke $(TEST_LOGS) $(MAKE) --no-print-directory bench-smoke
 	$(STAGE) tool-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/tool
 	$(STAGE) httpd-test $(TEST_LOGS) env $(PYTEST) -n $(TEST_WORKERS) t/httpd
@@ -492,13 +498,17 @@ $(BUILD)/fuzz_etcd: t/fuzz/fuzz_etcd.cpp $(FUZZ_LIB_OBJS) $(BUILD)/fuzz/lib/clus
 	@mkdir -p $(dir $@)
 	clang++ $(FUZZ_CXXFLAGS) -fsanitize=fuzzer,address,undefined -Ilib -o $@ $< $(FUZZ_LIB_OBJS) $(BUILD)/fuzz/lib/cluster/etcd_wire.o \
 	  -lsimdjson $(LIBS)
-fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
-	@set -e; for t in $(FUZZ_TARGETS); do \
-	  mkdir -p $(BUILD)/fuzz-corpus-$$t; \
-	  echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
-	  $(BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(if $(FUZZ_SEED),-seed=$(FUZZ_SEED)) \
-	    -artifact_prefix=$(BUILD)/fuzz-crash-$$t- \
-	    $(BUILD)/fuzz-corpus-$$t t/fuzz/corpus-$$t $$(ls -d t/fuzz/crashes-$$t 2>/dev/null) > $(BUILD)/fuzz_$$t.log 2>&1 \
-	    || { tail -40 $(BUILD)/fuzz_$$t.log; exit 1; }; \
-	  tail -1 $(BUILD)/fuzz_$$t.log; \
-	done
+# One rule a target, so that the caller's -j runs them side by side (each is
+# CPU-bound for FUZZ_SECONDS: as many at once as cores); -O keeps each one's
+# lines together.
+FUZZ_RUNS := $(FUZZ_TARGETS:%=fuzz-run-%)
+.PHONY: $(FUZZ_RUNS)
+fuzz: $(FUZZ_RUNS)
+$(FUZZ_RUNS): fuzz-run-%: $(BUILD)/fuzz_%
+	@mkdir -p $(BUILD)/fuzz-corpus-$*
+	@echo "== fuzz_$* ($(FUZZ_SECONDS) s)"
+	@$(BUILD)/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(if $(FUZZ_SEED),-seed=$(FUZZ_SEED)) \
+	    -artifact_prefix=$(BUILD)/fuzz-crash-$*- \
+	    $(BUILD)/fuzz-corpus-$* t/fuzz/corpus-$* $$(ls -d t/fuzz/crashes-$* 2>/dev/null) > $(BUILD)/fuzz_$*.log 2>&1 \
+	    || { tail -40 $(BUILD)/fuzz_$*.log; exit 1; }
+	@tail -1 $(BUILD)/fuzz_$*.log
