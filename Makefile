@@ -144,7 +144,8 @@ $(BUILD)/t/test_etcd_%: t/unit/test_etcd_%.cpp $(BUILD)/libcptoken_cluster.a $(B
 # The cluster tests (t/cluster/): a real 3-member etcd per test (Debian's etcd-server
 # 3.4.23, t/cluster/etcd_cluster.py), the etcd client driven through etcd_probe, and
 # the mirror agent (build/cptoken sync; its tests share a cluster per worker).
-# About 30 s on 2 cores with 2 workers (a minute serially), so a stage of make test.
+# About 2.5 minutes on the 2-core VM with 2 workers (most of it a few tests that measure
+# for tens of seconds), so a stage of make test.
 # The "etcd-client:" lines it prints at the end are measurements (race, paginated
 # read, failover, watchdog, latency); CLUSTER_WORKERS=0 runs serially, for quieter numbers.
 CLUSTER_WORKERS ?= 2
