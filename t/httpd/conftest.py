@@ -102,12 +102,12 @@ class Store:
     def __init__(self, path):
         self.path = Path(path)
 
-    def run(self, *args, check=True, env=None):
+    def run(self, *args, check=True, env=None, timeout=30):
         env = {**os.environ, **(env or {})}
         env.pop("CPTOKEN_DB", None)
         env["LC_ALL"] = "C"
         p = subprocess.run([CPTOKEN, "--db", str(self.path), *[str(a) for a in args]],
-                           capture_output=True, text=True, env=env, timeout=30, stdin=subprocess.DEVNULL)
+                           capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
         if check:
             assert p.returncode == 0, f"cptoken {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}{p.stdout}"
         return p
