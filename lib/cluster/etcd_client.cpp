@@ -2,6 +2,7 @@
 #include "cluster/etcd_client.hpp"
 
 #include <curl/curl.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <mutex>

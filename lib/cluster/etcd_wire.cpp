@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cluster/etcd_wire.hpp"
 
+#include <nlohmann/json.hpp>
 #include <openssl/evp.h>
 #include <simdjson.h>
 

@@ -15,6 +15,7 @@
 //                                   read, sleep (and wait for a line on stdin), read again or watch
 //                                   (the token expires or is lost meanwhile)
 //     latency PREFIX N              put N keys, time until the watch delivers each
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <algorithm>

@@ -5,6 +5,8 @@
 // defaults, base64, range ends and the error mapping. The JSON lines are the
 // shapes etcd 3.4.23 sent in the lab (docs: research/etcd-mirror.md §1.2-1.4).
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 #include <vector>
 
