@@ -226,17 +226,22 @@ def wait_until(pred, timeout=3.0, step=0.05):
         time.sleep(step)
 
 
-def child_pids(srv):
-    """The PIDs of SRV's httpd children now."""
+def children_of(ppid):
+    """The PIDs of the processes whose parent is PPID now."""
     pids = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                if int((p / "stat").read_text().split(") ", 1)[1].split()[1]) == srv.proc.pid:
+                if int((p / "stat").read_text().split(") ", 1)[1].split()[1]) == ppid:
                     pids.append(int(p.name))
             except (OSError, IndexError, ValueError):
                 pass
     return pids
+
+
+def child_pids(srv):
+    """The PIDs of SRV's httpd children now."""
+    return children_of(srv.proc.pid)
 
 
 # ---------------------------------------------------------------- config

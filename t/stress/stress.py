@@ -563,18 +563,6 @@ def stores_mapped(pid):
     return len({l.split()[4] for l in lines if "/tokens.mdb" in l and "-lock" not in l})
 
 
-def children_of(ppid):
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if int((p / "stat").read_text().split(") ", 1)[1].split()[1]) == ppid:
-                    out.append(int(p.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
 class MemoryWatch:
     """Samples each child's anonymous memory every 2 s: the first sample
     after a warm-up (its caches filled) and the last one before it went."""
@@ -599,7 +587,7 @@ class MemoryWatch:
 
     def sample(self):
         now = time.time()
-        for pid in children_of(self.ppid):
+        for pid in harness.children_of(self.ppid):
             kb = anonymous_kb(pid)
             if kb is None:
                 continue
