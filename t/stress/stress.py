@@ -258,8 +258,10 @@ class Driver:
 
     def run(self, *args, expect_ok=True):
         t0 = time.time()
-        # prune takes 18-26 s under this load on a slow 2-core VM (its own
-        # cause not found yet): 30 s, the tests' limit, failed one run in ~7.
+        # prune of the 100k-token store needs ~1 s of CPU and its 1.1 s wait
+        # for httpd's children: 4-7 s beside one soak, 18-36 s beside the
+        # three of make test on a slow 2-core VM. 30 s, the tests' limit,
+        # failed one run in ~7.
         p = self.store.run(*args, check=False, timeout=120)
         t1 = time.time()
         if expect_ok and p.returncode != 0:
