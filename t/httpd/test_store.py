@@ -112,6 +112,7 @@ def replace_and_check(srv, ta, replace):
 @ALL_MPMS
 def test_store_replaced_by_init_is_picked_up(srv):
     srv.allow("CPT0100", "CPT0203")  # a use written while no store is in place
+    srv.allow("CPT0200")  # a child still starting while no store is in place (each answer is asserted)
     ta = srv.store.create("alice", "old")
     srv.start()
 
@@ -140,6 +141,7 @@ def test_store_replaced_by_moving_another_in(srv):
 
 def test_store_replaced_twice(srv):
     srv.allow("CPT0100", "CPT0203")  # a use written while no store is in place
+    srv.allow("CPT0200")  # a child still starting while no store is in place (each answer is asserted)
     ta = srv.store.create("alice", "old")
     srv.start()
     assert_admitted(srv.get(auth=f"cpanel alice:{ta}"), "alice")
