@@ -104,6 +104,18 @@ def in_agent_cgroup():
     return ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh"]
 
 
+def remove_agent_cgroup():
+    """Removes the cgroup in_agent_cgroup() made, once its processes have ended (the kernel
+    refuses to remove one that holds a process: then it stays, and is said)."""
+    for group in (Path("/sys/fs/cgroup/cpu/cbench-agent"), Path("/sys/fs/cgroup/cbench-agent")):
+        try:
+            group.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            say(f"cannot remove the cgroup {group}: {e.strerror}")
+
+
 def set_affinity(pids, cpus):
     for pid in pids:
         subprocess.run(["taskset", "-a", "-c", "-p", cpus, str(pid)], capture_output=True, check=True)
@@ -297,6 +309,7 @@ def part_apply(cluster, work):
                   if re.search(r"\[[a-z_]+:(warn|error|crit|alert|emerg)\]", line)]
         say(f"apply: httpd error log: {len(errors)} lines at warn or above" + (f", first: {errors[0]}" if errors else ""))
     finally:
+        remove_agent_cgroup()
         fe.close()
 
 
